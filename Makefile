@@ -1,0 +1,48 @@
+# kvbackup: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= .demo
+
+.PHONY: help venv control-plane lint unit integration test demo demo-down clean
+
+help:
+	@echo "make demo       local control plane + operator + example KeyBackup/KeyRestore"
+	@echo "make demo-down  stop everything 'make demo' started"
+	@echo "make test       install what the tests need; run ruff, mypy, unit and integration tests"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# kube-apiserver, kubectl and etcd, built from the Go module proxy and cached in
+# ~/.cache/kvbackup (the first build takes about ten minutes).
+control-plane:
+	bash hack/build-control-plane.sh >/dev/null
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit -q
+
+integration: venv control-plane
+	$(BIN)/python -m pytest tests/integration -q
+
+test: venv control-plane lint
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider
+
+demo: venv control-plane
+	bash hack/demo.sh up $(DEMO_DIR)
+
+demo-down:
+	bash hack/demo.sh down $(DEMO_DIR)
+
+clean: demo-down
+	rm -rf $(VENV) $(DEMO_DIR)

@@ -1,0 +1,82 @@
+"""Mapping of Azure SDK exceptions (Key Vault, identity) to the project's taxonomy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+
+from kvbackup import errors
+
+
+def _retry_after(error: HttpResponseError) -> float | None:
+    response: Any = error.response  # the SDK types it without its headers
+    header = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return float(header) if header else None
+    except ValueError:
+        return None
+
+
+def _service_message(error: HttpResponseError) -> str:
+    """The service's own error text, never the request or response bodies."""
+    if error.error is not None and error.error.message:
+        return f"{error.error.code or error.status_code}: {error.error.message}"
+    return f"HTTP {error.status_code}: {error.reason or 'error'}"
+
+
+def map_azure_error(error: Exception, what: str) -> errors.KvBackupError:
+    """Translate one SDK exception raised while doing ``what`` (e.g. "back up key x")."""
+    if isinstance(error, errors.KvBackupError):
+        return error
+    if isinstance(error, ResourceNotFoundError):
+        return errors.NotFoundError(f"{what}: not found ({_service_message(error)})")
+    if isinstance(error, ResourceExistsError):
+        return errors.ConflictError(f"{what}: {_service_message(error)}")
+    if isinstance(error, ClientAuthenticationError):
+        return errors.AccessDeniedError(f"{what}: authentication failed: {error.message}")
+    if isinstance(error, HttpResponseError):
+        status = error.status_code or 0
+        message = f"{what}: {_service_message(error)}"
+        if status == 403:
+            return errors.AccessDeniedError(message)
+        if status == 401:
+            return errors.AccessDeniedError(message)
+        if status == 429:
+            return errors.ThrottledError(message, retry_after=_retry_after(error))
+        if status >= 500 or status in (408,):
+            return errors.TransientError(message)
+        if status == 409:
+            return errors.ConflictError(message)
+        return errors.KvBackupError(message, reason="RequestRejected")
+    if isinstance(error, (ServiceRequestError, ServiceResponseError)):
+        return errors.TransientError(
+            f"{what}: cannot reach the service ({type(error).__name__}: {error.message})",
+            reason="VaultUnreachable",
+        )
+    if isinstance(error, (TimeoutError, ConnectionError)):
+        return errors.TransientError(f"{what}: {type(error).__name__}", reason="VaultUnreachable")
+    # azure.identity raises CredentialUnavailableError (a ClientAuthenticationError subclass
+    # in most versions); anything else from the identity stack is an authentication problem.
+    if type(error).__module__.startswith("azure.identity"):
+        return errors.AccessDeniedError(f"{what}: no usable Azure credential: {error}")
+    raise error
+
+
+@contextmanager
+def azure_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except errors.KvBackupError:
+        raise
+    except Exception as error:  # mapped or re-raised unchanged by map_azure_error
+        raise map_azure_error(error, what) from error

@@ -1,0 +1,135 @@
+"""Key Vault keys through the async SDK, bounded in concurrency and rate per vault."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.keyvault.keys.aio import KeyClient
+
+from kvbackup.adapters.azure_errors import azure_errors
+from kvbackup.adapters.ratelimit import RateLimiter
+from kvbackup.config import Settings
+from kvbackup.errors import NotFoundError
+from kvbackup.services.ports import KeyInfo, KeyState
+
+#: How long a purge may take to finish before the purged name can be restored.
+PURGE_WAIT_SECONDS = 120.0
+
+
+class KeyVaultKeys:
+    """``VaultKeys`` for one vault under one credential."""
+
+    def __init__(self, client: KeyClient, limiter: RateLimiter, slots: asyncio.Semaphore) -> None:
+        self._client = client
+        self._limiter = limiter
+        self._slots = slots
+
+    @asynccontextmanager
+    async def _call(self, what: str) -> AsyncIterator[None]:
+        async with self._slots:
+            await self._limiter.acquire()
+            with azure_errors(what):
+                yield
+
+    async def list_keys(self) -> AsyncIterator[KeyInfo]:
+        async with self._call("list keys"):
+            async for props in self._client.list_properties_of_keys():
+                yield KeyInfo(
+                    name=props.name or "", tags=dict(props.tags or {}), managed=bool(props.managed)
+                )
+
+    async def list_versions(self, name: str) -> tuple[str, ...]:
+        async with self._call(f"list versions of key {name}"):
+            versions = [
+                (props.created_on, props.version or "")
+                async for props in self._client.list_properties_of_key_versions(name)
+            ]
+        return tuple(version for _, version in sorted(versions, key=_created_then_id))
+
+    async def backup_key(self, name: str) -> bytes:
+        async with self._call(f"back up key {name}"):
+            return await self._client.backup_key(name)
+
+    async def key_state(self, name: str) -> KeyState:
+        try:
+            async with self._call(f"read key {name}"):
+                await self._client.get_key(name)
+            return KeyState.ACTIVE
+        except NotFoundError:
+            pass
+        try:
+            async with self._call(f"read deleted key {name}"):
+                await self._client.get_deleted_key(name)
+            return KeyState.SOFT_DELETED
+        except NotFoundError:
+            return KeyState.ABSENT
+
+    async def restore_key(self, backup: bytes) -> str:
+        async with self._call("restore a key backup"):
+            key = await self._client.restore_key_backup(backup)
+        return key.name or ""
+
+    async def recover_key(self, name: str) -> None:
+        async with self._call(f"recover key {name}"):
+            await self._client.recover_deleted_key(name)
+
+    async def purge_key(self, name: str) -> None:
+        async with self._call(f"purge key {name}"):
+            await self._client.purge_deleted_key(name)
+        # Purging completes asynchronously; a restore under the same name fails until then.
+        deadline = asyncio.get_running_loop().time() + PURGE_WAIT_SECONDS
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                async with self._call(f"wait for purge of key {name}"):
+                    await self._client.get_deleted_key(name)
+            except NotFoundError:
+                return
+            await asyncio.sleep(2)
+
+
+def _created_then_id(item: tuple[Any, str]) -> tuple[float, str]:
+    created, version = item
+    return (created.timestamp() if created else 0.0, version)
+
+
+class KeyVaultClients:
+    """Builds one ``KeyVaultKeys`` per (vault, credential), sharing the per-vault limiter."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._limiters: dict[str, RateLimiter] = {}
+        self._clients: dict[tuple[str, int], KeyClient] = {}
+
+    def _client_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "verify_challenge_resource": self._settings.verify_challenge_resource,
+        }
+        if self._settings.ca_bundle:
+            options["connection_verify"] = self._settings.ca_bundle
+        if self._settings.keyvault_api_version:
+            options["api_version"] = self._settings.keyvault_api_version
+        return options
+
+    def keys(self, vault_url: str, credential: AsyncTokenCredential) -> KeyVaultKeys:
+        cache_key = (vault_url, id(credential))
+        client = self._clients.get(cache_key)
+        if client is None:
+            client = KeyClient(vault_url, credential, **self._client_options())
+            self._clients[cache_key] = client
+        limiter = self._limiters.setdefault(vault_url, RateLimiter(self._settings.vault_rate_limit))
+        return KeyVaultKeys(client, limiter, self._slots)
+
+    async def release(self, credential: AsyncTokenCredential) -> None:
+        """Close the clients built for a per-object credential once its run is over."""
+        for cache_key in [k for k in self._clients if k[1] == id(credential)]:
+            await self._clients.pop(cache_key).close()
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()

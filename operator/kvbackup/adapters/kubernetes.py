@@ -1,0 +1,96 @@
+"""The Kubernetes API through the official client, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from kvbackup import errors
+from kvbackup.api import GROUP, VERSION
+
+_T = TypeVar("_T")
+
+
+def connect() -> kubernetes.client.ApiClient:
+    """In-cluster configuration when running in a pod, the kubeconfig otherwise."""
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    return kubernetes.client.ApiClient()
+
+
+def map_api_error(error: ApiException, what: str) -> errors.KvBackupError:
+    status = error.status or 0
+    message = f"{what}: HTTP {status} {error.reason or ''}".rstrip()
+    if status == 404:
+        return errors.NotFoundError(message)
+    if status == 409:
+        return errors.ConflictError(message)
+    if status in (401, 403):
+        return errors.AccessDeniedError(message)
+    if status == 413:
+        return errors.TooLargeError(message)
+    if status == 422:
+        return errors.InvalidSpecError(message)
+    if status == 429 or status >= 500:
+        return errors.TransientError(message, reason="KubernetesUnavailable")
+    return errors.KvBackupError(message, reason="KubernetesRejected")
+
+
+@contextmanager
+def kubernetes_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except ApiException as error:
+        raise map_api_error(error, what) from None
+    except (OSError, kubernetes.client.exceptions.OpenApiException) as error:
+        raise errors.TransientError(
+            f"{what}: {type(error).__name__}", reason="KubernetesUnavailable"
+        ) from None
+
+
+class KubernetesApi:
+    """The few calls the operator makes besides kopf's own: Secrets and status."""
+
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self._client = client
+        self.core = kubernetes.client.CoreV1Api(client)
+        self.custom = kubernetes.client.CustomObjectsApi(client)
+
+    async def call(self, what: str, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        with kubernetes_errors(what):
+            return await asyncio.to_thread(function, *args, **kwargs)
+
+    async def read_secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
+        secret = await self.call(
+            f"read Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace
+        )
+        return decode_data(secret.data or {})
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        await self.call(
+            f"update status of {plural}/{name}",
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            {"status": dict(status)},
+        )
+
+    def close(self) -> None:
+        self._client.close()  # type: ignore[no-untyped-call]
+
+
+def decode_data(data: Mapping[str, str | bytes]) -> dict[str, bytes]:
+    return {key: base64.b64decode(value) for key, value in data.items()}

@@ -1,0 +1,150 @@
+"""Snapshots kept as Kubernetes Secrets in the KeyBackup's own namespace.
+
+Layout, for KeyBackup ``kb`` and snapshot ``s``:
+
+* ``kb-s-k<hash>-p<i>``: part ``i`` of one key's backup bytes, in data key ``backup``.
+  A Secret holds at most 1 MiB, so a larger backup (a key with very many versions) is
+  split into parts of ``part_size`` bytes; concatenating the parts in order gives the
+  exact bytes ``backup_key`` returned.
+* ``kb-s``: the manifest (``manifest.json``), written last.
+
+Every Secret carries the labels ``kvbackup.io/keybackup``, ``kvbackup.io/snapshot`` and
+``kvbackup.io/role`` (``artifact`` or ``manifest``), and no owner reference, so backups
+outlive the KeyBackup object.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+from kvbackup.adapters.kubernetes import KubernetesApi
+from kvbackup.api import KEYBACKUP_LABEL, ROLE_LABEL, SNAPSHOT_LABEL
+from kvbackup.api.keybackup import KeyBackupRef
+from kvbackup.errors import ConflictError, NotFoundError
+from kvbackup.services.snapshot import Manifest
+
+#: Bytes of backup per Secret: under the API server's 1 MiB limit on Secret data.
+DEFAULT_PART_SIZE = 1_000_000
+BACKUP_DATA_KEY = "backup"
+MANIFEST_DATA_KEY = "manifest.json"
+KEY_NAME_ANNOTATION = "kvbackup.io/key-name"
+PARTS_ANNOTATION = "kvbackup.io/parts"
+
+
+def manifest_secret_name(keybackup: str, snapshot_id: str) -> str:
+    return f"{keybackup}-{snapshot_id}"
+
+
+def artifact_secret_name(keybackup: str, snapshot_id: str, key_name: str, part: int) -> str:
+    # Key names are case-insensitive and may be longer than a Secret name allows.
+    digest = hashlib.sha256(key_name.lower().encode()).hexdigest()[:12]
+    return f"{keybackup}-{snapshot_id}-k{digest}-p{part}"
+
+
+class SecretSnapshotStore:
+    """``SnapshotStore`` on Kubernetes Secrets."""
+
+    def __init__(self, api: KubernetesApi, part_size: int = DEFAULT_PART_SIZE) -> None:
+        self._api = api
+        self._part_size = part_size
+
+    async def write_artifact(
+        self, keybackup: KeyBackupRef, snapshot_id: str, key_name: str, data: bytes
+    ) -> None:
+        parts = [data[i : i + self._part_size] for i in range(0, len(data), self._part_size)]
+        for index, chunk in enumerate(parts or [b""]):
+            await self._put(
+                keybackup.namespace,
+                artifact_secret_name(keybackup.name, snapshot_id, key_name, index),
+                labels=_labels(keybackup.name, snapshot_id, "artifact"),
+                annotations={KEY_NAME_ANNOTATION: key_name, PARTS_ANNOTATION: str(len(parts))},
+                data={BACKUP_DATA_KEY: chunk},
+            )
+
+    async def write_manifest(self, manifest: Manifest) -> None:
+        ref = manifest.keybackup
+        await self._put(
+            ref.namespace,
+            manifest_secret_name(ref.name, manifest.snapshot_id),
+            labels=_labels(ref.name, manifest.snapshot_id, "manifest"),
+            annotations={},
+            data={MANIFEST_DATA_KEY: manifest.to_json()},
+        )
+
+    async def list_snapshots(self, namespace: str, keybackup: str) -> list[Manifest]:
+        secrets = await self._api.call(
+            f"list snapshots of {namespace}/{keybackup}",
+            self._api.core.list_namespaced_secret,
+            namespace,
+            label_selector=f"{KEYBACKUP_LABEL}={keybackup},{ROLE_LABEL}=manifest",
+        )
+        manifests = [
+            Manifest.from_json(base64.b64decode(item.data[MANIFEST_DATA_KEY]))
+            for item in secrets.items
+            if item.data and MANIFEST_DATA_KEY in item.data
+        ]
+        return sorted(manifests, key=lambda m: m.snapshot_id, reverse=True)
+
+    async def read_artifact(
+        self, namespace: str, keybackup: str, snapshot_id: str, key_name: str
+    ) -> bytes:
+        chunks: list[bytes] = []
+        total = 1
+        part = 0
+        while part < total:
+            name = artifact_secret_name(keybackup, snapshot_id, key_name, part)
+            try:
+                secret = await self._api.call(
+                    f"read backup of key {key_name}",
+                    self._api.core.read_namespaced_secret,
+                    name,
+                    namespace,
+                )
+            except NotFoundError:
+                raise NotFoundError(
+                    f"backup of key {key_name} is missing from snapshot {snapshot_id} "
+                    f"(Secret {name})",
+                    reason="ArtifactMissing",
+                ) from None
+            annotations = (secret.metadata.annotations if secret.metadata else None) or {}
+            total = int(annotations.get(PARTS_ANNOTATION, "1"))
+            chunks.append(base64.b64decode((secret.data or {}).get(BACKUP_DATA_KEY, "")))
+            part += 1
+        return b"".join(chunks)
+
+    def location(self, namespace: str, keybackup: str, snapshot_id: str) -> str:
+        return (
+            f"secrets in namespace {namespace} with labels "
+            f"{KEYBACKUP_LABEL}={keybackup},{SNAPSHOT_LABEL}={snapshot_id}"
+        )
+
+    async def _put(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        labels: dict[str, str],
+        annotations: dict[str, str],
+        data: dict[str, bytes],
+    ) -> None:
+        """Create the Secret, or replace it: redoing a crashed run must not duplicate it."""
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {"name": name, "labels": labels, "annotations": annotations},
+            "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+        }
+        what = f"write Secret {namespace}/{name}"
+        try:
+            await self._api.call(what, self._api.core.create_namespaced_secret, namespace, body)
+        except ConflictError:
+            await self._api.call(
+                what, self._api.core.replace_namespaced_secret, name, namespace, body
+            )
+
+
+def _labels(keybackup: str, snapshot_id: str, role: str) -> dict[str, str]:
+    return {KEYBACKUP_LABEL: keybackup, SNAPSHOT_LABEL: snapshot_id, ROLE_LABEL: role}

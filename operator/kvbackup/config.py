@@ -1,0 +1,85 @@
+"""Operator settings, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from kvbackup.errors import InvalidSpecError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise InvalidSpecError(f"{name} must be true or false, not {raw!r}")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidSpecError(f"{name} must be a number, not {raw!r}") from None
+    if value < minimum:
+        raise InvalidSpecError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the operator can be configured with; see README, "Operator settings"."""
+
+    #: PEM bundle trusted for TLS to Key Vault (private CAs, TLS-inspecting proxies, emulators).
+    ca_bundle: str | None = None
+    #: Check that a vault's auth challenge names a Key Vault resource. Turn off only for
+    #: private endpoints or emulators whose challenge names another host.
+    verify_challenge_resource: bool = True
+    #: Key Vault REST API version; empty means the SDK's default.
+    keyvault_api_version: str | None = None
+    #: Key Vault calls in flight at once, across all runs of the process.
+    max_concurrency: int = 16
+    #: Key Vault operations per second per vault (Azure allows about 400/s for software keys).
+    vault_rate_limit: float = 200.0
+    #: First delay after a temporary failure; doubled on each retry up to retry_max_seconds.
+    retry_base_seconds: float = 10.0
+    retry_max_seconds: float = 600.0
+    #: Longest per-key list kept in a status (the manifest always holds every key).
+    status_keys_limit: int = 100
+    #: Namespaces to watch; empty means the whole cluster.
+    watch_namespaces: tuple[str, ...] = ()
+    #: Port of kopf's liveness endpoint (/healthz); 0 disables it.
+    health_port: int = 8080
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        namespaces = tuple(
+            ns.strip() for ns in env.get("KVBACKUP_WATCH_NAMESPACES", "").split(",") if ns.strip()
+        )
+        return cls(
+            ca_bundle=env.get("KVBACKUP_CA_BUNDLE") or None,
+            verify_challenge_resource=_flag(env, "KVBACKUP_VERIFY_CHALLENGE_RESOURCE", True),
+            keyvault_api_version=env.get("KVBACKUP_KEYVAULT_API_VERSION") or None,
+            max_concurrency=int(_number(env, "KVBACKUP_MAX_CONCURRENCY", 16, minimum=1)),
+            vault_rate_limit=_number(env, "KVBACKUP_VAULT_RATE_LIMIT", 200.0, minimum=0.1),
+            retry_base_seconds=_number(env, "KVBACKUP_RETRY_BASE_SECONDS", 10.0, minimum=0.1),
+            retry_max_seconds=_number(env, "KVBACKUP_RETRY_MAX_SECONDS", 600.0, minimum=0.1),
+            status_keys_limit=int(_number(env, "KVBACKUP_STATUS_KEYS_LIMIT", 100, minimum=1)),
+            watch_namespaces=namespaces,
+            health_port=int(_number(env, "KVBACKUP_HEALTH_PORT", 8080, minimum=0)),
+        )
+
+    def retry_delay(self, attempt: int) -> float:
+        """Exponential backoff for the ``attempt``-th consecutive temporary failure (from 0)."""
+        return float(min(self.retry_max_seconds, self.retry_base_seconds * 2 ** min(attempt, 30)))

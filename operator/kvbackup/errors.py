@@ -1,0 +1,95 @@
+"""The project's error taxonomy.
+
+Every adapter maps its SDK's exceptions to one of these classes; the handlers
+turn them into kopf's temporary or permanent errors in one place
+(``kvbackup.handlers.outcomes``). ``reason`` is a CamelCase word that ends up in
+status conditions and Events, so users can match on it.
+"""
+
+from __future__ import annotations
+
+
+class KvBackupError(Exception):
+    """Base class: something the operator could not do, with a reason for users."""
+
+    reason = "Error"
+    #: Whether retrying the same operation later may succeed without a change of spec.
+    temporary = False
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+
+class InvalidSpecError(KvBackupError):
+    """The object asks for something impossible that the CRD schema could not refuse."""
+
+    reason = "InvalidSpec"
+
+
+class NotFoundError(KvBackupError):
+    """A key, snapshot, Secret or object that was named does not exist."""
+
+    reason = "NotFound"
+
+
+class ConflictError(KvBackupError):
+    """The target already holds what would be written (an active key of that name)."""
+
+    reason = "Conflict"
+
+
+class IntegrityError(KvBackupError):
+    """Stored backup bytes do not match the sha256 recorded in the snapshot manifest."""
+
+    reason = "IntegrityCheckFailed"
+
+
+class TooLargeError(KvBackupError):
+    """A payload exceeds what the destination can hold."""
+
+    reason = "TooLarge"
+
+
+class AccessDeniedError(KvBackupError):
+    """Authentication failed or the identity lacks a permission (401/403).
+
+    Temporary: role assignments and federated credentials take minutes to
+    propagate in Azure, so the operator keeps retrying with backoff.
+    """
+
+    reason = "AccessDenied"
+    temporary = True
+
+
+class ThrottledError(KvBackupError):
+    """The service answered 429 beyond what the SDK's own retries absorbed."""
+
+    reason = "Throttled"
+    temporary = True
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, reason: str | None = None
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after = retry_after
+
+
+class TransientError(KvBackupError):
+    """A network failure, a timeout or a 5xx answer."""
+
+    reason = "Unavailable"
+    temporary = True
+
+
+class MissingReferenceError(KvBackupError):
+    """A referenced object (a snapshot to restore, a credentials Secret) does not exist yet.
+
+    Temporary: GitOps tools apply objects in any order and a backup may still be
+    running, so the operator retries until the reference appears.
+    """
+
+    reason = "MissingReference"
+    temporary = True

@@ -1,0 +1,1 @@
+"""Domain logic: backup runs, restores and their decisions. No kopf import here."""

@@ -1,0 +1,109 @@
+"""One backup run: choose the keys, store each key's backup bytes, then the manifest."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from kvbackup import __version__
+from kvbackup.api.conditions import Phase, now
+from kvbackup.api.keybackup import KeyBackupRef, KeyBackupSpec
+from kvbackup.errors import InvalidSpecError
+from kvbackup.services.outcomes import KeyOutcome, KeyResult, phase_of
+from kvbackup.services.ports import SnapshotStore, VaultKeys
+from kvbackup.services.snapshot import KeyArtifact, KeyFailure, Manifest, sha256_hex
+from kvbackup.services.workers import for_each_key
+
+
+@dataclass(frozen=True)
+class BackupReport:
+    snapshot_id: str
+    start_time: datetime.datetime
+    completion_time: datetime.datetime
+    keys: list[KeyOutcome]
+    location: str
+    #: False when no key could be stored: then no manifest was written.
+    manifest_written: bool
+
+    @property
+    def phase(self) -> Phase:
+        return phase_of(self.keys)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(outcome.size for outcome in self.keys)
+
+
+async def select_keys(spec: KeyBackupSpec, vault: VaultKeys) -> list[str]:
+    """The names to back up: the explicit list, or the vault's keys the selector matches."""
+    if spec.keys.names is not None:
+        return list(spec.keys.names)
+    selector = spec.keys.selector
+    assert selector is not None, "parse_spec guarantees names or selector"
+    chosen = [
+        info.name
+        async for info in vault.list_keys()
+        if not info.managed and selector.matches(info.name, info.tags)
+    ]
+    if not chosen:
+        raise InvalidSpecError(
+            f"spec.keys.selector matches no key in {spec.vault_url}", reason="NoKeysMatched"
+        )
+    return sorted(chosen)
+
+
+async def run_backup(
+    spec: KeyBackupSpec,
+    keybackup: KeyBackupRef,
+    snapshot_id: str,
+    vault: VaultKeys,
+    store: SnapshotStore,
+) -> BackupReport:
+    """Back up every chosen key into snapshot ``snapshot_id``.
+
+    Writes are idempotent per (snapshot, key), so a run interrupted by a crash can be
+    redone under the same snapshot id without leaving duplicates. Backup bytes are
+    handed to the store as soon as they arrive and are not kept, so memory stays flat
+    however many keys the vault holds.
+    """
+    start = now()
+    names = await select_keys(spec, vault)
+
+    async def back_up(name: str) -> KeyOutcome:
+        versions = await vault.list_versions(name)
+        data = await vault.backup_key(name)
+        await store.write_artifact(keybackup, snapshot_id, name, data)
+        return KeyOutcome(
+            name=name,
+            result=KeyResult.SUCCEEDED,
+            versions=versions,
+            sha256=sha256_hex(data),
+            size=len(data),
+        )
+
+    outcomes = await for_each_key(names, back_up)
+    stored = [o for o in outcomes if not o.failed]
+    completion = now()
+    if stored:
+        await store.write_manifest(
+            Manifest(
+                snapshot_id=snapshot_id,
+                keybackup=keybackup,
+                vault_url=spec.vault_url,
+                start_time=start,
+                completion_time=completion,
+                operator_version=__version__,
+                keys=tuple(KeyArtifact(o.name, o.versions, o.sha256, o.size) for o in stored),
+                failures=tuple(
+                    KeyFailure(o.name, o.reason, o.message) for o in outcomes if o.failed
+                ),
+            )
+        )
+    return BackupReport(
+        snapshot_id=snapshot_id,
+        start_time=start,
+        completion_time=completion,
+        keys=outcomes,
+        location=store.location(keybackup.namespace, keybackup.name, snapshot_id),
+        manifest_written=bool(stored),
+    )

@@ -1,0 +1,40 @@
+"""Per-key outcomes of a run and the phase they add up to."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from kvbackup.api.conditions import Phase
+
+
+class KeyResult(StrEnum):
+    SUCCEEDED = "Succeeded"
+    RESTORED = "Restored"
+    RECOVERED = "Recovered"
+    SKIPPED = "Skipped"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class KeyOutcome:
+    name: str
+    result: KeyResult
+    versions: tuple[str, ...] = ()
+    sha256: str = ""
+    size: int = 0
+    reason: str = ""
+    message: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.result is KeyResult.FAILED
+
+
+def phase_of(outcomes: Sequence[KeyOutcome]) -> Phase:
+    """All keys fine -> Succeeded; none -> Failed; some -> PartiallyFailed."""
+    failed = sum(1 for outcome in outcomes if outcome.failed)
+    if not outcomes or failed == len(outcomes):
+        return Phase.FAILED
+    return Phase.PARTIALLY_FAILED if failed else Phase.SUCCEEDED

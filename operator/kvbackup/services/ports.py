@@ -1,0 +1,65 @@
+"""What the services need from the outside world; adapters implement these."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from kvbackup.api.keybackup import KeyBackupRef
+from kvbackup.services.snapshot import Manifest
+
+
+class KeyState(StrEnum):
+    ACTIVE = "Active"
+    SOFT_DELETED = "SoftDeleted"
+    ABSENT = "Absent"
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    name: str
+    tags: dict[str, str] = field(default_factory=dict)
+    #: Keys that back a certificate are backed up with the certificate, not on their own.
+    managed: bool = False
+
+
+class VaultKeys(Protocol):
+    """The key operations of one vault, under one identity."""
+
+    def list_keys(self) -> AsyncIterator[KeyInfo]: ...
+
+    async def list_versions(self, name: str) -> tuple[str, ...]: ...
+
+    async def backup_key(self, name: str) -> bytes: ...
+
+    async def key_state(self, name: str) -> KeyState: ...
+
+    async def restore_key(self, backup: bytes) -> str: ...
+
+    async def recover_key(self, name: str) -> None: ...
+
+    async def purge_key(self, name: str) -> None: ...
+
+
+class SnapshotStore(Protocol):
+    """Where snapshots live: Kubernetes Secrets today, other backends beside it."""
+
+    async def write_artifact(
+        self, keybackup: KeyBackupRef, snapshot_id: str, key_name: str, data: bytes
+    ) -> None: ...
+
+    async def write_manifest(self, manifest: Manifest) -> None: ...
+
+    async def list_snapshots(self, namespace: str, keybackup: str) -> list[Manifest]:
+        """Complete snapshots (those with a manifest), newest first."""
+        ...
+
+    async def read_artifact(
+        self, namespace: str, keybackup: str, snapshot_id: str, key_name: str
+    ) -> bytes: ...
+
+    def location(self, namespace: str, keybackup: str, snapshot_id: str) -> str:
+        """Where a user finds the snapshot, e.g. a label selector or a blob path."""
+        ...

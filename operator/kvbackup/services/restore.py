@@ -1,0 +1,144 @@
+"""One restore: for each key, recover it, restore it from the snapshot, or leave it be."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from enum import StrEnum
+
+from kvbackup.api.conditions import Phase, now
+from kvbackup.api.keyrestore import LATEST, KeyRestoreSpec, OnConflict, Strategy
+from kvbackup.errors import ConflictError, MissingReferenceError
+from kvbackup.services.outcomes import KeyOutcome, KeyResult, phase_of
+from kvbackup.services.ports import KeyState, SnapshotStore, VaultKeys
+from kvbackup.services.snapshot import Manifest
+from kvbackup.services.workers import for_each_key
+
+
+class Action(StrEnum):
+    RESTORE = "Restore"
+    RECOVER = "Recover"
+    PURGE_AND_RESTORE = "PurgeAndRestore"
+    SKIP = "Skip"
+    REFUSE = "Refuse"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str = ""
+    message: str = ""
+
+
+def decide(spec: KeyRestoreSpec, name: str, state: KeyState) -> Decision:
+    """What to do with one key, given its state in the target vault."""
+    if state is KeyState.ACTIVE:
+        if spec.on_conflict is OnConflict.SKIP:
+            return Decision(Action.SKIP, "KeyExists", f"key {name} is active; onConflict is Skip")
+        return Decision(Action.REFUSE, "KeyExists", f"key {name} is active; onConflict is Fail")
+    if state is KeyState.SOFT_DELETED:
+        if spec.purge_deleted and spec.strategy is not Strategy.RECOVER_ONLY:
+            return Decision(Action.PURGE_AND_RESTORE)
+        if spec.strategy is Strategy.RESTORE_ONLY:
+            return Decision(
+                Action.REFUSE,
+                "KeySoftDeleted",
+                f"key {name} is soft-deleted; strategy RestoreOnly cannot restore over it "
+                "(set purgeDeletedKeys: true to purge it first, or use Auto to recover it)",
+            )
+        return Decision(Action.RECOVER)
+    if spec.strategy is Strategy.RECOVER_ONLY:
+        return Decision(
+            Action.REFUSE,
+            "KeyNotDeleted",
+            f"key {name} is neither active nor soft-deleted; strategy RecoverOnly has nothing "
+            "to recover",
+        )
+    return Decision(Action.RESTORE)
+
+
+def choose_snapshot(snapshots: list[Manifest], wanted: str, keybackup: str) -> Manifest:
+    """``latest`` or a snapshot id among the complete snapshots (newest first)."""
+    if not snapshots:
+        raise MissingReferenceError(
+            f"no complete snapshot of KeyBackup {keybackup} exists", reason="SourceNotFound"
+        )
+    if wanted == LATEST:
+        return snapshots[0]
+    for manifest in snapshots:
+        if manifest.snapshot_id == wanted:
+            return manifest
+    raise MissingReferenceError(
+        f"KeyBackup {keybackup} has no complete snapshot {wanted}", reason="SourceNotFound"
+    )
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    snapshot_id: str
+    start_time: datetime.datetime
+    completion_time: datetime.datetime
+    keys: list[KeyOutcome]
+
+    @property
+    def phase(self) -> Phase:
+        return phase_of(self.keys)
+
+
+async def run_restore(
+    spec: KeyRestoreSpec,
+    namespace: str,
+    manifest: Manifest,
+    vault: VaultKeys,
+    store: SnapshotStore,
+) -> RestoreReport:
+    start = now()
+    names = list(spec.keys) if spec.keys else [artifact.name for artifact in manifest.keys]
+
+    async def restore_from_backup(name: str) -> tuple[str, ...]:
+        artifact = manifest.artifact(name)
+        data = await store.read_artifact(
+            namespace, manifest.keybackup.name, manifest.snapshot_id, artifact.name
+        )
+        artifact.verify(data)
+        await vault.restore_key(data)
+        return await vault.list_versions(name)
+
+    async def bring_back(name: str) -> KeyOutcome:
+        manifest.artifact(name)  # a key the snapshot lacks fails before the vault is touched
+        decision = decide(spec, name, await vault.key_state(name))
+        if decision.action is Action.SKIP:
+            return KeyOutcome(
+                name, KeyResult.SKIPPED, reason=decision.reason, message=decision.message
+            )
+        if decision.action is Action.REFUSE:
+            return KeyOutcome(
+                name, KeyResult.FAILED, reason=decision.reason, message=decision.message
+            )
+        if decision.action is Action.RECOVER:
+            await vault.recover_key(name)
+            return KeyOutcome(
+                name,
+                KeyResult.RECOVERED,
+                await vault.list_versions(name),
+                reason="Recovered",
+                message="recovered the soft-deleted key",
+            )
+        if decision.action is Action.PURGE_AND_RESTORE:
+            await vault.purge_key(name)
+        try:
+            versions = await restore_from_backup(name)
+        except ConflictError as error:
+            raise ConflictError(
+                f"key {name} appeared in the vault while restoring: {error.message}"
+            ) from None
+        return KeyOutcome(
+            name,
+            KeyResult.RESTORED,
+            versions,
+            reason="Restored",
+            message=f"restored {len(versions)} version(s) from the backup",
+        )
+
+    outcomes = await for_each_key(names, bring_back)
+    return RestoreReport(manifest.snapshot_id, start, now(), outcomes)

@@ -1,0 +1,135 @@
+"""A snapshot: one artifact per key (the exact bytes ``backup_key`` returned) plus a manifest.
+
+The manifest is written last, so a snapshot without one is incomplete and is never
+offered for restore.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvbackup.api import API_VERSION
+from kvbackup.api.conditions import timestamp
+from kvbackup.api.keybackup import KeyBackupRef
+from kvbackup.errors import IntegrityError, NotFoundError
+
+MANIFEST_KIND = "SnapshotManifest"
+
+
+def new_snapshot_id(moment: datetime.datetime) -> str:
+    """Sortable by time, unique enough for one KeyBackup, and valid in object names."""
+    return f"{moment.astimezone(datetime.UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyArtifact:
+    """One backed-up key: its versions and the digest and size of its stored bytes."""
+
+    name: str
+    versions: tuple[str, ...]
+    sha256: str
+    size: int
+
+    def verify(self, data: bytes) -> None:
+        digest = sha256_hex(data)
+        if digest != self.sha256 or len(data) != self.size:
+            raise IntegrityError(
+                f"stored backup of key {self.name} has sha256 {digest} and {len(data)} bytes; "
+                f"the manifest recorded {self.sha256} and {self.size} bytes"
+            )
+
+
+@dataclass(frozen=True)
+class KeyFailure:
+    name: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    snapshot_id: str
+    keybackup: KeyBackupRef
+    vault_url: str
+    start_time: datetime.datetime
+    completion_time: datetime.datetime
+    operator_version: str
+    keys: tuple[KeyArtifact, ...]
+    failures: tuple[KeyFailure, ...] = field(default=())
+
+    def artifact(self, key_name: str) -> KeyArtifact:
+        """The key's artifact; Key Vault names are case-insensitive, so the lookup is too."""
+        wanted = key_name.lower()
+        for artifact in self.keys:
+            if artifact.name.lower() == wanted:
+                return artifact
+        raise NotFoundError(
+            f"key {key_name} is not in snapshot {self.snapshot_id}", reason="KeyNotInSnapshot"
+        )
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(artifact.size for artifact in self.keys)
+
+    def to_json(self) -> bytes:
+        document: dict[str, Any] = {
+            "apiVersion": API_VERSION,
+            "kind": MANIFEST_KIND,
+            "snapshotId": self.snapshot_id,
+            "keyBackup": {
+                "namespace": self.keybackup.namespace,
+                "name": self.keybackup.name,
+                "uid": self.keybackup.uid,
+            },
+            "vaultUrl": self.vault_url,
+            "startTime": timestamp(self.start_time),
+            "completionTime": timestamp(self.completion_time),
+            "operatorVersion": self.operator_version,
+            "keys": [
+                {"name": a.name, "versions": list(a.versions), "sha256": a.sha256, "size": a.size}
+                for a in self.keys
+            ],
+            "failures": [
+                {"name": f.name, "reason": f.reason, "message": f.message} for f in self.failures
+            ],
+        }
+        return json.dumps(document, indent=2, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Manifest:
+        try:
+            document = json.loads(raw)
+            if document.get("kind") != MANIFEST_KIND:
+                raise ValueError(f"kind is {document.get('kind')!r}")
+            ref = document["keyBackup"]
+            return cls(
+                snapshot_id=document["snapshotId"],
+                keybackup=KeyBackupRef(ref["namespace"], ref["name"], ref.get("uid", "")),
+                vault_url=document["vaultUrl"],
+                start_time=_parse_time(document["startTime"]),
+                completion_time=_parse_time(document["completionTime"]),
+                operator_version=document.get("operatorVersion", ""),
+                keys=tuple(
+                    KeyArtifact(k["name"], tuple(k["versions"]), k["sha256"], int(k["size"]))
+                    for k in document["keys"]
+                ),
+                failures=tuple(
+                    KeyFailure(f["name"], f["reason"], f["message"])
+                    for f in document.get("failures", [])
+                ),
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            raise IntegrityError(f"snapshot manifest is unreadable: {error}") from None
+
+
+def _parse_time(text: str) -> datetime.datetime:
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)

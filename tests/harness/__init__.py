@@ -1,0 +1,1 @@
+"""Starts the real services the integration tests and the demo run against."""

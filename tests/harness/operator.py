@@ -1,0 +1,93 @@
+"""The operator as a real process (``python -m kvbackup``) against the harness's API server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.harness.controlplane import free_port
+
+
+def loopback_only_azure_env() -> dict[str, str]:
+    """Keeps azure-identity's managed-identity probe on loopback.
+
+    Without this, DefaultAzureCredential would probe the cloud metadata address; here
+    every token request goes to a closed loopback port instead.
+    """
+    return {
+        "AZURE_TOKEN_CREDENTIALS": "ManagedIdentityCredential",
+        "IDENTITY_ENDPOINT": f"http://127.0.0.1:{free_port()}/token",
+        "IDENTITY_HEADER": "kvbackup-tests",
+    }
+
+
+@dataclass
+class OperatorProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    health_port: int
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"operator exited early:\n{self.log()[-4000:]}")
+            try:
+                url = f"http://127.0.0.1:{self.health_port}/healthz"
+                with urllib.request.urlopen(url, timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"operator not healthy in {timeout}s:\n{self.log()[-4000:]}")
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, as a crashed or evicted pod would get."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.running:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_operator(
+    kubeconfig: Path, log_path: Path, extra_env: dict[str, str] | None = None
+) -> OperatorProcess:
+    health_port = free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "KVBACKUP_HEALTH_PORT": str(health_port),
+        "KVBACKUP_RETRY_BASE_SECONDS": "1",
+        "KVBACKUP_RETRY_MAX_SECONDS": "4",
+        **loopback_only_azure_env(),
+        **(extra_env or {}),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kvbackup"],
+        env=env,
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    operator = OperatorProcess(process, log_path, health_port)
+    operator.wait_healthy()
+    return operator

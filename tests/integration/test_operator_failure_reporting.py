@@ -1,0 +1,251 @@
+"""The operator, as a real process, reports failures it cannot get past in status and Events.
+
+None of these tests reach a Key Vault: they prove what happens before and around the
+vault (unreachable vaults, missing or broken references, triggers), against the real
+API server.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+
+import pytest
+
+from kvbackup.api.keybackup import KeyBackupRef
+from kvbackup.services.snapshot import KeyArtifact, Manifest, sha256_hex
+from tests.harness.controlplane import free_port
+from tests.harness.operator import OperatorProcess
+from tests.integration.conftest import Cluster
+
+pytestmark = pytest.mark.integration
+
+
+def _closed_vault_url() -> str:
+    return f"https://127.0.0.1:{free_port()}"
+
+
+def _keybackup(name: str, vault_url: str, extra: str = "") -> str:
+    return (
+        f"apiVersion: kvbackup.io/v1alpha1\nkind: KeyBackup\nmetadata: {{name: {name}}}\n"
+        f"spec:\n  vaultUrl: {vault_url}\n  keys: {{names: [app-key]}}\n{extra}"
+    )
+
+
+def _keyrestore(name: str, vault_url: str, keybackup: str) -> str:
+    return (
+        f"apiVersion: kvbackup.io/v1alpha1\nkind: KeyRestore\nmetadata: {{name: {name}}}\n"
+        f"spec:\n  vaultUrl: {vault_url}\n  source: {{keyBackupRef: {{name: {keybackup}}}}}\n"
+    )
+
+
+def _reasons(cluster: Cluster, name: str) -> set[str]:
+    return {event["reason"] for event in cluster.events_for(name)}
+
+
+def test_an_unreachable_vault_sets_ready_false_with_the_reason_and_is_retried(
+    operator: OperatorProcess, cluster: Cluster
+) -> None:
+    cluster.apply(_keybackup("nightly", _closed_vault_url()))
+
+    cluster.wait_until(
+        "Ready=False with reason VaultUnreachable",
+        lambda: cluster.ready_condition("keybackup", "nightly").get("reason") == "VaultUnreachable",
+    )
+    condition = cluster.ready_condition("keybackup", "nightly")
+    assert condition["status"] == "False"
+    assert "retrying in" in condition["message"]
+    assert cluster.status("keybackup", "nightly")["phase"] == "Failed"
+    cluster.wait_until(
+        "a second attempt is reported",
+        lambda: (
+            sum(
+                e.get("count", 1)
+                for e in cluster.events_for("nightly")
+                if e["reason"] == "VaultUnreachable"
+            )
+            >= 2
+        ),
+    )
+    assert operator.running
+
+
+def test_a_missing_credentials_secret_is_reported_and_waited_for(
+    operator: OperatorProcess, cluster: Cluster
+) -> None:
+    cluster.apply(_keybackup("with-sp", _closed_vault_url(), "  credentials: {name: sp}\n"))
+    cluster.wait_until(
+        "Ready=False with reason CredentialsNotFound",
+        lambda: (
+            cluster.ready_condition("keybackup", "with-sp").get("reason") == "CredentialsNotFound"
+        ),
+    )
+    assert (
+        "credentials Secret sp not found"
+        in cluster.ready_condition("keybackup", "with-sp")["message"]
+    )
+
+    cluster.plane.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "sp",
+        "-n",
+        cluster.namespace,
+        "--from-literal=tenantId=t",
+        "--from-literal=clientId=c",
+    )
+    cluster.wait_until(
+        "the incomplete Secret is named as the problem",
+        lambda: (
+            cluster.ready_condition("keybackup", "with-sp").get("reason") == "InvalidCredentials"
+        ),
+    )
+    condition = cluster.ready_condition("keybackup", "with-sp")
+    assert "lacks clientSecret" in condition["message"]
+    assert cluster.status("keybackup", "with-sp")["observedGeneration"] == 1
+
+
+def test_credentials_never_appear_in_status_events_or_logs(
+    operator: OperatorProcess, cluster: Cluster
+) -> None:
+    sentinel = "s3cr3t-" + base64.b32encode(b"kvbackup").decode()
+    cluster.plane.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "sp",
+        "-n",
+        cluster.namespace,
+        "--from-literal=tenantId=tenant",
+        "--from-literal=clientId=client",
+        f"--from-literal=clientSecret={sentinel}",
+    )
+    cluster.apply(_keybackup("guarded", _closed_vault_url(), "  credentials: {name: sp}\n"))
+    cluster.wait_until(
+        "the run fails on the unreachable vault",
+        lambda: cluster.ready_condition("keybackup", "guarded").get("reason") == "VaultUnreachable",
+    )
+    assert sentinel not in json.dumps(cluster.get("keybackup", "guarded"))
+    assert sentinel not in json.dumps(cluster.events_for("guarded"))
+    assert sentinel not in operator.log()
+
+
+def test_a_permanent_failure_is_not_retried_until_the_user_asks(
+    operator: OperatorProcess, cluster: Cluster
+) -> None:
+    cluster.plane.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "broken",
+        "-n",
+        cluster.namespace,
+        "--from-literal=tenantId=t",
+    )
+    manifest = _keybackup("once", _closed_vault_url(), "  credentials: {name: broken}\n")
+    cluster.apply(manifest)
+    cluster.wait_until(
+        "the permanent failure is reported",
+        lambda: cluster.status("keybackup", "once").get("observedGeneration") == 1,
+    )
+    attempts = len([e for e in cluster.events_for("once") if e["reason"] == "BackupStarted"])
+
+    cluster.apply(manifest)  # a GitOps tool re-applying the unchanged object
+    cluster.plane.kubectl(
+        "annotate",
+        "keybackup",
+        "once",
+        "-n",
+        cluster.namespace,
+        "argocd.argoproj.io/tracking-id=app:kvbackup.io/KeyBackup:once",
+    )
+    cluster.plane.kubectl(
+        "annotate", "keybackup", "once", "-n", cluster.namespace, "kvbackup.io/backup-now=first"
+    )
+    cluster.wait_until(
+        "the backup-now value is handled",
+        lambda: cluster.status("keybackup", "once").get("lastHandledTrigger") == "first",
+    )
+    started = sum(
+        e.get("count", 1) for e in cluster.events_for("once") if e["reason"] == "BackupStarted"
+    )
+    assert started == attempts + 1
+
+
+def _write_snapshot(cluster: Cluster, keybackup: str, snapshot_id: str) -> None:
+    """A complete snapshot as the operator stores it: one artifact Secret, then the manifest."""
+    data = b"backup bytes of app-key"
+    moment = datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC)
+    manifest = Manifest(
+        snapshot_id=snapshot_id,
+        keybackup=KeyBackupRef(cluster.namespace, keybackup, ""),
+        vault_url="https://v.vault.azure.net",
+        start_time=moment,
+        completion_time=moment,
+        operator_version="test",
+        keys=(KeyArtifact("app-key", ("v1",), sha256_hex(data), len(data)),),
+    )
+    labels = {
+        "kvbackup.io/keybackup": keybackup,
+        "kvbackup.io/snapshot": snapshot_id,
+        "kvbackup.io/role": "manifest",
+    }
+    cluster.plane.kubectl(
+        "apply",
+        "-n",
+        cluster.namespace,
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": f"{keybackup}-{snapshot_id}", "labels": labels},
+                "data": {"manifest.json": base64.b64encode(manifest.to_json()).decode()},
+            }
+        ),
+    )
+
+
+def test_a_restore_from_a_missing_keybackup_fails_and_is_retried_when_the_source_appears(
+    operator: OperatorProcess, cluster: Cluster
+) -> None:
+    cluster.apply(_keyrestore("bring-back", _closed_vault_url(), "gone"))
+    cluster.wait_until(
+        "Failed with reason SourceNotFound",
+        lambda: (
+            cluster.ready_condition("keyrestore", "bring-back").get("reason") == "SourceNotFound"
+        ),
+    )
+    assert cluster.status("keyrestore", "bring-back")["phase"] == "Failed"
+    assert "SourceNotFound" in _reasons(cluster, "bring-back")
+
+    _write_snapshot(cluster, "gone", "20261128-000000-abcd")
+    cluster.wait_until(
+        "the retried restore gets past the source and on to the vault",
+        lambda: (
+            cluster.ready_condition("keyrestore", "bring-back").get("reason") == "VaultUnreachable"
+        ),
+    )
+    assert "RestoreStarted" in _reasons(cluster, "bring-back")
+
+
+def test_a_restore_of_a_snapshot_id_that_does_not_exist_names_it(
+    operator: OperatorProcess, cluster: Cluster
+) -> None:
+    _write_snapshot(cluster, "nightly", "20261128-000000-abcd")
+    cluster.apply(
+        _keyrestore("pinned", _closed_vault_url(), "nightly").replace(
+            "{name: nightly}", "{name: nightly, snapshot: 20261127-000000-ffff}"
+        )
+    )
+    cluster.wait_until(
+        "Failed with reason SourceNotFound",
+        lambda: cluster.ready_condition("keyrestore", "pinned").get("reason") == "SourceNotFound",
+    )
+    assert (
+        "no complete snapshot 20261127-000000-ffff"
+        in cluster.ready_condition("keyrestore", "pinned")["message"]
+    )
