@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,7 +31,9 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     try:
         value = float(raw)
     except ValueError:
-        raise InvalidSpecError(f"{name} must be a number, not {raw!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise InvalidSpecError(f"{name} must be a finite number, not {raw!r}")
     if value < minimum:
         raise InvalidSpecError(f"{name} must be at least {minimum}, not {value}")
     return value
@@ -54,6 +57,8 @@ class Settings:
     #: First delay after a temporary failure; doubled on each retry up to retry_max_seconds.
     retry_base_seconds: float = 10.0
     retry_max_seconds: float = 600.0
+    #: Age after which a snapshot without a manifest (a crashed run's leftovers) is deleted.
+    incomplete_snapshot_grace_seconds: float = 3600.0
     #: Longest per-key list kept in a status (the manifest always holds every key).
     status_keys_limit: int = 100
     #: Namespaces to watch; empty means the whole cluster.
@@ -75,6 +80,9 @@ class Settings:
             vault_rate_limit=_number(env, "KVBACKUP_VAULT_RATE_LIMIT", 200.0, minimum=0.1),
             retry_base_seconds=_number(env, "KVBACKUP_RETRY_BASE_SECONDS", 10.0, minimum=0.1),
             retry_max_seconds=_number(env, "KVBACKUP_RETRY_MAX_SECONDS", 600.0, minimum=0.1),
+            incomplete_snapshot_grace_seconds=_number(
+                env, "KVBACKUP_INCOMPLETE_SNAPSHOT_GRACE_SECONDS", 3600.0, minimum=0
+            ),
             status_keys_limit=int(_number(env, "KVBACKUP_STATUS_KEYS_LIMIT", 100, minimum=1)),
             watch_namespaces=namespaces,
             health_port=int(_number(env, "KVBACKUP_HEALTH_PORT", 8080, minimum=0)),

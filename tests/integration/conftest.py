@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import kubernetes
 import pytest
+from azure.storage.blob.aio import ContainerClient
 
+from kvbackup.adapters.kubernetes import KubernetesApi
+from kvbackup.adapters.secret_store import SecretSnapshotStore
+from kvbackup.api.keybackup import KeyBackupRef
+from kvbackup.services.ports import SnapshotStore
+from kvbackup.services.snapshot import KeyArtifact, Manifest, sha256_hex
+from tests.harness import azurite as azurite_harness
+from tests.harness.azurite import Azurite
 from tests.harness.controlplane import ControlPlane, install_crds, start
 from tests.harness.operator import OperatorProcess, start_operator
 
@@ -35,6 +45,26 @@ def operator(
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    server = azurite_harness.start(tmp_path_factory.mktemp("azurite"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def container(azurite: Azurite) -> AsyncIterator[ContainerClient]:
+    """A new, empty container, through the plain SDK: what the tests inspect and tamper with."""
+    client = ContainerClient.from_connection_string(
+        azurite.connection_string(), f"c{uuid.uuid4().hex[:12]}"
+    )
+    async with client:
+        await client.create_container()
+        yield client
 
 
 @pytest.fixture
@@ -97,3 +127,47 @@ class Cluster:
 @pytest.fixture
 def cluster(control_plane: ControlPlane, namespace: str) -> Cluster:
     return Cluster(control_plane, namespace)
+
+
+@pytest.fixture
+def api(control_plane: ControlPlane) -> Iterator[KubernetesApi]:
+    client = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(control_plane.kubeconfig)
+    )
+    api = KubernetesApi(client)
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def secret_store(api: KubernetesApi) -> SecretSnapshotStore:
+    return SecretSnapshotStore(api)
+
+
+SNAPSHOT_TIME = datetime.datetime(2026, 11, 28, 1, 2, 3, tzinfo=datetime.UTC)
+
+
+def manifest_of(ref: KeyBackupRef, snapshot_id: str, artifacts: dict[str, bytes]) -> Manifest:
+    return Manifest(
+        snapshot_id=snapshot_id,
+        keybackup=ref,
+        vault_url="https://v.vault.azure.net",
+        start_time=SNAPSHOT_TIME,
+        completion_time=SNAPSHOT_TIME,
+        operator_version="test",
+        keys=tuple(
+            KeyArtifact(name, ("v1", "v2"), sha256_hex(data), len(data))
+            for name, data in artifacts.items()
+        ),
+    )
+
+
+async def store_snapshot(
+    store: SnapshotStore, ref: KeyBackupRef, snapshot_id: str, artifacts: dict[str, bytes]
+) -> Manifest:
+    """A complete snapshot as a backup run leaves it: artifacts, then the manifest."""
+    for name, data in artifacts.items():
+        await store.write_artifact(ref, snapshot_id, name, data)
+    manifest = manifest_of(ref, snapshot_id, artifacts)
+    await store.write_manifest(manifest)
+    return manifest

@@ -86,7 +86,7 @@ def _restore(**changes: Any) -> dict[str, Any]:
             id="with an invalid credentials Secret name",
         ),
         pytest.param(
-            _backup(destination={}), "destination must be secret", id="with an empty destination"
+            _backup(destination={}), "exactly one of secret or blob", id="with an empty destination"
         ),
         pytest.param(
             _backup(destination={"s3": {}}),

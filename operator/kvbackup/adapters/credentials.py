@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.identity.aio import ClientSecretCredential, DefaultAzureCredential
@@ -31,4 +32,21 @@ def service_principal(secret_name: str, data: Mapping[str, bytes]) -> AsyncToken
         tenant_id=data["tenantId"].decode().strip(),
         client_id=data["clientId"].decode().strip(),
         client_secret=data["clientSecret"].decode().strip(),
+    )
+
+
+class BlobAuth(NamedTuple):
+    connection_string: str | None = None
+    sas_token: str | None = None
+
+
+def blob_auth(secret_name: str, data: Mapping[str, bytes]) -> BlobAuth:
+    """A connection string or a SAS token for a blob container, from Secret data."""
+    if data.get("connectionString"):
+        return BlobAuth(connection_string=data["connectionString"].decode().strip())
+    if data.get("sasToken"):
+        return BlobAuth(sas_token=data["sasToken"].decode().strip())
+    raise InvalidSpecError(
+        f"blob credentials Secret {secret_name} needs connectionString or sasToken",
+        reason="InvalidCredentials",
     )

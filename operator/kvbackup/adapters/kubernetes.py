@@ -6,7 +6,7 @@ import asyncio
 import base64
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -87,6 +87,24 @@ class KubernetesApi:
             name,
             {"status": dict(status)},
         )
+
+    async def read_custom_object(
+        self, plural: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """One of the project's objects, or None when it does not exist."""
+        try:
+            found = await self.call(
+                f"read {plural}/{name}",
+                self.custom.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+            )
+        except errors.NotFoundError:
+            return None
+        return cast(dict[str, Any], found)
 
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]

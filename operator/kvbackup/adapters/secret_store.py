@@ -23,6 +23,7 @@ from kvbackup.adapters.kubernetes import KubernetesApi
 from kvbackup.api import KEYBACKUP_LABEL, ROLE_LABEL, SNAPSHOT_LABEL
 from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.errors import ConflictError, NotFoundError
+from kvbackup.services.ports import StoredSnapshot
 from kvbackup.services.snapshot import Manifest
 
 #: Bytes of backup per Secret: under the API server's 1 MiB limit on Secret data.
@@ -113,6 +114,32 @@ class SecretSnapshotStore:
             chunks.append(base64.b64decode((secret.data or {}).get(BACKUP_DATA_KEY, "")))
             part += 1
         return b"".join(chunks)
+
+    async def list_stored(self, namespace: str, keybackup: str) -> list[StoredSnapshot]:
+        secrets = await self._api.call(
+            f"list stored snapshots of {namespace}/{keybackup}",
+            self._api.core.list_namespaced_secret,
+            namespace,
+            label_selector=f"{KEYBACKUP_LABEL}={keybackup}",
+        )
+        complete: dict[str, bool] = {}
+        for item in secrets.items:
+            labels = (item.metadata.labels if item.metadata else None) or {}
+            snapshot_id = labels.get(SNAPSHOT_LABEL)
+            if snapshot_id:
+                is_manifest = labels.get(ROLE_LABEL) == "manifest"
+                complete[snapshot_id] = complete.get(snapshot_id, False) or is_manifest
+        return [StoredSnapshot(sid, done) for sid, done in sorted(complete.items(), reverse=True)]
+
+    async def delete_snapshot(self, namespace: str, keybackup: str, snapshot_id: str) -> None:
+        selector = f"{KEYBACKUP_LABEL}={keybackup},{SNAPSHOT_LABEL}={snapshot_id}"
+        for role in ("manifest", "artifact"):
+            await self._api.call(
+                f"delete snapshot {snapshot_id} of {namespace}/{keybackup}",
+                self._api.core.delete_collection_namespaced_secret,
+                namespace,
+                label_selector=f"{selector},{ROLE_LABEL}={role}",
+            )
 
     def location(self, namespace: str, keybackup: str, snapshot_id: str) -> str:
         return (

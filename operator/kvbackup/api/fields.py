@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from kvbackup.errors import InvalidSpecError
 
 #: Key Vault object names: 1-127 letters, digits and dashes.
 KEY_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+
+_E = TypeVar("_E", bound=StrEnum)
 
 
 def mapping(value: Any, path: str) -> Mapping[str, Any]:
@@ -39,8 +43,57 @@ def vault_url(value: Any, path: str) -> str:
         )
     if parts.query or parts.fragment or parts.username:
         raise InvalidSpecError(f"{path} must not carry a query, fragment or user: {value!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 and parts.netloc.rsplit("]", 1)[-1].count(":"):
+        raise InvalidSpecError(f"{path} has a port outside 1-65535: {value!r}")
     host = parts.hostname.lower()
-    return f"https://{host}:{parts.port}" if parts.port else f"https://{host}"
+    return f"https://{host}:{port}" if port else f"https://{host}"
+
+
+_CONTAINER = re.compile(r"^[a-z0-9](-?[a-z0-9])+$")
+
+
+def account_url(value: Any, path: str) -> str:
+    """A storage account's blob endpoint; http only for emulators on loopback."""
+    if not isinstance(value, str) or not value:
+        raise InvalidSpecError(f"{path} is required")
+    parts = urlsplit(value)
+    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+        raise InvalidSpecError(
+            f"{path} must be an https URL such as https://myaccount.blob.core.windows.net, "
+            f"not {value!r}"
+        )
+    return value.rstrip("/")
+
+
+@dataclass(frozen=True)
+class BlobContainer:
+    """A blob container and how to reach it."""
+
+    account_url: str
+    name: str
+    #: A Secret in the object's namespace with ``connectionString`` or ``sasToken``;
+    #: None: the operator's own identity.
+    credentials_secret: str | None = None
+
+
+def blob_container(blob: Mapping[str, Any], path: str) -> BlobContainer:
+    """The ``accountUrl``, ``container`` and ``credentials`` fields of ``blob``."""
+    container = required_str(blob, "container", path)
+    if not (_CONTAINER.match(container) and 3 <= len(container) <= 63):
+        raise InvalidSpecError(
+            f"{path}.container must be 3-63 lowercase letters, digits or single dashes, "
+            f"not {container!r}"
+        )
+    return BlobContainer(
+        account_url=account_url(blob.get("accountUrl"), f"{path}.accountUrl"),
+        name=container,
+        credentials_secret=secret_ref(blob.get("credentials"), f"{path}.credentials"),
+    )
 
 
 def key_name(value: Any, path: str) -> str:
@@ -51,6 +104,17 @@ def key_name(value: Any, path: str) -> str:
     return value
 
 
+def key_names(value: Any, path: str) -> tuple[str, ...]:
+    """A non-empty list of distinct key names; Key Vault names are case-insensitive."""
+    if not isinstance(value, list) or not value:
+        raise InvalidSpecError(f"{path} must list at least one key name")
+    names = tuple(key_name(name, f"{path}[{i}]") for i, name in enumerate(value))
+    lowered = [name.lower() for name in names]
+    if len(set(lowered)) != len(lowered):
+        raise InvalidSpecError(f"{path} lists a key twice (names are case-insensitive)")
+    return names
+
+
 def secret_ref(value: Any, path: str) -> str | None:
     """The name of a Secret in the object's own namespace, or None when absent."""
     if value is None:
@@ -59,3 +123,13 @@ def secret_ref(value: Any, path: str) -> str | None:
     if "namespace" in ref:
         raise InvalidSpecError(f"{path} may only name a Secret in the object's own namespace")
     return required_str(ref, "name", path)
+
+
+def enum(kind: type[_E], value: Any, default: _E, path: str) -> _E:
+    if value is None:
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise InvalidSpecError(f"{path} must be one of {allowed}, not {value!r}") from None

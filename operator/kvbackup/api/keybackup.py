@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from kvbackup.api import BACKUP_NOW_ANNOTATION, fields
 from kvbackup.errors import InvalidSpecError
+from kvbackup.services.schedule import Schedule, parse_duration
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,30 @@ class SecretDestination:
     """Backups kept as Secrets in the KeyBackup's own namespace."""
 
 
-Destination = SecretDestination
+@dataclass(frozen=True)
+class BlobDestination:
+    """Backups kept in an Azure Blob Storage container, under ``prefix``."""
+
+    container: fields.BlobContainer
+    prefix: str = ""
+
+
+Destination = SecretDestination | BlobDestination
+
+
+class DeletionPolicy(StrEnum):
+    #: Backups outlive the KeyBackup object.
+    RETAIN = "Retain"
+    #: Deleting the KeyBackup deletes its snapshots.
+    DELETE = "Delete"
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How many snapshots to keep; None means no bound of that kind."""
+
+    keep_last: int | None = None
+    max_age: datetime.timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +73,10 @@ class KeyBackupSpec:
     keys: KeyChoice
     destination: Destination
     credentials_secret: str | None = None
+    schedule: Schedule | None = None
+    suspend: bool = False
+    retention: Retention = Retention()
+    deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
 
 
 @dataclass(frozen=True)
@@ -65,6 +95,12 @@ def parse_spec(spec: Mapping[str, Any]) -> KeyBackupSpec:
         keys=_parse_keys(fields.mapping(spec.get("keys"), "spec.keys")),
         destination=_parse_destination(fields.mapping(spec.get("destination"), "spec.destination")),
         credentials_secret=fields.secret_ref(spec.get("credentials"), "spec.credentials"),
+        schedule=_parse_schedule(spec),
+        suspend=bool(spec.get("suspend", False)),
+        retention=_parse_retention(fields.mapping(spec.get("retention"), "spec.retention")),
+        deletion_policy=fields.enum(
+            DeletionPolicy, spec.get("deletionPolicy"), DeletionPolicy.RETAIN, "spec.deletionPolicy"
+        ),
     )
 
 
@@ -79,14 +115,7 @@ def _parse_keys(keys: Mapping[str, Any]) -> KeyChoice:
     if has_names == has_selector:
         raise InvalidSpecError("spec.keys must set exactly one of names or selector")
     if has_names:
-        raw = keys["names"]
-        if not isinstance(raw, list) or not raw:
-            raise InvalidSpecError("spec.keys.names must list at least one key name")
-        names = tuple(fields.key_name(n, f"spec.keys.names[{i}]") for i, n in enumerate(raw))
-        lowered = [n.lower() for n in names]
-        if len(set(lowered)) != len(lowered):
-            raise InvalidSpecError("spec.keys.names lists a key twice (names are case-insensitive)")
-        return KeyChoice(names=names)
+        return KeyChoice(names=fields.key_names(keys["names"], "spec.keys.names"))
     selector = fields.mapping(keys["selector"], "spec.keys.selector")
     pattern = selector.get("namePattern")
     compiled = None
@@ -103,7 +132,31 @@ def _parse_keys(keys: Mapping[str, Any]) -> KeyChoice:
     )
 
 
+def _parse_schedule(spec: Mapping[str, Any]) -> Schedule | None:
+    expression = spec.get("schedule")
+    if not expression:
+        return None
+    return Schedule.parse(str(expression), str(spec.get("timeZone") or "UTC"), "spec.schedule")
+
+
+def _parse_retention(retention: Mapping[str, Any]) -> Retention:
+    keep_last = retention.get("keepLast")
+    if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 1):
+        raise InvalidSpecError(f"spec.retention.keepLast must be at least 1, not {keep_last!r}")
+    max_age = retention.get("maxAge")
+    return Retention(
+        keep_last=keep_last,
+        max_age=parse_duration(str(max_age), "spec.retention.maxAge") if max_age else None,
+    )
+
+
 def _parse_destination(destination: Mapping[str, Any]) -> Destination:
-    if not destination or "secret" in destination:
-        return SecretDestination()
-    raise InvalidSpecError("spec.destination must be secret: {}")
+    if "secret" in destination and "blob" in destination:
+        raise InvalidSpecError("spec.destination must set exactly one of secret or blob")
+    if "blob" in destination:
+        blob = fields.mapping(destination["blob"], "spec.destination.blob")
+        return BlobDestination(
+            container=fields.blob_container(blob, "spec.destination.blob"),
+            prefix=str(blob.get("prefix") or "").strip("/"),
+        )
+    return SecretDestination()

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 from kvbackup.api import fields
 from kvbackup.errors import InvalidSpecError
 
 LATEST = "latest"
-
-_E = TypeVar("_E", bound=StrEnum)
 
 
 class Strategy(StrEnum):
@@ -29,14 +27,24 @@ class OnConflict(StrEnum):
 
 @dataclass(frozen=True)
 class SnapshotSource:
+    """A KeyBackup's snapshot, wherever that KeyBackup keeps them."""
+
     keybackup: str
     snapshot: str = LATEST
 
 
 @dataclass(frozen=True)
+class BlobSnapshotSource:
+    """A snapshot found by its folder in a blob container, e.g. after the cluster is gone."""
+
+    container: fields.BlobContainer
+    path: str
+
+
+@dataclass(frozen=True)
 class KeyRestoreSpec:
     vault_url: str
-    source: SnapshotSource
+    source: SnapshotSource | BlobSnapshotSource
     keys: tuple[str, ...] | None = None
     strategy: Strategy = Strategy.AUTO
     on_conflict: OnConflict = OnConflict.SKIP
@@ -46,35 +54,32 @@ class KeyRestoreSpec:
 
 
 def parse_spec(spec: Mapping[str, Any]) -> KeyRestoreSpec:
-    source = fields.mapping(spec.get("source"), "spec.source")
-    ref = fields.mapping(source.get("keyBackupRef"), "spec.source.keyBackupRef")
-    if not ref:
-        raise InvalidSpecError("spec.source.keyBackupRef is required")
     raw_keys = spec.get("keys")
-    keys = None
-    if raw_keys is not None:
-        if not isinstance(raw_keys, list) or not raw_keys:
-            raise InvalidSpecError("spec.keys, when set, must list at least one key name")
-        keys = tuple(fields.key_name(k, f"spec.keys[{i}]") for i, k in enumerate(raw_keys))
+    keys = None if raw_keys is None else fields.key_names(raw_keys, "spec.keys")
     return KeyRestoreSpec(
         vault_url=fields.vault_url(spec.get("vaultUrl"), "spec.vaultUrl"),
-        source=SnapshotSource(
-            keybackup=fields.required_str(ref, "name", "spec.source.keyBackupRef"),
-            snapshot=str(ref.get("snapshot") or LATEST),
-        ),
+        source=_parse_source(fields.mapping(spec.get("source"), "spec.source")),
         keys=keys,
-        strategy=_enum(Strategy, spec.get("strategy"), Strategy.AUTO, "spec.strategy"),
-        on_conflict=_enum(OnConflict, spec.get("onConflict"), OnConflict.SKIP, "spec.onConflict"),
+        strategy=fields.enum(Strategy, spec.get("strategy"), Strategy.AUTO, "spec.strategy"),
+        on_conflict=fields.enum(
+            OnConflict, spec.get("onConflict"), OnConflict.SKIP, "spec.onConflict"
+        ),
         purge_deleted=bool(spec.get("purgeDeletedKeys", False)),
         credentials_secret=fields.secret_ref(spec.get("credentials"), "spec.credentials"),
     )
 
 
-def _enum(kind: type[_E], value: Any, default: _E, path: str) -> _E:
-    if value is None:
-        return default
-    try:
-        return kind(value)
-    except ValueError:
-        allowed = ", ".join(member.value for member in kind)
-        raise InvalidSpecError(f"{path} must be one of {allowed}, not {value!r}") from None
+def _parse_source(source: Mapping[str, Any]) -> SnapshotSource | BlobSnapshotSource:
+    if ("keyBackupRef" in source) == ("blob" in source):
+        raise InvalidSpecError("spec.source must set exactly one of keyBackupRef or blob")
+    if "blob" in source:
+        blob = fields.mapping(source["blob"], "spec.source.blob")
+        return BlobSnapshotSource(
+            container=fields.blob_container(blob, "spec.source.blob"),
+            path=fields.required_str(blob, "path", "spec.source.blob"),
+        )
+    ref = fields.mapping(source["keyBackupRef"], "spec.source.keyBackupRef")
+    return SnapshotSource(
+        keybackup=fields.required_str(ref, "name", "spec.source.keyBackupRef"),
+        snapshot=str(ref.get("snapshot") or LATEST),
+    )

@@ -8,7 +8,7 @@ version ids and reasons do.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kvbackup.api.conditions import Condition, Phase, timestamp
@@ -16,6 +16,8 @@ from kvbackup.errors import KvBackupError
 from kvbackup.services.backup import BackupReport
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
 from kvbackup.services.restore import RestoreReport
+from kvbackup.services.snapshot import Manifest
+from kvbackup.services.triggers import RunRequest
 
 READY = "Ready"
 
@@ -59,25 +61,51 @@ def _count(outcomes: Sequence[KeyOutcome], result: KeyResult) -> int:
     return sum(1 for outcome in outcomes if outcome.result is result)
 
 
+#: How many snapshots a KeyBackup's status lists (storage may hold more).
+SNAPSHOTS_IN_STATUS = 10
+
+
+def _request_fields(request: RunRequest) -> dict[str, Any]:
+    fields: dict[str, Any] = {"observedGeneration": request.generation, "activeRun": None}
+    if request.trigger is not None:
+        fields["lastHandledTrigger"] = request.trigger
+    if request.slot is not None:
+        fields["lastScheduleTime"] = timestamp(request.slot)
+    return fields
+
+
+def snapshot_entries(snapshots: Sequence[Manifest], location: Callable[[str], str]) -> list[Any]:
+    return [
+        {
+            "id": m.snapshot_id,
+            "completionTime": timestamp(m.completion_time),
+            "keys": len(m.keys),
+            "failedKeys": len(m.failures),
+            "bytes": m.total_bytes,
+            "location": location(m.snapshot_id),
+        }
+        for m in snapshots[:SNAPSHOTS_IN_STATUS]
+    ]
+
+
 def backup_started(
     existing: Mapping[str, Any],
-    generation: int,
+    request: RunRequest,
     snapshot_id: str,
-    trigger: str | None,
     moment: datetime.datetime,
 ) -> dict[str, Any]:
     return {
         "phase": Phase.RUNNING.value,
-        "activeRun": {
-            "snapshotId": snapshot_id,
-            "generation": generation,
-            "trigger": trigger,
-            "startTime": timestamp(moment),
-        },
+        "activeRun": request.as_status()
+        | {"snapshotId": snapshot_id, "startTime": timestamp(moment)},
         "conditions": _conditions(
             existing,
             Condition(
-                READY, False, "Running", f"backing up into snapshot {snapshot_id}", generation
+                READY,
+                False,
+                "Running",
+                f"backing up into snapshot {snapshot_id}",
+                request.generation,
             ),
             moment,
         ),
@@ -87,10 +115,11 @@ def backup_started(
 def backup_finished(
     existing: Mapping[str, Any],
     report: BackupReport,
-    generation: int,
-    trigger: str | None,
+    request: RunRequest,
     keys_limit: int,
+    snapshots: list[Any] | None,
 ) -> dict[str, Any]:
+    """``snapshots``: entries of the snapshots kept after retention, None if unknown."""
     moment = report.completion_time
     phase = report.phase
     reason, ready = _SUMMARY.get(phase, ("Failed", False))
@@ -99,13 +128,10 @@ def backup_finished(
     message = f"backed up {succeeded} of {len(report.keys)} key(s) into snapshot " + (
         report.snapshot_id if report.manifest_written else f"{report.snapshot_id} (not kept)"
     )
-    status: dict[str, Any] = {
+    status: dict[str, Any] = _request_fields(request) | {
         "phase": phase.value,
-        "observedGeneration": generation,
-        "lastHandledTrigger": trigger,
-        "activeRun": None,
         "conditions": _conditions(
-            existing, Condition(READY, ready, reason, message, generation), moment
+            existing, Condition(READY, ready, reason, message, request.generation), moment
         ),
         "lastRun": {
             "snapshotId": report.snapshot_id,
@@ -119,6 +145,8 @@ def backup_finished(
         },
         "keys": _key_entries(report.keys, keys_limit, with_version_ids=False),
     }
+    if snapshots is not None:
+        status["snapshots"] = snapshots
     if report.manifest_written:
         status["lastSnapshot"] = {
             "id": report.snapshot_id,
@@ -131,6 +159,10 @@ def backup_finished(
     if phase is Phase.SUCCEEDED:
         status["lastSuccessfulTime"] = timestamp(moment)
     return status
+
+
+def schedule_status(next_run: datetime.datetime | None) -> dict[str, Any]:
+    return {"nextScheduleTime": timestamp(next_run) if next_run else None}
 
 
 def run_failed(
@@ -154,16 +186,11 @@ def run_failed(
 def backup_given_up(
     existing: Mapping[str, Any],
     error: KvBackupError,
-    generation: int,
-    trigger: str | None,
+    request: RunRequest,
     moment: datetime.datetime,
 ) -> dict[str, Any]:
-    """A permanent failure: this generation and trigger are handled, no retry."""
-    return run_failed(existing, error, generation, moment, None) | {
-        "observedGeneration": generation,
-        "lastHandledTrigger": trigger,
-        "activeRun": None,
-    }
+    """A permanent failure: this request is handled, no retry until something changes."""
+    return run_failed(existing, error, request.generation, moment, None) | _request_fields(request)
 
 
 def restore_started(

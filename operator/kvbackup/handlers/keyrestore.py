@@ -12,7 +12,7 @@ from kvbackup.api.keyrestore import parse_spec
 from kvbackup.errors import KvBackupError
 from kvbackup.handlers.outcomes import as_kopf_error, retry_delay
 from kvbackup.runtime import Runtime
-from kvbackup.services.restore import choose_snapshot, run_restore
+from kvbackup.services.restore import run_restore
 
 _FINISHED = {Phase.SUCCEEDED.value, Phase.PARTIALLY_FAILED.value}
 _EVENTS = {
@@ -38,13 +38,15 @@ async def restore_keys(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -
     try:
         spec = parse_spec(body.spec)
         await write(status.restore_started(existing, generation, now()))
-        snapshots = await runtime.store.list_snapshots(namespace, spec.source.keybackup)
-        manifest = choose_snapshot(snapshots, spec.source.snapshot, spec.source.keybackup)
-        kopf.info(
-            body, reason="RestoreStarted", message=f"restoring from snapshot {manifest.snapshot_id}"
-        )
-        async with runtime.vault(namespace, spec.vault_url, spec.credentials_secret) as vault:
-            report = await run_restore(spec, namespace, manifest, vault, runtime.store)
+        async with runtime.opened_snapshot(namespace, spec.source) as snapshot:
+            manifest = snapshot.manifest
+            kopf.info(
+                body,
+                reason="RestoreStarted",
+                message=f"restoring from snapshot {manifest.snapshot_id}",
+            )
+            async with runtime.vault(namespace, spec.vault_url, spec.credentials_secret) as vault:
+                report = await run_restore(spec, snapshot, vault)
     except KvBackupError as error:
         delay = retry_delay(error, retry, runtime.settings)
         failed = status.run_failed(existing, error, generation, now(), delay)
@@ -54,7 +56,7 @@ async def restore_keys(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -
         kopf.warn(body, reason=error.reason, message=error.message)
         raise as_kopf_error(error, delay) from error
     patch = status.restore_finished(
-        existing, report, spec.source.keybackup, generation, runtime.settings.status_keys_limit
+        existing, report, manifest.keybackup.name, generation, runtime.settings.status_keys_limit
     )
     await write(patch)
     kind, reason = _EVENTS[report.phase]

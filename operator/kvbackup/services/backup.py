@@ -67,6 +67,8 @@ async def run_backup(
     however many keys the vault holds.
     """
     start = now()
+    # A wrong container or credential fails here, before any work is done in the vault.
+    await store.list_stored(keybackup.namespace, keybackup.name)
     names = await select_keys(spec, vault)
 
     async def back_up(name: str) -> KeyOutcome:

@@ -25,6 +25,14 @@ class KeyInfo:
     managed: bool = False
 
 
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """Anything stored under one snapshot id; complete once its manifest exists."""
+
+    snapshot_id: str
+    complete: bool
+
+
 class VaultKeys(Protocol):
     """The key operations of one vault, under one identity."""
 
@@ -59,6 +67,14 @@ class SnapshotStore(Protocol):
     async def read_artifact(
         self, namespace: str, keybackup: str, snapshot_id: str, key_name: str
     ) -> bytes: ...
+
+    async def list_stored(self, namespace: str, keybackup: str) -> list[StoredSnapshot]:
+        """Every snapshot id with anything stored, complete or not (for garbage collection)."""
+        ...
+
+    async def delete_snapshot(self, namespace: str, keybackup: str, snapshot_id: str) -> None:
+        """Remove the manifest first, so a half-deleted snapshot never looks complete."""
+        ...
 
     def location(self, namespace: str, keybackup: str, snapshot_id: str) -> str:
         """Where a user finds the snapshot, e.g. a label selector or a blob path."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -10,7 +11,7 @@ from kvbackup.api.conditions import Phase, now
 from kvbackup.api.keyrestore import LATEST, KeyRestoreSpec, OnConflict, Strategy
 from kvbackup.errors import ConflictError, MissingReferenceError
 from kvbackup.services.outcomes import KeyOutcome, KeyResult, phase_of
-from kvbackup.services.ports import KeyState, SnapshotStore, VaultKeys
+from kvbackup.services.ports import KeyState, VaultKeys
 from kvbackup.services.snapshot import Manifest
 from kvbackup.services.workers import for_each_key
 
@@ -74,6 +75,14 @@ def choose_snapshot(snapshots: list[Manifest], wanted: str, keybackup: str) -> M
 
 
 @dataclass(frozen=True)
+class OpenedSnapshot:
+    """A chosen snapshot: its manifest and how to read its artifacts by key name."""
+
+    manifest: Manifest
+    read_artifact: Callable[[str], Awaitable[bytes]]
+
+
+@dataclass(frozen=True)
 class RestoreReport:
     snapshot_id: str
     start_time: datetime.datetime
@@ -86,20 +95,15 @@ class RestoreReport:
 
 
 async def run_restore(
-    spec: KeyRestoreSpec,
-    namespace: str,
-    manifest: Manifest,
-    vault: VaultKeys,
-    store: SnapshotStore,
+    spec: KeyRestoreSpec, snapshot: OpenedSnapshot, vault: VaultKeys
 ) -> RestoreReport:
     start = now()
+    manifest = snapshot.manifest
     names = list(spec.keys) if spec.keys else [artifact.name for artifact in manifest.keys]
 
     async def restore_from_backup(name: str) -> tuple[str, ...]:
         artifact = manifest.artifact(name)
-        data = await store.read_artifact(
-            namespace, manifest.keybackup.name, manifest.snapshot_id, artifact.name
-        )
+        data = await snapshot.read_artifact(artifact.name)
         artifact.verify(data)
         await vault.restore_key(data)
         return await vault.list_versions(name)

@@ -26,6 +26,15 @@ def new_snapshot_id(moment: datetime.datetime) -> str:
     return f"{moment.astimezone(datetime.UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
+def snapshot_time(snapshot_id: str) -> datetime.datetime | None:
+    """When a snapshot was started, read back from its id; None for a foreign id."""
+    try:
+        started = datetime.datetime.strptime(snapshot_id[:15], "%Y%m%d-%H%M%S")
+    except ValueError:
+        return None
+    return started.replace(tzinfo=datetime.UTC)
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -108,8 +117,8 @@ class Manifest:
     def from_json(cls, raw: bytes) -> Manifest:
         try:
             document = json.loads(raw)
-            if document.get("kind") != MANIFEST_KIND:
-                raise ValueError(f"kind is {document.get('kind')!r}")
+            if not isinstance(document, dict) or document.get("kind") != MANIFEST_KIND:
+                raise ValueError(f"not a {MANIFEST_KIND}")
             ref = document["keyBackup"]
             return cls(
                 snapshot_id=document["snapshotId"],

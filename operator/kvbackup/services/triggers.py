@@ -4,32 +4,83 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from kvbackup.api.conditions import timestamp
+from kvbackup.services.schedule import Schedule
 from kvbackup.services.snapshot import new_snapshot_id
 
 
-def run_is_due(status: Mapping[str, Any], generation: int, trigger: str | None) -> bool:
-    """A new spec generation, or a backup-now value not handled yet, asks for a run.
+@dataclass(frozen=True)
+class RunRequest:
+    """Why a run is due: a spec generation, a backup-now value, or a scheduled slot."""
 
-    Re-applying an unchanged manifest changes neither, so it starts nothing.
+    generation: int
+    trigger: str | None = None
+    slot: datetime.datetime | None = None
+
+    def as_status(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "trigger": self.trigger,
+            "slot": timestamp(self.slot) if self.slot else None,
+        }
+
+    def resumes(self, active: Mapping[str, Any]) -> bool:
+        """Whether ``status.activeRun`` is an interrupted run of this same request."""
+        return {k: active.get(k) for k in ("generation", "trigger", "slot")} == self.as_status()
+
+
+def parse_time(text: Any) -> datetime.datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+
+
+def schedule_anchor(status: Mapping[str, Any], created: datetime.datetime) -> datetime.datetime:
+    """Slots are counted from the last scheduled run, or from the object's creation."""
+    return parse_time(status.get("lastScheduleTime")) or created
+
+
+def due_run(
+    *,
+    schedule: Schedule | None,
+    suspended: bool,
+    status: Mapping[str, Any],
+    generation: int,
+    trigger: str | None,
+    created: datetime.datetime,
+    now: datetime.datetime,
+) -> RunRequest | None:
+    """The run to start now, if any.
+
+    A backup-now value not handled yet always runs, even when suspended. Without a
+    schedule, each new spec generation runs once; with one, slots run instead, and
+    slots missed while the operator was down collapse into a single run. Re-applying
+    an unchanged manifest changes none of this, so it starts nothing.
     """
-    if status.get("observedGeneration") != generation:
-        return True
-    return trigger is not None and trigger != status.get("lastHandledTrigger")
+    if trigger is not None and trigger != status.get("lastHandledTrigger"):
+        return RunRequest(generation, trigger=trigger)
+    if schedule is None:
+        return RunRequest(generation) if status.get("observedGeneration") != generation else None
+    if suspended:
+        return None
+    anchor = schedule_anchor(status, created)
+    slot = schedule.latest_slot(anchor, now)
+    return RunRequest(generation, slot=slot) if slot > anchor else None
 
 
 def snapshot_id_for(
-    status: Mapping[str, Any], generation: int, trigger: str | None, moment: datetime.datetime
+    status: Mapping[str, Any], request: RunRequest, moment: datetime.datetime
 ) -> str:
-    """Resume the snapshot of a run that was interrupted (e.g. by a crash), or start one.
+    """Resume the snapshot of an interrupted run of the same request, or start a new one.
 
     Reusing the id makes the redone run overwrite its own partial artifacts instead
     of leaving a second incomplete snapshot behind.
     """
     active = status.get("activeRun") or {}
-    if active.get("generation") == generation and active.get("trigger") == trigger:
-        snapshot_id = active.get("snapshotId")
-        if isinstance(snapshot_id, str) and snapshot_id:
-            return snapshot_id
+    snapshot_id = active.get("snapshotId")
+    if request.resumes(active) and isinstance(snapshot_id, str) and snapshot_id:
+        return snapshot_id
     return new_snapshot_id(moment)

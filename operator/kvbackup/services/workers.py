@@ -32,6 +32,7 @@ async def for_each_key(
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(guarded(name)) for name in names]
-    except* KvBackupError as errors:
-        raise errors.exceptions[0] from None
+    except ExceptionGroup as group:
+        # The first failure is the one to report; the others were cancellations' fallout.
+        raise group.exceptions[0] from None
     return [task.result() for task in tasks]

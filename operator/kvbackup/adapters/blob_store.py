@@ -1,0 +1,223 @@
+"""Snapshots kept as blobs in one Azure Blob Storage container.
+
+Layout, for KeyBackup ``kb`` in namespace ``ns`` and snapshot ``s``, under the store's
+``prefix`` (may be empty)::
+
+    <prefix>/ns/kb/s/keys/<key-name>   the exact bytes backup_key returned, one blob per key
+    <prefix>/ns/kb/s/manifest.json     the manifest, written last
+
+A downloaded ``keys/<key-name>`` blob is a file ``az keyvault key restore --file`` accepts.
+Key Vault names are case-insensitive, so ``<key-name>`` is the lower-cased name: a redone
+run, or a read with another casing, finds the same blob. The manifest has the exact name.
+
+A snapshot can also be read by its path alone (``read_manifest_at``, ``read_artifact_at``),
+for restores after the KeyBackup, or the whole cluster, is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+from azure.core.credentials import AzureSasCredential
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import ContentSettings, StorageErrorCode
+from azure.storage.blob.aio import ContainerClient
+
+from kvbackup.adapters.azure_errors import azure_errors
+from kvbackup.api.keybackup import KeyBackupRef
+from kvbackup.errors import InvalidSpecError, MissingReferenceError, NotFoundError
+from kvbackup.services.ports import StoredSnapshot
+from kvbackup.services.snapshot import Manifest
+
+MANIFEST_BLOB = "manifest.json"
+KEYS_FOLDER = "keys"
+
+
+def container_client(
+    account_url: str,
+    container: str,
+    *,
+    connection_string: str | None = None,
+    sas_token: str | None = None,
+    credential: AsyncTokenCredential | None = None,
+) -> ContainerClient:
+    """A client for ``container``, authenticated by exactly one of the three means.
+
+    A connection string names its own endpoint, so ``account_url`` is then unused.
+    """
+    given = [
+        what
+        for what, value in (
+            ("connection string", connection_string),
+            ("SAS token", sas_token),
+            ("credential", credential),
+        )
+        if value
+    ]
+    if len(given) != 1:
+        raise InvalidSpecError(
+            f"blob container {container} needs exactly one of a connection string, a SAS token "
+            f"or a credential; got {', '.join(given) or 'none'}"
+        )
+    if connection_string:
+        return ContainerClient.from_connection_string(connection_string, container)
+    if sas_token:
+        # As a credential object the token is sent per request, never kept in the client's URL.
+        return ContainerClient(
+            account_url, container, credential=AzureSasCredential(sas_token.lstrip("?"))
+        )
+    return ContainerClient(account_url, container, credential=credential)
+
+
+def artifact_blob(snapshot_folder: str, key_name: str) -> str:
+    return f"{snapshot_folder}/{KEYS_FOLDER}/{key_name.lower()}"
+
+
+def manifest_blob(snapshot_folder: str) -> str:
+    return f"{snapshot_folder}/{MANIFEST_BLOB}"
+
+
+class BlobSnapshotStore:
+    """``SnapshotStore`` on an Azure Blob Storage container; the caller owns the client."""
+
+    def __init__(self, container: ContainerClient, prefix: str = "") -> None:
+        self._container = container
+        self._prefix = prefix.strip("/")
+        # Without the query string: a SAS token must never reach a status, Event or log.
+        self._url = urlsplit(container.primary_endpoint)._replace(query="", fragment="").geturl()
+
+    def folder(self, namespace: str, *names: str) -> str:
+        """The blob path of a KeyBackup (``namespace, keybackup``) or of one of its snapshots."""
+        return "/".join(part for part in (self._prefix, namespace, *names) if part)
+
+    async def write_artifact(
+        self, keybackup: KeyBackupRef, snapshot_id: str, key_name: str, data: bytes
+    ) -> None:
+        folder = self.folder(keybackup.namespace, keybackup.name, snapshot_id)
+        await self._upload(artifact_blob(folder, key_name), data, "application/octet-stream")
+
+    async def write_manifest(self, manifest: Manifest) -> None:
+        ref = manifest.keybackup
+        folder = self.folder(ref.namespace, ref.name, manifest.snapshot_id)
+        await self._upload(manifest_blob(folder), manifest.to_json(), "application/json")
+
+    async def list_snapshots(self, namespace: str, keybackup: str) -> list[Manifest]:
+        stored = await self.list_stored(namespace, keybackup)
+        folders = [self.folder(namespace, keybackup, s.snapshot_id) for s in stored if s.complete]
+        manifests = await asyncio.gather(*(self._manifest_if_present(f) for f in folders))
+        return [m for m in manifests if m is not None]
+
+    async def read_artifact(
+        self, namespace: str, keybackup: str, snapshot_id: str, key_name: str
+    ) -> bytes:
+        return await self.read_artifact_at(self.folder(namespace, keybackup, snapshot_id), key_name)
+
+    async def list_stored(self, namespace: str, keybackup: str) -> list[StoredSnapshot]:
+        base = self.folder(namespace, keybackup) + "/"
+        complete: dict[str, bool] = {}
+        with self._errors(f"list snapshots in {self._url}/{base}"):
+            async for blob in self._container.list_blobs(name_starts_with=base):
+                snapshot_id, _, rest = blob.name[len(base) :].partition("/")
+                # Only the two kinds of blob the store writes count; anything else (such as
+                # directory entries of accounts with a hierarchical namespace) is ignored.
+                if rest == MANIFEST_BLOB:
+                    complete[snapshot_id] = True
+                elif rest.startswith(f"{KEYS_FOLDER}/"):
+                    complete.setdefault(snapshot_id, False)
+        return [StoredSnapshot(sid, done) for sid, done in sorted(complete.items(), reverse=True)]
+
+    async def delete_snapshot(self, namespace: str, keybackup: str, snapshot_id: str) -> None:
+        folder = self.folder(namespace, keybackup, snapshot_id)
+        await self._delete(manifest_blob(folder))
+        names: list[str] = []
+        with self._errors(f"list blobs of snapshot {self._url}/{folder}/"):
+            async for blob in self._container.list_blobs(name_starts_with=f"{folder}/"):
+                names.append(blob.name)
+        for name in names:
+            await self._delete(name)
+
+    def location(self, namespace: str, keybackup: str, snapshot_id: str) -> str:
+        return f"{self._url}/{self.folder(namespace, keybackup, snapshot_id)}/"
+
+    async def read_manifest_at(self, snapshot_path: str) -> Manifest:
+        """The manifest of the snapshot at ``snapshot_path``, ignoring the store's prefix.
+
+        ``snapshot_path`` is the snapshot's folder in this container, or the URL that
+        ``location`` gave for it.
+        """
+        folder = self._snapshot_folder(snapshot_path)
+        manifest = await self._manifest_if_present(folder)
+        if manifest is None:
+            raise MissingReferenceError(
+                f"no complete snapshot at {self._url}/{folder}/: {MANIFEST_BLOB} is missing",
+                reason="SourceNotFound",
+            )
+        return manifest
+
+    async def read_artifact_at(self, snapshot_path: str, key_name: str) -> bytes:
+        """The backup of ``key_name`` in the snapshot at ``snapshot_path`` (as for the manifest)."""
+        name = artifact_blob(self._snapshot_folder(snapshot_path), key_name)
+        try:
+            return await self._download(name)
+        except NotFoundError:
+            raise NotFoundError(
+                f"backup of key {key_name} is missing (blob {self._url}/{name})",
+                reason="ArtifactMissing",
+            ) from None
+
+    def _snapshot_folder(self, snapshot_path: str) -> str:
+        path = snapshot_path.strip()
+        if "://" in path:
+            if not path.startswith(f"{self._url}/"):
+                raise InvalidSpecError(f"snapshot {path} is not in blob container {self._url}")
+            path = path[len(self._url) + 1 :]
+        return path.strip("/")
+
+    async def _manifest_if_present(self, folder: str) -> Manifest | None:
+        try:
+            raw = await self._download(manifest_blob(folder))
+        except NotFoundError:  # never written, or deleted since it was listed
+            return None
+        return Manifest.from_json(raw)
+
+    async def _upload(self, name: str, data: bytes, content_type: str) -> None:
+        # overwrite: redoing an interrupted run replaces its own blobs instead of failing.
+        with self._errors(f"write blob {self._url}/{name}"):
+            await self._container.upload_blob(
+                name,
+                data,
+                overwrite=True,
+                content_settings=ContentSettings(content_type=content_type),
+            )
+
+    async def _download(self, name: str) -> bytes:
+        with self._errors(f"read blob {self._url}/{name}"):
+            downloader = await self._container.download_blob(name)
+            return await downloader.readall()
+
+    async def _delete(self, name: str) -> None:
+        try:
+            with self._errors(f"delete blob {self._url}/{name}"):
+                await self._container.delete_blob(name)
+        except NotFoundError:  # already gone: a redone deletion is not an error
+            pass
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        with azure_errors(what):
+            try:
+                yield
+            except ResourceNotFoundError as error:
+                # Told apart from a missing blob: a container may still be created (by
+                # Terraform, a GitOps tool) after the KeyBackup, so it is retried.
+                if getattr(error, "error_code", None) == StorageErrorCode.CONTAINER_NOT_FOUND:
+                    raise MissingReferenceError(
+                        f"{what}: blob container {self._container.container_name} does not "
+                        f"exist ({self._url})",
+                        reason="ContainerNotFound",
+                    ) from error
+                raise

@@ -1,0 +1,59 @@
+"""Which snapshots retention removes, and removing them.
+
+The newest complete snapshot and the newest fully successful one are never removed,
+whatever the policy says: a bounded history must never lose the last good backup.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from kvbackup.api.keybackup import Retention
+from kvbackup.services.ports import SnapshotStore, StoredSnapshot
+from kvbackup.services.snapshot import Manifest, snapshot_time
+
+
+def expired(
+    complete: list[Manifest],
+    stored: list[StoredSnapshot],
+    retention: Retention,
+    now: datetime.datetime,
+    incomplete_grace: datetime.timedelta,
+) -> list[str]:
+    """Snapshot ids to delete; ``complete`` is newest first, as the stores list it."""
+    protected = {complete[0].snapshot_id} if complete else set()
+    newest_good = next((m for m in complete if not m.failures), None)
+    if newest_good is not None:
+        protected.add(newest_good.snapshot_id)
+    doomed = []
+    for index, manifest in enumerate(complete):
+        too_many = retention.keep_last is not None and index >= retention.keep_last
+        too_old = (
+            retention.max_age is not None and now - manifest.completion_time > retention.max_age
+        )
+        if (too_many or too_old) and manifest.snapshot_id not in protected:
+            doomed.append(manifest.snapshot_id)
+    # Leftovers of runs that died before their manifest: kept for a while in case the
+    # run is resumed, then removed.
+    for snapshot in stored:
+        started = snapshot_time(snapshot.snapshot_id)
+        if not snapshot.complete and started is not None and now - started > incomplete_grace:
+            doomed.append(snapshot.snapshot_id)
+    return doomed
+
+
+async def collect_garbage(
+    store: SnapshotStore,
+    namespace: str,
+    keybackup: str,
+    retention: Retention,
+    now: datetime.datetime,
+    incomplete_grace: datetime.timedelta,
+) -> list[Manifest]:
+    """Apply retention; returns the complete snapshots that remain, newest first."""
+    complete = await store.list_snapshots(namespace, keybackup)
+    stored = await store.list_stored(namespace, keybackup)
+    doomed = expired(complete, stored, retention, now, incomplete_grace)
+    for snapshot_id in doomed:
+        await store.delete_snapshot(namespace, keybackup, snapshot_id)
+    return [m for m in complete if m.snapshot_id not in doomed]

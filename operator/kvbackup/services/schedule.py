@@ -1,0 +1,71 @@
+"""Backup schedules: standard cron expressions, or ``@every <duration>`` intervals."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from kvbackup.errors import InvalidSpecError
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str, path: str) -> datetime.timedelta:
+    """``30d``, ``12h``, ``1d12h``, ``90m``, ``45s``: what people write in manifests."""
+    match = _DURATION.match(text.strip())
+    if not text.strip() or match is None:
+        raise InvalidSpecError(f"{path} must be a duration such as 30d, 12h or 1h30m, not {text!r}")
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    value = datetime.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    if value <= datetime.timedelta(0):
+        raise InvalidSpecError(f"{path} must be longer than zero, not {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When scheduled runs are due; missed slots collapse into one run."""
+
+    expression: str
+    zone: ZoneInfo
+    interval: datetime.timedelta | None = None
+
+    @classmethod
+    def parse(cls, expression: str, time_zone: str, path: str) -> Schedule:
+        try:
+            zone = ZoneInfo(time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidSpecError(f"{path}: unknown time zone {time_zone!r}") from None
+        if expression.startswith("@every "):
+            interval = parse_duration(expression.removeprefix("@every "), path)
+            return cls(expression, zone, interval)
+        if not croniter.is_valid(expression) or len(expression.split()) not in (1, 5):
+            raise InvalidSpecError(
+                f"{path} must be a 5-field cron expression (e.g. '0 2 * * *'), a macro such "
+                f"as @daily, or '@every <duration>', not {expression!r}"
+            )
+        return cls(expression, zone)
+
+    def latest_slot(self, anchor: datetime.datetime, now: datetime.datetime) -> datetime.datetime:
+        """The newest slot at or before ``now``; ``anchor`` is where interval slots start."""
+        if self.interval is not None:
+            periods = (now - anchor) // self.interval
+            return anchor + max(periods, 0) * self.interval
+        local_now = now.astimezone(self.zone) + datetime.timedelta(microseconds=1)
+        previous: datetime.datetime = croniter(self.expression, local_now).get_prev(
+            datetime.datetime
+        )
+        return previous.astimezone(datetime.UTC)
+
+    def next_slot(self, after: datetime.datetime) -> datetime.datetime:
+        """The first slot strictly after ``after``."""
+        if self.interval is not None:
+            return after + self.interval
+        following: datetime.datetime = croniter(
+            self.expression, after.astimezone(self.zone)
+        ).get_next(datetime.datetime)
+        return following.astimezone(datetime.UTC)

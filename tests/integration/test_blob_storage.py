@@ -1,0 +1,302 @@
+"""Snapshots kept as blobs, written and read against a real Azurite with the real SDK."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+from azure.storage.blob.aio import BlobClient, ContainerClient
+
+from kvbackup.adapters.blob_store import BlobSnapshotStore, container_client
+from kvbackup.api.keybackup import KeyBackupRef
+from kvbackup.errors import (
+    AccessDeniedError,
+    IntegrityError,
+    KvBackupError,
+    MissingReferenceError,
+    NotFoundError,
+)
+from kvbackup.services.ports import StoredSnapshot
+from tests.harness.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
+from tests.integration.conftest import manifest_of, store_snapshot
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE = "payments"
+SNAPSHOT = "20261128-010203-abcd"
+REF = KeyBackupRef(NAMESPACE, "payments-keys", "uid-1")
+PREFIX = "backups/prod"
+
+
+@pytest.fixture
+async def store_client(
+    azurite: Azurite, container: ContainerClient
+) -> AsyncIterator[ContainerClient]:
+    """The store's own client, made by the factory, separate from the inspecting one."""
+    client = container_client(
+        azurite.blob_endpoint,
+        container.container_name,
+        connection_string=azurite.connection_string(),
+    )
+    async with client:
+        yield client
+
+
+@pytest.fixture
+def store(store_client: ContainerClient) -> BlobSnapshotStore:
+    return BlobSnapshotStore(store_client, PREFIX)
+
+
+async def _blob_names(container: ContainerClient) -> list[str]:
+    return sorted([blob.name async for blob in container.list_blobs()])
+
+
+async def test_a_snapshot_round_trips_byte_exact_under_the_documented_layout(
+    store: BlobSnapshotStore, container: ContainerClient
+) -> None:
+    artifacts = {"signing-key": os.urandom(9000), "Wrapping-Key": os.urandom(2_500_000)}
+    await store_snapshot(store, REF, SNAPSHOT, artifacts)
+
+    [manifest] = await store.list_snapshots(NAMESPACE, "payments-keys")
+    assert manifest == manifest_of(REF, SNAPSHOT, artifacts)
+    for name, data in artifacts.items():
+        stored = await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, name)
+        assert stored == data
+        manifest.artifact(name).verify(stored)
+    folder = f"backups/prod/payments/payments-keys/{SNAPSHOT}"
+    assert await _blob_names(container) == [
+        f"{folder}/keys/signing-key",
+        f"{folder}/keys/wrapping-key",
+        f"{folder}/manifest.json",
+    ]
+
+
+async def test_an_empty_prefix_puts_snapshots_at_the_root_of_the_container(
+    store_client: ContainerClient, container: ContainerClient
+) -> None:
+    store = BlobSnapshotStore(store_client, "")
+    await store_snapshot(store, REF, SNAPSHOT, {"k": b"x"})
+
+    assert await _blob_names(container) == [
+        f"payments/payments-keys/{SNAPSHOT}/keys/k",
+        f"payments/payments-keys/{SNAPSHOT}/manifest.json",
+    ]
+    assert [m.snapshot_id for m in await store.list_snapshots(NAMESPACE, "payments-keys")] == [
+        SNAPSHOT
+    ]
+
+
+async def test_a_snapshot_without_a_manifest_is_never_offered(store: BlobSnapshotStore) -> None:
+    await store_snapshot(store, REF, "20261128-010203-aaaa", {"k": b"complete"})
+    await store.write_artifact(REF, "20261128-020000-bbbb", "k", b"interrupted run")
+
+    snapshots = await store.list_snapshots(NAMESPACE, "payments-keys")
+    assert [s.snapshot_id for s in snapshots] == ["20261128-010203-aaaa"]
+    assert await store.list_stored(NAMESPACE, "payments-keys") == [
+        StoredSnapshot("20261128-020000-bbbb", complete=False),
+        StoredSnapshot("20261128-010203-aaaa", complete=True),
+    ]
+
+
+async def test_snapshots_are_listed_newest_first(store: BlobSnapshotStore) -> None:
+    for snapshot_id in ("20261128-010000-aaaa", "20261128-030000-cccc", "20261128-020000-bbbb"):
+        await store_snapshot(store, REF, snapshot_id, {"k": b"x"})
+
+    snapshots = await store.list_snapshots(NAMESPACE, "payments-keys")
+    assert [s.snapshot_id for s in snapshots] == [
+        "20261128-030000-cccc",
+        "20261128-020000-bbbb",
+        "20261128-010000-aaaa",
+    ]
+
+
+async def test_snapshots_of_a_keybackup_whose_name_extends_another_are_kept_apart(
+    store: BlobSnapshotStore,
+) -> None:
+    await store_snapshot(store, REF, "20261128-010000-aaaa", {"k": b"x"})
+    await store_snapshot(
+        store, KeyBackupRef(NAMESPACE, "payments-keys-eu", "uid-2"), "20261128-020000-bbbb", {}
+    )
+
+    snapshots = await store.list_snapshots(NAMESPACE, "payments-keys")
+    assert [s.snapshot_id for s in snapshots] == ["20261128-010000-aaaa"]
+
+
+async def test_redoing_an_interrupted_run_overwrites_instead_of_duplicating(
+    store: BlobSnapshotStore, container: ContainerClient
+) -> None:
+    await store.write_artifact(REF, SNAPSHOT, "k", b"first attempt")
+    await store.write_artifact(REF, SNAPSHOT, "K", b"second attempt")
+    await store.write_manifest(manifest_of(REF, SNAPSHOT, {"k": b"second attempt"}))
+    await store.write_manifest(manifest_of(REF, SNAPSHOT, {"k": b"second attempt"}))
+
+    stored = await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, "k")
+    assert stored == b"second attempt"
+    assert len(await _blob_names(container)) == 2
+
+
+async def test_an_altered_artifact_fails_verification_against_itsmanifest_of(
+    store: BlobSnapshotStore, container: ContainerClient
+) -> None:
+    original = os.urandom(4000)
+    await store_snapshot(store, REF, SNAPSHOT, {"k": original})
+    await container.upload_blob(
+        f"backups/prod/payments/payments-keys/{SNAPSHOT}/keys/k",
+        b"\x00" + original[1:],
+        overwrite=True,
+    )
+
+    [manifest] = await store.list_snapshots(NAMESPACE, "payments-keys")
+    stored = await store.read_artifact(NAMESPACE, "payments-keys", manifest.snapshot_id, "k")
+    with pytest.raises(IntegrityError, match="sha256"):
+        manifest.artifact("k").verify(stored)
+
+
+async def test_a_missing_artifact_is_reported_as_missing(store: BlobSnapshotStore) -> None:
+    await store_snapshot(store, REF, SNAPSHOT, {"k": b"x"})
+
+    with pytest.raises(NotFoundError, match="backup of key gone") as raised:
+        await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, "gone")
+    assert raised.value.reason == "ArtifactMissing"
+
+
+async def test_deleting_a_snapshot_removes_all_its_blobs_and_no_others(
+    store: BlobSnapshotStore, container: ContainerClient
+) -> None:
+    await store_snapshot(store, REF, "20261128-010000-aaaa", {"a": b"x", "b": b"y"})
+    await store_snapshot(store, REF, "20261128-020000-bbbb", {"a": b"z"})
+
+    await store.delete_snapshot(NAMESPACE, "payments-keys", "20261128-010000-aaaa")
+
+    assert [s.snapshot_id for s in await store.list_snapshots(NAMESPACE, "payments-keys")] == [
+        "20261128-020000-bbbb"
+    ]
+    assert await store.list_stored(NAMESPACE, "payments-keys") == [
+        StoredSnapshot("20261128-020000-bbbb", complete=True)
+    ]
+    assert all("20261128-010000-aaaa" not in name for name in await _blob_names(container))
+    # Deleting again, as a redone garbage collection does, is not an error.
+    await store.delete_snapshot(NAMESPACE, "payments-keys", "20261128-010000-aaaa")
+
+
+async def test_a_deletion_that_stops_halfway_never_leaves_a_snapshot_that_looks_complete(
+    store: BlobSnapshotStore, container: ContainerClient
+) -> None:
+    await store_snapshot(store, REF, SNAPSHOT, {"k": b"x"})
+    # A leased blob cannot be deleted, so the deletion stops at the artifact.
+    artifact = container.get_blob_client(f"backups/prod/payments/payments-keys/{SNAPSHOT}/keys/k")
+    lease = await artifact.acquire_lease(lease_duration=-1)
+
+    with pytest.raises(KvBackupError):
+        await store.delete_snapshot(NAMESPACE, "payments-keys", SNAPSHOT)
+
+    assert await store.list_snapshots(NAMESPACE, "payments-keys") == []
+    assert await store.list_stored(NAMESPACE, "payments-keys") == [
+        StoredSnapshot(SNAPSHOT, complete=False)
+    ]
+    await lease.release()
+    await store.delete_snapshot(NAMESPACE, "payments-keys", SNAPSHOT)
+    assert await store.list_stored(NAMESPACE, "payments-keys") == []
+
+
+async def test_a_downloaded_artifact_is_exactly_what_key_vault_returned(
+    store: BlobSnapshotStore,
+) -> None:
+    backup = os.urandom(30_000)
+    await store_snapshot(store, REF, SNAPSHOT, {"card-signing": backup})
+
+    # What a person does with the location from the KeyBackup's status and the Azure tools.
+    location = store.location(NAMESPACE, "payments-keys", SNAPSHOT)
+    blob = BlobClient.from_blob_url(
+        f"{location}keys/card-signing",
+        credential={"account_name": ACCOUNT_NAME, "account_key": ACCOUNT_KEY},
+    )
+    async with blob:
+        downloaded = await (await blob.download_blob()).readall()
+    assert downloaded == backup
+
+
+async def test_a_snapshot_is_read_by_its_path_alone_once_the_keybackup_is_gone(
+    store: BlobSnapshotStore, azurite: Azurite, container: ContainerClient
+) -> None:
+    backup = os.urandom(5000)
+    await store_snapshot(store, REF, SNAPSHOT, {"card-signing": backup})
+    location = store.location(NAMESPACE, "payments-keys", SNAPSHOT)
+
+    # Nothing but the account, the container and the path, in a fresh store without prefix.
+    client = container_client(
+        azurite.blob_endpoint,
+        container.container_name,
+        connection_string=azurite.connection_string(),
+    )
+    async with client:
+        fresh = BlobSnapshotStore(client)
+        for path in (f"backups/prod/payments/payments-keys/{SNAPSHOT}/", location):
+            manifest = await fresh.read_manifest_at(path)
+            assert manifest == manifest_of(REF, SNAPSHOT, {"card-signing": backup})
+            stored = await fresh.read_artifact_at(path, "card-signing")
+            manifest.artifact("card-signing").verify(stored)
+        with pytest.raises(MissingReferenceError) as raised:
+            await fresh.read_manifest_at("backups/prod/payments/payments-keys/20990101-000000-none")
+        assert raised.value.reason == "SourceNotFound"
+
+
+async def test_a_sas_token_authenticates_and_never_shows_in_a_location(
+    azurite: Azurite, container: ContainerClient
+) -> None:
+    sas = generate_container_sas(
+        ACCOUNT_NAME,
+        container.container_name,
+        account_key=ACCOUNT_KEY,
+        permission=ContainerSasPermissions(read=True, write=True, list=True, delete=True),
+        expiry=datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1),
+    )
+    client = container_client(azurite.blob_endpoint, container.container_name, sas_token=sas)
+    async with client:
+        store = BlobSnapshotStore(client, PREFIX)
+        await store_snapshot(store, REF, SNAPSHOT, {"k": b"x"})
+
+        assert [m.snapshot_id for m in await store.list_snapshots(NAMESPACE, "payments-keys")] == [
+            SNAPSHOT
+        ]
+        location = store.location(NAMESPACE, "payments-keys", SNAPSHOT)
+        assert location == (
+            f"{azurite.blob_endpoint}/{container.container_name}/backups/prod/payments/"
+            f"payments-keys/{SNAPSHOT}/"
+        )
+        assert "sig=" not in location
+
+
+async def test_a_missing_container_is_reported_by_its_name(azurite: Azurite) -> None:
+    client = container_client(
+        azurite.blob_endpoint, "no-such-container", connection_string=azurite.connection_string()
+    )
+    async with client:
+        store = BlobSnapshotStore(client, PREFIX)
+        with pytest.raises(MissingReferenceError, match="container no-such-container") as raised:
+            await store.write_artifact(REF, SNAPSHOT, "k", b"x")
+        assert raised.value.reason == "ContainerNotFound"
+        with pytest.raises(MissingReferenceError, match="container no-such-container"):
+            await store.list_snapshots(NAMESPACE, "payments-keys")
+        with pytest.raises(MissingReferenceError, match="container no-such-container"):
+            await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, "k")
+
+
+async def test_a_wrong_account_key_is_access_denied(
+    azurite: Azurite, container: ContainerClient
+) -> None:
+    wrong_key = "d3Jvbmcga2V5" * 7 + "d3Jvbmc="
+    client = container_client(
+        azurite.blob_endpoint,
+        container.container_name,
+        connection_string=azurite.connection_string(account_key=wrong_key),
+    )
+    async with client:
+        store = BlobSnapshotStore(client, PREFIX)
+        with pytest.raises(AccessDeniedError):
+            await store.write_artifact(REF, SNAPSHOT, "k", b"x")
+        with pytest.raises(AccessDeniedError):
+            await store.list_snapshots(NAMESPACE, "payments-keys")

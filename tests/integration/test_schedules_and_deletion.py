@@ -1,0 +1,139 @@
+"""Schedules, suspend and deletionPolicy, driven by the operator as a real process."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from kvbackup.adapters.secret_store import SecretSnapshotStore
+from kvbackup.api.keybackup import KeyBackupRef
+from tests.harness.controlplane import free_port
+from tests.harness.operator import OperatorProcess
+from tests.integration.conftest import Cluster, store_snapshot
+
+pytestmark = pytest.mark.integration
+
+
+def _keybackup(name: str, extra: str) -> str:
+    return (
+        f"apiVersion: kvbackup.io/v1alpha1\nkind: KeyBackup\nmetadata: {{name: {name}}}\n"
+        f"spec:\n  vaultUrl: https://127.0.0.1:{free_port()}\n  keys: {{names: [app-key]}}\n"
+        f"{extra}"
+    )
+
+
+def _started_runs(cluster: Cluster, name: str) -> int:
+    return sum(
+        event.get("count", 1)
+        for event in cluster.events_for(name)
+        if event["reason"] == "BackupStarted"
+    )
+
+
+def _with_broken_credentials(cluster: Cluster) -> None:
+    """Each run then ends at once with a permanent failure: a run without a vault."""
+    cluster.plane.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "broken",
+        "-n",
+        cluster.namespace,
+        "--from-literal=tenantId=t",
+    )
+
+
+def test_a_scheduled_keybackup_runs_at_each_slot_and_shows_the_next_one(
+    operator: OperatorProcess, cluster: Cluster
+) -> None:
+    _with_broken_credentials(cluster)
+    cluster.apply(
+        _keybackup("every-4s", '  schedule: "@every 4s"\n  credentials: {name: broken}\n')
+    )
+    cluster.wait_until(
+        "two scheduled runs", lambda: _started_runs(cluster, "every-4s") >= 2, timeout=60
+    )
+    status = cluster.status("keybackup", "every-4s")
+    assert status["lastScheduleTime"] < status["nextScheduleTime"]
+    columns = cluster.plane.kubectl("get", "kb", "every-4s", "-n", cluster.namespace).stdout
+    assert "NEXT RUN" in columns.splitlines()[0]
+
+
+def test_a_scheduled_keybackup_does_not_run_on_creation_or_on_spec_changes(
+    operator: OperatorProcess, cluster: Cluster
+) -> None:
+    _with_broken_credentials(cluster)
+    cluster.apply(_keybackup("nightly", '  schedule: "0 3 * * *"\n  credentials: {name: broken}\n'))
+    cluster.wait_until(
+        "the next slot is published",
+        lambda: bool(cluster.status("keybackup", "nightly").get("nextScheduleTime")),
+    )
+    cluster.apply(_keybackup("nightly", '  schedule: "0 4 * * *"\n  credentials: {name: broken}\n'))
+    cluster.wait_until(
+        "the new generation is acknowledged with its new slot",
+        lambda: (
+            cluster.status("keybackup", "nightly").get("observedGeneration") == 2
+            and cluster.status("keybackup", "nightly")["nextScheduleTime"].endswith("T04:00:00Z")
+        ),
+    )
+    assert _started_runs(cluster, "nightly") == 0
+
+
+def test_suspend_stops_scheduled_runs_but_backup_now_still_runs(
+    operator: OperatorProcess, cluster: Cluster
+) -> None:
+    _with_broken_credentials(cluster)
+    cluster.apply(
+        _keybackup(
+            "paused", '  schedule: "@every 2s"\n  suspend: true\n  credentials: {name: broken}\n'
+        )
+    )
+    cluster.wait_until(
+        "the suspended schedule is acknowledged",
+        lambda: cluster.status("keybackup", "paused").get("observedGeneration") == 1,
+    )
+    assert "nextScheduleTime" not in cluster.status("keybackup", "paused")
+    cluster.plane.kubectl(
+        "annotate", "kb", "paused", "-n", cluster.namespace, "kvbackup.io/backup-now=please"
+    )
+    cluster.wait_until(
+        "the on-demand run is handled",
+        lambda: cluster.status("keybackup", "paused").get("lastHandledTrigger") == "please",
+    )
+    time.sleep(5)  # more than two slots of the schedule pass unused
+    assert _started_runs(cluster, "paused") == 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "kept"),
+    [
+        pytest.param("Delete", 0, id="Delete removes them"),
+        pytest.param("Retain", 4, id="Retain keeps them"),
+    ],
+)
+async def test_deleting_a_keybackup_applies_its_deletion_policy_to_its_snapshots(
+    operator: OperatorProcess,
+    cluster: Cluster,
+    secret_store: SecretSnapshotStore,
+    policy: str,
+    kept: int,
+) -> None:
+    _with_broken_credentials(cluster)
+    cluster.apply(
+        _keybackup("old", f"  deletionPolicy: {policy}\n  credentials: {{name: broken}}\n")
+    )
+    cluster.wait_until(
+        "the KeyBackup is handled",
+        lambda: cluster.status("keybackup", "old").get("observedGeneration") == 1,
+    )
+    ref = KeyBackupRef(cluster.namespace, "old", "")
+    for snapshot_id in ("20261128-010000-aaaa", "20261128-020000-bbbb"):
+        await store_snapshot(secret_store, ref, snapshot_id, {"app-key": b"bytes"})
+
+    cluster.plane.kubectl("delete", "kb", "old", "-n", cluster.namespace, "--timeout=60s")
+
+    secrets = cluster.plane.kubectl(
+        "get", "secrets", "-n", cluster.namespace, "-l", "kvbackup.io/keybackup=old", "-o", "name"
+    ).stdout.split()
+    assert len(secrets) == kept
