@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kvbackup.errors import InvalidSpecError
+from kvbackup.services.tenancy import ALLOW_ALL, IdentityRule, parse_rules
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -65,6 +66,8 @@ class Settings:
     watch_namespaces: tuple[str, ...] = ()
     #: Port of kopf's liveness endpoint (/healthz); 0 disables it.
     health_port: int = 8080
+    #: Which namespaces may use the operator's own identity for which vaults.
+    default_identity_rules: tuple[IdentityRule, ...] = ALLOW_ALL
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -86,6 +89,11 @@ class Settings:
             status_keys_limit=int(_number(env, "KVBACKUP_STATUS_KEYS_LIMIT", 100, minimum=1)),
             watch_namespaces=namespaces,
             health_port=int(_number(env, "KVBACKUP_HEALTH_PORT", 8080, minimum=0)),
+            default_identity_rules=(
+                parse_rules(rules, "KVBACKUP_DEFAULT_IDENTITY_RULES")
+                if (rules := env.get("KVBACKUP_DEFAULT_IDENTITY_RULES", "").strip())
+                else ALLOW_ALL
+            ),
         )
 
     def retry_delay(self, attempt: int) -> float:

@@ -29,6 +29,12 @@ class InvalidSpecError(KvBackupError):
     reason = "InvalidSpec"
 
 
+class NotPermittedError(KvBackupError):
+    """The cluster admin's policy does not let this namespace do what the object asks."""
+
+    reason = "NotPermitted"
+
+
 class NotFoundError(KvBackupError):
     """A key, snapshot, Secret or object that was named does not exist."""
 

@@ -20,9 +20,15 @@ from kvbackup.api.fields import BlobContainer
 from kvbackup.api.keybackup import Destination, SecretDestination, parse_spec
 from kvbackup.api.keyrestore import BlobSnapshotSource, SnapshotSource
 from kvbackup.config import Settings
-from kvbackup.errors import InvalidSpecError, MissingReferenceError, NotFoundError
+from kvbackup.errors import (
+    InvalidSpecError,
+    MissingReferenceError,
+    NotFoundError,
+    NotPermittedError,
+)
 from kvbackup.services.ports import SnapshotStore, VaultKeys
 from kvbackup.services.restore import OpenedSnapshot, choose_snapshot
+from kvbackup.services.tenancy import identity_allowed
 
 
 @dataclass
@@ -59,6 +65,12 @@ class Runtime:
     ) -> AsyncIterator[VaultKeys]:
         """The vault's keys under the object's own credentials, or the operator's identity."""
         if credentials_secret is None:
+            if not identity_allowed(self.settings.default_identity_rules, namespace, vault_url):
+                raise NotPermittedError(
+                    f"namespace {namespace} may not use the operator's identity for {vault_url}; "
+                    "reference a credentials Secret, or ask a cluster admin to allow it",
+                    reason="IdentityNotAllowed",
+                )
             yield self.vaults.keys(vault_url, self.default_credential)
             return
         data = await self._secret_data(namespace, credentials_secret)

@@ -25,6 +25,15 @@ def mapping(value: Any, path: str) -> Mapping[str, Any]:
     return value
 
 
+def boolean(value: Any, path: str) -> bool:
+    """An optional boolean; absent is false. A string such as "false" is refused."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidSpecError(f"{path} must be true or false, not {value!r}")
+    return value
+
+
 def required_str(body: Mapping[str, Any], key: str, path: str) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value:

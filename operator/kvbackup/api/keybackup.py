@@ -11,7 +11,7 @@ from typing import Any
 
 from kvbackup.api import BACKUP_NOW_ANNOTATION, fields
 from kvbackup.errors import InvalidSpecError
-from kvbackup.services.schedule import Schedule, parse_duration
+from kvbackup.services.schedule import Schedule, parse_duration, parse_time_zone
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def parse_spec(spec: Mapping[str, Any]) -> KeyBackupSpec:
         destination=_parse_destination(fields.mapping(spec.get("destination"), "spec.destination")),
         credentials_secret=fields.secret_ref(spec.get("credentials"), "spec.credentials"),
         schedule=_parse_schedule(spec),
-        suspend=bool(spec.get("suspend", False)),
+        suspend=fields.boolean(spec.get("suspend"), "spec.suspend"),
         retention=_parse_retention(fields.mapping(spec.get("retention"), "spec.retention")),
         deletion_policy=fields.enum(
             DeletionPolicy, spec.get("deletionPolicy"), DeletionPolicy.RETAIN, "spec.deletionPolicy"
@@ -133,15 +133,16 @@ def _parse_keys(keys: Mapping[str, Any]) -> KeyChoice:
 
 
 def _parse_schedule(spec: Mapping[str, Any]) -> Schedule | None:
+    zone = parse_time_zone(str(spec.get("timeZone") or "UTC"), "spec.timeZone")
     expression = spec.get("schedule")
-    if not expression:
-        return None
-    return Schedule.parse(str(expression), str(spec.get("timeZone") or "UTC"), "spec.schedule")
+    return Schedule.parse(str(expression), zone, "spec.schedule") if expression else None
 
 
 def _parse_retention(retention: Mapping[str, Any]) -> Retention:
     keep_last = retention.get("keepLast")
-    if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 1):
+    if keep_last is not None and (
+        isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1
+    ):
         raise InvalidSpecError(f"spec.retention.keepLast must be at least 1, not {keep_last!r}")
     max_age = retention.get("maxAge")
     return Retention(

@@ -64,7 +64,7 @@ def parse_spec(spec: Mapping[str, Any]) -> KeyRestoreSpec:
         on_conflict=fields.enum(
             OnConflict, spec.get("onConflict"), OnConflict.SKIP, "spec.onConflict"
         ),
-        purge_deleted=bool(spec.get("purgeDeletedKeys", False)),
+        purge_deleted=fields.boolean(spec.get("purgeDeletedKeys"), "spec.purgeDeletedKeys"),
         credentials_secret=fields.secret_ref(spec.get("credentials"), "spec.credentials"),
     )
 

@@ -171,9 +171,7 @@ async def _run(
     patch = status.backup_finished(
         existing, report, request, runtime.settings.status_keys_limit, snapshots
     ) | status.schedule_status(
-        spec.schedule.next_slot(request.slot or moment)
-        if spec.schedule and not spec.suspend
-        else None
+        spec.schedule.next_slot(request.slot) if spec.schedule and request.slot else plan.next_slot
     )
     await write(patch)
     kind, reason = _EVENTS[report.phase]

@@ -14,6 +14,13 @@ from kvbackup.errors import InvalidSpecError
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
+def parse_time_zone(name: str, path: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidSpecError(f"{path} is not a known IANA time zone: {name!r}") from None
+
+
 def parse_duration(text: str, path: str) -> datetime.timedelta:
     """``30d``, ``12h``, ``1d12h``, ``90m``, ``45s``: what people write in manifests."""
     match = _DURATION.match(text.strip())
@@ -35,11 +42,7 @@ class Schedule:
     interval: datetime.timedelta | None = None
 
     @classmethod
-    def parse(cls, expression: str, time_zone: str, path: str) -> Schedule:
-        try:
-            zone = ZoneInfo(time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise InvalidSpecError(f"{path}: unknown time zone {time_zone!r}") from None
+    def parse(cls, expression: str, zone: ZoneInfo, path: str) -> Schedule:
         if expression.startswith("@every "):
             interval = parse_duration(expression.removeprefix("@every "), path)
             return cls(expression, zone, interval)
@@ -55,10 +58,18 @@ class Schedule:
         if self.interval is not None:
             periods = (now - anchor) // self.interval
             return anchor + max(periods, 0) * self.interval
+        # croniter reads wall-clock time and may land an hour off while the clocks go back;
+        # next_slot is exact, so step forward from a slot known to be no later than now.
         local_now = now.astimezone(self.zone) + datetime.timedelta(microseconds=1)
-        previous: datetime.datetime = croniter(self.expression, local_now).get_prev(
-            datetime.datetime
-        )
+        slot = self._previous(local_now)
+        if slot > now:
+            slot = self._previous(local_now - datetime.timedelta(hours=2))
+        while (following := self.next_slot(slot)) <= now:
+            slot = following
+        return slot
+
+    def _previous(self, local: datetime.datetime) -> datetime.datetime:
+        previous: datetime.datetime = croniter(self.expression, local).get_prev(datetime.datetime)
         return previous.astimezone(datetime.UTC)
 
     def next_slot(self, after: datetime.datetime) -> datetime.datetime:

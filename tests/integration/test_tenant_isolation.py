@@ -1,0 +1,137 @@
+"""Tenants: the operator's own identity is an admin's grant, and references stay in-namespace."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.harness.controlplane import ControlPlane, free_port
+from tests.harness.operator import OperatorProcess, start_operator
+from tests.integration.conftest import Cluster
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def tenants(control_plane: ControlPlane) -> tuple[Cluster, Cluster]:
+    suffix = uuid.uuid4().hex[:8]
+    clusters = []
+    for team in ("a", "b"):
+        name = f"tenant-{team}-{suffix}"
+        control_plane.kubectl("create", "namespace", name)
+        clusters.append(Cluster(control_plane, name))
+    return clusters[0], clusters[1]
+
+
+@pytest.fixture
+def vault_url() -> str:
+    return f"https://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
+def tenant_operator(
+    control_plane: ControlPlane,
+    tenants: tuple[Cluster, Cluster],
+    vault_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    team_a, team_b = tenants
+    rules = [{"namespaces": [team_a.namespace], "vaultUrls": [vault_url]}]
+    process = start_operator(
+        control_plane.kubeconfig,
+        tmp_path_factory.mktemp("tenant-operator") / "operator.log",
+        {
+            "KVBACKUP_WATCH_NAMESPACES": f"{team_a.namespace},{team_b.namespace}",
+            "KVBACKUP_DEFAULT_IDENTITY_RULES": json.dumps(rules),
+        },
+    )
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def _keybackup(vault_url: str) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "kvbackup.io/v1alpha1",
+            "kind": "KeyBackup",
+            "metadata": {"name": "keys"},
+            "spec": {"vaultUrl": vault_url, "keys": {"names": ["app-key"]}},
+        }
+    )
+
+
+def test_only_allowed_namespaces_may_use_the_operators_identity_for_a_vault(
+    tenant_operator: OperatorProcess, tenants: tuple[Cluster, Cluster], vault_url: str
+) -> None:
+    team_a, team_b = tenants
+    team_a.apply(_keybackup(vault_url))
+    team_b.apply(_keybackup(vault_url))
+
+    team_b.wait_until(
+        "team-b is refused by policy",
+        lambda: team_b.ready_condition("keybackup", "keys").get("reason") == "IdentityNotAllowed",
+    )
+    assert team_b.status("keybackup", "keys")["phase"] == "Failed"
+    assert "BackupStarted" in {e["reason"] for e in team_b.events_for("keys")}
+    # team-a is allowed: its run reaches the vault (here unreachable, so it retries).
+    team_a.wait_until(
+        "team-a's run reaches the vault",
+        lambda: team_a.ready_condition("keybackup", "keys").get("reason") == "VaultUnreachable",
+    )
+    assert (
+        team_b.plane.kubectl(
+            "get",
+            "secrets",
+            "-n",
+            team_b.namespace,
+            "-l",
+            "kvbackup.io/keybackup=keys",
+            "-o",
+            "name",
+        ).stdout.split()
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "field"),
+    [
+        pytest.param(
+            {"keyBackupRef": {"name": "keys", "namespace": "team-a"}},
+            "spec.source.keyBackupRef.namespace",
+            id="another namespace's KeyBackup",
+        ),
+        pytest.param(
+            {"keyBackupRef": {"name": "keys"}, "credentials": {"name": "x"}},
+            "spec.source.credentials",
+            id="a misplaced credentials reference",
+        ),
+    ],
+)
+def test_a_keyrestore_cannot_reference_another_namespace(
+    control_plane: ControlPlane, tenants: tuple[Cluster, Cluster], source: object, field: str
+) -> None:
+    _, team_b = tenants
+    manifest = json.dumps(
+        {
+            "apiVersion": "kvbackup.io/v1alpha1",
+            "kind": "KeyRestore",
+            "metadata": {"name": "steal"},
+            "spec": {
+                "vaultUrl": "https://v.vault.azure.net",
+                "source": source,
+                "credentials": {"name": "team-a-sp", "namespace": "team-a"},
+            },
+        }
+    )
+    result = control_plane.kubectl(
+        "apply", "-n", team_b.namespace, "-f", "-", input=manifest, check=False
+    )
+    assert result.returncode != 0
+    assert f'unknown field "{field}"' in result.stderr
+    assert 'unknown field "spec.credentials.namespace"' in result.stderr

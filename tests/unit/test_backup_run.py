@@ -1,0 +1,118 @@
+"""One backup run against an in-memory vault and snapshot store."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from kvbackup.api.conditions import Phase
+from kvbackup.api.keybackup import KeySelector
+from kvbackup.errors import AccessDeniedError, InvalidSpecError, TransientError
+from kvbackup.services.backup import run_backup
+from kvbackup.services.outcomes import KeyResult
+from kvbackup.services.snapshot import KeyArtifact, sha256_hex
+from tests.unit.fakes import REF, SNAPSHOT_ID, VAULT_URL, InMemoryStore, InMemoryVault, backup_spec
+
+
+async def test_every_named_key_is_stored_and_the_manifest_is_written_last() -> None:
+    vault, store = InMemoryVault(), InMemoryStore()
+    vault.add("Signing", versions=("v1", "v2"))
+    vault.add("encryption", versions=("e1",))
+
+    report = await run_backup(backup_spec("Signing", "encryption"), REF, SNAPSHOT_ID, vault, store)
+
+    assert report.phase is Phase.SUCCEEDED
+    assert report.manifest_written is True
+    assert sorted(store.writes[:2]) == ["artifact Signing", "artifact encryption"]
+    assert store.writes[2:] == ["manifest"]
+    stored = store.artifacts[(REF.namespace, REF.name, SNAPSHOT_ID, "signing")]
+    manifest = store.manifests[0]
+    assert (manifest.snapshot_id, manifest.keybackup, manifest.vault_url) == (
+        SNAPSHOT_ID,
+        REF,
+        VAULT_URL,
+    )
+    assert manifest.artifact("signing") == KeyArtifact(
+        "Signing", ("v1", "v2"), sha256_hex(stored), len(stored)
+    )
+    assert manifest.failures == ()
+    assert report.total_bytes == sum(len(data) for data in store.artifacts.values())
+
+
+async def test_a_missing_key_fails_alone_and_the_run_is_partially_failed() -> None:
+    vault, store = InMemoryVault(), InMemoryStore()
+    vault.add("present")
+
+    report = await run_backup(backup_spec("present", "gone"), REF, SNAPSHOT_ID, vault, store)
+
+    assert report.phase is Phase.PARTIALLY_FAILED
+    assert [(o.name, o.result, o.reason) for o in report.keys] == [
+        ("present", KeyResult.SUCCEEDED, ""),
+        ("gone", KeyResult.FAILED, "NotFound"),
+    ]
+    manifest = store.manifests[0]
+    assert [a.name for a in manifest.keys] == ["present"]
+    assert [(f.name, f.reason) for f in manifest.failures] == [("gone", "NotFound")]
+
+
+async def test_no_manifest_is_written_when_no_key_could_be_stored() -> None:
+    vault, store = InMemoryVault(), InMemoryStore()
+
+    report = await run_backup(backup_spec("gone", "lost"), REF, SNAPSHOT_ID, vault, store)
+
+    assert report.phase is Phase.FAILED
+    assert report.manifest_written is False
+    assert store.manifests == []
+    assert "manifest" not in store.writes
+
+
+async def test_a_selector_matching_no_key_is_an_invalid_spec_with_reason_no_keys_matched() -> None:
+    vault, store = InMemoryVault(), InMemoryStore()
+    vault.add("app-1", tags={"env": "dev"})
+    selector = KeySelector(tags={"env": "prod"})
+
+    with pytest.raises(InvalidSpecError) as caught:
+        await run_backup(backup_spec(selector=selector), REF, SNAPSHOT_ID, vault, store)
+
+    assert caught.value.reason == "NoKeysMatched"
+    assert store.writes == []
+
+
+async def test_a_selector_backs_up_matching_unmanaged_keys_in_name_order() -> None:
+    vault, store = InMemoryVault(), InMemoryStore()
+    vault.add("app-2", tags={"env": "prod"})
+    vault.add("app-1", tags={"env": "prod"})
+    vault.add("app-cert", tags={"env": "prod"}, managed=True)
+    vault.add("app-3", tags={"env": "dev"})
+    vault.add("other", tags={"env": "prod"})
+    selector = KeySelector(name_pattern=re.compile("app-.*"), tags={"env": "prod"})
+
+    report = await run_backup(backup_spec(selector=selector), REF, SNAPSHOT_ID, vault, store)
+
+    assert [o.name for o in report.keys] == ["app-1", "app-2"]
+    assert [a.name for a in store.manifests[0].keys] == ["app-1", "app-2"]
+
+
+async def test_a_temporary_error_aborts_the_run_without_writing_a_manifest() -> None:
+    vault, store = InMemoryVault(), InMemoryStore()
+    vault.add("a")
+    vault.add("b")
+    vault.fail("backup_key", "b", TransientError("vault unreachable"))
+
+    with pytest.raises(TransientError):
+        await run_backup(backup_spec("a", "b"), REF, SNAPSHOT_ID, vault, store)
+
+    assert store.manifests == []
+
+
+async def test_an_unreachable_store_fails_the_run_before_the_vault_is_touched() -> None:
+    vault, store = InMemoryVault(), InMemoryStore()
+    vault.add("signing")
+    store.unavailable = AccessDeniedError("403 on the container")
+
+    with pytest.raises(AccessDeniedError):
+        await run_backup(backup_spec("signing"), REF, SNAPSHOT_ID, vault, store)
+
+    assert vault.calls == []
+    assert store.writes == []

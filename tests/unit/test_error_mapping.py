@@ -1,0 +1,136 @@
+"""Azure and Kubernetes errors mapped onto the project's taxonomy, and their retry delays."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, cast
+
+import pytest
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
+from kubernetes.client.exceptions import ApiException
+
+from kvbackup import errors
+from kvbackup.adapters.azure_errors import map_azure_error
+from kvbackup.adapters.kubernetes import map_api_error
+from kvbackup.config import Settings
+from kvbackup.handlers.outcomes import retry_delay
+
+
+def http_error(status_code: int) -> HttpResponseError:
+    error = HttpResponseError(message="the service said no", response=None)
+    error.status_code = status_code
+    return error
+
+
+class ThrottledResponse:
+    """The parts of an SDK response that HttpResponseError and the mapping read."""
+
+    status_code = 429
+    reason = "Too Many Requests"
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "42"}
+
+    def text(self) -> str:
+        return ""
+
+
+@pytest.mark.parametrize(
+    ("error", "mapped", "temporary", "reason"),
+    [
+        pytest.param(http_error(403), errors.AccessDeniedError, True, "AccessDenied", id="403"),
+        pytest.param(http_error(408), errors.TransientError, True, "Unavailable", id="408"),
+        pytest.param(http_error(409), errors.ConflictError, False, "Conflict", id="409"),
+        pytest.param(http_error(503), errors.TransientError, True, "Unavailable", id="503"),
+        pytest.param(http_error(400), errors.KvBackupError, False, "RequestRejected", id="400"),
+        pytest.param(
+            ResourceNotFoundError(message="no such key"),
+            errors.NotFoundError,
+            False,
+            "NotFound",
+            id="resource-not-found",
+        ),
+        pytest.param(
+            ClientAuthenticationError(message="bad token"),
+            errors.AccessDeniedError,
+            True,
+            "AccessDenied",
+            id="client-authentication",
+        ),
+        pytest.param(
+            ServiceRequestError(message="name resolution failed"),
+            errors.TransientError,
+            True,
+            "VaultUnreachable",
+            id="service-request",
+        ),
+    ],
+)
+def test_an_azure_error_maps_to_its_class_temporariness_and_reason(
+    error: Exception, mapped: type[errors.KvBackupError], temporary: bool, reason: str
+) -> None:
+    result = map_azure_error(error, "back up key k1")
+
+    assert type(result) is mapped
+    assert (result.temporary, result.reason) == (temporary, reason)
+    assert result.message.startswith("back up key k1: ")
+
+
+def test_a_throttled_azure_answer_keeps_the_retry_after_header() -> None:
+    error = HttpResponseError(message="slow down", response=cast(Any, ThrottledResponse()))
+
+    result = map_azure_error(error, "list keys")
+
+    assert isinstance(result, errors.ThrottledError)
+    assert result.retry_after == 42.0
+    assert result.temporary is True
+
+
+def test_an_error_outside_the_azure_taxonomy_is_raised_unchanged() -> None:
+    bug = KeyError("programming error")
+
+    with pytest.raises(KeyError) as caught:
+        map_azure_error(bug, "list keys")
+
+    assert caught.value is bug
+
+
+@pytest.mark.parametrize(
+    ("status", "mapped", "temporary", "reason"),
+    [
+        pytest.param(404, errors.NotFoundError, False, "NotFound", id="404"),
+        pytest.param(403, errors.AccessDeniedError, True, "AccessDenied", id="403"),
+        pytest.param(413, errors.TooLargeError, False, "TooLarge", id="413"),
+        pytest.param(422, errors.InvalidSpecError, False, "InvalidSpec", id="422"),
+        pytest.param(429, errors.TransientError, True, "KubernetesUnavailable", id="429"),
+        pytest.param(400, errors.KvBackupError, False, "KubernetesRejected", id="400"),
+    ],
+)
+def test_a_kubernetes_api_error_maps_to_its_class_temporariness_and_reason(
+    status: int, mapped: type[errors.KvBackupError], temporary: bool, reason: str
+) -> None:
+    result = map_api_error(ApiException(status=status, reason="Nope"), "write Secret ns/s")
+
+    assert type(result) is mapped
+    assert (result.temporary, result.reason) == (temporary, reason)
+    assert result.message == f"write Secret ns/s: HTTP {status} Nope"
+
+
+SETTINGS = Settings(retry_base_seconds=10.0, retry_max_seconds=600.0)
+
+
+@pytest.mark.parametrize(
+    ("error", "attempt", "delay"),
+    [
+        pytest.param(errors.TransientError("down"), 2, 40.0, id="transient-backs-off"),
+        pytest.param(errors.ThrottledError("429", retry_after=90.0), 0, 90.0, id="retry-after"),
+        pytest.param(errors.ThrottledError("429", retry_after=5.0), 3, 80.0, id="backoff-longer"),
+        pytest.param(errors.InvalidSpecError("bad"), 0, None, id="permanent-never"),
+    ],
+)
+def test_the_retry_delay_honours_retry_after_and_gives_up_on_permanent_errors(
+    error: errors.KvBackupError, attempt: int, delay: float | None
+) -> None:
+    assert retry_delay(error, attempt, SETTINGS) == delay

@@ -1,0 +1,136 @@
+"""One restore run from an in-memory snapshot store into an in-memory vault."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kvbackup.api.conditions import Phase
+from kvbackup.api.keyrestore import OnConflict
+from kvbackup.services.outcomes import KeyOutcome, KeyResult
+from kvbackup.services.ports import KeyState
+from kvbackup.services.restore import run_restore
+from tests.unit.fakes import InMemoryStore, InMemoryVault, opened, restore_spec, take_snapshot
+
+SIGNING = ("signing", ("s1", "s2"))
+ENCRYPTION = ("encryption", ("e1",))
+
+
+def results(outcomes: Sequence[KeyOutcome]) -> list[tuple[str, KeyResult, str]]:
+    return [(o.name, o.result, o.reason) for o in outcomes]
+
+
+async def test_absent_keys_are_restored_with_the_versions_of_their_backup() -> None:
+    store, target = InMemoryStore(), InMemoryVault()
+    manifest = await take_snapshot(store, SIGNING, ENCRYPTION)
+
+    report = await run_restore(restore_spec(), opened(store, manifest), target)
+
+    assert report.phase is Phase.SUCCEEDED
+    assert report.snapshot_id == manifest.snapshot_id
+    assert [(o.name, o.result, o.versions) for o in report.keys] == [
+        ("signing", KeyResult.RESTORED, ("s1", "s2")),
+        ("encryption", KeyResult.RESTORED, ("e1",)),
+    ]
+    assert target.state_of("signing") is KeyState.ACTIVE
+    assert target.state_of("encryption") is KeyState.ACTIVE
+
+
+async def test_a_soft_deleted_key_is_recovered_by_auto_instead_of_restored() -> None:
+    store, target = InMemoryStore(), InMemoryVault()
+    manifest = await take_snapshot(store, SIGNING)
+    target.add("signing", versions=("s1", "s2", "s3"), deleted=True)
+
+    report = await run_restore(restore_spec(), opened(store, manifest), target)
+
+    assert [(o.result, o.versions) for o in report.keys] == [
+        (KeyResult.RECOVERED, ("s1", "s2", "s3"))
+    ]
+    assert target.state_of("signing") is KeyState.ACTIVE
+    assert ("restore_key", "signing") not in target.calls
+
+
+async def test_a_soft_deleted_key_is_purged_then_restored_when_purge_deleted_keys_is_set() -> None:
+    store, target = InMemoryStore(), InMemoryVault()
+    manifest = await take_snapshot(store, SIGNING)
+    target.add("signing", versions=("s1", "s2", "s3"), deleted=True)
+
+    report = await run_restore(restore_spec(purge_deleted=True), opened(store, manifest), target)
+
+    assert [(o.result, o.versions) for o in report.keys] == [(KeyResult.RESTORED, ("s1", "s2"))]
+    operations = [operation for operation, _ in target.calls]
+    assert operations.index("purge_key") < operations.index("restore_key")
+
+
+async def test_an_active_key_is_left_alone_when_on_conflict_is_skip() -> None:
+    store, target = InMemoryStore(), InMemoryVault()
+    manifest = await take_snapshot(store, SIGNING, ENCRYPTION)
+    target.add("signing", versions=("newer",))
+
+    report = await run_restore(restore_spec(), opened(store, manifest), target)
+
+    assert report.phase is Phase.SUCCEEDED
+    assert results(report.keys) == [
+        ("signing", KeyResult.SKIPPED, "KeyExists"),
+        ("encryption", KeyResult.RESTORED, "Restored"),
+    ]
+    assert target.keys["signing"].versions == ("newer",)
+
+
+async def test_an_active_key_fails_when_on_conflict_is_fail() -> None:
+    store, target = InMemoryStore(), InMemoryVault()
+    manifest = await take_snapshot(store, SIGNING, ENCRYPTION)
+    target.add("signing", versions=("newer",))
+
+    report = await run_restore(
+        restore_spec(on_conflict=OnConflict.FAIL), opened(store, manifest), target
+    )
+
+    assert report.phase is Phase.PARTIALLY_FAILED
+    assert results(report.keys) == [
+        ("signing", KeyResult.FAILED, "KeyExists"),
+        ("encryption", KeyResult.RESTORED, "Restored"),
+    ]
+    assert target.keys["signing"].versions == ("newer",)
+
+
+async def test_an_altered_backup_fails_its_integrity_check_while_the_others_are_restored() -> None:
+    store, target = InMemoryStore(), InMemoryVault()
+    manifest = await take_snapshot(store, SIGNING, ENCRYPTION)
+    store.replace_artifact("signing", b'{"name": "signing", "versions": ["forged"]}')
+
+    report = await run_restore(restore_spec(), opened(store, manifest), target)
+
+    assert report.phase is Phase.PARTIALLY_FAILED
+    assert results(report.keys) == [
+        ("signing", KeyResult.FAILED, "IntegrityCheckFailed"),
+        ("encryption", KeyResult.RESTORED, "Restored"),
+    ]
+    assert target.state_of("signing") is KeyState.ABSENT
+
+
+async def test_only_the_listed_keys_are_restored_whatever_their_case() -> None:
+    store, target = InMemoryStore(), InMemoryVault()
+    manifest = await take_snapshot(store, SIGNING, ENCRYPTION)
+
+    report = await run_restore(restore_spec(keys=("ENCRYPTION",)), opened(store, manifest), target)
+
+    assert results(report.keys) == [("ENCRYPTION", KeyResult.RESTORED, "Restored")]
+    assert target.state_of("encryption") is KeyState.ACTIVE
+    assert target.state_of("signing") is KeyState.ABSENT
+
+
+async def test_a_key_not_in_the_snapshot_fails_without_touching_the_vault() -> None:
+    store, target = InMemoryStore(), InMemoryVault()
+    manifest = await take_snapshot(store, SIGNING)
+    target.add("unknown", deleted=True)
+
+    report = await run_restore(
+        restore_spec(keys=("signing", "unknown")), opened(store, manifest), target
+    )
+
+    assert results(report.keys) == [
+        ("signing", KeyResult.RESTORED, "Restored"),
+        ("unknown", KeyResult.FAILED, "KeyNotInSnapshot"),
+    ]
+    assert "unknown" not in target.names_touched()
+    assert target.state_of("unknown") is KeyState.SOFT_DELETED

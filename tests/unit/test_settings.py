@@ -1,0 +1,79 @@
+"""Operator settings read from the environment, and the retry backoff they configure."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvbackup.config import Settings
+from kvbackup.errors import InvalidSpecError
+
+
+def test_an_empty_environment_gives_the_documented_defaults() -> None:
+    settings = Settings.from_env({})
+
+    assert settings.ca_bundle is None
+    assert settings.verify_challenge_resource is True
+    assert settings.keyvault_api_version is None
+    assert settings.max_concurrency == 16
+    assert settings.vault_rate_limit == 200.0
+    assert (settings.retry_base_seconds, settings.retry_max_seconds) == (10.0, 600.0)
+    assert settings.status_keys_limit == 100
+    assert settings.watch_namespaces == ()
+    assert settings.health_port == 8080
+
+
+def test_every_variable_is_parsed_into_its_setting() -> None:
+    settings = Settings.from_env(
+        {
+            "KVBACKUP_CA_BUNDLE": "/etc/ssl/private-ca.pem",
+            "KVBACKUP_VERIFY_CHALLENGE_RESOURCE": " Off ",
+            "KVBACKUP_KEYVAULT_API_VERSION": "7.5",
+            "KVBACKUP_MAX_CONCURRENCY": "4",
+            "KVBACKUP_VAULT_RATE_LIMIT": "12.5",
+            "KVBACKUP_RETRY_BASE_SECONDS": "0.5",
+            "KVBACKUP_RETRY_MAX_SECONDS": "30",
+            "KVBACKUP_STATUS_KEYS_LIMIT": "20",
+            "KVBACKUP_WATCH_NAMESPACES": " team-a, ,team-b ",
+            "KVBACKUP_HEALTH_PORT": "0",
+        }
+    )
+
+    assert settings == Settings(
+        ca_bundle="/etc/ssl/private-ca.pem",
+        verify_challenge_resource=False,
+        keyvault_api_version="7.5",
+        max_concurrency=4,
+        vault_rate_limit=12.5,
+        retry_base_seconds=0.5,
+        retry_max_seconds=30.0,
+        status_keys_limit=20,
+        watch_namespaces=("team-a", "team-b"),
+        health_port=0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        pytest.param("KVBACKUP_VERIFY_CHALLENGE_RESOURCE", "maybe", id="not-a-flag"),
+        pytest.param("KVBACKUP_MAX_CONCURRENCY", "many", id="not-a-number"),
+        pytest.param("KVBACKUP_MAX_CONCURRENCY", "0", id="below-minimum"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(InvalidSpecError, match=variable):
+        Settings.from_env({variable: value})
+
+
+def test_an_infinite_count_is_refused_naming_the_variable() -> None:
+    with pytest.raises(InvalidSpecError, match="KVBACKUP_MAX_CONCURRENCY"):
+        Settings.from_env({"KVBACKUP_MAX_CONCURRENCY": "inf"})
+
+
+def test_the_retry_delay_doubles_with_each_attempt_up_to_the_maximum() -> None:
+    settings = Settings(retry_base_seconds=10.0, retry_max_seconds=60.0)
+
+    delays = [settings.retry_delay(attempt) for attempt in range(5)]
+
+    assert delays == [10.0, 20.0, 40.0, 60.0, 60.0]
+    assert settings.retry_delay(10_000) == 60.0

@@ -1,0 +1,165 @@
+"""Snapshot manifests, artifact integrity, snapshot ids and the names of their Secrets."""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+import pytest
+
+from kvbackup.adapters.secret_store import artifact_secret_name, manifest_secret_name
+from kvbackup.errors import IntegrityError, NotFoundError
+from kvbackup.services.snapshot import (
+    KeyArtifact,
+    KeyFailure,
+    Manifest,
+    new_snapshot_id,
+    sha256_hex,
+    snapshot_time,
+)
+from tests.unit.fakes import MOMENT, REF, SNAPSHOT_ID, manifest_of
+
+BACKUP = b"\x00opaque key vault backup blob\xff"
+ARTIFACT = KeyArtifact("Signing-Key", ("v1", "v2"), sha256_hex(BACKUP), len(BACKUP))
+DNS_1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+
+
+def test_a_manifest_survives_a_round_trip_through_json() -> None:
+    manifest = Manifest(
+        snapshot_id="20240501-120000-abcd",
+        keybackup=REF,
+        vault_url="https://source.vault.azure.net",
+        start_time=MOMENT,
+        completion_time=MOMENT + datetime.timedelta(minutes=2),
+        operator_version="0.1.0",
+        keys=(ARTIFACT, KeyArtifact("other", ("a",), "0" * 64, 7)),
+        failures=(KeyFailure("gone", "NotFound", "key gone not found"),),
+    )
+
+    assert Manifest.from_json(manifest.to_json()) == manifest
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"not json at all", id="not-json"),
+        pytest.param(
+            manifest_of(ARTIFACT).to_json().replace(b'"SnapshotManifest"', b'"ConfigMap"'),
+            id="complete-but-another-kind",
+        ),
+        pytest.param(b'{"kind": "SnapshotManifest", "snapshotId": "x"}', id="fields-missing"),
+    ],
+)
+def test_an_unreadable_manifest_raises_an_integrity_error(raw: bytes) -> None:
+    with pytest.raises(IntegrityError, match="snapshot manifest is unreadable"):
+        Manifest.from_json(raw)
+
+
+def test_a_manifest_that_is_json_but_not_an_object_raises_an_integrity_error() -> None:
+    with pytest.raises(IntegrityError):
+        Manifest.from_json(b"[]")
+
+
+def test_an_artifact_is_found_whatever_the_case_of_the_key_name() -> None:
+    assert manifest_of(ARTIFACT).artifact("SIGNING-key") == ARTIFACT
+
+
+def test_a_key_missing_from_the_snapshot_raises_not_found_with_reason_key_not_in_snapshot() -> None:
+    with pytest.raises(NotFoundError) as caught:
+        manifest_of(ARTIFACT).artifact("other-key")
+
+    assert caught.value.reason == "KeyNotInSnapshot"
+    assert "other-key" in caught.value.message
+
+
+def test_an_artifact_accepts_exactly_the_bytes_it_recorded() -> None:
+    ARTIFACT.verify(BACKUP)  # raises on a mismatch
+
+
+def test_an_artifact_refuses_bytes_with_one_byte_altered() -> None:
+    with pytest.raises(IntegrityError) as caught:
+        ARTIFACT.verify(BACKUP[:-1] + b"\xfe")
+
+    assert caught.value.reason == "IntegrityCheckFailed"
+    assert "Signing-Key" in caught.value.message
+
+
+def test_a_snapshot_id_is_utc_date_time_and_four_hex_digits() -> None:
+    in_utc_plus_two = datetime.datetime(
+        2024, 5, 1, 14, 3, 4, tzinfo=datetime.timezone(datetime.timedelta(hours=2))
+    )
+
+    snapshot_id = new_snapshot_id(in_utc_plus_two)
+
+    assert re.fullmatch(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}", snapshot_id)
+    assert snapshot_id.startswith("20240501-120304-")
+
+
+def test_snapshot_ids_sort_by_time() -> None:
+    utc = datetime.UTC
+    times = [
+        datetime.datetime(2023, 12, 31, 23, 59, 59, tzinfo=utc),
+        datetime.datetime(2024, 1, 1, 0, 0, 0, tzinfo=utc),
+        datetime.datetime(2024, 1, 1, 9, 0, 0, tzinfo=utc),
+        datetime.datetime(2024, 1, 1, 10, 0, 0, tzinfo=utc),
+        datetime.datetime(2024, 2, 1, 0, 0, 0, tzinfo=utc),
+    ]
+
+    ids = [new_snapshot_id(moment) for moment in times]
+
+    assert sorted(ids) == ids
+
+
+def test_a_snapshot_id_tells_when_its_snapshot_was_started_to_the_second() -> None:
+    started = datetime.datetime(
+        2024, 5, 1, 14, 3, 4, 987654, tzinfo=datetime.timezone(datetime.timedelta(hours=2))
+    )
+
+    assert snapshot_time(new_snapshot_id(started)) == datetime.datetime(
+        2024, 5, 1, 12, 3, 4, tzinfo=datetime.UTC
+    )
+
+
+@pytest.mark.parametrize(
+    "snapshot_id",
+    [
+        pytest.param("manual-copy", id="foreign"),
+        pytest.param("", id="empty"),
+        pytest.param("20241341-120000-abcd", id="impossible-date"),
+    ],
+)
+def test_a_snapshot_id_that_records_no_time_tells_none(snapshot_id: str) -> None:
+    assert snapshot_time(snapshot_id) is None
+
+
+def test_secret_names_are_valid_dns_names_for_the_longest_keybackup_and_key_names() -> None:
+    keybackup = "k" * 62 + "b"  # the longest object name Kubernetes allows
+    snapshot_id = new_snapshot_id(MOMENT)
+
+    names = [
+        manifest_secret_name(keybackup, snapshot_id),
+        artifact_secret_name(keybackup, snapshot_id, "Key-" + "x" * 123, 0),
+        artifact_secret_name(keybackup, snapshot_id, "Key-" + "x" * 123, 41),
+    ]
+
+    for name in names:
+        assert len(name) <= 253
+        assert DNS_1123_SUBDOMAIN.fullmatch(name), name
+
+
+def test_key_names_differing_only_in_case_map_to_the_same_artifact_secret() -> None:
+    assert artifact_secret_name("nightly", SNAPSHOT_ID, "Signing-KEY", 0) == artifact_secret_name(
+        "nightly", SNAPSHOT_ID, "signing-key", 0
+    )
+
+
+def test_different_keys_and_parts_map_to_different_artifact_secrets() -> None:
+    names = {
+        artifact_secret_name("nightly", SNAPSHOT_ID, key, part)
+        for key in ("k1", "k2")
+        for part in (0, 1)
+    }
+
+    assert len(names) == 4

@@ -1,0 +1,335 @@
+"""KeyBackup and KeyRestore specs: what parses, and refusals that name the field at fault."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from kvbackup.api import keybackup, keyrestore
+from kvbackup.api.keybackup import DeletionPolicy, KeySelector, Retention, SecretDestination
+from kvbackup.api.keyrestore import OnConflict, SnapshotSource, Strategy
+from kvbackup.errors import InvalidSpecError
+
+VAULT = "https://myvault.vault.azure.net"
+
+
+def backup(**spec: Any) -> dict[str, Any]:
+    return {"vaultUrl": VAULT, "keys": {"names": ["signing-key"]}} | spec
+
+
+def restore(**spec: Any) -> dict[str, Any]:
+    return {"vaultUrl": VAULT, "source": {"keyBackupRef": {"name": "nightly"}}} | spec
+
+
+def refusal(parse: Any, spec: dict[str, Any]) -> str:
+    with pytest.raises(InvalidSpecError) as caught:
+        parse(spec)
+    return caught.value.message
+
+
+def test_a_keybackup_with_key_names_parses_into_its_dataclass() -> None:
+    spec = keybackup.parse_spec(
+        backup(
+            keys={"names": ["signing-key", "Encryption-2"]},
+            destination={"secret": {}},
+            credentials={"name": "vault-sp"},
+        )
+    )
+
+    assert spec.vault_url == VAULT
+    assert spec.keys.names == ("signing-key", "Encryption-2")
+    assert spec.keys.selector is None
+    assert spec.destination == SecretDestination()
+    assert spec.credentials_secret == "vault-sp"
+
+
+def test_a_keybackup_with_a_selector_compiles_its_pattern_and_keeps_its_tags() -> None:
+    spec = keybackup.parse_spec(
+        backup(keys={"selector": {"namePattern": "app-.*", "tags": {"env": "prod"}}})
+    )
+
+    selector = spec.keys.selector
+    assert spec.keys.names is None
+    assert selector is not None
+    assert selector.name_pattern is not None
+    assert selector.name_pattern.pattern == "app-.*"
+    assert selector.tags == {"env": "prod"}
+    assert spec.credentials_secret is None
+
+
+@pytest.mark.parametrize(
+    ("given", "normalised"),
+    [
+        pytest.param("https://MyVault.Vault.Azure.NET/", VAULT, id="host-lowercased-slash-dropped"),
+        pytest.param(
+            "https://kv.example.internal:8443/", "https://kv.example.internal:8443", id="port-kept"
+        ),
+    ],
+)
+def test_the_vault_url_is_normalised_to_a_lowercase_host_without_trailing_slash(
+    given: str, normalised: str
+) -> None:
+    assert keybackup.parse_spec(backup(vaultUrl=given)).vault_url == normalised
+    assert keyrestore.parse_spec(restore(vaultUrl=given)).vault_url == normalised
+
+
+@pytest.mark.parametrize(
+    "vault_url",
+    [
+        pytest.param("http://myvault.vault.azure.net", id="not-https"),
+        pytest.param("https://myvault.vault.azure.net/keys/k1", id="with-path"),
+        pytest.param("https://myvault.vault.azure.net/?api-version=7.4", id="with-query"),
+        pytest.param(None, id="missing"),
+    ],
+)
+def test_a_bad_vault_url_is_refused_naming_the_field(vault_url: str | None) -> None:
+    assert "spec.vaultUrl" in refusal(keybackup.parse_spec, backup(vaultUrl=vault_url))
+    assert "spec.vaultUrl" in refusal(keyrestore.parse_spec, restore(vaultUrl=vault_url))
+
+
+def test_a_vault_url_with_an_out_of_range_port_is_refused_naming_the_field() -> None:
+    assert "spec.vaultUrl" in refusal(
+        keybackup.parse_spec, backup(vaultUrl="https://myvault.vault.azure.net:99999")
+    )
+
+
+@pytest.mark.parametrize(
+    "bad_name",
+    [pytest.param("signing_key", id="underscore"), pytest.param("k" * 128, id="128-chars")],
+)
+def test_a_bad_key_name_is_refused_naming_its_position(bad_name: str) -> None:
+    message = refusal(keybackup.parse_spec, backup(keys={"names": ["ok", bad_name]}))
+
+    assert "spec.keys.names[1]" in message
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        pytest.param({"names": ["a"], "selector": {}}, id="both"),
+        pytest.param({}, id="neither"),
+    ],
+)
+def test_keys_must_set_exactly_one_of_names_or_selector(keys: dict[str, Any]) -> None:
+    assert "exactly one of names or selector" in refusal(keybackup.parse_spec, backup(keys=keys))
+
+
+def test_a_key_listed_twice_in_different_case_is_refused() -> None:
+    message = refusal(keybackup.parse_spec, backup(keys={"names": ["Signing-Key", "signing-key"]}))
+
+    assert "spec.keys.names" in message
+    assert "twice" in message
+
+
+def test_an_invalid_name_pattern_is_refused_naming_the_field() -> None:
+    message = refusal(keybackup.parse_spec, backup(keys={"selector": {"namePattern": "app-(["}}))
+
+    assert "spec.keys.selector.namePattern" in message
+
+
+def test_credentials_naming_another_namespace_are_refused() -> None:
+    credentials = {"name": "vault-sp", "namespace": "kube-system"}
+
+    assert "spec.credentials" in refusal(keybackup.parse_spec, backup(credentials=credentials))
+    assert "spec.credentials" in refusal(keyrestore.parse_spec, restore(credentials=credentials))
+
+
+def test_a_scheduled_keybackup_with_retention_parses_into_its_dataclass() -> None:
+    spec = keybackup.parse_spec(
+        backup(
+            schedule="0 2 * * *",
+            timeZone="Europe/Berlin",
+            suspend=True,
+            retention={"keepLast": 7, "maxAge": "30d"},
+            deletionPolicy="Delete",
+        )
+    )
+
+    assert spec.schedule is not None
+    assert (spec.schedule.expression, spec.schedule.zone) == (
+        "0 2 * * *",
+        ZoneInfo("Europe/Berlin"),
+    )
+    assert spec.schedule.interval is None
+    assert spec.suspend is True
+    assert spec.retention == Retention(keep_last=7, max_age=datetime.timedelta(days=30))
+    assert spec.deletion_policy is DeletionPolicy.DELETE
+
+
+def test_a_keybackup_without_the_new_fields_runs_per_change_keeps_everything_and_retains() -> None:
+    spec = keybackup.parse_spec(backup())
+
+    assert spec.schedule is None
+    assert spec.suspend is False
+    assert spec.retention == Retention(keep_last=None, max_age=None)
+    assert spec.deletion_policy is DeletionPolicy.RETAIN
+
+
+@pytest.mark.parametrize(
+    "time_zone", [pytest.param(None, id="absent"), pytest.param("", id="empty")]
+)
+def test_a_schedule_without_a_time_zone_is_read_in_utc(time_zone: str | None) -> None:
+    spec = keybackup.parse_spec(backup(schedule="@daily", timeZone=time_zone))
+
+    assert spec.schedule is not None
+    assert spec.schedule.zone == ZoneInfo("UTC")
+
+
+def test_an_every_schedule_parses_its_interval() -> None:
+    spec = keybackup.parse_spec(backup(schedule="@every 6h"))
+
+    assert spec.schedule is not None
+    assert spec.schedule.interval == datetime.timedelta(hours=6)
+
+
+@pytest.mark.parametrize(
+    "retention",
+    [
+        pytest.param({"keepLast": 3}, id="keep-last-only"),
+        pytest.param({"maxAge": "1d12h"}, id="max-age-only"),
+    ],
+)
+def test_retention_may_bound_by_count_or_by_age_alone(retention: dict[str, Any]) -> None:
+    parsed = keybackup.parse_spec(backup(retention=retention)).retention
+
+    assert parsed.keep_last == retention.get("keepLast")
+    assert (parsed.max_age is None) is ("maxAge" not in retention)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        pytest.param({"schedule": "0 2 * *"}, "spec.schedule", id="cron-with-four-fields"),
+        pytest.param({"schedule": "0 25 * * *"}, "spec.schedule", id="hour-out-of-range"),
+        pytest.param({"schedule": "@every 0s"}, "spec.schedule", id="every-zero"),
+        pytest.param({"schedule": "@every soon"}, "spec.schedule", id="every-no-duration"),
+        pytest.param({"retention": {"keepLast": 0}}, "spec.retention.keepLast", id="keep-0"),
+        pytest.param({"retention": {"keepLast": "3"}}, "spec.retention.keepLast", id="keep-text"),
+        pytest.param({"retention": {"maxAge": "30"}}, "spec.retention.maxAge", id="age-no-unit"),
+        pytest.param({"retention": {"maxAge": "0d"}}, "spec.retention.maxAge", id="age-zero"),
+        pytest.param({"retention": {"maxAge": 30}}, "spec.retention.maxAge", id="age-number"),
+        pytest.param({"retention": ["keepLast"]}, "spec.retention", id="retention-not-object"),
+        pytest.param({"deletionPolicy": "Orphan"}, "spec.deletionPolicy", id="deletion-policy"),
+        pytest.param({"deletionPolicy": "delete"}, "spec.deletionPolicy", id="policy-case"),
+    ],
+)
+def test_a_bad_schedule_retention_or_deletion_policy_is_refused_by_name(
+    change: dict[str, Any], field: str
+) -> None:
+    assert refusal(keybackup.parse_spec, backup(**change)).startswith(field + " ")
+
+
+def test_a_bad_deletion_policy_refusal_lists_the_allowed_values() -> None:
+    message = refusal(keybackup.parse_spec, backup(deletionPolicy="Orphan"))
+
+    assert "Retain, Delete" in message
+
+
+def test_an_unknown_time_zone_is_refused_naming_the_zone() -> None:
+    message = refusal(
+        keybackup.parse_spec, backup(schedule="0 2 * * *", timeZone="Mars/Olympus_Mons")
+    )
+
+    assert "'Mars/Olympus_Mons'" in message
+
+
+def test_an_unknown_time_zone_is_refused_naming_the_time_zone_field() -> None:
+    message = refusal(
+        keybackup.parse_spec, backup(schedule="0 2 * * *", timeZone="Mars/Olympus_Mons")
+    )
+
+    assert "spec.timeZone" in message
+
+
+def test_a_keyrestore_with_every_field_parses_into_its_dataclass() -> None:
+    spec = keyrestore.parse_spec(
+        restore(
+            source={"keyBackupRef": {"name": "nightly", "snapshot": "20240501-120000-abcd"}},
+            keys=["k1", "K2"],
+            strategy="RestoreOnly",
+            onConflict="Fail",
+            purgeDeletedKeys=True,
+            credentials={"name": "vault-sp"},
+        )
+    )
+
+    assert spec.source == SnapshotSource("nightly", "20240501-120000-abcd")
+    assert spec.keys == ("k1", "K2")
+    assert spec.strategy is Strategy.RESTORE_ONLY
+    assert spec.on_conflict is OnConflict.FAIL
+    assert spec.purge_deleted is True
+    assert spec.credentials_secret == "vault-sp"
+
+
+def test_a_minimal_keyrestore_restores_every_key_of_the_latest_snapshot_with_auto_and_skip() -> (
+    None
+):
+    spec = keyrestore.parse_spec(restore())
+
+    assert spec.source == SnapshotSource("nightly", "latest")
+    assert spec.keys is None
+    assert spec.strategy is Strategy.AUTO
+    assert spec.on_conflict is OnConflict.SKIP
+    assert spec.purge_deleted is False
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        pytest.param({"strategy": "Overwrite"}, "spec.strategy", id="strategy"),
+        pytest.param({"onConflict": "Replace"}, "spec.onConflict", id="onConflict"),
+        pytest.param({"keys": ["ok", "bad.name"]}, "spec.keys[1]", id="key-name"),
+        pytest.param({"source": {}}, "spec.source", id="source"),
+        pytest.param({"source": {"keyBackupRef": {}}}, "spec.source.keyBackupRef", id="ref-name"),
+    ],
+)
+def test_a_bad_keyrestore_field_is_refused_by_name(change: dict[str, Any], field: str) -> None:
+    assert field in refusal(keyrestore.parse_spec, restore(**change))
+
+
+def test_a_keyrestore_listing_a_key_twice_in_different_case_is_refused() -> None:
+    assert "spec.keys" in refusal(keyrestore.parse_spec, restore(keys=["App-Key", "app-key"]))
+
+
+@pytest.mark.parametrize(
+    ("selector", "name", "tags", "chosen"),
+    [
+        pytest.param(KeySelector(), "anything", None, True, id="empty-selector-matches-all"),
+        pytest.param(
+            KeySelector(name_pattern=re.compile("app-[0-9]+")),
+            "app-12",
+            {},
+            True,
+            id="pattern-matches-the-whole-name",
+        ),
+        pytest.param(
+            KeySelector(name_pattern=re.compile("app-[0-9]+")),
+            "app-12-old",
+            {},
+            False,
+            id="pattern-must-match-the-whole-name",
+        ),
+        pytest.param(
+            KeySelector(tags={"env": "prod", "team": "a"}),
+            "k",
+            {"env": "prod", "team": "a", "extra": "x"},
+            True,
+            id="all-tags-present",
+        ),
+        pytest.param(
+            KeySelector(tags={"env": "prod", "team": "a"}),
+            "k",
+            {"env": "prod", "team": "b"},
+            False,
+            id="one-tag-differs",
+        ),
+    ],
+)
+def test_a_selector_matches_a_key_only_by_full_name_pattern_and_every_tag(
+    selector: KeySelector, name: str, tags: dict[str, str] | None, chosen: bool
+) -> None:
+    assert selector.matches(name, tags) is chosen

@@ -1,0 +1,294 @@
+"""Status documents of KeyBackup and KeyRestore, built from run reports."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from collections.abc import Iterator
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from kvbackup.api import status
+from kvbackup.api.conditions import Condition, timestamp
+from kvbackup.errors import AccessDeniedError, InvalidSpecError
+from kvbackup.services.backup import BackupReport, run_backup
+from kvbackup.services.outcomes import KeyOutcome, KeyResult
+from kvbackup.services.restore import RestoreReport, run_restore
+from kvbackup.services.schedule import Schedule
+from kvbackup.services.snapshot import Manifest
+from kvbackup.services.triggers import RunRequest, due_run
+from tests.unit.fakes import (
+    MOMENT,
+    REF,
+    SNAPSHOT_ID,
+    InMemoryStore,
+    InMemoryVault,
+    backup_spec,
+    manifest_at,
+    opened,
+    restore_spec,
+)
+
+LATER = MOMENT + datetime.timedelta(minutes=5)
+SLOT = datetime.datetime(2024, 5, 1, 11, 0, 0, tzinfo=datetime.UTC)
+BY_GENERATION = RunRequest(1)
+STORED = KeyOutcome("stored", KeyResult.SUCCEEDED, ("v1",), "ab" * 32, 120)
+RESTORED = KeyOutcome("restored", KeyResult.RESTORED, ("v1", "v2"))
+HOURLY = Schedule.parse("@hourly", ZoneInfo("UTC"), "spec.schedule")
+LOST = KeyOutcome("lost", KeyResult.FAILED, reason="NotFound", message="key lost not found")
+
+
+def backup_report(*outcomes: KeyOutcome) -> BackupReport:
+    stored = any(not o.failed for o in outcomes)
+    return BackupReport(SNAPSHOT_ID, MOMENT, LATER, list(outcomes), "memory://x", stored)
+
+
+def restore_report(*outcomes: KeyOutcome) -> RestoreReport:
+    return RestoreReport(SNAPSHOT_ID, MOMENT, LATER, list(outcomes))
+
+
+def ready(document: dict[str, Any]) -> dict[str, Any]:
+    conditions: list[dict[str, Any]] = document["conditions"]
+    [condition] = [c for c in conditions if c["type"] == "Ready"]
+    return condition
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "phase", "is_ready"),
+    [
+        pytest.param((STORED,), "Succeeded", "True", id="succeeded"),
+        pytest.param((STORED, LOST), "PartiallyFailed", "False", id="partially-failed"),
+        pytest.param((LOST,), "Failed", "False", id="failed"),
+    ],
+)
+def test_a_finished_backup_is_ready_only_when_it_succeeded(
+    outcomes: tuple[KeyOutcome, ...], phase: str, is_ready: str
+) -> None:
+    document = status.backup_finished(
+        {}, backup_report(*outcomes), RunRequest(7, trigger="now-1"), 100, None
+    )
+
+    assert document["phase"] == phase
+    assert (ready(document)["status"], ready(document)["reason"]) == (is_ready, phase)
+    assert ready(document)["observedGeneration"] == 7
+    assert document["observedGeneration"] == 7
+    assert document["lastHandledTrigger"] == "now-1"
+    assert document["activeRun"] is None
+    assert ("lastSuccessfulTime" in document) is (phase == "Succeeded")
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "phase", "is_ready"),
+    [
+        pytest.param((RESTORED,), "Succeeded", "True", id="succeeded"),
+        pytest.param((RESTORED, LOST), "PartiallyFailed", "False", id="partially-failed"),
+    ],
+)
+def test_a_finished_restore_is_ready_only_when_it_succeeded(
+    outcomes: tuple[KeyOutcome, ...], phase: str, is_ready: str
+) -> None:
+    document = status.restore_finished({}, restore_report(*outcomes), "nightly", 2, 100)
+
+    assert document["phase"] == phase
+    assert (ready(document)["status"], ready(document)["reason"]) == (is_ready, phase)
+    assert document["source"] == {"keyBackup": "nightly", "snapshotId": SNAPSHOT_ID}
+    assert document["counts"]["restored"] == 1
+    assert document["counts"]["failed"] == len(outcomes) - 1
+
+
+def test_a_backup_that_kept_nothing_reports_no_last_snapshot() -> None:
+    document = status.backup_finished({}, backup_report(LOST), BY_GENERATION, 100, None)
+
+    assert "lastSnapshot" not in document
+    assert "(not kept)" in ready(document)["message"]
+
+
+def test_the_per_key_list_is_bounded_and_lists_failures_first() -> None:
+    outcomes = [KeyOutcome(f"key-{i}", KeyResult.SUCCEEDED, ("v1",)) for i in range(5)]
+    failures = [
+        KeyOutcome("z-failed", KeyResult.FAILED, reason="NotFound"),
+        KeyOutcome("a-failed", KeyResult.FAILED, reason="TooLarge"),
+    ]
+
+    document = status.backup_finished(
+        {}, backup_report(*outcomes, *failures), BY_GENERATION, 3, None
+    )
+
+    assert [entry["name"] for entry in document["keys"]] == ["a-failed", "z-failed", "key-0"]
+    assert document["lastRun"]["keysTotal"] == 7
+    assert document["lastRun"]["keysFailed"] == 2
+
+
+def test_last_transition_time_stays_while_the_status_is_unchanged() -> None:
+    existing = [
+        {"type": "Ready", "status": "False", "lastTransitionTime": "2024-04-01T00:00:00Z"},
+        {"type": "Other", "status": "True", "lastTransitionTime": "2024-03-01T00:00:00Z"},
+    ]
+
+    merged = Condition("Ready", False, "Failed", "still failing", 3).merged_into(existing, LATER)
+
+    assert merged[0] == existing[1]
+    assert merged[1] == {
+        "type": "Ready",
+        "status": "False",
+        "reason": "Failed",
+        "message": "still failing",
+        "observedGeneration": 3,
+        "lastTransitionTime": "2024-04-01T00:00:00Z",
+    }
+
+
+def test_last_transition_time_moves_when_the_status_flips() -> None:
+    existing = [{"type": "Ready", "status": "False", "lastTransitionTime": "2024-04-01T00:00:00Z"}]
+
+    [merged] = Condition("Ready", True, "Succeeded", "ok", 3).merged_into(existing, LATER)
+
+    assert merged["status"] == "True"
+    assert merged["lastTransitionTime"] == timestamp(LATER) == "2024-05-01T12:05:00Z"
+
+
+def due(existing: dict[str, Any], schedule: Schedule | None, trigger: str | None) -> bool:
+    request = due_run(
+        schedule=schedule,
+        suspended=False,
+        status=existing,
+        generation=2,
+        trigger=trigger,
+        created=SLOT - datetime.timedelta(days=1),
+        now=MOMENT,
+    )
+    return request is not None
+
+
+@pytest.mark.parametrize(
+    ("schedule", "trigger", "run"),
+    [
+        pytest.param(None, None, RunRequest(2), id="new-generation"),
+        pytest.param(None, "t", RunRequest(2, trigger="t"), id="backup-now"),
+        pytest.param(HOURLY, None, RunRequest(2, slot=MOMENT), id="scheduled-slot"),
+    ],
+)
+def test_a_temporary_failure_leaves_the_run_due_and_a_permanent_one_does_not(
+    schedule: Schedule | None, trigger: str | None, run: RunRequest
+) -> None:
+    existing = {"observedGeneration": 1, "lastScheduleTime": timestamp(SLOT)}
+    assert due(existing, schedule, trigger)
+
+    retried = status.run_failed(existing, AccessDeniedError("403"), 2, MOMENT, 10.0)
+    given_up = status.backup_given_up(existing, InvalidSpecError("bad"), run, MOMENT)
+
+    assert ready(retried)["message"] == "403 (retrying in 10s)"
+    assert ready(given_up)["reason"] == "InvalidSpec"
+    assert due(existing | retried, schedule, trigger) is True
+    assert due(existing | given_up, schedule, trigger) is False
+
+
+def test_a_started_backup_records_its_request_and_snapshot_as_the_active_run() -> None:
+    request = RunRequest(4, trigger="now-1", slot=SLOT)
+
+    document = status.backup_started({}, request, SNAPSHOT_ID, MOMENT)
+
+    assert document["phase"] == "Running"
+    assert document["activeRun"] == {
+        "generation": 4,
+        "trigger": "now-1",
+        "slot": "2024-05-01T11:00:00Z",
+        "snapshotId": SNAPSHOT_ID,
+        "startTime": "2024-05-01T12:00:00Z",
+    }
+    assert (ready(document)["status"], ready(document)["reason"]) == ("False", "Running")
+    assert SNAPSHOT_ID in ready(document)["message"]
+
+
+@pytest.mark.parametrize(
+    ("run", "recorded"),
+    [
+        pytest.param(RunRequest(5), {}, id="new-generation"),
+        pytest.param(RunRequest(5, trigger="now-2"), {"lastHandledTrigger": "now-2"}, id="now"),
+        pytest.param(
+            RunRequest(5, slot=SLOT), {"lastScheduleTime": "2024-05-01T11:00:00Z"}, id="slot"
+        ),
+    ],
+)
+def test_a_finished_or_abandoned_run_records_which_request_it_handled(
+    run: RunRequest, recorded: dict[str, str]
+) -> None:
+    finished = status.backup_finished({}, backup_report(STORED), run, 100, None)
+    given_up = status.backup_given_up({}, InvalidSpecError("bad"), run, MOMENT)
+
+    for document in (finished, given_up):
+        handled = {
+            k: document[k] for k in ("lastHandledTrigger", "lastScheduleTime") if k in document
+        }
+        assert handled == recorded
+        assert document["observedGeneration"] == 5
+        assert "activeRun" in document
+        assert document["activeRun"] is None
+
+
+def test_a_finished_backup_lists_the_kept_snapshots_only_when_they_are_known() -> None:
+    entries = [{"id": SNAPSHOT_ID}]
+
+    known = status.backup_finished({}, backup_report(STORED), BY_GENERATION, 100, entries)
+    unknown = status.backup_finished({}, backup_report(STORED), BY_GENERATION, 100, None)
+
+    assert known["snapshots"] == entries
+    assert "snapshots" not in unknown
+
+
+def test_snapshot_entries_describe_only_the_ten_newest_snapshots_the_store_lists() -> None:
+    manifests: list[Manifest] = [
+        manifest_at(f"202405{day:02d}-020000-abcd", failed=day % 2 == 0) for day in range(12, 0, -1)
+    ]
+
+    entries = status.snapshot_entries(manifests, lambda snapshot_id: f"at/{snapshot_id}")
+
+    assert len(entries) == status.SNAPSHOTS_IN_STATUS == 10
+    assert [entry["id"][:8] for entry in entries[:2]] == ["20240512", "20240511"]
+    assert entries[0] == {
+        "id": "20240512-020000-abcd",
+        "completionTime": "2024-05-12T02:01:00Z",
+        "keys": 1,
+        "failedKeys": 1,
+        "bytes": 10,
+        "location": "at/20240512-020000-abcd",
+    }
+    assert entries[1]["failedKeys"] == 0
+
+
+def test_the_next_schedule_time_is_set_or_removed() -> None:
+    assert status.schedule_status(SLOT) == {"nextScheduleTime": "2024-05-01T11:00:00Z"}
+    assert status.schedule_status(None) == {"nextScheduleTime": None}
+
+
+def values(document: Any) -> Iterator[Any]:
+    if isinstance(document, dict):
+        for value in document.values():
+            yield from values(value)
+    elif isinstance(document, list):
+        for item in document:
+            yield from values(item)
+    else:
+        yield document
+
+
+async def test_no_backup_bytes_reach_either_status() -> None:
+    vault, store, target = InMemoryVault(), InMemoryStore(), InMemoryVault()
+    vault.add("signing", versions=("s1", "s2"))
+    backup = await run_backup(backup_spec("signing"), REF, SNAPSHOT_ID, vault, store)
+    restore = await run_restore(restore_spec(), opened(store, store.manifests[0]), target)
+    [data] = store.artifacts.values()
+
+    documents = [
+        status.backup_finished({}, backup, BY_GENERATION, 100, None),
+        status.restore_finished({}, restore, REF.name, 1, 100),
+    ]
+
+    leaves = list(values(documents))
+    texts = [value for value in leaves if isinstance(value, str)]
+    assert not any(isinstance(value, bytes | bytearray) for value in leaves)
+    assert not any(data.decode() in text for text in texts)
+    assert not any(base64.b64encode(data).decode() in text for text in texts)
+    assert documents[0]["keys"][0]["sha256"] == store.manifests[0].keys[0].sha256

@@ -1,0 +1,158 @@
+"""When a KeyBackup needs a run, and which snapshot id the run writes into."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from kvbackup.api import status
+from kvbackup.services.schedule import Schedule
+from kvbackup.services.triggers import (
+    RunRequest,
+    due_run,
+    parse_time,
+    schedule_anchor,
+    snapshot_id_for,
+)
+from tests.unit.fakes import MOMENT
+
+CREATED = datetime.datetime(2024, 4, 1, 0, 0, 0, tzinfo=datetime.UTC)
+HOURLY = Schedule.parse("0 * * * *", ZoneInfo("UTC"), "spec.schedule")
+HANDLED = {"observedGeneration": 3, "lastHandledTrigger": "2024-05-01T10:00"}
+SLOT = datetime.datetime(2024, 5, 1, 11, 0, 0, tzinfo=datetime.UTC)
+RESUMED_ID = "20240501-115900-beef"
+
+
+def due(
+    status: dict[str, Any],
+    generation: int,
+    trigger: str | None,
+    *,
+    schedule: Schedule | None = None,
+    suspended: bool = False,
+) -> RunRequest | None:
+    return due_run(
+        schedule=schedule,
+        suspended=suspended,
+        status=status,
+        generation=generation,
+        trigger=trigger,
+        created=CREATED,
+        now=MOMENT,
+    )
+
+
+def interrupted(request: RunRequest) -> dict[str, Any]:
+    """The status a run of ``request`` leaves behind when the operator dies mid-run."""
+    return HANDLED | status.backup_started(HANDLED, request, RESUMED_ID, MOMENT)
+
+
+def test_a_new_generation_is_due_without_a_schedule() -> None:
+    assert due(HANDLED, 4, "2024-05-01T10:00") == RunRequest(4)
+
+
+def test_a_backup_now_value_not_handled_yet_is_due() -> None:
+    assert due(HANDLED, 3, "2024-05-01T11:30") == RunRequest(3, trigger="2024-05-01T11:30")
+
+
+def test_a_backup_now_value_not_handled_yet_is_due_even_when_the_schedule_is_suspended() -> None:
+    request = due(HANDLED, 3, "2024-05-01T11:30", schedule=HOURLY, suspended=True)
+
+    assert request == RunRequest(3, trigger="2024-05-01T11:30")
+
+
+def test_the_first_generation_of_a_new_keybackup_without_a_schedule_is_due() -> None:
+    assert due({}, 1, None) == RunRequest(1)
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [pytest.param("2024-05-01T10:00", id="trigger-already-handled"), pytest.param(None, id="none")],
+)
+def test_re_applying_an_unchanged_object_is_not_due(trigger: str | None) -> None:
+    assert due(HANDLED, 3, trigger) is None
+
+
+def test_re_applying_an_unchanged_scheduled_object_between_slots_is_not_due() -> None:
+    handled = HANDLED | {"lastScheduleTime": "2024-05-01T12:00:00Z"}
+
+    assert due(handled, 3, "2024-05-01T10:00", schedule=HOURLY) is None
+
+
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        pytest.param(RunRequest(4), id="new-generation"),
+        pytest.param(RunRequest(4, trigger="now-1"), id="backup-now"),
+        pytest.param(RunRequest(4, slot=SLOT), id="scheduled-slot"),
+    ],
+)
+def test_an_interrupted_run_of_the_same_wantedresumes_its_snapshot(
+    wanted: RunRequest,
+) -> None:
+    assert snapshot_id_for(interrupted(wanted), wanted, MOMENT) == RESUMED_ID
+
+
+@pytest.mark.parametrize(
+    ("existing", "wanted"),
+    [
+        pytest.param(interrupted(RunRequest(4, "now-1")), RunRequest(5, "now-1"), id="newer-gen"),
+        pytest.param(
+            interrupted(RunRequest(4, "now-1")), RunRequest(4, "now-2"), id="other-trigger"
+        ),
+        pytest.param(
+            interrupted(RunRequest(4, slot=SLOT)),
+            RunRequest(4, slot=SLOT + datetime.timedelta(hours=1)),
+            id="later-slot",
+        ),
+        pytest.param(interrupted(RunRequest(4, slot=SLOT)), RunRequest(4), id="slot-vs-generation"),
+        pytest.param(HANDLED, RunRequest(4), id="no-active-run"),
+        pytest.param(
+            {"activeRun": {"generation": 4, "trigger": None, "slot": None}},
+            RunRequest(4),
+            id="active-run-without-snapshot-id",
+        ),
+    ],
+)
+def test_any_other_run_gets_a_new_snapshot_id_from_the_current_time(
+    existing: dict[str, Any], wanted: RunRequest
+) -> None:
+    snapshot_id = snapshot_id_for(existing, wanted, MOMENT)
+
+    assert re.fullmatch(r"20240501-120000-[0-9a-f]{4}", snapshot_id)
+
+
+def test_a_run_wantedrecords_its_slot_as_a_kubernetes_timestamp() -> None:
+    assert RunRequest(2, slot=SLOT).as_status() == {
+        "generation": 2,
+        "trigger": None,
+        "slot": "2024-05-01T11:00:00Z",
+    }
+
+
+def test_slots_are_counted_from_the_last_scheduled_run_when_there_was_one() -> None:
+    assert schedule_anchor({"lastScheduleTime": "2024-05-01T11:00:00Z"}, CREATED) == SLOT
+
+
+def test_slots_are_counted_from_creation_before_the_first_scheduled_run() -> None:
+    assert schedule_anchor({"lastScheduleTime": None}, CREATED) == CREATED
+    assert schedule_anchor({}, CREATED) == CREATED
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        pytest.param("2024-05-01T11:00:00Z", SLOT, id="kubernetes-timestamp"),
+        pytest.param("", None, id="empty"),
+        pytest.param(None, None, id="absent"),
+        pytest.param(1714561200, None, id="not-a-string"),
+    ],
+)
+def test_times_are_read_from_kubernetes_timestamps_and_anything_else_is_none(
+    text: Any, parsed: datetime.datetime | None
+) -> None:
+    assert parse_time(text) == parsed
