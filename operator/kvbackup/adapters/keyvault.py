@@ -12,6 +12,7 @@ from azure.keyvault.keys.aio import KeyClient
 
 from kvbackup.adapters.azure_errors import azure_errors
 from kvbackup.adapters.ratelimit import RateLimiter
+from kvbackup.adapters.throttling import retry_throttled
 from kvbackup.config import Settings
 from kvbackup.errors import NotFoundError
 from kvbackup.services.ports import KeyInfo, KeyState
@@ -51,8 +52,11 @@ class KeyVaultKeys:
         return tuple(version for _, version in sorted(versions, key=_created_then_id))
 
     async def backup_key(self, name: str) -> bytes:
-        async with self._call(f"back up key {name}"):
-            return await self._client.backup_key(name)
+        async def attempt() -> bytes:
+            async with self._call(f"back up key {name}"):
+                return await self._client.backup_key(name)
+
+        return await retry_throttled(attempt)
 
     async def key_state(self, name: str) -> KeyState:
         try:
@@ -69,13 +73,19 @@ class KeyVaultKeys:
             return KeyState.ABSENT
 
     async def restore_key(self, backup: bytes) -> str:
-        async with self._call("restore a key backup"):
-            key = await self._client.restore_key_backup(backup)
-        return key.name or ""
+        async def attempt() -> str:
+            async with self._call("restore a key backup"):
+                key = await self._client.restore_key_backup(backup)
+            return key.name or ""
+
+        return await retry_throttled(attempt)
 
     async def recover_key(self, name: str) -> None:
-        async with self._call(f"recover key {name}"):
-            await self._client.recover_deleted_key(name)
+        async def attempt() -> None:
+            async with self._call(f"recover key {name}"):
+                await self._client.recover_deleted_key(name)
+
+        await retry_throttled(attempt)
 
     async def purge_key(self, name: str) -> None:
         async with self._call(f"purge key {name}"):
