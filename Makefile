@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= .demo
 
-.PHONY: help venv control-plane lint unit integration test demo demo-down clean
+.PHONY: help venv control-plane helm lint image-check lock unit integration test demo demo-down clean
 
 help:
 	@echo "make demo       local control plane + operator + example KeyBackup/KeyRestore"
 	@echo "make demo-down  stop everything 'make demo' started"
-	@echo "make test       install what the tests need; run ruff, mypy, unit and integration tests"
+	@echo "make test       install what the tests need; run ruff, mypy, the image check, unit and integration tests"
 
 venv: $(VENV)/.installed
 
@@ -24,6 +24,18 @@ $(VENV)/.installed: pyproject.toml
 control-plane:
 	bash hack/build-control-plane.sh >/dev/null
 
+# helm, built from the Go module proxy into the same cache.
+helm:
+	bash hack/build-helm.sh >/dev/null
+
+# Lints the Dockerfile (hadolint) and replays its install steps without a container engine.
+image-check:
+	bash hack/check-image.sh
+
+# Regenerates requirements.lock after a change of [project].dependencies.
+lock:
+	bash hack/check-image.sh lock
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -32,10 +44,10 @@ lint: venv
 unit: venv
 	$(BIN)/python -m pytest tests/unit -q
 
-integration: venv control-plane
+integration: venv control-plane helm
 	$(BIN)/python -m pytest tests/integration -q
 
-test: venv control-plane lint
+test: venv control-plane helm lint image-check
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider
 
 demo: venv control-plane

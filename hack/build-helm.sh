@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Builds helm from the Go module proxy (no registry reachable from here ships the helm
+# binary) and caches it outside the repository, keyed by version.
+# Prints the directory holding the binary; does nothing when it is already built.
+set -euo pipefail
+
+HELM_VERSION="${HELM_VERSION:-v3.19.0}"
+CACHE_DIR="${KVBACKUP_CACHE:-$HOME/.cache/kvbackup}"
+BIN_DIR="$CACHE_DIR/bin/helm-$HELM_VERSION"
+
+log() { echo "build-helm: $*" >&2; }
+
+built() {
+  [ -x "$BIN_DIR/helm" ] &&
+    [ "$("$BIN_DIR/helm" version --template '{{.Version}}' 2>/dev/null)" = "$HELM_VERSION" ]
+}
+
+if ! built; then
+  log "building helm $HELM_VERSION (first run only; takes a few minutes)"
+  mkdir -p "$BIN_DIR"
+  # helm's release Makefile stamps its version and the Kubernetes version it assumes
+  # (from the client-go it is built with) into the binary; without these, `helm template`
+  # and `helm lint` would pretend to talk to Kubernetes 1.20 and refuse charts that
+  # require a newer one.
+  gomod="$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["GoMod"])')"
+  client_go="$(awk '$1 == "k8s.io/client-go" {print $2}' "$gomod")"
+  k8s_minor="$(echo "$client_go" | cut -d. -f2)"
+  ldflags="-w -s -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in pkg/lint/rules pkg/chartutil; do
+    ldflags+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$k8s_minor"
+  done
+  # Build into a temporary directory so that an interrupted build never leaves a
+  # half-written binary behind; go install outside a module uses helm's own go.mod.
+  tmp="$(mktemp -d "$CACHE_DIR/bin/.helm-build.XXXXXX")"
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath -ldflags "$ldflags" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2)
+  mv -f "$tmp/helm" "$BIN_DIR/helm"
+  built || { log "the built helm does not report version $HELM_VERSION"; exit 1; }
+fi
+echo "$BIN_DIR"

@@ -1,0 +1,645 @@
+"""The Helm chart: it renders what the real API server accepts, and its RBAC is enough.
+
+Helm is built from the Go module proxy by hack/build-helm.sh. The RBAC tests apply the
+chart's ServiceAccount and roles for real, run the operator with a token of that
+ServiceAccount and show it doing its work with no 403 in its log; the operators they
+start watch namespaces of their own (not ``t-*``, which the shared operator watches).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kvbackup.config import Settings
+from tests.harness.controlplane import REPO, ControlPlane, free_port
+from tests.harness.operator import OperatorProcess, start_operator
+from tests.integration.conftest import Cluster
+
+pytestmark = pytest.mark.integration
+
+CHART = REPO / "charts" / "kvbackup-operator"
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    out = subprocess.run(
+        ["bash", str(REPO / "hack" / "build-helm.sh")],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return Path(out.stdout.strip().splitlines()[-1]) / "helm"
+
+
+def _run_helm(helm: Path, *args: str, values: dict[str, Any] | None = None) -> str:
+    command = [str(helm), *args]
+    if values is not None:
+        command += ["--values", "-"]
+    result = subprocess.run(
+        command, input=json.dumps(values or {}), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"helm {' '.join(args)} failed:\n{result.stderr}"
+    return result.stdout
+
+
+def render(
+    helm: Path, release_namespace: str, values: dict[str, Any], release: str = "kvb"
+) -> list[dict[str, Any]]:
+    text = _run_helm(
+        helm, "template", release, str(CHART), "--namespace", release_namespace, values=values
+    )
+    return [document for document in yaml.safe_load_all(text) if document]
+
+
+def find(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [document for document in documents if document["kind"] == kind]
+
+
+def deployment_env(documents: list[dict[str, Any]]) -> dict[str, str]:
+    (deployment,) = find(documents, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {item["name"]: item["value"] for item in container["env"]}
+
+
+def dry_run_server(plane: ControlPlane, documents: list[dict[str, Any]]) -> str:
+    manifest = "\n---\n".join(json.dumps(document) for document in documents)
+    result = plane.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest, check=False)
+    assert result.returncode == 0, f"the API server refused the chart:\n{result.stderr}"
+    return result.stdout
+
+
+def own_namespace(plane: ControlPlane, prefix: str = "chart") -> str:
+    """A namespace that no other test's operator watches."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    plane.kubectl("create", "namespace", name)
+    return name
+
+
+def unique_release() -> str:
+    """Cluster-scoped objects are named after the release: one release name per test."""
+    return f"kvb-{uuid.uuid4().hex[:6]}"
+
+
+def apply_rbac(plane: ControlPlane, documents: list[dict[str, Any]]) -> None:
+    manifest = "\n---\n".join(json.dumps(d) for d in documents if d["kind"] in RBAC_KINDS)
+    plane.kubectl("apply", "-f", "-", input=manifest)
+
+
+def service_account_kubeconfig(
+    plane: ControlPlane, namespace: str, service_account: str, path: Path
+) -> Path:
+    token = plane.kubectl(
+        "create", "token", service_account, "-n", namespace, "--duration=1h"
+    ).stdout.strip()
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {
+                            "server": plane.server,
+                            "certificate-authority": str(plane.workdir / "pki" / "ca.crt"),
+                        },
+                    }
+                ],
+                "users": [{"name": service_account, "user": {"token": token}}],
+                "contexts": [
+                    {"name": "local", "context": {"cluster": "local", "user": service_account}}
+                ],
+                "current-context": "local",
+            }
+        )
+    )
+    return path
+
+
+def operator_env(documents: list[dict[str, Any]]) -> dict[str, str]:
+    """The chart's settings, except those the harness sets for fast, local runs."""
+    env = deployment_env(documents)
+    for name in (
+        "KVBACKUP_HEALTH_PORT",
+        "KVBACKUP_RETRY_BASE_SECONDS",
+        "KVBACKUP_RETRY_MAX_SECONDS",
+    ):
+        env.pop(name)
+    return env
+
+
+def forbidden_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if "403" in line or "Forbidden" in line]
+
+
+def _keybackup(name: str) -> str:
+    vault = f"https://127.0.0.1:{free_port()}"
+    return (
+        f"apiVersion: kvbackup.io/v1alpha1\nkind: KeyBackup\nmetadata: {{name: {name}}}\n"
+        f"spec:\n  vaultUrl: {vault}\n  keys: {{names: [app-key]}}\n"
+    )
+
+
+def _keyrestore(name: str, keybackup: str) -> str:
+    vault = f"https://127.0.0.1:{free_port()}"
+    return (
+        f"apiVersion: kvbackup.io/v1alpha1\nkind: KeyRestore\nmetadata: {{name: {name}}}\n"
+        f"spec:\n  vaultUrl: {vault}\n  source: {{keyBackupRef: {{name: {keybackup}}}}}\n"
+    )
+
+
+def prove_the_operator_works(
+    start: Callable[[], OperatorProcess], cluster: Cluster, outside: Cluster | None = None
+) -> OperatorProcess:
+    """A failing backup and a failing restore in ``cluster``, reported by the operator that
+    ``start`` starts; an object in ``outside`` stays untouched."""
+    cluster.apply(_keybackup("unreachable"))
+    cluster.apply(_keyrestore("from-nothing", "gone"))
+    if outside is not None:
+        outside.apply(_keybackup("not-mine"))
+    time.sleep(3)
+    # No other operator serves these namespaces: whatever is written next is this one's.
+    assert cluster.status("keybackup", "unreachable") == {}
+    assert cluster.status("keyrestore", "from-nothing") == {}
+    operator = start()
+    cluster.wait_until(
+        "the KeyBackup is Ready=False with reason VaultUnreachable",
+        lambda: (
+            cluster.ready_condition("keybackup", "unreachable").get("reason") == "VaultUnreachable"
+        ),
+    )
+    cluster.wait_until(
+        "the KeyRestore is Ready=False with reason SourceNotFound",
+        lambda: (
+            cluster.ready_condition("keyrestore", "from-nothing").get("reason") == "SourceNotFound"
+        ),
+    )
+    assert cluster.ready_condition("keybackup", "unreachable")["status"] == "False"
+    reasons = {event["reason"] for event in cluster.events_for("unreachable")}
+    assert "VaultUnreachable" in reasons, reasons
+    assert "SourceNotFound: no complete snapshot of KeyBackup gone" in operator.log()
+    if outside is not None:
+        assert outside.status("keybackup", "not-mine") == {}
+        assert outside.events_for("not-mine") == []
+    return operator
+
+
+@pytest.fixture
+def operators() -> Iterator[list[OperatorProcess]]:
+    started: list[OperatorProcess] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+# --- rendering and linting ---------------------------------------------------------
+
+
+def test_the_chart_passes_helm_lint_with_default_and_non_default_values(helm: Path) -> None:
+    _run_helm(helm, "lint", "--strict", str(CHART))
+    _run_helm(
+        helm,
+        "lint",
+        "--strict",
+        str(CHART),
+        values={
+            "watchNamespaces": ["team-a", "team-b"],
+            "networkPolicy": {"enabled": True},
+            "workloadIdentity": {"enabled": True, "clientId": "c"},
+        },
+    )
+
+
+def test_the_charts_crds_are_byte_identical_to_the_repositorys_crds() -> None:
+    ours = sorted(path.name for path in (REPO / "crds").glob("*.yaml"))
+    theirs = sorted(path.name for path in (CHART / "crds").iterdir())
+    assert ours == theirs
+    for name in ours:
+        assert (CHART / "crds" / name).read_bytes() == (REPO / "crds" / name).read_bytes(), (
+            f"charts/kvbackup-operator/crds/{name} differs from crds/{name}: copy it again"
+        )
+
+
+def test_default_values_render_objects_the_api_server_accepts(
+    helm: Path, control_plane: ControlPlane, namespace: str
+) -> None:
+    documents = render(helm, namespace, {}, release=unique_release())
+    assert {d["kind"] for d in documents} == {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+    }
+    assert not find(documents, "NetworkPolicy")
+    assert "KVBACKUP_WATCH_NAMESPACES" not in deployment_env(documents)
+    dry_run_server(control_plane, documents)
+
+
+def test_watched_namespaces_render_a_role_per_namespace_the_api_server_accepts(
+    helm: Path, control_plane: ControlPlane, namespace: str
+) -> None:
+    team_a, team_b = own_namespace(control_plane), own_namespace(control_plane)
+    documents = render(
+        helm, namespace, {"watchNamespaces": [team_a, team_b]}, release=unique_release()
+    )
+    roles = find(documents, "Role")
+    assert sorted(role["metadata"]["namespace"] for role in roles) == sorted([team_a, team_b])
+    assert sorted(b["metadata"]["namespace"] for b in find(documents, "RoleBinding")) == sorted(
+        [team_a, team_b]
+    )
+    (discovery,) = [
+        role
+        for role in find(documents, "ClusterRole")
+        if role["metadata"]["name"].endswith("-discovery")
+    ]
+    assert {r for rule in discovery["rules"] for r in rule["resources"]} == {
+        "customresourcedefinitions",
+        "namespaces",
+    }
+    assert deployment_env(documents)["KVBACKUP_WATCH_NAMESPACES"] == f"{team_a},{team_b}"
+    dry_run_server(control_plane, documents)
+
+
+def test_the_network_policy_renders_and_the_api_server_accepts_it(
+    helm: Path, control_plane: ControlPlane, namespace: str
+) -> None:
+    documents = render(
+        helm,
+        namespace,
+        {
+            "networkPolicy": {
+                "enabled": True,
+                "apiServer": {"cidrs": ["10.0.0.1/32"], "ports": [6443]},
+                "extraEgress": [
+                    {
+                        "to": [{"ipBlock": {"cidr": "169.254.169.254/32"}}],
+                        "ports": [{"protocol": "TCP", "port": 80}],
+                    }
+                ],
+            }
+        },
+        release=unique_release(),
+    )
+    (policy,) = find(documents, "NetworkPolicy")
+    assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8080}]}]
+    egress_ports = [sorted(p["port"] for p in rule["ports"]) for rule in policy["spec"]["egress"]]
+    assert egress_ports == [[6443], [443], [53, 53], [80]]
+    assert policy["spec"]["egress"][0]["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+    dry_run_server(control_plane, documents)
+
+
+def test_a_workload_identity_client_id_annotates_the_service_account_and_labels_the_pod(
+    helm: Path, control_plane: ControlPlane, namespace: str
+) -> None:
+    client_id = str(uuid.uuid4())
+    documents = render(
+        helm,
+        namespace,
+        {"workloadIdentity": {"enabled": True, "clientId": client_id, "tenantId": "contoso"}},
+        release=unique_release(),
+    )
+    (account,) = find(documents, "ServiceAccount")
+    assert account["metadata"]["annotations"] == {
+        "azure.workload.identity/client-id": client_id,
+        "azure.workload.identity/tenant-id": "contoso",
+    }
+    (deployment,) = find(documents, "Deployment")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["azure.workload.identity/use"] == "true"
+    dry_run_server(control_plane, documents)
+
+
+def test_a_ca_bundle_configmap_is_mounted_read_only_and_named_in_the_settings(
+    helm: Path, control_plane: ControlPlane, namespace: str
+) -> None:
+    documents = render(
+        helm,
+        namespace,
+        {"settings": {"caBundle": {"configMapName": "corp-ca", "key": "bundle.pem"}}},
+        release=unique_release(),
+    )
+    (deployment,) = find(documents, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "ca-bundle"]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "ca-bundle"]
+    assert volume["configMap"]["name"] == "corp-ca"
+    path = deployment_env(documents)["KVBACKUP_CA_BUNDLE"]
+    assert path == f"{mount['mountPath']}/bundle.pem"
+    dry_run_server(control_plane, documents)
+
+
+def test_the_operator_pod_meets_the_restricted_pod_security_standard(
+    helm: Path, control_plane: ControlPlane, namespace: str
+) -> None:
+    documents = render(helm, namespace, {}, release=unique_release())
+    (deployment,) = find(documents, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert security["runAsNonRoot"] is True
+    assert security["runAsUser"] == 65532
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]
+
+    # The API server's PodSecurity admission, enforcing "restricted", admits the pod.
+    restricted = own_namespace(control_plane, "restricted")
+    control_plane.kubectl(
+        "label", "namespace", restricted, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    pod_object: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "kvbackup-operator", "namespace": restricted},
+        "spec": {**pod, "serviceAccountName": "default"},
+    }
+    result = control_plane.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(pod_object), check=False
+    )
+    assert result.returncode == 0, result.stderr
+    # ...where a pod that may escalate its privileges is refused, so the check is real.
+    pod_object["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    refused = control_plane.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(pod_object), check=False
+    )
+    assert refused.returncode != 0
+    assert "violates PodSecurity" in refused.stderr
+
+
+def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path) -> None:
+    config = (REPO / "operator" / "kvbackup" / "config.py").read_text()
+    known = set(re.findall(r'"(KVBACKUP_[A-Z_]+)"', config))
+    documents = render(
+        helm,
+        "ops",
+        {
+            "watchNamespaces": ["team-a", "team-b"],
+            "defaultIdentity": {
+                "rules": [
+                    {"namespaces": ["team-a"], "vaultUrls": ["https://a.vault.azure.net"]},
+                    {"namespaces": ["team-*"], "vaultUrls": ["https://shared-*.vault.azure.net"]},
+                ]
+            },
+            "settings": {
+                "caBundle": {"configMapName": "corp-ca"},
+                "verifyChallengeResource": False,
+                "keyvaultApiVersion": "7.6",
+                "maxConcurrency": 4,
+                "vaultRateLimit": 12.5,
+                "retryBaseSeconds": 0.5,
+                "retryMaxSeconds": 120,
+                "incompleteSnapshotGraceSeconds": 7200,
+                "statusKeysLimit": 20,
+                "healthPort": 9090,
+            },
+        },
+    )
+    env = deployment_env(documents)
+    assert known <= set(env), f"settings the chart cannot set: {sorted(known - set(env))}"
+
+    settings = Settings.from_env(env)  # the operator's own parser accepts every value
+    assert settings.watch_namespaces == ("team-a", "team-b")
+    assert settings.ca_bundle == "/etc/kvbackup/ca-bundle/ca.crt"
+    assert settings.verify_challenge_resource is False
+    assert settings.keyvault_api_version == "7.6"
+    assert settings.max_concurrency == 4
+    assert settings.vault_rate_limit == 12.5
+    assert settings.retry_base_seconds == 0.5
+    assert settings.retry_max_seconds == 120
+    assert settings.incomplete_snapshot_grace_seconds == 7200
+    assert settings.status_keys_limit == 20
+    assert settings.health_port == 9090
+    rules = settings.default_identity_rules
+    assert [(r.namespaces, r.vault_urls) for r in rules] == [
+        (("team-a",), ("https://a.vault.azure.net",)),
+        (("team-*",), ("https://shared-*.vault.azure.net",)),
+    ]
+
+    defaults = Settings.from_env(deployment_env(render(helm, "ops", {})))
+    assert defaults == Settings()  # the chart's defaults are the operator's defaults
+
+
+def _value_paths(values: Any, schema: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    """Each value's dotted path, down to the leaves or to a free-form Kubernetes type
+    (``resources``, ``affinity``...), which the schema leaves open; fails on a value the
+    schema does not declare."""
+    properties = schema.get("properties")
+    if not isinstance(values, dict) or not values or properties is None:
+        yield prefix
+        return
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else key
+        assert key in properties, f"{path} is not in values.schema.json"
+        yield from _value_paths(value, properties[key], path)
+
+
+def test_every_value_is_in_the_schema_and_documented_in_the_chart_readme() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    readme = (CHART / "README.md").read_text()
+    paths = list(_value_paths(values, schema))
+    assert "settings.caBundle.configMapName" in paths
+    undocumented = [path for path in paths if f"`{path}`" not in readme]
+    assert undocumented == [], "values missing from the chart README"
+
+
+def test_the_schema_refuses_unknown_values_and_a_second_replica(helm: Path) -> None:
+    for values, complaint in (
+        ({"metrics": {"enabled": True}}, "additional properties 'metrics' not allowed"),
+        ({"replicaCount": 2}, "value must be one of 0, 1"),
+        ({"defaultIdentity": {"rules": [{"namespaces": ["a"]}]}}, "vaultUrls"),
+        ({"settings": {"maxConcurrency": 0}}, "maxConcurrency"),
+    ):
+        result = subprocess.run(
+            [str(helm), "template", "r", str(CHART), "--values", "-"],
+            input=json.dumps(values),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode != 0, values
+        assert complaint in result.stderr, result.stderr
+
+
+# --- RBAC: the operator at work under the chart's ServiceAccount ---------------------
+
+
+def test_the_cluster_wide_operator_works_under_the_charts_rbac_without_forbidden_errors(
+    helm: Path,
+    control_plane: ControlPlane,
+    namespace: str,
+    operators: list[OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    release = unique_release()
+    documents = render(helm, namespace, {}, release=release)
+    apply_rbac(control_plane, documents)
+    kubeconfig = service_account_kubeconfig(
+        control_plane, namespace, release + "-kvbackup-operator", tmp_path / "kubeconfig"
+    )
+
+    def start() -> OperatorProcess:
+        operator = start_operator(kubeconfig, tmp_path / "operator.log", operator_env(documents))
+        operators.append(operator)
+        return operator
+
+    operator = prove_the_operator_works(start, Cluster(control_plane, own_namespace(control_plane)))
+
+    operator.stop()
+    assert forbidden_lines(operator.log()) == []
+
+
+def test_a_namespaced_operator_works_in_its_namespaces_and_cannot_read_secrets_elsewhere(
+    helm: Path,
+    control_plane: ControlPlane,
+    namespace: str,
+    operators: list[OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    release = unique_release()
+    team_a, team_b = own_namespace(control_plane, "team-a"), own_namespace(control_plane, "team-b")
+    documents = render(helm, namespace, {"watchNamespaces": [team_a]}, release=release)
+    apply_rbac(control_plane, documents)
+    account = f"system:serviceaccount:{namespace}:{release}-kvbackup-operator"
+
+    def can(*args: str) -> str:
+        result = control_plane.kubectl("auth", "can-i", *args, f"--as={account}", check=False)
+        return result.stdout.strip()
+
+    assert can("get", "secrets", "-n", team_a) == "yes"
+    assert can("deletecollection", "secrets", "-n", team_a) == "yes"
+    assert can("patch", "keybackups.kvbackup.io", "--subresource=status", "-n", team_a) == "yes"
+    assert can("get", "secrets", "-n", team_b) == "no"
+    assert can("list", "keybackups.kvbackup.io", "-n", team_b) == "no"
+    assert can("list", "secrets", "--all-namespaces") == "no"
+    assert can("list", "keybackups.kvbackup.io", "--all-namespaces") == "no"
+    assert can("get", "secrets", "-n", namespace) == "no"  # not even its own namespace
+
+    kubeconfig = service_account_kubeconfig(
+        control_plane, namespace, release + "-kvbackup-operator", tmp_path / "kubeconfig"
+    )
+    # The same with the ServiceAccount's own token, straight to the API server.
+    as_operator = subprocess.run(
+        [
+            str(control_plane.kubectl_path),
+            "--kubeconfig",
+            str(kubeconfig),
+            "get",
+            "secrets",
+            "-n",
+            team_b,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert as_operator.returncode != 0
+    assert "Forbidden" in as_operator.stderr
+    assert "cannot list resource" in as_operator.stderr
+
+    def start() -> OperatorProcess:
+        operator = start_operator(kubeconfig, tmp_path / "operator.log", operator_env(documents))
+        operators.append(operator)
+        return operator
+
+    # It works in team-a; an object in team-b, which it does not watch, is left alone.
+    operator = prove_the_operator_works(
+        start, Cluster(control_plane, team_a), outside=Cluster(control_plane, team_b)
+    )
+
+    operator.stop()
+    assert forbidden_lines(operator.log()) == []
+
+
+def test_the_user_roles_let_namespace_users_view_or_manage_keybackups_and_keyrestores(
+    helm: Path, control_plane: ControlPlane, namespace: str
+) -> None:
+    """The aggregated ClusterRoles' own rules, bound directly (no controller-manager runs
+    here to aggregate them into view/edit/admin)."""
+    release = unique_release()
+    documents = render(helm, namespace, {}, release=release)
+    roles = [
+        d
+        for d in find(documents, "ClusterRole")
+        if d["metadata"]["name"] != release + "-kvbackup-operator"
+    ]
+    labels = {r["metadata"]["name"]: r["metadata"]["labels"] for r in roles}
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    assert {
+        k
+        for k, v in labels[f"{release}-kvbackup-operator-view"].items()
+        if k.startswith(aggregate) and v == "true"
+    } == {
+        aggregate + "view",
+        aggregate + "edit",
+        aggregate + "admin",
+    }
+    assert {
+        k
+        for k, v in labels[f"{release}-kvbackup-operator-edit"].items()
+        if k.startswith(aggregate) and v == "true"
+    } == {
+        aggregate + "edit",
+        aggregate + "admin",
+    }
+    control_plane.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(r) for r in roles))
+    for role, user in (("view", "viewer"), ("edit", "editor")):
+        control_plane.kubectl(
+            "create",
+            "rolebinding",
+            f"{user}-{release}",
+            "-n",
+            namespace,
+            f"--clusterrole={release}-kvbackup-operator-{role}",
+            f"--user={user}",
+        )
+        if role == "edit":  # edit and admin get both roles by aggregation
+            control_plane.kubectl(
+                "create",
+                "rolebinding",
+                f"{user}-view-{release}",
+                "-n",
+                namespace,
+                f"--clusterrole={release}-kvbackup-operator-view",
+                f"--user={user}",
+            )
+
+    def can(user: str, verb: str, resource: str, *more: str) -> str:
+        result = control_plane.kubectl(
+            "auth", "can-i", verb, resource, *more, "-n", namespace, f"--as={user}", check=False
+        )
+        return result.stdout.strip()
+
+    for resource in ("keybackups.kvbackup.io", "keyrestores.kvbackup.io"):
+        assert can("viewer", "list", resource) == "yes"
+        assert can("viewer", "create", resource) == "no"
+        assert can("editor", "create", resource) == "yes"
+        assert can("editor", "delete", resource) == "yes"
+        assert can("editor", "watch", resource) == "yes"
+    assert can("editor", "patch", "keybackups.kvbackup.io", "--subresource=status") == "no"
+    assert can("viewer", "get", "secrets") == "no"
