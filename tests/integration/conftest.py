@@ -121,6 +121,19 @@ class Cluster:
             time.sleep(interval)
         raise AssertionError(f"timed out after {timeout}s waiting until {what}")
 
+    def event_count(self, name: str, reason: str) -> int:
+        """Occurrences of Events with ``reason`` (repeats are counted, not listed twice)."""
+        return sum(
+            event.get("count", 1) for event in self.events_for(name) if event["reason"] == reason
+        )
+
+    def broken_credentials_secret(self, name: str = "broken") -> None:
+        """A service-principal Secret lacking keys: each run using it fails permanently at
+        once, which gives runs without a vault."""
+        self.plane.kubectl(
+            "create", "secret", "generic", name, "-n", self.namespace, "--from-literal=tenantId=t"
+        )
+
     def ready_condition(self, kind: str, name: str) -> dict[str, Any]:
         for condition in self.status(kind, name).get("conditions", []):
             if condition.get("type") == "Ready":

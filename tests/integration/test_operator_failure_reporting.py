@@ -8,16 +8,15 @@ API server.
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 
 import pytest
 
+from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api.keybackup import KeyBackupRef
-from kvbackup.services.snapshot import KeyArtifact, Manifest, sha256_hex
 from tests.harness.controlplane import free_port
 from tests.harness.operator import OperatorProcess
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import Cluster, store_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -135,22 +134,14 @@ def test_credentials_never_appear_in_status_events_or_logs(
 def test_a_permanent_failure_is_not_retried_until_the_user_asks(
     operator: OperatorProcess, cluster: Cluster
 ) -> None:
-    cluster.plane.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "broken",
-        "-n",
-        cluster.namespace,
-        "--from-literal=tenantId=t",
-    )
+    cluster.broken_credentials_secret()
     manifest = _keybackup("once", _closed_vault_url(), "  credentials: {name: broken}\n")
     cluster.apply(manifest)
     cluster.wait_until(
         "the permanent failure is reported",
         lambda: cluster.status("keybackup", "once").get("observedGeneration") == 1,
     )
-    attempts = len([e for e in cluster.events_for("once") if e["reason"] == "BackupStarted"])
+    attempts = cluster.event_count("once", "BackupStarted")
 
     cluster.apply(manifest)  # a GitOps tool re-applying the unchanged object
     cluster.plane.kubectl(
@@ -168,49 +159,11 @@ def test_a_permanent_failure_is_not_retried_until_the_user_asks(
         "the backup-now value is handled",
         lambda: cluster.status("keybackup", "once").get("lastHandledTrigger") == "first",
     )
-    started = sum(
-        e.get("count", 1) for e in cluster.events_for("once") if e["reason"] == "BackupStarted"
-    )
-    assert started == attempts + 1
+    assert cluster.event_count("once", "BackupStarted") == attempts + 1
 
 
-def _write_snapshot(cluster: Cluster, keybackup: str, snapshot_id: str) -> None:
-    """A complete snapshot as the operator stores it: one artifact Secret, then the manifest."""
-    data = b"backup bytes of app-key"
-    moment = datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC)
-    manifest = Manifest(
-        snapshot_id=snapshot_id,
-        keybackup=KeyBackupRef(cluster.namespace, keybackup, ""),
-        vault_url="https://v.vault.azure.net",
-        start_time=moment,
-        completion_time=moment,
-        operator_version="test",
-        keys=(KeyArtifact("app-key", ("v1",), sha256_hex(data), len(data)),),
-    )
-    labels = {
-        "kvbackup.io/keybackup": keybackup,
-        "kvbackup.io/snapshot": snapshot_id,
-        "kvbackup.io/role": "manifest",
-    }
-    cluster.plane.kubectl(
-        "apply",
-        "-n",
-        cluster.namespace,
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": f"{keybackup}-{snapshot_id}", "labels": labels},
-                "data": {"manifest.json": base64.b64encode(manifest.to_json()).decode()},
-            }
-        ),
-    )
-
-
-def test_a_restore_from_a_missing_keybackup_fails_and_is_retried_when_the_source_appears(
-    operator: OperatorProcess, cluster: Cluster
+async def test_a_restore_from_a_missing_keybackup_fails_and_is_retried_when_the_source_appears(
+    operator: OperatorProcess, cluster: Cluster, secret_store: SecretSnapshotStore
 ) -> None:
     cluster.apply(_keyrestore("bring-back", _closed_vault_url(), "gone"))
     cluster.wait_until(
@@ -222,7 +175,12 @@ def test_a_restore_from_a_missing_keybackup_fails_and_is_retried_when_the_source
     assert cluster.status("keyrestore", "bring-back")["phase"] == "Failed"
     assert "SourceNotFound" in _reasons(cluster, "bring-back")
 
-    _write_snapshot(cluster, "gone", "20261128-000000-abcd")
+    await store_snapshot(
+        secret_store,
+        KeyBackupRef(cluster.namespace, "gone", ""),
+        "20261128-000000-abcd",
+        {"app-key": b"bytes"},
+    )
     cluster.wait_until(
         "the retried restore gets past the source and on to the vault",
         lambda: (
@@ -232,10 +190,15 @@ def test_a_restore_from_a_missing_keybackup_fails_and_is_retried_when_the_source
     assert "RestoreStarted" in _reasons(cluster, "bring-back")
 
 
-def test_a_restore_of_a_snapshot_id_that_does_not_exist_names_it(
-    operator: OperatorProcess, cluster: Cluster
+async def test_a_restore_of_a_snapshot_id_that_does_not_exist_names_it(
+    operator: OperatorProcess, cluster: Cluster, secret_store: SecretSnapshotStore
 ) -> None:
-    _write_snapshot(cluster, "nightly", "20261128-000000-abcd")
+    await store_snapshot(
+        secret_store,
+        KeyBackupRef(cluster.namespace, "nightly", ""),
+        "20261128-000000-abcd",
+        {"app-key": b"bytes"},
+    )
     cluster.apply(
         _keyrestore("pinned", _closed_vault_url(), "nightly").replace(
             "{name: nightly}", "{name: nightly, snapshot: 20261127-000000-ffff}"

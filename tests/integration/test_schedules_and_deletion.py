@@ -23,36 +23,17 @@ def _keybackup(name: str, extra: str) -> str:
     )
 
 
-def _started_runs(cluster: Cluster, name: str) -> int:
-    return sum(
-        event.get("count", 1)
-        for event in cluster.events_for(name)
-        if event["reason"] == "BackupStarted"
-    )
-
-
-def _with_broken_credentials(cluster: Cluster) -> None:
-    """Each run then ends at once with a permanent failure: a run without a vault."""
-    cluster.plane.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "broken",
-        "-n",
-        cluster.namespace,
-        "--from-literal=tenantId=t",
-    )
-
-
 def test_a_scheduled_keybackup_runs_at_each_slot_and_shows_the_next_one(
     operator: OperatorProcess, cluster: Cluster
 ) -> None:
-    _with_broken_credentials(cluster)
+    cluster.broken_credentials_secret()
     cluster.apply(
         _keybackup("every-4s", '  schedule: "@every 4s"\n  credentials: {name: broken}\n')
     )
     cluster.wait_until(
-        "two scheduled runs", lambda: _started_runs(cluster, "every-4s") >= 2, timeout=60
+        "two scheduled runs",
+        lambda: cluster.event_count("every-4s", "BackupStarted") >= 2,
+        timeout=60,
     )
     status = cluster.status("keybackup", "every-4s")
     assert status["lastScheduleTime"] < status["nextScheduleTime"]
@@ -63,7 +44,7 @@ def test_a_scheduled_keybackup_runs_at_each_slot_and_shows_the_next_one(
 def test_a_scheduled_keybackup_does_not_run_on_creation_or_on_spec_changes(
     operator: OperatorProcess, cluster: Cluster
 ) -> None:
-    _with_broken_credentials(cluster)
+    cluster.broken_credentials_secret()
     cluster.apply(_keybackup("nightly", '  schedule: "0 3 * * *"\n  credentials: {name: broken}\n'))
     cluster.wait_until(
         "the next slot is published",
@@ -77,13 +58,13 @@ def test_a_scheduled_keybackup_does_not_run_on_creation_or_on_spec_changes(
             and cluster.status("keybackup", "nightly")["nextScheduleTime"].endswith("T04:00:00Z")
         ),
     )
-    assert _started_runs(cluster, "nightly") == 0
+    assert cluster.event_count("nightly", "BackupStarted") == 0
 
 
 def test_suspend_stops_scheduled_runs_but_backup_now_still_runs(
     operator: OperatorProcess, cluster: Cluster
 ) -> None:
-    _with_broken_credentials(cluster)
+    cluster.broken_credentials_secret()
     cluster.apply(
         _keybackup(
             "paused", '  schedule: "@every 2s"\n  suspend: true\n  credentials: {name: broken}\n'
@@ -102,7 +83,7 @@ def test_suspend_stops_scheduled_runs_but_backup_now_still_runs(
         lambda: cluster.status("keybackup", "paused").get("lastHandledTrigger") == "please",
     )
     time.sleep(5)  # more than two slots of the schedule pass unused
-    assert _started_runs(cluster, "paused") == 1
+    assert cluster.event_count("paused", "BackupStarted") == 1
 
 
 @pytest.mark.parametrize(
@@ -119,7 +100,7 @@ async def test_deleting_a_keybackup_applies_its_deletion_policy_to_its_snapshots
     policy: str,
     kept: int,
 ) -> None:
-    _with_broken_credentials(cluster)
+    cluster.broken_credentials_secret()
     cluster.apply(
         _keybackup("old", f"  deletionPolicy: {policy}\n  credentials: {{name: broken}}\n")
     )
