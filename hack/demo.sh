@@ -20,6 +20,7 @@ down() {
 
 up() {
   down >/dev/null 2>&1 || true
+  rm -rf "$dir/control-plane"  # a fresh cluster each time
   echo "== starting etcd and kube-apiserver (RBAC on) and installing the CRDs"
   "$python" -m tests.harness.controlplane up "$dir/control-plane" >/dev/null
 
@@ -41,7 +42,7 @@ up() {
   echo $! >"$dir/operator.pid"
 
   echo "== applying examples/keybackup.yaml and examples/keyrestore.yaml in namespace demo"
-  "$kubectl" create namespace demo >/dev/null
+  "$kubectl" create namespace demo --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
   for example in examples/keybackup.yaml examples/keyrestore.yaml; do
     sed "s#https://payments-prod.vault.azure.net#$vault_url#" "$example" \
       | "$kubectl" apply -n demo -f -
