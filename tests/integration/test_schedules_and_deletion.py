@@ -118,3 +118,25 @@ async def test_deleting_a_keybackup_applies_its_deletion_policy_to_its_snapshots
         "get", "secrets", "-n", cluster.namespace, "-l", "kvbackup.io/keybackup=old", "-o", "name"
     ).stdout.split()
     assert len(secrets) == kept
+
+
+def test_a_retain_keybackup_carries_no_finalizer_so_it_never_blocks_deletion(
+    operator: OperatorProcess, cluster: Cluster
+) -> None:
+    cluster.broken_credentials_secret()
+    cluster.apply(_keybackup("plain", "  credentials: {name: broken}\n"))
+    cluster.wait_until(
+        "the KeyBackup is handled",
+        lambda: cluster.status("keybackup", "plain").get("observedGeneration") == 1,
+    )
+    assert "finalizers" not in cluster.get("keybackup", "plain")["metadata"]
+    cluster.apply(
+        _keybackup("removable", "  deletionPolicy: Delete\n  credentials: {name: broken}\n")
+    )
+    cluster.wait_until(
+        "a Delete-policy KeyBackup gets the finalizer that deletes its snapshots",
+        lambda: (
+            cluster.get("keybackup", "removable")["metadata"].get("finalizers")
+            == ["kvbackup.io/finalizer"]
+        ),
+    )

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import datetime
+import logging
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import kopf
 
@@ -19,6 +23,7 @@ from kvbackup.api.keybackup import (
     parse_spec,
 )
 from kvbackup.errors import InvalidSpecError, KvBackupError
+from kvbackup.handlers.loops import Loops, Watched
 from kvbackup.handlers.outcomes import as_kopf_error, retry_delay
 from kvbackup.runtime import Runtime
 from kvbackup.services.backup import run_backup
@@ -31,6 +36,8 @@ from kvbackup.services.triggers import (
     schedule_anchor,
     snapshot_id_for,
 )
+
+logger = logging.getLogger(__name__)
 
 #: Attempts at deleting a `Delete`-policy KeyBackup's snapshots before giving up on them.
 DELETE_ATTEMPTS = 10
@@ -74,32 +81,27 @@ def _plan(body: kopf.Body, moment: datetime.datetime) -> Plan:
     return Plan(spec, request, next_slot)
 
 
-def _wakeup(memo: kopf.Memo) -> asyncio.Event:
-    """The per-object signal that something changed; memo is per object in kopf."""
-    event: asyncio.Event | None = memo.get("wakeup")
-    if event is None:
-        event = memo["wakeup"] = asyncio.Event()
-    return event
-
-
 @kopf.on.event(GROUP, VERSION, KEYBACKUP_PLURAL)
-def notice_change(memo: kopf.Memo, **_: Any) -> None:
-    _wakeup(memo).set()
-
-
-@kopf.daemon(GROUP, VERSION, KEYBACKUP_PLURAL, cancellation_timeout=10.0)
-async def keep_backed_up(
-    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any
-) -> None:
+async def notice_change(type: str, body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
+    loops: Loops = memo.backup_loops
+    if type == "DELETED" or body.meta.get("deletionTimestamp"):
+        loops.forget(uid)
+        return
     runtime: Runtime = memo.runtime
-    wakeup = _wakeup(memo)
+    newest = kopf.Body(cast(kopf.RawBody, copy.deepcopy(dict(body))))
+    loops.notice(uid, newest, partial(keep_backed_up, runtime))
+
+
+async def keep_backed_up(runtime: Runtime, watched: Watched) -> None:
+    """Runs a backup whenever one is due, for as long as the object exists."""
     clock = asyncio.get_running_loop().time
     handled: RunRequest | None = None
     backing_off: RunRequest | None = None
     retry_at = 0.0
     failures = 0
-    while not stopped:
-        wakeup.clear()
+    while True:
+        watched.wakeup.clear()
+        body = watched.body
         moment = now()
         plan = _plan(body, moment)
         delay = (plan.next_slot - moment).total_seconds() if plan.next_slot else None
@@ -110,17 +112,25 @@ async def keep_backed_up(
                 delay = _earliest(delay, retry_at - clock())
             else:
                 failures = failures if request == backing_off else 0
-                retry = await _run(runtime, body, plan, request, failures)
+                try:
+                    retry = await _run(runtime, body, plan, request, failures)
+                except KvBackupError as error:  # the status itself could not be written
+                    logger.warning("%s/%s: %s", body.meta.namespace, body.meta.name, error)
+                    retry = runtime.settings.retry_delay(failures)
                 if retry is None:
                     handled, backing_off, failures = request, None, 0
                 else:
                     backing_off, retry_at, failures = request, clock() + retry, failures + 1
                 continue
         elif plan.spec and plan.spec.schedule:
-            await _acknowledge_schedule(runtime, body, plan)
+            try:
+                await _acknowledge_schedule(runtime, body, plan)
+            except KvBackupError as error:  # retried at the next wake-up
+                logger.warning("%s/%s: %s", body.meta.namespace, body.meta.name, error)
         # Until our own status write arrives, the schedule may look due already.
         delay = None if delay is None else max(delay, 1.0)
-        await _wait(wakeup, stopped, delay_seconds=delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watched.wakeup.wait(), delay)
 
 
 async def _acknowledge_schedule(runtime: Runtime, body: kopf.Body, plan: Plan) -> None:
@@ -234,15 +244,3 @@ async def delete_backups(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any)
 
 def _earliest(first: float | None, second: float) -> float:
     return second if first is None else min(first, second)
-
-
-async def _wait(
-    wakeup: asyncio.Event, stopped: kopf.DaemonStopped, *, delay_seconds: float | None
-) -> None:
-    """Sleep until the object changes, the daemon stops, or the delay passes."""
-    waiters = [asyncio.ensure_future(wakeup.wait()), asyncio.ensure_future(stopped.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=delay_seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

@@ -9,6 +9,7 @@ import kopf
 
 from kvbackup.api import GROUP
 from kvbackup.config import Settings
+from kvbackup.handlers.loops import Loops
 from kvbackup.runtime import Runtime
 
 
@@ -24,10 +25,14 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # The SDKs log request details at INFO; keep the log to what operators need.
     logging.getLogger("azure").setLevel(logging.WARNING)
     memo.runtime = Runtime.create(Settings.from_env())
+    memo.backup_loops = Loops()
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    loops: Loops | None = memo.get("backup_loops")
+    if loops is not None:
+        await loops.close()
     runtime: Runtime | None = memo.get("runtime")
     if runtime is not None:
         await runtime.close()
