@@ -54,8 +54,29 @@ def test_an_unreachable_vault_sets_ready_false_with_the_reason_and_is_retried(
     )
     condition = cluster.ready_condition("keybackup", "nightly")
     assert condition["status"] == "False"
+    assert condition["observedGeneration"] == 1
     assert "retrying in" in condition["message"]
     assert cluster.status("keybackup", "nightly")["phase"] == "Failed"
+    # What users script against: kubectl wait on the Ready condition.
+    waited = cluster.plane.kubectl(
+        "wait",
+        "--for=condition=Ready=false",
+        "--timeout=10s",
+        "kb/nightly",
+        "-n",
+        cluster.namespace,
+    )
+    assert "condition met" in waited.stdout
+    not_ready = cluster.plane.kubectl(
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=2s",
+        "kb/nightly",
+        "-n",
+        cluster.namespace,
+        check=False,
+    )
+    assert not_ready.returncode != 0
     cluster.wait_until(
         "a second attempt is reported",
         lambda: (
