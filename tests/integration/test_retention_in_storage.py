@@ -1,0 +1,90 @@
+"""Retention applied to real storage: Secrets on the API server and blobs on Azurite."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import AsyncIterator
+
+import pytest
+from azure.storage.blob.aio import ContainerClient
+
+from kvbackup.adapters.blob_store import BlobSnapshotStore, container_client
+from kvbackup.adapters.secret_store import SecretSnapshotStore
+from kvbackup.api.keybackup import KeyBackupRef, Retention
+from kvbackup.services.ports import SnapshotStore, StoredSnapshot
+from kvbackup.services.retention import collect_garbage
+from tests.harness.azurite import Azurite
+from tests.integration.conftest import Cluster, store_snapshot
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
+GRACE = datetime.timedelta(hours=1)
+
+
+@pytest.fixture(params=["secrets", "blob"])
+async def store(
+    request: pytest.FixtureRequest,
+    secret_store: SecretSnapshotStore,
+    azurite: Azurite,
+    container: ContainerClient,
+) -> AsyncIterator[SnapshotStore]:
+    if request.param == "secrets":
+        yield secret_store
+        return
+    client = container_client(
+        azurite.blob_endpoint,
+        container.container_name,
+        connection_string=azurite.connection_string(),
+    )
+    async with client:
+        yield BlobSnapshotStore(client, "backups")
+
+
+async def test_keep_last_two_leaves_exactly_the_two_newest_and_cleans_crash_leftovers(
+    store: SnapshotStore, cluster: Cluster
+) -> None:
+    ref = KeyBackupRef(cluster.namespace, "nightly", "")
+    for snapshot_id in ("20261128-080000-aaaa", "20261128-090000-bbbb", "20261128-100000-cccc"):
+        await store_snapshot(store, ref, snapshot_id, {"app-key": snapshot_id.encode()})
+    # A run killed mid-upload long ago, and one that may still be resumed.
+    await store.write_artifact(ref, "20261128-070000-dead", "app-key", b"partial")
+    await store.write_artifact(ref, "20261128-115900-live", "app-key", b"partial")
+
+    kept = await collect_garbage(
+        store, cluster.namespace, "nightly", Retention(keep_last=2), NOW, GRACE
+    )
+
+    assert [m.snapshot_id for m in kept] == ["20261128-100000-cccc", "20261128-090000-bbbb"]
+    assert await store.list_stored(cluster.namespace, "nightly") == [
+        StoredSnapshot("20261128-115900-live", complete=False),
+        StoredSnapshot("20261128-100000-cccc", complete=True),
+        StoredSnapshot("20261128-090000-bbbb", complete=True),
+    ]
+    remaining = await store.read_artifact(
+        cluster.namespace, "nightly", "20261128-090000-bbbb", "app-key"
+    )
+    assert remaining == b"20261128-090000-bbbb"
+
+
+async def test_max_age_never_removes_the_newest_snapshot(
+    store: SnapshotStore, cluster: Cluster
+) -> None:
+    ref = KeyBackupRef(cluster.namespace, "stale", "")
+    # Completed hours before NOW, so past the hour of maxAge; but it is the only one.
+    await store_snapshot(store, ref, "20261120-000000-aaaa", {"app-key": b"old"})
+    await store.write_artifact(ref, "20261121-000000-gone", "app-key", b"crash leftover")
+
+    kept = await collect_garbage(
+        store,
+        cluster.namespace,
+        "stale",
+        Retention(max_age=datetime.timedelta(hours=1)),
+        NOW,
+        GRACE,
+    )
+
+    assert [m.snapshot_id for m in kept] == ["20261120-000000-aaaa"]
+    assert await store.list_stored(cluster.namespace, "stale") == [
+        StoredSnapshot("20261120-000000-aaaa", complete=True)
+    ]
