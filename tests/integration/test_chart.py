@@ -140,7 +140,8 @@ def operator_env(documents: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def forbidden_lines(log: str) -> list[str]:
-    return [line for line in log.splitlines() if "403" in line or "Forbidden" in line]
+    # A word match: object uids in the log may contain the digits 403.
+    return [line for line in log.splitlines() if re.search(r"\b403\b|Forbidden", line)]
 
 
 def _keybackup(name: str) -> str:
