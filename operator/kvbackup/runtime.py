@@ -28,7 +28,7 @@ from kvbackup.errors import (
 )
 from kvbackup.services.ports import SnapshotStore, VaultKeys
 from kvbackup.services.restore import OpenedSnapshot, choose_snapshot
-from kvbackup.services.tenancy import identity_allowed
+from kvbackup.services.tenancy import blob_allowed, vault_allowed
 
 
 @dataclass
@@ -65,7 +65,7 @@ class Runtime:
     ) -> AsyncIterator[VaultKeys]:
         """The vault's keys under the object's own credentials, or the operator's identity."""
         if credentials_secret is None:
-            if not identity_allowed(self.settings.default_identity_rules, namespace, vault_url):
+            if not vault_allowed(self.settings.default_identity_rules, namespace, vault_url):
                 raise NotPermittedError(
                     f"namespace {namespace} may not use the operator's identity for {vault_url}; "
                     "reference a credentials Secret, or ask a cluster admin to allow it",
@@ -86,6 +86,14 @@ class Runtime:
         self, namespace: str, container: BlobContainer
     ) -> AsyncIterator[ContainerClient]:
         if container.credentials_secret is None:
+            rules = self.settings.default_identity_rules
+            if not blob_allowed(rules, namespace, container.account_url, container.name):
+                raise NotPermittedError(
+                    f"namespace {namespace} may not use the operator's identity for blob "
+                    f"container {container.account_url}/{container.name}; reference a "
+                    "credentials Secret, or ask a cluster admin to allow it",
+                    reason="IdentityNotAllowed",
+                )
             client = container_client(
                 container.account_url, container.name, credential=self.default_credential
             )

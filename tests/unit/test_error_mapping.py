@@ -134,3 +134,11 @@ def test_the_retry_delay_honours_retry_after_and_gives_up_on_permanent_errors(
     error: errors.KvBackupError, attempt: int, delay: float | None
 ) -> None:
     assert retry_delay(error, attempt, SETTINGS) == delay
+
+
+def test_a_connection_broken_mid_answer_is_temporary_not_a_rejection() -> None:
+    error = HttpResponseError(message="IncompleteRead", response=None)
+    error.status_code = None
+    mapped = map_azure_error(error, "back up key k")
+    assert mapped.temporary
+    assert mapped.reason == "Unavailable"

@@ -61,6 +61,19 @@ async def test_a_soft_deleted_key_is_purged_then_restored_when_purge_deleted_key
     assert operations.index("purge_key") < operations.index("restore_key")
 
 
+async def test_a_soft_deleted_key_is_never_purged_for_a_backup_that_fails_verification() -> None:
+    store, target = InMemoryStore(), InMemoryVault()
+    manifest = await take_snapshot(store, SIGNING)
+    target.add("signing", versions=("s1", "s2", "s3"), deleted=True)
+    store.replace_artifact("signing", b"corrupted")
+
+    report = await run_restore(restore_spec(purge_deleted=True), opened(store, manifest), target)
+
+    assert results(report.keys) == [("signing", KeyResult.FAILED, "IntegrityCheckFailed")]
+    assert target.state_of("signing") is KeyState.SOFT_DELETED
+    assert "purge_key" not in [operation for operation, _ in target.calls]
+
+
 async def test_an_active_key_is_left_alone_when_on_conflict_is_skip() -> None:
     store, target = InMemoryStore(), InMemoryVault()
     manifest = await take_snapshot(store, SIGNING, ENCRYPTION)

@@ -272,3 +272,17 @@ def test_an_unknown_time_zone_is_refused_naming_it(zone: str) -> None:
 
     assert caught.value.message.startswith("spec.timeZone ")
     assert repr(zone) in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [pytest.param("0 0 31 2 *", id="31 February"), pytest.param("0 0 30 2 *", id="30 February")],
+)
+def test_a_cron_expression_that_never_fires_is_refused(expression: str) -> None:
+    with pytest.raises(InvalidSpecError, match=r"spec\.schedule"):
+        Schedule.parse(expression, ZoneInfo("UTC"), "spec.schedule")
+
+
+def test_a_time_zone_folder_is_not_a_time_zone() -> None:
+    with pytest.raises(InvalidSpecError, match=r"spec\.timeZone"):
+        parse_time_zone("Europe", "spec.timeZone")

@@ -53,7 +53,8 @@ def map_azure_error(error: Exception, what: str) -> errors.KvBackupError:
             return errors.AccessDeniedError(message)
         if status == 429:
             return errors.ThrottledError(message, retry_after=_retry_after(error))
-        if status >= 500 or status in (408,):
+        # No status: the connection broke mid-answer (IncompleteReadError, DecodeError).
+        if status == 0 or status >= 500 or status == 408:
             return errors.TransientError(message)
         if status == 409:
             return errors.ConflictError(message)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from kvbackup import errors
@@ -50,7 +51,11 @@ def kubernetes_errors(what: str) -> Iterator[None]:
         yield
     except ApiException as error:
         raise map_api_error(error, what) from None
-    except (OSError, kubernetes.client.exceptions.OpenApiException) as error:
+    except (
+        OSError,
+        urllib3.exceptions.HTTPError,
+        kubernetes.client.exceptions.OpenApiException,
+    ) as error:
         raise errors.TransientError(
             f"{what}: {type(error).__name__}", reason="KubernetesUnavailable"
         ) from None

@@ -42,10 +42,10 @@ def _key_entries(
     entries = []
     for outcome in ordered[:limit]:
         entry: dict[str, Any] = {"name": outcome.name, "result": outcome.result.value}
+        entry["versionCount"] = len(outcome.versions)
         if with_version_ids:
-            entry["versions"] = list(outcome.versions)
-        else:
-            entry["versionCount"] = len(outcome.versions)
+            # Bounded: a key rotated daily for years has thousands of versions.
+            entry["versions"] = list(outcome.versions[-VERSION_IDS_PER_KEY:])
         if outcome.sha256:
             entry["sha256"] = outcome.sha256
             entry["size"] = outcome.size
@@ -60,6 +60,9 @@ def _key_entries(
 def _count(outcomes: Sequence[KeyOutcome], result: KeyResult) -> int:
     return sum(1 for outcome in outcomes if outcome.result is result)
 
+
+#: How many (newest) version ids a restored key lists in status.
+VERSION_IDS_PER_KEY = 20
 
 #: How many snapshots a KeyBackup's status lists (storage may hold more).
 SNAPSHOTS_IN_STATUS = 10

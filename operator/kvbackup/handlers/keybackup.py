@@ -114,8 +114,11 @@ async def keep_backed_up(runtime: Runtime, watched: Watched) -> None:
                 failures = failures if request == backing_off else 0
                 try:
                     retry = await _run(runtime, body, plan, request, failures)
-                except KvBackupError as error:  # the status itself could not be written
-                    logger.warning("%s/%s: %s", body.meta.namespace, body.meta.name, error)
+                except Exception as error:  # e.g. the status itself could not be written
+                    # The loop must outlive any one failure: the object may never change again.
+                    logger.exception(
+                        "%s/%s: run failed: %r", body.meta.namespace, body.meta.name, error
+                    )
                     retry = runtime.settings.retry_delay(failures)
                 if retry is None:
                     handled, backing_off, failures = request, None, 0
@@ -125,7 +128,7 @@ async def keep_backed_up(runtime: Runtime, watched: Watched) -> None:
         elif plan.spec and plan.spec.schedule:
             try:
                 await _acknowledge_schedule(runtime, body, plan)
-            except KvBackupError as error:  # retried at the next wake-up
+            except Exception as error:  # retried at the next wake-up
                 logger.warning("%s/%s: %s", body.meta.namespace, body.meta.name, error)
         # Until our own status write arrives, the schedule may look due already.
         delay = None if delay is None else max(delay, 1.0)

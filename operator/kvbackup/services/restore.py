@@ -101,12 +101,11 @@ async def run_restore(
     manifest = snapshot.manifest
     names = list(spec.keys) if spec.keys else [artifact.name for artifact in manifest.keys]
 
-    async def restore_from_backup(name: str) -> tuple[str, ...]:
+    async def verified_backup(name: str) -> bytes:
         artifact = manifest.artifact(name)
         data = await snapshot.read_artifact(artifact.name)
         artifact.verify(data)
-        await vault.restore_key(data)
-        return await vault.list_versions(name)
+        return data
 
     async def bring_back(name: str) -> KeyOutcome:
         manifest.artifact(name)  # a key the snapshot lacks fails before the vault is touched
@@ -128,10 +127,13 @@ async def run_restore(
                 reason="Recovered",
                 message="recovered the soft-deleted key",
             )
+        # Read and verify before purging: a key must never be purged for a bad backup.
+        data = await verified_backup(name)
         if decision.action is Action.PURGE_AND_RESTORE:
             await vault.purge_key(name)
         try:
-            versions = await restore_from_backup(name)
+            await vault.restore_key(data)
+            versions = await vault.list_versions(name)
         except ConflictError as error:
             raise ConflictError(
                 f"key {name} appeared in the vault while restoring: {error.message}"

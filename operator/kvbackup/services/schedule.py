@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from kvbackup.errors import InvalidSpecError
 
@@ -17,7 +17,7 @@ _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 def parse_time_zone(name: str, path: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise InvalidSpecError(f"{path} is not a known IANA time zone: {name!r}") from None
 
 
@@ -46,12 +46,19 @@ class Schedule:
         if expression.startswith("@every "):
             interval = parse_duration(expression.removeprefix("@every "), path)
             return cls(expression, zone, interval)
-        if not croniter.is_valid(expression) or len(expression.split()) not in (1, 5):
+        schedule = cls(expression, zone)
+        try:
+            valid = croniter.is_valid(expression) and len(expression.split()) in (1, 5)
+            # Some valid-looking expressions never fire (e.g. 31 February).
+            valid = valid and bool(schedule.next_slot(datetime.datetime.now(datetime.UTC)))
+        except (ValueError, KeyError, CroniterError):
+            valid = False
+        if not valid:
             raise InvalidSpecError(
-                f"{path} must be a 5-field cron expression (e.g. '0 2 * * *'), a macro such "
-                f"as @daily, or '@every <duration>', not {expression!r}"
+                f"{path} must be a 5-field cron expression that fires (e.g. '0 2 * * *'), a "
+                f"macro such as @daily, or '@every <duration>', not {expression!r}"
             )
-        return cls(expression, zone)
+        return schedule
 
     def latest_slot(self, anchor: datetime.datetime, now: datetime.datetime) -> datetime.datetime:
         """The newest slot at or before ``now``; ``anchor`` is where interval slots start."""

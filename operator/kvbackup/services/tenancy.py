@@ -17,23 +17,26 @@ from kvbackup.errors import InvalidSpecError
 
 @dataclass(frozen=True)
 class IdentityRule:
-    """Namespaces matching any of ``namespaces`` may use vaults matching any of ``vault_urls``."""
+    """Namespaces matching ``namespaces`` may use the operator's identity for vaults
+    matching ``vault_urls`` and for blob containers (``<accountUrl>/<container>``) matching
+    ``blob_urls``."""
 
     namespaces: tuple[str, ...]
     vault_urls: tuple[str, ...]
+    blob_urls: tuple[str, ...] = ()
 
-    def allows(self, namespace: str, vault_url: str) -> bool:
+    def allows(self, namespace: str, url: str, patterns: tuple[str, ...]) -> bool:
         return any(fnmatchcase(namespace, pattern) for pattern in self.namespaces) and any(
-            fnmatchcase(vault_url.lower(), pattern.lower().rstrip("/"))
-            for pattern in self.vault_urls
+            fnmatchcase(url.lower().rstrip("/"), pattern.lower().rstrip("/"))
+            for pattern in patterns
         )
 
 
-ALLOW_ALL = (IdentityRule(("*",), ("*",)),)
+ALLOW_ALL = (IdentityRule(("*",), ("*",), ("*",)),)
 
 
 def parse_rules(text: str, source: str) -> tuple[IdentityRule, ...]:
-    """Rules as JSON: ``[{"namespaces": ["team-a"], "vaultUrls": ["https://a.vault..."]}]``."""
+    """Rules as JSON: ``[{"namespaces": ["team-a"], "vaultUrls": [...], "blobUrls": [...]}]``."""
     try:
         document = json.loads(text)
         if not isinstance(document, list):
@@ -41,7 +44,8 @@ def parse_rules(text: str, source: str) -> tuple[IdentityRule, ...]:
         return tuple(
             IdentityRule(
                 namespaces=tuple(str(n) for n in rule["namespaces"]),
-                vault_urls=tuple(str(u) for u in rule["vaultUrls"]),
+                vault_urls=tuple(str(u) for u in rule.get("vaultUrls", [])),
+                blob_urls=tuple(str(u) for u in rule.get("blobUrls", [])),
             )
             for rule in document
         )
@@ -51,5 +55,12 @@ def parse_rules(text: str, source: str) -> tuple[IdentityRule, ...]:
         ) from None
 
 
-def identity_allowed(rules: Sequence[IdentityRule], namespace: str, vault_url: str) -> bool:
-    return any(rule.allows(namespace, vault_url) for rule in rules)
+def vault_allowed(rules: Sequence[IdentityRule], namespace: str, vault_url: str) -> bool:
+    return any(rule.allows(namespace, vault_url, rule.vault_urls) for rule in rules)
+
+
+def blob_allowed(
+    rules: Sequence[IdentityRule], namespace: str, account_url: str, container: str
+) -> bool:
+    url = f"{account_url.rstrip('/')}/{container}"
+    return any(rule.allows(namespace, url, rule.blob_urls) for rule in rules)
