@@ -13,6 +13,7 @@ import kubernetes
 import pytest
 from azure.storage.blob.aio import ContainerClient
 
+from kvbackup.adapters.blob_store import BlobSnapshotStore, container_client
 from kvbackup.adapters.kubernetes import KubernetesApi
 from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api.keybackup import KeyBackupRef
@@ -69,6 +70,20 @@ async def container(azurite: Azurite) -> AsyncIterator[ContainerClient]:
     async with client:
         await client.create_container()
         yield client
+
+
+@pytest.fixture
+async def blob_store(
+    azurite: Azurite, container: ContainerClient
+) -> AsyncIterator[BlobSnapshotStore]:
+    """The store as the operator builds it, on its own client, under prefix "backups"."""
+    client = container_client(
+        azurite.blob_endpoint,
+        container.container_name,
+        connection_string=azurite.connection_string(),
+    )
+    async with client:
+        yield BlobSnapshotStore(client, "backups")
 
 
 @pytest.fixture

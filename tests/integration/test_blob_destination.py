@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 
 import pytest
 from azure.storage.blob.aio import ContainerClient
 
-from kvbackup.adapters.blob_store import BlobSnapshotStore, container_client
+from kvbackup.adapters.blob_store import BlobSnapshotStore
 from kvbackup.api.keybackup import KeyBackupRef
 from tests.harness.azurite import Azurite
 from tests.harness.controlplane import free_port
@@ -81,20 +80,6 @@ def _reason(cluster: Cluster, kind: str, name: str) -> str:
     return str(cluster.ready_condition(kind, name).get("reason", ""))
 
 
-@asynccontextmanager
-async def _blob_store(
-    azurite: Azurite, container: ContainerClient
-) -> AsyncIterator[BlobSnapshotStore]:
-    """The store as the operator builds it, for the tests to write snapshots with."""
-    client = container_client(
-        azurite.blob_endpoint,
-        container.container_name,
-        connection_string=azurite.connection_string(),
-    )
-    async with client:
-        yield BlobSnapshotStore(client, "backups")
-
-
 def test_a_missing_container_is_named_before_the_vault_is_touched(
     operator: OperatorProcess, cluster: Cluster, azurite: Azurite
 ) -> None:
@@ -149,12 +134,15 @@ def test_a_storage_secret_without_a_connection_string_or_sas_token_is_named(
 
 
 async def test_a_restore_finds_a_snapshot_by_its_blob_path_alone(
-    operator: OperatorProcess, cluster: Cluster, azurite: Azurite, container: ContainerClient
+    operator: OperatorProcess,
+    cluster: Cluster,
+    azurite: Azurite,
+    container: ContainerClient,
+    blob_store: BlobSnapshotStore,
 ) -> None:
-    async with _blob_store(azurite, container) as store:
-        await store_snapshot(
-            store, KeyBackupRef("gone-namespace", "gone", ""), SNAPSHOT, {"app-key": b"bytes"}
-        )
+    await store_snapshot(
+        blob_store, KeyBackupRef("gone-namespace", "gone", ""), SNAPSHOT, {"app-key": b"bytes"}
+    )
     _storage_secret(cluster, "storage", azurite.connection_string())
     path = f"backups/gone-namespace/gone/{SNAPSHOT}"
     cluster.apply(
@@ -184,15 +172,18 @@ async def test_a_restore_finds_a_snapshot_by_its_blob_path_alone(
 
 
 async def test_a_restore_by_keybackup_reference_reads_the_keybackups_blob_destination(
-    operator: OperatorProcess, cluster: Cluster, azurite: Azurite, container: ContainerClient
+    operator: OperatorProcess,
+    cluster: Cluster,
+    azurite: Azurite,
+    container: ContainerClient,
+    blob_store: BlobSnapshotStore,
 ) -> None:
     _storage_secret(cluster, "storage", azurite.connection_string())
     destination = {"blob": {**_blob(azurite, container.container_name), "prefix": "backups"}}
     cluster.apply(_keybackup("offsite", destination))
-    async with _blob_store(azurite, container) as store:
-        await store_snapshot(
-            store, KeyBackupRef(cluster.namespace, "offsite", ""), SNAPSHOT, {"app-key": b"b"}
-        )
+    await store_snapshot(
+        blob_store, KeyBackupRef(cluster.namespace, "offsite", ""), SNAPSHOT, {"app-key": b"b"}
+    )
     cluster.apply(_keyrestore("from-offsite", {"keyBackupRef": {"name": "offsite"}}))
     cluster.wait_until(
         "the blob snapshot is chosen as latest",
@@ -205,21 +196,22 @@ async def test_a_restore_by_keybackup_reference_reads_the_keybackups_blob_destin
 
 
 async def test_deleting_a_delete_policy_keybackup_removes_its_blobs(
-    operator: OperatorProcess, cluster: Cluster, azurite: Azurite, container: ContainerClient
+    operator: OperatorProcess,
+    cluster: Cluster,
+    azurite: Azurite,
+    container: ContainerClient,
+    blob_store: BlobSnapshotStore,
 ) -> None:
     _storage_secret(cluster, "storage", azurite.connection_string())
     destination = {"blob": {**_blob(azurite, container.container_name), "prefix": "backups"}}
     cluster.apply(_keybackup("short-lived", destination, deletionPolicy="Delete"))
-    async with _blob_store(azurite, container) as store:
-        await store_snapshot(
-            store, KeyBackupRef(cluster.namespace, "short-lived", ""), SNAPSHOT, {"app-key": b"b"}
-        )
-        cluster.wait_until(
-            "the operator has seen the KeyBackup",
-            lambda: bool(cluster.ready_condition("keybackup", "short-lived")),
-        )
-        cluster.plane.kubectl(
-            "delete", "kb", "short-lived", "-n", cluster.namespace, "--timeout=60s"
-        )
-        assert await store.list_stored(cluster.namespace, "short-lived") == []
+    await store_snapshot(
+        blob_store, KeyBackupRef(cluster.namespace, "short-lived", ""), SNAPSHOT, {"app-key": b"b"}
+    )
+    cluster.wait_until(
+        "the operator has seen the KeyBackup",
+        lambda: bool(cluster.ready_condition("keybackup", "short-lived")),
+    )
+    cluster.plane.kubectl("delete", "kb", "short-lived", "-n", cluster.namespace, "--timeout=60s")
+    assert await blob_store.list_stored(cluster.namespace, "short-lived") == []
     assert "BackupsDeleted" in {e["reason"] for e in cluster.events_for("short-lived")}

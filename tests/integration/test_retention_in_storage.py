@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator
 
 import pytest
-from azure.storage.blob.aio import ContainerClient
 
-from kvbackup.adapters.blob_store import BlobSnapshotStore, container_client
+from kvbackup.adapters.blob_store import BlobSnapshotStore
 from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api.keybackup import KeyBackupRef, Retention
 from kvbackup.services.ports import SnapshotStore, StoredSnapshot
 from kvbackup.services.retention import collect_garbage
-from tests.harness.azurite import Azurite
 from tests.integration.conftest import Cluster, store_snapshot
 
 pytestmark = pytest.mark.integration
@@ -23,22 +20,12 @@ GRACE = datetime.timedelta(hours=1)
 
 
 @pytest.fixture(params=["secrets", "blob"])
-async def store(
+def store(
     request: pytest.FixtureRequest,
     secret_store: SecretSnapshotStore,
-    azurite: Azurite,
-    container: ContainerClient,
-) -> AsyncIterator[SnapshotStore]:
-    if request.param == "secrets":
-        yield secret_store
-        return
-    client = container_client(
-        azurite.blob_endpoint,
-        container.container_name,
-        connection_string=azurite.connection_string(),
-    )
-    async with client:
-        yield BlobSnapshotStore(client, "backups")
+    blob_store: BlobSnapshotStore,
+) -> SnapshotStore:
+    return secret_store if request.param == "secrets" else blob_store
 
 
 async def test_keep_last_two_leaves_exactly_the_two_newest_and_cleans_crash_leftovers(
