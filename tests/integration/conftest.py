@@ -73,17 +73,23 @@ async def container(azurite: Azurite) -> AsyncIterator[ContainerClient]:
 
 
 @pytest.fixture
-async def blob_store(
+async def blob_client(
     azurite: Azurite, container: ContainerClient
-) -> AsyncIterator[BlobSnapshotStore]:
-    """The store as the operator builds it, on its own client, under prefix "backups"."""
+) -> AsyncIterator[ContainerClient]:
+    """The store's own client, made by the operator's factory, apart from the inspecting one."""
     client = container_client(
         azurite.blob_endpoint,
         container.container_name,
         connection_string=azurite.connection_string(),
     )
     async with client:
-        yield BlobSnapshotStore(client, "backups")
+        yield client
+
+
+@pytest.fixture
+def blob_store(blob_client: ContainerClient) -> BlobSnapshotStore:
+    """The store as the operator builds it, under prefix "backups"."""
+    return BlobSnapshotStore(blob_client, "backups")
 
 
 @pytest.fixture

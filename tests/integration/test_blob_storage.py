@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import AsyncIterator
 
 import pytest
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
@@ -32,22 +31,8 @@ PREFIX = "backups/prod"
 
 
 @pytest.fixture
-async def store_client(
-    azurite: Azurite, container: ContainerClient
-) -> AsyncIterator[ContainerClient]:
-    """The store's own client, made by the factory, separate from the inspecting one."""
-    client = container_client(
-        azurite.blob_endpoint,
-        container.container_name,
-        connection_string=azurite.connection_string(),
-    )
-    async with client:
-        yield client
-
-
-@pytest.fixture
-def store(store_client: ContainerClient) -> BlobSnapshotStore:
-    return BlobSnapshotStore(store_client, PREFIX)
+def store(blob_client: ContainerClient) -> BlobSnapshotStore:
+    return BlobSnapshotStore(blob_client, PREFIX)
 
 
 async def _blob_names(container: ContainerClient) -> list[str]:
@@ -75,9 +60,9 @@ async def test_a_snapshot_round_trips_byte_exact_under_the_documented_layout(
 
 
 async def test_an_empty_prefix_puts_snapshots_at_the_root_of_the_container(
-    store_client: ContainerClient, container: ContainerClient
+    blob_client: ContainerClient, container: ContainerClient
 ) -> None:
-    store = BlobSnapshotStore(store_client, "")
+    store = BlobSnapshotStore(blob_client, "")
     await store_snapshot(store, REF, SNAPSHOT, {"k": b"x"})
 
     assert await _blob_names(container) == [
