@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -20,9 +21,13 @@ from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.services.ports import SnapshotStore
 from kvbackup.services.snapshot import KeyArtifact, Manifest, sha256_hex
 from tests.harness import azurite as azurite_harness
+from tests.harness import lowkey as lowkey_harness
 from tests.harness.azurite import Azurite
 from tests.harness.controlplane import ControlPlane, install_crds, start
+from tests.harness.forwarder import Forwarder, Forwarders
+from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, start_operator
+from tests.harness.vault import Vault
 
 
 @pytest.fixture(scope="session")
@@ -36,15 +41,54 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
 
 @pytest.fixture(scope="session")
+def lowkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lowkey]:
+    """One Key Vault emulator for the session; each test gets a vault of its own."""
+    server = lowkey_harness.start(tmp_path_factory.mktemp("lowkey"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def forwarders() -> Iterator[Forwarders]:
+    served = Forwarders()
+    try:
+        yield served
+    finally:
+        served.shutdown()
+
+
+class VaultUnderTest(Vault):
+    """A fresh purgeable vault, and the forwarder that counts connections to it."""
+
+    def __init__(self, url: str, certificate: Path, forwarder: Forwarder) -> None:
+        super().__init__(url, certificate)
+        self.forwarder = forwarder
+
+
+@pytest.fixture
+def vault(lowkey: Lowkey, forwarders: Forwarders) -> Iterator[VaultUnderTest]:
+    forwarder = forwarders.open(lowkey.api_port)
+    url = f"https://127.0.0.1:{forwarder.port}"
+    lowkey.create_vault(url)
+    try:
+        yield VaultUnderTest(url, lowkey.certificate, forwarder)
+    finally:
+        lowkey.delete_vault(url)
+        forwarders.close(forwarder)
+
+
+@pytest.fixture(scope="session")
 def operator(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane, lowkey: Lowkey, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     # Namespaces of the tests that share this operator start with "t-"; tests that run
     # an operator of their own use other namespaces, so no object has two operators.
     process = start_operator(
         control_plane.kubeconfig,
         tmp_path_factory.mktemp("operator") / "operator.log",
-        {"KVBACKUP_WATCH_NAMESPACES": "t-*"},
+        {"KVBACKUP_WATCH_NAMESPACES": "t-*", **lowkey.operator_env()},
     )
     try:
         yield process
@@ -141,6 +185,26 @@ class Cluster:
                 return
             time.sleep(interval)
         raise AssertionError(f"timed out after {timeout}s waiting until {what}")
+
+    def wait_for_phase(
+        self, kind: str, name: str, *phases: str, timeout: float = 120
+    ) -> dict[str, Any]:
+        """The status once the object's current generation reaches one of ``phases``."""
+
+        def reached() -> bool:
+            document = self.get(kind, name)
+            status = document.get("status") or {}
+            return status.get("phase") in phases and status.get("observedGeneration") == document[
+                "metadata"
+            ].get("generation")
+
+        try:
+            self.wait_until(f"{kind}/{name} is {' or '.join(phases)}", reached, timeout=timeout)
+        except AssertionError as error:
+            status = self.status(kind, name)
+            summary = {key: status.get(key) for key in ("phase", "conditions", "lastRun", "counts")}
+            raise AssertionError(f"{error}; its status: {summary}") from None
+        return self.status(kind, name)
 
     def event_count(self, name: str, reason: str) -> int:
         """Occurrences of Events with ``reason`` (repeats are counted, not listed twice)."""

@@ -1,0 +1,103 @@
+"""TCP forwarders on loopback: each gives a Lowkey Vault instance one more vault address.
+
+Lowkey finds a vault by the host:port a request names, and only 127.0.0.1 and localhost
+resolve here, so one emulator serves many vaults when each vault has its own port. A
+forwarder relays bytes unchanged (TLS passes through end to end) and counts the
+connections it accepts, which is how tests see how many connections a client opens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+_CHUNK = 65536
+
+
+@dataclass
+class Forwarder:
+    port: int
+    target_port: int
+    #: Connections accepted so far, and how many are open now.
+    accepted: int = 0
+    open: int = 0
+    peak_open: int = 0
+    _server: asyncio.Server | None = field(default=None, repr=False)
+    _relays: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError, OSError):
+        while chunk := await reader.read(_CHUNK):
+            writer.write(chunk)
+            await writer.drain()
+    with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+        writer.close()
+
+
+class Forwarders:
+    """Forwarders served by one background thread with its own event loop."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="tcp-forwarders", daemon=True
+        )
+        self._thread.start()
+        self._forwarders: list[Forwarder] = []
+
+    def _run(self, coroutine: Any) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        return future.result(timeout=30)
+
+    def open(self, target_port: int) -> Forwarder:
+        """A new loopback port whose connections reach ``target_port``."""
+        return self._run(self._open(target_port))  # type: ignore[no-any-return]
+
+    async def _open(self, target_port: int) -> Forwarder:
+        forwarder = Forwarder(0, target_port)
+
+        async def relay(client_reader: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            forwarder._relays.add(task)
+            task.add_done_callback(forwarder._relays.discard)
+            forwarder.accepted += 1
+            forwarder.open += 1
+            forwarder.peak_open = max(forwarder.peak_open, forwarder.open)
+            try:
+                upstream_reader, upstream = await asyncio.open_connection("127.0.0.1", target_port)
+            except OSError:
+                client.close()
+                forwarder.open -= 1
+                return
+            await asyncio.gather(_pipe(client_reader, upstream), _pipe(upstream_reader, client))
+            forwarder.open -= 1
+
+        server = await asyncio.start_server(relay, "127.0.0.1", 0)
+        forwarder.port = server.sockets[0].getsockname()[1]
+        forwarder._server = server
+        self._forwarders.append(forwarder)
+        return forwarder
+
+    def close(self, forwarder: Forwarder) -> None:
+        self._run(self._close(forwarder))
+
+    async def _close(self, forwarder: Forwarder) -> None:
+        if forwarder._server is not None:
+            forwarder._server.close()
+            forwarder._server = None
+        relays = list(forwarder._relays)
+        for relay in relays:
+            relay.cancel()
+        await asyncio.gather(*relays, return_exceptions=True)
+
+    def shutdown(self) -> None:
+        for forwarder in self._forwarders:
+            self.close(forwarder)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)

@@ -1,0 +1,122 @@
+"""A vault as a person sees it through the plain Azure SDK: no kvbackup code involved.
+
+The tests arrange and inspect keys with it; the demo uses its command line:
+``python -m tests.harness.vault URL CA_BUNDLE create NAME VERSIONS | delete-and-purge NAME
+| versions NAME``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.keyvault.keys import KeyClient
+from azure.keyvault.keys.crypto import CryptographyClient, EncryptionAlgorithm
+
+from tests.harness.lowkey import AnyToken
+
+#: Lowkey gives keys created without operations none at all; Azure would allow them all.
+RSA_OPERATIONS = ["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"]
+EC_OPERATIONS = ["sign", "verify"]
+
+
+@dataclass
+class Vault:
+    url: str
+    certificate: Path
+
+    @property
+    def client(self) -> KeyClient:
+        return KeyClient(
+            self.url,
+            AnyToken(),
+            verify_challenge_resource=False,
+            connection_verify=str(self.certificate),
+        )
+
+    def create_rsa_key(self, name: str, versions: int = 1, **tags: str) -> list[str]:
+        """A key with ``versions`` versions; their ids, oldest first."""
+        with self.client as client:
+            for _ in range(versions):
+                client.create_rsa_key(name, size=2048, key_operations=RSA_OPERATIONS, tags=tags)
+        return self.version_ids(name)
+
+    def create_ec_keys(self, names: list[str]) -> None:
+        """Many one-version keys, quickly (EC P-256 is fast to generate)."""
+        with self.client as client:
+            for name in names:
+                client.create_ec_key(name, curve="P-256", key_operations=EC_OPERATIONS)
+
+    def version_ids(self, name: str) -> list[str]:
+        with self.client as client:
+            found = [
+                (props.created_on, props.version or "")
+                for props in client.list_properties_of_key_versions(name)
+            ]
+        return [version for _, version in sorted(found, key=lambda item: (item[0], item[1]))]
+
+    def key_names(self) -> set[str]:
+        with self.client as client:
+            return {props.name or "" for props in client.list_properties_of_keys()}
+
+    def exists(self, name: str) -> bool:
+        with self.client as client:
+            try:
+                client.get_key(name)
+            except ResourceNotFoundError:
+                return False
+        return True
+
+    def is_soft_deleted(self, name: str) -> bool:
+        with self.client as client:
+            try:
+                client.get_deleted_key(name)
+            except ResourceNotFoundError:
+                return False
+        return True
+
+    def delete(self, name: str) -> None:
+        """Soft-delete: the key can still be recovered."""
+        with self.client as client:
+            client.begin_delete_key(name).wait()
+
+    def delete_and_purge(self, name: str) -> None:
+        """Gone for good: only a backup brings it back."""
+        with self.client as client:
+            client.begin_delete_key(name).wait()
+            client.purge_deleted_key(name)
+
+    def _crypto(self, name: str, version: str) -> CryptographyClient:
+        return CryptographyClient(
+            f"{self.url}/keys/{name}/{version}",
+            AnyToken(),
+            verify_challenge_resource=False,
+            connection_verify=str(self.certificate),
+        )
+
+    def encrypt(self, name: str, version: str, plaintext: bytes) -> bytes:
+        with self._crypto(name, version) as crypto:
+            return crypto.encrypt(EncryptionAlgorithm.rsa_oaep_256, plaintext).ciphertext
+
+    def decrypt(self, name: str, version: str, ciphertext: bytes) -> bytes:
+        with self._crypto(name, version) as crypto:
+            return crypto.decrypt(EncryptionAlgorithm.rsa_oaep_256, ciphertext).plaintext
+
+
+def main(argv: list[str]) -> None:
+    url, certificate, command, name, *rest = argv[1:]
+    vault = Vault(url, Path(certificate))
+    if command == "create":
+        print(" ".join(vault.create_rsa_key(name, int(rest[0]) if rest else 1)))
+    elif command == "delete-and-purge":
+        vault.delete_and_purge(name)
+    elif command == "versions":
+        print(" ".join(vault.version_ids(name)))
+    else:
+        raise SystemExit(f"usage: {argv[0]} URL CA_BUNDLE create|delete-and-purge|versions NAME")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
