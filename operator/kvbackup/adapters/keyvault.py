@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.keyvault.keys.aio import KeyClient
 
 from kvbackup.adapters.azure_errors import azure_errors
 from kvbackup.adapters.ratelimit import RateLimiter
 from kvbackup.adapters.throttling import retry_throttled
 from kvbackup.config import Settings
-from kvbackup.errors import NotFoundError
+from kvbackup.errors import InvalidSpecError, NotFoundError
 from kvbackup.services.ports import KeyInfo, KeyState
 
 #: How long a purge may take to finish before the purged name can be restored.
@@ -106,21 +109,50 @@ def _created_then_id(item: tuple[Any, str]) -> tuple[float, str]:
     return (created.timestamp() if created else 0.0, version)
 
 
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """The one TLS context for every vault: the system's CAs, or the configured bundle."""
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as error:
+        raise InvalidSpecError(
+            f"KVBACKUP_CA_BUNDLE={ca_bundle} is not a readable PEM bundle: {error}"
+        ) from None
+
+
 class KeyVaultClients:
-    """Builds one ``KeyVaultKeys`` per (vault, credential), sharing the per-vault limiter."""
+    """Builds one ``KeyVaultKeys`` per (vault, credential), sharing the per-vault limiter.
+
+    Every client sends through one HTTP session whose connector holds the one TLS context.
+    Given ``connection_verify`` as a path instead, azure-core would build a new context
+    per request, and aiohttp pools connections per context: every request would then
+    open a new TLS connection.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._limiters: dict[str, RateLimiter] = {}
         self._clients: dict[tuple[str, int], KeyClient] = {}
+        self._tls = tls_context(settings.ca_bundle)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _transport(self) -> AioHttpTransport:
+        if self._session is None:
+            # As azure-core configures its own sessions: proxies from the environment,
+            # no cookies, bodies left as the service sent them.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._tls),
+                trust_env=True,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+            )
+        return AioHttpTransport(session=self._session, session_owner=False)
 
     def _client_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
             "verify_challenge_resource": self._settings.verify_challenge_resource,
+            "transport": self._transport(),
         }
-        if self._settings.ca_bundle:
-            options["connection_verify"] = self._settings.ca_bundle
         if self._settings.keyvault_api_version:
             options["api_version"] = self._settings.keyvault_api_version
         return options
@@ -143,3 +175,6 @@ class KeyVaultClients:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
