@@ -12,8 +12,10 @@ import pytest
 from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api.keybackup import KeyBackupRef
 from tests.harness.controlplane import ControlPlane, free_port
+from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, start_operator
-from tests.integration.conftest import Cluster, store_snapshot
+from tests.integration.conftest import Cluster, VaultUnderTest, store_snapshot
+from tests.integration.objects import key_results, keybackup, keyrestore
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +27,24 @@ def own_namespace(control_plane: ControlPlane) -> Cluster:
     return Cluster(control_plane, name)
 
 
-def _operator(cluster: Cluster, log: Path) -> OperatorProcess:
+def _operator(
+    cluster: Cluster, log: Path, lowkey: Lowkey | None = None, **settings: str
+) -> OperatorProcess:
     return start_operator(
-        cluster.plane.kubeconfig, log, {"KVBACKUP_WATCH_NAMESPACES": cluster.namespace}
+        cluster.plane.kubeconfig,
+        log,
+        {
+            "KVBACKUP_WATCH_NAMESPACES": cluster.namespace,
+            **(lowkey.operator_env() if lowkey else {}),
+            **settings,
+        },
     )
+
+
+def _secrets(cluster: Cluster, selector: str) -> list[str]:
+    return cluster.plane.kubectl(
+        "get", "secrets", "-n", cluster.namespace, "-l", selector, "-o", "name"
+    ).stdout.split()
 
 
 def _started(cluster: Cluster, name: str, reason: str) -> list[str]:
@@ -130,3 +146,70 @@ async def test_a_finished_keyrestore_is_not_run_again_after_a_crash(
         assert len(_started(cluster, "once", "RestoreStarted")) == 1
     finally:
         restarted.stop()
+
+
+KEYS = [f"key-{index:03d}" for index in range(200)]
+#: Slow enough (Key Vault calls per second) for the kill to land in the middle of a run.
+SLOW = "25"
+
+
+def test_a_200_key_backup_killed_midway_completes_into_one_snapshot_after_restart(
+    own_namespace: Cluster, vault: VaultUnderTest, lowkey: Lowkey, tmp_path: Path
+) -> None:
+    cluster = own_namespace
+    vault.create_ec_keys(KEYS)
+    operator = _operator(cluster, tmp_path / "first.log", lowkey, KVBACKUP_VAULT_RATE_LIMIT=SLOW)
+    try:
+        cluster.apply(keybackup("big", vault.url))
+        cluster.wait_until(
+            "some keys are stored",
+            lambda: len(_secrets(cluster, "kvbackup.io/keybackup=big")) >= 20,
+        )
+        snapshot_id = cluster.status("keybackup", "big")["activeRun"]["snapshotId"]
+    finally:
+        operator.kill()
+    assert len(_secrets(cluster, "kvbackup.io/keybackup=big")) < len(KEYS)
+
+    restarted = _operator(cluster, tmp_path / "second.log", lowkey)
+    try:
+        status = cluster.wait_for_phase("keybackup", "big", "Succeeded")
+    finally:
+        restarted.stop()
+    assert status["lastSnapshot"]["id"] == snapshot_id
+    assert status["lastRun"]["keysSucceeded"] == len(KEYS)
+    assert len(_secrets(cluster, "kvbackup.io/keybackup=big,kvbackup.io/role=manifest")) == 1
+    assert len(_secrets(cluster, "kvbackup.io/keybackup=big,kvbackup.io/role=artifact")) == len(
+        KEYS
+    )
+
+
+def test_a_200_key_restore_killed_midway_restores_every_key_exactly_once_after_restart(
+    own_namespace: Cluster, vault: VaultUnderTest, lowkey: Lowkey, tmp_path: Path
+) -> None:
+    cluster = own_namespace
+    vault.create_ec_keys(KEYS)
+    backup = _operator(cluster, tmp_path / "backup.log", lowkey)
+    try:
+        cluster.apply(keybackup("big", vault.url))
+        cluster.wait_for_phase("keybackup", "big", "Succeeded")
+    finally:
+        backup.stop()
+    for name in KEYS:
+        vault.delete_and_purge(name)
+
+    operator = _operator(cluster, tmp_path / "first.log", lowkey, KVBACKUP_VAULT_RATE_LIMIT=SLOW)
+    try:
+        cluster.apply(keyrestore("all-back", vault.url, keybackup="big", onConflict="Fail"))
+        cluster.wait_until("some keys are back", lambda: len(vault.key_names()) >= 20)
+    finally:
+        operator.kill()
+    assert len(vault.key_names()) < len(KEYS)
+
+    restarted = _operator(cluster, tmp_path / "second.log", lowkey)
+    try:
+        status = cluster.wait_for_phase("keyrestore", "all-back", "Succeeded")
+    finally:
+        restarted.stop()
+    assert status["counts"] == {"restored": len(KEYS), "recovered": 0, "skipped": 0, "failed": 0}
+    assert set(key_results(status).values()) == {"Restored"}
+    assert vault.key_names() == set(KEYS)

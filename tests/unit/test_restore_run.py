@@ -147,3 +147,44 @@ async def test_a_key_not_in_the_snapshot_fails_without_touching_the_vault() -> N
     ]
     assert "unknown" not in target.names_touched()
     assert target.state_of("unknown") is KeyState.SOFT_DELETED
+
+
+async def test_a_resumed_restore_reports_a_key_its_interrupted_attempt_restored_as_restored() -> (
+    None
+):
+    store, target = InMemoryStore(), InMemoryVault()
+    manifest = await take_snapshot(store, SIGNING, ENCRYPTION)
+    target.add("signing", versions=("s1", "s2"))  # brought back before the crash
+
+    report = await run_restore(
+        restore_spec(on_conflict=OnConflict.FAIL), opened(store, manifest), target, resumed=True
+    )
+
+    assert report.phase is Phase.SUCCEEDED
+    assert [(o.name, o.result, o.versions) for o in report.keys] == [
+        ("signing", KeyResult.RESTORED, ("s1", "s2")),
+        ("encryption", KeyResult.RESTORED, ("e1",)),
+    ]
+    assert ("restore_key", "signing") not in target.calls
+
+
+async def test_a_resumed_restore_still_refuses_an_active_key_whose_versions_differ() -> None:
+    store, target = InMemoryStore(), InMemoryVault()
+    manifest = await take_snapshot(store, SIGNING)
+    target.add("signing", versions=("s1", "s2", "s3"))
+
+    report = await run_restore(
+        restore_spec(on_conflict=OnConflict.FAIL), opened(store, manifest), target, resumed=True
+    )
+
+    assert results(report.keys) == [("signing", KeyResult.FAILED, "KeyExists")]
+
+
+async def test_a_first_attempt_skips_an_active_key_even_with_the_snapshots_versions() -> None:
+    store, target = InMemoryStore(), InMemoryVault()
+    manifest = await take_snapshot(store, SIGNING)
+    target.add("signing", versions=("s1", "s2"))
+
+    report = await run_restore(restore_spec(), opened(store, manifest), target)
+
+    assert results(report.keys) == [("signing", KeyResult.SKIPPED, "KeyExists")]

@@ -98,6 +98,25 @@ def test_a_finished_restore_is_ready_only_when_it_succeeded(
     assert document["counts"]["failed"] == len(outcomes) - 1
 
 
+def test_a_restore_started_again_for_the_same_generation_resumes_its_interrupted_attempt() -> None:
+    first = status.restore_started({}, 2, MOMENT)
+    assert not status.restore_resumes({}, 2)
+    assert first["activeRun"] == {"generation": 2, "startTime": timestamp(MOMENT)}
+
+    assert status.restore_resumes(first, 2)
+    assert not status.restore_resumes(first, 3)  # a new spec starts afresh
+    again = status.restore_started(first, 2, LATER)
+    assert again["activeRun"]["startTime"] == timestamp(MOMENT)
+
+
+def test_a_finished_restore_has_no_attempt_left_to_resume() -> None:
+    started = status.restore_started({}, 2, MOMENT)
+    finished = status.restore_finished(started, restore_report(RESTORED), "nightly", 2, 100)
+
+    assert finished["activeRun"] is None
+    assert not status.restore_resumes(started | finished, 2)
+
+
 def test_a_backup_that_kept_nothing_reports_no_last_snapshot() -> None:
     document = status.backup_finished({}, backup_report(LOST), BY_GENERATION, 100, None)
 

@@ -196,12 +196,21 @@ def backup_given_up(
     return run_failed(existing, error, request.generation, moment, None) | _request_fields(request)
 
 
+def restore_resumes(existing: Mapping[str, Any], generation: int) -> bool:
+    """Whether an earlier attempt at this generation started and did not finish."""
+    return bool((existing.get("activeRun") or {}).get("generation") == generation)
+
+
 def restore_started(
     existing: Mapping[str, Any], generation: int, moment: datetime.datetime
 ) -> dict[str, Any]:
+    started = timestamp(moment)
+    if restore_resumes(existing, generation):
+        started = existing["activeRun"].get("startTime", started)
     return {
         "phase": Phase.RUNNING.value,
-        "startTime": timestamp(moment),
+        "startTime": started,
+        "activeRun": {"generation": generation, "startTime": started},
         "conditions": _conditions(
             existing, Condition(READY, False, "Running", "restoring keys", generation), moment
         ),
@@ -228,6 +237,7 @@ def restore_finished(
     return {
         "phase": phase.value,
         "observedGeneration": generation,
+        "activeRun": None,
         "startTime": timestamp(report.start_time),
         "completionTime": timestamp(moment),
         "source": {"keyBackup": keybackup, "snapshotId": report.snapshot_id},

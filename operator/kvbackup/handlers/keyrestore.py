@@ -37,6 +37,7 @@ async def restore_keys(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -
 
     try:
         spec = parse_spec(body.spec)
+        resumed = status.restore_resumes(existing, generation)
         await write(status.restore_started(existing, generation, now()))
         async with runtime.opened_snapshot(namespace, spec.source) as snapshot:
             manifest = snapshot.manifest
@@ -46,12 +47,12 @@ async def restore_keys(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -
                 message=f"restoring from snapshot {manifest.snapshot_id}",
             )
             async with runtime.vault(namespace, spec.vault_url, spec.credentials_secret) as vault:
-                report = await run_restore(spec, snapshot, vault)
+                report = await run_restore(spec, snapshot, vault, resumed=resumed)
     except KvBackupError as error:
         delay = retry_delay(error, retry, runtime.settings)
         failed = status.run_failed(existing, error, generation, now(), delay)
         if delay is None:
-            failed["observedGeneration"] = generation
+            failed |= {"observedGeneration": generation, "activeRun": None}
         await write(failed)
         kopf.warn(body, reason=error.reason, message=error.message)
         raise as_kopf_error(error, delay) from error

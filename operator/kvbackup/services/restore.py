@@ -17,6 +17,7 @@ from kvbackup.services.workers import for_each_key
 
 
 class Action(StrEnum):
+    ALREADY_RESTORED = "AlreadyRestored"
     RESTORE = "Restore"
     RECOVER = "Recover"
     PURGE_AND_RESTORE = "PurgeAndRestore"
@@ -31,8 +32,21 @@ class Decision:
     message: str = ""
 
 
-def decide(spec: KeyRestoreSpec, name: str, state: KeyState) -> Decision:
-    """What to do with one key, given its state in the target vault."""
+def decide(
+    spec: KeyRestoreSpec, name: str, state: KeyState, *, restored_earlier: bool = False
+) -> Decision:
+    """What to do with one key, given its state in the target vault.
+
+    ``restored_earlier``: the key is active with exactly the snapshot's versions while an
+    interrupted attempt of this same restore is being resumed, so that attempt brought it
+    back; it is neither a conflict nor to be done again.
+    """
+    if state is KeyState.ACTIVE and restored_earlier:
+        return Decision(
+            Action.ALREADY_RESTORED,
+            "Restored",
+            "an interrupted attempt of this restore brought it back with the snapshot's versions",
+        )
     if state is KeyState.ACTIVE:
         if spec.on_conflict is OnConflict.SKIP:
             return Decision(Action.SKIP, "KeyExists", f"key {name} is active; onConflict is Skip")
@@ -95,8 +109,9 @@ class RestoreReport:
 
 
 async def run_restore(
-    spec: KeyRestoreSpec, snapshot: OpenedSnapshot, vault: VaultKeys
+    spec: KeyRestoreSpec, snapshot: OpenedSnapshot, vault: VaultKeys, *, resumed: bool = False
 ) -> RestoreReport:
+    """Bring back every chosen key; ``resumed`` when an earlier attempt was interrupted."""
     start = now()
     manifest = snapshot.manifest
     names = list(spec.keys) if spec.keys else [artifact.name for artifact in manifest.keys]
@@ -108,8 +123,22 @@ async def run_restore(
         return data
 
     async def bring_back(name: str) -> KeyOutcome:
-        manifest.artifact(name)  # a key the snapshot lacks fails before the vault is touched
-        decision = decide(spec, name, await vault.key_state(name))
+        artifact = manifest.artifact(name)  # a key the snapshot lacks fails before the vault
+        state = await vault.key_state(name)
+        restored_earlier = (
+            resumed
+            and state is KeyState.ACTIVE
+            and set(await vault.list_versions(name)) == set(artifact.versions)
+        )
+        decision = decide(spec, name, state, restored_earlier=restored_earlier)
+        if decision.action is Action.ALREADY_RESTORED:
+            return KeyOutcome(
+                name,
+                KeyResult.RESTORED,
+                artifact.versions,
+                reason=decision.reason,
+                message=decision.message,
+            )
         if decision.action is Action.SKIP:
             return KeyOutcome(
                 name, KeyResult.SKIPPED, reason=decision.reason, message=decision.message
