@@ -1,0 +1,125 @@
+"""Scheduled KeyBackups against a real vault: successive complete snapshots, bounded history."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from azure.storage.blob.aio import ContainerClient
+
+from kvbackup.adapters.blob_store import BlobSnapshotStore
+from tests.harness.azurite import Azurite
+from tests.harness.operator import OperatorProcess
+from tests.integration.conftest import Cluster, VaultUnderTest
+from tests.integration.objects import keybackup
+from tests.integration.test_disaster_recovery import storage_secret
+
+pytestmark = pytest.mark.integration
+
+
+def run_four_times_then_suspend(cluster: Cluster, name: str) -> dict[str, object]:
+    cluster.wait_until(
+        "four scheduled runs succeeded",
+        lambda: cluster.event_count(name, "BackupSucceeded") >= 4,
+        timeout=120,
+    )
+    cluster.plane.kubectl(
+        "patch",
+        "kb",
+        name,
+        "-n",
+        cluster.namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"suspend": true}}',
+    )
+    # A run already under way finishes and applies retention; then nothing moves.
+    cluster.wait_until(
+        "no run is in progress",
+        lambda: not cluster.status("keybackup", name).get("activeRun"),
+        timeout=60,
+    )
+    status = cluster.status("keybackup", name)
+    assert status["phase"] == "Succeeded"
+    return status
+
+
+def test_a_schedule_with_keep_last_two_keeps_exactly_the_two_newest_secret_snapshots(
+    operator: OperatorProcess, cluster: Cluster, vault: VaultUnderTest
+) -> None:
+    vault.create_rsa_key("signing", versions=2)
+    cluster.apply(
+        keybackup(
+            "often", vault.url, keys=["signing"], schedule="@every 3s", retention={"keepLast": 2}
+        )
+    )
+    status = run_four_times_then_suspend(cluster, "often")
+
+    manifests = json.loads(
+        cluster.plane.kubectl(
+            "get",
+            "secrets",
+            "-n",
+            cluster.namespace,
+            "-l",
+            "kvbackup.io/keybackup=often,kvbackup.io/role=manifest",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
+    stored = sorted(item["metadata"]["labels"]["kvbackup.io/snapshot"] for item in manifests)
+    assert len(stored) == 2
+    listed = status["snapshots"]
+    assert isinstance(listed, list)
+    assert sorted(entry["id"] for entry in listed) == stored
+    assert all(entry["keys"] == 1 for entry in listed)
+    artifacts = cluster.plane.kubectl(
+        "get",
+        "secrets",
+        "-n",
+        cluster.namespace,
+        "-l",
+        "kvbackup.io/keybackup=often,kvbackup.io/role=artifact",
+        "-o",
+        "name",
+    ).stdout.split()
+    assert len(artifacts) == 2  # one key in each of the two kept snapshots
+
+
+async def test_a_schedule_with_keep_last_two_keeps_exactly_the_two_newest_blob_snapshots(
+    operator: OperatorProcess,
+    cluster: Cluster,
+    vault: VaultUnderTest,
+    azurite: Azurite,
+    blob_store: BlobSnapshotStore,
+    container: ContainerClient,
+) -> None:
+    vault.create_rsa_key("signing", versions=2)
+    storage_secret(cluster, azurite)
+    destination = {
+        "blob": {
+            "accountUrl": azurite.blob_endpoint,
+            "container": container.container_name,
+            "prefix": "backups",
+            "credentials": {"name": "storage"},
+        }
+    }
+    cluster.apply(
+        keybackup(
+            "often",
+            vault.url,
+            keys=["signing"],
+            schedule="@every 3s",
+            retention={"keepLast": 2},
+            destination=destination,
+        )
+    )
+    status = run_four_times_then_suspend(cluster, "often")
+
+    stored = await blob_store.list_stored(cluster.namespace, "often")
+    assert [snapshot.complete for snapshot in stored] == [True, True]
+    listed = status["snapshots"]
+    assert isinstance(listed, list)
+    assert sorted(entry["id"] for entry in listed) == sorted(s.snapshot_id for s in stored)
+    for manifest in await blob_store.list_snapshots(cluster.namespace, "often"):
+        assert [artifact.name for artifact in manifest.keys] == ["signing"]
