@@ -22,8 +22,10 @@ import yaml
 
 from kvbackup.config import Settings
 from tests.harness.controlplane import REPO, ControlPlane, free_port
+from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, start_operator
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import Cluster, VaultUnderTest
+from tests.integration.objects import keybackup, keyrestore
 
 pytestmark = pytest.mark.integration
 
@@ -127,8 +129,9 @@ def service_account_kubeconfig(
     return path
 
 
-def operator_env(documents: list[dict[str, Any]]) -> dict[str, str]:
-    """The chart's settings, except those the harness sets for fast, local runs."""
+def operator_env(documents: list[dict[str, Any]], lowkey: Lowkey) -> dict[str, str]:
+    """The chart's settings, except those the harness sets for fast, local runs, plus what
+    reaching the Key Vault emulator takes."""
     env = deployment_env(documents)
     for name in (
         "KVBACKUP_HEALTH_PORT",
@@ -136,7 +139,7 @@ def operator_env(documents: list[dict[str, Any]]) -> dict[str, str]:
         "KVBACKUP_RETRY_MAX_SECONDS",
     ):
         env.pop(name)
-    return env
+    return env | lowkey.operator_env()
 
 
 def forbidden_lines(log: str) -> list[str]:
@@ -161,10 +164,14 @@ def _keyrestore(name: str, keybackup: str) -> str:
 
 
 def prove_the_operator_works(
-    start: Callable[[], OperatorProcess], cluster: Cluster, outside: Cluster | None = None
+    start: Callable[[], OperatorProcess],
+    cluster: Cluster,
+    vault: VaultUnderTest,
+    outside: Cluster | None = None,
 ) -> OperatorProcess:
-    """A failing backup and a failing restore in ``cluster``, reported by the operator that
-    ``start`` starts; an object in ``outside`` stays untouched."""
+    """In ``cluster``, by the operator that ``start`` starts: a failing backup and a failing
+    restore reported, and the disaster-recovery round trip against ``vault``; an object in
+    ``outside`` stays untouched."""
     cluster.apply(_keybackup("unreachable"))
     cluster.apply(_keyrestore("from-nothing", "gone"))
     if outside is not None:
@@ -190,6 +197,15 @@ def prove_the_operator_works(
     reasons = {event["reason"] for event in cluster.events_for("unreachable")}
     assert "VaultUnreachable" in reasons, reasons
     assert "SourceNotFound: no complete snapshot of KeyBackup gone" in operator.log()
+
+    originals = vault.create_rsa_key("signing", versions=3)
+    cluster.apply(keybackup("round-trip", vault.url, keys=["signing"]))
+    cluster.wait_for_phase("keybackup", "round-trip", "Succeeded")
+    vault.delete_and_purge("signing")
+    cluster.apply(keyrestore("round-trip", vault.url, keybackup="round-trip"))
+    cluster.wait_for_phase("keyrestore", "round-trip", "Succeeded")
+    assert vault.version_ids("signing") == originals
+
     if outside is not None:
         assert outside.status("keybackup", "not-mine") == {}
         assert outside.events_for("not-mine") == []
@@ -495,6 +511,8 @@ def test_the_cluster_wide_operator_works_under_the_charts_rbac_without_forbidden
     control_plane: ControlPlane,
     namespace: str,
     operators: list[OperatorProcess],
+    lowkey: Lowkey,
+    vault: VaultUnderTest,
     tmp_path: Path,
 ) -> None:
     release = unique_release()
@@ -505,11 +523,15 @@ def test_the_cluster_wide_operator_works_under_the_charts_rbac_without_forbidden
     )
 
     def start() -> OperatorProcess:
-        operator = start_operator(kubeconfig, tmp_path / "operator.log", operator_env(documents))
+        operator = start_operator(
+            kubeconfig, tmp_path / "operator.log", operator_env(documents, lowkey)
+        )
         operators.append(operator)
         return operator
 
-    operator = prove_the_operator_works(start, Cluster(control_plane, own_namespace(control_plane)))
+    operator = prove_the_operator_works(
+        start, Cluster(control_plane, own_namespace(control_plane)), vault
+    )
 
     operator.stop()
     assert forbidden_lines(operator.log()) == []
@@ -520,6 +542,8 @@ def test_a_namespaced_operator_works_in_its_namespaces_and_cannot_read_secrets_e
     control_plane: ControlPlane,
     namespace: str,
     operators: list[OperatorProcess],
+    lowkey: Lowkey,
+    vault: VaultUnderTest,
     tmp_path: Path,
 ) -> None:
     release = unique_release()
@@ -564,13 +588,15 @@ def test_a_namespaced_operator_works_in_its_namespaces_and_cannot_read_secrets_e
     assert "cannot list resource" in as_operator.stderr
 
     def start() -> OperatorProcess:
-        operator = start_operator(kubeconfig, tmp_path / "operator.log", operator_env(documents))
+        operator = start_operator(
+            kubeconfig, tmp_path / "operator.log", operator_env(documents, lowkey)
+        )
         operators.append(operator)
         return operator
 
     # It works in team-a; an object in team-b, which it does not watch, is left alone.
     operator = prove_the_operator_works(
-        start, Cluster(control_plane, team_a), outside=Cluster(control_plane, team_b)
+        start, Cluster(control_plane, team_a), vault, outside=Cluster(control_plane, team_b)
     )
 
     operator.stop()
