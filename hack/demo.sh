@@ -1,63 +1,82 @@
 #!/usr/bin/env bash
-# `make demo`: a local control plane, the CRDs, the operator, and the example objects.
-# `make demo-down`: stops what this started.
+# `make demo`: a local control plane, Lowkey Vault (a Key Vault emulator), the CRDs and the
+# operator; then the worked example of the README: back up two keys, lose one for good,
+# bring it back.
+# `make demo-down`: stops everything this started, last started first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command="${1:?usage: demo.sh up|down DIR}"
 dir="$(mkdir -p "${2:?usage: demo.sh up|down DIR}" && cd "$2" && pwd)"
 python=".venv/bin/python"
-kubectl="$(bash hack/build-control-plane.sh)/kubectl"
 export KUBECONFIG="$dir/control-plane/kubeconfig"
+namespace=payments
 
 down() {
-  if [ -f "$dir/operator.pid" ]; then
-    kill "$(cat "$dir/operator.pid")" 2>/dev/null || true
-    rm -f "$dir/operator.pid"
-  fi
+  "$python" -m tests.harness.processes stop "$dir/operator.pid"
+  "$python" -m tests.harness.lowkey down "$dir/lowkey"
   "$python" -m tests.harness.controlplane down "$dir/control-plane"
   echo "demo stopped"
 }
 
+vault() {  # the plain Azure SDK against the emulator: create, delete-and-purge, versions
+  "$python" -m tests.harness.vault "$LOWKEY_VAULT_URL" "$KVBACKUP_CA_BUNDLE" "$@"
+}
+
+example() {  # an example manifest, pointed at the emulator instead of Azure
+  sed "s#https://payments-prod.vault.azure.net#$LOWKEY_VAULT_URL#" "examples/$1"
+}
+
 up() {
   down >/dev/null 2>&1 || true
-  rm -rf "$dir/control-plane"  # a fresh cluster each time
-  echo "== starting etcd and kube-apiserver (RBAC on) and installing the CRDs"
+  rm -rf "$dir/control-plane" "$dir/lowkey"  # a fresh cluster and vault each time
+
+  echo "== etcd and kube-apiserver (RBAC on), and the CRDs"
   "$python" -m tests.harness.controlplane up "$dir/control-plane" >/dev/null
+  mkdir -p "$dir/bin"
+  ln -sf "$(bash hack/build-control-plane.sh)/kubectl" "$dir/bin/kubectl"
+  export PATH="$dir/bin:$PATH"
 
-  echo "== Key Vault emulator"
-  vault_url="https://127.0.0.1:8443"
-  if jar="$(bash hack/fetch-lowkey-vault.sh)"; then
-    echo "Lowkey Vault jar: $jar"
-  else
-    echo "Lowkey Vault is not available on this machine (see above); the demo shows how the"
-    echo "operator reports a vault it cannot reach instead of a completed backup."
-  fi
+  echo "== Lowkey Vault, the Key Vault emulator"
+  "$python" -m tests.harness.lowkey up "$dir/lowkey" >/dev/null
+  set -a
+  # shellcheck disable=SC1091
+  source "$dir/lowkey/lowkey.env"
+  set +a
+  echo "vault: $LOWKEY_VAULT_URL"
 
-  echo "== starting the operator (log: $dir/operator.log)"
-  # Keep azure-identity's managed-identity probe on loopback: no traffic leaves the machine.
-  AZURE_TOKEN_CREDENTIALS=ManagedIdentityCredential \
-  IDENTITY_ENDPOINT="http://127.0.0.1:8080/metadata/identity/oauth2/token" IDENTITY_HEADER=demo \
+  echo "== the operator (log: $dir/operator.log)"
   KVBACKUP_HEALTH_PORT=0 KVBACKUP_RETRY_BASE_SECONDS=5 \
     nohup "$python" -m kvbackup >"$dir/operator.log" 2>&1 &
   echo $! >"$dir/operator.pid"
 
-  echo "== applying examples/keybackup.yaml and examples/keyrestore.yaml in namespace demo"
-  "$kubectl" create namespace demo --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
-  for example in examples/keybackup.yaml examples/keyrestore.yaml; do
-    sed "s#https://payments-prod.vault.azure.net#$vault_url#" "$example" \
-      | "$kubectl" apply -n demo -f -
-  done
-  sleep 20
-  echo "== kubectl get kb,kr -n demo"
-  "$kubectl" get kb,kr -n demo
-  echo "== Ready conditions"
-  "$kubectl" get kb,kr -n demo \
-    -o jsonpath='{range .items[*]}{.kind}/{.metadata.name}: {.status.conditions[?(@.type=="Ready")].reason}: {.status.conditions[?(@.type=="Ready")].message}{"\n"}{end}'
-  echo "== events"
-  "$kubectl" get events -n demo --sort-by=.lastTimestamp | tail -5
+  echo "== two keys in the vault: card-signing (3 versions) and token-wrapping"
+  originals="$(vault create card-signing 3)"
+  vault create token-wrapping 1 >/dev/null
+
+  echo "== kubectl apply -f examples/keybackup.yaml, and wait until it is Ready"
+  kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  example keybackup.yaml | kubectl apply -f -
+  kubectl wait --for=condition=Ready kb/payments-keys -n "$namespace" --timeout=120s
+
+  echo "== disaster: card-signing is deleted and purged"
+  vault delete-and-purge card-signing
+
+  echo "== kubectl apply -f examples/keyrestore.yaml, and wait until it is Ready"
+  example keyrestore.yaml | kubectl apply -f -
+  kubectl wait --for=condition=Ready kr/payments-keys-restore -n "$namespace" --timeout=120s
+
+  echo "== kubectl get kb,kr -n $namespace"
+  kubectl get kb,kr -n "$namespace"
+  echo "== per-key results of the restore"
+  kubectl get kr payments-keys-restore -n "$namespace" \
+    -o jsonpath='{range .status.keys[*]}{.name}: {.result} {.reason}{"\n"}{end}'
+  echo "== card-signing's versions"
+  echo "before: $originals"
+  echo "after:  $(vault versions card-signing)"
   echo
-  echo "KUBECONFIG=$KUBECONFIG $kubectl get kb,kr -n demo   # look around"
-  echo "make demo-down                                        # stop everything"
+  echo "Look around:  export KUBECONFIG=$KUBECONFIG PATH=$dir/bin:\$PATH"
+  echo "              kubectl get kb,kr,secrets -n $namespace"
+  echo "Stop it all:  make demo-down"
 }
 
 "$command"

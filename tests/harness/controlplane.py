@@ -11,8 +11,6 @@ Run ``python -m tests.harness.controlplane up DIR`` to start one and leave it ru
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import socket
 import ssl
@@ -22,6 +20,8 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.harness.processes import stop_recorded
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -274,12 +274,8 @@ def main(argv: list[str]) -> None:
         install_crds(plane)
         print(plane.kubeconfig)
     elif command == "down":
-        pids = workdir / "pids"
-        if pids.exists():
-            for pid in pids.read_text().split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGTERM)
-            pids.unlink()
+        # The API server first: stopped after etcd, it would hang on the dead etcd.
+        stop_recorded(workdir / "pids")
     else:
         raise SystemExit(f"usage: {argv[0]} up|down DIR")
 

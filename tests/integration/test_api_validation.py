@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.controlplane import ControlPlane
+from tests.harness.controlplane import REPO, ControlPlane
 from tests.integration.conftest import Cluster
 
 pytestmark = pytest.mark.integration
@@ -15,6 +15,9 @@ pytestmark = pytest.mark.integration
 VAULT = "https://myvault.vault.azure.net"
 VALID_BACKUP_SPEC: dict[str, Any] = {"vaultUrl": VAULT, "keys": {"names": ["app-key"]}}
 VALID_RESTORE_SPEC: dict[str, Any] = {"vaultUrl": VAULT, "source": {"keyBackupRef": {"name": "kb"}}}
+PAYMENTS_NAMESPACE = json.dumps(
+    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments"}}
+)
 
 
 def _object(kind: str, spec: dict[str, Any], name: str) -> str:
@@ -170,3 +173,15 @@ def test_kubectl_lists_keybackups_by_short_name_and_category_with_their_columns(
     assert {"READY", "SUCCESS", "AGE"} <= set(header)
     by_category = cluster.plane.kubectl("get", "kvbackup", "-n", cluster.namespace).stdout
     assert "keybackup.kvbackup.io/kb" in by_category
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (REPO / "examples").glob("*.yaml")))
+def test_every_example_is_accepted_by_the_api_server_as_written(
+    control_plane: ControlPlane, example: str
+) -> None:
+    # Some examples name their namespace; it exists on a user's cluster, as here.
+    control_plane.kubectl("apply", "-f", "-", input=PAYMENTS_NAMESPACE)
+    result = control_plane.kubectl(
+        "apply", "--dry-run=server", "-f", str(REPO / "examples" / example)
+    )
+    assert "(server dry run)" in result.stdout
