@@ -162,6 +162,14 @@ class Cluster:
         status: dict[str, Any] = self.get(kind, name).get("status") or {}
         return status
 
+    def secrets(self, selector: str) -> list[dict[str, Any]]:
+        """The Secrets in this namespace that a label selector finds, as kubectl lists them."""
+        out = self.plane.kubectl(
+            "get", "secrets", "-n", self.namespace, "-l", selector, "-o", "json"
+        )
+        items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
+        return items
+
     def events_for(self, name: str) -> list[dict[str, Any]]:
         out = self.plane.kubectl(
             "get",

@@ -41,12 +41,6 @@ def _operator(
     )
 
 
-def _secrets(cluster: Cluster, selector: str) -> list[str]:
-    return cluster.plane.kubectl(
-        "get", "secrets", "-n", cluster.namespace, "-l", selector, "-o", "name"
-    ).stdout.split()
-
-
 def _started(cluster: Cluster, name: str, reason: str) -> list[str]:
     """One message per occurrence (Events of the same message are counted, not repeated)."""
     return [
@@ -163,12 +157,12 @@ def test_a_200_key_backup_killed_midway_completes_into_one_snapshot_after_restar
         cluster.apply(keybackup("big", vault.url))
         cluster.wait_until(
             "some keys are stored",
-            lambda: len(_secrets(cluster, "kvbackup.io/keybackup=big")) >= 20,
+            lambda: len(cluster.secrets("kvbackup.io/keybackup=big")) >= 20,
         )
         snapshot_id = cluster.status("keybackup", "big")["activeRun"]["snapshotId"]
     finally:
         operator.kill()
-    assert len(_secrets(cluster, "kvbackup.io/keybackup=big")) < len(KEYS)
+    assert len(cluster.secrets("kvbackup.io/keybackup=big")) < len(KEYS)
 
     restarted = _operator(cluster, tmp_path / "second.log", lowkey)
     try:
@@ -177,10 +171,8 @@ def test_a_200_key_backup_killed_midway_completes_into_one_snapshot_after_restar
         restarted.stop()
     assert status["lastSnapshot"]["id"] == snapshot_id
     assert status["lastRun"]["keysSucceeded"] == len(KEYS)
-    assert len(_secrets(cluster, "kvbackup.io/keybackup=big,kvbackup.io/role=manifest")) == 1
-    assert len(_secrets(cluster, "kvbackup.io/keybackup=big,kvbackup.io/role=artifact")) == len(
-        KEYS
-    )
+    assert len(cluster.secrets("kvbackup.io/keybackup=big,kvbackup.io/role=manifest")) == 1
+    assert len(cluster.secrets("kvbackup.io/keybackup=big,kvbackup.io/role=artifact")) == len(KEYS)
 
 
 def test_a_200_key_restore_killed_midway_restores_every_key_exactly_once_after_restart(

@@ -126,18 +126,7 @@ def test_an_altered_artifact_is_refused_by_its_checksum_and_the_other_keys_are_r
     versions = backed_up(cluster, vault, "signing", "wrapping")
     for name in versions:
         vault.delete_and_purge(name)
-    artifact = json.loads(
-        cluster.plane.kubectl(
-            "get",
-            "secrets",
-            "-n",
-            cluster.namespace,
-            "-l",
-            "kvbackup.io/keybackup=keys,kvbackup.io/role=artifact",
-            "-o",
-            "json",
-        ).stdout
-    )["items"]
+    artifact = cluster.secrets("kvbackup.io/keybackup=keys,kvbackup.io/role=artifact")
     tampered = next(
         s for s in artifact if s["metadata"]["annotations"]["kvbackup.io/key-name"] == "signing"
     )

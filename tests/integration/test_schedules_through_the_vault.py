@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from azure.storage.blob.aio import ContainerClient
 
@@ -55,34 +53,14 @@ def test_a_schedule_with_keep_last_two_keeps_exactly_the_two_newest_secret_snaps
     )
     status = run_four_times_then_suspend(cluster, "often")
 
-    manifests = json.loads(
-        cluster.plane.kubectl(
-            "get",
-            "secrets",
-            "-n",
-            cluster.namespace,
-            "-l",
-            "kvbackup.io/keybackup=often,kvbackup.io/role=manifest",
-            "-o",
-            "json",
-        ).stdout
-    )["items"]
+    manifests = cluster.secrets("kvbackup.io/keybackup=often,kvbackup.io/role=manifest")
     stored = sorted(item["metadata"]["labels"]["kvbackup.io/snapshot"] for item in manifests)
     assert len(stored) == 2
     listed = status["snapshots"]
     assert isinstance(listed, list)
     assert sorted(entry["id"] for entry in listed) == stored
     assert all(entry["keys"] == 1 for entry in listed)
-    artifacts = cluster.plane.kubectl(
-        "get",
-        "secrets",
-        "-n",
-        cluster.namespace,
-        "-l",
-        "kvbackup.io/keybackup=often,kvbackup.io/role=artifact",
-        "-o",
-        "name",
-    ).stdout.split()
+    artifacts = cluster.secrets("kvbackup.io/keybackup=often,kvbackup.io/role=artifact")
     assert len(artifacts) == 2  # one key in each of the two kept snapshots
 
 
