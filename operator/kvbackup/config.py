@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from kvbackup.api.tenancy import ALLOW_ALL, IdentityRule, parse_rules
 from kvbackup.errors import InvalidSpecError
-from kvbackup.services.tenancy import ALLOW_ALL, IdentityRule, parse_rules
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -95,6 +96,10 @@ class Settings:
                 else ALLOW_ALL
             ),
         )
+
+    @property
+    def incomplete_snapshot_grace(self) -> datetime.timedelta:
+        return datetime.timedelta(seconds=self.incomplete_snapshot_grace_seconds)
 
     def retry_delay(self, attempt: int) -> float:
         """Exponential backoff for the ``attempt``-th consecutive temporary failure (from 0)."""

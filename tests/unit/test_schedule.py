@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from kvbackup.api.schedule import Schedule, parse_duration, parse_time_zone
 from kvbackup.errors import InvalidSpecError
-from kvbackup.services.schedule import Schedule, parse_duration, parse_time_zone
 from kvbackup.services.triggers import RunRequest, due_run
 
 UTC = datetime.UTC

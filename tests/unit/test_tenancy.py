@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from kvbackup.errors import InvalidSpecError
-from kvbackup.services.tenancy import ALLOW_ALL, blob_allowed, parse_rules, vault_allowed
+from kvbackup.api.tenancy import ALLOW_ALL, parse_rules
+from kvbackup.errors import InvalidSpecError, NotPermittedError
+from kvbackup.services.tenancy import (
+    blob_allowed,
+    require_blob_allowed,
+    require_vault_allowed,
+    vault_allowed,
+)
 
 RULES = parse_rules(
     '[{"namespaces": ["team-a"], "vaultUrls": ["https://team-a-*.vault.azure.net"],'
@@ -46,3 +52,15 @@ def test_without_rules_every_namespace_may_use_the_identity() -> None:
 def test_malformed_rules_are_refused_naming_the_setting(text: str) -> None:
     with pytest.raises(InvalidSpecError, match="KVBACKUP_DEFAULT_IDENTITY_RULES"):
         parse_rules(text, "KVBACKUP_DEFAULT_IDENTITY_RULES")
+
+
+def test_a_refusal_names_the_namespace_the_target_and_the_way_out() -> None:
+    with pytest.raises(NotPermittedError, match="namespace team-b may not use") as refused:
+        require_vault_allowed(RULES, "team-b", "https://team-a-prod.vault.azure.net")
+    assert refused.value.reason == "IdentityNotAllowed"
+    assert "credentials Secret" in refused.value.message
+    with pytest.raises(
+        NotPermittedError, match=r"https://backups\.blob\.core\.windows\.net/team-b"
+    ):
+        require_blob_allowed(RULES, "team-a", "https://backups.blob.core.windows.net", "team-b")
+    require_vault_allowed(RULES, "team-a", "https://team-a-prod.vault.azure.net")

@@ -10,8 +10,8 @@ from enum import StrEnum
 from typing import Any
 
 from kvbackup.api import BACKUP_NOW_ANNOTATION, fields
+from kvbackup.api.schedule import Schedule, parse_duration, parse_time_zone
 from kvbackup.errors import InvalidSpecError
-from kvbackup.services.schedule import Schedule, parse_duration, parse_time_zone
 
 
 @dataclass(frozen=True)

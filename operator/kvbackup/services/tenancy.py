@@ -1,4 +1,4 @@
-"""Which namespaces may use the operator's own Azure identity, and for which vaults.
+"""Whether a namespace may use the operator's own Azure identity for a vault or container.
 
 The operator's identity can reach vaults that a namespace's tenants cannot; without this
 rule, any namespace allowed to create a KeyBackup could read or write any such vault.
@@ -7,52 +7,10 @@ Objects that bring their own credentials are not subject to it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
-from kvbackup.errors import InvalidSpecError
-
-
-@dataclass(frozen=True)
-class IdentityRule:
-    """Namespaces matching ``namespaces`` may use the operator's identity for vaults
-    matching ``vault_urls`` and for blob containers (``<accountUrl>/<container>``) matching
-    ``blob_urls``."""
-
-    namespaces: tuple[str, ...]
-    vault_urls: tuple[str, ...]
-    blob_urls: tuple[str, ...] = ()
-
-    def allows(self, namespace: str, url: str, patterns: tuple[str, ...]) -> bool:
-        return any(fnmatchcase(namespace, pattern) for pattern in self.namespaces) and any(
-            fnmatchcase(url.lower().rstrip("/"), pattern.lower().rstrip("/"))
-            for pattern in patterns
-        )
-
-
-ALLOW_ALL = (IdentityRule(("*",), ("*",), ("*",)),)
-
-
-def parse_rules(text: str, source: str) -> tuple[IdentityRule, ...]:
-    """Rules as JSON: ``[{"namespaces": ["team-a"], "vaultUrls": [...], "blobUrls": [...]}]``."""
-    try:
-        document = json.loads(text)
-        if not isinstance(document, list):
-            raise ValueError("expected a list of rules")
-        return tuple(
-            IdentityRule(
-                namespaces=tuple(str(n) for n in rule["namespaces"]),
-                vault_urls=tuple(str(u) for u in rule.get("vaultUrls", [])),
-                blob_urls=tuple(str(u) for u in rule.get("blobUrls", [])),
-            )
-            for rule in document
-        )
-    except (ValueError, KeyError, TypeError) as error:
-        raise InvalidSpecError(
-            f"{source} must be a JSON list of {{namespaces: [...], vaultUrls: [...]}}: {error}"
-        ) from None
+from kvbackup.api.tenancy import IdentityRule
+from kvbackup.errors import NotPermittedError
 
 
 def vault_allowed(rules: Sequence[IdentityRule], namespace: str, vault_url: str) -> bool:
@@ -64,3 +22,24 @@ def blob_allowed(
 ) -> bool:
     url = f"{account_url.rstrip('/')}/{container}"
     return any(rule.allows(namespace, url, rule.blob_urls) for rule in rules)
+
+
+def require_vault_allowed(rules: Sequence[IdentityRule], namespace: str, vault_url: str) -> None:
+    if not vault_allowed(rules, namespace, vault_url):
+        raise NotPermittedError(
+            f"namespace {namespace} may not use the operator's identity for {vault_url}; "
+            "reference a credentials Secret, or ask a cluster admin to allow it",
+            reason="IdentityNotAllowed",
+        )
+
+
+def require_blob_allowed(
+    rules: Sequence[IdentityRule], namespace: str, account_url: str, container: str
+) -> None:
+    if not blob_allowed(rules, namespace, account_url, container):
+        raise NotPermittedError(
+            f"namespace {namespace} may not use the operator's identity for blob "
+            f"container {account_url}/{container}; reference a credentials Secret, or ask "
+            "a cluster admin to allow it",
+            reason="IdentityNotAllowed",
+        )

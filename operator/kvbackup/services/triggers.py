@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvbackup.api.conditions import timestamp
-from kvbackup.services.schedule import Schedule
+from kvbackup.api.keybackup import KeyBackupSpec, backup_now_token, parse_spec
+from kvbackup.api.schedule import Schedule
+from kvbackup.errors import InvalidSpecError
 from kvbackup.services.snapshot import new_snapshot_id
 
 
@@ -84,3 +86,57 @@ def snapshot_id_for(
     if request.resumes(active) and isinstance(snapshot_id, str) and snapshot_id:
         return snapshot_id
     return new_snapshot_id(moment)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a KeyBackup asks for at one moment."""
+
+    #: None when the spec is invalid: a run is still due once per generation, to report it.
+    spec: KeyBackupSpec | None
+    #: The run to start now, if any.
+    request: RunRequest | None
+    #: The next scheduled slot; None without a (running) schedule.
+    next_slot: datetime.datetime | None
+
+    def next_slot_after(self, request: RunRequest) -> datetime.datetime | None:
+        """The slot after the one ``request`` served; the next slot for other requests."""
+        schedule = self.spec.schedule if self.spec else None
+        if schedule is not None and request.slot is not None:
+            return schedule.next_slot(request.slot)
+        return self.next_slot
+
+    def seconds_to_next_slot(self, now: datetime.datetime) -> float | None:
+        return (self.next_slot - now).total_seconds() if self.next_slot else None
+
+
+def plan_run(
+    spec_document: Mapping[str, Any],
+    status: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    now: datetime.datetime,
+) -> Plan:
+    """What a KeyBackup with this spec, status and metadata asks for at ``now``."""
+    spec: KeyBackupSpec | None
+    try:
+        spec = parse_spec(spec_document)
+    except InvalidSpecError:
+        spec = None  # the run reports it; it is due once per generation like any run
+    generation = int(meta.get("generation") or 0)
+    created = parse_time(meta.get("creationTimestamp")) or now
+    trigger = backup_now_token(meta.get("annotations") or {})
+    schedule = spec.schedule if spec else None
+    suspended = spec.suspend if spec else False
+    request = due_run(
+        schedule=schedule,
+        suspended=suspended,
+        status=status,
+        generation=generation,
+        trigger=trigger,
+        created=created,
+        now=now,
+    )
+    next_slot = None
+    if schedule is not None and not suspended:
+        next_slot = schedule.next_slot(schedule_anchor(status, created))
+    return Plan(spec, request, next_slot)
