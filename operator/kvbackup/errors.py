@@ -1,8 +1,8 @@
 """The project's error taxonomy.
 
-Every adapter maps its SDK's exceptions to one of these classes; the handlers
-turn them into kopf's temporary or permanent errors in one place
-(``kvbackup.handlers.outcomes``). ``reason`` is a CamelCase word that ends up in
+Every adapter maps its SDK's exceptions to one of these classes; whether and when a
+failure is tried again is decided in one place (``kvbackup.presentation.verdicts``), and
+the handlers act on that verdict. ``reason`` is a CamelCase word that ends up in
 status conditions and Events, so users can match on it.
 """
 
@@ -99,3 +99,19 @@ class MissingReferenceError(KvBackupError):
 
     reason = "MissingReference"
     temporary = True
+
+
+class UnexpectedError(KvBackupError):
+    """An exception outside this taxonomy: a bug, or an exhausted resource (file handles,
+    memory). Temporary, so a long-lived object is not abandoned for good."""
+
+    reason = "InternalError"
+    temporary = True
+
+    #: Longest message kept from the original exception.
+    MESSAGE_LIMIT = 300
+
+    @classmethod
+    def wrapping(cls, error: BaseException) -> UnexpectedError:
+        text = f"{type(error).__name__}: {error}"
+        return cls(f"unexpected error: {text[: cls.MESSAGE_LIMIT]}")

@@ -1,10 +1,12 @@
-"""The shared clients, built once at start-up and closed at clean-up, and what they open."""
+"""The composition root: the shared clients, built once at start-up and closed at
+clean-up, and the vaults and stores they open for one object's namespace."""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -18,26 +20,27 @@ from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api import KEYBACKUP_PLURAL
 from kvbackup.api.fields import BlobContainer
 from kvbackup.api.keybackup import Destination, SecretDestination, parse_spec
-from kvbackup.api.keyrestore import BlobSnapshotSource, SnapshotSource
+from kvbackup.api.keyrestore import BlobSnapshotSource
 from kvbackup.config import Settings
-from kvbackup.errors import (
-    InvalidSpecError,
-    MissingReferenceError,
-    NotFoundError,
-    NotPermittedError,
-)
-from kvbackup.services.ports import SnapshotStore, VaultKeys
-from kvbackup.services.restore import OpenedSnapshot, choose_snapshot
-from kvbackup.services.tenancy import blob_allowed, vault_allowed
+from kvbackup.errors import InvalidSpecError, MissingReferenceError, NotFoundError
+from kvbackup.services.ports import Clock, OpenedSnapshot, SnapshotStore, VaultKeys
+from kvbackup.services.tenancy import require_blob_allowed, require_vault_allowed
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 @dataclass
 class Runtime:
+    """Implements the services' ``SnapshotStores`` port, and opens vaults."""
+
     settings: Settings
     kubernetes: KubernetesApi
     secret_store: SecretSnapshotStore
     vaults: KeyVaultClients
     default_credential: AsyncTokenCredential
+    clock: Clock = field(default=utc_now)
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -65,12 +68,7 @@ class Runtime:
     ) -> AsyncIterator[VaultKeys]:
         """The vault's keys under the object's own credentials, or the operator's identity."""
         if credentials_secret is None:
-            if not vault_allowed(self.settings.default_identity_rules, namespace, vault_url):
-                raise NotPermittedError(
-                    f"namespace {namespace} may not use the operator's identity for {vault_url}; "
-                    "reference a credentials Secret, or ask a cluster admin to allow it",
-                    reason="IdentityNotAllowed",
-                )
+            require_vault_allowed(self.settings.default_identity_rules, namespace, vault_url)
             yield self.vaults.keys(vault_url, self.default_credential)
             return
         data = await self._secret_data(namespace, credentials_secret)
@@ -86,14 +84,12 @@ class Runtime:
         self, namespace: str, container: BlobContainer
     ) -> AsyncIterator[ContainerClient]:
         if container.credentials_secret is None:
-            rules = self.settings.default_identity_rules
-            if not blob_allowed(rules, namespace, container.account_url, container.name):
-                raise NotPermittedError(
-                    f"namespace {namespace} may not use the operator's identity for blob "
-                    f"container {container.account_url}/{container.name}; reference a "
-                    "credentials Secret, or ask a cluster admin to allow it",
-                    reason="IdentityNotAllowed",
-                )
+            require_blob_allowed(
+                self.settings.default_identity_rules,
+                namespace,
+                container.account_url,
+                container.name,
+            )
             client = container_client(
                 container.account_url, container.name, credential=self.default_credential
             )
@@ -118,11 +114,19 @@ class Runtime:
         async with self._container(namespace, destination.container) as client:
             yield BlobSnapshotStore(client, destination.prefix)
 
-    async def _destination_of(self, namespace: str, keybackup: str) -> Destination:
-        """Where a KeyBackup keeps its snapshots; Secrets once the object is gone."""
+    @asynccontextmanager
+    async def snapshot_at_path(
+        self, namespace: str, source: BlobSnapshotSource
+    ) -> AsyncIterator[OpenedSnapshot]:
+        async with self._container(namespace, source.container) as client:
+            store = BlobSnapshotStore(client)
+            manifest = await store.read_manifest_at(source.path)
+            yield OpenedSnapshot(manifest, partial(store.read_artifact_at, source.path))
+
+    async def destination_of(self, namespace: str, keybackup: str) -> Destination | None:
         body = await self.kubernetes.read_custom_object(KEYBACKUP_PLURAL, namespace, keybackup)
         if body is None:
-            return SecretDestination()
+            return None
         try:
             return parse_spec(body.get("spec") or {}).destination
         except InvalidSpecError as error:
@@ -130,29 +134,6 @@ class Runtime:
                 f"KeyBackup {keybackup} is invalid, so its snapshots cannot be found: "
                 f"{error.message}"
             ) from None
-
-    @asynccontextmanager
-    async def opened_snapshot(
-        self, namespace: str, source: SnapshotSource | BlobSnapshotSource
-    ) -> AsyncIterator[OpenedSnapshot]:
-        """The snapshot a KeyRestore names, ready to be read."""
-        if isinstance(source, BlobSnapshotSource):
-            async with self._container(namespace, source.container) as client:
-                store = BlobSnapshotStore(client)
-                manifest = await store.read_manifest_at(source.path)
-                yield OpenedSnapshot(manifest, partial(store.read_artifact_at, source.path))
-            return
-        destination = await self._destination_of(namespace, source.keybackup)
-        async with self.store(namespace, destination) as snapshots:
-            manifest = choose_snapshot(
-                await snapshots.list_snapshots(namespace, source.keybackup),
-                source.snapshot,
-                source.keybackup,
-            )
-            yield OpenedSnapshot(
-                manifest,
-                partial(snapshots.read_artifact, namespace, source.keybackup, manifest.snapshot_id),
-            )
 
     async def close(self) -> None:
         await self.vaults.close()

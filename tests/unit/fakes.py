@@ -25,8 +25,7 @@ from kvbackup.api.keybackup import (
 from kvbackup.api.keyrestore import LATEST, KeyRestoreSpec, OnConflict, SnapshotSource, Strategy
 from kvbackup.errors import ConflictError, KvBackupError, NotFoundError
 from kvbackup.services.backup import run_backup
-from kvbackup.services.ports import KeyInfo, KeyState, StoredSnapshot
-from kvbackup.services.restore import OpenedSnapshot
+from kvbackup.services.ports import KeyInfo, KeyState, OpenedSnapshot, StoredSnapshot
 from kvbackup.services.snapshot import KeyArtifact, KeyFailure, Manifest
 
 VAULT_URL = "https://source.vault.azure.net"
@@ -35,6 +34,11 @@ NAMESPACE = "team-a"
 REF = KeyBackupRef(NAMESPACE, "nightly", "0b0e2c7a-uid")
 SNAPSHOT_ID = "20240501-120000-abcd"
 MOMENT = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
+
+
+def clock() -> datetime.datetime:
+    """The services' clock, stopped at MOMENT."""
+    return MOMENT
 
 
 @dataclass
@@ -298,5 +302,7 @@ async def take_snapshot(store: InMemoryStore, *keys: tuple[str, tuple[str, ...]]
     source = InMemoryVault()
     for name, versions in keys:
         source.add(name, versions=versions)
-    await run_backup(backup_spec(*(name for name, _ in keys)), REF, SNAPSHOT_ID, source, store)
+    await run_backup(
+        backup_spec(*(name for name, _ in keys)), REF, SNAPSHOT_ID, source, store, clock=clock
+    )
     return store.manifests[-1]

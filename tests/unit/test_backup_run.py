@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import datetime
 import re
+from dataclasses import replace
 
 import pytest
 
 from kvbackup.api.conditions import Phase
-from kvbackup.api.keybackup import KeySelector
+from kvbackup.api.keybackup import KeyBackupSpec, KeySelector, Retention
 from kvbackup.errors import AccessDeniedError, InvalidSpecError, TransientError
-from kvbackup.services.backup import run_backup
+from kvbackup.services.backup import back_up_and_retain, run_backup
 from kvbackup.services.outcomes import KeyResult
 from kvbackup.services.snapshot import KeyArtifact, sha256_hex
-from tests.unit.fakes import REF, SNAPSHOT_ID, VAULT_URL, InMemoryStore, InMemoryVault, backup_spec
+from tests.unit.fakes import (
+    REF,
+    SNAPSHOT_ID,
+    VAULT_URL,
+    InMemoryStore,
+    InMemoryVault,
+    backup_spec,
+    clock,
+)
+
+GRACE = datetime.timedelta(hours=1)
 
 
 async def test_every_named_key_is_stored_and_the_manifest_is_written_last() -> None:
@@ -20,7 +32,9 @@ async def test_every_named_key_is_stored_and_the_manifest_is_written_last() -> N
     vault.add("Signing", versions=("v1", "v2"))
     vault.add("encryption", versions=("e1",))
 
-    report = await run_backup(backup_spec("Signing", "encryption"), REF, SNAPSHOT_ID, vault, store)
+    report = await run_backup(
+        backup_spec("Signing", "encryption"), REF, SNAPSHOT_ID, vault, store, clock=clock
+    )
 
     assert report.phase is Phase.SUCCEEDED
     assert report.manifest_written is True
@@ -44,7 +58,9 @@ async def test_a_missing_key_fails_alone_and_the_run_is_partially_failed() -> No
     vault, store = InMemoryVault(), InMemoryStore()
     vault.add("present")
 
-    report = await run_backup(backup_spec("present", "gone"), REF, SNAPSHOT_ID, vault, store)
+    report = await run_backup(
+        backup_spec("present", "gone"), REF, SNAPSHOT_ID, vault, store, clock=clock
+    )
 
     assert report.phase is Phase.PARTIALLY_FAILED
     assert [(o.name, o.result, o.reason) for o in report.keys] == [
@@ -59,7 +75,9 @@ async def test_a_missing_key_fails_alone_and_the_run_is_partially_failed() -> No
 async def test_no_manifest_is_written_when_no_key_could_be_stored() -> None:
     vault, store = InMemoryVault(), InMemoryStore()
 
-    report = await run_backup(backup_spec("gone", "lost"), REF, SNAPSHOT_ID, vault, store)
+    report = await run_backup(
+        backup_spec("gone", "lost"), REF, SNAPSHOT_ID, vault, store, clock=clock
+    )
 
     assert report.phase is Phase.FAILED
     assert report.manifest_written is False
@@ -73,7 +91,9 @@ async def test_a_selector_matching_no_key_is_an_invalid_spec_with_reason_no_keys
     selector = KeySelector(tags={"env": "prod"})
 
     with pytest.raises(InvalidSpecError) as caught:
-        await run_backup(backup_spec(selector=selector), REF, SNAPSHOT_ID, vault, store)
+        await run_backup(
+            backup_spec(selector=selector), REF, SNAPSHOT_ID, vault, store, clock=clock
+        )
 
     assert caught.value.reason == "NoKeysMatched"
     assert store.writes == []
@@ -88,7 +108,9 @@ async def test_a_selector_backs_up_matching_unmanaged_keys_in_name_order() -> No
     vault.add("other", tags={"env": "prod"})
     selector = KeySelector(name_pattern=re.compile("app-.*"), tags={"env": "prod"})
 
-    report = await run_backup(backup_spec(selector=selector), REF, SNAPSHOT_ID, vault, store)
+    report = await run_backup(
+        backup_spec(selector=selector), REF, SNAPSHOT_ID, vault, store, clock=clock
+    )
 
     assert [o.name for o in report.keys] == ["app-1", "app-2"]
     assert [a.name for a in store.manifests[0].keys] == ["app-1", "app-2"]
@@ -101,7 +123,7 @@ async def test_a_temporary_error_aborts_the_run_without_writing_a_manifest() -> 
     vault.fail("backup_key", "b", TransientError("vault unreachable"))
 
     with pytest.raises(TransientError):
-        await run_backup(backup_spec("a", "b"), REF, SNAPSHOT_ID, vault, store)
+        await run_backup(backup_spec("a", "b"), REF, SNAPSHOT_ID, vault, store, clock=clock)
 
     assert store.manifests == []
 
@@ -112,7 +134,65 @@ async def test_an_unreachable_store_fails_the_run_before_the_vault_is_touched() 
     store.unavailable = AccessDeniedError("403 on the container")
 
     with pytest.raises(AccessDeniedError):
-        await run_backup(backup_spec("signing"), REF, SNAPSHOT_ID, vault, store)
+        await run_backup(backup_spec("signing"), REF, SNAPSHOT_ID, vault, store, clock=clock)
 
     assert vault.calls == []
     assert store.writes == []
+
+
+def keep_last(count: int) -> KeyBackupSpec:
+    return replace(backup_spec("signing"), retention=Retention(keep_last=count))
+
+
+async def test_a_run_that_kept_a_snapshot_applies_retention_and_reports_what_remains() -> None:
+    vault, store = InMemoryVault(), InMemoryStore()
+    vault.add("signing")
+    store.add_snapshot("20240101-000000-aaaa")
+    store.add_snapshot("20240102-000000-bbbb")
+
+    report = await back_up_and_retain(
+        keep_last(2), REF, SNAPSHOT_ID, vault, store, clock=clock, incomplete_grace=GRACE
+    )
+
+    assert report.kept is not None
+    assert [kept.manifest.snapshot_id for kept in report.kept] == [
+        SNAPSHOT_ID,
+        "20240102-000000-bbbb",
+    ]
+    assert report.kept[0].location == store.location(REF.namespace, REF.name, SNAPSHOT_ID)
+    assert "delete manifest 20240101-000000-aaaa" in store.writes
+    assert report.retention_error is None
+
+
+async def test_a_run_that_kept_nothing_deletes_nothing() -> None:
+    vault, store = InMemoryVault(), InMemoryStore()  # "signing" is not in the vault
+    store.add_snapshot("20240101-000000-aaaa")
+
+    report = await back_up_and_retain(
+        keep_last(1), REF, SNAPSHOT_ID, vault, store, clock=clock, incomplete_grace=GRACE
+    )
+
+    assert report.phase is Phase.FAILED
+    assert report.kept is None
+    assert not any(write.startswith("delete") for write in store.writes)
+
+
+class UndeletableStore(InMemoryStore):
+    async def delete_snapshot(self, namespace: str, keybackup: str, snapshot_id: str) -> None:
+        raise TransientError("storage refused the deletion")
+
+
+async def test_a_retention_failure_keeps_the_new_snapshot_and_says_why() -> None:
+    vault, store = InMemoryVault(), UndeletableStore()
+    vault.add("signing")
+    store.add_snapshot("20240101-000000-aaaa")
+
+    report = await back_up_and_retain(
+        keep_last(1), REF, SNAPSHOT_ID, vault, store, clock=clock, incomplete_grace=GRACE
+    )
+
+    assert report.phase is Phase.SUCCEEDED
+    assert report.manifest_written
+    assert report.kept is None
+    assert report.retention_error is not None
+    assert report.retention_error.message == "storage refused the deletion"

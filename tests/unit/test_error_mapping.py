@@ -16,8 +16,6 @@ from kubernetes.client.exceptions import ApiException
 from kvbackup import errors
 from kvbackup.adapters.azure_errors import map_azure_error
 from kvbackup.adapters.kubernetes import map_api_error
-from kvbackup.config import Settings
-from kvbackup.handlers.outcomes import retry_delay
 
 
 def http_error(status_code: int) -> HttpResponseError:
@@ -116,24 +114,6 @@ def test_a_kubernetes_api_error_maps_to_its_class_temporariness_and_reason(
     assert type(result) is mapped
     assert (result.temporary, result.reason) == (temporary, reason)
     assert result.message == f"write Secret ns/s: HTTP {status} Nope"
-
-
-SETTINGS = Settings(retry_base_seconds=10.0, retry_max_seconds=600.0)
-
-
-@pytest.mark.parametrize(
-    ("error", "attempt", "delay"),
-    [
-        pytest.param(errors.TransientError("down"), 2, 40.0, id="transient-backs-off"),
-        pytest.param(errors.ThrottledError("429", retry_after=90.0), 0, 90.0, id="retry-after"),
-        pytest.param(errors.ThrottledError("429", retry_after=5.0), 3, 80.0, id="backoff-longer"),
-        pytest.param(errors.InvalidSpecError("bad"), 0, None, id="permanent-never"),
-    ],
-)
-def test_the_retry_delay_honours_retry_after_and_gives_up_on_permanent_errors(
-    error: errors.KvBackupError, attempt: int, delay: float | None
-) -> None:
-    assert retry_delay(error, attempt, SETTINGS) == delay
 
 
 def test_a_connection_broken_mid_answer_is_temporary_not_a_rejection() -> None:

@@ -9,7 +9,14 @@ from kvbackup.api.keyrestore import OnConflict
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
 from kvbackup.services.ports import KeyState
 from kvbackup.services.restore import run_restore
-from tests.unit.fakes import InMemoryStore, InMemoryVault, opened, restore_spec, take_snapshot
+from tests.unit.fakes import (
+    InMemoryStore,
+    InMemoryVault,
+    clock,
+    opened,
+    restore_spec,
+    take_snapshot,
+)
 
 SIGNING = ("signing", ("s1", "s2"))
 ENCRYPTION = ("encryption", ("e1",))
@@ -23,7 +30,7 @@ async def test_absent_keys_are_restored_with_the_versions_of_their_backup() -> N
     store, target = InMemoryStore(), InMemoryVault()
     manifest = await take_snapshot(store, SIGNING, ENCRYPTION)
 
-    report = await run_restore(restore_spec(), opened(store, manifest), target)
+    report = await run_restore(restore_spec(), opened(store, manifest), target, clock=clock)
 
     assert report.phase is Phase.SUCCEEDED
     assert report.snapshot_id == manifest.snapshot_id
@@ -40,7 +47,7 @@ async def test_a_soft_deleted_key_is_recovered_by_auto_instead_of_restored() -> 
     manifest = await take_snapshot(store, SIGNING)
     target.add("signing", versions=("s1", "s2", "s3"), deleted=True)
 
-    report = await run_restore(restore_spec(), opened(store, manifest), target)
+    report = await run_restore(restore_spec(), opened(store, manifest), target, clock=clock)
 
     assert [(o.result, o.versions) for o in report.keys] == [
         (KeyResult.RECOVERED, ("s1", "s2", "s3"))
@@ -54,7 +61,9 @@ async def test_a_soft_deleted_key_is_purged_then_restored_when_purge_deleted_key
     manifest = await take_snapshot(store, SIGNING)
     target.add("signing", versions=("s1", "s2", "s3"), deleted=True)
 
-    report = await run_restore(restore_spec(purge_deleted=True), opened(store, manifest), target)
+    report = await run_restore(
+        restore_spec(purge_deleted=True), opened(store, manifest), target, clock=clock
+    )
 
     assert [(o.result, o.versions) for o in report.keys] == [(KeyResult.RESTORED, ("s1", "s2"))]
     operations = [operation for operation, _ in target.calls]
@@ -67,7 +76,9 @@ async def test_a_soft_deleted_key_is_never_purged_for_a_backup_that_fails_verifi
     target.add("signing", versions=("s1", "s2", "s3"), deleted=True)
     store.replace_artifact("signing", b"corrupted")
 
-    report = await run_restore(restore_spec(purge_deleted=True), opened(store, manifest), target)
+    report = await run_restore(
+        restore_spec(purge_deleted=True), opened(store, manifest), target, clock=clock
+    )
 
     assert results(report.keys) == [("signing", KeyResult.FAILED, "IntegrityCheckFailed")]
     assert target.state_of("signing") is KeyState.SOFT_DELETED
@@ -79,7 +90,7 @@ async def test_an_active_key_is_left_alone_when_on_conflict_is_skip() -> None:
     manifest = await take_snapshot(store, SIGNING, ENCRYPTION)
     target.add("signing", versions=("newer",))
 
-    report = await run_restore(restore_spec(), opened(store, manifest), target)
+    report = await run_restore(restore_spec(), opened(store, manifest), target, clock=clock)
 
     assert report.phase is Phase.SUCCEEDED
     assert results(report.keys) == [
@@ -95,7 +106,7 @@ async def test_an_active_key_fails_when_on_conflict_is_fail() -> None:
     target.add("signing", versions=("newer",))
 
     report = await run_restore(
-        restore_spec(on_conflict=OnConflict.FAIL), opened(store, manifest), target
+        restore_spec(on_conflict=OnConflict.FAIL), opened(store, manifest), target, clock=clock
     )
 
     assert report.phase is Phase.PARTIALLY_FAILED
@@ -111,7 +122,7 @@ async def test_an_altered_backup_fails_its_integrity_check_while_the_others_are_
     manifest = await take_snapshot(store, SIGNING, ENCRYPTION)
     store.replace_artifact("signing", b'{"name": "signing", "versions": ["forged"]}')
 
-    report = await run_restore(restore_spec(), opened(store, manifest), target)
+    report = await run_restore(restore_spec(), opened(store, manifest), target, clock=clock)
 
     assert report.phase is Phase.PARTIALLY_FAILED
     assert results(report.keys) == [
@@ -125,7 +136,9 @@ async def test_only_the_listed_keys_are_restored_whatever_their_case() -> None:
     store, target = InMemoryStore(), InMemoryVault()
     manifest = await take_snapshot(store, SIGNING, ENCRYPTION)
 
-    report = await run_restore(restore_spec(keys=("ENCRYPTION",)), opened(store, manifest), target)
+    report = await run_restore(
+        restore_spec(keys=("ENCRYPTION",)), opened(store, manifest), target, clock=clock
+    )
 
     assert results(report.keys) == [("ENCRYPTION", KeyResult.RESTORED, "Restored")]
     assert target.state_of("encryption") is KeyState.ACTIVE
@@ -138,7 +151,7 @@ async def test_a_key_not_in_the_snapshot_fails_without_touching_the_vault() -> N
     target.add("unknown", deleted=True)
 
     report = await run_restore(
-        restore_spec(keys=("signing", "unknown")), opened(store, manifest), target
+        restore_spec(keys=("signing", "unknown")), opened(store, manifest), target, clock=clock
     )
 
     assert results(report.keys) == [
@@ -157,7 +170,11 @@ async def test_a_resumed_restore_reports_a_key_its_interrupted_attempt_restored_
     target.add("signing", versions=("s1", "s2"))  # brought back before the crash
 
     report = await run_restore(
-        restore_spec(on_conflict=OnConflict.FAIL), opened(store, manifest), target, resumed=True
+        restore_spec(on_conflict=OnConflict.FAIL),
+        opened(store, manifest),
+        target,
+        resumed=True,
+        clock=clock,
     )
 
     assert report.phase is Phase.SUCCEEDED
@@ -174,7 +191,11 @@ async def test_a_resumed_restore_still_refuses_an_active_key_whose_versions_diff
     target.add("signing", versions=("s1", "s2", "s3"))
 
     report = await run_restore(
-        restore_spec(on_conflict=OnConflict.FAIL), opened(store, manifest), target, resumed=True
+        restore_spec(on_conflict=OnConflict.FAIL),
+        opened(store, manifest),
+        target,
+        resumed=True,
+        clock=clock,
     )
 
     assert results(report.keys) == [("signing", KeyResult.FAILED, "KeyExists")]
@@ -185,6 +206,6 @@ async def test_a_first_attempt_skips_an_active_key_even_with_the_snapshots_versi
     manifest = await take_snapshot(store, SIGNING)
     target.add("signing", versions=("s1", "s2"))
 
-    report = await run_restore(restore_spec(), opened(store, manifest), target)
+    report = await run_restore(restore_spec(), opened(store, manifest), target, clock=clock)
 
     assert results(report.keys) == [("signing", KeyResult.SKIPPED, "KeyExists")]

@@ -5,18 +5,21 @@ from __future__ import annotations
 import base64
 import datetime
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from kvbackup.api import status
 from kvbackup.api.conditions import Condition, timestamp
-from kvbackup.errors import AccessDeniedError, InvalidSpecError
-from kvbackup.services.backup import BackupReport, run_backup
+from kvbackup.api.schedule import Schedule
+from kvbackup.api.statuses import ConditionDocument, KeyBackupStatus, KeyRestoreStatus
+from kvbackup.errors import AccessDeniedError, InvalidSpecError, TransientError
+from kvbackup.presentation import status
+from kvbackup.presentation.verdicts import Verdict
+from kvbackup.services.backup import BackupReport, KeptSnapshot, run_backup
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
 from kvbackup.services.restore import RestoreReport, run_restore
-from kvbackup.services.schedule import Schedule
 from kvbackup.services.snapshot import Manifest
 from kvbackup.services.triggers import RunRequest, due_run
 from tests.unit.fakes import (
@@ -26,6 +29,7 @@ from tests.unit.fakes import (
     InMemoryStore,
     InMemoryVault,
     backup_spec,
+    clock,
     manifest_at,
     opened,
     restore_spec,
@@ -49,9 +53,8 @@ def restore_report(*outcomes: KeyOutcome) -> RestoreReport:
     return RestoreReport(SNAPSHOT_ID, MOMENT, LATER, list(outcomes))
 
 
-def ready(document: dict[str, Any]) -> dict[str, Any]:
-    conditions: list[dict[str, Any]] = document["conditions"]
-    [condition] = [c for c in conditions if c["type"] == "Ready"]
+def ready(document: KeyBackupStatus | KeyRestoreStatus) -> ConditionDocument:
+    [condition] = [c for c in document.get("conditions", []) if c["type"] == "Ready"]
     return condition
 
 
@@ -68,7 +71,7 @@ def test_a_finished_backup_is_ready_only_when_it_succeeded(
 ) -> None:
     document = status.backup_finished(
         {}, backup_report(*outcomes), RunRequest(7, trigger="now-1"), 100, None
-    )
+    ).status
 
     assert document["phase"] == phase
     assert (ready(document)["status"], ready(document)["reason"]) == (is_ready, phase)
@@ -89,7 +92,7 @@ def test_a_finished_backup_is_ready_only_when_it_succeeded(
 def test_a_finished_restore_is_ready_only_when_it_succeeded(
     outcomes: tuple[KeyOutcome, ...], phase: str, is_ready: str
 ) -> None:
-    document = status.restore_finished({}, restore_report(*outcomes), "nightly", 2, 100)
+    document = status.restore_finished({}, restore_report(*outcomes), "nightly", 2, 100).status
 
     assert document["phase"] == phase
     assert (ready(document)["status"], ready(document)["reason"]) == (is_ready, phase)
@@ -99,26 +102,26 @@ def test_a_finished_restore_is_ready_only_when_it_succeeded(
 
 
 def test_a_restore_started_again_for_the_same_generation_resumes_its_interrupted_attempt() -> None:
-    first = status.restore_started({}, 2, MOMENT)
+    first = status.restore_started({}, 2, MOMENT).status
     assert not status.restore_resumes({}, 2)
     assert first["activeRun"] == {"generation": 2, "startTime": timestamp(MOMENT)}
 
     assert status.restore_resumes(first, 2)
     assert not status.restore_resumes(first, 3)  # a new spec starts afresh
-    again = status.restore_started(first, 2, LATER)
-    assert again["activeRun"]["startTime"] == timestamp(MOMENT)
+    again = status.restore_started(first, 2, LATER).status
+    assert again["activeRun"] == {"generation": 2, "startTime": timestamp(MOMENT)}
 
 
 def test_a_finished_restore_has_no_attempt_left_to_resume() -> None:
-    started = status.restore_started({}, 2, MOMENT)
-    finished = status.restore_finished(started, restore_report(RESTORED), "nightly", 2, 100)
+    started = status.restore_started({}, 2, MOMENT).status
+    finished = status.restore_finished(started, restore_report(RESTORED), "nightly", 2, 100).status
 
     assert finished["activeRun"] is None
-    assert not status.restore_resumes(started | finished, 2)
+    assert not status.restore_resumes({**started, **finished}, 2)
 
 
 def test_a_backup_that_kept_nothing_reports_no_last_snapshot() -> None:
-    document = status.backup_finished({}, backup_report(LOST), BY_GENERATION, 100, None)
+    document = status.backup_finished({}, backup_report(LOST), BY_GENERATION, 100, None).status
 
     assert "lastSnapshot" not in document
     assert "(not kept)" in ready(document)["message"]
@@ -133,7 +136,7 @@ def test_the_per_key_list_is_bounded_and_lists_failures_first() -> None:
 
     document = status.backup_finished(
         {}, backup_report(*outcomes, *failures), BY_GENERATION, 3, None
-    )
+    ).status
 
     assert [entry["name"] for entry in document["keys"]] == ["a-failed", "z-failed", "key-0"]
     assert document["lastRun"]["keysTotal"] == 7
@@ -141,7 +144,7 @@ def test_the_per_key_list_is_bounded_and_lists_failures_first() -> None:
 
 
 def test_last_transition_time_stays_while_the_status_is_unchanged() -> None:
-    existing = [
+    existing: list[Any] = [
         {"type": "Ready", "status": "False", "lastTransitionTime": "2024-04-01T00:00:00Z"},
         {"type": "Other", "status": "True", "lastTransitionTime": "2024-03-01T00:00:00Z"},
     ]
@@ -160,7 +163,9 @@ def test_last_transition_time_stays_while_the_status_is_unchanged() -> None:
 
 
 def test_last_transition_time_moves_when_the_status_flips() -> None:
-    existing = [{"type": "Ready", "status": "False", "lastTransitionTime": "2024-04-01T00:00:00Z"}]
+    existing: list[Any] = [
+        {"type": "Ready", "status": "False", "lastTransitionTime": "2024-04-01T00:00:00Z"}
+    ]
 
     [merged] = Condition("Ready", True, "Succeeded", "ok", 3).merged_into(existing, LATER)
 
@@ -195,19 +200,24 @@ def test_a_temporary_failure_leaves_the_run_due_and_a_permanent_one_does_not(
     existing = {"observedGeneration": 1, "lastScheduleTime": timestamp(SLOT)}
     assert due(existing, schedule, trigger)
 
-    retried = status.run_failed(existing, AccessDeniedError("403"), 2, MOMENT, 10.0)
-    given_up = status.backup_given_up(existing, InvalidSpecError("bad"), run, MOMENT)
+    retried = status.backup_failed(
+        existing, Verdict(AccessDeniedError("403"), 10.0), run, MOMENT
+    ).status
+    given_up = status.backup_failed(
+        existing, Verdict(InvalidSpecError("bad"), None), run, MOMENT
+    ).status
 
     assert ready(retried)["message"] == "403 (retrying in 10s)"
     assert ready(given_up)["reason"] == "InvalidSpec"
-    assert due(existing | retried, schedule, trigger) is True
-    assert due(existing | given_up, schedule, trigger) is False
+    assert due({**existing, **retried}, schedule, trigger) is True
+    assert due({**existing, **given_up}, schedule, trigger) is False
 
 
 def test_a_started_backup_records_its_request_and_snapshot_as_the_active_run() -> None:
     request = RunRequest(4, trigger="now-1", slot=SLOT)
 
-    document = status.backup_started({}, request, SNAPSHOT_ID, MOMENT)
+    update = status.backup_started({}, request, SNAPSHOT_ID, MOMENT)
+    document = update.status
 
     assert document["phase"] == "Running"
     assert document["activeRun"] == {
@@ -219,6 +229,9 @@ def test_a_started_backup_records_its_request_and_snapshot_as_the_active_run() -
     }
     assert (ready(document)["status"], ready(document)["reason"]) == ("False", "Running")
     assert SNAPSHOT_ID in ready(document)["message"]
+    assert update.events == (
+        status.Event("Normal", "BackupStarted", f"backing up into {SNAPSHOT_ID}"),
+    )
 
 
 @pytest.mark.parametrize(
@@ -234,27 +247,56 @@ def test_a_started_backup_records_its_request_and_snapshot_as_the_active_run() -
 def test_a_finished_or_abandoned_run_records_which_request_it_handled(
     run: RunRequest, recorded: dict[str, str]
 ) -> None:
-    finished = status.backup_finished({}, backup_report(STORED), run, 100, None)
-    given_up = status.backup_given_up({}, InvalidSpecError("bad"), run, MOMENT)
+    finished = status.backup_finished({}, backup_report(STORED), run, 100, None).status
+    given_up = status.backup_failed({}, Verdict(InvalidSpecError("bad"), None), run, MOMENT).status
 
     for document in (finished, given_up):
         handled = {
             k: document[k] for k in ("lastHandledTrigger", "lastScheduleTime") if k in document
         }
         assert handled == recorded
-        assert document["observedGeneration"] == 5
+        assert document.get("observedGeneration") == 5
         assert "activeRun" in document
         assert document["activeRun"] is None
 
 
 def test_a_finished_backup_lists_the_kept_snapshots_only_when_they_are_known() -> None:
-    entries = [{"id": SNAPSHOT_ID}]
+    kept = (KeptSnapshot(manifest_at(SNAPSHOT_ID), "memory://x"),)
+    report = backup_report(STORED)
 
-    known = status.backup_finished({}, backup_report(STORED), BY_GENERATION, 100, entries)
-    unknown = status.backup_finished({}, backup_report(STORED), BY_GENERATION, 100, None)
+    known = status.backup_finished({}, replace(report, kept=kept), BY_GENERATION, 100, None)
+    unknown = status.backup_finished({}, report, BY_GENERATION, 100, None)
 
-    assert known["snapshots"] == entries
-    assert "snapshots" not in unknown
+    assert [entry["id"] for entry in known.status["snapshots"]] == [SNAPSHOT_ID]
+    assert "snapshots" not in unknown.status
+
+
+def test_a_failed_retention_is_told_in_an_event_and_the_backup_still_succeeds() -> None:
+    report = replace(backup_report(STORED), retention_error=TransientError("storage down"))
+
+    update = status.backup_finished({}, report, BY_GENERATION, 100, None)
+
+    assert update.status["phase"] == "Succeeded"
+    assert [(e.type, e.reason) for e in update.events] == [
+        ("Normal", "BackupSucceeded"),
+        ("Warning", "RetentionFailed"),
+    ]
+    assert update.events[1].message == "storage down"
+
+
+def test_each_outcome_is_told_in_one_event_with_the_conditions_message() -> None:
+    backup = status.backup_finished({}, backup_report(STORED, LOST), BY_GENERATION, 100, None)
+    restore = status.restore_finished({}, restore_report(RESTORED), "nightly", 2, 100)
+    failed = status.restore_failed({}, Verdict(TransientError("down"), 20.0), 2, MOMENT)
+
+    assert [(e.type, e.reason) for e in backup.events] == [("Warning", "BackupPartiallyFailed")]
+    assert backup.events[0].message == ready(backup.status)["message"]
+    assert [(e.type, e.reason) for e in restore.events] == [("Normal", "RestoreSucceeded")]
+    assert restore.events[0].message == ready(restore.status)["message"]
+    assert [(e.type, e.reason, e.message) for e in failed.events] == [
+        ("Warning", "Unavailable", "down")
+    ]
+    assert ready(failed.status)["message"] == "down (retrying in 20s)"
 
 
 def test_snapshot_entries_describe_only_the_ten_newest_snapshots_the_store_lists() -> None:
@@ -262,7 +304,7 @@ def test_snapshot_entries_describe_only_the_ten_newest_snapshots_the_store_lists
         manifest_at(f"202405{day:02d}-020000-abcd", failed=day % 2 == 0) for day in range(12, 0, -1)
     ]
 
-    entries = status.snapshot_entries(manifests, lambda snapshot_id: f"at/{snapshot_id}")
+    entries = status.snapshot_entries([KeptSnapshot(m, f"at/{m.snapshot_id}") for m in manifests])
 
     assert len(entries) == status.SNAPSHOTS_IN_STATUS == 10
     assert [entry["id"][:8] for entry in entries[:2]] == ["20240512", "20240511"]
@@ -296,13 +338,15 @@ def values(document: Any) -> Iterator[Any]:
 async def test_no_backup_bytes_reach_either_status() -> None:
     vault, store, target = InMemoryVault(), InMemoryStore(), InMemoryVault()
     vault.add("signing", versions=("s1", "s2"))
-    backup = await run_backup(backup_spec("signing"), REF, SNAPSHOT_ID, vault, store)
-    restore = await run_restore(restore_spec(), opened(store, store.manifests[0]), target)
+    backup = await run_backup(backup_spec("signing"), REF, SNAPSHOT_ID, vault, store, clock=clock)
+    restore = await run_restore(
+        restore_spec(), opened(store, store.manifests[0]), target, clock=clock
+    )
     [data] = store.artifacts.values()
 
     documents = [
-        status.backup_finished({}, backup, BY_GENERATION, 100, None),
-        status.restore_finished({}, restore, REF.name, 1, 100),
+        status.backup_finished({}, backup, BY_GENERATION, 100, None).status,
+        status.restore_finished({}, restore, REF.name, 1, 100).status,
     ]
 
     leaves = list(values(documents))

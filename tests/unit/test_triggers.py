@@ -9,12 +9,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from kvbackup.api import status
-from kvbackup.services.schedule import Schedule
+from kvbackup.api.schedule import Schedule
+from kvbackup.presentation import status
 from kvbackup.services.triggers import (
     RunRequest,
     due_run,
     parse_time,
+    plan_run,
     schedule_anchor,
     snapshot_id_for,
 )
@@ -48,7 +49,7 @@ def due(
 
 def interrupted(request: RunRequest) -> dict[str, Any]:
     """The status a run of ``request`` leaves behind when the operator dies mid-run."""
-    return HANDLED | status.backup_started(HANDLED, request, RESUMED_ID, MOMENT)
+    return {**HANDLED, **status.backup_started(HANDLED, request, RESUMED_ID, MOMENT).status}
 
 
 def test_a_new_generation_is_due_without_a_schedule() -> None:
@@ -156,3 +157,32 @@ def test_times_are_read_from_kubernetes_timestamps_and_anything_else_is_none(
     text: Any, parsed: datetime.datetime | None
 ) -> None:
     assert parse_time(text) == parsed
+
+
+SCHEDULED_SPEC = {
+    "vaultUrl": "https://v.vault.azure.net",
+    "keys": {"names": ["k"]},
+    "schedule": "0 * * * *",
+}
+META = {"generation": 2, "creationTimestamp": "2024-05-01T09:30:00Z"}
+
+
+def test_a_plan_runs_the_latest_missed_slot_and_knows_the_one_after_it() -> None:
+    plan = plan_run(SCHEDULED_SPEC, {}, META, MOMENT)
+
+    assert plan.request == RunRequest(2, slot=MOMENT)
+    assert plan.next_slot == datetime.datetime(2024, 5, 1, 10, 0, tzinfo=datetime.UTC)
+    assert plan.next_slot_after(plan.request) == MOMENT + datetime.timedelta(hours=1)
+    assert plan.seconds_to_next_slot(MOMENT) == -7200.0
+
+
+def test_an_invalid_spec_still_plans_one_run_per_generation_to_report_it() -> None:
+    plan = plan_run({"vaultUrl": "ftp://nope"}, {"observedGeneration": 1}, META, MOMENT)
+
+    assert plan.spec is None
+    assert plan.request == RunRequest(2)
+    assert plan.next_slot is None
+    assert (
+        plan_run({"vaultUrl": "ftp://nope"}, {"observedGeneration": 2}, META, MOMENT).request
+        is None
+    )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+
+from kvbackup.api.statuses import ConditionDocument
 
 
 class Phase(StrEnum):
@@ -14,10 +15,6 @@ class Phase(StrEnum):
     SUCCEEDED = "Succeeded"
     PARTIALLY_FAILED = "PartiallyFailed"
     FAILED = "Failed"
-
-
-def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 def timestamp(moment: datetime.datetime) -> str:
@@ -34,8 +31,8 @@ class Condition:
     observed_generation: int
 
     def merged_into(
-        self, existing: list[dict[str, Any]], moment: datetime.datetime
-    ) -> list[dict[str, Any]]:
+        self, existing: list[ConditionDocument], moment: datetime.datetime
+    ) -> list[ConditionDocument]:
         """The condition list with this one set; lastTransitionTime moves only on a change."""
         status = "True" if self.status else "False"
         previous = next((c for c in existing if c.get("type") == self.type), None)
@@ -44,7 +41,7 @@ class Condition:
             if previous and previous.get("status") == status and previous.get("lastTransitionTime")
             else timestamp(moment)
         )
-        updated = {
+        updated: ConditionDocument = {
             "type": self.type,
             "status": status,
             "reason": self.reason,

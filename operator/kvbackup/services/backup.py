@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kvbackup import __version__
-from kvbackup.api.conditions import Phase, now
+from kvbackup.api.conditions import Phase
 from kvbackup.api.keybackup import KeyBackupRef, KeyBackupSpec
-from kvbackup.errors import InvalidSpecError
+from kvbackup.errors import InvalidSpecError, KvBackupError
 from kvbackup.services.outcomes import KeyOutcome, KeyResult, phase_of
-from kvbackup.services.ports import SnapshotStore, VaultKeys
+from kvbackup.services.ports import Clock, SnapshotStore, VaultKeys
+from kvbackup.services.retention import collect_garbage
 from kvbackup.services.snapshot import KeyArtifact, KeyFailure, Manifest, sha256_hex
 from kvbackup.services.workers import for_each_key
+
+
+@dataclass(frozen=True)
+class KeptSnapshot:
+    manifest: Manifest
+    #: Where a user finds it, e.g. a label selector or a blob path.
+    location: str
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,10 @@ class BackupReport:
     location: str
     #: False when no key could be stored: then no manifest was written.
     manifest_written: bool
+    #: The complete snapshots retention kept, newest first; None when it did not run.
+    kept: tuple[KeptSnapshot, ...] | None = None
+    #: Why retention failed; what was stored is kept all the same.
+    retention_error: KvBackupError | None = None
 
     @property
     def phase(self) -> Phase:
@@ -58,6 +70,8 @@ async def run_backup(
     snapshot_id: str,
     vault: VaultKeys,
     store: SnapshotStore,
+    *,
+    clock: Clock,
 ) -> BackupReport:
     """Back up every chosen key into snapshot ``snapshot_id``.
 
@@ -66,7 +80,7 @@ async def run_backup(
     handed to the store as soon as they arrive and are not kept, so memory stays flat
     however many keys the vault holds.
     """
-    start = now()
+    start = clock()
     # A wrong container or credential fails here, before any work is done in the vault.
     await store.list_stored(keybackup.namespace, keybackup.name)
     names = await select_keys(spec, vault)
@@ -85,7 +99,7 @@ async def run_backup(
 
     outcomes = await for_each_key(names, back_up)
     stored = [o for o in outcomes if not o.failed]
-    completion = now()
+    completion = clock()
     if stored:
         await store.write_manifest(
             Manifest(
@@ -108,4 +122,37 @@ async def run_backup(
         keys=outcomes,
         location=store.location(keybackup.namespace, keybackup.name, snapshot_id),
         manifest_written=bool(stored),
+    )
+
+
+async def back_up_and_retain(
+    spec: KeyBackupSpec,
+    keybackup: KeyBackupRef,
+    snapshot_id: str,
+    vault: VaultKeys,
+    store: SnapshotStore,
+    *,
+    clock: Clock,
+    incomplete_grace: datetime.timedelta,
+) -> BackupReport:
+    """One run: back up, then apply retention if a snapshot was kept.
+
+    A storage error during retention fails nothing that was stored: the report carries it.
+    """
+    report = await run_backup(spec, keybackup, snapshot_id, vault, store, clock=clock)
+    if not report.manifest_written:
+        return report
+    namespace, name = keybackup.namespace, keybackup.name
+    try:
+        kept = await collect_garbage(
+            store, namespace, name, spec.retention, clock(), incomplete_grace
+        )
+    except KvBackupError as error:
+        return replace(report, retention_error=error)
+    return replace(
+        report,
+        kept=tuple(
+            KeptSnapshot(manifest, store.location(namespace, name, manifest.snapshot_id))
+            for manifest in kept
+        ),
     )

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from kvbackup.api.keybackup import KeyBackupRef
+from kvbackup.api.keybackup import Destination, KeyBackupRef
+from kvbackup.api.keyrestore import BlobSnapshotSource
 from kvbackup.services.snapshot import Manifest
+
+#: The current time in UTC; passed in, so that a run's timing can be tested.
+Clock = Callable[[], datetime.datetime]
 
 
 class KeyState(StrEnum):
@@ -78,4 +84,30 @@ class SnapshotStore(Protocol):
 
     def location(self, namespace: str, keybackup: str, snapshot_id: str) -> str:
         """Where a user finds the snapshot, e.g. a label selector or a blob path."""
+        ...
+
+
+@dataclass(frozen=True)
+class OpenedSnapshot:
+    """A chosen snapshot: its manifest and how to read its artifacts by key name."""
+
+    manifest: Manifest
+    read_artifact: Callable[[str], Awaitable[bytes]]
+
+
+class SnapshotStores(Protocol):
+    """Opens the store a destination names, under the namespace's own credentials."""
+
+    def store(
+        self, namespace: str, destination: Destination
+    ) -> AbstractAsyncContextManager[SnapshotStore]: ...
+
+    def snapshot_at_path(
+        self, namespace: str, source: BlobSnapshotSource
+    ) -> AbstractAsyncContextManager[OpenedSnapshot]:
+        """A snapshot found by its blob path alone, with no KeyBackup object needed."""
+        ...
+
+    async def destination_of(self, namespace: str, keybackup: str) -> Destination | None:
+        """Where a KeyBackup keeps its snapshots; None once the object is gone."""
         ...

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 
-from kvbackup.api.conditions import Phase, now
-from kvbackup.api.keyrestore import LATEST, KeyRestoreSpec, OnConflict, Strategy
+from kvbackup.api.conditions import Phase
+from kvbackup.api.keybackup import SecretDestination
+from kvbackup.api.keyrestore import (
+    LATEST,
+    BlobSnapshotSource,
+    KeyRestoreSpec,
+    OnConflict,
+    SnapshotSource,
+    Strategy,
+)
 from kvbackup.errors import ConflictError, MissingReferenceError
 from kvbackup.services.outcomes import KeyOutcome, KeyResult, phase_of
-from kvbackup.services.ports import KeyState, VaultKeys
+from kvbackup.services.ports import Clock, KeyState, OpenedSnapshot, SnapshotStores, VaultKeys
 from kvbackup.services.snapshot import Manifest
 from kvbackup.services.workers import for_each_key
 
@@ -88,12 +98,30 @@ def choose_snapshot(snapshots: list[Manifest], wanted: str, keybackup: str) -> M
     )
 
 
-@dataclass(frozen=True)
-class OpenedSnapshot:
-    """A chosen snapshot: its manifest and how to read its artifacts by key name."""
+@asynccontextmanager
+async def opened_snapshot(
+    stores: SnapshotStores, namespace: str, source: SnapshotSource | BlobSnapshotSource
+) -> AsyncIterator[OpenedSnapshot]:
+    """The snapshot a KeyRestore names, ready to be read.
 
-    manifest: Manifest
-    read_artifact: Callable[[str], Awaitable[bytes]]
+    A KeyBackup reference looks in that KeyBackup's own destination, or in Secrets once
+    the object is gone; a blob path needs no object at all.
+    """
+    if isinstance(source, BlobSnapshotSource):
+        async with stores.snapshot_at_path(namespace, source) as snapshot:
+            yield snapshot
+        return
+    destination = await stores.destination_of(namespace, source.keybackup)
+    async with stores.store(namespace, destination or SecretDestination()) as store:
+        manifest = choose_snapshot(
+            await store.list_snapshots(namespace, source.keybackup),
+            source.snapshot,
+            source.keybackup,
+        )
+        yield OpenedSnapshot(
+            manifest,
+            partial(store.read_artifact, namespace, source.keybackup, manifest.snapshot_id),
+        )
 
 
 @dataclass(frozen=True)
@@ -109,10 +137,15 @@ class RestoreReport:
 
 
 async def run_restore(
-    spec: KeyRestoreSpec, snapshot: OpenedSnapshot, vault: VaultKeys, *, resumed: bool = False
+    spec: KeyRestoreSpec,
+    snapshot: OpenedSnapshot,
+    vault: VaultKeys,
+    *,
+    clock: Clock,
+    resumed: bool = False,
 ) -> RestoreReport:
     """Bring back every chosen key; ``resumed`` when an earlier attempt was interrupted."""
-    start = now()
+    start = clock()
     manifest = snapshot.manifest
     names = list(spec.keys) if spec.keys else [artifact.name for artifact in manifest.keys]
 
@@ -176,4 +209,4 @@ async def run_restore(
         )
 
     outcomes = await for_each_key(names, bring_back)
-    return RestoreReport(manifest.snapshot_id, start, now(), outcomes)
+    return RestoreReport(manifest.snapshot_id, start, clock(), outcomes)

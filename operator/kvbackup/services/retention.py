@@ -57,3 +57,11 @@ async def collect_garbage(
     for snapshot_id in doomed:
         await store.delete_snapshot(namespace, keybackup, snapshot_id)
     return [m for m in complete if m.snapshot_id not in doomed]
+
+
+async def delete_all_snapshots(store: SnapshotStore, namespace: str, keybackup: str) -> int:
+    """Every snapshot of a KeyBackup, complete or not; returns how many there were."""
+    stored = await store.list_stored(namespace, keybackup)
+    for snapshot in stored:
+        await store.delete_snapshot(namespace, keybackup, snapshot.snapshot_id)
+    return len(stored)

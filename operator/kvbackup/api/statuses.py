@@ -1,0 +1,117 @@
+"""The status documents of KeyBackup and KeyRestore, typed to the field as the CRDs
+declare them.
+
+Builders return merge patches of these shapes: a field set to ``None`` is removed, and a
+field left out is kept as it is.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+
+class ConditionDocument(TypedDict):
+    type: str
+    status: str
+    reason: str
+    message: str
+    observedGeneration: int
+    lastTransitionTime: str
+
+
+class KeyEntry(TypedDict, total=False):
+    """One key's outcome in a run."""
+
+    name: str
+    result: str
+    versionCount: int
+    versions: list[str]
+    sha256: str
+    size: int
+    reason: str
+    message: str
+
+
+class BackupRunRequest(TypedDict, total=False):
+    """Why a run was started, and, while it runs, the snapshot it writes."""
+
+    generation: int
+    trigger: str | None
+    slot: str | None
+    snapshotId: str
+    startTime: str
+
+
+class BackupRunSummary(TypedDict):
+    snapshotId: str
+    startTime: str
+    completionTime: str
+    phase: str
+    keysTotal: int
+    keysSucceeded: int
+    keysFailed: int
+    bytes: int
+
+
+class SnapshotSummary(TypedDict):
+    id: str
+    completionTime: str
+    keys: int
+    failedKeys: int
+    bytes: int
+    location: str
+
+
+class LastSnapshot(TypedDict):
+    id: str
+    startTime: str
+    completionTime: str
+    keys: int
+    bytes: int
+    location: str
+
+
+class KeyBackupStatus(TypedDict, total=False):
+    phase: str
+    observedGeneration: int
+    conditions: list[ConditionDocument]
+    activeRun: BackupRunRequest | None
+    lastHandledTrigger: str
+    lastScheduleTime: str
+    nextScheduleTime: str | None
+    lastRun: BackupRunSummary
+    lastSnapshot: LastSnapshot
+    lastSuccessfulTime: str
+    keys: list[KeyEntry]
+    snapshots: list[SnapshotSummary]
+
+
+class RestoreAttempt(TypedDict):
+    """The attempt in progress; a restart resumes it instead of starting over."""
+
+    generation: int
+    startTime: str
+
+
+class RestoreSource(TypedDict):
+    keyBackup: str
+    snapshotId: str
+
+
+class RestoreCounts(TypedDict):
+    restored: int
+    recovered: int
+    skipped: int
+    failed: int
+
+
+class KeyRestoreStatus(TypedDict, total=False):
+    phase: str
+    observedGeneration: int
+    conditions: list[ConditionDocument]
+    activeRun: RestoreAttempt | None
+    startTime: str
+    completionTime: str
+    source: RestoreSource
+    counts: RestoreCounts
+    keys: list[KeyEntry]

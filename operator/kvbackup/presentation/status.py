@@ -1,0 +1,334 @@
+"""Status documents and Events for KeyBackup and KeyRestore, built from run reports and
+verdicts.
+
+Each builder returns an ``Update``: a merge patch for ``.status`` (``None`` values remove
+fields) and the Events that tell the same story. Backup bytes and credentials never reach
+these documents: only names, digests, sizes, version ids and reasons do.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from kvbackup.api.conditions import Condition, Phase, timestamp
+from kvbackup.api.statuses import (
+    BackupRunRequest,
+    ConditionDocument,
+    KeyBackupStatus,
+    KeyEntry,
+    KeyRestoreStatus,
+    SnapshotSummary,
+)
+from kvbackup.presentation.verdicts import Verdict
+from kvbackup.services.backup import BackupReport, KeptSnapshot
+from kvbackup.services.outcomes import KeyOutcome, KeyResult
+from kvbackup.services.restore import RestoreReport
+from kvbackup.services.triggers import RunRequest
+
+READY = "Ready"
+
+#: How many (newest) version ids a restored key lists in status.
+VERSION_IDS_PER_KEY = 20
+
+#: How many snapshots a KeyBackup's status lists (storage may hold more).
+SNAPSHOTS_IN_STATUS = 10
+
+_SUMMARY = {
+    Phase.SUCCEEDED: ("Succeeded", True),
+    Phase.PARTIALLY_FAILED: ("PartiallyFailed", False),
+    Phase.FAILED: ("Failed", False),
+}
+_BACKUP_EVENTS = {
+    Phase.SUCCEEDED: ("Normal", "BackupSucceeded"),
+    Phase.PARTIALLY_FAILED: ("Warning", "BackupPartiallyFailed"),
+    Phase.FAILED: ("Warning", "BackupFailed"),
+}
+_RESTORE_EVENTS = {
+    Phase.SUCCEEDED: ("Normal", "RestoreSucceeded"),
+    Phase.PARTIALLY_FAILED: ("Warning", "RestorePartiallyFailed"),
+    Phase.FAILED: ("Warning", "RestoreFailed"),
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+StatusT = TypeVar("StatusT", KeyBackupStatus, KeyRestoreStatus)
+
+
+@dataclass(frozen=True)
+class Update(Generic[StatusT]):
+    status: StatusT
+    events: tuple[Event, ...] = ()
+
+
+def _conditions(
+    existing: Mapping[str, Any], condition: Condition, moment: datetime.datetime
+) -> list[ConditionDocument]:
+    return condition.merged_into(list(existing.get("conditions") or []), moment)
+
+
+def _key_entries(
+    outcomes: Sequence[KeyOutcome], limit: int, *, with_version_ids: bool
+) -> list[KeyEntry]:
+    """Failures first, so a bounded list never hides a failed key behind successes."""
+    ordered = sorted(outcomes, key=lambda o: (not o.failed, o.name.lower()))
+    entries = []
+    for outcome in ordered[:limit]:
+        entry: KeyEntry = {"name": outcome.name, "result": outcome.result.value}
+        entry["versionCount"] = len(outcome.versions)
+        if with_version_ids:
+            # Bounded: a key rotated daily for years has thousands of versions.
+            entry["versions"] = list(outcome.versions[-VERSION_IDS_PER_KEY:])
+        if outcome.sha256:
+            entry["sha256"] = outcome.sha256
+            entry["size"] = outcome.size
+        if outcome.reason:
+            entry["reason"] = outcome.reason
+        if outcome.message:
+            entry["message"] = outcome.message
+        entries.append(entry)
+    return entries
+
+
+def _count(outcomes: Sequence[KeyOutcome], result: KeyResult) -> int:
+    return sum(1 for outcome in outcomes if outcome.result is result)
+
+
+def _handled(request: RunRequest) -> KeyBackupStatus:
+    """The fields that mark ``request`` as handled, so it is not run again."""
+    fields: KeyBackupStatus = {"observedGeneration": request.generation, "activeRun": None}
+    if request.trigger is not None:
+        fields["lastHandledTrigger"] = request.trigger
+    if request.slot is not None:
+        fields["lastScheduleTime"] = timestamp(request.slot)
+    return fields
+
+
+def snapshot_entries(kept: Sequence[KeptSnapshot]) -> list[SnapshotSummary]:
+    return [
+        {
+            "id": k.manifest.snapshot_id,
+            "completionTime": timestamp(k.manifest.completion_time),
+            "keys": len(k.manifest.keys),
+            "failedKeys": len(k.manifest.failures),
+            "bytes": k.manifest.total_bytes,
+            "location": k.location,
+        }
+        for k in kept[:SNAPSHOTS_IN_STATUS]
+    ]
+
+
+def schedule_status(next_slot: datetime.datetime | None) -> KeyBackupStatus:
+    return {"nextScheduleTime": timestamp(next_slot) if next_slot else None}
+
+
+def schedule_acknowledged(
+    existing: Mapping[str, Any], generation: int, next_slot: datetime.datetime | None
+) -> KeyBackupStatus | None:
+    """A scheduled KeyBackup's spec change starts no run, but status must reflect it; None
+    when it already does."""
+    wanted: KeyBackupStatus = {"observedGeneration": generation} | schedule_status(next_slot)
+    if all(existing.get(key) == value for key, value in wanted.items()):
+        return None
+    return wanted
+
+
+def _failure_event(verdict: Verdict) -> Event:
+    return Event("Warning", verdict.error.reason, verdict.error.message)
+
+
+def _failed(
+    existing: Mapping[str, Any], verdict: Verdict, generation: int, moment: datetime.datetime
+) -> tuple[str, list[ConditionDocument]]:
+    condition = Condition(READY, False, verdict.error.reason, verdict.describe(), generation)
+    return Phase.FAILED.value, _conditions(existing, condition, moment)
+
+
+def backup_started(
+    existing: Mapping[str, Any], request: RunRequest, snapshot_id: str, moment: datetime.datetime
+) -> Update[KeyBackupStatus]:
+    active: BackupRunRequest = {
+        "generation": request.generation,
+        "trigger": request.trigger,
+        "slot": timestamp(request.slot) if request.slot else None,
+        "snapshotId": snapshot_id,
+        "startTime": timestamp(moment),
+    }
+    message = f"backing up into snapshot {snapshot_id}"
+    condition = Condition(READY, False, "Running", message, request.generation)
+    return Update(
+        {
+            "phase": Phase.RUNNING.value,
+            "activeRun": active,
+            "conditions": _conditions(existing, condition, moment),
+        },
+        (Event("Normal", "BackupStarted", f"backing up into {snapshot_id}"),),
+    )
+
+
+def backup_finished(
+    existing: Mapping[str, Any],
+    report: BackupReport,
+    request: RunRequest,
+    keys_limit: int,
+    next_slot: datetime.datetime | None,
+) -> Update[KeyBackupStatus]:
+    moment = report.completion_time
+    phase = report.phase
+    reason, ready = _SUMMARY.get(phase, ("Failed", False))
+    failed = _count(report.keys, KeyResult.FAILED)
+    succeeded = len(report.keys) - failed
+    message = f"backed up {succeeded} of {len(report.keys)} key(s) into snapshot " + (
+        report.snapshot_id if report.manifest_written else f"{report.snapshot_id} (not kept)"
+    )
+    condition = Condition(READY, ready, reason, message, request.generation)
+    status: KeyBackupStatus = (
+        _handled(request)
+        | schedule_status(next_slot)
+        | {
+            "phase": phase.value,
+            "conditions": _conditions(existing, condition, moment),
+            "lastRun": {
+                "snapshotId": report.snapshot_id,
+                "startTime": timestamp(report.start_time),
+                "completionTime": timestamp(moment),
+                "phase": phase.value,
+                "keysTotal": len(report.keys),
+                "keysSucceeded": succeeded,
+                "keysFailed": failed,
+                "bytes": report.total_bytes,
+            },
+            "keys": _key_entries(report.keys, keys_limit, with_version_ids=False),
+        }
+    )
+    if report.kept is not None:
+        status["snapshots"] = snapshot_entries(report.kept)
+    if report.manifest_written:
+        status["lastSnapshot"] = {
+            "id": report.snapshot_id,
+            "startTime": timestamp(report.start_time),
+            "completionTime": timestamp(moment),
+            "keys": succeeded,
+            "bytes": report.total_bytes,
+            "location": report.location,
+        }
+    if phase is Phase.SUCCEEDED:
+        status["lastSuccessfulTime"] = timestamp(moment)
+    kind, event_reason = _BACKUP_EVENTS[phase]
+    events = [Event(kind, event_reason, message)]
+    if report.retention_error is not None:
+        events.append(Event("Warning", "RetentionFailed", report.retention_error.message))
+    return Update(status, tuple(events))
+
+
+def backup_failed(
+    existing: Mapping[str, Any], verdict: Verdict, request: RunRequest, moment: datetime.datetime
+) -> Update[KeyBackupStatus]:
+    """A run that could not finish. A final verdict handles the request: it is not run
+    again until something changes."""
+    phase, conditions = _failed(existing, verdict, request.generation, moment)
+    status: KeyBackupStatus = {"phase": phase, "conditions": conditions}
+    if verdict.final:
+        status |= _handled(request)
+    return Update(status, (_failure_event(verdict),))
+
+
+def restore_resumes(existing: Mapping[str, Any], generation: int) -> bool:
+    """Whether an earlier attempt at this generation started and did not finish."""
+    return bool((existing.get("activeRun") or {}).get("generation") == generation)
+
+
+def restore_finished_already(existing: Mapping[str, Any], generation: int) -> bool:
+    """Whether this generation was restored already: a restart must not redo it."""
+    done = {Phase.SUCCEEDED.value, Phase.PARTIALLY_FAILED.value}
+    return existing.get("observedGeneration") == generation and existing.get("phase") in done
+
+
+def restore_started(
+    existing: Mapping[str, Any], generation: int, moment: datetime.datetime
+) -> Update[KeyRestoreStatus]:
+    started = timestamp(moment)
+    if restore_resumes(existing, generation):
+        started = existing["activeRun"].get("startTime", started)
+    condition = Condition(READY, False, "Running", "restoring keys", generation)
+    return Update(
+        {
+            "phase": Phase.RUNNING.value,
+            "startTime": started,
+            "activeRun": {"generation": generation, "startTime": started},
+            "conditions": _conditions(existing, condition, moment),
+        }
+    )
+
+
+def restore_source_opened(snapshot_id: str) -> Event:
+    return Event("Normal", "RestoreStarted", f"restoring from snapshot {snapshot_id}")
+
+
+def restore_finished(
+    existing: Mapping[str, Any],
+    report: RestoreReport,
+    keybackup: str,
+    generation: int,
+    keys_limit: int,
+) -> Update[KeyRestoreStatus]:
+    moment = report.completion_time
+    phase = report.phase
+    reason, ready = _SUMMARY.get(phase, ("Failed", False))
+    restored = _count(report.keys, KeyResult.RESTORED)
+    recovered = _count(report.keys, KeyResult.RECOVERED)
+    skipped = _count(report.keys, KeyResult.SKIPPED)
+    failed = _count(report.keys, KeyResult.FAILED)
+    message = f"{restored} restored, {recovered} recovered, {skipped} skipped, {failed} failed"
+    condition = Condition(READY, ready, reason, message, generation)
+    kind, event_reason = _RESTORE_EVENTS[phase]
+    return Update(
+        {
+            "phase": phase.value,
+            "observedGeneration": generation,
+            "activeRun": None,
+            "startTime": timestamp(report.start_time),
+            "completionTime": timestamp(moment),
+            "source": {"keyBackup": keybackup, "snapshotId": report.snapshot_id},
+            "counts": {
+                "restored": restored,
+                "recovered": recovered,
+                "skipped": skipped,
+                "failed": failed,
+            },
+            "keys": _key_entries(report.keys, keys_limit, with_version_ids=True),
+            "conditions": _conditions(existing, condition, moment),
+        },
+        (Event(kind, event_reason, message),),
+    )
+
+
+def restore_failed(
+    existing: Mapping[str, Any], verdict: Verdict, generation: int, moment: datetime.datetime
+) -> Update[KeyRestoreStatus]:
+    """A restore that could not finish; a final verdict ends this generation."""
+    phase, conditions = _failed(existing, verdict, generation, moment)
+    status: KeyRestoreStatus = {"phase": phase, "conditions": conditions}
+    if verdict.final:
+        status |= {"observedGeneration": generation, "activeRun": None}
+    return Update(status, (_failure_event(verdict),))
+
+
+def backups_deleted(count: int) -> Event:
+    return Event("Normal", "BackupsDeleted", f"deleted {count} snapshot(s)")
+
+
+def backups_not_deleted(verdict: Verdict, attempts: int) -> Event:
+    return Event(
+        "Warning",
+        "BackupsNotDeleted",
+        f"gave up after {attempts} attempts, snapshots remain: {verdict.error.message}",
+    )
