@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from kvbackup.api.tenancy import ALLOW_ALL, IdentityRule, parse_rules
 from kvbackup.errors import InvalidSpecError
+from kvbackup.services.workers import DEFAULT_CONCURRENCY
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -53,7 +54,7 @@ class Settings:
     #: Key Vault REST API version; empty means the SDK's default.
     keyvault_api_version: str | None = None
     #: Key Vault calls in flight at once, across all runs of the process.
-    max_concurrency: int = 16
+    max_concurrency: int = DEFAULT_CONCURRENCY
     #: Key Vault operations per second per vault (Azure allows about 400/s for software keys).
     vault_rate_limit: float = 200.0
     #: First delay after a temporary failure; doubled on each retry up to retry_max_seconds.
@@ -80,7 +81,9 @@ class Settings:
             ca_bundle=env.get("KVBACKUP_CA_BUNDLE") or None,
             verify_challenge_resource=_flag(env, "KVBACKUP_VERIFY_CHALLENGE_RESOURCE", True),
             keyvault_api_version=env.get("KVBACKUP_KEYVAULT_API_VERSION") or None,
-            max_concurrency=int(_number(env, "KVBACKUP_MAX_CONCURRENCY", 16, minimum=1)),
+            max_concurrency=int(
+                _number(env, "KVBACKUP_MAX_CONCURRENCY", DEFAULT_CONCURRENCY, minimum=1)
+            ),
             vault_rate_limit=_number(env, "KVBACKUP_VAULT_RATE_LIMIT", 200.0, minimum=0.1),
             retry_base_seconds=_number(env, "KVBACKUP_RETRY_BASE_SECONDS", 10.0, minimum=0.1),
             retry_max_seconds=_number(env, "KVBACKUP_RETRY_MAX_SECONDS", 600.0, minimum=0.1),

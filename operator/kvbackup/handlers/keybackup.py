@@ -101,6 +101,7 @@ async def _attempt(
                 store,
                 clock=runtime.clock,
                 incomplete_grace=runtime.settings.incomplete_snapshot_grace,
+                concurrency=runtime.settings.max_concurrency,
             )
     except Exception as failure:
         verdict = judge(failure, attempt, runtime.settings)

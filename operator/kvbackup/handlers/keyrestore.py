@@ -34,7 +34,12 @@ async def restore_keys(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -
             post(body, status.restore_source_opened(snapshot.manifest.snapshot_id))
             async with runtime.vault(namespace, spec.vault_url, spec.credentials_secret) as vault:
                 report = await run_restore(
-                    spec, snapshot, vault, clock=runtime.clock, resumed=resumed
+                    spec,
+                    snapshot,
+                    vault,
+                    clock=runtime.clock,
+                    resumed=resumed,
+                    concurrency=runtime.settings.max_concurrency,
                 )
     except Exception as failure:
         verdict = judge(failure, retry, runtime.settings)

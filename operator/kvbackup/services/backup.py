@@ -13,7 +13,7 @@ from kvbackup.services.outcomes import KeyOutcome, KeyResult, phase_of
 from kvbackup.services.ports import Clock, SnapshotStore, VaultKeys
 from kvbackup.services.retention import collect_garbage
 from kvbackup.services.snapshot import KeyArtifact, KeyFailure, Manifest, sha256_hex
-from kvbackup.services.workers import for_each_key
+from kvbackup.services.workers import DEFAULT_CONCURRENCY, for_each_key
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,9 @@ async def run_backup(
     store: SnapshotStore,
     *,
     clock: Clock,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> BackupReport:
-    """Back up every chosen key into snapshot ``snapshot_id``.
+    """Back up every chosen key into snapshot ``snapshot_id``, ``concurrency`` at a time.
 
     Writes are idempotent per (snapshot, key), so a run interrupted by a crash can be
     redone under the same snapshot id without leaving duplicates. Backup bytes are
@@ -97,7 +98,7 @@ async def run_backup(
             size=len(data),
         )
 
-    outcomes = await for_each_key(names, back_up)
+    outcomes = await for_each_key(names, back_up, concurrency=concurrency)
     stored = [o for o in outcomes if not o.failed]
     completion = clock()
     if stored:
@@ -134,12 +135,15 @@ async def back_up_and_retain(
     *,
     clock: Clock,
     incomplete_grace: datetime.timedelta,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> BackupReport:
     """One run: back up, then apply retention if a snapshot was kept.
 
     A storage error during retention fails nothing that was stored: the report carries it.
     """
-    report = await run_backup(spec, keybackup, snapshot_id, vault, store, clock=clock)
+    report = await run_backup(
+        spec, keybackup, snapshot_id, vault, store, clock=clock, concurrency=concurrency
+    )
     if not report.manifest_written:
         return report
     namespace, name = keybackup.namespace, keybackup.name

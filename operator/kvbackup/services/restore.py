@@ -23,7 +23,7 @@ from kvbackup.errors import ConflictError, MissingReferenceError
 from kvbackup.services.outcomes import KeyOutcome, KeyResult, phase_of
 from kvbackup.services.ports import Clock, KeyState, OpenedSnapshot, SnapshotStores, VaultKeys
 from kvbackup.services.snapshot import Manifest
-from kvbackup.services.workers import for_each_key
+from kvbackup.services.workers import DEFAULT_CONCURRENCY, for_each_key
 
 
 class Action(StrEnum):
@@ -143,6 +143,7 @@ async def run_restore(
     *,
     clock: Clock,
     resumed: bool = False,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> RestoreReport:
     """Bring back every chosen key; ``resumed`` when an earlier attempt was interrupted."""
     start = clock()
@@ -208,5 +209,5 @@ async def run_restore(
             message=f"restored {len(versions)} version(s) from the backup",
         )
 
-    outcomes = await for_each_key(names, bring_back)
+    outcomes = await for_each_key(names, bring_back, concurrency=concurrency)
     return RestoreReport(manifest.snapshot_id, start, clock(), outcomes)

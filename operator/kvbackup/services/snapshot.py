@@ -111,7 +111,8 @@ class Manifest:
                 {"name": f.name, "reason": f.reason, "message": f.message} for f in self.failures
             ],
         }
-        return json.dumps(document, indent=2, sort_keys=True).encode()
+        # Compact: a manifest lists every key, and a Secret holds at most 1 MiB.
+        return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:

@@ -1,4 +1,5 @@
-"""Running one coroutine per key concurrently, with per-key failures kept per key."""
+"""Running one coroutine per key, a bounded number at a time, with per-key failures kept
+per key."""
 
 from __future__ import annotations
 
@@ -8,16 +9,28 @@ from collections.abc import Awaitable, Callable, Iterable
 from kvbackup.errors import KvBackupError
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
 
+#: Keys in progress at once in one run, unless the operator's settings say otherwise.
+DEFAULT_CONCURRENCY = 16
+
 
 async def for_each_key(
-    names: Iterable[str], work: Callable[[str], Awaitable[KeyOutcome]]
+    names: Iterable[str],
+    work: Callable[[str], Awaitable[KeyOutcome]],
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> list[KeyOutcome]:
-    """Run ``work`` for every key; a key's permanent error fails that key only.
+    """Run ``work`` for every key, at most ``concurrency`` keys at a time; the outcomes
+    come back in the order of ``names``.
 
-    A temporary error (vault unreachable, access denied, throttled beyond the SDK's
-    retries) aborts the whole run and is raised: retrying later is all that helps, and
-    the other keys would hit the same wall. Concurrency is bounded by the adapters.
+    Workers pull the next name as they free up, so no task, coroutine or buffer exists
+    for a key before its turn: memory follows the concurrency, not the vault's size.
+
+    A key's permanent error fails that key only. A temporary error (vault unreachable,
+    access denied, throttled beyond the per-call retries) aborts the whole run and is
+    raised: retrying later is all that helps, and the other keys would hit the same wall.
     """
+    pending = enumerate(names)
+    outcomes: dict[int, KeyOutcome] = {}
 
     async def guarded(name: str) -> KeyOutcome:
         try:
@@ -29,10 +42,15 @@ async def for_each_key(
                 name=name, result=KeyResult.FAILED, reason=error.reason, message=error.message
             )
 
+    async def worker() -> None:
+        for index, name in pending:  # shared: each name goes to exactly one worker
+            outcomes[index] = await guarded(name)
+
     try:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(guarded(name)) for name in names]
+            for _ in range(max(1, concurrency)):
+                group.create_task(worker())
     except ExceptionGroup as group:
         # The first failure is the one to report; the others were cancellations' fallout.
         raise group.exceptions[0] from None
-    return [task.result() for task in tasks]
+    return [outcomes[index] for index in range(len(outcomes))]
