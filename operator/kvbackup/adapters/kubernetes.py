@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import kubernetes
@@ -61,17 +63,25 @@ def kubernetes_errors(what: str) -> Iterator[None]:
         ) from None
 
 
+#: Threads for the blocking Kubernetes client: its own pool, so a slow or frozen API
+#: server can never take the threads that Key Vault traffic (aiohttp's DNS lookups,
+#: the default executor) needs.
+KUBERNETES_THREADS = 4
+
+
 class KubernetesApi:
     """The few calls the operator makes besides kopf's own: Secrets and status."""
 
     def __init__(self, client: kubernetes.client.ApiClient) -> None:
         self._client = client
+        self._threads = ThreadPoolExecutor(KUBERNETES_THREADS, thread_name_prefix="kubernetes")
         self.core = kubernetes.client.CoreV1Api(client)
         self.custom = kubernetes.client.CustomObjectsApi(client)
 
     async def call(self, what: str, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        loop = asyncio.get_running_loop()
         with kubernetes_errors(what):
-            return await asyncio.to_thread(function, *args, **kwargs)
+            return await loop.run_in_executor(self._threads, partial(function, *args, **kwargs))
 
     async def read_secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
         secret = await self.call(
@@ -112,6 +122,7 @@ class KubernetesApi:
         return cast(dict[str, Any], found)
 
     def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self._client.close()  # type: ignore[no-untyped-call]
 
 
