@@ -1,0 +1,413 @@
+"""An HTTP fault and latency proxy between a Key Vault client and Lowkey Vault, on loopback.
+
+Real Key Vault throttles: it answers 429 (with or without ``Retry-After``) and now and then
+503, and it is a network round trip away. Lowkey Vault simulates none of that, so tests put
+this proxy between the operator and the emulator to inject latency, 429s and 503s, and to
+count what the client asked for.
+
+The proxy terminates TLS with Lowkey's own certificate and key (both public, from the
+emulator's keystore), so a client that trusts ``Lowkey.certificate`` trusts the proxy too.
+It forwards each request to Lowkey's API port with the client's Host header unchanged,
+because Lowkey finds a vault by that header: register the vault at the proxy's URL
+(``lowkey.create_vault(proxy.url)``). It runs in a background thread with its own event
+loop, so synchronous tests and a separate operator process can both use it.
+
+Faults are chosen deterministically: with a share ``s``, faultable request number ``n``
+(counted from 0 since the last ``set_faults``) is faulted when
+``floor((n + 1) * s) > floor(n * s)``, so exactly that share is faulted, spread evenly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import ssl
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    pkcs12,
+)
+from multidict import CIMultiDict
+from yarl import URL
+
+from tests.harness.lowkey import Lowkey, _fetch
+
+#: Headers that describe one connection, not the message, so they are not passed on.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+    }
+)
+#: Only Key Vault's key operations are faulted, not the management API or /ping.
+FAULTABLE_ROOTS = frozenset({"keys", "deletedkeys"})
+#: Words that follow a key name in a path; any other word there is a version id.
+_KEY_SUBRESOURCES = frozenset(
+    {"backup", "versions", "create", "import", "rotate", "rotationpolicy", "release"}
+)
+_MAX_BODY = 16 * 1024 * 1024
+_UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=60, connect=10)
+_CONTROL_TIMEOUT_S = 30
+
+_THROTTLED = {
+    "error": {
+        "code": "Throttled",
+        "message": "Request was not processed because too many requests were received.",
+    }
+}
+_UNAVAILABLE = {
+    "error": {
+        "code": "ServiceUnavailable",
+        "message": "The service is temporarily unavailable. Please try again later.",
+    }
+}
+
+
+@dataclass
+class Faults:
+    """What the proxy does to requests; replace it as a whole with ``FaultProxy.set_faults``.
+
+    Latency applies to every request, including the 401 challenge and the proxy's own 429s
+    and 503s. Throttling and unavailability apply only to faultable requests: those under
+    ``/keys`` or ``/deletedkeys`` that carry an Authorization header (so never the challenge
+    round trip). Both shares are of the faultable requests, and together at most 1.
+    """
+
+    latency_seconds: float = 0.0
+    throttle_share: float = 0.0
+    #: The Retry-After header on the 429s, in seconds; None sends none.
+    retry_after_seconds: float | None = None
+    unavailable_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.throttle_share <= 1.0 or not 0.0 <= self.unavailable_share <= 1.0:
+            raise ValueError("shares must be between 0 and 1")
+        if self.throttle_share + self.unavailable_share > 1.0 + 1e-9:
+            raise ValueError("throttle_share + unavailable_share must be at most 1")
+        if self.latency_seconds < 0 or (
+            self.retry_after_seconds is not None and self.retry_after_seconds < 0
+        ):
+            raise ValueError("latency_seconds and retry_after_seconds must not be negative")
+
+
+@dataclass(frozen=True)
+class ProxyCounts:
+    """A snapshot of what the proxy has seen since it started."""
+
+    #: Every request received, faulted or not.
+    requests: int
+    forwarded: int
+    #: 429s and 503s the proxy answered itself (not forwarded).
+    throttled: int
+    unavailable: int
+    #: Requests without an Authorization header: the SDK's challenge round trips.
+    unauthenticated: int
+    #: Every request received, by method and path with key names and versions as ``*``,
+    #: e.g. ``"POST /keys/*/backup"``.
+    by_operation: dict[str, int]
+    #: Most requests received and not yet answered at one time.
+    peak_in_flight: int
+
+
+def operation(method: str, path: str) -> str:
+    """``"GET /keys/*/versions"`` for ``GET /keys/name/versions?api-version=...``."""
+    segments = [s for s in path.split("?", 1)[0].split("/") if s]
+    if not segments:
+        return f"{method} /"
+    root, rest = segments[0], segments[1:]
+    shape = [root]
+    if root == "keys" and rest:
+        if rest[0] == "restore" and len(rest) == 1:
+            shape.append("restore")
+        else:
+            shape.append("*")
+            if len(rest) > 1:
+                shape.append(rest[1] if rest[1] in _KEY_SUBRESOURCES else "*")
+            if len(rest) > 2:
+                # After a version comes a crypto operation name (encrypt, sign, ...).
+                shape.append(rest[2] if rest[2].isalpha() and len(rest[2]) <= 32 else "*")
+            shape.extend("*" for _ in rest[3:])
+    elif root == "deletedkeys" and rest:
+        shape.append("*")
+        if len(rest) > 1:
+            shape.append(rest[1] if rest[1] == "recover" else "*")
+        shape.extend("*" for _ in rest[2:])
+    else:
+        shape.extend("*" for _ in rest)
+    return f"{method} /{'/'.join(shape)}"
+
+
+def _is_faultable(request: web.Request) -> bool:
+    segments = [s for s in request.path.split("/") if s]
+    return bool(segments) and segments[0] in FAULTABLE_ROOTS and "Authorization" in request.headers
+
+
+def _spread(n: int, share: float) -> bool:
+    """Whether item ``n`` (from 0) is one of an evenly spread ``share`` of all items."""
+    return math.floor((n + 1) * share) > math.floor(n * share)
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _pass_on(headers: Any) -> CIMultiDict[str]:
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP)
+
+
+def _error(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json; charset=utf-8", **(headers or {})},
+    )
+
+
+@dataclass
+class _State:
+    """Counters and faults, shared by the proxy's loop thread and the test's thread."""
+
+    faults: Faults = field(default_factory=Faults)
+    #: Faultable requests since the last set_faults, and those of them not throttled.
+    faultable_seen: int = 0
+    unthrottled_seen: int = 0
+    requests: int = 0
+    forwarded: int = 0
+    throttled: int = 0
+    unavailable: int = 0
+    unauthenticated: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    by_operation: dict[str, int] = field(default_factory=dict)
+
+
+class FaultProxy:
+    """One proxy on a loopback port in front of Lowkey's API port ``upstream_port``."""
+
+    def __init__(
+        self,
+        upstream_port: int,
+        certificate: Path,
+        keystore: bytes,
+        password: bytes,
+        workdir: Path,
+    ) -> None:
+        self.upstream = f"https://127.0.0.1:{upstream_port}"
+        self.certificate = certificate
+        self.port = 0
+        self._keystore = keystore
+        self._password = password
+        self._workdir = workdir
+        self._lock = threading.Lock()
+        self._state = _State()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def faults(self) -> Faults:
+        with self._lock:
+            return self._state.faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self.set_faults(faults)
+
+    def set_faults(self, faults: Faults) -> None:
+        """From now on, apply ``faults``; the deterministic fault pattern starts afresh."""
+        with self._lock:
+            self._state.faults = faults
+            self._state.faultable_seen = 0
+            self._state.unthrottled_seen = 0
+
+    def counts(self) -> ProxyCounts:
+        with self._lock:
+            s = self._state
+            return ProxyCounts(
+                requests=s.requests,
+                forwarded=s.forwarded,
+                throttled=s.throttled,
+                unavailable=s.unavailable,
+                unauthenticated=s.unauthenticated,
+                by_operation=dict(s.by_operation),
+                peak_in_flight=s.peak_in_flight,
+            )
+
+    def _server_context(self) -> ssl.SSLContext:
+        key, cert, chain = pkcs12.load_key_and_certificates(self._keystore, self._password)
+        if key is None or cert is None:
+            raise RuntimeError("Lowkey's keystore holds no key pair")
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        cert_pem = self._workdir / "fault-proxy-cert.pem"
+        key_pem = self._workdir / "fault-proxy-key.pem"
+        cert_pem.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in (cert, *(chain or []))))
+        key_pem.touch(mode=0o600)
+        key_pem.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_pem, key_pem)
+        return context
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("the fault proxy is already running")
+        server_context = self._server_context()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="fault-proxy", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._run(self._start(server_context))
+        except BaseException:
+            self.stop()
+            raise
+
+    def _run(self, coroutine: Any) -> Any:
+        assert self._loop is not None
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        return future.result(timeout=_CONTROL_TIMEOUT_S)
+
+    async def _start(self, server_context: ssl.SSLContext) -> None:
+        client_context = ssl.create_default_context(cafile=str(self.certificate))
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=client_context, limit=64),
+            timeout=_UPSTREAM_TIMEOUT,
+            auto_decompress=False,
+            # Send what the client sent, not aiohttp's defaults.
+            skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+        )
+        app = web.Application(client_max_size=_MAX_BODY)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=server_context)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+
+    def stop(self) -> None:
+        if self._loop is None or self._thread is None:
+            return
+        with contextlib.suppress(Exception):
+            self._run(self._stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
+        self._loop = None
+        self._thread = None
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _admit(self, request: web.Request) -> tuple[Faults, str]:
+        """Counts ``request`` and decides, in arrival order, what to do with it."""
+        faultable = _is_faultable(request)
+        with self._lock:
+            s = self._state
+            faults = s.faults
+            s.requests += 1
+            s.in_flight += 1
+            s.peak_in_flight = max(s.peak_in_flight, s.in_flight)
+            name = operation(request.method, request.path)
+            s.by_operation[name] = s.by_operation.get(name, 0) + 1
+            if "Authorization" not in request.headers:
+                s.unauthenticated += 1
+            outcome = "forward"
+            if faultable:
+                n, s.faultable_seen = s.faultable_seen, s.faultable_seen + 1
+                if _spread(n, faults.throttle_share):
+                    outcome = "throttle"
+                    s.throttled += 1
+                else:
+                    # The 503 share is of all faultable requests, so it is spread over
+                    # those not throttled at the correspondingly higher rate.
+                    rest = 1.0 - faults.throttle_share
+                    share = min(1.0, faults.unavailable_share / rest) if rest > 0 else 0.0
+                    m, s.unthrottled_seen = s.unthrottled_seen, s.unthrottled_seen + 1
+                    if _spread(m, share):
+                        outcome = "unavailable"
+                        s.unavailable += 1
+            if outcome == "forward":
+                s.forwarded += 1
+            return faults, outcome
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        faults, outcome = self._admit(request)
+        try:
+            body = await request.read()
+            if faults.latency_seconds > 0:
+                await asyncio.sleep(faults.latency_seconds)
+            if outcome == "throttle":
+                retry = faults.retry_after_seconds
+                headers = {} if retry is None else {"Retry-After": _seconds(retry)}
+                return _error(429, _THROTTLED, headers)
+            if outcome == "unavailable":
+                return _error(503, _UNAVAILABLE)
+            return await self._forward(request, body)
+        finally:
+            with self._lock:
+                self._state.in_flight -= 1
+
+    async def _forward(self, request: web.Request, body: bytes) -> web.Response:
+        assert self._session is not None
+        headers = _pass_on(request.headers)
+        # Lowkey finds the vault by the Host header, which names the proxy's port.
+        headers["Host"] = request.host
+        url = URL(f"{self.upstream}{request.raw_path}", encoded=True)
+        try:
+            async with self._session.request(
+                request.method, url, headers=headers, data=body or None, allow_redirects=False
+            ) as upstream:
+                payload = await upstream.read()
+                # Content-Encoding stays: the body is passed on still encoded.
+                return web.Response(
+                    status=upstream.status,
+                    reason=upstream.reason,
+                    body=payload,
+                    headers=_pass_on(upstream.headers),
+                )
+        except TimeoutError:
+            return web.Response(status=504, text="fault proxy: Lowkey Vault did not answer")
+        except aiohttp.ClientError as error:
+            return web.Response(status=502, text=f"fault proxy: {error}")
+
+
+def fault_proxy_for(lowkey: Lowkey, workdir: Path) -> FaultProxy:
+    """A started proxy in front of ``lowkey``, with its keystore; the caller stops it."""
+    base = f"http://127.0.0.1:{lowkey.token_port}/metadata/default-cert"
+    password = _fetch(f"{base}/password").strip()
+    keystore = _fetch(f"{base}/lowkey-vault.p12")
+    proxy = FaultProxy(lowkey.api_port, lowkey.certificate, keystore, password, workdir)
+    proxy.start()
+    return proxy
