@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
 
 import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
@@ -14,11 +14,13 @@ from azure.core.pipeline.transport import AioHttpTransport
 from azure.keyvault.keys.aio import KeyClient
 
 from kvbackup.adapters.azure_errors import azure_errors
-from kvbackup.adapters.ratelimit import RateLimiter
-from kvbackup.adapters.throttling import retry_throttled
+from kvbackup.adapters.ratelimit import VaultPace
+from kvbackup.adapters.throttling import retry_per_call
 from kvbackup.config import Settings
-from kvbackup.errors import InvalidSpecError, NotFoundError
+from kvbackup.errors import InvalidSpecError, NotFoundError, ThrottledError
 from kvbackup.services.ports import KeyInfo, KeyState
+
+_T = TypeVar("_T")
 
 #: How long a purge may take to finish before the purged name can be restored.
 PURGE_WAIT_SECONDS = 120.0
@@ -27,81 +29,93 @@ PURGE_WAIT_SECONDS = 120.0
 class KeyVaultKeys:
     """``VaultKeys`` for one vault under one credential."""
 
-    def __init__(self, client: KeyClient, limiter: RateLimiter, slots: asyncio.Semaphore) -> None:
+    def __init__(self, client: KeyClient, pace: VaultPace, slots: asyncio.Semaphore) -> None:
         self._client = client
-        self._limiter = limiter
+        self._pace = pace
         self._slots = slots
 
-    @asynccontextmanager
-    async def _call(self, what: str) -> AsyncIterator[None]:
-        async with self._slots:
-            await self._limiter.acquire()
-            with azure_errors(what):
-                yield
+    async def _request(self, what: str, send: Callable[[], Awaitable[_T]]) -> _T:
+        """One call to the vault: a concurrency slot, a token of the vault's pace, the SDK's
+        errors mapped; retried on its own when throttled or overloaded."""
+
+        async def attempt() -> _T:
+            async with self._slots:
+                await self._pace.acquire()
+                try:
+                    with azure_errors(what):
+                        answer = await send()
+                except ThrottledError as error:
+                    self._pace.throttled(error.retry_after)
+                    raise
+            self._pace.succeeded()
+            return answer
+
+        return await retry_per_call(attempt)
 
     async def list_keys(self) -> AsyncIterator[KeyInfo]:
-        async with self._call("list keys"):
-            async for props in self._client.list_properties_of_keys():
+        # Page by page, each page a call of its own: a throttled page is fetched again
+        # instead of listing the vault from the start.
+        pages = self._client.list_properties_of_keys().by_page()
+        while (page := await self._request("list keys", partial(_next_page, pages))) is not None:
+            async for props in page:
                 yield KeyInfo(
                     name=props.name or "", tags=dict(props.tags or {}), managed=bool(props.managed)
                 )
 
     async def list_versions(self, name: str) -> tuple[str, ...]:
-        async with self._call(f"list versions of key {name}"):
-            versions = [
+        async def listing() -> list[tuple[Any, str]]:
+            return [
                 (props.created_on, props.version or "")
                 async for props in self._client.list_properties_of_key_versions(name)
             ]
+
+        versions = await self._request(f"list versions of key {name}", listing)
         return tuple(version for _, version in sorted(versions, key=_created_then_id))
 
     async def backup_key(self, name: str) -> bytes:
-        async def attempt() -> bytes:
-            async with self._call(f"back up key {name}"):
-                return await self._client.backup_key(name)
-
-        return await retry_throttled(attempt)
+        return await self._request(f"back up key {name}", partial(self._client.backup_key, name))
 
     async def key_state(self, name: str) -> KeyState:
         try:
-            async with self._call(f"read key {name}"):
-                await self._client.get_key(name)
+            await self._request(f"read key {name}", partial(self._client.get_key, name))
             return KeyState.ACTIVE
         except NotFoundError:
             pass
         try:
-            async with self._call(f"read deleted key {name}"):
-                await self._client.get_deleted_key(name)
+            await self._deleted(name)
             return KeyState.SOFT_DELETED
         except NotFoundError:
             return KeyState.ABSENT
 
-    async def restore_key(self, backup: bytes) -> str:
-        async def attempt() -> str:
-            async with self._call("restore a key backup"):
-                key = await self._client.restore_key_backup(backup)
-            return key.name or ""
+    async def _deleted(self, name: str) -> None:
+        await self._request(f"read deleted key {name}", partial(self._client.get_deleted_key, name))
 
-        return await retry_throttled(attempt)
+    async def restore_key(self, backup: bytes) -> str:
+        key = await self._request(
+            "restore a key backup", partial(self._client.restore_key_backup, backup)
+        )
+        return key.name or ""
 
     async def recover_key(self, name: str) -> None:
-        async def attempt() -> None:
-            async with self._call(f"recover key {name}"):
-                await self._client.recover_deleted_key(name)
-
-        await retry_throttled(attempt)
+        await self._request(f"recover key {name}", partial(self._client.recover_deleted_key, name))
 
     async def purge_key(self, name: str) -> None:
-        async with self._call(f"purge key {name}"):
-            await self._client.purge_deleted_key(name)
+        await self._request(f"purge key {name}", partial(self._client.purge_deleted_key, name))
         # Purging completes asynchronously; a restore under the same name fails until then.
         deadline = asyncio.get_running_loop().time() + PURGE_WAIT_SECONDS
         while asyncio.get_running_loop().time() < deadline:
             try:
-                async with self._call(f"wait for purge of key {name}"):
-                    await self._client.get_deleted_key(name)
+                await self._deleted(name)
             except NotFoundError:
                 return
             await asyncio.sleep(2)
+
+
+async def _next_page(pages: AsyncIterator[AsyncIterator[_T]]) -> AsyncIterator[_T] | None:
+    try:
+        return await anext(pages)
+    except StopAsyncIteration:
+        return None
 
 
 def _created_then_id(item: tuple[Any, str]) -> tuple[float, str]:
@@ -131,7 +145,7 @@ class KeyVaultClients:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._slots = asyncio.Semaphore(settings.max_concurrency)
-        self._limiters: dict[str, RateLimiter] = {}
+        self._paces: dict[str, VaultPace] = {}
         self._clients: dict[tuple[str, int], KeyClient] = {}
         self._tls = tls_context(settings.ca_bundle)
         self._session: aiohttp.ClientSession | None = None
@@ -152,6 +166,9 @@ class KeyVaultClients:
         options: dict[str, Any] = {
             "verify_challenge_resource": self._settings.verify_challenge_resource,
             "transport": self._transport(),
+            # 429s and 5xx answers are retried per call by retry_per_call, after the
+            # vault's pace has heard of them; the SDK retrying them too would hide them.
+            "retry_status": 0,
         }
         if self._settings.keyvault_api_version:
             options["api_version"] = self._settings.keyvault_api_version
@@ -163,8 +180,8 @@ class KeyVaultClients:
         if client is None:
             client = KeyClient(vault_url, credential, **self._client_options())
             self._clients[cache_key] = client
-        limiter = self._limiters.setdefault(vault_url, RateLimiter(self._settings.vault_rate_limit))
-        return KeyVaultKeys(client, limiter, self._slots)
+        pace = self._paces.setdefault(vault_url, VaultPace(self._settings.vault_rate_limit))
+        return KeyVaultKeys(client, pace, self._slots)
 
     async def release(self, credential: AsyncTokenCredential) -> None:
         """Close the clients built for a per-object credential once its run is over."""

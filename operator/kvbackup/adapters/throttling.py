@@ -1,8 +1,10 @@
-"""Retrying calls that Key Vault throttled beyond what the SDK retries itself.
+"""Retrying one Key Vault call that was throttled (429) or answered 5xx.
 
-The SDK honours Retry-After on 429, but not on a POST (backup, restore, recover) that
-carries no Retry-After header; those surface as ThrottledError and are retried here,
-so one throttled key does not abort a run of thousands.
+The Key Vault clients are built without the SDK's own retries on bad statuses, so every
+429 reaches the vault's pace (which slows down or pauses the whole vault) and is
+retried here, per call: one throttled key, or one throttled read, never aborts or
+restarts a run of thousands. A failure to connect at all is not retried here: the
+SDK's connection retries have already happened, and the run backs off as a whole.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from kvbackup.errors import ThrottledError
+from kvbackup.errors import KvBackupError, ThrottledError, TransientError
 
 _T = TypeVar("_T")
 
@@ -20,14 +22,21 @@ FIRST_DELAY_SECONDS = 1.0
 LONGEST_DELAY_SECONDS = 30.0
 
 
-def throttle_delay(error: ThrottledError, attempt: int) -> float:
+def retried_per_call(error: KvBackupError) -> bool:
+    """429s and answers of an overloaded service (5xx, 408); not unreachable vaults."""
+    return isinstance(error, ThrottledError) or (
+        isinstance(error, TransientError) and error.reason == TransientError.reason
+    )
+
+
+def throttle_delay(error: KvBackupError, attempt: int) -> float:
     """Retry-After when the service gave one, else exponential from one second."""
-    if error.retry_after is not None:
+    if isinstance(error, ThrottledError) and error.retry_after is not None:
         return min(error.retry_after, LONGEST_DELAY_SECONDS)
     return float(min(FIRST_DELAY_SECONDS * 2**attempt, LONGEST_DELAY_SECONDS))
 
 
-async def retry_throttled(
+async def retry_per_call(
     call: Callable[[], Awaitable[_T]],
     *,
     attempts: int = ATTEMPTS,
@@ -36,6 +45,8 @@ async def retry_throttled(
     for attempt in range(attempts - 1):
         try:
             return await call()
-        except ThrottledError as error:
+        except KvBackupError as error:
+            if not retried_per_call(error):
+                raise
             await sleep(throttle_delay(error, attempt))
     return await call()

@@ -1,0 +1,105 @@
+"""Key Vault throttles. Through a proxy that answers a share of requests with 429 (as
+Key Vault does beyond its limits, which the emulator does not simulate), a backup still
+completes with every key, in one run, retrying each throttled call on its own."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.controlplane import ControlPlane
+from tests.harness.fault_proxy import FaultProxy, Faults, fault_proxy_for
+from tests.harness.lowkey import Lowkey
+from tests.harness.operator import OperatorProcess, start_operator
+from tests.harness.vault import Vault
+from tests.integration.conftest import Cluster
+from tests.integration.objects import keybackup
+
+pytestmark = pytest.mark.integration
+
+KEYS = [f"key-{index:02d}" for index in range(60)]
+
+
+@pytest.fixture
+def proxy(lowkey: Lowkey, tmp_path: Path) -> Iterator[FaultProxy]:
+    """A fresh vault that answers through the fault proxy."""
+    proxy = fault_proxy_for(lowkey, tmp_path / "fault-proxy")
+    lowkey.create_vault(proxy.url)
+    try:
+        yield proxy
+    finally:
+        lowkey.delete_vault(proxy.url)
+        proxy.stop()
+
+
+@pytest.mark.parametrize(
+    "retry_after", [pytest.param(1.0, id="with Retry-After"), pytest.param(None, id="without")]
+)
+def test_a_backup_with_one_request_in_ten_throttled_completes_every_key_in_one_run(
+    operator: OperatorProcess,
+    cluster: Cluster,
+    lowkey: Lowkey,
+    proxy: FaultProxy,
+    retry_after: float | None,
+) -> None:
+    Vault(proxy.url, lowkey.certificate).create_ec_keys(KEYS)
+    proxy.set_faults(Faults(throttle_share=0.1, retry_after_seconds=retry_after))
+
+    cluster.apply(keybackup("throttled", proxy.url))
+    status = cluster.wait_for_phase("keybackup", "throttled", "Succeeded", timeout=180)
+
+    counts = proxy.counts()
+    assert counts.throttled >= len(KEYS) // 5  # about 120 requests, one in ten throttled
+    assert status["lastRun"]["keysSucceeded"] == len(KEYS)
+    assert cluster.event_count("throttled", "BackupStarted") == 1
+    # Every key was backed up once; the throttled backups were sent again, nothing more.
+    backups = counts.by_operation["POST /keys/*/backup"]
+    assert len(KEYS) < backups <= len(KEYS) + counts.throttled
+
+
+@pytest.fixture
+def patient_operator(
+    control_plane: ControlPlane, lowkey: Lowkey, tmp_path: Path
+) -> Iterator[Cluster]:
+    """An operator of its own that waits a minute before retrying a failed run."""
+    name = f"throttle-{uuid.uuid4().hex[:8]}"
+    control_plane.kubectl("create", "namespace", name)
+    process = start_operator(
+        control_plane.kubeconfig,
+        tmp_path / "operator.log",
+        {
+            "KVBACKUP_WATCH_NAMESPACES": name,
+            "KVBACKUP_RETRY_BASE_SECONDS": "60",
+            "KVBACKUP_RETRY_MAX_SECONDS": "60",
+            **lowkey.operator_env(),
+        },
+    )
+    try:
+        yield Cluster(control_plane, name)
+    finally:
+        process.stop()
+
+
+def test_a_call_throttled_every_time_is_sent_six_times_then_the_run_backs_off(
+    patient_operator: Cluster, lowkey: Lowkey, proxy: FaultProxy
+) -> None:
+    cluster = patient_operator
+    Vault(proxy.url, lowkey.certificate).create_ec_keys(["only"])
+    proxy.set_faults(Faults(throttle_share=1.0, retry_after_seconds=1.0))
+
+    cluster.apply(keybackup("hammered", proxy.url, keys=["only"]))
+    cluster.wait_until(
+        "the run backs off as Throttled",
+        lambda: cluster.ready_condition("keybackup", "hammered").get("reason") == "Throttled",
+        timeout=60,
+    )
+
+    # Six tries of the one call, each after the Retry-After; the SDK adds none of its own
+    # (the one more request is the authentication challenge, which is never throttled).
+    counts = proxy.counts()
+    assert counts.throttled == 6
+    assert counts.by_operation["GET /keys/*/versions"] == 1 + 6
+    assert "retrying in 60s" in cluster.ready_condition("keybackup", "hammered")["message"]
