@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.harness.azurite import Azurite
+    from tests.integration.conftest import Cluster
 
 API_VERSION = "kvbackup.io/v1alpha1"
 
@@ -37,3 +42,29 @@ def keyrestore(name: str, vault_url: str, *, keybackup: str | None = None, **spe
 def key_results(status: dict[str, Any]) -> dict[str, str]:
     """Each key's result in a status, by name."""
     return {entry["name"]: entry["result"] for entry in status.get("keys", [])}
+
+
+def blob_destination(
+    cluster: Cluster, azurite: Azurite, container: str, prefix: str
+) -> dict[str, Any]:
+    """A KeyBackup destination in an Azurite container, with the Secret "storage" holding
+    its connection string applied to the cluster."""
+    connection_string = base64.b64encode(azurite.connection_string().encode()).decode()
+    cluster.apply(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "storage"},
+                "data": {"connectionString": connection_string},
+            }
+        )
+    )
+    return {
+        "blob": {
+            "accountUrl": azurite.blob_endpoint,
+            "container": container,
+            "prefix": prefix,
+            "credentials": {"name": "storage"},
+        }
+    }

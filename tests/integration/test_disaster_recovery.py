@@ -6,8 +6,6 @@ real process, and the real API server; the vault is inspected with the plain Azu
 
 from __future__ import annotations
 
-import base64
-import json
 import subprocess
 from collections.abc import Iterator
 
@@ -17,7 +15,7 @@ from azure.storage.blob.aio import ContainerClient
 from tests.harness.azurite import Azurite
 from tests.harness.operator import OperatorProcess
 from tests.integration.conftest import Cluster, VaultUnderTest
-from tests.integration.objects import key_results, keybackup, keyrestore
+from tests.integration.objects import blob_destination, key_results, keybackup, keyrestore
 
 pytestmark = pytest.mark.integration
 
@@ -32,29 +30,7 @@ def destination(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[di
         return
     azurite: Azurite = request.getfixturevalue("azurite")
     container: ContainerClient = request.getfixturevalue("container")
-    storage_secret(cluster, azurite)
-    yield {
-        "blob": {
-            "accountUrl": azurite.blob_endpoint,
-            "container": container.container_name,
-            "prefix": "vaults",
-            "credentials": {"name": "storage"},
-        }
-    }
-
-
-def storage_secret(cluster: Cluster, azurite: Azurite) -> None:
-    connection_string = base64.b64encode(azurite.connection_string().encode()).decode()
-    cluster.apply(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "storage"},
-                "data": {"connectionString": connection_string},
-            }
-        )
-    )
+    yield blob_destination(cluster, azurite, container.container_name, "vaults")
 
 
 def test_a_purged_key_comes_back_with_every_version_and_decrypts_what_it_encrypted(
@@ -158,15 +134,7 @@ async def test_the_bytes_in_a_blob_restore_with_the_plain_blob_and_key_vault_sdk
     container: ContainerClient,
 ) -> None:
     originals = vault.create_rsa_key("card-signing", versions=3)
-    storage_secret(cluster, azurite)
-    destination = {
-        "blob": {
-            "accountUrl": azurite.blob_endpoint,
-            "container": container.container_name,
-            "prefix": "prod",
-            "credentials": {"name": "storage"},
-        }
-    }
+    destination = blob_destination(cluster, azurite, container.container_name, "prod")
     cluster.apply(keybackup("nightly", vault.url, keys=["card-signing"], destination=destination))
     snapshot = cluster.wait_for_phase("keybackup", "nightly", "Succeeded")["lastSnapshot"]["id"]
     vault.delete_and_purge("card-signing")

@@ -9,8 +9,7 @@ from kvbackup.adapters.blob_store import BlobSnapshotStore
 from tests.harness.azurite import Azurite
 from tests.harness.operator import OperatorProcess
 from tests.integration.conftest import Cluster, VaultUnderTest
-from tests.integration.objects import keybackup
-from tests.integration.test_disaster_recovery import storage_secret
+from tests.integration.objects import blob_destination, keybackup
 
 pytestmark = pytest.mark.integration
 
@@ -73,15 +72,7 @@ async def test_a_schedule_with_keep_last_two_keeps_exactly_the_two_newest_blob_s
     container: ContainerClient,
 ) -> None:
     vault.create_rsa_key("signing", versions=2)
-    storage_secret(cluster, azurite)
-    destination = {
-        "blob": {
-            "accountUrl": azurite.blob_endpoint,
-            "container": container.container_name,
-            "prefix": "backups",
-            "credentials": {"name": "storage"},
-        }
-    }
+    destination = blob_destination(cluster, azurite, container.container_name, "backups")
     cluster.apply(
         keybackup(
             "often",
