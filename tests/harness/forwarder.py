@@ -28,6 +28,7 @@ class Forwarder:
     peak_open: int = 0
     _server: asyncio.Server | None = field(default=None, repr=False)
     _relays: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set, repr=False)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -66,16 +67,20 @@ class Forwarders:
             assert task is not None
             forwarder._relays.add(task)
             task.add_done_callback(forwarder._relays.discard)
+            forwarder._writers.add(client)
             forwarder.accepted += 1
             forwarder.open += 1
             forwarder.peak_open = max(forwarder.peak_open, forwarder.open)
             try:
                 upstream_reader, upstream = await asyncio.open_connection("127.0.0.1", target_port)
             except OSError:
+                forwarder._writers.discard(client)
                 client.close()
                 forwarder.open -= 1
                 return
+            forwarder._writers.add(upstream)
             await asyncio.gather(_pipe(client_reader, upstream), _pipe(upstream_reader, client))
+            forwarder._writers.difference_update((client, upstream))
             forwarder.open -= 1
 
         server = await asyncio.start_server(relay, "127.0.0.1", 0)
@@ -91,10 +96,13 @@ class Forwarders:
         if forwarder._server is not None:
             forwarder._server.close()
             forwarder._server = None
-        relays = list(forwarder._relays)
-        for relay in relays:
-            relay.cancel()
-        await asyncio.gather(*relays, return_exceptions=True)
+        # Closing the streams ends the relays on their own; cancelling them instead makes
+        # asyncio's stream callbacks log errors.
+        for writer in list(forwarder._writers):
+            writer.close()
+        await asyncio.wait_for(
+            asyncio.gather(*forwarder._relays, return_exceptions=True), timeout=10
+        )
 
     def shutdown(self) -> None:
         for forwarder in self._forwarders:
