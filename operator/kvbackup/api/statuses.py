@@ -40,6 +40,9 @@ class BackupRunRequest(TypedDict, total=False):
     slot: str | None
     snapshotId: str
     startTime: str
+    #: How far the run has come, updated every few seconds.
+    keysDone: int
+    keysTotal: int
 
 
 class BackupRunSummary(TypedDict):
@@ -86,11 +89,14 @@ class KeyBackupStatus(TypedDict, total=False):
     snapshots: list[SnapshotSummary]
 
 
-class RestoreAttempt(TypedDict):
+class RestoreAttempt(TypedDict, total=False):
     """The attempt in progress; a restart resumes it instead of starting over."""
 
     generation: int
     startTime: str
+    #: How far the attempt has come, updated every few seconds.
+    keysDone: int
+    keysTotal: int
 
 
 class RestoreSource(TypedDict):

@@ -15,7 +15,7 @@ from kvbackup.api import GROUP, KEYBACKUP_PLURAL, VERSION
 from kvbackup.api.keybackup import DeletionPolicy, KeyBackupRef, parse_spec
 from kvbackup.errors import KvBackupError
 from kvbackup.handlers.loops import Loops, Watched
-from kvbackup.handlers.outcomes import as_kopf_error, post, publish
+from kvbackup.handlers.outcomes import as_kopf_error, post, progress_of, publish
 from kvbackup.presentation import status
 from kvbackup.presentation.verdicts import judge
 from kvbackup.runtime import Runtime
@@ -102,6 +102,9 @@ async def _attempt(
                 clock=runtime.clock,
                 incomplete_grace=runtime.settings.incomplete_snapshot_grace,
                 concurrency=runtime.settings.max_concurrency,
+                progress=progress_of(
+                    runtime.kubernetes, KEYBACKUP_PLURAL, body, status.backup_progress
+                ),
             )
     except Exception as failure:
         verdict = judge(failure, attempt, runtime.settings)

@@ -9,7 +9,7 @@ import kopf
 
 from kvbackup.api import GROUP, KEYRESTORE_PLURAL, VERSION
 from kvbackup.api.keyrestore import parse_spec
-from kvbackup.handlers.outcomes import as_kopf_error, post, publish
+from kvbackup.handlers.outcomes import as_kopf_error, post, progress_of, publish
 from kvbackup.presentation import status
 from kvbackup.presentation.verdicts import judge
 from kvbackup.runtime import Runtime
@@ -40,6 +40,9 @@ async def restore_keys(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -
                     clock=runtime.clock,
                     resumed=resumed,
                     concurrency=runtime.settings.max_concurrency,
+                    progress=progress_of(
+                        runtime.kubernetes, KEYRESTORE_PLURAL, body, status.restore_progress
+                    ),
                 )
     except Exception as failure:
         verdict = judge(failure, retry, runtime.settings)

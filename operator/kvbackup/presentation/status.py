@@ -174,6 +174,10 @@ def backup_started(
     )
 
 
+def backup_progress(done: int, total: int) -> Update[KeyBackupStatus]:
+    return Update({"activeRun": {"keysDone": done, "keysTotal": total}})
+
+
 def backup_finished(
     existing: Mapping[str, Any],
     report: BackupReport,
@@ -267,6 +271,10 @@ def restore_started(
             "conditions": _conditions(existing, condition, moment),
         }
     )
+
+
+def restore_progress(done: int, total: int) -> Update[KeyRestoreStatus]:
+    return Update({"activeRun": {"keysDone": done, "keysTotal": total}})
 
 
 def restore_source_opened(snapshot_id: str) -> Event:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from kvbackup import __version__
@@ -11,6 +12,7 @@ from kvbackup.api.keybackup import KeyBackupRef, KeyBackupSpec
 from kvbackup.errors import InvalidSpecError, KvBackupError
 from kvbackup.services.outcomes import KeyOutcome, KeyResult, phase_of
 from kvbackup.services.ports import Clock, SnapshotStore, VaultKeys
+from kvbackup.services.progress import Progress
 from kvbackup.services.retention import collect_garbage
 from kvbackup.services.snapshot import KeyArtifact, KeyFailure, Manifest, sha256_hex
 from kvbackup.services.workers import DEFAULT_CONCURRENCY, for_each_key
@@ -73,8 +75,10 @@ async def run_backup(
     *,
     clock: Clock,
     concurrency: int = DEFAULT_CONCURRENCY,
+    progress: Callable[[int], Progress] | None = None,
 ) -> BackupReport:
-    """Back up every chosen key into snapshot ``snapshot_id``, ``concurrency`` at a time.
+    """Back up every chosen key into snapshot ``snapshot_id``, ``concurrency`` at a time;
+    ``progress`` makes the tracker of a run of that many keys.
 
     Writes are idempotent per (snapshot, key), so a run interrupted by a crash can be
     redone under the same snapshot id without leaving duplicates. Backup bytes are
@@ -98,7 +102,10 @@ async def run_backup(
             size=len(data),
         )
 
-    outcomes = await for_each_key(names, back_up, concurrency=concurrency)
+    tracker = progress(len(names)) if progress else None
+    outcomes = await for_each_key(
+        names, back_up, concurrency=concurrency, on_done=tracker.key_done if tracker else None
+    )
     stored = [o for o in outcomes if not o.failed]
     completion = clock()
     if stored:
@@ -136,13 +143,21 @@ async def back_up_and_retain(
     clock: Clock,
     incomplete_grace: datetime.timedelta,
     concurrency: int = DEFAULT_CONCURRENCY,
+    progress: Callable[[int], Progress] | None = None,
 ) -> BackupReport:
     """One run: back up, then apply retention if a snapshot was kept.
 
     A storage error during retention fails nothing that was stored: the report carries it.
     """
     report = await run_backup(
-        spec, keybackup, snapshot_id, vault, store, clock=clock, concurrency=concurrency
+        spec,
+        keybackup,
+        snapshot_id,
+        vault,
+        store,
+        clock=clock,
+        concurrency=concurrency,
+        progress=progress,
     )
     if not report.manifest_written:
         return report

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -22,6 +22,7 @@ from kvbackup.api.keyrestore import (
 from kvbackup.errors import ConflictError, MissingReferenceError
 from kvbackup.services.outcomes import KeyOutcome, KeyResult, phase_of
 from kvbackup.services.ports import Clock, KeyState, OpenedSnapshot, SnapshotStores, VaultKeys
+from kvbackup.services.progress import Progress
 from kvbackup.services.snapshot import Manifest
 from kvbackup.services.workers import DEFAULT_CONCURRENCY, for_each_key
 
@@ -144,6 +145,7 @@ async def run_restore(
     clock: Clock,
     resumed: bool = False,
     concurrency: int = DEFAULT_CONCURRENCY,
+    progress: Callable[[int], Progress] | None = None,
 ) -> RestoreReport:
     """Bring back every chosen key; ``resumed`` when an earlier attempt was interrupted."""
     start = clock()
@@ -209,5 +211,8 @@ async def run_restore(
             message=f"restored {len(versions)} version(s) from the backup",
         )
 
-    outcomes = await for_each_key(names, bring_back, concurrency=concurrency)
+    tracker = progress(len(names)) if progress else None
+    outcomes = await for_each_key(
+        names, bring_back, concurrency=concurrency, on_done=tracker.key_done if tracker else None
+    )
     return RestoreReport(manifest.snapshot_id, start, clock(), outcomes)

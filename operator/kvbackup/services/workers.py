@@ -18,9 +18,10 @@ async def for_each_key(
     work: Callable[[str], Awaitable[KeyOutcome]],
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
+    on_done: Callable[[], Awaitable[None]] | None = None,
 ) -> list[KeyOutcome]:
     """Run ``work`` for every key, at most ``concurrency`` keys at a time; the outcomes
-    come back in the order of ``names``.
+    come back in the order of ``names``. ``on_done`` is awaited after each key.
 
     Workers pull the next name as they free up, so no task, coroutine or buffer exists
     for a key before its turn: memory follows the concurrency, not the vault's size.
@@ -45,6 +46,8 @@ async def for_each_key(
     async def worker() -> None:
         for index, name in pending:  # shared: each name goes to exactly one worker
             outcomes[index] = await guarded(name)
+            if on_done is not None:
+                await on_done()
 
     try:
         async with asyncio.TaskGroup() as group:
