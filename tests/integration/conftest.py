@@ -24,6 +24,7 @@ from tests.harness import azurite as azurite_harness
 from tests.harness import lowkey as lowkey_harness
 from tests.harness.azurite import Azurite
 from tests.harness.controlplane import ControlPlane, install_crds, start
+from tests.harness.fault_proxy import FaultProxy, fault_proxy_for
 from tests.harness.forwarder import Forwarder, Forwarders
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, start_operator
@@ -77,6 +78,18 @@ def vault(lowkey: Lowkey, forwarders: Forwarders) -> Iterator[VaultUnderTest]:
     finally:
         lowkey.delete_vault(url)
         forwarders.close(forwarder)
+
+
+@pytest.fixture
+def proxy(lowkey: Lowkey, tmp_path: Path) -> Iterator[FaultProxy]:
+    """A fresh vault that answers through the fault proxy, which counts every request."""
+    proxy = fault_proxy_for(lowkey, tmp_path / "fault-proxy")
+    lowkey.create_vault(proxy.url)
+    try:
+        yield proxy
+    finally:
+        lowkey.delete_vault(proxy.url)
+        proxy.stop()
 
 
 @pytest.fixture(scope="session")

@@ -285,3 +285,22 @@ async def test_a_wrong_account_key_is_access_denied(
             await store.write_artifact(REF, SNAPSHOT, "k", b"x")
         with pytest.raises(AccessDeniedError):
             await store.list_snapshots(NAMESPACE, "payments-keys")
+
+
+async def test_an_interrupted_runs_blobs_are_resumable_only_while_they_match_their_sha256(
+    store: BlobSnapshotStore, container: ContainerClient
+) -> None:
+    await store.write_artifact(REF, SNAPSHOT, "Signing", b"signing bytes", ("v1", "v2"))
+    await store.write_artifact(REF, SNAPSHOT, "wrapping", b"wrapping bytes", ("w1",))
+
+    found = {a.name: a for a in await store.resumable(REF, SNAPSHOT)}
+    assert set(found) == {"Signing", "wrapping"}
+    assert found["Signing"].versions == ("v1", "v2")
+
+    # Altered behind the store's back, with what was recorded beside it kept as it was.
+    blob = container.get_blob_client(
+        f"{store.folder(REF.namespace, REF.name, SNAPSHOT)}/keys/wrapping"
+    )
+    recorded = (await blob.get_blob_properties()).metadata
+    await blob.upload_blob(b"altered", overwrite=True, metadata=recorded)
+    assert [a.name for a in await store.resumable(REF, SNAPSHOT)] == ["Signing"]

@@ -139,3 +139,31 @@ async def test_backups_carry_no_owner_so_they_outlive_their_keybackup(
     assert "ownerReferences" not in secret["metadata"]
     assert secret["metadata"]["labels"]["kvbackup.io/snapshot"] == SNAPSHOT
     assert secret["metadata"]["annotations"]["kvbackup.io/key-name"] == "k"
+
+
+async def test_an_interrupted_runs_backups_are_resumable_only_while_they_match_their_sha256(
+    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
+) -> None:
+    small, large = os.urandom(3000), os.urandom(2_500_000)  # the large one in three parts
+    await secret_store.write_artifact(ref, SNAPSHOT, "small", small, ("s1",))
+    await secret_store.write_artifact(ref, SNAPSHOT, "large", large, ("l1", "l2"))
+    await secret_store.write_artifact(ref, SNAPSHOT, "unrecorded", b"no versions")
+
+    found = {a.name: a for a in await secret_store.resumable(ref, SNAPSHOT)}
+    assert set(found) == {"small", "large"}
+    assert found["large"].versions == ("l1", "l2")
+    assert (found["large"].size, found["small"].size) == (len(large), len(small))
+
+    cluster.plane.kubectl(
+        "patch",
+        "secret",
+        "-n",
+        cluster.namespace,
+        artifact_secret_name("payments", SNAPSHOT, "small", 0),
+        "--type",
+        "merge",
+        "-p",
+        json.dumps({"data": {"backup": base64.b64encode(b"altered").decode()}}),
+    )
+    assert [a.name for a in await secret_store.resumable(ref, SNAPSHOT)] == ["large"]
+    assert await secret_store.resumable(ref, "20261128-999999-none") == []

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.controlplane import ControlPlane
-from tests.harness.fault_proxy import FaultProxy, Faults, fault_proxy_for
+from tests.harness.fault_proxy import FaultProxy, Faults
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, start_operator
 from tests.harness.vault import Vault
@@ -21,18 +21,6 @@ from tests.integration.objects import keybackup
 pytestmark = pytest.mark.integration
 
 KEYS = [f"key-{index:02d}" for index in range(60)]
-
-
-@pytest.fixture
-def proxy(lowkey: Lowkey, tmp_path: Path) -> Iterator[FaultProxy]:
-    """A fresh vault that answers through the fault proxy."""
-    proxy = fault_proxy_for(lowkey, tmp_path / "fault-proxy")
-    lowkey.create_vault(proxy.url)
-    try:
-        yield proxy
-    finally:
-        lowkey.delete_vault(proxy.url)
-        proxy.stop()
 
 
 @pytest.mark.parametrize(

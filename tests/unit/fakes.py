@@ -26,7 +26,7 @@ from kvbackup.api.keyrestore import LATEST, KeyRestoreSpec, OnConflict, Snapshot
 from kvbackup.errors import ConflictError, KvBackupError, NotFoundError
 from kvbackup.services.backup import run_backup
 from kvbackup.services.ports import KeyInfo, KeyState, OpenedSnapshot, StoredSnapshot
-from kvbackup.services.snapshot import KeyArtifact, KeyFailure, Manifest
+from kvbackup.services.snapshot import KeyArtifact, KeyFailure, Manifest, sha256_hex
 
 VAULT_URL = "https://source.vault.azure.net"
 TARGET_URL = "https://target.vault.azure.net"
@@ -145,16 +145,34 @@ class InMemoryStore:
 
     def __init__(self) -> None:
         self.artifacts: dict[tuple[str, str, str, str], bytes] = {}
+        #: What was recorded beside each artifact when it was written.
+        self.recorded: dict[tuple[str, str, str, str], KeyArtifact] = {}
         self.manifests: list[Manifest] = []
         self.writes: list[str] = []
         #: Raised by ``list_stored``, as by a store whose container or credential is wrong.
         self.unavailable: KvBackupError | None = None
 
     async def write_artifact(
-        self, keybackup: KeyBackupRef, snapshot_id: str, key_name: str, data: bytes
+        self,
+        keybackup: KeyBackupRef,
+        snapshot_id: str,
+        key_name: str,
+        data: bytes,
+        versions: tuple[str, ...] = (),
     ) -> None:
         self.writes.append(f"artifact {key_name}")
-        self.artifacts[(keybackup.namespace, keybackup.name, snapshot_id, key_name.lower())] = data
+        stored = (keybackup.namespace, keybackup.name, snapshot_id, key_name.lower())
+        self.artifacts[stored] = data
+        self.recorded[stored] = KeyArtifact(key_name, versions, sha256_hex(data), len(data))
+
+    async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[KeyArtifact]:
+        return [
+            artifact
+            for stored, artifact in self.recorded.items()
+            if stored[:3] == (keybackup.namespace, keybackup.name, snapshot_id)
+            and artifact.versions
+            and sha256_hex(self.artifacts.get(stored, b"")) == artifact.sha256
+        ]
 
     async def write_manifest(self, manifest: Manifest) -> None:
         self.writes.append("manifest")

@@ -196,3 +196,35 @@ async def test_a_retention_failure_keeps_the_new_snapshot_and_says_why() -> None
     assert report.kept is None
     assert report.retention_error is not None
     assert report.retention_error.message == "storage refused the deletion"
+
+
+async def test_a_resumed_run_backs_up_only_the_keys_its_snapshot_lacks() -> None:
+    vault, store = InMemoryVault(), InMemoryStore()
+    vault.add("signing", versions=("s1", "s2"))
+    vault.add("encryption", versions=("e1",))
+    await store.write_artifact(
+        REF, SNAPSHOT_ID, "signing", b"stored before the crash", ("s1", "s2")
+    )
+
+    report = await run_backup(
+        backup_spec("signing", "encryption"), REF, SNAPSHOT_ID, vault, store, clock=clock
+    )
+
+    assert report.phase is Phase.SUCCEEDED
+    assert vault.names_touched() == {"encryption"}
+    [manifest] = store.manifests
+    signing = manifest.artifact("signing")
+    assert signing.versions == ("s1", "s2")
+    assert signing.sha256 == sha256_hex(b"stored before the crash")
+
+
+async def test_a_stored_backup_that_no_longer_matches_its_sha256_is_backed_up_again() -> None:
+    vault, store = InMemoryVault(), InMemoryStore()
+    vault.add("signing", versions=("s1",))
+    await store.write_artifact(REF, SNAPSHOT_ID, "signing", b"stored before the crash", ("s1",))
+    store.replace_artifact("signing", b"altered since")
+
+    await run_backup(backup_spec("signing"), REF, SNAPSHOT_ID, vault, store, clock=clock)
+
+    assert vault.names_touched() == {"signing"}
+    assert store.manifests[0].artifact("signing").sha256 != sha256_hex(b"altered since")

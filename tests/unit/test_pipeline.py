@@ -12,7 +12,7 @@ from kvbackup.api.keybackup import KeyBackupRef, KeySelector
 from kvbackup.services.backup import run_backup
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
 from kvbackup.services.ports import KeyInfo, StoredSnapshot
-from kvbackup.services.snapshot import Manifest
+from kvbackup.services.snapshot import KeyArtifact, Manifest
 from kvbackup.services.workers import for_each_key
 from tests.unit.fakes import REF, SNAPSHOT_ID, backup_spec, clock
 
@@ -76,9 +76,17 @@ class Discarding:
     """A store that keeps nothing, so only the run's own memory is measured."""
 
     async def write_artifact(
-        self, keybackup: KeyBackupRef, snapshot_id: str, key_name: str, data: bytes
+        self,
+        keybackup: KeyBackupRef,
+        snapshot_id: str,
+        key_name: str,
+        data: bytes,
+        versions: tuple[str, ...] = (),
     ) -> None:
         await asyncio.sleep(0)
+
+    async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[KeyArtifact]:
+        return []
 
     async def write_manifest(self, manifest: Manifest) -> None:
         manifest.to_json()

@@ -31,10 +31,12 @@ from kvbackup.adapters.azure_errors import azure_errors
 from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.errors import InvalidSpecError, MissingReferenceError, NotFoundError
 from kvbackup.services.ports import StoredSnapshot
-from kvbackup.services.snapshot import Manifest
+from kvbackup.services.snapshot import KeyArtifact, Manifest, sha256_hex
 
 MANIFEST_BLOB = "manifest.json"
 KEYS_FOLDER = "keys"
+#: Blob metadata holds 8 KiB in all; a longer list of versions is not recorded.
+VERSIONS_METADATA_LIMIT = 6000
 
 
 def container_client(
@@ -95,10 +97,40 @@ class BlobSnapshotStore:
         return "/".join(part for part in (self._prefix, namespace, *names) if part)
 
     async def write_artifact(
-        self, keybackup: KeyBackupRef, snapshot_id: str, key_name: str, data: bytes
+        self,
+        keybackup: KeyBackupRef,
+        snapshot_id: str,
+        key_name: str,
+        data: bytes,
+        versions: tuple[str, ...] = (),
     ) -> None:
         folder = self.folder(keybackup.namespace, keybackup.name, snapshot_id)
-        await self._upload(artifact_blob(folder, key_name), data, "application/octet-stream")
+        recorded = {"keyname": key_name, "sha256": sha256_hex(data)}
+        joined = ",".join(versions)
+        if len(joined) <= VERSIONS_METADATA_LIMIT:  # else a resumed run backs it up again
+            recorded["versions"] = joined
+        name = artifact_blob(folder, key_name)
+        await self._upload(name, data, "application/octet-stream", recorded)
+
+    async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[KeyArtifact]:
+        folder = self.folder(keybackup.namespace, keybackup.name, snapshot_id)
+        candidates = []
+        with self._errors(f"list stored backups in {self._url}/{folder}/"):
+            async for blob in self._container.list_blobs(
+                name_starts_with=f"{folder}/{KEYS_FOLDER}/", include=["metadata"]
+            ):
+                recorded = blob.metadata or {}
+                if recorded.get("keyname") and recorded.get("sha256") and recorded.get("versions"):
+                    candidates.append((blob.name, recorded))
+        found = []
+        for name, recorded in candidates:
+            data = await self._download(name)
+            if sha256_hex(data) == recorded["sha256"]:
+                versions = tuple(recorded["versions"].split(","))
+                found.append(
+                    KeyArtifact(recorded["keyname"], versions, recorded["sha256"], len(data))
+                )
+        return found
 
     async def write_manifest(self, manifest: Manifest) -> None:
         ref = manifest.keybackup
@@ -184,7 +216,9 @@ class BlobSnapshotStore:
             return None
         return Manifest.from_json(raw)
 
-    async def _upload(self, name: str, data: bytes, content_type: str) -> None:
+    async def _upload(
+        self, name: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None
+    ) -> None:
         # overwrite: redoing an interrupted run replaces its own blobs instead of failing.
         with self._errors(f"write blob {self._url}/{name}"):
             await self._container.upload_blob(
@@ -192,6 +226,7 @@ class BlobSnapshotStore:
                 data,
                 overwrite=True,
                 content_settings=ContentSettings(content_type=content_type),
+                metadata=metadata,
             )
 
     async def _download(self, name: str) -> bytes:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from kvbackup.adapters.kubernetes import KubernetesApi
@@ -24,7 +25,7 @@ from kvbackup.api import KEYBACKUP_LABEL, ROLE_LABEL, SNAPSHOT_LABEL
 from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.errors import ConflictError, NotFoundError
 from kvbackup.services.ports import StoredSnapshot
-from kvbackup.services.snapshot import Manifest
+from kvbackup.services.snapshot import KeyArtifact, Manifest, sha256_hex
 
 #: Bytes of backup per Secret: under the API server's 1 MiB limit on Secret data.
 DEFAULT_PART_SIZE = 1_000_000
@@ -32,6 +33,9 @@ BACKUP_DATA_KEY = "backup"
 MANIFEST_DATA_KEY = "manifest.json"
 KEY_NAME_ANNOTATION = "kvbackup.io/key-name"
 PARTS_ANNOTATION = "kvbackup.io/parts"
+#: On every part: the sha256 of the whole backup, and the key's versions, comma-separated.
+SHA256_ANNOTATION = "kvbackup.io/sha256"
+VERSIONS_ANNOTATION = "kvbackup.io/versions"
 
 
 def manifest_secret_name(keybackup: str, snapshot_id: str) -> str:
@@ -52,17 +56,61 @@ class SecretSnapshotStore:
         self._part_size = part_size
 
     async def write_artifact(
-        self, keybackup: KeyBackupRef, snapshot_id: str, key_name: str, data: bytes
+        self,
+        keybackup: KeyBackupRef,
+        snapshot_id: str,
+        key_name: str,
+        data: bytes,
+        versions: tuple[str, ...] = (),
     ) -> None:
         parts = [data[i : i + self._part_size] for i in range(0, len(data), self._part_size)]
+        annotations = {
+            KEY_NAME_ANNOTATION: key_name,
+            PARTS_ANNOTATION: str(len(parts)),
+            SHA256_ANNOTATION: sha256_hex(data),
+            VERSIONS_ANNOTATION: ",".join(versions),
+        }
         for index, chunk in enumerate(parts or [b""]):
             await self._put(
                 keybackup.namespace,
                 artifact_secret_name(keybackup.name, snapshot_id, key_name, index),
                 labels=_labels(keybackup.name, snapshot_id, "artifact"),
-                annotations={KEY_NAME_ANNOTATION: key_name, PARTS_ANNOTATION: str(len(parts))},
+                annotations=annotations,
                 data={BACKUP_DATA_KEY: chunk},
             )
+
+    async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[KeyArtifact]:
+        secrets = await self._api.call(
+            f"list stored backups of snapshot {snapshot_id}",
+            self._api.core.list_namespaced_secret,
+            keybackup.namespace,
+            label_selector=(
+                f"{KEYBACKUP_LABEL}={keybackup.name},{SNAPSHOT_LABEL}={snapshot_id},"
+                f"{ROLE_LABEL}=artifact"
+            ),
+        )
+        parts: dict[str, dict[int, bytes]] = {}
+        recorded: dict[str, Mapping[str, str]] = {}
+        for item in secrets.items:
+            meta = item.metadata
+            written: Mapping[str, str] = (meta.annotations if meta else None) or {}
+            key_name = written.get(KEY_NAME_ANNOTATION)
+            index = ((meta.name if meta else None) or "").rpartition("-p")[2]
+            if not key_name or not index.isdigit():
+                continue
+            recorded[key_name] = written
+            data = base64.b64decode((item.data or {}).get(BACKUP_DATA_KEY, ""))
+            parts.setdefault(key_name, {})[int(index)] = data
+        found = []
+        for key_name, written in recorded.items():
+            total, chunks = int(written.get(PARTS_ANNOTATION, "1")), parts[key_name]
+            if sorted(chunks) != list(range(total)):
+                continue
+            data = b"".join(chunks[index] for index in range(total))
+            versions = tuple(v for v in written.get(VERSIONS_ANNOTATION, "").split(",") if v)
+            if versions and written.get(SHA256_ANNOTATION) == sha256_hex(data):
+                found.append(KeyArtifact(key_name, versions, sha256_hex(data), len(data)))
+        return found
 
     async def write_manifest(self, manifest: Manifest) -> None:
         ref = manifest.keybackup

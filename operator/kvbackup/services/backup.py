@@ -90,10 +90,18 @@ async def run_backup(
     await store.list_stored(keybackup.namespace, keybackup.name)
     names = await select_keys(spec, vault)
 
+    # A resumed run (same snapshot id) keeps what the interrupted one stored and checked.
+    stored_before = {a.name.lower(): a for a in await store.resumable(keybackup, snapshot_id)}
+
     async def back_up(name: str) -> KeyOutcome:
+        earlier = stored_before.get(name.lower())
+        if earlier is not None:
+            return KeyOutcome(
+                name, KeyResult.SUCCEEDED, earlier.versions, earlier.sha256, earlier.size
+            )
         versions = await vault.list_versions(name)
         data = await vault.backup_key(name)
-        await store.write_artifact(keybackup, snapshot_id, name, data)
+        await store.write_artifact(keybackup, snapshot_id, name, data, versions)
         return KeyOutcome(
             name=name,
             result=KeyResult.SUCCEEDED,

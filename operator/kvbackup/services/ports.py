@@ -11,7 +11,7 @@ from typing import Protocol
 
 from kvbackup.api.keybackup import Destination, KeyBackupRef
 from kvbackup.api.keyrestore import BlobSnapshotSource
-from kvbackup.services.snapshot import Manifest
+from kvbackup.services.snapshot import KeyArtifact, Manifest
 
 #: The current time in UTC; passed in, so that a run's timing can be tested.
 Clock = Callable[[], datetime.datetime]
@@ -61,8 +61,21 @@ class SnapshotStore(Protocol):
     """Where snapshots live: Kubernetes Secrets today, other backends beside it."""
 
     async def write_artifact(
-        self, keybackup: KeyBackupRef, snapshot_id: str, key_name: str, data: bytes
-    ) -> None: ...
+        self,
+        keybackup: KeyBackupRef,
+        snapshot_id: str,
+        key_name: str,
+        data: bytes,
+        versions: tuple[str, ...] = (),
+    ) -> None:
+        """Store one key's backup bytes, recording their sha256 and the key's versions
+        beside them, so that a resumed run can check them instead of backing up again."""
+        ...
+
+    async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[KeyArtifact]:
+        """The artifacts a snapshot already holds whose bytes still match the sha256
+        recorded with them (an interrupted run's work); empty for a new snapshot."""
+        ...
 
     async def write_manifest(self, manifest: Manifest) -> None: ...
 
