@@ -4,12 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= .demo
 
-.PHONY: help venv control-plane helm lint image-check lock unit integration test demo demo-down clean
+.PHONY: help venv control-plane helm lint image-check lock unit integration test bench demo demo-down clean
 
 help:
 	@echo "make demo       local control plane + operator + example KeyBackup/KeyRestore"
 	@echo "make demo-down  stop everything 'make demo' started"
 	@echo "make test       install what the tests need; run ruff, mypy, the image check, unit and integration tests"
+	@echo "make bench      the operator against a sequential SDK loop (BENCH_KEYS, BENCH_LATENCY_MS, BENCH_RATE)"
 
 venv: $(VENV)/.installed
 
@@ -50,6 +51,10 @@ integration: venv control-plane helm
 
 test: venv control-plane helm lint image-check
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider
+
+# Figures, not pass/fail: prints a table and writes bench-results.json.
+bench: venv control-plane
+	$(BIN)/python -m tests.harness.bench
 
 demo: venv control-plane
 	bash hack/demo.sh up $(DEMO_DIR)
