@@ -92,6 +92,27 @@ def proxy(lowkey: Lowkey, tmp_path: Path) -> Iterator[FaultProxy]:
         proxy.stop()
 
 
+@pytest.fixture
+def own_operator(
+    control_plane: ControlPlane, lowkey: Lowkey, tmp_path: Path
+) -> Iterator[Callable[..., Cluster]]:
+    """Starts an operator of the test's own with the given settings, watching a new
+    namespace of its own (not "t-*", which the shared operator watches); stopped after
+    the test."""
+    started: list[OperatorProcess] = []
+
+    def start(prefix: str, **settings: str) -> Cluster:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        control_plane.kubectl("create", "namespace", name)
+        env = {"KVBACKUP_WATCH_NAMESPACES": name, **lowkey.operator_env(), **settings}
+        started.append(start_operator(control_plane.kubeconfig, tmp_path / f"{name}.log", env))
+        return Cluster(control_plane, name)
+
+    yield start
+    for process in started:
+        process.stop()
+
+
 @pytest.fixture(scope="session")
 def operator(
     control_plane: ControlPlane, lowkey: Lowkey, tmp_path_factory: pytest.TempPathFactory

@@ -4,16 +4,13 @@ completes with every key, in one run, retrying each throttled call on its own.""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from tests.harness.controlplane import ControlPlane
 from tests.harness.fault_proxy import FaultProxy, Faults
 from tests.harness.lowkey import Lowkey
-from tests.harness.operator import OperatorProcess, start_operator
+from tests.harness.operator import OperatorProcess
 from tests.harness.vault import Vault
 from tests.integration.conftest import Cluster
 from tests.integration.objects import keybackup
@@ -48,33 +45,13 @@ def test_a_backup_with_one_request_in_ten_throttled_completes_every_key_in_one_r
     assert len(KEYS) < backups <= len(KEYS) + counts.throttled
 
 
-@pytest.fixture
-def patient_operator(
-    control_plane: ControlPlane, lowkey: Lowkey, tmp_path: Path
-) -> Iterator[Cluster]:
-    """An operator of its own that waits a minute before retrying a failed run."""
-    name = f"throttle-{uuid.uuid4().hex[:8]}"
-    control_plane.kubectl("create", "namespace", name)
-    process = start_operator(
-        control_plane.kubeconfig,
-        tmp_path / "operator.log",
-        {
-            "KVBACKUP_WATCH_NAMESPACES": name,
-            "KVBACKUP_RETRY_BASE_SECONDS": "60",
-            "KVBACKUP_RETRY_MAX_SECONDS": "60",
-            **lowkey.operator_env(),
-        },
-    )
-    try:
-        yield Cluster(control_plane, name)
-    finally:
-        process.stop()
-
-
 def test_a_call_throttled_every_time_is_sent_six_times_then_the_run_backs_off(
-    patient_operator: Cluster, lowkey: Lowkey, proxy: FaultProxy
+    own_operator: Callable[..., Cluster], lowkey: Lowkey, proxy: FaultProxy
 ) -> None:
-    cluster = patient_operator
+    # An operator that waits a minute before retrying a failed run.
+    cluster = own_operator(
+        "throttle", KVBACKUP_RETRY_BASE_SECONDS="60", KVBACKUP_RETRY_MAX_SECONDS="60"
+    )
     Vault(proxy.url, lowkey.certificate).create_ec_keys(["only"])
     proxy.set_faults(Faults(throttle_share=1.0, retry_after_seconds=1.0))
 
