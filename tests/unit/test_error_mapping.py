@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar, cast
 
 import pytest
@@ -122,3 +123,17 @@ def test_a_connection_broken_mid_answer_is_temporary_not_a_rejection() -> None:
     mapped = map_azure_error(error, "back up key k")
     assert mapped.temporary
     assert mapped.reason == "Unavailable"
+
+
+def test_the_api_servers_own_explanation_is_kept_and_a_secret_too_large_says_so() -> None:
+    explanation = 'Secret "kb-s" is invalid: data: Too long: may not be more than 1048576 bytes'
+    body = json.dumps({"kind": "Status", "message": explanation})
+
+    refusal = ApiException(status=422, reason="Unprocessable Entity")
+    refusal.body = body
+
+    result = map_api_error(refusal, "write Secret ns/kb-s")
+
+    assert type(result) is errors.TooLargeError
+    assert result.reason == "TooLarge"
+    assert result.message == f"write Secret ns/kb-s: HTTP 422 Unprocessable Entity: {explanation}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -29,9 +30,29 @@ def connect() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient()
 
 
+#: Longest part of the API server's own explanation kept in a message.
+SERVER_MESSAGE_LIMIT = 300
+
+
+def _server_message(error: ApiException) -> str:
+    """The API server's own explanation (a Status object's message), e.g. why it refused
+    a Secret; it names fields and limits, never the data."""
+    try:
+        document = json.loads(error.body or "")
+    except (TypeError, ValueError):
+        return ""
+    text = document.get("message") if isinstance(document, dict) else None
+    return str(text)[:SERVER_MESSAGE_LIMIT] if text else ""
+
+
 def map_api_error(error: ApiException, what: str) -> errors.KvBackupError:
     status = error.status or 0
     message = f"{what}: HTTP {status} {error.reason or ''}".rstrip()
+    explanation = _server_message(error)
+    if explanation:
+        message = f"{message}: {explanation}"
+    if status == 422 and "Too long" in explanation:
+        return errors.TooLargeError(message)
     if status == 404:
         return errors.NotFoundError(message)
     if status == 409:
