@@ -37,7 +37,6 @@ class Runtime:
 
     settings: Settings
     kubernetes: KubernetesApi
-    secret_store: SecretSnapshotStore
     vaults: KeyVaultClients
     default_credential: AsyncTokenCredential
     clock: Clock = field(default=utc_now)
@@ -48,7 +47,6 @@ class Runtime:
         return cls(
             settings=settings,
             kubernetes=api,
-            secret_store=SecretSnapshotStore(api),
             vaults=KeyVaultClients(settings),
             default_credential=credentials.default_credential(),
         )
@@ -109,7 +107,8 @@ class Runtime:
     async def store(self, namespace: str, destination: Destination) -> AsyncIterator[SnapshotStore]:
         """The snapshot store a KeyBackup's destination names."""
         if isinstance(destination, SecretDestination):
-            yield self.secret_store
+            # One per run: a Secret store gathers the run's keys into packs.
+            yield SecretSnapshotStore(self.kubernetes)
             return
         async with self._container(namespace, destination.container) as client:
             yield BlobSnapshotStore(client, destination.prefix)

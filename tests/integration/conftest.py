@@ -291,7 +291,13 @@ def secret_store(api: KubernetesApi) -> SecretSnapshotStore:
 SNAPSHOT_TIME = datetime.datetime(2026, 11, 28, 1, 2, 3, tzinfo=datetime.UTC)
 
 
-def manifest_of(ref: KeyBackupRef, snapshot_id: str, artifacts: dict[str, bytes]) -> Manifest:
+def manifest_of(
+    ref: KeyBackupRef,
+    snapshot_id: str,
+    artifacts: dict[str, bytes],
+    locations: dict[str, str] | None = None,
+) -> Manifest:
+    where = locations or {}
     return Manifest(
         snapshot_id=snapshot_id,
         keybackup=ref,
@@ -300,7 +306,7 @@ def manifest_of(ref: KeyBackupRef, snapshot_id: str, artifacts: dict[str, bytes]
         completion_time=SNAPSHOT_TIME,
         operator_version="test",
         keys=tuple(
-            KeyArtifact(name, ("v1", "v2"), sha256_hex(data), len(data))
+            KeyArtifact(name, ("v1", "v2"), sha256_hex(data), len(data), where.get(name, ""))
             for name, data in artifacts.items()
         ),
     )
@@ -310,8 +316,10 @@ async def store_snapshot(
     store: SnapshotStore, ref: KeyBackupRef, snapshot_id: str, artifacts: dict[str, bytes]
 ) -> Manifest:
     """A complete snapshot as a backup run leaves it: artifacts, then the manifest."""
-    for name, data in artifacts.items():
-        await store.write_artifact(ref, snapshot_id, name, data)
-    manifest = manifest_of(ref, snapshot_id, artifacts)
+    locations = {
+        name: await store.write_artifact(ref, snapshot_id, name, data, ("v1", "v2"))
+        for name, data in artifacts.items()
+    }
+    manifest = manifest_of(ref, snapshot_id, artifacts, locations)
     await store.write_manifest(manifest)
     return manifest

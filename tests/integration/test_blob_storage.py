@@ -19,6 +19,7 @@ from kvbackup.errors import (
     NotFoundError,
 )
 from kvbackup.services.ports import StoredSnapshot
+from kvbackup.services.snapshot import KeyArtifact
 from tests.harness.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
 from tests.integration.conftest import manifest_of, store_snapshot
 
@@ -26,6 +27,8 @@ pytestmark = pytest.mark.integration
 
 NAMESPACE = "payments"
 SNAPSHOT = "20261128-010203-abcd"
+#: A key the manifest lists but the store never received.
+GONE = KeyArtifact("gone", ("v1",), "0" * 64, 1)
 REF = KeyBackupRef(NAMESPACE, "payments-keys", "uid-1")
 PREFIX = "backups/prod"
 
@@ -45,12 +48,15 @@ async def test_a_snapshot_round_trips_byte_exact_under_the_documented_layout(
     artifacts = {"signing-key": os.urandom(9000), "Wrapping-Key": os.urandom(2_500_000)}
     await store_snapshot(store, REF, SNAPSHOT, artifacts)
 
-    [manifest] = await store.list_snapshots(NAMESPACE, "payments-keys")
+    [summary] = await store.list_snapshots(NAMESPACE, "payments-keys")
+    manifest = await store.read_manifest(NAMESPACE, "payments-keys", SNAPSHOT)
     assert manifest == manifest_of(REF, SNAPSHOT, artifacts)
+    assert summary == manifest.summary
     for name, data in artifacts.items():
-        stored = await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, name)
+        artifact = manifest.artifact(name)
+        stored = await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, artifact)
         assert stored == data
-        manifest.artifact(name).verify(stored)
+        artifact.verify(stored)
     folder = f"backups/prod/payments/payments-keys/{SNAPSHOT}"
     assert await _blob_names(container) == [
         f"{folder}/keys/signing-key",
@@ -118,7 +124,8 @@ async def test_redoing_an_interrupted_run_overwrites_instead_of_duplicating(
     await store.write_manifest(manifest_of(REF, SNAPSHOT, {"k": b"second attempt"}))
     await store.write_manifest(manifest_of(REF, SNAPSHOT, {"k": b"second attempt"}))
 
-    stored = await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, "k")
+    manifest = await store.read_manifest(NAMESPACE, "payments-keys", SNAPSHOT)
+    stored = await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, manifest.keys[0])
     assert stored == b"second attempt"
     assert len(await _blob_names(container)) == 2
 
@@ -134,8 +141,8 @@ async def test_an_altered_artifact_fails_verification_against_itsmanifest_of(
         overwrite=True,
     )
 
-    [manifest] = await store.list_snapshots(NAMESPACE, "payments-keys")
-    stored = await store.read_artifact(NAMESPACE, "payments-keys", manifest.snapshot_id, "k")
+    manifest = await store.read_manifest(NAMESPACE, "payments-keys", SNAPSHOT)
+    stored = await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, manifest.keys[0])
     with pytest.raises(IntegrityError, match="sha256"):
         manifest.artifact("k").verify(stored)
 
@@ -144,7 +151,7 @@ async def test_a_missing_artifact_is_reported_as_missing(store: BlobSnapshotStor
     await store_snapshot(store, REF, SNAPSHOT, {"k": b"x"})
 
     with pytest.raises(NotFoundError, match="backup of key gone") as raised:
-        await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, "gone")
+        await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, GONE)
     assert raised.value.reason == "ArtifactMissing"
 
 
@@ -222,7 +229,7 @@ async def test_a_snapshot_is_read_by_its_path_alone_once_the_keybackup_is_gone(
         for path in (f"backups/prod/payments/payments-keys/{SNAPSHOT}/", location):
             manifest = await fresh.read_manifest_at(path)
             assert manifest == manifest_of(REF, SNAPSHOT, {"card-signing": backup})
-            stored = await fresh.read_artifact_at(path, "card-signing")
+            stored = await fresh.read_artifact_at(path, manifest.artifact("card-signing"))
             manifest.artifact("card-signing").verify(stored)
         with pytest.raises(MissingReferenceError) as raised:
             await fresh.read_manifest_at("backups/prod/payments/payments-keys/20990101-000000-none")
@@ -267,7 +274,7 @@ async def test_a_missing_container_is_reported_by_its_name(azurite: Azurite) -> 
         with pytest.raises(MissingReferenceError, match="container no-such-container"):
             await store.list_snapshots(NAMESPACE, "payments-keys")
         with pytest.raises(MissingReferenceError, match="container no-such-container"):
-            await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, "k")
+            await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, GONE)
 
 
 async def test_a_wrong_account_key_is_access_denied(

@@ -6,12 +6,18 @@ real process, and the real API server; the vault is inspected with the plain Azu
 
 from __future__ import annotations
 
+import base64
+import datetime
+import json
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 from azure.storage.blob.aio import ContainerClient
 
+from kvbackup.adapters.secret_store import legacy_artifact_name
+from kvbackup.api.keybackup import KeyBackupRef
+from kvbackup.services.snapshot import KeyArtifact, Manifest, sha256_hex
 from tests.harness.azurite import Azurite
 from tests.harness.operator import OperatorProcess
 from tests.integration.conftest import Cluster, VaultUnderTest
@@ -93,29 +99,12 @@ def test_the_bytes_in_a_secret_restore_with_kubectl_and_the_plain_sdk_alone(
     snapshot = cluster.wait_for_phase("keybackup", "payments", "Succeeded")["lastSnapshot"]["id"]
     vault.delete_and_purge("card-signing")
 
-    kubectl = [str(cluster.plane.kubectl_path), "--kubeconfig", str(cluster.plane.kubeconfig)]
-    listing = subprocess.run(
-        [
-            *kubectl,
-            "get",
-            "secrets",
-            "-n",
-            cluster.namespace,
-            "-l",
-            f"kvbackup.io/keybackup=payments,kvbackup.io/snapshot={snapshot},"
-            "kvbackup.io/role=artifact",
-            "-o",
-            r"jsonpath={range .items[*]}{.metadata.annotations.kvbackup\.io/key-name} "
-            r'{.metadata.name}{"\n"}{end}',
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    secret = dict(line.split() for line in listing.splitlines())["card-signing"]
+    # The README's command, as printed there, with the names of this test.
+    kubectl = f"{cluster.plane.kubectl_path} --kubeconfig {cluster.plane.kubeconfig}"
     blob = subprocess.run(
-        f"{' '.join(kubectl)} get secret {secret} -n {cluster.namespace} "
-        "-o jsonpath='{.data.backup}' | base64 -d",
+        f"{kubectl} get secrets -n {cluster.namespace} "
+        f"-l kvbackup.io/keybackup=payments,kvbackup.io/snapshot={snapshot} "
+        "-o jsonpath='{range .items[*]}{.data.card-signing}{end}' | base64 -d",
         shell=True,
         capture_output=True,
         check=True,
@@ -145,4 +134,55 @@ async def test_the_bytes_in_a_blob_restore_with_the_plain_blob_and_key_vault_sdk
 
     with vault.client as client:
         client.restore_key_backup(blob)
+    assert vault.version_ids("card-signing") == originals
+
+
+async def test_a_snapshot_written_before_packing_still_restores(
+    operator: OperatorProcess, cluster: Cluster, vault: VaultUnderTest
+) -> None:
+    """One Secret per key part and the whole manifest in one Secret, as 0.1 wrote them."""
+    originals = vault.create_rsa_key("card-signing", versions=2)
+    with vault.client as client:
+        backup = client.backup_key("card-signing")
+    snapshot = "20261101-020000-0ld1"
+    manifest = Manifest(
+        snapshot_id=snapshot,
+        keybackup=KeyBackupRef(cluster.namespace, "payments", "uid-of-old"),
+        vault_url=vault.url,
+        start_time=datetime.datetime(2026, 11, 1, 2, tzinfo=datetime.UTC),
+        completion_time=datetime.datetime(2026, 11, 1, 2, 1, tzinfo=datetime.UTC),
+        operator_version="0.1.0",
+        keys=(KeyArtifact("card-signing", tuple(originals), sha256_hex(backup), len(backup)),),
+    )
+    labels = {"kvbackup.io/keybackup": "payments", "kvbackup.io/snapshot": snapshot}
+    for name, role, data, recorded in (
+        (
+            legacy_artifact_name("payments", snapshot, "card-signing", 0),
+            "artifact",
+            {"backup": backup},
+            {"kvbackup.io/key-name": "card-signing", "kvbackup.io/parts": "1"},
+        ),
+        (f"payments-{snapshot}", "manifest", {"manifest.json": manifest.to_json()}, {}),
+    ):
+        cluster.apply(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {
+                        "name": name,
+                        "labels": {**labels, "kvbackup.io/role": role},
+                        "annotations": recorded,
+                    },
+                    "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+                }
+            )
+        )
+    vault.delete_and_purge("card-signing")
+
+    cluster.apply(keyrestore("back", vault.url, keybackup="payments"))
+
+    status = cluster.wait_for_phase("keyrestore", "back", "Succeeded")
+    assert key_results(status) == {"card-signing": "Restored"}
+    assert status["source"]["snapshotId"] == snapshot
     assert vault.version_ids("card-signing") == originals

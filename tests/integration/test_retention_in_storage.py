@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 
 import pytest
 
@@ -17,6 +18,14 @@ pytestmark = pytest.mark.integration
 
 NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
 GRACE = datetime.timedelta(hours=1)
+
+
+async def leave_leftover(store: SnapshotStore, ref: KeyBackupRef, snapshot_id: str) -> None:
+    """What a run killed before its manifest leaves behind: stored bytes, no manifest.
+
+    A key larger than a Secret is stored at once by either store, not gathered first.
+    """
+    await store.write_artifact(ref, snapshot_id, "app-key", os.urandom(1_200_000), ("v1",))
 
 
 @pytest.fixture(params=["secrets", "blob"])
@@ -35,8 +44,8 @@ async def test_keep_last_two_leaves_exactly_the_two_newest_and_cleans_crash_left
     for snapshot_id in ("20261128-080000-aaaa", "20261128-090000-bbbb", "20261128-100000-cccc"):
         await store_snapshot(store, ref, snapshot_id, {"app-key": snapshot_id.encode()})
     # A run killed mid-upload long ago, and one that may still be resumed.
-    await store.write_artifact(ref, "20261128-070000-dead", "app-key", b"partial")
-    await store.write_artifact(ref, "20261128-115900-live", "app-key", b"partial")
+    await leave_leftover(store, ref, "20261128-070000-dead")
+    await leave_leftover(store, ref, "20261128-115900-live")
 
     kept = await collect_garbage(
         store, cluster.namespace, "nightly", Retention(keep_last=2), NOW, GRACE
@@ -48,8 +57,9 @@ async def test_keep_last_two_leaves_exactly_the_two_newest_and_cleans_crash_left
         StoredSnapshot("20261128-100000-cccc", complete=True),
         StoredSnapshot("20261128-090000-bbbb", complete=True),
     ]
+    manifest = await store.read_manifest(cluster.namespace, "nightly", "20261128-090000-bbbb")
     remaining = await store.read_artifact(
-        cluster.namespace, "nightly", "20261128-090000-bbbb", "app-key"
+        cluster.namespace, "nightly", "20261128-090000-bbbb", manifest.artifact("app-key")
     )
     assert remaining == b"20261128-090000-bbbb"
 
@@ -60,7 +70,7 @@ async def test_max_age_never_removes_the_newest_snapshot(
     ref = KeyBackupRef(cluster.namespace, "stale", "")
     # Completed hours before NOW, so past the hour of maxAge; but it is the only one.
     await store_snapshot(store, ref, "20261120-000000-aaaa", {"app-key": b"old"})
-    await store.write_artifact(ref, "20261121-000000-gone", "app-key", b"crash leftover")
+    await leave_leftover(store, ref, "20261121-000000-gone")
 
     kept = await collect_garbage(
         store,

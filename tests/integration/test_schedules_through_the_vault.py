@@ -90,5 +90,6 @@ async def test_a_schedule_with_keep_last_two_keeps_exactly_the_two_newest_blob_s
     listed = status["snapshots"]
     assert isinstance(listed, list)
     assert sorted(entry["id"] for entry in listed) == sorted(s.snapshot_id for s in stored)
-    for manifest in await blob_store.list_snapshots(cluster.namespace, "often"):
+    for summary in await blob_store.list_snapshots(cluster.namespace, "often"):
+        manifest = await blob_store.read_manifest(cluster.namespace, "often", summary.snapshot_id)
         assert [artifact.name for artifact in manifest.keys] == ["signing"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+from typing import Any
 
 import pytest
 
-from kvbackup.adapters.secret_store import SecretSnapshotStore, artifact_secret_name
+from kvbackup.adapters.kubernetes import KubernetesApi
+from kvbackup.adapters.secret_store import INDEX_DATA_KEY, SecretSnapshotStore
 from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.errors import IntegrityError
 from kvbackup.services.ports import StoredSnapshot
@@ -17,12 +19,26 @@ from tests.integration.conftest import Cluster, store_snapshot
 pytestmark = pytest.mark.integration
 
 SNAPSHOT = "20261128-010203-abcd"
+#: The API server refuses a Secret whose data adds up to more than this.
+SECRET_DATA_LIMIT = 1_048_576
 
 
-def _secrets(cluster: Cluster, selector: str) -> list[str]:
-    return cluster.plane.kubectl(
-        "get", "secrets", "-n", cluster.namespace, "-l", selector, "-o", "name"
-    ).stdout.split()
+def _data_size(secret: dict[str, Any]) -> int:
+    return sum(len(base64.b64decode(value)) for value in (secret.get("data") or {}).values())
+
+
+def _patch_data(cluster: Cluster, secret: str, entry: str, data: bytes) -> None:
+    cluster.plane.kubectl(
+        "patch",
+        "secret",
+        "-n",
+        cluster.namespace,
+        secret,
+        "--type",
+        "merge",
+        "-p",
+        json.dumps({"data": {entry: base64.b64encode(data).decode()}}),
+    )
 
 
 @pytest.fixture
@@ -36,19 +52,78 @@ async def test_a_snapshot_round_trips_byte_exact_and_is_found_by_label(
     artifacts = {"signing-key": os.urandom(9000), "Wrapping-Key": os.urandom(12000)}
     await store_snapshot(secret_store, ref, SNAPSHOT, artifacts)
 
-    [manifest] = await secret_store.list_snapshots(cluster.namespace, "payments")
+    [summary] = await secret_store.list_snapshots(cluster.namespace, "payments")
+    assert (summary.keys, summary.total_bytes) == (2, 21000)
+    manifest = await secret_store.read_manifest(cluster.namespace, "payments", SNAPSHOT)
     for name, data in artifacts.items():
-        stored = await secret_store.read_artifact(cluster.namespace, "payments", SNAPSHOT, name)
+        artifact = manifest.artifact(name)
+        stored = await secret_store.read_artifact(cluster.namespace, "payments", SNAPSHOT, artifact)
         assert stored == data
-        manifest.artifact(name).verify(stored)
-    assert len(_secrets(cluster, "kvbackup.io/keybackup=payments")) == 3
+        artifact.verify(stored)
+    # One pack for both keys, one manifest part, and the manifest that completes it.
+    roles = sorted(
+        s["metadata"]["labels"]["kvbackup.io/role"]
+        for s in cluster.secrets("kvbackup.io/keybackup=payments")
+    )
+    assert roles == ["artifact", "manifest", "manifest-part"]
+
+
+async def test_many_keys_are_packed_into_few_secrets_each_under_the_size_limit(
+    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
+) -> None:
+    artifacts = {f"key-{n:04d}": os.urandom(9000) for n in range(300)}  # 2.7 MB in all
+    await store_snapshot(secret_store, ref, SNAPSHOT, artifacts)
+
+    packs = cluster.secrets("kvbackup.io/keybackup=payments,kvbackup.io/role=artifact")
+    assert 3 <= len(packs) <= 4
+    assert all(_data_size(pack) < SECRET_DATA_LIMIT for pack in packs)
+    manifest = await secret_store.read_manifest(cluster.namespace, "payments", SNAPSHOT)
+    for artifact in manifest.keys:
+        stored = await secret_store.read_artifact(cluster.namespace, "payments", SNAPSHOT, artifact)
+        assert stored == artifacts[artifact.name]
+
+
+async def test_a_key_larger_than_a_secret_holds_is_split_and_reassembled_beside_packed_keys(
+    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
+) -> None:
+    artifacts = {
+        "small-before": os.urandom(3000),
+        "many-versions": os.urandom(2_500_000),  # a key with very many versions
+        "small-after": os.urandom(3000),
+    }
+    await store_snapshot(secret_store, ref, SNAPSHOT, artifacts)
+
+    packs = cluster.secrets("kvbackup.io/keybackup=payments,kvbackup.io/role=artifact")
+    assert len(packs) == 4  # three for the large key's parts, one for the small keys
+    assert all(_data_size(pack) < SECRET_DATA_LIMIT for pack in packs)
+    manifest = await secret_store.read_manifest(cluster.namespace, "payments", SNAPSHOT)
+    assert len(manifest.artifact("many-versions").location.split(",")) == 3
+    for artifact in manifest.keys:
+        stored = await secret_store.read_artifact(cluster.namespace, "payments", SNAPSHOT, artifact)
+        assert stored == artifacts[artifact.name]
+
+
+async def test_a_manifest_too_large_for_one_secret_is_split_and_read_back_whole(
+    api: KubernetesApi, cluster: Cluster, ref: KeyBackupRef
+) -> None:
+    store = SecretSnapshotStore(api, pack_size=20_000)
+    artifacts = {f"key-{n:04d}": os.urandom(200) for n in range(500)}
+    written = await store_snapshot(store, ref, SNAPSHOT, artifacts)
+
+    parts = cluster.secrets("kvbackup.io/keybackup=payments,kvbackup.io/role=manifest-part")
+    assert len(parts) >= 3
+    fresh = SecretSnapshotStore(api)
+    assert await fresh.read_manifest(cluster.namespace, "payments", SNAPSHOT) == written
+    [summary] = await fresh.list_snapshots(cluster.namespace, "payments")
+    assert summary == written.summary
 
 
 async def test_a_snapshot_without_a_manifest_is_never_offered(
-    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
+    secret_store: SecretSnapshotStore, api: KubernetesApi, cluster: Cluster, ref: KeyBackupRef
 ) -> None:
     await store_snapshot(secret_store, ref, "20261128-010203-aaaa", {"k": b"complete"})
-    await secret_store.write_artifact(ref, "20261128-020000-bbbb", "k", b"interrupted run")
+    interrupted = SecretSnapshotStore(api, pack_size=1000)
+    await interrupted.write_artifact(ref, "20261128-020000-bbbb", "k", os.urandom(2000))
 
     snapshots = await secret_store.list_snapshots(cluster.namespace, "payments")
     assert [s.snapshot_id for s in snapshots] == ["20261128-010203-aaaa"]
@@ -71,49 +146,17 @@ async def test_snapshots_are_listed_newest_first(
     ]
 
 
-async def test_a_backup_larger_than_a_secret_holds_is_split_and_reassembled(
-    secret_store: SecretSnapshotStore, cluster: Cluster
-) -> None:
-    ref = KeyBackupRef(cluster.namespace, "big", "uid-2")
-    data = os.urandom(2_500_000)  # a key with very many versions
-    await secret_store.write_artifact(ref, SNAPSHOT, "many-versions", data)
-
-    assert len(_secrets(cluster, "kvbackup.io/keybackup=big,kvbackup.io/role=artifact")) == 3
-    stored = await secret_store.read_artifact(cluster.namespace, "big", SNAPSHOT, "many-versions")
-    assert stored == data
-
-
-async def test_redoing_an_interrupted_run_overwrites_instead_of_duplicating(
-    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
-) -> None:
-    await secret_store.write_artifact(ref, SNAPSHOT, "k", b"first attempt")
-    await secret_store.write_artifact(ref, SNAPSHOT, "k", b"second attempt")
-
-    stored = await secret_store.read_artifact(cluster.namespace, "payments", SNAPSHOT, "k")
-    assert stored == b"second attempt"
-    assert len(_secrets(cluster, "kvbackup.io/keybackup=payments")) == 1
-
-
 async def test_an_altered_artifact_fails_verification_against_its_manifest(
-    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
+    secret_store: SecretSnapshotStore, api: KubernetesApi, cluster: Cluster, ref: KeyBackupRef
 ) -> None:
     original = os.urandom(4000)
-    await store_snapshot(secret_store, ref, SNAPSHOT, {"k": original})
-    tampered = base64.b64encode(b"\x00" + original[1:]).decode()
-    cluster.plane.kubectl(
-        "patch",
-        "secret",
-        "-n",
-        cluster.namespace,
-        artifact_secret_name("payments", SNAPSHOT, "k", 0),
-        "--type",
-        "merge",
-        "-p",
-        json.dumps({"data": {"backup": tampered}}),
-    )
+    await store_snapshot(secret_store, ref, SNAPSHOT, {"k": original, "j": os.urandom(10)})
+    manifest = await secret_store.read_manifest(cluster.namespace, "payments", SNAPSHOT)
+    _patch_data(cluster, manifest.artifact("k").location, "k", b"\x00" + original[1:])
 
-    [manifest] = await secret_store.list_snapshots(cluster.namespace, "payments")
-    stored = await secret_store.read_artifact(cluster.namespace, "payments", SNAPSHOT, "k")
+    stored = await SecretSnapshotStore(api).read_artifact(
+        cluster.namespace, "payments", SNAPSHOT, manifest.artifact("k")
+    )
     with pytest.raises(IntegrityError, match="sha256"):
         manifest.artifact("k").verify(stored)
 
@@ -126,7 +169,7 @@ async def test_deleting_a_snapshot_removes_all_of_it_and_leaves_the_others(
 
     await secret_store.delete_snapshot(cluster.namespace, "payments", "20261128-020000-bbbb")
 
-    assert _secrets(cluster, "kvbackup.io/snapshot=20261128-020000-bbbb") == []
+    assert cluster.secrets("kvbackup.io/snapshot=20261128-020000-bbbb") == []
     stored = await secret_store.list_stored(cluster.namespace, "payments")
     assert stored == [StoredSnapshot("20261128-010000-aaaa", complete=True)]
 
@@ -134,36 +177,47 @@ async def test_deleting_a_snapshot_removes_all_of_it_and_leaves_the_others(
 async def test_backups_carry_no_owner_so_they_outlive_their_keybackup(
     secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
 ) -> None:
-    await secret_store.write_artifact(ref, SNAPSHOT, "k", b"x")
-    secret = cluster.get("secret", artifact_secret_name("payments", SNAPSHOT, "k", 0))
-    assert "ownerReferences" not in secret["metadata"]
-    assert secret["metadata"]["labels"]["kvbackup.io/snapshot"] == SNAPSHOT
-    assert secret["metadata"]["annotations"]["kvbackup.io/key-name"] == "k"
+    await store_snapshot(secret_store, ref, SNAPSHOT, {"k": b"x"})
+
+    for secret in cluster.secrets("kvbackup.io/keybackup=payments"):
+        assert "ownerReferences" not in secret["metadata"]
+        assert secret["metadata"]["labels"]["kvbackup.io/snapshot"] == SNAPSHOT
 
 
 async def test_an_interrupted_runs_backups_are_resumable_only_while_they_match_their_sha256(
-    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
+    api: KubernetesApi, cluster: Cluster, ref: KeyBackupRef
 ) -> None:
-    small, large = os.urandom(3000), os.urandom(2_500_000)  # the large one in three parts
-    await secret_store.write_artifact(ref, SNAPSHOT, "small", small, ("s1",))
-    await secret_store.write_artifact(ref, SNAPSHOT, "large", large, ("l1", "l2"))
-    await secret_store.write_artifact(ref, SNAPSHOT, "unrecorded", b"no versions")
+    store = SecretSnapshotStore(api, pack_size=10_000)
+    small, large = os.urandom(3000), os.urandom(25_000)  # the large one in three parts
+    await store.write_artifact(ref, SNAPSHOT, "small", small, ("s1",))
+    await store.write_artifact(ref, SNAPSHOT, "unrecorded", b"no versions")
+    await store.write_artifact(ref, SNAPSHOT, "large", large, ("l1", "l2"))
+    # Fills the first pack, which is written; this key waits in the next (as at a crash).
+    await store.write_artifact(ref, SNAPSHOT, "pending", os.urandom(8000), ("p1",))
 
-    found = {a.name: a for a in await secret_store.resumable(ref, SNAPSHOT)}
+    resumed = SecretSnapshotStore(api)
+    found = {a.name: a for a in await resumed.resumable(ref, SNAPSHOT)}
     assert set(found) == {"small", "large"}
     assert found["large"].versions == ("l1", "l2")
     assert (found["large"].size, found["small"].size) == (len(large), len(small))
-
-    cluster.plane.kubectl(
-        "patch",
-        "secret",
-        "-n",
-        cluster.namespace,
-        artifact_secret_name("payments", SNAPSHOT, "small", 0),
-        "--type",
-        "merge",
-        "-p",
-        json.dumps({"data": {"backup": base64.b64encode(b"altered").decode()}}),
+    assert await resumed.read_artifact(cluster.namespace, "payments", SNAPSHOT, found["large"]) == (
+        large
     )
-    assert [a.name for a in await secret_store.resumable(ref, SNAPSHOT)] == ["large"]
-    assert await secret_store.resumable(ref, "20261128-999999-none") == []
+
+    _patch_data(cluster, found["small"].location, "small", b"altered")
+    assert [a.name for a in await resumed.resumable(ref, SNAPSHOT)] == ["large"]
+    assert await resumed.resumable(ref, "20261128-999999-none") == []
+
+
+async def test_a_pack_index_names_every_key_it_holds(
+    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
+) -> None:
+    await store_snapshot(secret_store, ref, SNAPSHOT, {"a": b"1", "b": b"22"})
+
+    [pack] = cluster.secrets("kvbackup.io/keybackup=payments,kvbackup.io/role=artifact")
+    index = json.loads(base64.b64decode(pack["data"][INDEX_DATA_KEY]))
+    assert sorted((e["name"], e["size"], e["versions"]) for e in index) == [
+        ("a", 1, ["v1", "v2"]),
+        ("b", 2, ["v1", "v2"]),
+    ]
+    assert sorted(pack["data"]) == sorted(["a", "b", INDEX_DATA_KEY])

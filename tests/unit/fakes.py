@@ -26,7 +26,13 @@ from kvbackup.api.keyrestore import LATEST, KeyRestoreSpec, OnConflict, Snapshot
 from kvbackup.errors import ConflictError, KvBackupError, NotFoundError
 from kvbackup.services.backup import run_backup
 from kvbackup.services.ports import KeyInfo, KeyState, OpenedSnapshot, StoredSnapshot
-from kvbackup.services.snapshot import KeyArtifact, KeyFailure, Manifest, sha256_hex
+from kvbackup.services.snapshot import (
+    KeyArtifact,
+    KeyFailure,
+    Manifest,
+    SnapshotSummary,
+    sha256_hex,
+)
 
 VAULT_URL = "https://source.vault.azure.net"
 TARGET_URL = "https://target.vault.azure.net"
@@ -159,11 +165,15 @@ class InMemoryStore:
         key_name: str,
         data: bytes,
         versions: tuple[str, ...] = (),
-    ) -> None:
+    ) -> str:
         self.writes.append(f"artifact {key_name}")
         stored = (keybackup.namespace, keybackup.name, snapshot_id, key_name.lower())
+        location = f"memory:{key_name.lower()}"
         self.artifacts[stored] = data
-        self.recorded[stored] = KeyArtifact(key_name, versions, sha256_hex(data), len(data))
+        self.recorded[stored] = KeyArtifact(
+            key_name, versions, sha256_hex(data), len(data), location
+        )
+        return location
 
     async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[KeyArtifact]:
         return [
@@ -178,7 +188,16 @@ class InMemoryStore:
         self.writes.append("manifest")
         self.manifests.append(manifest)
 
-    async def list_snapshots(self, namespace: str, keybackup: str) -> list[Manifest]:
+    async def list_snapshots(self, namespace: str, keybackup: str) -> list[SnapshotSummary]:
+        return [m.summary for m in self._manifests_of(namespace, keybackup)]
+
+    async def read_manifest(self, namespace: str, keybackup: str, snapshot_id: str) -> Manifest:
+        for manifest in self._manifests_of(namespace, keybackup):
+            if manifest.snapshot_id == snapshot_id:
+                return manifest
+        raise NotFoundError(f"no manifest of {snapshot_id}")
+
+    def _manifests_of(self, namespace: str, keybackup: str) -> list[Manifest]:
         found = [
             m
             for m in self.manifests
@@ -187,11 +206,11 @@ class InMemoryStore:
         return sorted(found, key=lambda m: m.snapshot_id, reverse=True)
 
     async def read_artifact(
-        self, namespace: str, keybackup: str, snapshot_id: str, key_name: str
+        self, namespace: str, keybackup: str, snapshot_id: str, artifact: KeyArtifact
     ) -> bytes:
-        data = self.artifacts.get((namespace, keybackup, snapshot_id, key_name.lower()))
+        data = self.artifacts.get((namespace, keybackup, snapshot_id, artifact.name.lower()))
         if data is None:
-            raise NotFoundError(f"no backup of {key_name}", reason="ArtifactMissing")
+            raise NotFoundError(f"no backup of {artifact.name}", reason="ArtifactMissing")
         return data
 
     async def list_stored(self, namespace: str, keybackup: str) -> list[StoredSnapshot]:

@@ -47,8 +47,9 @@ async def test_every_named_key_is_stored_and_the_manifest_is_written_last() -> N
         REF,
         VAULT_URL,
     )
+    # The manifest records where the store said it put the bytes.
     assert manifest.artifact("signing") == KeyArtifact(
-        "Signing", ("v1", "v2"), sha256_hex(stored), len(stored)
+        "Signing", ("v1", "v2"), sha256_hex(stored), len(stored), "memory:signing"
     )
     assert manifest.failures == ()
     assert report.total_bytes == sum(len(data) for data in store.artifacts.values())
@@ -155,7 +156,7 @@ async def test_a_run_that_kept_a_snapshot_applies_retention_and_reports_what_rem
     )
 
     assert report.kept is not None
-    assert [kept.manifest.snapshot_id for kept in report.kept] == [
+    assert [kept.summary.snapshot_id for kept in report.kept] == [
         SNAPSHOT_ID,
         "20240102-000000-bbbb",
     ]

@@ -10,7 +10,7 @@ from kvbackup.api.keyrestore import OnConflict, Strategy
 from kvbackup.errors import MissingReferenceError
 from kvbackup.services.ports import KeyState
 from kvbackup.services.restore import Action, choose_snapshot, decide
-from kvbackup.services.snapshot import Manifest
+from kvbackup.services.snapshot import SnapshotSummary
 from tests.unit.fakes import manifest_of, restore_spec
 
 ANY_STRATEGY = tuple(Strategy)
@@ -78,9 +78,9 @@ def test_a_key_gets_the_action_its_strategy_state_and_conflict_policy_call_for(
         assert ("app-key" in decision.message) is bool(reason), case
 
 
-NEWEST = manifest_of(snapshot_id="20240502-000000-bbbb")
-MIDDLE = manifest_of(snapshot_id="20240501-000000-aaaa")
-OLDEST = manifest_of(snapshot_id="20240430-000000-cccc")
+NEWEST = manifest_of(snapshot_id="20240502-000000-bbbb").summary
+MIDDLE = manifest_of(snapshot_id="20240501-000000-aaaa").summary
+OLDEST = manifest_of(snapshot_id="20240430-000000-cccc").summary
 
 
 def test_latest_picks_the_first_snapshot_which_is_the_newest() -> None:
@@ -99,7 +99,7 @@ def test_a_snapshot_named_by_id_is_found_among_the_complete_ones() -> None:
     ],
 )
 def test_a_missing_snapshot_is_a_missing_reference_with_reason_source_not_found(
-    snapshots: list[Manifest], wanted: str
+    snapshots: list[SnapshotSummary], wanted: str
 ) -> None:
     with pytest.raises(MissingReferenceError) as caught:
         choose_snapshot(snapshots, wanted, "nightly")

@@ -53,7 +53,7 @@ class InMemoryStores:
 
 async def chosen(stores: InMemoryStores, source: SnapshotSource | BlobSnapshotSource) -> str:
     async with opened_snapshot(stores, NAMESPACE, source) as snapshot:
-        await snapshot.read_artifact("app-key")
+        await snapshot.read_artifact(snapshot.manifest.artifact("app-key"))
         return snapshot.manifest.snapshot_id
 
 

@@ -39,7 +39,8 @@ def stored(manifests: list[Manifest], *incomplete: str) -> list[StoredSnapshot]:
 def doomed(
     retention: Retention, manifests: list[Manifest], *incomplete: str, now: datetime.datetime = NOW
 ) -> set[str]:
-    return set(expired(manifests, stored(manifests, *incomplete), retention, now, GRACE))
+    summaries = [m.summary for m in manifests]
+    return set(expired(summaries, stored(manifests, *incomplete), retention, now, GRACE))
 
 
 def test_keep_last_2_keeps_exactly_the_two_newest() -> None:
@@ -139,7 +140,9 @@ def test_an_incomplete_snapshot_whose_id_tells_no_time_is_kept() -> None:
 def test_complete_snapshots_are_never_removed_as_leftovers() -> None:
     manifests = complete(*ALL)
 
-    assert expired(manifests, stored(manifests), Retention(), NOW, GRACE) == []
+    summaries = [m.summary for m in manifests]
+
+    assert expired(summaries, stored(manifests), Retention(), NOW, GRACE) == []
 
 
 async def test_collect_garbage_deletes_through_the_store_and_returns_what_remains() -> None:
@@ -161,7 +164,8 @@ async def test_collect_garbage_deletes_through_the_store_and_returns_what_remain
         StoredSnapshot(DAY_2, True),
     ]
     assert [m.snapshot_id for m in await store.list_snapshots(NAMESPACE, "weekly")] == [DAY_40]
-    assert await store.read_artifact(NAMESPACE, "weekly", DAY_40, "app-key")
+    manifest = await store.read_manifest(NAMESPACE, "weekly", DAY_40)
+    assert await store.read_artifact(NAMESPACE, "weekly", DAY_40, manifest.keys[0])
 
 
 async def test_collect_garbage_removes_each_manifest_before_its_artifacts() -> None:

@@ -7,12 +7,19 @@ import re
 
 import pytest
 
-from kvbackup.adapters.secret_store import artifact_secret_name, manifest_secret_name
+from kvbackup.adapters.secret_store import (
+    INDEX_DATA_KEY,
+    entry_name,
+    manifest_part_name,
+    manifest_secret_name,
+    pack_secret_name,
+)
 from kvbackup.errors import IntegrityError, NotFoundError
 from kvbackup.services.snapshot import (
     KeyArtifact,
     KeyFailure,
     Manifest,
+    SnapshotSummary,
     new_snapshot_id,
     sha256_hex,
     snapshot_time,
@@ -21,6 +28,7 @@ from tests.unit.fakes import MOMENT, REF, SNAPSHOT_ID, manifest_of
 
 BACKUP = b"\x00opaque key vault backup blob\xff"
 ARTIFACT = KeyArtifact("Signing-Key", ("v1", "v2"), sha256_hex(BACKUP), len(BACKUP))
+SECRET_DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 DNS_1123_SUBDOMAIN = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 )
@@ -134,14 +142,14 @@ def test_a_snapshot_id_that_records_no_time_tells_none(snapshot_id: str) -> None
     assert snapshot_time(snapshot_id) is None
 
 
-def test_secret_names_are_valid_dns_names_for_the_longest_keybackup_and_key_names() -> None:
-    keybackup = "k" * 62 + "b"  # the longest object name Kubernetes allows
+def test_secret_names_are_valid_dns_names_for_the_longest_keybackup_name() -> None:
+    keybackup = "k" * 62 + "b"  # the longest name the CRD schema allows
     snapshot_id = new_snapshot_id(MOMENT)
 
     names = [
         manifest_secret_name(keybackup, snapshot_id),
-        artifact_secret_name(keybackup, snapshot_id, "Key-" + "x" * 123, 0),
-        artifact_secret_name(keybackup, snapshot_id, "Key-" + "x" * 123, 41),
+        manifest_part_name(keybackup, snapshot_id, 41),
+        pack_secret_name(keybackup, snapshot_id, "ab12", 99_999),
     ]
 
     for name in names:
@@ -149,17 +157,50 @@ def test_secret_names_are_valid_dns_names_for_the_longest_keybackup_and_key_name
         assert DNS_1123_SUBDOMAIN.fullmatch(name), name
 
 
-def test_key_names_differing_only_in_case_map_to_the_same_artifact_secret() -> None:
-    assert artifact_secret_name("nightly", SNAPSHOT_ID, "Signing-KEY", 0) == artifact_secret_name(
-        "nightly", SNAPSHOT_ID, "signing-key", 0
+@pytest.mark.parametrize(("chunk", "chunks"), [(0, 1), (0, 2), (17, 18)])
+def test_a_key_entry_in_a_pack_is_a_valid_data_key_that_never_clashes_with_the_index(
+    chunk: int, chunks: int
+) -> None:
+    name = entry_name("Key-" + "x" * 123, chunk, chunks)
+
+    assert SECRET_DATA_KEY.fullmatch(name)
+    assert name != INDEX_DATA_KEY
+    assert "." not in "Key-" + "x" * 123  # Key Vault names have no dots; the index has one
+
+
+def test_a_whole_key_is_stored_under_its_own_name_so_kubectl_can_find_it() -> None:
+    assert entry_name("signing-key", 0, 1) == "signing-key"
+    assert entry_name("signing-key", 1, 3) == "signing-key.1"
+
+
+def test_a_summary_tells_the_counts_of_its_manifest_and_survives_json() -> None:
+    manifest = Manifest(
+        snapshot_id=SNAPSHOT_ID,
+        keybackup=REF,
+        vault_url="https://payments.vault.azure.net",
+        start_time=MOMENT,
+        completion_time=MOMENT,
+        operator_version="0.2.0",
+        keys=(ARTIFACT, KeyArtifact("other", ("v9",), sha256_hex(b"x"), 1)),
+        failures=(KeyFailure("gone", "NotFound", "no such key"),),
     )
 
+    summary = manifest.summary
 
-def test_different_keys_and_parts_map_to_different_artifact_secrets() -> None:
-    names = {
-        artifact_secret_name("nightly", SNAPSHOT_ID, key, part)
-        for key in ("k1", "k2")
-        for part in (0, 1)
-    }
+    assert (summary.keys, summary.failed_keys, summary.total_bytes) == (2, 1, len(BACKUP) + 1)
+    assert SnapshotSummary.from_json(summary.to_json()) == summary
 
-    assert len(names) == 4
+
+def test_where_the_store_put_a_key_survives_the_manifests_json() -> None:
+    placed = KeyArtifact("Signing-Key", ("v1",), sha256_hex(BACKUP), len(BACKUP), "kb-s-a-0f0f-3")
+    manifest = manifest_of(placed, ARTIFACT)
+
+    again = Manifest.from_json(manifest.to_json())
+
+    assert again.keys == (placed, ARTIFACT)
+    assert b'"location"' not in manifest_of(ARTIFACT).to_json()  # as 0.1 wrote them
+
+
+def test_an_unreadable_summary_is_an_integrity_error() -> None:
+    with pytest.raises(IntegrityError, match="summary"):
+        SnapshotSummary.from_json(b'{"snapshotId": "x"}')

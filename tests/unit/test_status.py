@@ -261,7 +261,7 @@ def test_a_finished_or_abandoned_run_records_which_request_it_handled(
 
 
 def test_a_finished_backup_lists_the_kept_snapshots_only_when_they_are_known() -> None:
-    kept = (KeptSnapshot(manifest_at(SNAPSHOT_ID), "memory://x"),)
+    kept = (KeptSnapshot(manifest_at(SNAPSHOT_ID).summary, "memory://x"),)
     report = backup_report(STORED)
 
     known = status.backup_finished({}, replace(report, kept=kept), BY_GENERATION, 100, None)
@@ -304,7 +304,9 @@ def test_snapshot_entries_describe_only_the_ten_newest_snapshots_the_store_lists
         manifest_at(f"202405{day:02d}-020000-abcd", failed=day % 2 == 0) for day in range(12, 0, -1)
     ]
 
-    entries = status.snapshot_entries([KeptSnapshot(m, f"at/{m.snapshot_id}") for m in manifests])
+    entries = status.snapshot_entries(
+        [KeptSnapshot(m.summary, f"at/{m.snapshot_id}") for m in manifests]
+    )
 
     assert len(entries) == status.SNAPSHOTS_IN_STATUS == 10
     assert [entry["id"][:8] for entry in entries[:2]] == ["20240512", "20240511"]

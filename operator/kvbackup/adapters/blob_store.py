@@ -31,9 +31,11 @@ from kvbackup.adapters.azure_errors import azure_errors
 from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.errors import InvalidSpecError, MissingReferenceError, NotFoundError
 from kvbackup.services.ports import StoredSnapshot
-from kvbackup.services.snapshot import KeyArtifact, Manifest, sha256_hex
+from kvbackup.services.snapshot import KeyArtifact, Manifest, SnapshotSummary, sha256_hex
 
 MANIFEST_BLOB = "manifest.json"
+#: Metadata of the manifest blob: its summary, so snapshots are listed without reading them.
+SUMMARY_METADATA = "summary"
 KEYS_FOLDER = "keys"
 #: Blob metadata holds 8 KiB in all; a longer list of versions is not recorded.
 VERSIONS_METADATA_LIMIT = 6000
@@ -103,7 +105,7 @@ class BlobSnapshotStore:
         key_name: str,
         data: bytes,
         versions: tuple[str, ...] = (),
-    ) -> None:
+    ) -> str:
         folder = self.folder(keybackup.namespace, keybackup.name, snapshot_id)
         recorded = {"keyname": key_name, "sha256": sha256_hex(data)}
         joined = ",".join(versions)
@@ -111,6 +113,7 @@ class BlobSnapshotStore:
             recorded["versions"] = joined
         name = artifact_blob(folder, key_name)
         await self._upload(name, data, "application/octet-stream", recorded)
+        return ""  # found by key name
 
     async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[KeyArtifact]:
         folder = self.folder(keybackup.namespace, keybackup.name, snapshot_id)
@@ -135,18 +138,26 @@ class BlobSnapshotStore:
     async def write_manifest(self, manifest: Manifest) -> None:
         ref = manifest.keybackup
         folder = self.folder(ref.namespace, ref.name, manifest.snapshot_id)
-        await self._upload(manifest_blob(folder), manifest.to_json(), "application/json")
+        await self._upload(
+            manifest_blob(folder),
+            manifest.to_json(),
+            "application/json",
+            {SUMMARY_METADATA: manifest.summary.to_json().decode()},
+        )
 
-    async def list_snapshots(self, namespace: str, keybackup: str) -> list[Manifest]:
+    async def list_snapshots(self, namespace: str, keybackup: str) -> list[SnapshotSummary]:
         stored = await self.list_stored(namespace, keybackup)
         folders = [self.folder(namespace, keybackup, s.snapshot_id) for s in stored if s.complete]
-        manifests = await asyncio.gather(*(self._manifest_if_present(f) for f in folders))
-        return [m for m in manifests if m is not None]
+        summaries = await asyncio.gather(*(self._summary_if_present(f) for f in folders))
+        return [s for s in summaries if s is not None]
+
+    async def read_manifest(self, namespace: str, keybackup: str, snapshot_id: str) -> Manifest:
+        return await self.read_manifest_at(self.folder(namespace, keybackup, snapshot_id))
 
     async def read_artifact(
-        self, namespace: str, keybackup: str, snapshot_id: str, key_name: str
+        self, namespace: str, keybackup: str, snapshot_id: str, artifact: KeyArtifact
     ) -> bytes:
-        return await self.read_artifact_at(self.folder(namespace, keybackup, snapshot_id), key_name)
+        return await self.read_artifact_at(self.folder(namespace, keybackup, snapshot_id), artifact)
 
     async def list_stored(self, namespace: str, keybackup: str) -> list[StoredSnapshot]:
         base = self.folder(namespace, keybackup) + "/"
@@ -190,8 +201,9 @@ class BlobSnapshotStore:
             )
         return manifest
 
-    async def read_artifact_at(self, snapshot_path: str, key_name: str) -> bytes:
-        """The backup of ``key_name`` in the snapshot at ``snapshot_path`` (as for the manifest)."""
+    async def read_artifact_at(self, snapshot_path: str, artifact: KeyArtifact) -> bytes:
+        """The backup of one key in the snapshot at ``snapshot_path`` (as for the manifest)."""
+        key_name = artifact.name
         name = artifact_blob(self._snapshot_folder(snapshot_path), key_name)
         try:
             return await self._download(name)
@@ -215,6 +227,20 @@ class BlobSnapshotStore:
         except NotFoundError:  # never written, or deleted since it was listed
             return None
         return Manifest.from_json(raw)
+
+    async def _summary_if_present(self, folder: str) -> SnapshotSummary | None:
+        """From the manifest blob's metadata; a manifest written without it is read whole."""
+        name = manifest_blob(folder)
+        try:
+            with self._errors(f"read blob properties {self._url}/{name}"):
+                properties = await self._container.get_blob_client(name).get_blob_properties()
+        except NotFoundError:  # deleted since it was listed
+            return None
+        recorded = (properties.metadata or {}).get(SUMMARY_METADATA)
+        if recorded:
+            return SnapshotSummary.from_json(recorded)
+        manifest = await self._manifest_if_present(folder)
+        return manifest.summary if manifest else None
 
     async def _upload(
         self, name: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
@@ -76,6 +76,7 @@ def kubernetes_errors(what: str) -> Iterator[None]:
         raise map_api_error(error, what) from None
     except (
         OSError,
+        json.JSONDecodeError,
         urllib3.exceptions.HTTPError,
         kubernetes.client.exceptions.OpenApiException,
     ) as error:
@@ -83,6 +84,9 @@ def kubernetes_errors(what: str) -> Iterator[None]:
             f"{what}: {type(error).__name__}", reason="KubernetesUnavailable"
         ) from None
 
+
+#: Asks the API server for metadata only (kubectl get -o name does the same).
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 #: Threads for the blocking Kubernetes client: its own pool, so a slow or frozen API
 #: server can never take the threads that Key Vault traffic (aiohttp's DNS lookups,
@@ -103,6 +107,56 @@ class KubernetesApi:
         loop = asyncio.get_running_loop()
         with kubernetes_errors(what):
             return await loop.run_in_executor(self._threads, partial(function, *args, **kwargs))
+
+    async def list_secrets(
+        self, what: str, namespace: str, label_selector: str, *, page_size: int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Secrets as plain JSON objects, ``page_size`` at a time: a page of large Secrets
+        is never turned into client models, and a long list is never held at once."""
+        token: str | None = None
+        while True:
+            page = await self._raw_json(
+                what,
+                self.core.list_namespaced_secret,
+                namespace,
+                label_selector=label_selector,
+                limit=page_size,
+                _continue=token,
+            )
+            for item in page.get("items") or []:
+                yield item
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
+
+    async def list_secret_metadata(
+        self, what: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        """The metadata of matching Secrets, without their data."""
+        page = await self._raw_json(
+            what,
+            self.core.list_namespaced_secret,
+            namespace,
+            label_selector=label_selector,
+            _headers={"Accept": METADATA_ONLY},
+        )
+        return [item.get("metadata") or {} for item in page.get("items") or []]
+
+    async def read_secret(self, what: str, namespace: str, name: str) -> dict[str, Any]:
+        """One Secret as a plain JSON object."""
+        return await self._raw_json(what, self.core.read_namespaced_secret, name, namespace)
+
+    async def _raw_json(
+        self, what: str, function: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> dict[str, Any]:
+        response = await self.call(what, function, *args, _preload_content=False, **kwargs)
+        with kubernetes_errors(what):
+            document = json.loads(response.data)
+        if not isinstance(document, dict):
+            raise errors.TransientError(
+                f"{what}: the API server answered with no object", reason="KubernetesUnavailable"
+            )
+        return document
 
     async def read_secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
         secret = await self.call(

@@ -115,11 +115,11 @@ def _handled(request: RunRequest) -> KeyBackupStatus:
 def snapshot_entries(kept: Sequence[KeptSnapshot]) -> list[SnapshotSummary]:
     return [
         {
-            "id": k.manifest.snapshot_id,
-            "completionTime": timestamp(k.manifest.completion_time),
-            "keys": len(k.manifest.keys),
-            "failedKeys": len(k.manifest.failures),
-            "bytes": k.manifest.total_bytes,
+            "id": k.summary.snapshot_id,
+            "completionTime": timestamp(k.summary.completion_time),
+            "keys": k.summary.keys,
+            "failedKeys": k.summary.failed_keys,
+            "bytes": k.summary.total_bytes,
             "location": k.location,
         }
         for k in kept[:SNAPSHOTS_IN_STATUS]

@@ -14,13 +14,19 @@ from kvbackup.services.outcomes import KeyOutcome, KeyResult, phase_of
 from kvbackup.services.ports import Clock, SnapshotStore, VaultKeys
 from kvbackup.services.progress import Progress
 from kvbackup.services.retention import collect_garbage
-from kvbackup.services.snapshot import KeyArtifact, KeyFailure, Manifest, sha256_hex
+from kvbackup.services.snapshot import (
+    KeyArtifact,
+    KeyFailure,
+    Manifest,
+    SnapshotSummary,
+    sha256_hex,
+)
 from kvbackup.services.workers import DEFAULT_CONCURRENCY, for_each_key
 
 
 @dataclass(frozen=True)
 class KeptSnapshot:
-    manifest: Manifest
+    summary: SnapshotSummary
     #: Where a user finds it, e.g. a label selector or a blob path.
     location: str
 
@@ -97,17 +103,23 @@ async def run_backup(
         earlier = stored_before.get(name.lower())
         if earlier is not None:
             return KeyOutcome(
-                name, KeyResult.SUCCEEDED, earlier.versions, earlier.sha256, earlier.size
+                name,
+                KeyResult.SUCCEEDED,
+                earlier.versions,
+                earlier.sha256,
+                earlier.size,
+                location=earlier.location,
             )
         versions = await vault.list_versions(name)
         data = await vault.backup_key(name)
-        await store.write_artifact(keybackup, snapshot_id, name, data, versions)
+        location = await store.write_artifact(keybackup, snapshot_id, name, data, versions)
         return KeyOutcome(
             name=name,
             result=KeyResult.SUCCEEDED,
             versions=versions,
             sha256=sha256_hex(data),
             size=len(data),
+            location=location,
         )
 
     tracker = progress(len(names)) if progress else None
@@ -125,7 +137,9 @@ async def run_backup(
                 start_time=start,
                 completion_time=completion,
                 operator_version=__version__,
-                keys=tuple(KeyArtifact(o.name, o.versions, o.sha256, o.size) for o in stored),
+                keys=tuple(
+                    KeyArtifact(o.name, o.versions, o.sha256, o.size, o.location) for o in stored
+                ),
                 failures=tuple(
                     KeyFailure(o.name, o.reason, o.message) for o in outcomes if o.failed
                 ),
@@ -179,7 +193,7 @@ async def back_up_and_retain(
     return replace(
         report,
         kept=tuple(
-            KeptSnapshot(manifest, store.location(namespace, name, manifest.snapshot_id))
-            for manifest in kept
+            KeptSnapshot(summary, store.location(namespace, name, summary.snapshot_id))
+            for summary in kept
         ),
     )

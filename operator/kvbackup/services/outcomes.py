@@ -26,6 +26,8 @@ class KeyOutcome:
     size: int = 0
     reason: str = ""
     message: str = ""
+    #: Where a backed-up key's bytes were stored (see ``KeyArtifact.location``).
+    location: str = ""
 
     @property
     def failed(self) -> bool:

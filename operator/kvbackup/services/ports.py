@@ -11,7 +11,7 @@ from typing import Protocol
 
 from kvbackup.api.keybackup import Destination, KeyBackupRef
 from kvbackup.api.keyrestore import BlobSnapshotSource
-from kvbackup.services.snapshot import KeyArtifact, Manifest
+from kvbackup.services.snapshot import KeyArtifact, Manifest, SnapshotSummary
 
 #: The current time in UTC; passed in, so that a run's timing can be tested.
 Clock = Callable[[], datetime.datetime]
@@ -67,9 +67,14 @@ class SnapshotStore(Protocol):
         key_name: str,
         data: bytes,
         versions: tuple[str, ...] = (),
-    ) -> None:
+    ) -> str:
         """Store one key's backup bytes, recording their sha256 and the key's versions
-        beside them, so that a resumed run can check them instead of backing up again."""
+        beside them, so that a resumed run can check them instead of backing up again.
+
+        A store may gather several keys into one write; everything handed to it is
+        stored by the time ``write_manifest`` returns. Returns where the bytes went
+        (``KeyArtifact.location``), recorded in the manifest.
+        """
         ...
 
     async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[KeyArtifact]:
@@ -77,14 +82,20 @@ class SnapshotStore(Protocol):
         recorded with them (an interrupted run's work); empty for a new snapshot."""
         ...
 
-    async def write_manifest(self, manifest: Manifest) -> None: ...
+    async def write_manifest(self, manifest: Manifest) -> None:
+        """Finish storing the artifacts, then write the manifest: the snapshot is complete."""
+        ...
 
-    async def list_snapshots(self, namespace: str, keybackup: str) -> list[Manifest]:
+    async def list_snapshots(self, namespace: str, keybackup: str) -> list[SnapshotSummary]:
         """Complete snapshots (those with a manifest), newest first."""
         ...
 
+    async def read_manifest(self, namespace: str, keybackup: str, snapshot_id: str) -> Manifest:
+        """The whole manifest of a complete snapshot."""
+        ...
+
     async def read_artifact(
-        self, namespace: str, keybackup: str, snapshot_id: str, key_name: str
+        self, namespace: str, keybackup: str, snapshot_id: str, artifact: KeyArtifact
     ) -> bytes: ...
 
     async def list_stored(self, namespace: str, keybackup: str) -> list[StoredSnapshot]:
@@ -102,10 +113,10 @@ class SnapshotStore(Protocol):
 
 @dataclass(frozen=True)
 class OpenedSnapshot:
-    """A chosen snapshot: its manifest and how to read its artifacts by key name."""
+    """A chosen snapshot: its manifest and how to read the artifacts it lists."""
 
     manifest: Manifest
-    read_artifact: Callable[[str], Awaitable[bytes]]
+    read_artifact: Callable[[KeyArtifact], Awaitable[bytes]]
 
 
 class SnapshotStores(Protocol):

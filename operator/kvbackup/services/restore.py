@@ -23,7 +23,7 @@ from kvbackup.errors import ConflictError, MissingReferenceError
 from kvbackup.services.outcomes import KeyOutcome, KeyResult, phase_of
 from kvbackup.services.ports import Clock, KeyState, OpenedSnapshot, SnapshotStores, VaultKeys
 from kvbackup.services.progress import Progress
-from kvbackup.services.snapshot import Manifest
+from kvbackup.services.snapshot import SnapshotSummary
 from kvbackup.services.workers import DEFAULT_CONCURRENCY, for_each_key
 
 
@@ -83,7 +83,9 @@ def decide(
     return Decision(Action.RESTORE)
 
 
-def choose_snapshot(snapshots: list[Manifest], wanted: str, keybackup: str) -> Manifest:
+def choose_snapshot(
+    snapshots: list[SnapshotSummary], wanted: str, keybackup: str
+) -> SnapshotSummary:
     """``latest`` or a snapshot id among the complete snapshots (newest first)."""
     if not snapshots:
         raise MissingReferenceError(
@@ -91,9 +93,9 @@ def choose_snapshot(snapshots: list[Manifest], wanted: str, keybackup: str) -> M
         )
     if wanted == LATEST:
         return snapshots[0]
-    for manifest in snapshots:
-        if manifest.snapshot_id == wanted:
-            return manifest
+    for summary in snapshots:
+        if summary.snapshot_id == wanted:
+            return summary
     raise MissingReferenceError(
         f"KeyBackup {keybackup} has no complete snapshot {wanted}", reason="SourceNotFound"
     )
@@ -114,14 +116,15 @@ async def opened_snapshot(
         return
     destination = await stores.destination_of(namespace, source.keybackup)
     async with stores.store(namespace, destination or SecretDestination()) as store:
-        manifest = choose_snapshot(
+        chosen = choose_snapshot(
             await store.list_snapshots(namespace, source.keybackup),
             source.snapshot,
             source.keybackup,
         )
+        snapshot_id = chosen.snapshot_id
         yield OpenedSnapshot(
-            manifest,
-            partial(store.read_artifact, namespace, source.keybackup, manifest.snapshot_id),
+            await store.read_manifest(namespace, source.keybackup, snapshot_id),
+            partial(store.read_artifact, namespace, source.keybackup, snapshot_id),
         )
 
 
@@ -154,7 +157,7 @@ async def run_restore(
 
     async def verified_backup(name: str) -> bytes:
         artifact = manifest.artifact(name)
-        data = await snapshot.read_artifact(artifact.name)
+        data = await snapshot.read_artifact(artifact)
         artifact.verify(data)
         return data
 

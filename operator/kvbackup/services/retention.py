@@ -10,11 +10,11 @@ import datetime
 
 from kvbackup.api.keybackup import Retention
 from kvbackup.services.ports import SnapshotStore, StoredSnapshot
-from kvbackup.services.snapshot import Manifest, snapshot_time
+from kvbackup.services.snapshot import SnapshotSummary, snapshot_time
 
 
 def expired(
-    complete: list[Manifest],
+    complete: list[SnapshotSummary],
     stored: list[StoredSnapshot],
     retention: Retention,
     now: datetime.datetime,
@@ -22,17 +22,17 @@ def expired(
 ) -> list[str]:
     """Snapshot ids to delete; ``complete`` is newest first, as the stores list it."""
     protected = {complete[0].snapshot_id} if complete else set()
-    newest_good = next((m for m in complete if not m.failures), None)
+    newest_good = next((s for s in complete if not s.failed_keys), None)
     if newest_good is not None:
         protected.add(newest_good.snapshot_id)
     doomed = []
-    for index, manifest in enumerate(complete):
+    for index, summary in enumerate(complete):
         too_many = retention.keep_last is not None and index >= retention.keep_last
         too_old = (
-            retention.max_age is not None and now - manifest.completion_time > retention.max_age
+            retention.max_age is not None and now - summary.completion_time > retention.max_age
         )
-        if (too_many or too_old) and manifest.snapshot_id not in protected:
-            doomed.append(manifest.snapshot_id)
+        if (too_many or too_old) and summary.snapshot_id not in protected:
+            doomed.append(summary.snapshot_id)
     # Leftovers of runs that died before their manifest: kept for a while in case the
     # run is resumed, then removed.
     for snapshot in stored:
@@ -49,14 +49,14 @@ async def collect_garbage(
     retention: Retention,
     now: datetime.datetime,
     incomplete_grace: datetime.timedelta,
-) -> list[Manifest]:
+) -> list[SnapshotSummary]:
     """Apply retention; returns the complete snapshots that remain, newest first."""
     complete = await store.list_snapshots(namespace, keybackup)
     stored = await store.list_stored(namespace, keybackup)
     doomed = expired(complete, stored, retention, now, incomplete_grace)
     for snapshot_id in doomed:
         await store.delete_snapshot(namespace, keybackup, snapshot_id)
-    return [m for m in complete if m.snapshot_id not in doomed]
+    return [s for s in complete if s.snapshot_id not in doomed]
 
 
 async def delete_all_snapshots(store: SnapshotStore, namespace: str, keybackup: str) -> int:

@@ -1,7 +1,8 @@
 """A snapshot: one artifact per key (the exact bytes ``backup_key`` returned) plus a manifest.
 
 The manifest is written last, so a snapshot without one is incomplete and is never
-offered for restore.
+offered for restore. Its summary (times and counts) is stored beside it, small enough
+to list every snapshot of a KeyBackup without reading their per-key lists.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class KeyArtifact:
     versions: tuple[str, ...]
     sha256: str
     size: int
+    #: Where the store put the bytes (e.g. the Secrets holding them); empty when the store
+    #: finds them by key name alone, as in snapshots written before packing.
+    location: str = ""
 
     def verify(self, data: bytes) -> None:
         digest = sha256_hex(data)
@@ -62,6 +66,47 @@ class KeyFailure:
     name: str
     reason: str
     message: str
+
+
+@dataclass(frozen=True)
+class SnapshotSummary:
+    """What a listing of snapshots tells: enough for retention, status and choosing one."""
+
+    snapshot_id: str
+    start_time: datetime.datetime
+    completion_time: datetime.datetime
+    keys: int
+    failed_keys: int
+    total_bytes: int
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "snapshotId": self.snapshot_id,
+                "startTime": timestamp(self.start_time),
+                "completionTime": timestamp(self.completion_time),
+                "keys": self.keys,
+                "failedKeys": self.failed_keys,
+                "bytes": self.total_bytes,
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> SnapshotSummary:
+        try:
+            document = json.loads(raw)
+            return cls(
+                snapshot_id=str(document["snapshotId"]),
+                start_time=_parse_time(document["startTime"]),
+                completion_time=_parse_time(document["completionTime"]),
+                keys=int(document["keys"]),
+                failed_keys=int(document["failedKeys"]),
+                total_bytes=int(document["bytes"]),
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            raise IntegrityError(f"snapshot summary is unreadable: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -89,6 +134,17 @@ class Manifest:
     def total_bytes(self) -> int:
         return sum(artifact.size for artifact in self.keys)
 
+    @property
+    def summary(self) -> SnapshotSummary:
+        return SnapshotSummary(
+            snapshot_id=self.snapshot_id,
+            start_time=self.start_time,
+            completion_time=self.completion_time,
+            keys=len(self.keys),
+            failed_keys=len(self.failures),
+            total_bytes=self.total_bytes,
+        )
+
     def to_json(self) -> bytes:
         document: dict[str, Any] = {
             "apiVersion": API_VERSION,
@@ -103,10 +159,7 @@ class Manifest:
             "startTime": timestamp(self.start_time),
             "completionTime": timestamp(self.completion_time),
             "operatorVersion": self.operator_version,
-            "keys": [
-                {"name": a.name, "versions": list(a.versions), "sha256": a.sha256, "size": a.size}
-                for a in self.keys
-            ],
+            "keys": [_artifact_document(a) for a in self.keys],
             "failures": [
                 {"name": f.name, "reason": f.reason, "message": f.message} for f in self.failures
             ],
@@ -129,7 +182,13 @@ class Manifest:
                 completion_time=_parse_time(document["completionTime"]),
                 operator_version=document.get("operatorVersion", ""),
                 keys=tuple(
-                    KeyArtifact(k["name"], tuple(k["versions"]), k["sha256"], int(k["size"]))
+                    KeyArtifact(
+                        k["name"],
+                        tuple(k["versions"]),
+                        k["sha256"],
+                        int(k["size"]),
+                        str(k.get("location", "")),
+                    )
                     for k in document["keys"]
                 ),
                 failures=tuple(
@@ -139,6 +198,18 @@ class Manifest:
             )
         except (ValueError, KeyError, TypeError) as error:
             raise IntegrityError(f"snapshot manifest is unreadable: {error}") from None
+
+
+def _artifact_document(artifact: KeyArtifact) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "name": artifact.name,
+        "versions": list(artifact.versions),
+        "sha256": artifact.sha256,
+        "size": artifact.size,
+    }
+    if artifact.location:
+        document["location"] = artifact.location
+    return document
 
 
 def _parse_time(text: str) -> datetime.datetime:
