@@ -126,11 +126,9 @@ def test_an_altered_artifact_is_refused_by_its_checksum_and_the_other_keys_are_r
     versions = backed_up(cluster, vault, "signing", "wrapping")
     for name in versions:
         vault.delete_and_purge(name)
-    artifact = cluster.secrets("kvbackup.io/keybackup=keys,kvbackup.io/role=artifact")
-    tampered = next(
-        s for s in artifact if s["metadata"]["annotations"]["kvbackup.io/key-name"] == "signing"
-    )
-    data = bytearray(base64.b64decode(tampered["data"]["backup"]))
+    packs = cluster.secrets("kvbackup.io/keybackup=keys,kvbackup.io/role=artifact")
+    tampered = next(s for s in packs if "signing" in s["data"])
+    data = bytearray(base64.b64decode(tampered["data"]["signing"]))
     data[len(data) // 2] ^= 0xFF
     cluster.plane.kubectl(
         "patch",
@@ -140,7 +138,7 @@ def test_an_altered_artifact_is_refused_by_its_checksum_and_the_other_keys_are_r
         cluster.namespace,
         "--type=merge",
         "-p",
-        json.dumps({"data": {"backup": base64.b64encode(bytes(data)).decode()}}),
+        json.dumps({"data": {"signing": base64.b64encode(bytes(data)).decode()}}),
     )
 
     cluster.apply(keyrestore("verify", vault.url, keybackup="keys"))

@@ -90,7 +90,8 @@ def test_suspend_stops_scheduled_runs_but_backup_now_still_runs(
     ("policy", "kept"),
     [
         pytest.param("Delete", 0, id="Delete removes them"),
-        pytest.param("Retain", 4, id="Retain keeps them"),
+        # Each snapshot: a pack, a manifest part and the manifest.
+        pytest.param("Retain", 6, id="Retain keeps them"),
     ],
 )
 async def test_deleting_a_keybackup_applies_its_deletion_policy_to_its_snapshots(

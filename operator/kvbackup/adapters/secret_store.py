@@ -27,6 +27,7 @@ import binascii
 import hashlib
 import json
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ MANIFEST_DATA_KEY = "manifest.json"
 SUMMARY_DATA_KEY = "summary.json"
 MANIFEST_PARTS_ANNOTATION = "kvbackup.io/manifest-parts"
 MANIFEST_SHA256_ANNOTATION = "kvbackup.io/manifest-sha256"
+#: Longest a pack stays open before it is written, full or not: what a crash can lose
+#: of a slow run, since a resumed run keeps only what was written.
+PACK_MAX_AGE_SECONDS = 5.0
 #: Packs kept decoded while restoring: keys are read roughly in the order they were packed.
 CACHED_PACKS = 4
 #: Packs per page when a resumed run reads back what its snapshot holds.
@@ -85,6 +89,11 @@ class _Pack:
     data: dict[str, bytes] = field(default_factory=dict)
     index: list[dict[str, Any]] = field(default_factory=list)
     size: int = 0
+    opened: float = field(default_factory=time.monotonic)
+
+    @property
+    def stale(self) -> bool:
+        return time.monotonic() - self.opened >= PACK_MAX_AGE_SECONDS
 
 
 class SecretSnapshotStore:
@@ -112,18 +121,22 @@ class SecretSnapshotStore:
         room = self._pack_size - INDEX_ENTRY_OVERHEAD - len(json.dumps(entry))
         if len(data) > room:
             return await self._write_split(keybackup, snapshot_id, entry, data, room)
+        # Bookkeeping first, writes after: other keys join the next pack meanwhile.
         slot = (keybackup.namespace, keybackup.name, snapshot_id)
+        ready = []
         pack = self._open.get(slot)
-        full = None
         if pack is not None and pack.size + len(data) > room:
-            full, pack = pack, None
+            ready.append(self._open.pop(slot))
+            pack = None
         if pack is None:
             pack = self._open[slot] = self._new_pack(keybackup, snapshot_id)
         pack.data[key_name] = data
         pack.index.append({**entry, "size": len(data), "chunk": 0, "chunks": 1})
         pack.size += self._pack_size - room + len(data)
-        if full is not None:
-            await self._write_pack(keybackup, snapshot_id, full)
+        if pack.stale:
+            ready.append(self._open.pop(slot))
+        for finished in ready:
+            await self._write_pack(keybackup, snapshot_id, finished)
         return pack.name
 
     async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[KeyArtifact]:
