@@ -36,6 +36,14 @@ class NotPermittedError(KvBackupError):
     reason = "NotPermitted"
 
 
+class HostNotAllowedError(NotPermittedError):
+    """A vault or storage URL names a host outside the operator's allow-lists
+    (KVBACKUP_VAULT_HOSTS, KVBACKUP_BLOB_HOSTS). Raised before the host is resolved or
+    connected to, so an object cannot aim the operator's requests at other services."""
+
+    reason = "HostNotAllowed"
+
+
 class NotFoundError(KvBackupError):
     """A key, snapshot, Secret or object that was named does not exist."""
 

@@ -433,6 +433,8 @@ def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path
                 "incompleteSnapshotGraceSeconds": 7200,
                 "statusKeysLimit": 20,
                 "healthPort": 9090,
+                "vaultHosts": ["*.vault.azure.net", "vaults.example.internal:8443"],
+                "blobHosts": ["*.blob.core.windows.net"],
             },
         },
     )
@@ -451,6 +453,8 @@ def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path
     assert settings.incomplete_snapshot_grace_seconds == 7200
     assert settings.status_keys_limit == 20
     assert settings.health_port == 9090
+    assert str(settings.vault_hosts) == "*.vault.azure.net,vaults.example.internal:8443"
+    assert str(settings.blob_hosts) == "*.blob.core.windows.net"
     rules = settings.default_identity_rules
     assert [(r.namespaces, r.vault_urls) for r in rules] == [
         (("team-a",), ("https://a.vault.azure.net",)),
