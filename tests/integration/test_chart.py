@@ -23,7 +23,7 @@ import yaml
 from kvbackup.config import Settings
 from tests.harness.controlplane import REPO, ControlPlane, free_port
 from tests.harness.lowkey import Lowkey
-from tests.harness.operator import OperatorProcess, start_operator
+from tests.harness.operator import OperatorProcess, emulator_hosts, start_operator
 from tests.integration.conftest import Cluster, VaultUnderTest
 from tests.integration.objects import keybackup, keyrestore
 
@@ -130,13 +130,14 @@ def service_account_kubeconfig(
 
 
 def operator_env(documents: list[dict[str, Any]], lowkey: Lowkey) -> dict[str, str]:
-    """The chart's settings, except those the harness sets for fast, local runs, plus what
-    reaching the Key Vault emulator takes."""
+    """The chart's settings, except those the harness sets for fast, local runs and for the
+    emulators' loopback hosts, plus what reaching the Key Vault emulator takes."""
     env = deployment_env(documents)
     for name in (
         "KVBACKUP_HEALTH_PORT",
         "KVBACKUP_RETRY_BASE_SECONDS",
         "KVBACKUP_RETRY_MAX_SECONDS",
+        *emulator_hosts(),
     ):
         env.pop(name)
     return env | lowkey.operator_env()

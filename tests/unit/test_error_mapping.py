@@ -157,6 +157,13 @@ def test_an_authentication_failure_keeps_a_bounded_part_of_what_the_service_said
     )
 
 
+def test_a_redirect_is_a_rejection_that_says_it_was_not_followed() -> None:
+    result = map_azure_error(http_error(307), "back up key k")
+
+    assert result.reason == "RequestRejected"
+    assert result.message.endswith("(a redirect: not followed, requests go only to allowed hosts)")
+
+
 def test_the_api_servers_explanation_is_bounded() -> None:
     refusal = ApiException(status=422, reason="Unprocessable Entity")
     refusal.body = json.dumps({"kind": "Status", "message": "y" * 5000})

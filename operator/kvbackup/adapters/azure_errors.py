@@ -1,5 +1,7 @@
 """Mapping of Azure SDK exceptions (Key Vault, Blob Storage, identity) to the project's
-taxonomy. What a service or the SDK said is kept only through ``foreign_text``, bounded."""
+taxonomy. What a service or the SDK said is kept only through ``foreign_text``: bounded,
+and, since requests go only to allowed hosts and redirects are not followed, only ever
+from a host the allow-lists name."""
 
 from __future__ import annotations
 
@@ -63,6 +65,8 @@ def map_azure_error(error: Exception, what: str) -> errors.KvBackupError:
             return errors.TransientError(message)
         if status == 409:
             return errors.ConflictError(message)
+        if 300 <= status < 400:
+            message += " (a redirect: not followed, requests go only to allowed hosts)"
         return errors.KvBackupError(message, reason="RequestRejected")
     if isinstance(error, (ServiceRequestError, ServiceResponseError)):
         return errors.TransientError(
