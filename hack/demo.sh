@@ -45,7 +45,9 @@ up() {
   echo "vault: $LOWKEY_VAULT_URL"
 
   echo "== the operator (log: $dir/operator.log)"
-  KVBACKUP_HEALTH_PORT=0 KVBACKUP_RETRY_BASE_SECONDS=5 \
+  # The emulator listens on loopback, which the default host allow-list (Azure's domains
+  # only) refuses: the demo allows it, as a user adds an emulator.
+  KVBACKUP_VAULT_HOSTS='127.0.0.1:*' KVBACKUP_HEALTH_PORT=0 KVBACKUP_RETRY_BASE_SECONDS=5 \
     nohup "$python" -m kvbackup >"$dir/operator.log" 2>&1 &
   echo $! >"$dir/operator.pid"
 

@@ -8,9 +8,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from kvbackup.api import azure_clouds
+from kvbackup.api.hosts import HostAllowList
 from kvbackup.api.tenancy import ALLOW_ALL, IdentityRule, parse_rules
 from kvbackup.errors import InvalidSpecError
 from kvbackup.services.workers import DEFAULT_CONCURRENCY
+
+DEFAULT_VAULT_HOSTS = HostAllowList.of("KVBACKUP_VAULT_HOSTS", azure_clouds.KEY_VAULT_HOSTS)
+DEFAULT_BLOB_HOSTS = HostAllowList.of("KVBACKUP_BLOB_HOSTS", azure_clouds.BLOB_HOSTS)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -42,6 +47,12 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     return value
 
 
+def _hosts(env: Mapping[str, str], default: HostAllowList) -> HostAllowList:
+    """The allow-list a variable sets; unset or empty: ``default``, the Azure clouds."""
+    raw = env.get(default.setting, "").strip()
+    return HostAllowList.parse(default.setting, raw) if raw else default
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the operator can be configured with; see README, "Operator settings"."""
@@ -70,6 +81,10 @@ class Settings:
     health_port: int = 8080
     #: Which namespaces may use the operator's own identity for which vaults.
     default_identity_rules: tuple[IdentityRule, ...] = ALLOW_ALL
+    #: Hosts that vault URLs may name; every other one is refused before any request.
+    vault_hosts: HostAllowList = DEFAULT_VAULT_HOSTS
+    #: Hosts that storage account URLs (and connection strings) may name.
+    blob_hosts: HostAllowList = DEFAULT_BLOB_HOSTS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -98,6 +113,8 @@ class Settings:
                 if (rules := env.get("KVBACKUP_DEFAULT_IDENTITY_RULES", "").strip())
                 else ALLOW_ALL
             ),
+            vault_hosts=_hosts(env, DEFAULT_VAULT_HOSTS),
+            blob_hosts=_hosts(env, DEFAULT_BLOB_HOSTS),
         )
 
     @property

@@ -3,7 +3,8 @@
 Every adapter maps its SDK's exceptions to one of these classes; whether and when a
 failure is tried again is decided in one place (``kvbackup.presentation.verdicts``), and
 the handlers act on that verdict. ``reason`` is a CamelCase word that ends up in
-status conditions and Events, so users can match on it.
+status conditions and Events, so users can match on it. Text from outside the operator
+enters a message only through ``foreign_text``, which bounds it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ class NotPermittedError(KvBackupError):
     """The cluster admin's policy does not let this namespace do what the object asks."""
 
     reason = "NotPermitted"
+
+
+class HostNotAllowedError(NotPermittedError):
+    """A vault or storage URL names a host outside the operator's allow-lists
+    (KVBACKUP_VAULT_HOSTS, KVBACKUP_BLOB_HOSTS). Raised before the host is resolved or
+    connected to, so an object cannot aim the operator's requests at other services."""
+
+    reason = "HostNotAllowed"
 
 
 class NotFoundError(KvBackupError):
@@ -108,10 +117,17 @@ class UnexpectedError(KvBackupError):
     reason = "InternalError"
     temporary = True
 
-    #: Longest message kept from the original exception.
-    MESSAGE_LIMIT = 300
-
     @classmethod
     def wrapping(cls, error: BaseException) -> UnexpectedError:
-        text = f"{type(error).__name__}: {error}"
-        return cls(f"unexpected error: {text[: cls.MESSAGE_LIMIT]}")
+        return cls(f"unexpected error: {foreign_text(f'{type(error).__name__}: {error}')}")
+
+
+#: Longest text kept from a message the operator did not write (a remote service's
+#: explanation, a foreign exception): status and Events are read by people, and a
+#: service must not be able to fill them.
+FOREIGN_TEXT_LIMIT = 300
+
+
+def foreign_text(text: str) -> str:
+    """Someone else's message, on one line and at most ``FOREIGN_TEXT_LIMIT`` characters."""
+    return " ".join(text.split())[:FOREIGN_TEXT_LIMIT]

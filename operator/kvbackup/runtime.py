@@ -89,7 +89,10 @@ class Runtime:
                 container.name,
             )
             client = container_client(
-                container.account_url, container.name, credential=self.default_credential
+                container.account_url,
+                container.name,
+                hosts=self.settings.blob_hosts,
+                credential=self.default_credential,
             )
         else:
             data = await self._secret_data(namespace, container.credentials_secret)
@@ -97,6 +100,7 @@ class Runtime:
             client = container_client(
                 container.account_url,
                 container.name,
+                hosts=self.settings.blob_hosts,
                 connection_string=auth.connection_string,
                 sas_token=auth.sas_token,
             )
@@ -117,6 +121,8 @@ class Runtime:
     async def snapshot_at_path(
         self, namespace: str, source: BlobSnapshotSource
     ) -> AsyncIterator[OpenedSnapshot]:
+        if source.url is not None:  # names a host of its own, refused before anything opens
+            self.settings.blob_hosts.check(source.url, "snapshot path")
         async with self._container(namespace, source.container) as client:
             store = BlobSnapshotStore(client)
             manifest = await store.read_manifest_at(source.path)

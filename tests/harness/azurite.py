@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kvbackup.api.hosts import HostAllowList
 from tests.harness.controlplane import free_port
 
 AZURITE_VERSION = "3.37.0"
@@ -60,6 +61,12 @@ class Azurite:
     @property
     def blob_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}/{ACCOUNT_NAME}"
+
+    @property
+    def blob_hosts(self) -> HostAllowList:
+        """The allow-list a client of the store needs here: the operator's defaults name
+        Azure's domains only."""
+        return HostAllowList.of("KVBACKUP_BLOB_HOSTS", [f"127.0.0.1:{self.port}"])
 
     def connection_string(self, account_key: str = ACCOUNT_KEY) -> str:
         return (

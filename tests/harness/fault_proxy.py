@@ -97,6 +97,9 @@ class Faults:
     #: The Retry-After header on the 429s, in seconds; None sends none.
     retry_after_seconds: float | None = None
     unavailable_share: float = 0.0
+    #: When set, every request is answered 307 to this URL and nothing is forwarded: a
+    #: vault that sends its clients elsewhere.
+    redirect_to: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.throttle_share <= 1.0 or not 0.0 <= self.unavailable_share <= 1.0:
@@ -343,8 +346,8 @@ class FaultProxy:
             s.by_operation[name] = s.by_operation.get(name, 0) + 1
             if "Authorization" not in request.headers:
                 s.unauthenticated += 1
-            outcome = "forward"
-            if faultable:
+            outcome = "forward" if faults.redirect_to is None else "redirect"
+            if faultable and outcome == "forward":
                 n, s.faultable_seen = s.faultable_seen, s.faultable_seen + 1
                 if _spread(n, faults.throttle_share):
                     outcome = "throttle"
@@ -374,6 +377,8 @@ class FaultProxy:
                 return _error(429, _THROTTLED, headers)
             if outcome == "unavailable":
                 return _error(503, _UNAVAILABLE)
+            if outcome == "redirect":
+                return web.Response(status=307, headers={"Location": str(faults.redirect_to)})
             return await self._forward(request, body)
         finally:
             with self._lock:

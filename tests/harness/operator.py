@@ -27,6 +27,13 @@ def loopback_only_azure_env() -> dict[str, str]:
     }
 
 
+def emulator_hosts() -> dict[str, str]:
+    """Allows the emulators' loopback addresses, which the operator's defaults (Azure's
+    domains only) refuse: Lowkey, its per-vault forwarders, the fault proxy and Azurite
+    all listen on 127.0.0.1, on ports chosen when they start."""
+    return {"KVBACKUP_VAULT_HOSTS": "127.0.0.1:*", "KVBACKUP_BLOB_HOSTS": "127.0.0.1:*"}
+
+
 @dataclass
 class OperatorProcess:
     process: subprocess.Popen[bytes]
@@ -80,6 +87,7 @@ def start_operator(
         "KVBACKUP_RETRY_BASE_SECONDS": "1",
         "KVBACKUP_RETRY_MAX_SECONDS": "4",
         **loopback_only_azure_env(),
+        **emulator_hosts(),
         **(extra_env or {}),
     }
     process = subprocess.Popen(

@@ -158,6 +158,7 @@ async def blob_client(
     client = container_client(
         azurite.blob_endpoint,
         container.container_name,
+        hosts=azurite.blob_hosts,
         connection_string=azurite.connection_string(),
     )
     async with client:

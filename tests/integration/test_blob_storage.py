@@ -222,6 +222,7 @@ async def test_a_snapshot_is_read_by_its_path_alone_once_the_keybackup_is_gone(
     client = container_client(
         azurite.blob_endpoint,
         container.container_name,
+        hosts=azurite.blob_hosts,
         connection_string=azurite.connection_string(),
     )
     async with client:
@@ -246,7 +247,9 @@ async def test_a_sas_token_authenticates_and_never_shows_in_a_location(
         permission=ContainerSasPermissions(read=True, write=True, list=True, delete=True),
         expiry=datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1),
     )
-    client = container_client(azurite.blob_endpoint, container.container_name, sas_token=sas)
+    client = container_client(
+        azurite.blob_endpoint, container.container_name, hosts=azurite.blob_hosts, sas_token=sas
+    )
     async with client:
         store = BlobSnapshotStore(client, PREFIX)
         await store_snapshot(store, REF, SNAPSHOT, {"k": b"x"})
@@ -264,7 +267,10 @@ async def test_a_sas_token_authenticates_and_never_shows_in_a_location(
 
 async def test_a_missing_container_is_reported_by_its_name(azurite: Azurite) -> None:
     client = container_client(
-        azurite.blob_endpoint, "no-such-container", connection_string=azurite.connection_string()
+        azurite.blob_endpoint,
+        "no-such-container",
+        hosts=azurite.blob_hosts,
+        connection_string=azurite.connection_string(),
     )
     async with client:
         store = BlobSnapshotStore(client, PREFIX)
@@ -284,6 +290,7 @@ async def test_a_wrong_account_key_is_access_denied(
     client = container_client(
         azurite.blob_endpoint,
         container.container_name,
+        hosts=azurite.blob_hosts,
         connection_string=azurite.connection_string(account_key=wrong_key),
     )
     async with client:

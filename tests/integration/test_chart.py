@@ -23,7 +23,7 @@ import yaml
 from kvbackup.config import Settings
 from tests.harness.controlplane import REPO, ControlPlane, free_port
 from tests.harness.lowkey import Lowkey
-from tests.harness.operator import OperatorProcess, start_operator
+from tests.harness.operator import OperatorProcess, emulator_hosts, start_operator
 from tests.integration.conftest import Cluster, VaultUnderTest
 from tests.integration.objects import keybackup, keyrestore
 
@@ -130,13 +130,14 @@ def service_account_kubeconfig(
 
 
 def operator_env(documents: list[dict[str, Any]], lowkey: Lowkey) -> dict[str, str]:
-    """The chart's settings, except those the harness sets for fast, local runs, plus what
-    reaching the Key Vault emulator takes."""
+    """The chart's settings, except those the harness sets for fast, local runs and for the
+    emulators' loopback hosts, plus what reaching the Key Vault emulator takes."""
     env = deployment_env(documents)
     for name in (
         "KVBACKUP_HEALTH_PORT",
         "KVBACKUP_RETRY_BASE_SECONDS",
         "KVBACKUP_RETRY_MAX_SECONDS",
+        *emulator_hosts(),
     ):
         env.pop(name)
     return env | lowkey.operator_env()
@@ -433,6 +434,8 @@ def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path
                 "incompleteSnapshotGraceSeconds": 7200,
                 "statusKeysLimit": 20,
                 "healthPort": 9090,
+                "vaultHosts": ["*.vault.azure.net", "vaults.example.internal:8443"],
+                "blobHosts": ["*.blob.core.windows.net"],
             },
         },
     )
@@ -451,6 +454,8 @@ def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path
     assert settings.incomplete_snapshot_grace_seconds == 7200
     assert settings.status_keys_limit == 20
     assert settings.health_port == 9090
+    assert str(settings.vault_hosts) == "*.vault.azure.net,vaults.example.internal:8443"
+    assert str(settings.blob_hosts) == "*.blob.core.windows.net"
     rules = settings.default_identity_rules
     assert [(r.namespaces, r.vault_urls) for r in rules] == [
         (("team-a",), ("https://a.vault.azure.net",)),

@@ -137,3 +137,38 @@ def test_the_api_servers_own_explanation_is_kept_and_a_secret_too_large_says_so(
     assert type(result) is errors.TooLargeError
     assert result.reason == "TooLarge"
     assert result.message == f"write Secret ns/kb-s: HTTP 422 Unprocessable Entity: {explanation}"
+
+
+def test_a_services_message_is_kept_on_one_line_and_bounded() -> None:
+    error = http_error(400)
+    error.reason = "Bad Request\nErrorCode:InvalidInput\n" + "x" * 5000
+
+    result = map_azure_error(error, "list blobs")
+
+    assert result.message.startswith("list blobs: HTTP 400: Bad Request ErrorCode:InvalidInput x")
+    assert len(result.message) == len("list blobs: ") + errors.FOREIGN_TEXT_LIMIT
+
+
+def test_an_authentication_failure_keeps_a_bounded_part_of_what_the_service_said() -> None:
+    result = map_azure_error(ClientAuthenticationError(message="no " * 1000), "read key k")
+
+    assert len(result.message) <= len("read key k: authentication failed: ") + (
+        errors.FOREIGN_TEXT_LIMIT
+    )
+
+
+def test_a_redirect_is_a_rejection_that_says_it_was_not_followed() -> None:
+    result = map_azure_error(http_error(307), "back up key k")
+
+    assert result.reason == "RequestRejected"
+    assert result.message.endswith("(a redirect: not followed, requests go only to allowed hosts)")
+
+
+def test_the_api_servers_explanation_is_bounded() -> None:
+    refusal = ApiException(status=422, reason="Unprocessable Entity")
+    refusal.body = json.dumps({"kind": "Status", "message": "y" * 5000})
+
+    result = map_api_error(refusal, "write Secret ns/s")
+
+    kept = "y" * errors.FOREIGN_TEXT_LIMIT
+    assert result.message == f"write Secret ns/s: HTTP 422 Unprocessable Entity: {kept}"

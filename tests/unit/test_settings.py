@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kvbackup.config import Settings
+from kvbackup.api.hosts import HostAllowList
+from kvbackup.config import DEFAULT_BLOB_HOSTS, DEFAULT_VAULT_HOSTS, Settings
 from kvbackup.errors import InvalidSpecError
 
 
@@ -20,6 +21,8 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
     assert settings.status_keys_limit == 100
     assert settings.watch_namespaces == ()
     assert settings.health_port == 8080
+    assert settings.vault_hosts == DEFAULT_VAULT_HOSTS
+    assert settings.blob_hosts == DEFAULT_BLOB_HOSTS
 
 
 def test_every_variable_is_parsed_into_its_setting() -> None:
@@ -35,6 +38,8 @@ def test_every_variable_is_parsed_into_its_setting() -> None:
             "KVBACKUP_STATUS_KEYS_LIMIT": "20",
             "KVBACKUP_WATCH_NAMESPACES": " team-a, ,team-b ",
             "KVBACKUP_HEALTH_PORT": "0",
+            "KVBACKUP_VAULT_HOSTS": "*.vault.azure.net, localhost:8443",
+            "KVBACKUP_BLOB_HOSTS": "127.0.0.1:*",
         }
     )
 
@@ -49,6 +54,10 @@ def test_every_variable_is_parsed_into_its_setting() -> None:
         status_keys_limit=20,
         watch_namespaces=("team-a", "team-b"),
         health_port=0,
+        vault_hosts=HostAllowList.of(
+            "KVBACKUP_VAULT_HOSTS", ["*.vault.azure.net", "localhost:8443"]
+        ),
+        blob_hosts=HostAllowList.of("KVBACKUP_BLOB_HOSTS", ["127.0.0.1:*"]),
     )
 
 
@@ -58,11 +67,20 @@ def test_every_variable_is_parsed_into_its_setting() -> None:
         pytest.param("KVBACKUP_VERIFY_CHALLENGE_RESOURCE", "maybe", id="not-a-flag"),
         pytest.param("KVBACKUP_MAX_CONCURRENCY", "many", id="not-a-number"),
         pytest.param("KVBACKUP_MAX_CONCURRENCY", "0", id="below-minimum"),
+        pytest.param("KVBACKUP_VAULT_HOSTS", "*.net", id="too-wide-a-host-pattern"),
+        pytest.param("KVBACKUP_BLOB_HOSTS", "https://a.blob.core.windows.net", id="url-not-host"),
+        pytest.param("KVBACKUP_BLOB_HOSTS", ",", id="no-host-pattern"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_variable(variable: str, value: str) -> None:
     with pytest.raises(InvalidSpecError, match=variable):
         Settings.from_env({variable: value})
+
+
+def test_empty_host_lists_mean_the_defaults_like_every_other_empty_setting() -> None:
+    settings = Settings.from_env({"KVBACKUP_VAULT_HOSTS": " ", "KVBACKUP_BLOB_HOSTS": ""})
+
+    assert (settings.vault_hosts, settings.blob_hosts) == (DEFAULT_VAULT_HOSTS, DEFAULT_BLOB_HOSTS)
 
 
 def test_an_infinite_count_is_refused_naming_the_variable() -> None:

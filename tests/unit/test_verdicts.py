@@ -18,6 +18,7 @@ SETTINGS = Settings(retry_base_seconds=10.0, retry_max_seconds=600.0)
         pytest.param(errors.ThrottledError("429", retry_after=90.0), 0, 90.0, id="retry-after"),
         pytest.param(errors.ThrottledError("429", retry_after=5.0), 3, 80.0, id="backoff-longer"),
         pytest.param(errors.InvalidSpecError("bad"), 0, None, id="permanent-never"),
+        pytest.param(errors.HostNotAllowedError("not in list"), 0, None, id="host-not-allowed"),
     ],
 )
 def test_the_retry_delay_honours_retry_after_and_gives_up_on_permanent_errors(

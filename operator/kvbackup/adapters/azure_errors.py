@@ -1,4 +1,7 @@
-"""Mapping of Azure SDK exceptions (Key Vault, identity) to the project's taxonomy."""
+"""Mapping of Azure SDK exceptions (Key Vault, Blob Storage, identity) to the project's
+taxonomy. What a service or the SDK said is kept only through ``foreign_text``: bounded,
+and, since requests go only to allowed hosts and redirects are not followed, only ever
+from a host the allow-lists name."""
 
 from __future__ import annotations
 
@@ -28,10 +31,12 @@ def _retry_after(error: HttpResponseError) -> float | None:
 
 
 def _service_message(error: HttpResponseError) -> str:
-    """The service's own error text, never the request or response bodies."""
+    """The service's own error text, bounded, never the request or response bodies."""
     if error.error is not None and error.error.message:
-        return f"{error.error.code or error.status_code}: {error.error.message}"
-    return f"HTTP {error.status_code}: {error.reason or 'error'}"
+        return errors.foreign_text(
+            f"{error.error.code or error.status_code}: {error.error.message}"
+        )
+    return errors.foreign_text(f"HTTP {error.status_code}: {error.reason or 'error'}")
 
 
 def map_azure_error(error: Exception, what: str) -> errors.KvBackupError:
@@ -43,7 +48,9 @@ def map_azure_error(error: Exception, what: str) -> errors.KvBackupError:
     if isinstance(error, ResourceExistsError):
         return errors.ConflictError(f"{what}: {_service_message(error)}")
     if isinstance(error, ClientAuthenticationError):
-        return errors.AccessDeniedError(f"{what}: authentication failed: {error.message}")
+        return errors.AccessDeniedError(
+            f"{what}: authentication failed: {errors.foreign_text(error.message)}"
+        )
     if isinstance(error, HttpResponseError):
         status = error.status_code or 0
         message = f"{what}: {_service_message(error)}"
@@ -58,10 +65,13 @@ def map_azure_error(error: Exception, what: str) -> errors.KvBackupError:
             return errors.TransientError(message)
         if status == 409:
             return errors.ConflictError(message)
+        if 300 <= status < 400:
+            message += " (a redirect: not followed, requests go only to allowed hosts)"
         return errors.KvBackupError(message, reason="RequestRejected")
     if isinstance(error, (ServiceRequestError, ServiceResponseError)):
         return errors.TransientError(
-            f"{what}: cannot reach the service ({type(error).__name__}: {error.message})",
+            f"{what}: cannot reach the service "
+            f"({errors.foreign_text(f'{type(error).__name__}: {error.message}')})",
             reason="VaultUnreachable",
         )
     if isinstance(error, (TimeoutError, ConnectionError)):
@@ -69,7 +79,9 @@ def map_azure_error(error: Exception, what: str) -> errors.KvBackupError:
     # azure.identity raises CredentialUnavailableError (a ClientAuthenticationError subclass
     # in most versions); anything else from the identity stack is an authentication problem.
     if type(error).__module__.startswith("azure.identity"):
-        return errors.AccessDeniedError(f"{what}: no usable Azure credential: {error}")
+        return errors.AccessDeniedError(
+            f"{what}: no usable Azure credential: {errors.foreign_text(str(error))}"
+        )
     raise error
 
 

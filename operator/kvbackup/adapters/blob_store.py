@@ -28,6 +28,7 @@ from azure.storage.blob import ContentSettings, StorageErrorCode
 from azure.storage.blob.aio import ContainerClient
 
 from kvbackup.adapters.azure_errors import azure_errors
+from kvbackup.api.hosts import HostAllowList
 from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.errors import InvalidSpecError, MissingReferenceError, NotFoundError
 from kvbackup.services.ports import StoredSnapshot
@@ -45,13 +46,16 @@ def container_client(
     account_url: str,
     container: str,
     *,
+    hosts: HostAllowList,
     connection_string: str | None = None,
     sas_token: str | None = None,
     credential: AsyncTokenCredential | None = None,
 ) -> ContainerClient:
     """A client for ``container``, authenticated by exactly one of the three means.
 
-    A connection string names its own endpoint, so ``account_url`` is then unused.
+    A connection string names its own endpoint, so ``account_url`` is then unused. The
+    endpoint the client would send to is checked against ``hosts`` before it is returned,
+    so a refused one is never resolved nor connected to.
     """
     given = [
         what
@@ -67,14 +71,19 @@ def container_client(
             f"blob container {container} needs exactly one of a connection string, a SAS token "
             f"or a credential; got {', '.join(given) or 'none'}"
         )
+    # A redirect could lead anywhere; requests go only to hosts the list allows.
     if connection_string:
-        return ContainerClient.from_connection_string(connection_string, container)
-    if sas_token:
-        # As a credential object the token is sent per request, never kept in the client's URL.
-        return ContainerClient(
-            account_url, container, credential=AzureSasCredential(sas_token.lstrip("?"))
+        client = ContainerClient.from_connection_string(
+            connection_string, container, permit_redirects=False
         )
-    return ContainerClient(account_url, container, credential=credential)
+    else:
+        # As a credential object the token is sent per request, never kept in the client's URL.
+        auth = AzureSasCredential(sas_token.lstrip("?")) if sas_token else credential
+        client = ContainerClient(account_url, container, credential=auth, permit_redirects=False)
+    # Only the primary endpoint is checked because only it is ever used: the client is
+    # never put in secondary location mode nor told to retry there.
+    hosts.check(client.primary_endpoint, "storage account")
+    return client
 
 
 def artifact_blob(snapshot_folder: str, key_name: str) -> str:

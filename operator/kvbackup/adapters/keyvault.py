@@ -169,12 +169,17 @@ class KeyVaultClients:
             # 429s and 5xx answers are retried per call by retry_per_call, after the
             # vault's pace has heard of them; the SDK retrying them too would hide them.
             "retry_status": 0,
+            # A redirect could lead anywhere; requests go only to hosts the list allows.
+            "permit_redirects": False,
         }
         if self._settings.keyvault_api_version:
             options["api_version"] = self._settings.keyvault_api_version
         return options
 
     def keys(self, vault_url: str, credential: AsyncTokenCredential) -> KeyVaultKeys:
+        """The vault's keys; HostNotAllowedError, before anything is sent, for a vault
+        outside KVBACKUP_VAULT_HOSTS."""
+        self._settings.vault_hosts.check(vault_url, "vault")
         cache_key = (vault_url, id(credential))
         client = self._clients.get(cache_key)
         if client is None:

@@ -30,10 +30,6 @@ def connect() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient()
 
 
-#: Longest part of the API server's own explanation kept in a message.
-SERVER_MESSAGE_LIMIT = 300
-
-
 def _server_message(error: ApiException) -> str:
     """The API server's own explanation (a Status object's message), e.g. why it refused
     a Secret; it names fields and limits, never the data."""
@@ -42,7 +38,7 @@ def _server_message(error: ApiException) -> str:
     except (TypeError, ValueError):
         return ""
     text = document.get("message") if isinstance(document, dict) else None
-    return str(text)[:SERVER_MESSAGE_LIMIT] if text else ""
+    return errors.foreign_text(str(text)) if text else ""
 
 
 def map_api_error(error: ApiException, what: str) -> errors.KvBackupError:

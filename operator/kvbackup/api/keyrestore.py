@@ -38,7 +38,13 @@ class BlobSnapshotSource:
     """A snapshot found by its folder in a blob container, e.g. after the cluster is gone."""
 
     container: fields.BlobContainer
+    #: The snapshot's folder in the container, or its URL (as a KeyBackup's status shows).
     path: str
+
+    @property
+    def url(self) -> str | None:
+        """The path when it is given as a URL, which names a host of its own."""
+        return self.path if "://" in self.path else None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,179 @@
+"""Requests go only where vaults and storage accounts live. An operator with the default
+allow-lists (Azure's domains) refuses an object that points it at another host, before
+anything is sent: a listening socket of the test's own, at that host, sees no connection.
+Nor does a redirect from an allowed host lead the operator anywhere else."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from azure.identity.aio import ClientSecretCredential
+
+from kvbackup.adapters.blob_store import BlobSnapshotStore, container_client
+from kvbackup.adapters.keyvault import KeyVaultClients
+from kvbackup.api.hosts import HostAllowList
+from kvbackup.config import Settings
+from kvbackup.errors import KvBackupError
+from tests.harness.controlplane import free_port
+from tests.harness.fault_proxy import FaultProxy, Faults
+from tests.harness.forwarder import Forwarder, Forwarders
+from tests.harness.lowkey import Lowkey
+from tests.integration.conftest import Cluster
+from tests.integration.objects import keybackup, keyrestore
+
+pytestmark = pytest.mark.integration
+
+#: Empty, each setting means its default: Azure's domains only, not the emulators'
+#: loopback addresses that the harness allows in every other test.
+DEFAULT_HOSTS = {"KVBACKUP_VAULT_HOSTS": "", "KVBACKUP_BLOB_HOSTS": ""}
+#: Allowed by the defaults, and never reached: every object here fails before its vault.
+AZURE_VAULT = "https://payments.vault.azure.net"
+AZURE_ACCOUNT = "https://backups.blob.core.windows.net"
+
+
+@pytest.fixture
+def listener(forwarders: Forwarders) -> Iterator[Forwarder]:
+    """A listening socket on loopback that counts the connections it accepts (it relays
+    them to a closed port, so each one ends at once)."""
+    trap = forwarders.open(free_port())
+    yield trap
+    forwarders.close(trap)
+
+
+def _refusal(cluster: Cluster, kind: str, name: str, setting: str) -> dict[str, Any]:
+    """The object's Ready condition once it failed with HostNotAllowed, after the Event
+    that names ``setting`` was posted."""
+    cluster.wait_for_phase(kind, name, "Failed")
+    cluster.wait_until(
+        f"{kind}/{name} has a HostNotAllowed Event",
+        lambda: any(
+            event["reason"] == "HostNotAllowed" and setting in event["message"]
+            for event in cluster.events_for(name)
+        ),
+    )
+    return cluster.ready_condition(kind, name)
+
+
+def test_a_vault_url_outside_the_allow_list_fails_without_a_connection(
+    own_operator: Callable[..., Cluster], listener: Forwarder
+) -> None:
+    cluster = own_operator("hosts-vault", **DEFAULT_HOSTS)
+
+    cluster.apply(keybackup("elsewhere", f"https://127.0.0.1:{listener.port}", keys=["k"]))
+
+    ready = _refusal(cluster, "keybackup", "elsewhere", "KVBACKUP_VAULT_HOSTS")
+    assert ready["reason"] == "HostNotAllowed"
+    assert (
+        f"vault host 127.0.0.1:{listener.port} is not in KVBACKUP_VAULT_HOSTS" in (ready["message"])
+    )
+    assert "retrying" not in ready["message"]  # permanent: only a change of spec helps
+    assert listener.accepted == 0
+
+
+def _secret(cluster: Cluster, name: str, connection_string: str) -> None:
+    encoded = base64.b64encode(connection_string.encode()).decode()
+    cluster.apply(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name},
+                "data": {"connectionString": encoded},
+            }
+        )
+    )
+
+
+def test_a_storage_endpoint_outside_the_allow_list_fails_without_a_connection_however_given(
+    own_operator: Callable[..., Cluster], listener: Forwarder
+) -> None:
+    cluster = own_operator("hosts-blob", **DEFAULT_HOSTS)
+    elsewhere = f"https://127.0.0.1:{listener.port}"
+    _secret(
+        cluster,
+        "elsewhere",
+        f"BlobEndpoint={elsewhere}/account;SharedAccessSignature=sv=2024-01-01&sig=x",
+    )
+
+    by_url = {"accountUrl": elsewhere, "container": "backups"}
+    cluster.apply(keybackup("by-url", AZURE_VAULT, destination={"blob": by_url}))
+    by_secret = {
+        "accountUrl": AZURE_ACCOUNT,
+        "container": "backups",
+        "credentials": {"name": "elsewhere"},
+    }
+    cluster.apply(keybackup("by-connection-string", AZURE_VAULT, destination={"blob": by_secret}))
+    by_path = {"accountUrl": AZURE_ACCOUNT, "container": "backups", "path": f"{elsewhere}/x/"}
+    cluster.apply(keyrestore("by-snapshot-url", AZURE_VAULT, source={"blob": by_path}))
+
+    for kind, name in (
+        ("keybackup", "by-url"),
+        ("keybackup", "by-connection-string"),
+        ("keyrestore", "by-snapshot-url"),
+    ):
+        ready = _refusal(cluster, kind, name, "KVBACKUP_BLOB_HOSTS")
+        assert ready["reason"] == "HostNotAllowed", name
+        assert f"host 127.0.0.1:{listener.port} is not in KVBACKUP_BLOB_HOSTS" in (ready["message"])
+    assert listener.accepted == 0
+
+
+async def test_a_vault_that_redirects_elsewhere_is_not_followed(
+    lowkey: Lowkey, proxy: FaultProxy, listener: Forwarder
+) -> None:
+    proxy.set_faults(Faults(redirect_to=f"https://127.0.0.1:{listener.port}/keys/k/backup"))
+    settings = Settings.from_env(
+        {
+            "KVBACKUP_VAULT_HOSTS": "127.0.0.1:*",
+            "KVBACKUP_CA_BUNDLE": str(lowkey.certificate),
+            "KVBACKUP_VERIFY_CHALLENGE_RESOURCE": "false",
+        }
+    )
+    vaults = KeyVaultClients(settings)
+    # The redirect answers the first, unauthenticated request: no token is ever asked for.
+    credential = ClientSecretCredential("tenant", "client", "never-asked")
+    try:
+        with pytest.raises(KvBackupError, match="a redirect: not followed") as refused:
+            await vaults.keys(proxy.url, credential).backup_key("k")
+    finally:
+        await vaults.close()
+        await credential.close()
+
+    assert refused.value.reason == "RequestRejected"
+    assert proxy.counts().requests == 1
+    assert listener.accepted == 0
+
+
+@pytest.fixture
+async def redirecting_account(listener: Forwarder) -> AsyncIterator[str]:
+    """A storage account URL on loopback whose every answer is a redirect to ``listener``."""
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(f"http://127.0.0.1:{listener.port}{request.path_qs}")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", redirect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/account"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_storage_account_that_redirects_elsewhere_is_not_followed(
+    redirecting_account: str, listener: Forwarder
+) -> None:
+    hosts = HostAllowList.of("KVBACKUP_BLOB_HOSTS", ["127.0.0.1:*"])
+    client = container_client(redirecting_account, "backups", hosts=hosts, sas_token="sig=x")
+    async with client:
+        with pytest.raises(KvBackupError, match="a redirect: not followed"):
+            await BlobSnapshotStore(client).list_stored("payments", "payments-keys")
+
+    assert listener.accepted == 0
