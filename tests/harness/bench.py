@@ -16,7 +16,8 @@ environment: BENCH_KEYS (default 1000), BENCH_LATENCY_MS (30), BENCH_RATE (400, 
 operator's KVBACKUP_VAULT_RATE_LIMIT), BENCH_THROTTLE_SHARE (0) with BENCH_RETRY_AFTER
 (seconds; unset sends 429s without it), BENCH_LOOP_KEYS (2000: the sequential loops
 run over this many keys, as their pace per key does not change with the vault's size),
-BENCH_IDLE_KEYBACKUPS (1000) and BENCH_IDLE_SECONDS (300) for the idle cost. After the
+BENCH_IDLE_KEYBACKUPS (1000) and BENCH_IDLE_SECONDS (300) for the idle cost, and
+BENCH_CONCURRENCY (the operator's KVBACKUP_MAX_CONCURRENCY; unset keeps its default). After the
 runs it measures the operator at rest with that many KeyBackups scheduled ``@every 24h``,
 and apply -> Ready for 20 one-key KeyBackups.
 """
@@ -324,6 +325,7 @@ def main() -> None:
     rate = os.environ.get("BENCH_RATE", "400")
     throttle = float(os.environ.get("BENCH_THROTTLE_SHARE", "0"))
     retry_after = os.environ.get("BENCH_RETRY_AFTER")
+    concurrency = os.environ.get("BENCH_CONCURRENCY", "")
     loop_keys = min(keys, int(os.environ.get("BENCH_LOOP_KEYS", "2000")))
     idle_objects = int(os.environ.get("BENCH_IDLE_KEYBACKUPS", "1000"))
     idle_seconds = float(os.environ.get("BENCH_IDLE_SECONDS", "300"))
@@ -354,7 +356,11 @@ def main() -> None:
         operator = start_operator(
             plane.kubeconfig,
             work / "operator.log",
-            {"KVBACKUP_VAULT_RATE_LIMIT": rate, **lowkey.operator_env()},
+            {
+                "KVBACKUP_VAULT_RATE_LIMIT": rate,
+                **({"KVBACKUP_MAX_CONCURRENCY": concurrency} if concurrency else {}),
+                **lowkey.operator_env(),
+            },
         )
         idle_rss = rss_kib(operator.process.pid) / 1024
         etcd, apiserver = plane.processes[0].pid, plane.processes[1].pid
