@@ -341,7 +341,7 @@ def main() -> None:
     ready: list[float] = []
 
     plane = start_control_plane(work / "control-plane")
-    lowkey = lowkey_harness.start(work / "lowkey")
+    lowkey = lowkey_harness.start(work / "lowkey", jvm_flags=lowkey_harness.THROUGHPUT_JVM_FLAGS)
     azurite = azurite_harness.start(work / "azurite")
     proxy = fault_proxy_for(lowkey, work / "proxy")
     operator: OperatorProcess | None = None

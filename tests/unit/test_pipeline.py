@@ -55,6 +55,67 @@ async def test_a_key_is_taken_from_the_list_only_when_a_worker_is_free_for_it() 
     assert len(await run) == 1000
 
 
+async def test_keys_of_an_asynchronous_listing_are_worked_on_before_the_listing_ends() -> None:
+    first_done = asyncio.Event()
+
+    async def listing() -> AsyncIterator[str]:
+        yield "first"
+        # The next page comes only once the first key is through: a pipeline that
+        # waited for the whole listing first would time out here.
+        await asyncio.wait_for(first_done.wait(), timeout=5)
+        yield "second"
+
+    async def work(name: str) -> KeyOutcome:
+        if name == "first":
+            first_done.set()
+        return KeyOutcome(name, KeyResult.SUCCEEDED)
+
+    outcomes = await for_each_key(listing(), work, concurrency=4)
+
+    assert [o.name for o in outcomes] == ["first", "second"]
+
+
+async def test_a_selector_backup_stores_keys_while_the_vault_is_still_listing() -> None:
+    class SlowListing(ManyKeys):
+        stored_while_listing = 0
+
+        async def list_keys(self) -> AsyncIterator[KeyInfo]:
+            for page in range(4):
+                for index in range(25):
+                    yield KeyInfo(f"key-{page}-{index:02d}")
+                await asyncio.sleep(0.01)  # the next page's round trip
+            self.stored_while_listing = len(store.stored)
+
+    class Counting(Discarding):
+        def __init__(self) -> None:
+            self.stored: list[str] = []
+
+        async def write_artifact(
+            self,
+            keybackup: KeyBackupRef,
+            snapshot_id: str,
+            key_name: str,
+            data: bytes,
+            versions: tuple[str, ...] = (),
+        ) -> str:
+            self.stored.append(key_name)
+            return ""
+
+    vault, store = SlowListing(100), Counting()
+    report = await run_backup(
+        backup_spec(selector=KeySelector()),
+        REF,
+        SNAPSHOT_ID,
+        vault,  # type: ignore[arg-type]
+        store,  # type: ignore[arg-type]
+        clock=clock,
+        concurrency=4,
+    )
+
+    assert len(report.keys) == 100
+    assert vault.stored_while_listing >= 50
+
+
 class ManyKeys:
     """A vault of ``count`` one-version keys whose backups are a few bytes each."""
 
@@ -82,8 +143,9 @@ class Discarding:
         key_name: str,
         data: bytes,
         versions: tuple[str, ...] = (),
-    ) -> None:
+    ) -> str:
         await asyncio.sleep(0)
+        return ""
 
     async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[KeyArtifact]:
         return []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 from kvbackup import __version__
@@ -54,22 +54,19 @@ class BackupReport:
         return sum(outcome.size for outcome in self.keys)
 
 
-async def select_keys(spec: KeyBackupSpec, vault: VaultKeys) -> list[str]:
-    """The names to back up: the explicit list, or the vault's keys the selector matches."""
-    if spec.keys.names is not None:
-        return list(spec.keys.names)
+async def selected_keys(spec: KeyBackupSpec, vault: VaultKeys) -> AsyncIterator[str]:
+    """The vault's keys the selector matches, as its listing yields them page by page."""
     selector = spec.keys.selector
     assert selector is not None, "parse_spec guarantees names or selector"
-    chosen = [
-        info.name
-        async for info in vault.list_keys()
-        if not info.managed and selector.matches(info.name, info.tags)
-    ]
-    if not chosen:
-        raise InvalidSpecError(
-            f"spec.keys.selector matches no key in {spec.vault_url}", reason="NoKeysMatched"
-        )
-    return sorted(chosen)
+    async for info in vault.list_keys():
+        if not info.managed and selector.matches(info.name, info.tags):
+            yield info.name
+
+
+def no_keys_matched(spec: KeyBackupSpec) -> InvalidSpecError:
+    return InvalidSpecError(
+        f"spec.keys.selector matches no key in {spec.vault_url}", reason="NoKeysMatched"
+    )
 
 
 async def run_backup(
@@ -94,7 +91,6 @@ async def run_backup(
     start = clock()
     # A wrong container or credential fails here, before any work is done in the vault.
     await store.list_stored(keybackup.namespace, keybackup.name)
-    names = await select_keys(spec, vault)
 
     # A resumed run (same snapshot id) keeps what the interrupted one stored and checked.
     stored_before = {a.name.lower(): a for a in await store.resumable(keybackup, snapshot_id)}
@@ -122,10 +118,27 @@ async def run_backup(
             location=location,
         )
 
-    tracker = progress(len(names)) if progress else None
+    explicit = spec.keys.names
+    tracker = progress(len(explicit) if explicit is not None else 0) if progress else None
+
+    async def listed() -> AsyncIterator[str]:
+        # Backups start with the first page; the total grows as the listing goes on.
+        async for name in selected_keys(spec, vault):
+            if tracker is not None:
+                tracker.total += 1
+            yield name
+
     outcomes = await for_each_key(
-        names, back_up, concurrency=concurrency, on_done=tracker.key_done if tracker else None
+        explicit if explicit is not None else listed(),
+        back_up,
+        concurrency=concurrency,
+        on_done=tracker.key_done if tracker else None,
     )
+    if explicit is None:
+        if not outcomes:
+            raise no_keys_matched(spec)
+        # Listed keys are kept in name order, whatever order the vault lists them in.
+        outcomes.sort(key=lambda outcome: outcome.name.lower())
     stored = [o for o in outcomes if not o.failed]
     completion = clock()
     if stored:

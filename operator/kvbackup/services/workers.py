@@ -4,7 +4,7 @@ per key."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 
 from kvbackup.errors import KvBackupError
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
@@ -14,7 +14,7 @@ DEFAULT_CONCURRENCY = 16
 
 
 async def for_each_key(
-    names: Iterable[str],
+    names: Iterable[str] | AsyncIterable[str],
     work: Callable[[str], Awaitable[KeyOutcome]],
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
@@ -25,12 +25,16 @@ async def for_each_key(
 
     Workers pull the next name as they free up, so no task, coroutine or buffer exists
     for a key before its turn: memory follows the concurrency, not the vault's size.
+    ``names`` may be asynchronous, such as a vault's listing: keys are then worked on
+    while later pages are still being listed.
 
     A key's permanent error fails that key only. A temporary error (vault unreachable,
     access denied, throttled beyond the per-call retries) aborts the whole run and is
     raised: retrying later is all that helps, and the other keys would hit the same wall.
     """
-    pending = enumerate(names)
+    pending = _numbered(names)
+    # One worker at a time advances the names: an async generator cannot be re-entered.
+    turn = asyncio.Lock()
     outcomes: dict[int, KeyOutcome] = {}
 
     async def guarded(name: str) -> KeyOutcome:
@@ -44,7 +48,12 @@ async def for_each_key(
             )
 
     async def worker() -> None:
-        for index, name in pending:  # shared: each name goes to exactly one worker
+        while True:
+            async with turn:  # shared: each name goes to exactly one worker
+                numbered = await anext(pending, None)
+            if numbered is None:
+                return
+            index, name = numbered
             outcomes[index] = await guarded(name)
             if on_done is not None:
                 await on_done()
@@ -57,3 +66,15 @@ async def for_each_key(
         # The first failure is the one to report; the others were cancellations' fallout.
         raise group.exceptions[0] from None
     return [outcomes[index] for index in range(len(outcomes))]
+
+
+async def _numbered(names: Iterable[str] | AsyncIterable[str]) -> AsyncIterator[tuple[int, str]]:
+    index = 0
+    if isinstance(names, AsyncIterable):
+        async for name in names:
+            yield index, name
+            index += 1
+        return
+    for name in names:
+        yield index, name
+        index += 1
