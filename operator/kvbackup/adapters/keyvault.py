@@ -14,6 +14,7 @@ from azure.core.pipeline.transport import AioHttpTransport
 from azure.keyvault.keys.aio import KeyClient
 
 from kvbackup.adapters.azure_errors import azure_errors
+from kvbackup.adapters.proxies import proxies_for
 from kvbackup.adapters.ratelimit import VaultPace
 from kvbackup.adapters.throttling import retry_per_call
 from kvbackup.config import Settings
@@ -152,11 +153,11 @@ class KeyVaultClients:
 
     def _transport(self) -> AioHttpTransport:
         if self._session is None:
-            # As azure-core configures its own sessions: proxies from the environment,
-            # no cookies, bodies left as the service sent them.
+            # As azure-core configures its own sessions (no cookies, bodies left as the
+            # service sent them), but with proxies looked up once per vault, not per call.
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._tls),
-                trust_env=True,
+                trust_env=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
             )
@@ -183,7 +184,9 @@ class KeyVaultClients:
         cache_key = (vault_url, id(credential))
         client = self._clients.get(cache_key)
         if client is None:
-            client = KeyClient(vault_url, credential, **self._client_options())
+            client = KeyClient(
+                vault_url, credential, proxies=proxies_for(vault_url), **self._client_options()
+            )
             self._clients[cache_key] = client
         pace = self._paces.setdefault(vault_url, VaultPace(self._settings.vault_rate_limit))
         return KeyVaultKeys(client, pace, self._slots)
