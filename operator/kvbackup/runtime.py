@@ -14,6 +14,7 @@ from azure.storage.blob.aio import ContainerClient
 
 from kvbackup.adapters import credentials
 from kvbackup.adapters.blob_store import BlobSnapshotStore, container_client
+from kvbackup.adapters.http import SharedSession
 from kvbackup.adapters.keyvault import KeyVaultClients
 from kvbackup.adapters.kubernetes import KubernetesApi, connect
 from kvbackup.adapters.secret_store import SecretSnapshotStore
@@ -39,6 +40,8 @@ class Runtime:
     kubernetes: KubernetesApi
     vaults: KeyVaultClients
     default_credential: AsyncTokenCredential
+    #: What every blob container client sends through.
+    blob_http: SharedSession = field(default_factory=SharedSession)
     clock: Clock = field(default=utc_now)
 
     @classmethod
@@ -93,6 +96,7 @@ class Runtime:
                 container.name,
                 hosts=self.settings.blob_hosts,
                 credential=self.default_credential,
+                http=self.blob_http,
             )
         else:
             data = await self._secret_data(namespace, container.credentials_secret)
@@ -103,6 +107,7 @@ class Runtime:
                 hosts=self.settings.blob_hosts,
                 connection_string=auth.connection_string,
                 sas_token=auth.sas_token,
+                http=self.blob_http,
             )
         async with client:
             yield client
@@ -142,5 +147,6 @@ class Runtime:
 
     async def close(self) -> None:
         await self.vaults.close()
+        await self.blob_http.close()
         await self.default_credential.close()
         self.kubernetes.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 from azure.core.credentials import AzureSasCredential
@@ -28,6 +29,8 @@ from azure.storage.blob import ContentSettings, StorageErrorCode
 from azure.storage.blob.aio import ContainerClient
 
 from kvbackup.adapters.azure_errors import azure_errors
+from kvbackup.adapters.http import SharedSession
+from kvbackup.adapters.proxies import proxies_for
 from kvbackup.api.hosts import HostAllowList
 from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.errors import InvalidSpecError, MissingReferenceError, NotFoundError
@@ -50,12 +53,14 @@ def container_client(
     connection_string: str | None = None,
     sas_token: str | None = None,
     credential: AsyncTokenCredential | None = None,
+    http: SharedSession | None = None,
 ) -> ContainerClient:
     """A client for ``container``, authenticated by exactly one of the three means.
 
     A connection string names its own endpoint, so ``account_url`` is then unused. The
     endpoint the client would send to is checked against ``hosts`` before it is returned,
-    so a refused one is never resolved nor connected to.
+    so a refused one is never resolved nor connected to. ``http`` is the session to send
+    through (None: one of the client's own).
     """
     given = [
         what
@@ -71,19 +76,27 @@ def container_client(
             f"blob container {container} needs exactly one of a connection string, a SAS token "
             f"or a credential; got {', '.join(given) or 'none'}"
         )
-    # A redirect could lead anywhere; requests go only to hosts the list allows.
-    if connection_string:
-        client = ContainerClient.from_connection_string(
-            connection_string, container, permit_redirects=False
-        )
-    else:
-        # As a credential object the token is sent per request, never kept in the client's URL.
+
+    def build(**options: Any) -> ContainerClient:
+        # A redirect could lead anywhere; requests go only to hosts the list allows.
+        if connection_string:
+            return ContainerClient.from_connection_string(
+                connection_string, container, permit_redirects=False, **options
+            )
+        # As a credential object the token is sent per request, never kept in the URL.
         auth = AzureSasCredential(sas_token.lstrip("?")) if sas_token else credential
-        client = ContainerClient(account_url, container, credential=auth, permit_redirects=False)
-    # Only the primary endpoint is checked because only it is ever used: the client is
-    # never put in secondary location mode nor told to retry there.
-    hosts.check(client.primary_endpoint, "storage account")
-    return client
+        return ContainerClient(
+            account_url, container, credential=auth, permit_redirects=False, **options
+        )
+
+    # Built once, without any I/O, to learn the endpoint it would use. Only the primary
+    # endpoint is checked because only it is ever used: the client is never put in
+    # secondary location mode nor told to retry there.
+    endpoint = build().primary_endpoint
+    hosts.check(endpoint, "storage account")
+    if http is None:
+        return build()
+    return build(transport=http.transport(), proxies=proxies_for(endpoint))
 
 
 def artifact_blob(snapshot_folder: str, key_name: str) -> str:

@@ -8,12 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
-import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.pipeline.transport import AioHttpTransport
 from azure.keyvault.keys.aio import KeyClient
 
 from kvbackup.adapters.azure_errors import azure_errors
+from kvbackup.adapters.http import SharedSession
 from kvbackup.adapters.proxies import proxies_for
 from kvbackup.adapters.ratelimit import VaultPace
 from kvbackup.adapters.throttling import retry_per_call
@@ -148,25 +147,12 @@ class KeyVaultClients:
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._paces: dict[str, VaultPace] = {}
         self._clients: dict[tuple[str, int], KeyClient] = {}
-        self._tls = tls_context(settings.ca_bundle)
-        self._session: aiohttp.ClientSession | None = None
-
-    def _transport(self) -> AioHttpTransport:
-        if self._session is None:
-            # As azure-core configures its own sessions (no cookies, bodies left as the
-            # service sent them), but with proxies looked up once per vault, not per call.
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._tls),
-                trust_env=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-            )
-        return AioHttpTransport(session=self._session, session_owner=False)
+        self._http = SharedSession(tls_context(settings.ca_bundle))
 
     def _client_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
             "verify_challenge_resource": self._settings.verify_challenge_resource,
-            "transport": self._transport(),
+            "transport": self._http.transport(),
             # 429s and 5xx answers are retried per call by retry_per_call, after the
             # vault's pace has heard of them; the SDK retrying them too would hide them.
             "retry_status": 0,
@@ -200,6 +186,4 @@ class KeyVaultClients:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()

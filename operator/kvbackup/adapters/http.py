@@ -1,0 +1,39 @@
+"""One HTTP session per kind of Azure service, shared by all its clients.
+
+azure-core would give every client a session of its own with ``trust_env``, which makes
+aiohttp reread HTTPS_PROXY, NO_PROXY and ~/.netrc, in a thread, for every request. The
+shared session leaves that off; each client is given its proxy once (``proxies_for``).
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import aiohttp
+from azure.core.pipeline.transport import AioHttpTransport
+
+
+class SharedSession:
+    """Opened on first use, closed by its owner; ``tls`` is the one context for every
+    connection (True: the system's CAs)."""
+
+    def __init__(self, tls: ssl.SSLContext | bool = True) -> None:
+        self._tls = tls
+        self._session: aiohttp.ClientSession | None = None
+
+    def transport(self) -> AioHttpTransport:
+        if self._session is None:
+            # As azure-core configures its own sessions: no cookies, bodies left as the
+            # service sent them.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._tls),
+                trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+            )
+        return AioHttpTransport(session=self._session, session_owner=False)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
