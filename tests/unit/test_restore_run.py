@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kvbackup.api.conditions import Phase
-from kvbackup.api.keyrestore import OnConflict
+from kvbackup.api.keyrestore import OnConflict, Strategy
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
 from kvbackup.services.ports import KeyState
 from kvbackup.services.restore import run_restore
@@ -42,6 +42,27 @@ async def test_absent_keys_are_restored_with_the_versions_of_their_backup() -> N
     assert target.state_of("encryption") is KeyState.ACTIVE
 
 
+async def test_a_key_absent_from_the_vault_costs_one_call_to_restore() -> None:
+    store, target = InMemoryStore(), InMemoryVault()
+    manifest = await take_snapshot(store, SIGNING, ENCRYPTION)
+
+    await run_restore(restore_spec(), opened(store, manifest), target, clock=clock)
+
+    assert sorted(target.calls) == [("restore_key", "encryption"), ("restore_key", "signing")]
+
+
+async def test_recover_only_never_restores_even_an_absent_key() -> None:
+    store, target = InMemoryStore(), InMemoryVault()
+    manifest = await take_snapshot(store, SIGNING)
+
+    report = await run_restore(
+        restore_spec(strategy=Strategy.RECOVER_ONLY), opened(store, manifest), target, clock=clock
+    )
+
+    assert [(o.result, o.reason) for o in report.keys] == [(KeyResult.FAILED, "KeyNotDeleted")]
+    assert "restore_key" not in [operation for operation, _ in target.calls]
+
+
 async def test_a_soft_deleted_key_is_recovered_by_auto_instead_of_restored() -> None:
     store, target = InMemoryStore(), InMemoryVault()
     manifest = await take_snapshot(store, SIGNING)
@@ -53,7 +74,8 @@ async def test_a_soft_deleted_key_is_recovered_by_auto_instead_of_restored() -> 
         (KeyResult.RECOVERED, ("s1", "s2", "s3"))
     ]
     assert target.state_of("signing") is KeyState.ACTIVE
-    assert ("restore_key", "signing") not in target.calls
+    # The restore tried first was refused for the name being taken; the key was recovered.
+    assert ("recover_key", "signing") in target.calls
 
 
 async def test_a_soft_deleted_key_is_purged_then_restored_when_purge_deleted_keys_is_set() -> None:
@@ -67,7 +89,7 @@ async def test_a_soft_deleted_key_is_purged_then_restored_when_purge_deleted_key
 
     assert [(o.result, o.versions) for o in report.keys] == [(KeyResult.RESTORED, ("s1", "s2"))]
     operations = [operation for operation, _ in target.calls]
-    assert operations.index("purge_key") < operations.index("restore_key")
+    assert operations[-2:] == ["purge_key", "restore_key"]
 
 
 async def test_a_soft_deleted_key_is_never_purged_for_a_backup_that_fails_verification() -> None:
@@ -182,7 +204,7 @@ async def test_a_resumed_restore_reports_a_key_its_interrupted_attempt_restored_
         ("signing", KeyResult.RESTORED, ("s1", "s2")),
         ("encryption", KeyResult.RESTORED, ("e1",)),
     ]
-    assert ("restore_key", "signing") not in target.calls
+    assert "purge_key" not in [operation for operation, _ in target.calls]
 
 
 async def test_a_resumed_restore_still_refuses_an_active_key_whose_versions_differ() -> None:

@@ -19,11 +19,11 @@ from kvbackup.api.keyrestore import (
     SnapshotSource,
     Strategy,
 )
-from kvbackup.errors import ConflictError, MissingReferenceError
+from kvbackup.errors import ConflictError, KvBackupError, MissingReferenceError
 from kvbackup.services.outcomes import KeyOutcome, KeyResult, phase_of
 from kvbackup.services.ports import Clock, KeyState, OpenedSnapshot, SnapshotStores, VaultKeys
 from kvbackup.services.progress import Progress
-from kvbackup.services.snapshot import SnapshotSummary
+from kvbackup.services.snapshot import KeyArtifact, SnapshotSummary
 from kvbackup.services.workers import DEFAULT_CONCURRENCY, for_each_key
 
 
@@ -161,8 +161,29 @@ async def run_restore(
         artifact.verify(data)
         return data
 
+    def restored(name: str, artifact: KeyArtifact) -> KeyOutcome:
+        # A restore brings back exactly the versions the backup holds.
+        return KeyOutcome(
+            name,
+            KeyResult.RESTORED,
+            artifact.versions,
+            reason="Restored",
+            message=f"restored {len(artifact.versions)} version(s) from the backup",
+        )
+
     async def bring_back(name: str) -> KeyOutcome:
         artifact = manifest.artifact(name)  # a key the snapshot lacks fails before the vault
+        if spec.strategy is not Strategy.RECOVER_ONLY:
+            # Most restores go into a vault that lacks the key, where restoring at once is
+            # one call instead of three. Key Vault refuses it when the name is taken,
+            # active or soft-deleted; then the key's state decides, as for every key.
+            data = await verified_backup(name)
+            try:
+                await vault.restore_key(data)
+                return restored(name, artifact)
+            except KvBackupError as refusal:
+                if refusal.temporary:
+                    raise
         state = await vault.key_state(name)
         restored_earlier = (
             resumed
@@ -201,18 +222,11 @@ async def run_restore(
             await vault.purge_key(name)
         try:
             await vault.restore_key(data)
-            versions = await vault.list_versions(name)
         except ConflictError as error:
             raise ConflictError(
                 f"key {name} appeared in the vault while restoring: {error.message}"
             ) from None
-        return KeyOutcome(
-            name,
-            KeyResult.RESTORED,
-            versions,
-            reason="Restored",
-            message=f"restored {len(versions)} version(s) from the backup",
-        )
+        return restored(name, artifact)
 
     tracker = progress(len(names)) if progress else None
     outcomes = await for_each_key(
