@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import kubernetes
+from azure.keyvault.keys import KeyClient
 from azure.storage.blob import BlobServiceClient
 
 from tests.harness import azurite as azurite_harness
@@ -46,6 +47,7 @@ from tests.harness.azurite import Azurite
 from tests.harness.controlplane import ControlPlane, install_crds
 from tests.harness.controlplane import start as start_control_plane
 from tests.harness.fault_proxy import FaultProxy, Faults, fault_proxy_for
+from tests.harness.lowkey import AnyToken
 from tests.harness.operator import OperatorProcess, start_operator
 from tests.harness.vault import Vault
 
@@ -212,6 +214,19 @@ def keybackup_of(name: str, vault_url: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"vaultUrl": vault_url, **spec},
     }
+
+
+def loop_client(vault: Vault) -> KeyClient:
+    """What a script would use: the plain SDK, its own retries raised so that a share of
+    429s does not end the loop."""
+    return KeyClient(
+        vault.url,
+        AnyToken(),
+        verify_challenge_resource=False,
+        connection_verify=str(vault.certificate),
+        retry_total=30,
+        retry_status=30,
+    )
 
 
 def purge(vault: Vault, names: list[str]) -> None:
@@ -415,7 +430,7 @@ def main() -> None:
         sample = names[:loop_keys]
 
         def sequential_backup() -> None:
-            with vault.client as client:
+            with loop_client(vault) as client:
                 for name in sample:
                     (files / name).write_bytes(client.backup_key(name))
 
@@ -452,7 +467,7 @@ def main() -> None:
         proxy.set_faults(faults)
 
         def sequential_restore() -> None:
-            with vault.client as client:
+            with loop_client(vault) as client:
                 for name in sample:
                     client.restore_key_backup((files / name).read_bytes())
 
