@@ -218,7 +218,9 @@ class SecretSnapshotStore:
 
     async def read_manifest(self, namespace: str, keybackup: str, snapshot_id: str) -> Manifest:
         name = manifest_secret_name(keybackup, snapshot_id)
-        secret = await self._read(f"read the manifest of snapshot {snapshot_id}", namespace, name)
+        secret = await self._api.read_secret(
+            f"read the manifest of snapshot {snapshot_id}", namespace, name
+        )
         data = secret.get("data") or {}
         if MANIFEST_DATA_KEY in data:
             return Manifest.from_json(_decode(data[MANIFEST_DATA_KEY]))
@@ -232,7 +234,7 @@ class SecretSnapshotStore:
             ) from None
         parts = []
         for index in range(total):
-            part = await self._read(
+            part = await self._api.read_secret(
                 f"read the manifest of snapshot {snapshot_id}",
                 namespace,
                 manifest_part_name(keybackup, snapshot_id, index),
@@ -339,7 +341,9 @@ class SecretSnapshotStore:
             self._cached.move_to_end(slot)
             return cached
         try:
-            secret = await self._read(f"read backup of key {key_name}", namespace, pack_name)
+            secret = await self._api.read_secret(
+                f"read backup of key {key_name}", namespace, pack_name
+            )
         except NotFoundError:
             raise NotFoundError(
                 f"backup of key {key_name} is missing (Secret {namespace}/{pack_name})",
@@ -359,7 +363,9 @@ class SecretSnapshotStore:
         while len(chunks) < total:
             name = legacy_artifact_name(keybackup, snapshot_id, key_name, len(chunks))
             try:
-                secret = await self._read(f"read backup of key {key_name}", namespace, name)
+                secret = await self._api.read_secret(
+                    f"read backup of key {key_name}", namespace, name
+                )
             except NotFoundError:
                 raise NotFoundError(
                     f"backup of key {key_name} is missing from snapshot {snapshot_id} "
@@ -370,9 +376,6 @@ class SecretSnapshotStore:
             total = int(annotations.get(LEGACY_PARTS_ANNOTATION, "1"))
             chunks.append(_decode((secret.get("data") or {}).get(LEGACY_DATA_KEY, "")))
         return b"".join(chunks)
-
-    async def _read(self, what: str, namespace: str, name: str) -> dict[str, Any]:
-        return await self._api.read_secret(what, namespace, name)
 
     async def _put(
         self,
