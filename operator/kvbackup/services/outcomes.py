@@ -17,7 +17,7 @@ class KeyResult(StrEnum):
     FAILED = "Failed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyOutcome:
     name: str
     result: KeyResult

@@ -40,7 +40,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyArtifact:
     """One backed-up key: its versions and the digest and size of its stored bytes."""
 
@@ -61,14 +61,14 @@ class KeyArtifact:
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyFailure:
     name: str
     reason: str
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SnapshotSummary:
     """What a listing of snapshots tells: enough for retention, status and choosing one."""
 
@@ -109,7 +109,7 @@ class SnapshotSummary:
             raise IntegrityError(f"snapshot summary is unreadable: {error}") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Manifest:
     snapshot_id: str
     keybackup: KeyBackupRef
@@ -119,16 +119,23 @@ class Manifest:
     operator_version: str
     keys: tuple[KeyArtifact, ...]
     failures: tuple[KeyFailure, ...] = field(default=())
+    #: Built by the first lookup: a restore looks up every key, a backup none.
+    _by_name: dict[str, KeyArtifact] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def artifact(self, key_name: str) -> KeyArtifact:
         """The key's artifact; Key Vault names are case-insensitive, so the lookup is too."""
-        wanted = key_name.lower()
-        for artifact in self.keys:
-            if artifact.name.lower() == wanted:
-                return artifact
-        raise NotFoundError(
-            f"key {key_name} is not in snapshot {self.snapshot_id}", reason="KeyNotInSnapshot"
-        )
+        by_name = self._by_name
+        if by_name is None:
+            by_name = {artifact.name.lower(): artifact for artifact in self.keys}
+            object.__setattr__(self, "_by_name", by_name)
+        try:
+            return by_name[key_name.lower()]
+        except KeyError:
+            raise NotFoundError(
+                f"key {key_name} is not in snapshot {self.snapshot_id}", reason="KeyNotInSnapshot"
+            ) from None
 
     @property
     def total_bytes(self) -> int:
@@ -159,13 +166,21 @@ class Manifest:
             "startTime": timestamp(self.start_time),
             "completionTime": timestamp(self.completion_time),
             "operatorVersion": self.operator_version,
-            "keys": [_artifact_document(a) for a in self.keys],
+            "keys": [],
             "failures": [
                 {"name": f.name, "reason": f.reason, "message": f.message} for f in self.failures
             ],
         }
-        # Compact: a manifest lists every key, and a Secret holds at most 1 MiB.
-        return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+        # The keys are written one entry at a time into the document's empty list, so a
+        # manifest of many keys is never held as a document of dicts besides its text.
+        head, _, tail = _compact_json(document).partition(b'"keys":[]')
+        text = bytearray(head + b'"keys":[')
+        for index, artifact in enumerate(self.keys):
+            if index:
+                text += b","
+            text += _compact_json(_artifact_document(artifact))
+        text += b"]" + tail
+        return bytes(text)
 
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
@@ -198,6 +213,11 @@ class Manifest:
             )
         except (ValueError, KeyError, TypeError) as error:
             raise IntegrityError(f"snapshot manifest is unreadable: {error}") from None
+
+
+def _compact_json(document: dict[str, Any]) -> bytes:
+    # Compact: a manifest lists every key, and a Secret holds at most 1 MiB.
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
 
 def _artifact_document(artifact: KeyArtifact) -> dict[str, Any]:
