@@ -92,6 +92,19 @@ async def test_a_snapshot_without_a_manifest_is_never_offered(store: BlobSnapsho
     ]
 
 
+async def test_a_folder_the_store_did_not_write_is_not_taken_for_a_snapshot(
+    store: BlobSnapshotStore, container: ContainerClient
+) -> None:
+    await store_snapshot(store, REF, "20261128-010203-aaaa", {"k": b"complete"})
+    folder = "backups/prod/payments/payments-keys"
+    await container.upload_blob(f"{folder}/20261128-020000-bbbb/notes.txt", b"not a backup")
+    await container.upload_blob(f"{folder}/README", b"not a snapshot either")
+
+    assert await store.list_stored(NAMESPACE, "payments-keys") == [
+        StoredSnapshot("20261128-010203-aaaa", complete=True)
+    ]
+
+
 async def test_snapshots_are_listed_newest_first(store: BlobSnapshotStore) -> None:
     for snapshot_id in ("20261128-010000-aaaa", "20261128-030000-cccc", "20261128-020000-bbbb"):
         await store_snapshot(store, REF, snapshot_id, {"k": b"x"})

@@ -26,7 +26,7 @@ from azure.core.credentials import AzureSasCredential
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContentSettings, StorageErrorCode
-from azure.storage.blob.aio import ContainerClient
+from azure.storage.blob.aio import BlobPrefix, ContainerClient
 
 from kvbackup.adapters.azure_errors import azure_errors
 from kvbackup.adapters.http import SharedSession
@@ -43,6 +43,8 @@ SUMMARY_METADATA = "summary"
 KEYS_FOLDER = "keys"
 #: Blob metadata holds 8 KiB in all; a longer list of versions is not recorded.
 VERSIONS_METADATA_LIMIT = 6000
+#: Blobs per listing page: the service's default of 5,000 is tens of MiB once parsed.
+LISTING_PAGE_SIZE = 500
 
 
 def container_client(
@@ -142,7 +144,9 @@ class BlobSnapshotStore:
         candidates = []
         with self._errors(f"list stored backups in {self._url}/{folder}/"):
             async for blob in self._container.list_blobs(
-                name_starts_with=f"{folder}/{KEYS_FOLDER}/", include=["metadata"]
+                name_starts_with=f"{folder}/{KEYS_FOLDER}/",
+                include=["metadata"],
+                results_per_page=LISTING_PAGE_SIZE,
             ):
                 recorded = blob.metadata or {}
                 if recorded.get("keyname") and recorded.get("sha256") and recorded.get("versions"):
@@ -182,25 +186,51 @@ class BlobSnapshotStore:
         return await self.read_artifact_at(self.folder(namespace, keybackup, snapshot_id), artifact)
 
     async def list_stored(self, namespace: str, keybackup: str) -> list[StoredSnapshot]:
+        # One listing of the snapshot folders, then a look into each: listing every blob
+        # would cost a page per 5,000 keys of every snapshot kept, and the memory of it.
         base = self.folder(namespace, keybackup) + "/"
-        complete: dict[str, bool] = {}
+        snapshot_ids: list[str] = []
         with self._errors(f"list snapshots in {self._url}/{base}"):
-            async for blob in self._container.list_blobs(name_starts_with=base):
-                snapshot_id, _, rest = blob.name[len(base) :].partition("/")
-                # Only the two kinds of blob the store writes count; anything else (such as
-                # directory entries of accounts with a hierarchical namespace) is ignored.
-                if rest == MANIFEST_BLOB:
-                    complete[snapshot_id] = True
-                elif rest.startswith(f"{KEYS_FOLDER}/"):
-                    complete.setdefault(snapshot_id, False)
-        return [StoredSnapshot(sid, done) for sid, done in sorted(complete.items(), reverse=True)]
+            async for item in self._container.walk_blobs(name_starts_with=base, delimiter="/"):
+                if isinstance(item, BlobPrefix):
+                    snapshot_ids.append(item.name[len(base) :].rstrip("/"))
+        states = await asyncio.gather(*(self._stored_state(base + sid) for sid in snapshot_ids))
+        return sorted(
+            (
+                StoredSnapshot(sid, complete)
+                for sid, complete in zip(snapshot_ids, states, strict=True)
+                if complete is not None
+            ),
+            key=lambda stored: stored.snapshot_id,
+            reverse=True,
+        )
+
+    async def _stored_state(self, folder: str) -> bool | None:
+        """True with a manifest, False with key backups only; None for a folder the store
+        did not write (such as a directory entry of an account with a hierarchical
+        namespace)."""
+        name = manifest_blob(folder)
+        try:
+            with self._errors(f"read blob properties {self._url}/{name}"):
+                await self._container.get_blob_client(name).get_blob_properties()
+            return True
+        except NotFoundError:
+            pass
+        with self._errors(f"list stored backups in {self._url}/{folder}/"):
+            async for _ in self._container.list_blobs(
+                name_starts_with=f"{folder}/{KEYS_FOLDER}/", results_per_page=1
+            ):
+                return False
+        return None
 
     async def delete_snapshot(self, namespace: str, keybackup: str, snapshot_id: str) -> None:
         folder = self.folder(namespace, keybackup, snapshot_id)
         await self._delete(manifest_blob(folder))
         names: list[str] = []
         with self._errors(f"list blobs of snapshot {self._url}/{folder}/"):
-            async for blob in self._container.list_blobs(name_starts_with=f"{folder}/"):
+            async for blob in self._container.list_blobs(
+                name_starts_with=f"{folder}/", results_per_page=LISTING_PAGE_SIZE
+            ):
                 names.append(blob.name)
         for name in names:
             await self._delete(name)
