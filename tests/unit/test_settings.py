@@ -15,7 +15,7 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
     assert settings.ca_bundle is None
     assert settings.verify_challenge_resource is True
     assert settings.keyvault_api_version is None
-    assert settings.max_concurrency == 16
+    assert settings.max_concurrency == 32
     assert settings.vault_rate_limit == 200.0
     assert (settings.retry_base_seconds, settings.retry_max_seconds) == (10.0, 600.0)
     assert settings.status_keys_limit == 100

@@ -10,7 +10,7 @@ from kvbackup.errors import KvBackupError
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
 
 #: Keys in progress at once in one run, unless the operator's settings say otherwise.
-DEFAULT_CONCURRENCY = 16
+DEFAULT_CONCURRENCY = 32
 
 
 async def for_each_key(
