@@ -58,6 +58,14 @@ def test_a_manifest_survives_a_round_trip_through_json() -> None:
             id="complete-but-another-kind",
         ),
         pytest.param(b'{"kind": "SnapshotManifest", "snapshotId": "x"}', id="fields-missing"),
+        pytest.param(
+            manifest_of(ARTIFACT).to_json().replace(b'"sha256"', b'"sha1"'),
+            id="a-key-without-its-digest",
+        ),
+        pytest.param(
+            manifest_of(ARTIFACT).to_json().replace(b'"size":', b'"size":"many","x":', 1),
+            id="a-size-that-is-not-a-number",
+        ),
     ],
 )
 def test_an_unreadable_manifest_raises_an_integrity_error(raw: bytes) -> None:

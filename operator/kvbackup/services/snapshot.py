@@ -185,9 +185,14 @@ class Manifest:
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
         try:
-            document = json.loads(raw)
+            # Each key's entry becomes its artifact as soon as it is parsed, so a manifest
+            # of many keys is never held as dicts and artifacts at once.
+            document = json.loads(raw, object_hook=_artifact_or_object)
             if not isinstance(document, dict) or document.get("kind") != MANIFEST_KIND:
                 raise ValueError(f"not a {MANIFEST_KIND}")
+            keys = document["keys"]
+            if not all(isinstance(artifact, KeyArtifact) for artifact in keys):
+                raise ValueError("a key's entry lacks its name, versions, sha256 or size")
             ref = document["keyBackup"]
             return cls(
                 snapshot_id=document["snapshotId"],
@@ -196,16 +201,7 @@ class Manifest:
                 start_time=_parse_time(document["startTime"]),
                 completion_time=_parse_time(document["completionTime"]),
                 operator_version=document.get("operatorVersion", ""),
-                keys=tuple(
-                    KeyArtifact(
-                        k["name"],
-                        tuple(k["versions"]),
-                        k["sha256"],
-                        int(k["size"]),
-                        str(k.get("location", "")),
-                    )
-                    for k in document["keys"]
-                ),
+                keys=tuple(keys),
                 failures=tuple(
                     KeyFailure(f["name"], f["reason"], f["message"])
                     for f in document.get("failures", [])
@@ -230,6 +226,18 @@ def _artifact_document(artifact: KeyArtifact) -> dict[str, Any]:
     if artifact.location:
         document["location"] = artifact.location
     return document
+
+
+def _artifact_or_object(entry: dict[str, Any]) -> Any:
+    if not {"name", "versions", "sha256", "size"} <= entry.keys():
+        return entry
+    return KeyArtifact(
+        entry["name"],
+        tuple(entry["versions"]),
+        entry["sha256"],
+        int(entry["size"]),
+        str(entry.get("location", "")),
+    )
 
 
 def _parse_time(text: str) -> datetime.datetime:
