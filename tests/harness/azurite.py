@@ -97,7 +97,9 @@ def _wait_listening(azurite: Azurite, deadline_s: float = 60) -> None:
     raise RuntimeError(f"azurite did not listen on port {azurite.port}; see {azurite.log}")
 
 
-def start(workdir: Path) -> Azurite:
+def start(workdir: Path, *, quiet: bool = False) -> Azurite:
+    """``quiet``: no access or debug log, for runs where the emulator's own logging would
+    take CPU from what is being measured."""
     executable = install()
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -113,8 +115,7 @@ def start(workdir: Path) -> Azurite:
             str(workdir / "data"),
             "--disableTelemetry",
             "--skipApiVersionCheck",
-            "--debug",
-            str(workdir / "azurite-debug.log"),
+            *(["--silent"] if quiet else ["--debug", str(workdir / "azurite-debug.log")]),
         ],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

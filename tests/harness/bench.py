@@ -376,7 +376,7 @@ def main() -> None:
 
     plane = start_control_plane(work / "control-plane")
     lowkey = lowkey_harness.start(work / "lowkey", jvm_flags=lowkey_harness.THROUGHPUT_JVM_FLAGS)
-    azurite = azurite_harness.start(work / "azurite")
+    azurite = azurite_harness.start(work / "azurite", quiet=True)
     proxy = fault_proxy_for(lowkey, work / "proxy")
     operator: OperatorProcess | None = None
     try:
@@ -401,6 +401,7 @@ def main() -> None:
         pids = {
             "operator": operator.process.pid,
             "Lowkey Vault": lowkey.pid,
+            "Azurite": azurite.process.pid,
             "kube-apiserver": apiserver,
             "etcd": etcd,
             "bench (proxy, loops)": os.getpid(),
