@@ -6,16 +6,22 @@ by version (``${KVBACKUP_CACHE:-~/.cache/kvbackup}/azurite-<version>``).
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from azure.core.credentials import AccessToken
 
 from kvbackup.api.hosts import HostAllowList
-from tests.harness.controlplane import free_port
+from tests.harness.controlplane import free_port, make_pki
 
 AZURITE_VERSION = "3.37.0"
 ACCOUNT_NAME = "devstoreaccount1"
@@ -57,10 +63,18 @@ class Azurite:
     port: int
     log: Path
     process: subprocess.Popen[bytes]
+    #: The CA of the certificate it serves HTTPS with, when it accepts bearer tokens
+    #: (``oauth``); None: plain http, with shared keys and SAS tokens only.
+    certificate: Path | None = None
 
     @property
     def blob_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}/{ACCOUNT_NAME}"
+        scheme = "https" if self.certificate else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/{ACCOUNT_NAME}"
+
+    def tls(self) -> ssl.SSLContext:
+        """A client context that trusts this Azurite's CA only."""
+        return ssl.create_default_context(cafile=str(self.certificate))
 
     @property
     def blob_hosts(self) -> HostAllowList:
@@ -69,8 +83,9 @@ class Azurite:
         return HostAllowList.of("KVBACKUP_BLOB_HOSTS", [f"127.0.0.1:{self.port}"])
 
     def connection_string(self, account_key: str = ACCOUNT_KEY) -> str:
+        scheme = "https" if self.certificate else "http"
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};"
+            f"DefaultEndpointsProtocol={scheme};AccountName={ACCOUNT_NAME};"
             f"AccountKey={account_key};BlobEndpoint={self.blob_endpoint};"
         )
 
@@ -97,13 +112,54 @@ def _wait_listening(azurite: Azurite, deadline_s: float = 60) -> None:
     raise RuntimeError(f"azurite did not listen on port {azurite.port}; see {azurite.log}")
 
 
-def start(workdir: Path, *, quiet: bool = False) -> Azurite:
-    """``quiet``: no access or debug log, for runs where the emulator's own logging would
-    take CPU from what is being measured."""
+class BearerToken:
+    """An Entra ID-shaped access token for storage, as the operator's own identity presents
+    one. Azurite's ``--oauth basic`` checks its audience, issuer and lifetime, not its
+    signature, and answers for every blob of the account, as a role assignment on the
+    account would: what a request reaches then depends on its URL alone."""
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        now = int(time.time())
+        claims = {
+            "aud": "https://storage.azure.com",
+            "iss": "https://sts.windows.net/00000000-0000-0000-0000-000000000000/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+        }
+        parts = ({"alg": "none", "typ": "JWT"}, claims)
+        encoded = (base64.urlsafe_b64encode(json.dumps(p).encode()).rstrip(b"=") for p in parts)
+        return AccessToken(b".".join(encoded).decode() + ".", now + 3600)
+
+    async def close(self) -> None:
+        pass
+
+    async def __aenter__(self) -> BearerToken:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        pass
+
+
+def start(workdir: Path, *, oauth: bool = False, quiet: bool = False) -> Azurite:
+    """Azurite on a free loopback port; with ``oauth``, on HTTPS and accepting bearer tokens
+    (see ``BearerToken``) as well as shared keys and SAS tokens. ``quiet``: no access or
+    debug log, for runs where the emulator's own logging would take CPU from what is being
+    measured."""
     executable = install()
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = workdir / "azurite.log"
+    certificate, tls_options = None, []
+    if oauth:
+        # The control plane's PKI makes a serving certificate for 127.0.0.1, and its CA.
+        pki = workdir / "pki"
+        make_pki(pki)
+        certificate = pki / "ca.crt"
+        tls_options = [
+            *("--oauth", "basic"),
+            *("--cert", str(pki / "apiserver.crt"), "--key", str(pki / "apiserver.key")),
+        ]
     process = subprocess.Popen(
         [
             str(executable),
@@ -116,11 +172,12 @@ def start(workdir: Path, *, quiet: bool = False) -> Azurite:
             "--disableTelemetry",
             "--skipApiVersionCheck",
             *(["--silent"] if quiet else ["--debug", str(workdir / "azurite-debug.log")]),
+            *tls_options,
         ],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    azurite = Azurite(port, log, process)
+    azurite = Azurite(port, log, process, certificate)
     try:
         _wait_listening(azurite)
     except Exception:
