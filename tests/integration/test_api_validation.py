@@ -9,6 +9,7 @@ import pytest
 
 from tests.harness.controlplane import REPO, ControlPlane
 from tests.integration.conftest import Cluster
+from tests.unit.test_spec_parsing import ACCOUNT, ESCAPING_FOLDERS
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +105,74 @@ def test_a_malformed_keybackup_is_refused(
     accepted, error = _apply(control_plane, namespace, _object("KeyBackup", spec, "kb"))
     assert not accepted
     assert message in error
+
+
+@pytest.mark.parametrize("prefix", ESCAPING_FOLDERS)
+def test_a_blob_prefix_that_could_leave_its_container_is_refused(
+    control_plane: ControlPlane, namespace: str, prefix: str
+) -> None:
+    blob = {"accountUrl": ACCOUNT, "container": "team-a", "prefix": prefix}
+    spec = _backup(destination={"blob": blob})
+
+    accepted, error = _apply(control_plane, namespace, _object("KeyBackup", spec, "kb"))
+
+    assert not accepted
+    assert "spec.destination.blob.prefix in body should match" in error
+
+
+@pytest.mark.parametrize("folder", ESCAPING_FOLDERS)
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("{}/ns/kb/20261128-010203-abcd", id="folder"),
+        pytest.param(f"{ACCOUNT}/team-a/{{}}/ns/kb/20261128-010203-abcd/", id="url"),
+    ],
+)
+def test_a_snapshot_path_that_could_leave_its_container_is_refused(
+    control_plane: ControlPlane, namespace: str, folder: str, path: str
+) -> None:
+    blob = {"accountUrl": ACCOUNT, "container": "team-a", "path": path.format(folder)}
+    spec = _restore(source={"blob": blob})
+
+    accepted, error = _apply(control_plane, namespace, _object("KeyRestore", spec, "kr"))
+
+    assert not accepted
+    assert "spec.source.blob.path in body should match" in error
+
+
+def test_blob_folders_and_a_snapshots_location_url_are_accepted(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    emulator = "http://127.0.0.1:10000/devstoreaccount1"
+    destination = {"blob": {"accountUrl": emulator, "container": "team-a", "prefix": "v1.2/b/"}}
+    location = f"{emulator}/team-a/v1.2/b/ns/kb/20261128-010203-abcd/"
+    source = {"blob": {"accountUrl": emulator, "container": "team-a", "path": location}}
+
+    for manifest in (
+        _object("KeyBackup", _backup(destination=destination), "kb"),
+        _object("KeyRestore", _restore(source=source), "kr"),
+    ):
+        accepted, error = _apply(control_plane, namespace, manifest)
+        assert accepted, error
+
+
+@pytest.mark.parametrize(
+    "account_url",
+    [
+        pytest.param(f"{ACCOUNT}/..", id="parent segment"),
+        pytest.param(f"{ACCOUNT}/%2e%2e", id="encoded parent segment"),
+        pytest.param(f"{ACCOUNT}/devstoreaccount1/other", id="a container after the account"),
+    ],
+)
+def test_an_account_url_with_a_path_beyond_an_account_name_is_refused(
+    control_plane: ControlPlane, namespace: str, account_url: str
+) -> None:
+    spec = _backup(destination={"blob": {"accountUrl": account_url, "container": "team-a"}})
+
+    accepted, error = _apply(control_plane, namespace, _object("KeyBackup", spec, "kb"))
+
+    assert not accepted
+    assert "spec.destination.blob.accountUrl in body should match" in error
 
 
 def test_a_keybackup_name_longer_than_a_label_value_is_refused(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime
 import re
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 
-from kvbackup.api import keybackup, keyrestore
+from kvbackup.api import fields, keybackup, keyrestore
 from kvbackup.api.keybackup import DeletionPolicy, KeySelector, Retention, SecretDestination
 from kvbackup.api.keyrestore import OnConflict, SnapshotSource, Strategy
 from kvbackup.errors import InvalidSpecError
@@ -333,3 +335,147 @@ def test_a_selector_matches_a_key_only_by_full_name_pattern_and_every_tag(
     selector: KeySelector, name: str, tags: dict[str, str] | None, chosen: bool
 ) -> None:
     assert selector.matches(name, tags) is chosen
+
+
+ACCOUNT = "https://backups.blob.core.windows.net"
+#: Each would make the blob SDK's URL parser leave the container named beside it.
+ESCAPING_FOLDERS = [
+    pytest.param("../other", id="parent-segment"),
+    pytest.param("prod/../../other", id="parent-segment-inside"),
+    pytest.param("./prod", id="current-segment"),
+    pytest.param("prod/..", id="parent-segment-last"),
+    pytest.param("%2e%2e/other", id="encoded-parent-segment"),
+    pytest.param("%2E%2e/other", id="encoded-parent-segment-mixed-case"),
+    pytest.param(".%2e/other", id="half-encoded-parent-segment"),
+    pytest.param("prod%2F..%2Fother", id="encoded-slashes"),
+    pytest.param("..\\other", id="backslash"),
+    pytest.param("prod//other", id="empty-segment"),
+    pytest.param("/other", id="leading-slash"),
+    pytest.param("prod/\n", id="newline"),
+]
+
+
+def blob_destination(prefix: str) -> dict[str, Any]:
+    return {"blob": {"accountUrl": ACCOUNT, "container": "team-a", "prefix": prefix}}
+
+
+def blob_source(path: str) -> dict[str, Any]:
+    return {"blob": {"accountUrl": ACCOUNT, "container": "team-a", "path": path}}
+
+
+@pytest.mark.parametrize("prefix", ESCAPING_FOLDERS)
+def test_a_blob_prefix_that_could_leave_its_container_is_refused_naming_the_field(
+    prefix: str,
+) -> None:
+    message = refusal(keybackup.parse_spec, backup(destination=blob_destination(prefix)))
+
+    assert message.startswith("spec.destination.blob.prefix must be folder names")
+
+
+@pytest.mark.parametrize("folder", ESCAPING_FOLDERS)
+def test_a_snapshot_path_that_could_leave_its_container_is_refused_naming_the_field(
+    folder: str,
+) -> None:
+    for path in (f"{folder}/ns/kb/20261128-010203-abcd", f"{ACCOUNT}/team-a/{folder}/ns/kb"):
+        message = refusal(keyrestore.parse_spec, restore(source=blob_source(path)))
+
+        assert message.startswith("spec.source.blob.path must be a snapshot's folder")
+
+
+@pytest.mark.parametrize(
+    ("prefix", "kept"),
+    [
+        pytest.param("prod", "prod", id="one-folder"),
+        pytest.param("backups/prod/", "backups/prod", id="trailing-slash"),
+        pytest.param("v1.2/..hidden/a...b", "v1.2/..hidden/a...b", id="dots-within-names"),
+        pytest.param("", "", id="empty"),
+    ],
+)
+def test_a_blob_prefix_of_plain_folder_names_is_kept(prefix: str, kept: str) -> None:
+    destination = keybackup.parse_spec(backup(destination=blob_destination(prefix))).destination
+
+    assert isinstance(destination, keybackup.BlobDestination)
+    assert destination.prefix == kept
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("prod/team-a/nightly/20261128-010203-abcd", id="folder"),
+        pytest.param(
+            f"{ACCOUNT}/team-a/prod/team-a/nightly/20261128-010203-abcd/", id="location-url"
+        ),
+        pytest.param(
+            "http://127.0.0.1:10000/devstoreaccount1/team-a/prod/ns/kb/20261128-010203-abcd/",
+            id="emulator-location-url",
+        ),
+    ],
+)
+def test_a_snapshot_path_as_a_folder_or_as_its_location_url_is_accepted(path: str) -> None:
+    source = keyrestore.parse_spec(restore(source=blob_source(path))).source
+
+    assert isinstance(source, keyrestore.BlobSnapshotSource)
+    assert source.path == path
+
+
+@pytest.mark.parametrize(
+    "account_url",
+    [
+        pytest.param(f"{ACCOUNT}/..", id="parent-segment"),
+        pytest.param(f"{ACCOUNT}/%2e%2e", id="encoded-parent-segment"),
+        pytest.param(f"{ACCOUNT}/acct/other", id="two-segments"),
+        pytest.param(f"{ACCOUNT}?comp=list", id="query"),
+        pytest.param("http://backups.blob.core.windows.net", id="plain-http"),
+    ],
+)
+def test_an_account_url_with_more_than_an_account_name_for_a_path_is_refused(
+    account_url: str,
+) -> None:
+    destination = {"blob": {"accountUrl": account_url, "container": "team-a"}}
+
+    message = refusal(keybackup.parse_spec, backup(destination=destination))
+
+    assert message.startswith("spec.destination.blob.accountUrl")
+
+
+def _crd_property(crd: str, *names: str) -> dict[str, Any]:
+    document = yaml.safe_load((Path(__file__).parents[2] / "crds" / crd).read_text())
+    node = document["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for name in names:
+        node = node["properties"][name]
+    return dict(node)
+
+
+@pytest.mark.parametrize(
+    ("crd", "names", "pattern"),
+    [
+        pytest.param(
+            "keybackups.kvbackup.io.yaml",
+            ("spec", "destination", "blob", "prefix"),
+            fields.BLOB_PREFIX,
+            id="prefix",
+        ),
+        pytest.param(
+            "keybackups.kvbackup.io.yaml",
+            ("spec", "destination", "blob", "accountUrl"),
+            fields.ACCOUNT_URL,
+            id="backup-account-url",
+        ),
+        pytest.param(
+            "keyrestores.kvbackup.io.yaml",
+            ("spec", "source", "blob", "path"),
+            fields.SNAPSHOT_PATH,
+            id="path",
+        ),
+        pytest.param(
+            "keyrestores.kvbackup.io.yaml",
+            ("spec", "source", "blob", "accountUrl"),
+            fields.ACCOUNT_URL,
+            id="restore-account-url",
+        ),
+    ],
+)
+def test_the_api_server_refuses_blob_folders_by_the_operators_own_pattern(
+    crd: str, names: tuple[str, ...], pattern: re.Pattern[str]
+) -> None:
+    assert _crd_property(crd, *names)["pattern"] == pattern.pattern

@@ -63,20 +63,70 @@ def vault_url(value: Any, path: str) -> str:
 
 
 _CONTAINER = re.compile(r"^[a-z0-9](-?[a-z0-9])+$")
+#: An account URL (the CRD's pattern is this text) may have one path segment: the account's
+#: name, as emulators such as Azurite address an account
+#: (``http://127.0.0.1:10000/devstoreaccount1``); anything more would be read as a container.
+ACCOUNT_URL = re.compile(r"^https?://[^/?#]+(/[a-z0-9]{3,24})?/?$")
+
+#: One segment of a folder in a container: letters, digits, '.', '_' and '-', not dots
+#: alone. The blob SDK sends through aiohttp, whose URL parser resolves '.' and '..' before
+#: the request leaves, so ``team-a/../other/x`` would reach container ``other``; '%' is not
+#: allowed, so no encoded form (``%2e%2e``, ``%2F``) can spell a dot segment or a slash.
+_FOLDER_SEGMENT = r"\.*[A-Za-z0-9_-][A-Za-z0-9._-]*"
+#: Segments joined by single slashes, with one trailing slash at most: no empty segment.
+_FOLDER = rf"{_FOLDER_SEGMENT}(/{_FOLDER_SEGMENT})*/?"
+#: ``destination.blob.prefix`` (the CRD's pattern is this text).
+BLOB_PREFIX = re.compile(rf"^({_FOLDER})?$")
+#: ``source.blob.path``: a folder, or the URL of one whose path is a folder (as a
+#: KeyBackup's status shows it). The URL's host is checked against the allow-list later.
+SNAPSHOT_PATH = re.compile(rf"^(https?://[^/?#%\\@]+/)?{_FOLDER}$")
+_FOLDER_RULE = (
+    "folder names of letters, digits, '.', '_' or '-' separated by single slashes, "
+    "without a leading slash, and none of them '.' or '..'"
+)
+
+
+def require_secure_transport(url: str, what: str) -> None:
+    """https, or plain http to an emulator on loopback: backup bytes and credentials must not
+    cross a network in clear text, however the endpoint was given."""
+    parts = urlsplit(url)
+    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+        raise InvalidSpecError(
+            f"{what} must be an https URL such as https://myaccount.blob.core.windows.net "
+            "(http only on loopback, for an emulator)"
+        )
 
 
 def account_url(value: Any, path: str) -> str:
     """A storage account's blob endpoint; http only for emulators on loopback."""
     if not isinstance(value, str) or not value:
         raise InvalidSpecError(f"{path} is required")
-    parts = urlsplit(value)
-    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+    if not ACCOUNT_URL.fullmatch(value):
         raise InvalidSpecError(
-            f"{path} must be an https URL such as https://myaccount.blob.core.windows.net, "
-            f"not {value!r}"
+            f"{path} must be an account's blob endpoint, with no path but the account's name "
+            f"(3-24 lowercase letters or digits), no query and no fragment, not {value!r}"
         )
+    require_secure_transport(value, f"{path} ({value!r})")
     return value.rstrip("/")
+
+
+def blob_prefix(value: Any, path: str) -> str:
+    """A folder in a container under which snapshots are kept; absent or empty: the root."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not BLOB_PREFIX.fullmatch(value):
+        raise InvalidSpecError(f"{path} must be {_FOLDER_RULE}, not {value!r}")
+    return value.rstrip("/")
+
+
+def snapshot_path(value: Any, path: str) -> str:
+    """A snapshot's folder in a container, or its URL."""
+    if not isinstance(value, str) or not SNAPSHOT_PATH.fullmatch(value):
+        raise InvalidSpecError(
+            f"{path} must be a snapshot's folder ({_FOLDER_RULE}) or its URL, not {value!r}"
+        )
+    return value
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,6 @@ def _parse_destination(destination: Mapping[str, Any]) -> Destination:
         blob = fields.mapping(destination["blob"], "spec.destination.blob")
         return BlobDestination(
             container=fields.blob_container(blob, "spec.destination.blob"),
-            prefix=str(blob.get("prefix") or "").strip("/"),
+            prefix=fields.blob_prefix(blob.get("prefix"), "spec.destination.blob.prefix"),
         )
     return SecretDestination()

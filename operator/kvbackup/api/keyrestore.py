@@ -82,7 +82,7 @@ def _parse_source(source: Mapping[str, Any]) -> SnapshotSource | BlobSnapshotSou
         blob = fields.mapping(source["blob"], "spec.source.blob")
         return BlobSnapshotSource(
             container=fields.blob_container(blob, "spec.source.blob"),
-            path=fields.required_str(blob, "path", "spec.source.blob"),
+            path=fields.snapshot_path(blob.get("path"), "spec.source.blob.path"),
         )
     ref = fields.mapping(source["keyBackupRef"], "spec.source.keyBackupRef")
     return SnapshotSource(
