@@ -122,6 +122,35 @@ def test_a_storage_endpoint_outside_the_allow_list_fails_without_a_connection_ho
     assert listener.accepted == 0
 
 
+def test_a_connection_string_must_name_the_account_url_over_https_or_no_connection_is_made(
+    own_operator: Callable[..., Cluster], listener: Forwarder
+) -> None:
+    cluster = own_operator(
+        "hosts-scheme",
+        KVBACKUP_VAULT_HOSTS="",
+        KVBACKUP_BLOB_HOSTS="*.blob.core.windows.net,127.0.0.1:*",
+    )
+    sas = "SharedAccessSignature=sv=2024-01-01&sig=secret"
+    # Allowed hosts both: only the scheme, or only the account, is wrong.
+    _secret(cluster, "plain-http", f"BlobEndpoint=http://backups.blob.core.windows.net;{sas}")
+    _secret(cluster, "elsewhere", f"BlobEndpoint=https://127.0.0.1:{listener.port}/acct;{sas}")
+    for name in ("plain-http", "elsewhere"):
+        blob = {"accountUrl": AZURE_ACCOUNT, "container": "backups", "credentials": {"name": name}}
+        cluster.apply(keybackup(name, AZURE_VAULT, destination={"blob": blob}))
+
+    plain_http = cluster.wait_for_phase("keybackup", "plain-http", "Failed")
+    elsewhere = cluster.wait_for_phase("keybackup", "elsewhere", "Failed")
+
+    ready = {c["type"]: c for c in plain_http["conditions"]}["Ready"]
+    assert ready["reason"] == "InvalidSpec"
+    assert "must be an https URL" in ready["message"]
+    ready = {c["type"]: c for c in elsewhere["conditions"]}["Ready"]
+    assert ready["reason"] == "InvalidCredentials"
+    assert f"accountUrl {AZURE_ACCOUNT}" in ready["message"]
+    assert "sig=" not in json.dumps([plain_http, elsewhere])
+    assert listener.accepted == 0
+
+
 async def test_a_vault_that_redirects_elsewhere_is_not_followed(
     lowkey: Lowkey, proxy: FaultProxy, listener: Forwarder
 ) -> None:

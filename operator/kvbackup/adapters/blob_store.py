@@ -31,7 +31,8 @@ from azure.storage.blob.aio import BlobPrefix, ContainerClient
 from kvbackup.adapters.azure_errors import azure_errors
 from kvbackup.adapters.http import SharedSession
 from kvbackup.adapters.proxies import proxies_for
-from kvbackup.api.hosts import HostAllowList
+from kvbackup.api.fields import require_secure_transport
+from kvbackup.api.hosts import HostAllowList, endpoint
 from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.errors import InvalidSpecError, MissingReferenceError, NotFoundError
 from kvbackup.services.ports import StoredSnapshot
@@ -59,10 +60,12 @@ def container_client(
 ) -> ContainerClient:
     """A client for ``container``, authenticated by exactly one of the three means.
 
-    A connection string names its own endpoint, so ``account_url`` is then unused. The
-    endpoint the client would send to is checked against ``hosts`` before it is returned,
-    so a refused one is never resolved nor connected to. ``http`` is the session to send
-    through (None: one of the client's own).
+    A connection string names its own endpoint, which must then be ``account_url``'s: the
+    spec's URL is what the schema, the identity rules and the status show. The endpoint
+    the client would send to is checked against ``hosts`` and for https (http only on
+    loopback) before it is returned, however it was given, so a refused one is never
+    resolved nor connected to. ``http`` is the session to send through (None: one of the
+    client's own).
     """
     given = [
         what
@@ -94,11 +97,34 @@ def container_client(
     # Built once, without any I/O, to learn the endpoint it would use. Only the primary
     # endpoint is checked because only it is ever used: the client is never put in
     # secondary location mode nor told to retry there.
-    endpoint = build().primary_endpoint
-    hosts.check(endpoint, "storage account")
+    primary = build().primary_endpoint
+    hosts.check(primary, "storage account")
+    require_secure_transport(primary, f"the blob endpoint {_without_query(primary)}")
+    if connection_string and not _same_url(primary, f"{account_url}/{container}"):
+        raise InvalidSpecError(
+            f"the connection string's blob endpoint {_without_query(primary)} is not the "
+            f"container at accountUrl {account_url}; the two must name the same account",
+            reason="InvalidCredentials",
+        )
     if http is None:
         return build()
-    return build(transport=http.transport(), proxies=proxies_for(endpoint))
+    return build(transport=http.transport(), proxies=proxies_for(primary))
+
+
+def _without_query(url: str) -> str:
+    """A client's URL as it may be shown: a SAS token in its query must never reach a
+    status, an Event or a log."""
+    return urlsplit(url)._replace(query="", fragment="").geturl()
+
+
+def _same_url(one: str, other: str) -> bool:
+    """Whether two URLs reach the same place: scheme, host and port as a client connects,
+    and the same path."""
+    try:
+        reached = endpoint(one) == endpoint(other)
+    except ValueError:
+        return False
+    return reached and urlsplit(one).path.rstrip("/") == urlsplit(other).path.rstrip("/")
 
 
 def artifact_blob(snapshot_folder: str, key_name: str) -> str:
@@ -115,8 +141,7 @@ class BlobSnapshotStore:
     def __init__(self, container: ContainerClient, prefix: str = "") -> None:
         self._container = container
         self._prefix = prefix.strip("/")
-        # Without the query string: a SAS token must never reach a status, Event or log.
-        self._url = urlsplit(container.primary_endpoint)._replace(query="", fragment="").geturl()
+        self._url = _without_query(container.primary_endpoint)
 
     def folder(self, namespace: str, *names: str) -> str:
         """The blob path of a KeyBackup (``namespace, keybackup``) or of one of its snapshots."""
