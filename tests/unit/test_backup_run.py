@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime
-import re
 from dataclasses import replace
 
 import pytest
 
 from kvbackup.api.conditions import Phase
-from kvbackup.api.keybackup import KeyBackupSpec, KeySelector, Retention
+from kvbackup.api.keybackup import KeyBackupSpec, KeySelector, NamePattern, Retention
 from kvbackup.errors import AccessDeniedError, InvalidSpecError, TransientError
 from kvbackup.services.backup import back_up_and_retain, run_backup
 from kvbackup.services.outcomes import KeyResult
@@ -107,7 +106,9 @@ async def test_a_selector_backs_up_matching_unmanaged_keys_in_name_order() -> No
     vault.add("app-cert", tags={"env": "prod"}, managed=True)
     vault.add("app-3", tags={"env": "dev"})
     vault.add("other", tags={"env": "prod"})
-    selector = KeySelector(name_pattern=re.compile("app-.*"), tags={"env": "prod"})
+    selector = KeySelector(
+        name_pattern=NamePattern.compile("app-.*", "namePattern"), tags={"env": "prod"}
+    )
 
     report = await run_backup(
         backup_spec(selector=selector), REF, SNAPSHOT_ID, vault, store, clock=clock

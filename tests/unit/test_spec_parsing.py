@@ -12,7 +12,13 @@ import pytest
 import yaml
 
 from kvbackup.api import fields, keybackup, keyrestore
-from kvbackup.api.keybackup import DeletionPolicy, KeySelector, Retention, SecretDestination
+from kvbackup.api.keybackup import (
+    DeletionPolicy,
+    KeySelector,
+    NamePattern,
+    Retention,
+    SecretDestination,
+)
 from kvbackup.api.keyrestore import OnConflict, SnapshotSource, Strategy
 from kvbackup.errors import InvalidSpecError
 
@@ -58,7 +64,7 @@ def test_a_keybackup_with_a_selector_compiles_its_pattern_and_keeps_its_tags() -
     assert spec.keys.names is None
     assert selector is not None
     assert selector.name_pattern is not None
-    assert selector.name_pattern.pattern == "app-.*"
+    assert selector.name_pattern.text == "app-.*"
     assert selector.tags == {"env": "prod"}
     assert spec.credentials_secret is None
 
@@ -302,14 +308,14 @@ def test_a_keyrestore_listing_a_key_twice_in_different_case_is_refused() -> None
     [
         pytest.param(KeySelector(), "anything", None, True, id="empty-selector-matches-all"),
         pytest.param(
-            KeySelector(name_pattern=re.compile("app-[0-9]+")),
+            KeySelector(name_pattern=NamePattern.compile("app-[0-9]+", "namePattern")),
             "app-12",
             {},
             True,
             id="pattern-matches-the-whole-name",
         ),
         pytest.param(
-            KeySelector(name_pattern=re.compile("app-[0-9]+")),
+            KeySelector(name_pattern=NamePattern.compile("app-[0-9]+", "namePattern")),
             "app-12-old",
             {},
             False,

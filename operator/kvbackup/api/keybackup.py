@@ -3,22 +3,68 @@
 from __future__ import annotations
 
 import datetime
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import re2
+
 from kvbackup.api import BACKUP_NOW_ANNOTATION, fields
 from kvbackup.api.schedule import Schedule, parse_duration, parse_time_zone
-from kvbackup.errors import InvalidSpecError
+from kvbackup.errors import InvalidSpecError, foreign_text
+
+#: Longest ``namePattern`` (the CRD's maxLength too): a key name has at most 127
+#: characters, and matching costs time in proportion to the pattern's size.
+NAME_PATTERN_MAX_LENGTH = 256
+#: Memory for one compiled pattern; RE2 refuses a pattern whose program needs more, such as
+#: nested counted repetitions that expand to millions of states.
+_NAME_PATTERN_MAX_MEMORY = 1 << 20
+
+
+@dataclass(frozen=True)
+class NamePattern:
+    """A regular expression in RE2's syntax that a key's whole name must match.
+
+    Matched on the event loop that serves every tenant's objects, so with RE2, whose time
+    is linear in the name: Python's ``re`` backtracks, and a pattern such as ``(a+)+$``
+    over one long name would stall every other run. RE2 has no backreferences nor
+    lookaround, which is what makes that guarantee possible.
+    """
+
+    text: str
+    _compiled: Any = field(repr=False, compare=False)
+
+    @classmethod
+    def compile(cls, text: str, path: str) -> NamePattern:
+        if len(text) > NAME_PATTERN_MAX_LENGTH:
+            raise InvalidSpecError(
+                f"{path} is {len(text)} characters long; at most {NAME_PATTERN_MAX_LENGTH} "
+                "are allowed"
+            )
+        options = re2.Options()
+        options.max_mem = _NAME_PATTERN_MAX_MEMORY
+        # Else RE2 logs the refused pattern itself to stderr, outside the operator's log.
+        options.log_errors = False
+        try:
+            compiled = re2.compile(text, options=options)
+        except re2.error as error:
+            reason = error.args[0].decode(errors="replace") if error.args else "invalid"
+            raise InvalidSpecError(
+                f"{path} is not a regular expression in RE2 syntax (no backreferences "
+                f"or lookaround): {foreign_text(reason)}"
+            ) from None
+        return cls(text, compiled)
+
+    def fullmatch(self, name: str) -> bool:
+        return self._compiled.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
 class KeySelector:
     """Chooses keys among all keys of the vault; an empty selector chooses every key."""
 
-    name_pattern: re.Pattern[str] | None = None
+    name_pattern: NamePattern | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
     def matches(self, name: str, tags: Mapping[str, str] | None) -> bool:
@@ -120,12 +166,7 @@ def _parse_keys(keys: Mapping[str, Any]) -> KeyChoice:
     pattern = selector.get("namePattern")
     compiled = None
     if pattern is not None:
-        try:
-            compiled = re.compile(str(pattern))
-        except re.error as error:
-            raise InvalidSpecError(
-                f"spec.keys.selector.namePattern is not a valid regular expression: {error}"
-            ) from None
+        compiled = NamePattern.compile(str(pattern), "spec.keys.selector.namePattern")
     tags = fields.mapping(selector.get("tags"), "spec.keys.selector.tags")
     return KeyChoice(
         selector=KeySelector(name_pattern=compiled, tags={str(k): str(v) for k, v in tags.items()})
