@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from kvbackup.api.keybackup import NAME_PATTERN_MAX_LENGTH
 from tests.harness.controlplane import REPO, ControlPlane
 from tests.integration.conftest import Cluster
 from tests.unit.test_spec_parsing import ACCOUNT, ESCAPING_FOLDERS
@@ -173,6 +174,37 @@ def test_an_account_url_with_a_path_beyond_an_account_name_is_refused(
 
     assert not accepted
     assert "spec.destination.blob.accountUrl in body should match" in error
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        pytest.param(r"(?=app-)\w+", id="lookahead"),
+        pytest.param(r"(a)\1", id="backreference"),
+        pytest.param("app-([", id="malformed"),
+    ],
+)
+def test_a_name_pattern_that_re2_cannot_compile_is_refused(
+    control_plane: ControlPlane, namespace: str, pattern: str
+) -> None:
+    spec = _backup(keys={"selector": {"namePattern": pattern}})
+
+    accepted, error = _apply(control_plane, namespace, _object("KeyBackup", spec, "kb"))
+
+    assert not accepted
+    assert "spec.keys.selector.namePattern" in error
+    assert "must be a regular expression in RE2 syntax" in error
+
+
+def test_a_name_pattern_longer_than_its_bound_is_refused(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    spec = _backup(keys={"selector": {"namePattern": "a" * (NAME_PATTERN_MAX_LENGTH + 1)}})
+
+    accepted, error = _apply(control_plane, namespace, _object("KeyBackup", spec, "kb"))
+
+    assert not accepted
+    assert f"may not be more than {NAME_PATTERN_MAX_LENGTH} bytes" in error
 
 
 def test_a_keybackup_name_longer_than_a_label_value_is_refused(

@@ -183,6 +183,28 @@ def test_a_permanent_failure_is_not_retried_until_the_user_asks(
     assert cluster.event_count("once", "BackupStarted") == attempts + 1
 
 
+def test_a_name_pattern_too_large_for_re2_fails_as_an_invalid_spec_naming_the_field(
+    operator: OperatorProcess, cluster: Cluster
+) -> None:
+    # Short enough for the schema, and valid RE2 syntax; compiled, it is megabytes.
+    selector = "  keys: {selector: {namePattern: '(\\pL{100}){10}'}}\n"
+    cluster.apply(
+        _keybackup("huge-pattern", _closed_vault_url()).replace(
+            "  keys: {names: [app-key]}\n", selector
+        )
+    )
+
+    status = cluster.wait_for_phase("keybackup", "huge-pattern", "Failed")
+
+    ready = cluster.ready_condition("keybackup", "huge-pattern")
+    assert ready["reason"] == "InvalidSpec"
+    assert ready["message"].startswith("spec.keys.selector.namePattern is not a regular")
+    assert "pattern too large" in ready["message"]
+    assert status["observedGeneration"] == 1
+    assert "InvalidSpec" in _reasons(cluster, "huge-pattern")
+    assert operator.running
+
+
 async def test_a_restore_from_a_missing_keybackup_fails_and_is_retried_when_the_source_appears(
     operator: OperatorProcess, cluster: Cluster, secret_store: SecretSnapshotStore
 ) -> None:

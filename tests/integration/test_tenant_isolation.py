@@ -85,6 +85,27 @@ def test_only_allowed_namespaces_may_use_the_operators_identity_for_a_vault(
     )
 
 
+def test_a_backtracking_name_pattern_in_one_namespace_does_not_hold_up_another(
+    operator: OperatorProcess, control_plane: ControlPlane, vault: VaultUnderTest
+) -> None:
+    # One event loop serves every namespace; a backtracking engine would take 2**126 steps
+    # to refuse the second name, and the neighbour's backup would wait as long.
+    vault.create_ec_keys(["a" * 127, "a" * 126 + "-", "app-key"])
+    team_a, team_b = (Cluster(control_plane, f"t-{uuid.uuid4().hex[:10]}") for _ in "ab")
+    greedy = json.loads(keybackup("greedy", vault.url))
+    greedy["spec"]["keys"] = {"selector": {"namePattern": "(a+)+$"}}
+    for team in (team_a, team_b):
+        control_plane.kubectl("create", "namespace", team.namespace)
+    team_a.apply(json.dumps(greedy))
+    team_b.apply(keybackup("neighbour", vault.url, keys=["app-key"]))
+
+    neighbour = team_b.wait_for_phase("keybackup", "neighbour", "Succeeded", timeout=60)
+    chosen = team_a.wait_for_phase("keybackup", "greedy", "Succeeded", timeout=60)
+
+    assert [key["name"] for key in neighbour["keys"]] == ["app-key"]
+    assert [key["name"] for key in chosen["keys"]] == ["a" * 127]
+
+
 @pytest.mark.parametrize(
     ("source", "field"),
     [

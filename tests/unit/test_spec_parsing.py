@@ -485,3 +485,11 @@ def test_the_api_server_refuses_blob_folders_by_the_operators_own_pattern(
     crd: str, names: tuple[str, ...], pattern: re.Pattern[str]
 ) -> None:
     assert _crd_property(crd, *names)["pattern"] == pattern.pattern
+
+
+def test_the_api_server_bounds_a_name_pattern_as_the_operator_does() -> None:
+    name_pattern = _crd_property(
+        "keybackups.kvbackup.io.yaml", "spec", "keys", "selector", "namePattern"
+    )
+
+    assert name_pattern["maxLength"] == keybackup.NAME_PATTERN_MAX_LENGTH
