@@ -74,6 +74,15 @@ _THROTTLED = {
         "message": "Request was not processed because too many requests were received.",
     }
 }
+_FORBIDDEN = {
+    "error": {
+        "code": "Forbidden",
+        "message": "Caller is not authorized to perform action on resource. "
+        "If role assignments were recently changed, please wait several minutes for role "
+        "assignments to become effective.",
+        "innererror": {"code": "ForbiddenByRbac"},
+    }
+}
 _UNAVAILABLE = {
     "error": {
         "code": "ServiceUnavailable",
@@ -100,6 +109,9 @@ class Faults:
     #: When set, every request is answered 307 to this URL and nothing is forwarded: a
     #: vault that sends its clients elsewhere.
     redirect_to: str | None = None
+    #: Keys (lower-case names) whose every faultable request is answered 403 as Key Vault
+    #: answers a caller whose role assignments do not reach that key; others go through.
+    forbidden_keys: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.throttle_share <= 1.0 or not 0.0 <= self.unavailable_share <= 1.0:
@@ -162,6 +174,12 @@ def operation(method: str, path: str) -> str:
 def _is_faultable(request: web.Request) -> bool:
     segments = [s for s in request.path.split("/") if s]
     return bool(segments) and segments[0] in FAULTABLE_ROOTS and "Authorization" in request.headers
+
+
+def _key_of(request: web.Request) -> str | None:
+    """The key a request under /keys or /deletedkeys is about, lower-cased."""
+    segments = [s for s in request.path.split("/") if s]
+    return segments[1].lower() if len(segments) > 1 else None
 
 
 def _spread(n: int, share: float) -> bool:
@@ -347,7 +365,9 @@ class FaultProxy:
             if "Authorization" not in request.headers:
                 s.unauthenticated += 1
             outcome = "forward" if faults.redirect_to is None else "redirect"
-            if faultable and outcome == "forward":
+            if faultable and _key_of(request) in faults.forbidden_keys:
+                outcome = "forbid"
+            elif faultable and outcome == "forward":
                 n, s.faultable_seen = s.faultable_seen, s.faultable_seen + 1
                 if _spread(n, faults.throttle_share):
                     outcome = "throttle"
@@ -377,6 +397,8 @@ class FaultProxy:
                 return _error(429, _THROTTLED, headers)
             if outcome == "unavailable":
                 return _error(503, _UNAVAILABLE)
+            if outcome == "forbid":
+                return _error(403, _FORBIDDEN)
             if outcome == "redirect":
                 return web.Response(status=307, headers={"Location": str(faults.redirect_to)})
             return await self._forward(request, body)
