@@ -79,6 +79,18 @@ class AccessDeniedError(KvBackupError):
     temporary = True
 
 
+class KeyAccessDeniedError(AccessDeniedError):
+    """The vault refused one key to an identity it otherwise serves (403 on a call about
+    that key: a role assignment scoped to keys, a key's own policy).
+
+    Permanent for that key in the run, which goes on with the others. Only when every key
+    of a run is refused is the vault taken to deny the identity as a whole, and the run
+    fails with ``AccessDeniedError`` (see ``kvbackup.services.workers``).
+    """
+
+    temporary = False
+
+
 class ThrottledError(KvBackupError):
     """The service answered 429 beyond what the SDK's own retries absorbed."""
 

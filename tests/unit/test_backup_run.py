@@ -9,7 +9,12 @@ import pytest
 
 from kvbackup.api.conditions import Phase
 from kvbackup.api.keybackup import KeyBackupSpec, KeySelector, NamePattern, Retention
-from kvbackup.errors import AccessDeniedError, InvalidSpecError, TransientError
+from kvbackup.errors import (
+    AccessDeniedError,
+    InvalidSpecError,
+    KeyAccessDeniedError,
+    TransientError,
+)
 from kvbackup.services.backup import back_up_and_retain, run_backup
 from kvbackup.services.outcomes import KeyResult
 from kvbackup.services.snapshot import KeyArtifact, sha256_hex
@@ -127,6 +132,56 @@ async def test_a_temporary_error_aborts_the_run_without_writing_a_manifest() -> 
     with pytest.raises(TransientError):
         await run_backup(backup_spec("a", "b"), REF, SNAPSHOT_ID, vault, store, clock=clock)
 
+    assert store.manifests == []
+
+
+async def test_a_key_the_vault_refuses_fails_alone_with_its_reason_and_the_others_are_kept() -> (
+    None
+):
+    vault, store = InMemoryVault(), InMemoryStore()
+    for name in ("app-key", "payroll-key", "web-key"):
+        vault.add(name)
+    vault.fail(
+        "list_versions",
+        "payroll-key",
+        KeyAccessDeniedError(
+            "list versions of key payroll-key: Forbidden: caller is not authorized"
+        ),
+    )
+
+    report = await run_backup(
+        backup_spec("app-key", "payroll-key", "web-key"),
+        REF,
+        SNAPSHOT_ID,
+        vault,
+        store,
+        clock=clock,
+    )
+
+    assert report.phase is Phase.PARTIALLY_FAILED
+    assert [(o.name, o.result, o.reason) for o in report.keys] == [
+        ("app-key", KeyResult.SUCCEEDED, ""),
+        ("payroll-key", KeyResult.FAILED, "AccessDenied"),
+        ("web-key", KeyResult.SUCCEEDED, ""),
+    ]
+    assert "not authorized" in report.keys[1].message
+    assert [a.name for a in store.manifests[0].keys] == ["app-key", "web-key"]
+
+
+async def test_a_vault_that_refuses_every_key_fails_the_run_as_access_denied() -> None:
+    vault, store = InMemoryVault(), InMemoryStore()
+    for name in ("app-key", "web-key"):
+        vault.add(name)
+        vault.fail("list_versions", name, KeyAccessDeniedError(f"list versions of key {name}"))
+
+    with pytest.raises(AccessDeniedError) as caught:
+        await run_backup(
+            backup_spec("app-key", "web-key"), REF, SNAPSHOT_ID, vault, store, clock=clock
+        )
+
+    assert type(caught.value) is AccessDeniedError
+    assert caught.value.temporary
+    assert "refused every key of the run (2)" in caught.value.message
     assert store.manifests == []
 
 

@@ -77,6 +77,29 @@ def test_an_azure_error_maps_to_its_class_temporariness_and_reason(
     assert result.message.startswith("back up key k1: ")
 
 
+@pytest.mark.parametrize(
+    ("error", "mapped", "temporary"),
+    [
+        pytest.param(http_error(403), errors.KeyAccessDeniedError, False, id="403"),
+        pytest.param(http_error(401), errors.AccessDeniedError, True, id="401"),
+        pytest.param(
+            ClientAuthenticationError(message="bad token"),
+            errors.AccessDeniedError,
+            True,
+            id="client-authentication",
+        ),
+    ],
+)
+def test_only_a_403_about_one_key_refuses_that_key_alone(
+    error: Exception, mapped: type[errors.KvBackupError], temporary: bool
+) -> None:
+    result = map_azure_error(error, "back up key payroll", about_one_key=True)
+
+    assert type(result) is mapped
+    assert result.temporary is temporary
+    assert result.reason == "AccessDenied"
+
+
 def test_a_throttled_azure_answer_keeps_the_retry_after_header() -> None:
     error = HttpResponseError(message="slow down", response=cast(Any, ThrottledResponse()))
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from kvbackup.api.conditions import Phase
 from kvbackup.api.keyrestore import OnConflict, Strategy
+from kvbackup.errors import KeyAccessDeniedError
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
 from kvbackup.services.ports import KeyState
 from kvbackup.services.restore import run_restore
@@ -152,6 +153,21 @@ async def test_an_altered_backup_fails_its_integrity_check_while_the_others_are_
         ("encryption", KeyResult.RESTORED, "Restored"),
     ]
     assert target.state_of("signing") is KeyState.ABSENT
+
+
+async def test_a_key_the_vault_refuses_fails_alone_while_the_others_are_restored() -> None:
+    store, target = InMemoryStore(), InMemoryVault()
+    manifest = await take_snapshot(store, SIGNING, ENCRYPTION)
+    for operation in ("restore_key", "key_state"):
+        target.fail(operation, "signing", KeyAccessDeniedError(f"{operation} signing: Forbidden"))
+
+    report = await run_restore(restore_spec(), opened(store, manifest), target, clock=clock)
+
+    assert report.phase is Phase.PARTIALLY_FAILED
+    assert results(report.keys) == [
+        ("signing", KeyResult.FAILED, "AccessDenied"),
+        ("encryption", KeyResult.RESTORED, "Restored"),
+    ]
 
 
 async def test_only_the_listed_keys_are_restored_whatever_their_case() -> None:

@@ -39,8 +39,14 @@ def _service_message(error: HttpResponseError) -> str:
     return errors.foreign_text(f"HTTP {error.status_code}: {error.reason or 'error'}")
 
 
-def map_azure_error(error: Exception, what: str) -> errors.KvBackupError:
-    """Translate one SDK exception raised while doing ``what`` (e.g. "back up key x")."""
+def map_azure_error(
+    error: Exception, what: str, *, about_one_key: bool = False
+) -> errors.KvBackupError:
+    """Translate one SDK exception raised while doing ``what`` (e.g. "back up key x").
+
+    ``about_one_key``: the call concerns one key, so a 403 may refuse that key alone (a
+    role assignment scoped to keys); a 401 never does, it refuses the identity itself.
+    """
     if isinstance(error, errors.KvBackupError):
         return error
     if isinstance(error, ResourceNotFoundError):
@@ -54,6 +60,8 @@ def map_azure_error(error: Exception, what: str) -> errors.KvBackupError:
     if isinstance(error, HttpResponseError):
         status = error.status_code or 0
         message = f"{what}: {_service_message(error)}"
+        if status == 403 and about_one_key:
+            return errors.KeyAccessDeniedError(message)
         if status == 403:
             return errors.AccessDeniedError(message)
         if status == 401:
@@ -86,10 +94,10 @@ def map_azure_error(error: Exception, what: str) -> errors.KvBackupError:
 
 
 @contextmanager
-def azure_errors(what: str) -> Iterator[None]:
+def azure_errors(what: str, *, about_one_key: bool = False) -> Iterator[None]:
     try:
         yield
     except errors.KvBackupError:
         raise
     except Exception as error:  # mapped or re-raised unchanged by map_azure_error
-        raise map_azure_error(error, what) from error
+        raise map_azure_error(error, what, about_one_key=about_one_key) from error

@@ -34,15 +34,18 @@ class KeyVaultKeys:
         self._pace = pace
         self._slots = slots
 
-    async def _request(self, what: str, send: Callable[[], Awaitable[_T]]) -> _T:
+    async def _request(
+        self, what: str, send: Callable[[], Awaitable[_T]], *, about_one_key: bool = True
+    ) -> _T:
         """One call to the vault: a concurrency slot, a token of the vault's pace, the SDK's
-        errors mapped; retried on its own when throttled or overloaded."""
+        errors mapped; retried on its own when throttled or overloaded. Every call but the
+        listing of the vault's keys concerns one key (``about_one_key``)."""
 
         async def attempt() -> _T:
             async with self._slots:
                 await self._pace.acquire()
                 try:
-                    with azure_errors(what):
+                    with azure_errors(what, about_one_key=about_one_key):
                         answer = await send()
                 except ThrottledError as error:
                     self._pace.throttled(error.retry_after)
@@ -56,7 +59,11 @@ class KeyVaultKeys:
         # Page by page, each page a call of its own: a throttled page is fetched again
         # instead of listing the vault from the start.
         pages = self._client.list_properties_of_keys().by_page()
-        while (page := await self._request("list keys", partial(_next_page, pages))) is not None:
+        while (
+            page := await self._request(
+                "list keys", partial(_next_page, pages), about_one_key=False
+            )
+        ) is not None:
             async for props in page:
                 yield KeyInfo(
                     name=props.name or "", tags=dict(props.tags or {}), managed=bool(props.managed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 
-from kvbackup.errors import KvBackupError
+from kvbackup.errors import AccessDeniedError, KeyAccessDeniedError, KvBackupError
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
 
 #: Keys in progress at once in one run, unless the operator's settings say otherwise.
@@ -31,11 +31,15 @@ async def for_each_key(
     A key's permanent error fails that key only. A temporary error (vault unreachable,
     access denied, throttled beyond the per-call retries) aborts the whole run and is
     raised: retrying later is all that helps, and the other keys would hit the same wall.
+    A key the vault refuses (``KeyAccessDeniedError``) fails alone too, unless every key
+    of the run is refused: a vault that serves none of them denies the identity as a
+    whole, which is raised as ``AccessDeniedError``, as a vault-wide 403 is.
     """
     pending = _numbered(names)
     # One worker at a time advances the names: an async generator cannot be re-entered.
     turn = asyncio.Lock()
     outcomes: dict[int, KeyOutcome] = {}
+    refused: list[KeyAccessDeniedError] = []
 
     async def guarded(name: str) -> KeyOutcome:
         try:
@@ -43,6 +47,8 @@ async def for_each_key(
         except KvBackupError as error:
             if error.temporary:
                 raise
+            if isinstance(error, KeyAccessDeniedError):
+                refused.append(error)
             return KeyOutcome(
                 name=name, result=KeyResult.FAILED, reason=error.reason, message=error.message
             )
@@ -65,6 +71,11 @@ async def for_each_key(
     except ExceptionGroup as group:
         # The first failure is the one to report; the others were cancellations' fallout.
         raise group.exceptions[0] from None
+    if refused and len(refused) == len(outcomes):
+        raise AccessDeniedError(
+            f"the vault refused every key of the run ({len(refused)}), so it denies this "
+            f"identity as a whole; the first refusal: {refused[0].message}"
+        )
     return [outcomes[index] for index in range(len(outcomes))]
 
 
