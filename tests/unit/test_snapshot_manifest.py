@@ -63,6 +63,12 @@ def test_a_manifest_survives_a_round_trip_through_json() -> None:
             id="a-key-without-its-digest",
         ),
         pytest.param(
+            manifest_of(KeyArtifact("escapee", ("v1",), "0" * 64, 1))
+            .to_json()
+            .replace(b'"escapee"', b'"../../other/x"'),
+            id="a-key-name-that-leaves-the-snapshot",
+        ),
+        pytest.param(
             manifest_of(ARTIFACT).to_json().replace(b'"size":', b'"size":"many","x":', 1),
             id="a-size-that-is-not-a-number",
         ),

@@ -16,6 +16,7 @@ from typing import Any
 
 from kvbackup.api import API_VERSION
 from kvbackup.api.conditions import timestamp
+from kvbackup.api.fields import KEY_NAME
 from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.errors import IntegrityError, NotFoundError
 
@@ -231,6 +232,10 @@ def _artifact_document(artifact: KeyArtifact) -> dict[str, Any]:
 def _artifact_or_object(entry: dict[str, Any]) -> Any:
     if not {"name", "versions", "sha256", "size"} <= entry.keys():
         return entry
+    # A manifest is read back from storage a tenant may write to, and a key's name
+    # becomes part of the path its backup is read from: only Key Vault's names pass.
+    if not isinstance(entry["name"], str) or not KEY_NAME.match(entry["name"]):
+        raise ValueError(f"{entry['name']!r} is not a Key Vault key name")
     return KeyArtifact(
         entry["name"],
         tuple(entry["versions"]),
