@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# The kvbackup operator image: `docker build -t kvbackup-operator:0.1.0 .`
-# hack/check-image.sh lints this file and runs its install steps outside Docker.
+# The kvbackup operator image: `make image` (hack/image.sh) builds it with docker, or
+# where no Docker engine runs, with buildah on a minimal Debian base (PYTHON_IMAGE).
+# hack/check-image.sh lints this file and replays its install steps outside any engine.
 
 ARG PYTHON_IMAGE=python:3.11-slim-trixie
 

@@ -4,12 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= .demo
 
-.PHONY: help venv control-plane helm lint image-check lock unit integration test bench demo demo-down clean
+.PHONY: help venv control-plane helm lint image image-check lock unit integration test bench demo demo-down clean
 
 help:
 	@echo "make demo       local control plane + operator + example KeyBackup/KeyRestore"
 	@echo "make demo-down  stop everything 'make demo' started"
 	@echo "make test       install what the tests need; run ruff, mypy, the image check, unit and integration tests"
+	@echo "make image      build the operator image (docker, or buildah on a Debian base) and its SBOM"
 	@echo "make bench      the operator against a sequential SDK loop (BENCH_KEYS, BENCH_LATENCY_MS, BENCH_RATE)"
 
 venv: $(VENV)/.installed
@@ -28,6 +29,12 @@ control-plane:
 # helm, built from the Go module proxy into the same cache.
 helm:
 	bash hack/build-helm.sh >/dev/null
+
+# The operator image, kvbackup-operator:<version>: with docker where its engine answers,
+# otherwise with buildah on a minimal Debian base (both installed from Debian's packages);
+# also writes the SBOM of its Python packages to dist/. Prints the reference and the size.
+image:
+	bash hack/image.sh
 
 # Lints the Dockerfile (hadolint) and replays its install steps without a container engine.
 image-check:
