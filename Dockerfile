@@ -39,7 +39,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp
 # The venv holds the dependencies and the kvbackup package; nothing else is copied.
 COPY --from=builder /opt/venv /opt/venv
-# 65532 is the conventional "nonroot" id; the chart runs the pod as 65532 too.
+# 65532 is the conventional "nonroot" id; the chart runs the pod as 65532 too. It needs a
+# name: kopf asks for the user's name at start-up (getpass.getuser) and fails without one.
+RUN echo 'nonroot:x:65532:65532:nonroot:/tmp:/usr/sbin/nologin' >> /etc/passwd \
+    && echo 'nonroot:x:65532:' >> /etc/group
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["python", "-m", "kvbackup"]
