@@ -249,6 +249,15 @@ def test_the_charts_crds_are_byte_identical_to_the_repositorys_crds() -> None:
         )
 
 
+def test_the_charts_default_image_is_the_one_make_image_builds(helm: Path) -> None:
+    (deployment,) = find(render(helm, "kvbackup", {}), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    built = subprocess.run(
+        ["bash", str(REPO / "hack" / "image.sh"), "ref"], check=True, capture_output=True, text=True
+    )
+    assert container["image"] == built.stdout.strip()
+
+
 def test_default_values_render_objects_the_api_server_accepts(
     helm: Path, control_plane: ControlPlane, namespace: str
 ) -> None:
