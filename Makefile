@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= .demo
 
-.PHONY: help venv control-plane helm lint image image-check lock unit integration test bench demo demo-down clean
+.PHONY: help venv control-plane helm lint image image-check audit lock unit integration test bench demo demo-down clean
 
 help:
 	@echo "make demo       local control plane + operator + example KeyBackup/KeyRestore"
 	@echo "make demo-down  stop everything 'make demo' started"
-	@echo "make test       install what the tests need; run ruff, mypy, the image check, unit and integration tests"
+	@echo "make test       install what the tests need; run ruff, mypy, the image check, the audit, unit and integration tests"
 	@echo "make image      build the operator image (docker, or buildah on a Debian base) and its SBOM"
 	@echo "make bench      the operator against a sequential SDK loop (BENCH_KEYS, BENCH_LATENCY_MS, BENCH_RATE)"
 
@@ -40,6 +40,10 @@ image:
 image-check:
 	bash hack/check-image.sh
 
+# pip-audit on requirements.lock: fails on a known vulnerability that a release fixes.
+audit:
+	bash hack/image.sh audit
+
 # Regenerates requirements.lock after a change of [project].dependencies.
 lock:
 	bash hack/check-image.sh lock
@@ -56,7 +60,7 @@ unit: venv
 integration: venv control-plane helm
 	$(BIN)/python -m pytest tests/integration -q
 
-test: venv control-plane helm lint image-check
+test: venv control-plane helm lint image-check audit
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider
 
 # Figures, not pass/fail: prints a table and writes bench-results.json.

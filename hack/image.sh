@@ -6,6 +6,10 @@
 #          nothing but Debian packages and root (installed here when missing)
 #   ref    prints the image reference only: the chart's default (image.repository
 #          kvbackup-operator, tag = appVersion = the version in pyproject.toml)
+#   audit  pip-audit on requirements.lock (the image's dependencies): fails on a known
+#          vulnerability that a newer release fixes. Where pip-audit cannot reach its
+#          vulnerability service it says so loudly and passes, unless
+#          KVBACKUP_AUDIT_REQUIRED=1 (for a CI that can reach it)
 # The last line on standard output is the image reference; progress, the size and the
 # SBOM's path go to standard error.
 #
@@ -20,8 +24,9 @@ CACHE_DIR="${KVBACKUP_CACHE:-$HOME/.cache/kvbackup}"
 VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -n 1)"
 IMAGE="kvbackup-operator:$VERSION"
 SBOM="dist/kvbackup-operator-$VERSION.cdx.json"
+PIP_AUDIT_VERSION="2.10.1"
 CYCLONEDX_BOM_VERSION="7.5.0"
-TOOLS="$CACHE_DIR/sbom-tools-cyclonedx-bom-$CYCLONEDX_BOM_VERSION"
+TOOLS="$CACHE_DIR/audit-tools-pip-audit-$PIP_AUDIT_VERSION-cyclonedx-bom-$CYCLONEDX_BOM_VERSION"
 
 # The base: Debian's own Python 3.11 and CA certificates on the smallest Debian there is
 # (no apt, no docs, no locales); the Dockerfile makes its venv with it.
@@ -82,10 +87,11 @@ need_packages() {
 }
 
 sbom_tools() {
-  if [ ! -x "$TOOLS/bin/cyclonedx-py" ]; then
-    log "installing cyclonedx-bom $CYCLONEDX_BOM_VERSION into $TOOLS"
+  if [ ! -x "$TOOLS/bin/cyclonedx-py" ] || [ ! -x "$TOOLS/bin/pip-audit" ]; then
+    log "installing pip-audit $PIP_AUDIT_VERSION and cyclonedx-bom $CYCLONEDX_BOM_VERSION into $TOOLS"
     python3 -m venv "$TOOLS"
-    "$TOOLS/bin/pip" install --quiet "cyclonedx-bom==$CYCLONEDX_BOM_VERSION"
+    "$TOOLS/bin/pip" install --quiet "pip-audit==$PIP_AUDIT_VERSION" \
+      "cyclonedx-bom==$CYCLONEDX_BOM_VERSION"
   fi
 }
 
@@ -198,6 +204,29 @@ write_sbom() {
   log "SBOM of the image's Python packages (kvbackup and $(wc -l < "$SCRATCH/installed.txt") more): $SBOM"
 }
 
+audit() {
+  sbom_tools
+  local report="$SCRATCH/audit.json" code=0
+  # Exit code 1 means "vulnerabilities found"; the verdict below reads the report instead.
+  "$TOOLS/bin/pip-audit" --disable-pip --require-hashes --requirement requirements.lock \
+    --progress-spinner off --format json --output "$report" 2>"$SCRATCH/audit.log" || true
+  if [ ! -s "$report" ]; then
+    cat "$SCRATCH/audit.log" >&2
+    die "pip-audit wrote no report"
+  fi
+  python3 hack/pip_audit_verdict.py "$report" || code=$?
+  case "$code" in
+    0) ;;
+    3)
+      if [ "${KVBACKUP_AUDIT_REQUIRED:-0}" = 1 ]; then
+        die "requirements.lock could not be audited"
+      fi
+      log "WARNING: requirements.lock was not audited: pip-audit's vulnerability service answered for no package (KVBACKUP_AUDIT_REQUIRED=1 makes this an error)"
+      ;;
+    *) exit "$code" ;;
+  esac
+}
+
 build() {
   local started
   started="$(date +%s)"
@@ -223,5 +252,6 @@ build() {
 case "${1:-build}" in
   build) build ;;
   ref) echo "$IMAGE" ;;
-  *) echo "usage: $0 [build|ref]" >&2; exit 2 ;;
+  audit) audit ;;
+  *) echo "usage: $0 [build|ref|audit]" >&2; exit 2 ;;
 esac
