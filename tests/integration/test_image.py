@@ -1,13 +1,13 @@
 """The operator image that `make image` builds, run from its own root file system.
 
-No OCI runtime can start a container on these machines (the kernel refuses the runtime's
-``setrlimit``), so the tests do what a runtime would do with the image: its config gives
-the user, the entry point and the environment; its root file system (``buildah mount``)
-is made read-only but for an empty /tmp, with the ServiceAccount token and the CA bundle
-mounted where Kubernetes and the chart put them; the process enters it with ``chroot``
-as the image's user, in a mount namespace of its own so that no mount outlives it. What
-runs is then the image's own Python and packages, against the harness's API server and
-Lowkey Vault.
+``podman run`` cannot start a container on these machines (runc's setting of the
+container's resource limits is refused), so the tests do what a runtime would do with
+the image: its config gives the user, the entry point and the environment; its root file
+system (``buildah mount``) is made read-only but for an empty /tmp, with the
+ServiceAccount token and the CA bundle mounted where Kubernetes and the chart put them;
+the process enters it with ``chroot`` as the image's user, in a mount namespace of its
+own so that no mount outlives it. What runs is then the image's own Python and packages,
+against the harness's API server and Lowkey Vault.
 """
 
 from __future__ import annotations
