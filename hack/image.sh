@@ -29,9 +29,10 @@ CYCLONEDX_BOM_VERSION="7.5.0"
 TOOLS="$CACHE_DIR/audit-tools-pip-audit-$PIP_AUDIT_VERSION-cyclonedx-bom-$CYCLONEDX_BOM_VERSION"
 
 # The base: Debian's own Python 3.11 and CA certificates on the smallest Debian there is
-# (no apt, no docs, no locales); the Dockerfile makes its venv with it.
+# (no apt, no docs, no locales); the Dockerfile makes its venv with it. libstdc++6 is for
+# google-re2's extension, which a slim image has because apt needs it too.
 BASE_SUITE="bookworm"
-BASE_PACKAGES="python3,python3-venv,python-is-python3,ca-certificates"
+BASE_PACKAGES="python3,python3-venv,python-is-python3,ca-certificates,libstdc++6"
 # shellcheck disable=SC2016  # the hook's "$1" is expanded by mmdebstrap's shell, not this one
 BASE_OPTIONS=(
   --variant=essential
