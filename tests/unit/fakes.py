@@ -285,6 +285,7 @@ def restore_spec(
     on_conflict: OnConflict = OnConflict.SKIP,
     purge_deleted: bool = False,
     snapshot: str = LATEST,
+    dry_run: bool = False,
 ) -> KeyRestoreSpec:
     """A KeyRestore from a snapshot of ``REF`` into the vault at ``TARGET_URL``."""
     return KeyRestoreSpec(
@@ -294,6 +295,7 @@ def restore_spec(
         strategy=strategy,
         on_conflict=on_conflict,
         purge_deleted=purge_deleted,
+        dry_run=dry_run,
     )
 
 

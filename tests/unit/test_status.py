@@ -102,18 +102,18 @@ def test_a_finished_restore_is_ready_only_when_it_succeeded(
 
 
 def test_a_restore_started_again_for_the_same_generation_resumes_its_interrupted_attempt() -> None:
-    first = status.restore_started({}, 2, MOMENT).status
+    first = status.restore_started({}, 2, MOMENT, dry_run=False).status
     assert not status.restore_resumes({}, 2)
     assert first["activeRun"] == {"generation": 2, "startTime": timestamp(MOMENT)}
 
     assert status.restore_resumes(first, 2)
     assert not status.restore_resumes(first, 3)  # a new spec starts afresh
-    again = status.restore_started(first, 2, LATER).status
+    again = status.restore_started(first, 2, LATER, dry_run=False).status
     assert again["activeRun"] == {"generation": 2, "startTime": timestamp(MOMENT)}
 
 
 def test_a_finished_restore_has_no_attempt_left_to_resume() -> None:
-    started = status.restore_started({}, 2, MOMENT).status
+    started = status.restore_started({}, 2, MOMENT, dry_run=False).status
     finished = status.restore_finished(started, restore_report(RESTORED), "nightly", 2, 100).status
 
     assert finished["activeRun"] is None
@@ -357,3 +357,45 @@ async def test_no_backup_bytes_reach_either_status() -> None:
     assert not any(data.decode() in text for text in texts)
     assert not any(base64.b64encode(data).decode() in text for text in texts)
     assert documents[0]["keys"][0]["sha256"] == store.manifests[0].keys[0].sha256
+
+
+WOULD_RESTORE = KeyOutcome("signing", KeyResult.WOULD_RESTORE, ("v1",), reason="KeyAbsent")
+WOULD_FAIL = KeyOutcome("tokens", KeyResult.WOULD_FAIL, reason="KeyExists", message="active")
+
+
+def test_a_dry_run_is_ready_says_it_was_a_dry_run_and_counts_what_would_be_done() -> None:
+    report = RestoreReport(SNAPSHOT_ID, MOMENT, LATER, [WOULD_RESTORE, WOULD_FAIL], dry_run=True)
+
+    update = status.restore_finished({}, report, "nightly", 3, 100)
+
+    document = update.status
+    assert document["phase"] == "Succeeded"
+    assert document["dryRun"] is True
+    assert document["counts"] == {
+        "wouldRestore": 1,
+        "wouldRecover": 0,
+        "wouldSkip": 0,
+        "wouldFail": 1,
+        "restored": None,
+        "recovered": None,
+        "skipped": None,
+        "failed": None,
+    }
+    assert [entry["result"] for entry in document["keys"]] == ["WouldFail", "WouldRestore"]
+    condition = ready(document)
+    assert (condition["status"], condition["reason"]) == ("True", "DryRunSucceeded")
+    assert condition["message"] == (
+        "dry run: would restore 1, recover 0, skip 0, fail 1; no key was changed"
+    )
+    assert [(e.type, e.reason) for e in update.events] == [("Normal", "DryRunSucceeded")]
+
+
+def test_a_real_restore_after_a_dry_run_clears_the_dry_runs_counts_and_flag() -> None:
+    report = restore_report(RESTORED)
+
+    document = status.restore_finished({}, report, "nightly", 4, 100).status
+
+    assert document["dryRun"] is False
+    assert document["counts"]["restored"] == 1
+    assert document["counts"]["wouldRestore"] is None
+    assert ready(document)["reason"] == "Succeeded"

@@ -155,6 +155,37 @@ def blob_container(blob: Mapping[str, Any], path: str) -> BlobContainer:
     )
 
 
+#: A Kubernetes object's name (a KeyBackup's): a DNS subdomain of at most 63 characters,
+#: as the CRD's pattern says. It becomes part of Secret names, label selectors and blob
+#: folders, so nothing else may pass.
+OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+#: A namespace's name: a DNS label.
+NAMESPACE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+#: A snapshot's id as ``new_snapshot_id`` makes it (the CRD's pattern, without ``latest``).
+SNAPSHOT_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{4}$")
+
+
+def object_name(value: Any, path: str, *, pattern: re.Pattern[str] = OBJECT_NAME) -> str:
+    """A KeyBackup's (or, with ``NAMESPACE_NAME``, a namespace's) name."""
+    if not isinstance(value, str) or len(value) > 63 or not pattern.match(value):
+        raise InvalidSpecError(
+            f"{path} must be a Kubernetes name (at most 63 lowercase letters, digits, "
+            f"dashes{' or dots' if pattern is OBJECT_NAME else ''}), not {value!r}"
+        )
+    return value
+
+
+def snapshot_choice(value: Any, path: str, *, latest: str) -> str:
+    """``latest`` or a snapshot id; absent: ``latest``."""
+    if value is None or value == latest:
+        return latest
+    if not isinstance(value, str) or not SNAPSHOT_ID.match(value):
+        raise InvalidSpecError(
+            f"{path} must be {latest} or a snapshot id such as 20261128-004512-3fa2, not {value!r}"
+        )
+    return value
+
+
 def key_name(value: Any, path: str) -> str:
     if not isinstance(value, str) or not KEY_NAME.match(value):
         raise InvalidSpecError(

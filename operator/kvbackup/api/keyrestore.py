@@ -57,6 +57,9 @@ class KeyRestoreSpec:
     #: Purge a soft-deleted key and restore it from the backup instead of recovering it.
     purge_deleted: bool = False
     credentials_secret: str | None = None
+    #: Read the snapshot and the vault, verify every backup and report what would be done,
+    #: changing nothing.
+    dry_run: bool = False
 
 
 def parse_spec(spec: Mapping[str, Any]) -> KeyRestoreSpec:
@@ -72,6 +75,7 @@ def parse_spec(spec: Mapping[str, Any]) -> KeyRestoreSpec:
         ),
         purge_deleted=fields.boolean(spec.get("purgeDeletedKeys"), "spec.purgeDeletedKeys"),
         credentials_secret=fields.secret_ref(spec.get("credentials"), "spec.credentials"),
+        dry_run=fields.boolean(spec.get("dryRun"), "spec.dryRun"),
     )
 
 
@@ -86,6 +90,8 @@ def _parse_source(source: Mapping[str, Any]) -> SnapshotSource | BlobSnapshotSou
         )
     ref = fields.mapping(source["keyBackupRef"], "spec.source.keyBackupRef")
     return SnapshotSource(
-        keybackup=fields.required_str(ref, "name", "spec.source.keyBackupRef"),
-        snapshot=str(ref.get("snapshot") or LATEST),
+        keybackup=fields.object_name(ref.get("name"), "spec.source.keyBackupRef.name"),
+        snapshot=fields.snapshot_choice(
+            ref.get("snapshot"), "spec.source.keyBackupRef.snapshot", latest=LATEST
+        ),
     )

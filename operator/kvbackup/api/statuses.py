@@ -104,11 +104,18 @@ class RestoreSource(TypedDict):
     snapshotId: str
 
 
-class RestoreCounts(TypedDict):
-    restored: int
-    recovered: int
-    skipped: int
-    failed: int
+class RestoreCounts(TypedDict, total=False):
+    """A real restore's counts, or a dry run's (``would...``); a merge patch sets the other
+    kind's to None, which removes them."""
+
+    restored: int | None
+    recovered: int | None
+    skipped: int | None
+    failed: int | None
+    wouldRestore: int | None
+    wouldRecover: int | None
+    wouldSkip: int | None
+    wouldFail: int | None
 
 
 class KeyRestoreStatus(TypedDict, total=False):
@@ -121,3 +128,5 @@ class KeyRestoreStatus(TypedDict, total=False):
     source: RestoreSource
     counts: RestoreCounts
     keys: list[KeyEntry]
+    #: Whether the last finished run was a dry run, which changed nothing.
+    dryRun: bool

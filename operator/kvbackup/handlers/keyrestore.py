@@ -28,10 +28,16 @@ async def restore_keys(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -
     write = partial(publish, runtime.kubernetes, KEYRESTORE_PLURAL, body)
     try:
         spec = parse_spec(body.spec)
-        resumed = status.restore_resumes(existing, generation)
-        await write(status.restore_started(existing, generation, runtime.clock()))
+        # A dry run changed nothing, so an interrupted one is simply done again.
+        resumed = not spec.dry_run and status.restore_resumes(existing, generation)
+        await write(
+            status.restore_started(existing, generation, runtime.clock(), dry_run=spec.dry_run)
+        )
         async with opened_snapshot(runtime, namespace, spec.source) as snapshot:
-            post(body, status.restore_source_opened(snapshot.manifest.snapshot_id))
+            post(
+                body,
+                status.restore_source_opened(snapshot.manifest.snapshot_id, dry_run=spec.dry_run),
+            )
             async with runtime.vault(namespace, spec.vault_url, spec.credentials_secret) as vault:
                 report = await run_restore(
                     spec,

@@ -18,20 +18,17 @@ from kvbackup.api.statuses import (
     BackupRunRequest,
     ConditionDocument,
     KeyBackupStatus,
-    KeyEntry,
     KeyRestoreStatus,
     SnapshotSummary,
 )
+from kvbackup.presentation.outcomes import count, key_entries, restore_counts, restore_summary
 from kvbackup.presentation.verdicts import Verdict
 from kvbackup.services.backup import BackupReport, KeptSnapshot
-from kvbackup.services.outcomes import KeyOutcome, KeyResult
+from kvbackup.services.outcomes import KeyResult
 from kvbackup.services.restore import RestoreReport
 from kvbackup.services.triggers import RunRequest
 
 READY = "Ready"
-
-#: How many (newest) version ids a restored key lists in status.
-VERSION_IDS_PER_KEY = 20
 
 #: How many snapshots a KeyBackup's status lists (storage may hold more).
 SNAPSHOTS_IN_STATUS = 10
@@ -73,33 +70,6 @@ def _conditions(
     existing: Mapping[str, Any], condition: Condition, moment: datetime.datetime
 ) -> list[ConditionDocument]:
     return condition.merged_into(list(existing.get("conditions") or []), moment)
-
-
-def _key_entries(
-    outcomes: Sequence[KeyOutcome], limit: int, *, with_version_ids: bool
-) -> list[KeyEntry]:
-    """Failures first, so a bounded list never hides a failed key behind successes."""
-    ordered = sorted(outcomes, key=lambda o: (not o.failed, o.name.lower()))
-    entries = []
-    for outcome in ordered[:limit]:
-        entry: KeyEntry = {"name": outcome.name, "result": outcome.result.value}
-        entry["versionCount"] = len(outcome.versions)
-        if with_version_ids:
-            # Bounded: a key rotated daily for years has thousands of versions.
-            entry["versions"] = list(outcome.versions[-VERSION_IDS_PER_KEY:])
-        if outcome.sha256:
-            entry["sha256"] = outcome.sha256
-            entry["size"] = outcome.size
-        if outcome.reason:
-            entry["reason"] = outcome.reason
-        if outcome.message:
-            entry["message"] = outcome.message
-        entries.append(entry)
-    return entries
-
-
-def _count(outcomes: Sequence[KeyOutcome], result: KeyResult) -> int:
-    return sum(1 for outcome in outcomes if outcome.result is result)
 
 
 def _handled(request: RunRequest) -> KeyBackupStatus:
@@ -188,7 +158,7 @@ def backup_finished(
     moment = report.completion_time
     phase = report.phase
     reason, ready = _SUMMARY.get(phase, ("Failed", False))
-    failed = _count(report.keys, KeyResult.FAILED)
+    failed = count(report.keys, KeyResult.FAILED)
     succeeded = len(report.keys) - failed
     message = f"backed up {succeeded} of {len(report.keys)} key(s) into snapshot " + (
         report.snapshot_id if report.manifest_written else f"{report.snapshot_id} (not kept)"
@@ -210,7 +180,7 @@ def backup_finished(
                 "keysFailed": failed,
                 "bytes": report.total_bytes,
             },
-            "keys": _key_entries(report.keys, keys_limit, with_version_ids=False),
+            "keys": key_entries(report.keys, keys_limit, with_version_ids=False),
         }
     )
     if report.kept is not None:
@@ -257,12 +227,13 @@ def restore_finished_already(existing: Mapping[str, Any], generation: int) -> bo
 
 
 def restore_started(
-    existing: Mapping[str, Any], generation: int, moment: datetime.datetime
+    existing: Mapping[str, Any], generation: int, moment: datetime.datetime, *, dry_run: bool
 ) -> Update[KeyRestoreStatus]:
     started = timestamp(moment)
     if restore_resumes(existing, generation):
         started = existing["activeRun"].get("startTime", started)
-    condition = Condition(READY, False, "Running", "restoring keys", generation)
+    doing = "dry run: reading the snapshot and the vault" if dry_run else "restoring keys"
+    condition = Condition(READY, False, "Running", doing, generation)
     return Update(
         {
             "phase": Phase.RUNNING.value,
@@ -277,7 +248,13 @@ def restore_progress(done: int, total: int) -> Update[KeyRestoreStatus]:
     return Update({"activeRun": {"keysDone": done, "keysTotal": total}})
 
 
-def restore_source_opened(snapshot_id: str) -> Event:
+def restore_source_opened(snapshot_id: str, *, dry_run: bool) -> Event:
+    if dry_run:
+        return Event(
+            "Normal",
+            "DryRunStarted",
+            f"dry run: reading snapshot {snapshot_id} and the vault, changing nothing",
+        )
     return Event("Normal", "RestoreStarted", f"restoring from snapshot {snapshot_id}")
 
 
@@ -291,28 +268,22 @@ def restore_finished(
     moment = report.completion_time
     phase = report.phase
     reason, ready = _SUMMARY.get(phase, ("Failed", False))
-    restored = _count(report.keys, KeyResult.RESTORED)
-    recovered = _count(report.keys, KeyResult.RECOVERED)
-    skipped = _count(report.keys, KeyResult.SKIPPED)
-    failed = _count(report.keys, KeyResult.FAILED)
-    message = f"{restored} restored, {recovered} recovered, {skipped} skipped, {failed} failed"
-    condition = Condition(READY, ready, reason, message, generation)
+    message = restore_summary(report.keys, dry_run=report.dry_run)
     kind, event_reason = _RESTORE_EVENTS[phase]
+    if report.dry_run:
+        reason = event_reason = "DryRunSucceeded"
+    condition = Condition(READY, ready, reason, message, generation)
     return Update(
         {
             "phase": phase.value,
             "observedGeneration": generation,
             "activeRun": None,
+            "dryRun": report.dry_run,
             "startTime": timestamp(report.start_time),
             "completionTime": timestamp(moment),
             "source": {"keyBackup": keybackup, "snapshotId": report.snapshot_id},
-            "counts": {
-                "restored": restored,
-                "recovered": recovered,
-                "skipped": skipped,
-                "failed": failed,
-            },
-            "keys": _key_entries(report.keys, keys_limit, with_version_ids=True),
+            "counts": restore_counts(report.keys, dry_run=report.dry_run),
+            "keys": key_entries(report.keys, keys_limit, with_version_ids=True),
             "conditions": _conditions(existing, condition, moment),
         },
         (Event(kind, event_reason, message),),

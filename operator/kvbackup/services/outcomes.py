@@ -15,6 +15,15 @@ class KeyResult(StrEnum):
     RECOVERED = "Recovered"
     SKIPPED = "Skipped"
     FAILED = "Failed"
+    #: What a dry run found a real restore would do with a key.
+    WOULD_RESTORE = "WouldRestore"
+    WOULD_RECOVER = "WouldRecover"
+    WOULD_SKIP = "WouldSkip"
+    WOULD_FAIL = "WouldFail"
+
+    @property
+    def failed(self) -> bool:
+        return self in (KeyResult.FAILED, KeyResult.WOULD_FAIL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +40,8 @@ class KeyOutcome:
 
     @property
     def failed(self) -> bool:
-        return self.result is KeyResult.FAILED
+        """Failed, or would fail in a real run."""
+        return self.result.failed
 
 
 def phase_of(outcomes: Sequence[KeyOutcome]) -> Phase:

@@ -39,16 +39,20 @@ class StoredSnapshot:
     complete: bool
 
 
-class VaultKeys(Protocol):
-    """The key operations of one vault, under one identity."""
+class VaultReads(Protocol):
+    """The operations of one vault that change nothing: all a dry run is given."""
 
     def list_keys(self) -> AsyncIterator[KeyInfo]: ...
 
     async def list_versions(self, name: str) -> tuple[str, ...]: ...
 
-    async def backup_key(self, name: str) -> bytes: ...
-
     async def key_state(self, name: str) -> KeyState: ...
+
+
+class VaultKeys(VaultReads, Protocol):
+    """The key operations of one vault, under one identity."""
+
+    async def backup_key(self, name: str) -> bytes: ...
 
     async def restore_key(self, backup: bytes) -> str: ...
 
@@ -117,6 +121,12 @@ class OpenedSnapshot:
 
     manifest: Manifest
     read_artifact: Callable[[KeyArtifact], Awaitable[bytes]]
+
+    async def read_verified(self, artifact: KeyArtifact) -> bytes:
+        """The artifact's bytes, once their sha256 and size match the manifest's."""
+        data = await self.read_artifact(artifact)
+        artifact.verify(data)
+        return data
 
 
 class SnapshotStores(Protocol):

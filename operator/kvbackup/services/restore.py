@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import partial
 
@@ -21,7 +21,14 @@ from kvbackup.api.keyrestore import (
 )
 from kvbackup.errors import ConflictError, KvBackupError, MissingReferenceError
 from kvbackup.services.outcomes import KeyOutcome, KeyResult, phase_of
-from kvbackup.services.ports import Clock, KeyState, OpenedSnapshot, SnapshotStores, VaultKeys
+from kvbackup.services.ports import (
+    Clock,
+    KeyState,
+    OpenedSnapshot,
+    SnapshotStores,
+    VaultKeys,
+    VaultReads,
+)
 from kvbackup.services.progress import Progress
 from kvbackup.services.snapshot import KeyArtifact, SnapshotSummary
 from kvbackup.services.workers import DEFAULT_CONCURRENCY, for_each_key
@@ -134,10 +141,72 @@ class RestoreReport:
     start_time: datetime.datetime
     completion_time: datetime.datetime
     keys: list[KeyOutcome]
+    #: Nothing was changed: ``keys`` tell what a real restore would do.
+    dry_run: bool = False
 
     @property
     def phase(self) -> Phase:
-        return phase_of(self.keys)
+        # A dry run succeeds when it could tell about every key, whatever it found.
+        return Phase.SUCCEEDED if self.dry_run else phase_of(self.keys)
+
+
+async def _assess(
+    spec: KeyRestoreSpec, vault: VaultReads, artifact: KeyArtifact, *, resumed: bool
+) -> Decision:
+    """The decision for one key from its state in the vault: reads only."""
+    name = artifact.name
+    state = await vault.key_state(name)
+    restored_earlier = (
+        resumed
+        and state is KeyState.ACTIVE
+        and set(await vault.list_versions(name)) == set(artifact.versions)
+    )
+    return decide(spec, name, state, restored_earlier=restored_earlier)
+
+
+def _from_backup(artifact: KeyArtifact) -> str:
+    return f"{len(artifact.versions)} version(s) from the backup"
+
+
+#: A dry run's result for each action a real restore would take, with its reason.
+_PREVIEWS = {
+    Action.RESTORE: (KeyResult.WOULD_RESTORE, "KeyAbsent"),
+    Action.PURGE_AND_RESTORE: (KeyResult.WOULD_RESTORE, "KeySoftDeleted"),
+    Action.RECOVER: (KeyResult.WOULD_RECOVER, "KeySoftDeleted"),
+    Action.SKIP: (KeyResult.WOULD_SKIP, ""),
+    Action.REFUSE: (KeyResult.WOULD_FAIL, ""),
+}
+
+
+async def _preview_key(
+    spec: KeyRestoreSpec, snapshot: OpenedSnapshot, vault: VaultReads, name: str
+) -> KeyOutcome:
+    """What a real restore would do with one key, from the same verification and the same
+    decision, with reads only. A backup that fails its checksum fails the key, as in a
+    real run, except under RecoverOnly, which never uses the backup: the key's message then
+    tells of it."""
+    artifact = snapshot.manifest.artifact(name)
+    unusable: KvBackupError | None = None
+    try:
+        await snapshot.read_verified(artifact)
+    except KvBackupError as error:
+        if error.temporary or spec.strategy is not Strategy.RECOVER_ONLY:
+            raise
+        unusable = error
+    decision = await _assess(spec, vault, artifact, resumed=False)
+    result, reason = _PREVIEWS[decision.action]
+    versions: tuple[str, ...] = ()
+    message = decision.message  # why a key is skipped or refused
+    if decision.action is Action.RESTORE:
+        versions, message = artifact.versions, f"would restore {_from_backup(artifact)}"
+    elif decision.action is Action.PURGE_AND_RESTORE:
+        versions = artifact.versions
+        message = f"would purge the soft-deleted key and restore {_from_backup(artifact)}"
+    elif decision.action is Action.RECOVER:
+        message = "would recover the soft-deleted key"
+    if unusable is not None:
+        message = f"{message}; its backup is unusable: {unusable.message}"
+    return KeyOutcome(name, result, versions, reason=reason or decision.reason, message=message)
 
 
 async def run_restore(
@@ -150,16 +219,14 @@ async def run_restore(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[int], Progress] | None = None,
 ) -> RestoreReport:
-    """Bring back every chosen key; ``resumed`` when an earlier attempt was interrupted."""
+    """Bring back every chosen key; ``resumed`` when an earlier attempt was interrupted.
+
+    With ``spec.dry_run``, only read: every key gets the decision a real run would take,
+    told as ``Would...``, and the vault is left as it was.
+    """
     start = clock()
     manifest = snapshot.manifest
     names = list(spec.keys) if spec.keys else [artifact.name for artifact in manifest.keys]
-
-    async def verified_backup(name: str) -> bytes:
-        artifact = manifest.artifact(name)
-        data = await snapshot.read_artifact(artifact)
-        artifact.verify(data)
-        return data
 
     def restored(name: str, artifact: KeyArtifact) -> KeyOutcome:
         # A restore brings back exactly the versions the backup holds.
@@ -168,7 +235,7 @@ async def run_restore(
             KeyResult.RESTORED,
             artifact.versions,
             reason="Restored",
-            message=f"restored {len(artifact.versions)} version(s) from the backup",
+            message=f"restored {_from_backup(artifact)}",
         )
 
     async def bring_back(name: str) -> KeyOutcome:
@@ -177,20 +244,14 @@ async def run_restore(
             # Most restores go into a vault that lacks the key, where restoring at once is
             # one call instead of three. Key Vault refuses it when the name is taken,
             # active or soft-deleted; then the key's state decides, as for every key.
-            data = await verified_backup(name)
+            data = await snapshot.read_verified(artifact)
             try:
                 await vault.restore_key(data)
                 return restored(name, artifact)
             except KvBackupError as refusal:
                 if refusal.temporary:
                     raise
-        state = await vault.key_state(name)
-        restored_earlier = (
-            resumed
-            and state is KeyState.ACTIVE
-            and set(await vault.list_versions(name)) == set(artifact.versions)
-        )
-        decision = decide(spec, name, state, restored_earlier=restored_earlier)
+        decision = await _assess(spec, vault, artifact, resumed=resumed)
         if decision.action is Action.ALREADY_RESTORED:
             return KeyOutcome(
                 name,
@@ -217,7 +278,7 @@ async def run_restore(
                 message="recovered the soft-deleted key",
             )
         # Read and verify before purging: a key must never be purged for a bad backup.
-        data = await verified_backup(name)
+        data = await snapshot.read_verified(artifact)
         if decision.action is Action.PURGE_AND_RESTORE:
             await vault.purge_key(name)
         try:
@@ -228,8 +289,16 @@ async def run_restore(
             ) from None
         return restored(name, artifact)
 
+    work = partial(_preview_key, spec, snapshot, vault) if spec.dry_run else bring_back
     tracker = progress(len(names)) if progress else None
     outcomes = await for_each_key(
-        names, bring_back, concurrency=concurrency, on_done=tracker.key_done if tracker else None
+        names, work, concurrency=concurrency, on_done=tracker.key_done if tracker else None
     )
-    return RestoreReport(manifest.snapshot_id, start, clock(), outcomes)
+    if spec.dry_run:
+        # A key that could not be assessed (not in the snapshot, refused by the vault)
+        # would fail in a real run too.
+        outcomes = [
+            replace(o, result=KeyResult.WOULD_FAIL) if o.result is KeyResult.FAILED else o
+            for o in outcomes
+        ]
+    return RestoreReport(manifest.snapshot_id, start, clock(), outcomes, dry_run=spec.dry_run)
