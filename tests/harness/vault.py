@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.keyvault.keys import KeyClient
@@ -60,6 +61,29 @@ class Vault:
     def key_names(self) -> set[str]:
         with self.client as client:
             return {props.name or "" for props in client.list_properties_of_keys()}
+
+    def state(self) -> dict[str, Any]:
+        """All that a restore could change, as the plain SDK reads it: each active key's
+        versions with their attributes and tags, and each soft-deleted key."""
+        with self.client as client:
+            active = {
+                key.name: sorted(
+                    (
+                        v.version,
+                        v.enabled,
+                        v.created_on,
+                        v.updated_on,
+                        sorted((v.tags or {}).items()),
+                    )
+                    for v in client.list_properties_of_key_versions(key.name or "")
+                )
+                for key in client.list_properties_of_keys()
+            }
+            deleted = {
+                key.name: (key.deleted_date, key.scheduled_purge_date, key.recovery_id)
+                for key in client.list_deleted_keys()
+            }
+        return {"active": active, "deleted": deleted}
 
     def exists(self, name: str) -> bool:
         with self.client as client:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from dataclasses import replace
 
 import pytest
 
@@ -56,14 +57,15 @@ async def test_a_dry_run_foretells_what_the_real_restore_then_does_in_every_case
     manifest = await take_snapshot(store, SIGNING)
     vault = vault_with_signing(state)
     before = copy.deepcopy(vault.keys)
-    options = {"strategy": strategy, "on_conflict": on_conflict, "purge_deleted": purge}
-
-    dry = await run_restore(
-        restore_spec(dry_run=True, **options), opened(store, manifest), vault, clock=clock
+    dry_spec = restore_spec(
+        strategy=strategy, on_conflict=on_conflict, purge_deleted=purge, dry_run=True
     )
+
+    dry = await run_restore(dry_spec, opened(store, manifest), vault, clock=clock)
     assert vault.keys == before
     assert {operation for operation, _ in vault.calls} <= READS
-    real = await run_restore(restore_spec(**options), opened(store, manifest), vault, clock=clock)
+    real_spec = replace(dry_spec, dry_run=False)
+    real = await run_restore(real_spec, opened(store, manifest), vault, clock=clock)
 
     [foretold], [done] = dry.keys, real.keys
     assert foretold.result is WOULD[done.result]

@@ -262,6 +262,7 @@ def test_a_keyrestore_with_every_field_parses_into_its_dataclass() -> None:
             onConflict="Fail",
             purgeDeletedKeys=True,
             credentials={"name": "vault-sp"},
+            dryRun=True,
         )
     )
 
@@ -271,6 +272,7 @@ def test_a_keyrestore_with_every_field_parses_into_its_dataclass() -> None:
     assert spec.on_conflict is OnConflict.FAIL
     assert spec.purge_deleted is True
     assert spec.credentials_secret == "vault-sp"
+    assert spec.dry_run is True
 
 
 def test_a_minimal_keyrestore_restores_every_key_of_the_latest_snapshot_with_auto_and_skip() -> (
@@ -283,6 +285,7 @@ def test_a_minimal_keyrestore_restores_every_key_of_the_latest_snapshot_with_aut
     assert spec.strategy is Strategy.AUTO
     assert spec.on_conflict is OnConflict.SKIP
     assert spec.purge_deleted is False
+    assert spec.dry_run is False
 
 
 @pytest.mark.parametrize(
@@ -293,6 +296,18 @@ def test_a_minimal_keyrestore_restores_every_key_of_the_latest_snapshot_with_aut
         pytest.param({"keys": ["ok", "bad.name"]}, "spec.keys[1]", id="key-name"),
         pytest.param({"source": {}}, "spec.source", id="source"),
         pytest.param({"source": {"keyBackupRef": {}}}, "spec.source.keyBackupRef", id="ref-name"),
+        # Each becomes part of a label selector or a Secret's name: nothing else may pass.
+        pytest.param(
+            {"source": {"keyBackupRef": {"name": "x,kvbackup.io/role!=manifest"}}},
+            "spec.source.keyBackupRef.name",
+            id="ref-name-selector",
+        ),
+        pytest.param(
+            {"source": {"keyBackupRef": {"name": "nightly", "snapshot": "../x"}}},
+            "spec.source.keyBackupRef.snapshot",
+            id="snapshot-id",
+        ),
+        pytest.param({"dryRun": "true"}, "spec.dryRun", id="dryRun-string"),
     ],
 )
 def test_a_bad_keyrestore_field_is_refused_by_name(change: dict[str, Any], field: str) -> None:
