@@ -7,7 +7,6 @@ import datetime
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.storage.blob.aio import ContainerClient
@@ -129,9 +128,7 @@ class Runtime:
         if source.url is not None:  # names a host of its own, refused before anything opens
             self.settings.blob_hosts.check(source.url, "snapshot path")
         async with self._container(namespace, source.container) as client:
-            store = BlobSnapshotStore(client)
-            manifest = await store.read_manifest_at(source.path)
-            yield OpenedSnapshot(manifest, partial(store.read_artifact_at, source.path))
+            yield await BlobSnapshotStore(client).open_at(source.path)
 
     async def destination_of(self, namespace: str, keybackup: str) -> Destination | None:
         body = await self.kubernetes.read_custom_object(KEYBACKUP_PLURAL, namespace, keybackup)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,7 +36,7 @@ from kvbackup.api.fields import require_secure_transport
 from kvbackup.api.hosts import HostAllowList, endpoint
 from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.errors import InvalidSpecError, MissingReferenceError, NotFoundError
-from kvbackup.services.ports import StoredSnapshot
+from kvbackup.services.ports import OpenedSnapshot, StoredSnapshot
 from kvbackup.services.snapshot import KeyArtifact, Manifest, SnapshotSummary, sha256_hex
 
 MANIFEST_BLOB = "manifest.json"
@@ -277,6 +278,11 @@ class BlobSnapshotStore:
                 reason="SourceNotFound",
             )
         return manifest
+
+    async def open_at(self, snapshot_path: str) -> OpenedSnapshot:
+        """The snapshot at ``snapshot_path`` (as for the manifest), ready to be read."""
+        manifest = await self.read_manifest_at(snapshot_path)
+        return OpenedSnapshot(manifest, partial(self.read_artifact_at, snapshot_path))
 
     async def read_artifact_at(self, snapshot_path: str, artifact: KeyArtifact) -> bytes:
         """The backup of one key in the snapshot at ``snapshot_path`` (as for the manifest)."""

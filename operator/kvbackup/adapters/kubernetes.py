@@ -30,6 +30,17 @@ def connect() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient()
 
 
+def connect_to(kubeconfig: str | None, context: str | None) -> kubernetes.client.ApiClient:
+    """A cluster from a kubeconfig file (None: $KUBECONFIG or ~/.kube/config) and one of
+    its contexts (None: the current one), as kubectl finds it."""
+    try:
+        return kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call,no-any-return]
+            config_file=kubeconfig, context=context
+        )
+    except (kubernetes.config.ConfigException, OSError) as error:
+        raise errors.InvalidSpecError(f"no usable kubeconfig: {error}") from None
+
+
 def _server_message(error: ApiException) -> str:
     """The API server's own explanation (a Status object's message), e.g. why it refused
     a Secret; it names fields and limits, never the data."""

@@ -140,14 +140,19 @@ class BlobContainer:
     credentials_secret: str | None = None
 
 
+def container_name(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidSpecError(f"{path} is required")
+    if not (_CONTAINER.match(value) and 3 <= len(value) <= 63):
+        raise InvalidSpecError(
+            f"{path} must be 3-63 lowercase letters, digits or single dashes, not {value!r}"
+        )
+    return value
+
+
 def blob_container(blob: Mapping[str, Any], path: str) -> BlobContainer:
     """The ``accountUrl``, ``container`` and ``credentials`` fields of ``blob``."""
-    container = required_str(blob, "container", path)
-    if not (_CONTAINER.match(container) and 3 <= len(container) <= 63):
-        raise InvalidSpecError(
-            f"{path}.container must be 3-63 lowercase letters, digits or single dashes, "
-            f"not {container!r}"
-        )
+    container = container_name(blob.get("container"), f"{path}.container")
     return BlobContainer(
         account_url=account_url(blob.get("accountUrl"), f"{path}.accountUrl"),
         name=container,

@@ -1,0 +1,169 @@
+"""``kvbackup``: snapshots and restores without the operator, for the day it, or the
+cluster, is gone. Built on the services and adapters the operator uses, so it finds,
+verifies and restores exactly as a KeyRestore does; it never imports kopf."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from kvbackup import __version__
+from kvbackup.api.keyrestore import OnConflict, Strategy
+from kvbackup.cli import commands
+from kvbackup.cli.output import ExitCode, Result, progress_bar, show, show_error
+from kvbackup.cli.sources import CONNECTION_STRING_VARIABLE, StorageOptions
+from kvbackup.config import Settings
+from kvbackup.errors import InvalidSpecError, KvBackupError, NotPermittedError, UnexpectedError
+
+EPILOG = f"""\
+exit codes:
+  0  done, every key as asked (a dry run: no key would fail)
+  1  done, but a key failed, would fail, or failed verification (its line says why)
+  2  a bad argument: a name, URL, path or option refused before anything was read
+  3  nothing could be done: the snapshot, storage or vault could not be found or reached
+
+authentication: Azure's DefaultAzureCredential (environment variables, workload or managed
+identity, the Azure CLI's login); a blob container also takes a connection string in
+${CONNECTION_STRING_VARIABLE}. Hosts, CA bundle and pace come from the operator's
+variables (KVBACKUP_VAULT_HOSTS, KVBACKUP_BLOB_HOSTS, KVBACKUP_CA_BUNDLE, ...).
+"""
+
+
+def _storage_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_argument_group(
+        "where the snapshots are",
+        "a KeyBackup's Secrets through a kubeconfig (default), or a blob container "
+        "(--account-url, --container, --prefix as in the KeyBackup's destination)",
+    )
+    where.add_argument("--namespace", "-n", help="the KeyBackup's namespace")
+    where.add_argument("--keybackup", "-b", help="the KeyBackup's name")
+    where.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube)")
+    where.add_argument("--context", help="kubeconfig context (default: the current one)")
+    where.add_argument("--account-url", help="storage account's blob endpoint")
+    where.add_argument("--container", help="blob container")
+    where.add_argument("--prefix", help="folder in the container (the KeyBackup's prefix)")
+
+
+def _storage(arguments: argparse.Namespace) -> StorageOptions:
+    return StorageOptions(
+        namespace=arguments.namespace,
+        keybackup=arguments.keybackup,
+        kubeconfig=arguments.kubeconfig,
+        context=arguments.context,
+        account_url=arguments.account_url,
+        container=arguments.container,
+        prefix=arguments.prefix,
+    )
+
+
+SNAPSHOT_HELP = (
+    "latest, or a snapshot id; in a container without --keybackup, the snapshot's folder "
+    "or URL (as a KeyBackup's status.lastSnapshot.location shows it)"
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(
+        prog="kvbackup",
+        description="Azure Key Vault key snapshots and restores, without the operator.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    main.add_argument("--version", action="version", version=f"kvbackup {__version__}")
+    main.add_argument(
+        "--output", "-o", choices=["text", "json"], default="text", help="text, or json for scripts"
+    )
+    command = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    snapshots = command.add_parser("snapshots", help="list or verify a KeyBackup's snapshots")
+    of_snapshots = snapshots.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = of_snapshots.add_parser(
+        "list", help="id, times, keys, bytes and whether complete, newest first"
+    )
+    _storage_arguments(listing)
+    verifying = of_snapshots.add_parser(
+        "verify", help="every key's stored backup against the manifest's sha256 and size"
+    )
+    verifying.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
+    _storage_arguments(verifying)
+
+    exporting = command.add_parser(
+        "export", help="each key's exact backup bytes into DIR/<key>.bak, and manifest.json"
+    )
+    exporting.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
+    exporting.add_argument("directory", metavar="DIR", type=Path, help="a new or empty directory")
+    _storage_arguments(exporting)
+
+    restoring = command.add_parser(
+        "restore", help="bring an exported snapshot's keys back, as a KeyRestore does"
+    )
+    restoring.add_argument("directory", metavar="DIR", type=Path, help="what export wrote")
+    restoring.add_argument("--vault-url", required=True, help="the target vault")
+    restoring.add_argument("--keys", nargs="+", metavar="KEY", help="only these keys")
+    restoring.add_argument(
+        "--strategy", choices=[s.value for s in Strategy], default=Strategy.AUTO.value
+    )
+    restoring.add_argument(
+        "--on-conflict",
+        choices=[c.value for c in OnConflict],
+        default=OnConflict.SKIP.value,
+        help="for a key active in the vault (default: Skip)",
+    )
+    restoring.add_argument(
+        "--purge-deleted-keys",
+        action="store_true",
+        help="purge a soft-deleted key and restore it instead of recovering it",
+    )
+    restoring.add_argument(
+        "--dry-run", action="store_true", help="only read, and say what would be done"
+    )
+    return main
+
+
+async def _run(arguments: argparse.Namespace, settings: Settings) -> Result:
+    with progress_bar("keys", enabled=arguments.output == "text") as progress:
+        if arguments.command == "restore":
+            return await commands.restore(
+                arguments.directory,
+                vault_url=arguments.vault_url,
+                keys=arguments.keys,
+                strategy=arguments.strategy,
+                on_conflict=arguments.on_conflict,
+                purge_deleted=arguments.purge_deleted_keys,
+                dry_run=arguments.dry_run,
+                settings=settings,
+                progress=progress,
+            )
+        storage = _storage(arguments)
+        if arguments.command == "export":
+            return await commands.export(
+                storage, arguments.snapshot, arguments.directory, settings, progress
+            )
+        if arguments.action == "verify":
+            return await commands.verify(storage, arguments.snapshot, settings, progress)
+        return await commands.list_snapshots(storage, settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = parser().parse_args(argv)
+    as_json = arguments.output == "json"
+    # The SDKs log each request at INFO; a person reads the command's own lines.
+    logging.basicConfig(level=logging.WARNING, format="kvbackup: %(message)s")
+    try:
+        settings = Settings.from_env()
+        result = asyncio.run(_run(arguments, settings))
+    except KeyboardInterrupt:
+        return 130
+    except KvBackupError as error:
+        show_error(error.reason, error.message, as_json=as_json)
+        refused = isinstance(error, InvalidSpecError | NotPermittedError)
+        return ExitCode.INVALID_INPUT if refused else ExitCode.NOT_DONE
+    except Exception as error:
+        unexpected = UnexpectedError.wrapping(error)
+        show_error(unexpected.reason, unexpected.message, as_json=as_json)
+        return ExitCode.NOT_DONE
+    show(result, as_json=as_json)
+    return result.code

@@ -1,0 +1,105 @@
+"""What the command line prints: lines for people or one JSON document for scripts, a
+progress bar on a terminal, and its exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import unicodedata
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as Bar
+
+from kvbackup.services.outcomes import KeyOutcome
+from kvbackup.services.progress import Progress
+
+#: How often the bar moves.
+BAR_INTERVAL_SECONDS = 0.1
+
+
+class ExitCode(IntEnum):
+    #: Done, and every key as asked (a dry run: no key would fail).
+    OK = 0
+    #: Done, but at least one key failed, would fail, or failed verification.
+    KEYS_FAILED = 1
+    #: A bad argument: a name, URL, path or option the command refuses.
+    INVALID_INPUT = 2
+    #: Nothing could be done: the snapshot, storage or vault could not be read or reached.
+    NOT_DONE = 3
+
+
+def exit_code_of(outcomes: Sequence[KeyOutcome]) -> ExitCode:
+    return ExitCode.KEYS_FAILED if any(o.failed for o in outcomes) else ExitCode.OK
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a command found: ``lines`` for people, ``document`` for scripts."""
+
+    lines: list[str]
+    document: dict[str, Any]
+    code: ExitCode = ExitCode.OK
+
+
+def printable(text: str) -> str:
+    """Text from storage or a service, safe on a terminal: control characters (escape
+    sequences could rewrite the screen) are shown as escapes instead."""
+    return "".join(
+        char.encode("unicode_escape").decode() if unicodedata.category(char)[0] == "C" else char
+        for char in text
+    )
+
+
+def show(result: Result, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.document, indent=2))
+    else:
+        for line in result.lines:
+            print(printable(line))
+
+
+def show_error(reason: str, message: str, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"error": {"reason": reason, "message": message}}, indent=2))
+    print(f"kvbackup: {printable(reason)}: {printable(message)}", file=sys.stderr)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Columns as kubectl prints them: left-aligned, three spaces apart."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    return [
+        "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *rows)
+    ]
+
+
+ProgressFactory = Callable[[int], Progress]
+
+
+@contextmanager
+def progress_bar(what: str, *, enabled: bool) -> Iterator[ProgressFactory | None]:
+    """A bar on stderr while keys are worked on, when stderr is a terminal; none for
+    scripts (``--output json``) or a redirected stderr."""
+    console = Console(stderr=True)
+    if not (enabled and console.is_terminal):
+        yield None
+        return
+    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Bar(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+
+        async def moved(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        def start(total: int) -> Progress:
+            bar.update(task, total=total)
+            return Progress(total, moved, time.monotonic, interval=BAR_INTERVAL_SECONDS)
+
+        yield start

@@ -1,0 +1,115 @@
+"""Looking at stored snapshots without a KeyBackup run: which are there, whether each
+key's backup is intact, and copying them out to files."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from kvbackup.services.outcomes import KeyOutcome, KeyResult
+from kvbackup.services.ports import OpenedSnapshot, SnapshotStore
+from kvbackup.services.progress import Progress
+from kvbackup.services.snapshot import KeyArtifact, Manifest, SnapshotSummary, snapshot_time
+from kvbackup.services.workers import DEFAULT_CONCURRENCY, for_each_key
+
+
+@dataclass(frozen=True)
+class ListedSnapshot:
+    """A snapshot id with anything stored under it; ``summary`` only once it is complete."""
+
+    snapshot_id: str
+    summary: SnapshotSummary | None
+
+    @property
+    def complete(self) -> bool:
+        return self.summary is not None
+
+    @property
+    def start_time(self) -> datetime.datetime | None:
+        """From the summary, or for an incomplete snapshot from its id."""
+        return self.summary.start_time if self.summary else snapshot_time(self.snapshot_id)
+
+
+async def list_all_snapshots(
+    store: SnapshotStore, namespace: str, keybackup: str
+) -> list[ListedSnapshot]:
+    """Complete and incomplete snapshots of a KeyBackup, newest first."""
+    summaries = {s.snapshot_id: s for s in await store.list_snapshots(namespace, keybackup)}
+    stored = await store.list_stored(namespace, keybackup)
+    ids = sorted({s.snapshot_id for s in stored} | summaries.keys(), reverse=True)
+    return [ListedSnapshot(snapshot_id, summaries.get(snapshot_id)) for snapshot_id in ids]
+
+
+def _intact(artifact: KeyArtifact, reason: str, message: str) -> KeyOutcome:
+    return KeyOutcome(
+        artifact.name,
+        KeyResult.SUCCEEDED,
+        artifact.versions,
+        artifact.sha256,
+        artifact.size,
+        reason=reason,
+        message=message,
+    )
+
+
+async def verify_snapshot(
+    snapshot: OpenedSnapshot,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: Callable[[int], Progress] | None = None,
+) -> list[KeyOutcome]:
+    """Every key's stored bytes against the sha256 and size its manifest records."""
+    manifest = snapshot.manifest
+
+    async def verify(name: str) -> KeyOutcome:
+        artifact = manifest.artifact(name)
+        await snapshot.read_verified(artifact)
+        return _intact(artifact, "Verified", "sha256 and size match the manifest")
+
+    return await _each_key(manifest, verify, concurrency, progress)
+
+
+class ExportTarget(Protocol):
+    """Where an exported snapshot goes: each key's exact bytes, then the manifest."""
+
+    async def write_backup(self, artifact: KeyArtifact, data: bytes) -> str:
+        """Store one key's bytes; returns where they went, for people to read."""
+        ...
+
+    async def write_manifest(self, manifest: Manifest) -> None: ...
+
+
+async def export_snapshot(
+    snapshot: OpenedSnapshot,
+    target: ExportTarget,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: Callable[[int], Progress] | None = None,
+) -> list[KeyOutcome]:
+    """Each key's verified backup into ``target``, then the manifest. A key whose backup
+    fails verification is not written and fails alone."""
+    manifest = snapshot.manifest
+
+    async def export(name: str) -> KeyOutcome:
+        artifact = manifest.artifact(name)
+        where = await target.write_backup(artifact, await snapshot.read_verified(artifact))
+        return _intact(artifact, "Exported", f"wrote {where} ({artifact.size} bytes)")
+
+    outcomes = await _each_key(manifest, export, concurrency, progress)
+    await target.write_manifest(manifest)
+    return outcomes
+
+
+async def _each_key(
+    manifest: Manifest,
+    work: Callable[[str], Awaitable[KeyOutcome]],
+    concurrency: int,
+    progress: Callable[[int], Progress] | None,
+) -> list[KeyOutcome]:
+    names = [artifact.name for artifact in manifest.keys]
+    tracker = progress(len(names)) if progress else None
+    return await for_each_key(
+        names, work, concurrency=concurrency, on_done=tracker.key_done if tracker else None
+    )
