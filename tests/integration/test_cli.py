@@ -1,0 +1,293 @@
+"""The kvbackup command line, run as a user runs it (a process of its own), against the
+real API server, Lowkey Vault and Azurite: for the day the operator is gone."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from azure.storage.blob.aio import ContainerClient
+
+from kvbackup.adapters.blob_store import BlobSnapshotStore
+from kvbackup.adapters.kubernetes import KubernetesApi
+from kvbackup.adapters.secret_store import SecretSnapshotStore
+from kvbackup.api.keybackup import KeyBackupRef
+from kvbackup.services.ports import SnapshotStore
+from kvbackup.services.snapshot import KeyArtifact
+from tests.harness.azurite import Azurite
+from tests.harness.controlplane import ControlPlane
+from tests.harness.lowkey import Lowkey
+from tests.harness.operator import OperatorProcess
+from tests.integration.conftest import Cluster, VaultUnderTest, store_snapshot
+from tests.integration.objects import keybackup
+
+pytestmark = pytest.mark.integration
+
+COMPLETE, INCOMPLETE = "20261128-010203-aaaa", "20261128-020000-bbbb"
+#: Small packs: a key larger than one is written at once, with no manifest to wait for.
+PACK_SIZE = 1000
+
+
+def kvbackup(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``kvbackup ARGS`` as a process of its own, with the emulators' hosts allowed."""
+    return subprocess.run(
+        [sys.executable, "-m", "kvbackup.cli", *args],
+        env={
+            **os.environ,
+            "KVBACKUP_VAULT_HOSTS": "127.0.0.1:*",
+            "KVBACKUP_BLOB_HOSTS": "127.0.0.1:*",
+            **(env or {}),
+        },
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def lines_of(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return result.stdout.strip().splitlines()
+
+
+def test_export_then_purge_then_restore_brings_every_version_back_and_the_plain_sdk_takes_a_file(
+    operator: OperatorProcess,
+    cluster: Cluster,
+    control_plane: ControlPlane,
+    lowkey: Lowkey,
+    vault: VaultUnderTest,
+    tmp_path: Path,
+) -> None:
+    versions = {
+        "card-signing": vault.create_rsa_key("card-signing", versions=3),
+        "token-wrapping": vault.create_rsa_key("token-wrapping", versions=2),
+    }
+    cluster.apply(keybackup("keys", vault.url, keys=list(versions)))
+    cluster.wait_for_phase("keybackup", "keys", "Succeeded")
+    exported = tmp_path / "export"
+    source = ("--kubeconfig", str(control_plane.kubeconfig), "-n", cluster.namespace)
+
+    export = kvbackup("export", "latest", str(exported), *source, "--keybackup", "keys")
+
+    assert export.returncode == 0, export.stderr
+    assert sorted(p.name for p in exported.iterdir()) == [
+        "card-signing.bak",
+        "manifest.json",
+        "token-wrapping.bak",
+    ]
+    [pack] = cluster.secrets("kvbackup.io/keybackup=keys,kvbackup.io/role=artifact")
+    for name in versions:  # the exact bytes backup_key returned, as the Secret holds them
+        assert (exported / f"{name}.bak").read_bytes() == base64.b64decode(pack["data"][name])
+    for name in versions:
+        vault.delete_and_purge(name)
+
+    with vault.client as client:  # the plain SDK, as a person without kvbackup would
+        client.restore_key_backup((exported / "card-signing.bak").read_bytes())
+    assert vault.version_ids("card-signing") == versions["card-signing"]
+
+    target = ("--vault-url", vault.url)
+    preview = kvbackup("restore", str(exported), *target, "--dry-run", env=lowkey.operator_env())
+    assert preview.returncode == 0, preview.stderr
+    assert lines_of(preview) == [
+        "card-signing: WouldSkip (KeyExists) - key card-signing is active; onConflict is Skip",
+        "token-wrapping: WouldRestore (KeyAbsent) - would restore 2 version(s) from the backup",
+        "dry run: would restore 1, recover 0, skip 1, fail 0; no key was changed",
+    ]
+    assert not vault.exists("token-wrapping")
+
+    restore = kvbackup("restore", str(exported), *target, env=lowkey.operator_env())
+
+    assert restore.returncode == 0, restore.stderr
+    assert lines_of(restore) == [
+        "card-signing: Skipped (KeyExists) - key card-signing is active; onConflict is Skip",
+        "token-wrapping: Restored - restored 2 version(s) from the backup",
+        "1 restored, 0 recovered, 1 skipped, 0 failed",
+    ]
+    assert vault.version_ids("token-wrapping") == versions["token-wrapping"]
+
+    vault.delete("token-wrapping")
+    recover = kvbackup(
+        "-o", "json", "restore", str(exported), *target, "--keys", "token-wrapping",
+        env=lowkey.operator_env(),
+    )  # fmt: skip
+    document = json.loads(recover.stdout)
+    assert recover.returncode == 0, recover.stderr
+    assert document["counts"] == {"restored": 0, "recovered": 1, "skipped": 0, "failed": 0}
+    assert [entry["result"] for entry in document["keys"]] == ["Recovered"]
+
+
+@dataclass
+class Storage:
+    """A store of one kind, the kvbackup arguments and environment that reach it, and a
+    way to alter a stored backup behind its manifest's back."""
+
+    store: SnapshotStore
+    arguments: list[str]
+    env: dict[str, str]
+    alter: Callable[[KeyArtifact, bytes], Awaitable[None]]
+
+
+@pytest.fixture(params=["secrets", "blob"])
+def storage(
+    request: pytest.FixtureRequest,
+    control_plane: ControlPlane,
+    namespace: str,
+    azurite: Azurite,
+    container: ContainerClient,
+    api: KubernetesApi,
+    blob_store: BlobSnapshotStore,
+) -> Storage:
+    where = ["-n", namespace, "-b", "payments"]
+    if request.param == "secrets":
+
+        async def alter_entry(artifact: KeyArtifact, data: bytes) -> None:
+            await api.call(
+                "alter a stored backup",
+                api.core.patch_namespaced_secret,
+                artifact.location,
+                namespace,
+                {"data": {artifact.name: base64.b64encode(data).decode()}},
+            )
+
+        return Storage(
+            SecretSnapshotStore(api, pack_size=PACK_SIZE),
+            [*where, "--kubeconfig", str(control_plane.kubeconfig)],
+            {},
+            alter_entry,
+        )
+
+    async def alter_blob(artifact: KeyArtifact, data: bytes) -> None:
+        folder = blob_store.folder(namespace, "payments", COMPLETE)
+        await container.upload_blob(f"{folder}/keys/{artifact.name}", data, overwrite=True)
+
+    blob = ["--account-url", azurite.blob_endpoint, "--container", container.container_name]
+    return Storage(
+        blob_store,
+        [*where, *blob, "--prefix", "backups"],
+        {"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string()},
+        alter_blob,
+    )
+
+
+async def test_snapshots_list_shows_each_snapshot_complete_or_not_newest_first(
+    storage: Storage, namespace: str
+) -> None:
+    store, where, env = storage.store, storage.arguments, storage.env
+    ref = KeyBackupRef(namespace, "payments", "uid-1")
+    await store_snapshot(store, ref, COMPLETE, {"card-signing": b"x" * 100, "tokens": b"y" * 20})
+    # An interrupted run: a key's backup stored, no manifest.
+    await store.write_artifact(ref, INCOMPLETE, "card-signing", os.urandom(PACK_SIZE))
+
+    text = kvbackup("snapshots", "list", *where, env=env)
+    listed = kvbackup("-o", "json", "snapshots", "list", *where, env=env)
+
+    assert text.returncode == 0, text.stderr
+    header, newest, oldest = lines_of(text)
+    assert header.split() == [
+        "SNAPSHOT", "STARTED", "COMPLETED", "KEYS", "FAILED", "BYTES", "COMPLETE"
+    ]  # fmt: skip
+    assert newest.split() == [INCOMPLETE, "2026-11-28T02:00:00Z", "-", "-", "-", "-", "no"]
+    assert oldest.split()[0] == COMPLETE
+    assert oldest.split()[3:] == ["2", "0", "120", "yes"]
+    assert [(s["id"], s["complete"]) for s in json.loads(listed.stdout)["snapshots"]] == [
+        (INCOMPLETE, False),
+        (COMPLETE, True),
+    ]
+
+
+async def test_verify_passes_an_intact_snapshot_and_names_the_key_whose_backup_was_altered(
+    storage: Storage, namespace: str
+) -> None:
+    store, where, env = storage.store, storage.arguments, storage.env
+    ref = KeyBackupRef(namespace, "payments", "uid-1")
+    await store_snapshot(store, ref, COMPLETE, {"card-signing": b"x" * 300, "tokens": b"y" * 20})
+    intact = kvbackup("snapshots", "verify", "latest", *where, env=env)
+    assert intact.returncode == 0, intact.stderr
+    assert lines_of(intact)[-1] == "2 verified, 0 failed"
+
+    manifest = await store.read_manifest(namespace, "payments", COMPLETE)
+    await storage.alter(manifest.artifact("card-signing"), b"z" * 300)  # same size
+
+    altered = kvbackup("-o", "json", "snapshots", "verify", COMPLETE, *where, env=env)
+
+    assert altered.returncode == 1
+    document = json.loads(altered.stdout)
+    assert (document["verified"], document["failed"]) == (1, 1)
+    [failed] = [entry for entry in document["keys"] if entry["result"] == "Failed"]
+    assert (failed["name"], failed["reason"]) == ("card-signing", "IntegrityCheckFailed")
+    text = kvbackup("snapshots", "verify", COMPLETE, *where, env=env)
+    assert text.returncode == 1
+    assert lines_of(text)[0].startswith("card-signing: Failed (IntegrityCheckFailed) - ")
+
+
+async def test_a_snapshot_found_by_its_url_alone_is_verified_and_exported(
+    azurite: Azurite, container: ContainerClient, blob_store: BlobSnapshotStore, tmp_path: Path
+) -> None:
+    ref = KeyBackupRef("payments", "payments-keys", "uid-1")
+    await store_snapshot(blob_store, ref, COMPLETE, {"card-signing": b"x" * 300})
+    url = blob_store.location("payments", "payments-keys", COMPLETE)
+    blob = ["--account-url", azurite.blob_endpoint, "--container", container.container_name]
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string()}
+
+    verified = kvbackup("snapshots", "verify", url, *blob, env=env)
+    exported = kvbackup("export", url, str(tmp_path / "out"), *blob, env=env)
+
+    assert verified.returncode == 0, verified.stderr
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "out" / "card-signing.bak").read_bytes() == b"x" * 300
+
+
+async def test_a_forged_manifest_cannot_make_export_write_outside_its_directory(
+    azurite: Azurite, container: ContainerClient, blob_store: BlobSnapshotStore, tmp_path: Path
+) -> None:
+    ref = KeyBackupRef("payments", "payments-keys", "uid-1")
+    await store_snapshot(blob_store, ref, COMPLETE, {"card-signing": b"x" * 300})
+    folder = f"backups/payments/payments-keys/{COMPLETE}"
+    forged = (await (await container.download_blob(f"{folder}/manifest.json")).readall()).replace(
+        b'"name":"card-signing"', b'"name":"../escaped"'
+    )
+    await container.upload_blob(f"{folder}/manifest.json", forged, overwrite=True)
+    inside = tmp_path / "export" / "inside"
+
+    export = kvbackup(
+        "export", "latest", str(inside),
+        "-n", "payments", "-b", "payments-keys", "--prefix", "backups",
+        "--account-url", azurite.blob_endpoint, "--container", container.container_name,
+        env={"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string()},
+    )  # fmt: skip
+
+    assert export.returncode == 3
+    assert "is not a Key Vault key name" in export.stderr
+    assert not (tmp_path / "export" / "escaped.bak").exists()
+    assert not inside.exists() or not any(inside.iterdir())
+
+
+def test_every_hostile_argument_is_refused_before_anything_is_read(tmp_path: Path) -> None:
+    cases = [
+        ["snapshots", "list", "-n", "payments", "-b", "x,kvbackup.io/role!=manifest"],
+        ["snapshots", "list", "-n", "../other", "-b", "payments-keys"],
+        ["snapshots", "verify", "../../x", "-n", "payments", "-b", "payments-keys"],
+        ["snapshots", "verify", "latest", "-n", "payments", "-b", "k", "--account-url",
+         "http://backups.example.com", "--container", "c1c"],
+        ["snapshots", "verify", "latest", "-n", "payments", "-b", "k", "--account-url",
+         "https://a.blob.core.windows.net", "--container", "c1c", "--prefix", "a/../b"],
+        ["snapshots", "verify", "https://a.blob.core.windows.net/c1c/../x", "--account-url",
+         "https://a.blob.core.windows.net", "--container", "c1c"],
+        ["restore", str(tmp_path), "--vault-url", "https://user@v.vault.azure.net"],
+        ["restore", str(tmp_path), "--vault-url", "https://v.vault.azure.net", "--keys", "a/b"],
+        ["restore", str(tmp_path), "--vault-url", "https://v.vault.azure.net",
+         "--strategy", "RecoverOnly", "--purge-deleted-keys"],
+    ]  # fmt: skip
+    for arguments in cases:
+        result = kvbackup(*arguments)
+
+        assert result.returncode == 2, (arguments, result.stderr)
+        assert result.stderr.startswith("kvbackup: InvalidSpec: "), (arguments, result.stderr)
