@@ -172,6 +172,8 @@ SNAPSHOT_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{4}$")
 
 def object_name(value: Any, path: str, *, pattern: re.Pattern[str] = OBJECT_NAME) -> str:
     """A KeyBackup's (or, with ``NAMESPACE_NAME``, a namespace's) name."""
+    if value is None or value == "":
+        raise InvalidSpecError(f"{path} is required")
     if not isinstance(value, str) or len(value) > 63 or not pattern.match(value):
         raise InvalidSpecError(
             f"{path} must be a Kubernetes name (at most 63 lowercase letters, digits, "
