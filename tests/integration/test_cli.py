@@ -216,7 +216,7 @@ async def test_verify_passes_an_intact_snapshot_and_names_the_key_whose_backup_w
     manifest = await store.read_manifest(namespace, "payments", COMPLETE)
     await storage.alter(manifest.artifact("card-signing"), b"z" * 300)  # same size
 
-    altered = kvbackup("-o", "json", "snapshots", "verify", COMPLETE, *where, env=env)
+    altered = kvbackup("snapshots", "verify", COMPLETE, *where, "-o", "json", env=env)
 
     assert altered.returncode == 1
     document = json.loads(altered.stdout)

@@ -59,6 +59,16 @@ def _storage(arguments: argparse.Namespace) -> StorageOptions:
     )
 
 
+def _output_argument(parser: argparse.ArgumentParser, *, default: str) -> None:
+    parser.add_argument(
+        "--output",
+        "-o",
+        choices=["text", "json"],
+        default=default,
+        help="text, or json for scripts",
+    )
+
+
 SNAPSHOT_HELP = (
     "latest, or a snapshot id; in a container without --keybackup, the snapshot's folder "
     "or URL (as a KeyBackup's status.lastSnapshot.location shows it)"
@@ -73,32 +83,39 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     main.add_argument("--version", action="version", version=f"kvbackup {__version__}")
-    main.add_argument(
-        "--output", "-o", choices=["text", "json"], default="text", help="text, or json for scripts"
-    )
+    _output_argument(main, default="text")
+    # Also after the command (kvbackup restore DIR ... -o json), where a user puts it.
+    output = argparse.ArgumentParser(add_help=False)
+    _output_argument(output, default=argparse.SUPPRESS)
     command = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     snapshots = command.add_parser("snapshots", help="list or verify a KeyBackup's snapshots")
     of_snapshots = snapshots.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = of_snapshots.add_parser(
-        "list", help="id, times, keys, bytes and whether complete, newest first"
+        "list", parents=[output], help="id, times, keys, bytes and whether complete, newest first"
     )
     _storage_arguments(listing)
     verifying = of_snapshots.add_parser(
-        "verify", help="every key's stored backup against the manifest's sha256 and size"
+        "verify",
+        parents=[output],
+        help="every key's stored backup against the manifest's sha256 and size",
     )
     verifying.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
     _storage_arguments(verifying)
 
     exporting = command.add_parser(
-        "export", help="each key's exact backup bytes into DIR/<key>.bak, and manifest.json"
+        "export",
+        parents=[output],
+        help="each key's exact backup bytes into DIR/<key>.bak, and manifest.json",
     )
     exporting.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
     exporting.add_argument("directory", metavar="DIR", type=Path, help="a new or empty directory")
     _storage_arguments(exporting)
 
     restoring = command.add_parser(
-        "restore", help="bring an exported snapshot's keys back, as a KeyRestore does"
+        "restore",
+        parents=[output],
+        help="bring an exported snapshot's keys back, as a KeyRestore does",
     )
     restoring.add_argument("directory", metavar="DIR", type=Path, help="what export wrote")
     restoring.add_argument("--vault-url", required=True, help="the target vault")

@@ -131,6 +131,7 @@ async def restore(
         manifest = opened.manifest
         spec = KeyRestoreSpec(
             vault_url=checked_url,
+            # Where the files came from; the restore reads the files it is given.
             source=SnapshotSource(manifest.keybackup.name, manifest.snapshot_id),
             keys=checked_keys,
             strategy=chosen,
