@@ -99,3 +99,18 @@ def test_a_directory_without_a_manifest_is_not_taken_for_a_snapshot(tmp_path: Pa
         pass
 
     assert missing.value.reason == "SourceNotFound"
+
+
+async def test_a_backup_file_altered_after_the_export_fails_verification_when_read_back(
+    tmp_path: Path,
+) -> None:
+    store = InMemoryStore()
+    manifest = await take_snapshot(store, ("signing", ("s1",)))
+    with export_directory(tmp_path) as target:
+        await export_snapshot(opened(store, manifest), target)
+    (tmp_path / "signing.bak").write_bytes(b"altered")
+
+    with directory_snapshot(tmp_path) as exported, pytest.raises(KvBackupError) as refused:
+        await exported.read_verified(manifest.keys[0])
+
+    assert refused.value.reason == "IntegrityCheckFailed"
