@@ -1,0 +1,108 @@
+"""What a user reads with kubectl: the columns of `kubectl get` and `kubectl explain`."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+
+import pytest
+
+from kvbackup.api.conditions import timestamp
+from tests.integration.conftest import Cluster
+
+pytestmark = pytest.mark.integration
+
+VAULT = "https://myvault.vault.azure.net"
+FIELD_LINE = re.compile(r"^  (\S+)\t<(.+?)>")
+#: Columns are separated by at least two spaces; a header may hold one ("LAST SNAPSHOT").
+HEADER_CELL = re.compile(r"\S+(?: \S+)*")
+#: What kubectl explain prints in place of a missing description.
+NO_DESCRIPTION = {"", "<empty>", "<no description>"}
+
+
+def _columns(listing: str) -> dict[str, str]:
+    """The cells of the one object a `kubectl get` listing shows, by header."""
+    header, row = listing.splitlines()[:2]
+    starts = [(match.group(), match.start()) for match in HEADER_CELL.finditer(header)]
+    ends = [start for _, start in starts[1:]] + [len(row)]
+    return {name: row[start:end].strip() for (name, start), end in zip(starts, ends, strict=True)}
+
+
+def _explained(cluster: Cluster, path: str) -> tuple[str, dict[str, tuple[str, str]]]:
+    """`kubectl explain path`: its own description, and each field's type and description."""
+    # The API server publishes a new CRD's schema some seconds after it is established.
+    cluster.wait_until(
+        f"kubectl explain {path} answers",
+        lambda: cluster.plane.kubectl("explain", path, check=False).returncode == 0,
+        timeout=60,
+    )
+    text = cluster.plane.kubectl("explain", path).stdout
+    description = text.partition("DESCRIPTION:\n")[2].partition("FIELDS:")[0].strip()
+    fields: dict[str, tuple[str, str]] = {}
+    current: str | None = None
+    for line in text.partition("FIELDS:\n")[2].splitlines():
+        if match := FIELD_LINE.match(line):
+            current = match.group(1)
+            fields[current] = (match.group(2), "")
+        elif current is not None and line.startswith("    ") and line.strip():
+            kind, said = fields[current]
+            fields[current] = (kind, f"{said} {line.strip()}".strip())
+    return description, fields
+
+
+def _undescribed(cluster: Cluster, path: str) -> list[str]:
+    """The fields under ``path`` (recursively) that `kubectl explain` shows no description of."""
+    _, fields = _explained(cluster, path)
+    missing = []
+    for name, (kind, description) in fields.items():
+        if description in NO_DESCRIPTION:
+            missing.append(f"{path}.{name}")
+        if kind in {"Object", "[]Object"}:
+            missing += _undescribed(cluster, f"{path}.{name}")
+    return missing
+
+
+@pytest.mark.parametrize("kind", ["keybackup", "keyrestore"])
+def test_kubectl_explain_describes_every_field(cluster: Cluster, kind: str) -> None:
+    assert _explained(cluster, f"{kind}.spec")[0] not in NO_DESCRIPTION
+    assert _undescribed(cluster, kind) == []
+
+
+def test_kubectl_explain_says_the_time_zone_defaults_to_utc(cluster: Cluster) -> None:
+    _, fields = _explained(cluster, "keybackup.spec")
+    assert "Defaults to UTC" in fields["timeZone"][1]
+
+
+def test_kubectl_get_shows_a_future_next_run_as_a_time_and_past_ones_as_ages(
+    cluster: Cluster,
+) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    next_run = timestamp(now + datetime.timedelta(hours=5))
+    cluster.apply(
+        json.dumps(
+            {
+                "apiVersion": "kvbackup.io/v1alpha1",
+                "kind": "KeyBackup",
+                "metadata": {"name": "nightly"},
+                "spec": {"vaultUrl": VAULT, "keys": {"names": ["app-key"]}, "schedule": "@daily"},
+            }
+        )
+    )
+    status = {
+        "phase": "Succeeded",
+        "lastSuccessfulTime": timestamp(now - datetime.timedelta(minutes=3)),
+        "nextScheduleTime": next_run,
+        "lastSnapshot": {"id": "20261128-010203-abcd"},
+    }
+    cluster.plane.kubectl(
+        "patch", "kb", "nightly", "-n", cluster.namespace, "--subresource=status",
+        "--type=merge", "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+
+    cells = _columns(cluster.plane.kubectl("get", "kb", "nightly", "-n", cluster.namespace).stdout)
+
+    assert cells["NEXT RUN"] == next_run
+    assert re.fullmatch(r"3m([0-9]+s)?", cells["LAST SUCCESS"])
+    assert cells["LAST SNAPSHOT"] == "20261128-010203-abcd"
+    assert "<invalid>" not in cells.values()
