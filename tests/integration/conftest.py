@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -178,6 +179,10 @@ def namespace(control_plane: ControlPlane) -> str:
     return name
 
 
+#: `kubectl get` separates columns by two spaces or more; a header may hold one space.
+HEADER_CELL = re.compile(r"\S+(?: \S+)*")
+
+
 class Cluster:
     """What a user does with kubectl, for the tests to read like user actions."""
 
@@ -196,6 +201,15 @@ class Cluster:
     def status(self, kind: str, name: str) -> dict[str, Any]:
         status: dict[str, Any] = self.get(kind, name).get("status") or {}
         return status
+
+    def columns(self, kind: str, name: str) -> dict[str, str]:
+        """The cells `kubectl get` prints for one object, by column header."""
+        header, row = self.plane.kubectl("get", kind, name, "-n", self.namespace).stdout.split(
+            "\n"
+        )[:2]
+        starts = [(match.group(), match.start()) for match in HEADER_CELL.finditer(header)]
+        ends = [start for _, start in starts[1:]] + [len(row)]
+        return {h: row[start:end].strip() for (h, start), end in zip(starts, ends, strict=True)}
 
     def secrets(self, selector: str) -> list[dict[str, Any]]:
         """The Secrets in this namespace that a label selector finds, as kubectl lists them."""

@@ -15,18 +15,8 @@ pytestmark = pytest.mark.integration
 
 VAULT = "https://myvault.vault.azure.net"
 FIELD_LINE = re.compile(r"^  (\S+)\t<(.+?)>")
-#: Columns are separated by at least two spaces; a header may hold one ("LAST SNAPSHOT").
-HEADER_CELL = re.compile(r"\S+(?: \S+)*")
 #: What kubectl explain prints in place of a missing description.
 NO_DESCRIPTION = {"", "<empty>", "<no description>"}
-
-
-def _columns(listing: str) -> dict[str, str]:
-    """The cells of the one object a `kubectl get` listing shows, by header."""
-    header, row = listing.splitlines()[:2]
-    starts = [(match.group(), match.start()) for match in HEADER_CELL.finditer(header)]
-    ends = [start for _, start in starts[1:]] + [len(row)]
-    return {name: row[start:end].strip() for (name, start), end in zip(starts, ends, strict=True)}
 
 
 def _explained(cluster: Cluster, path: str) -> tuple[str, dict[str, tuple[str, str]]]:
@@ -100,7 +90,7 @@ def test_kubectl_get_shows_a_future_next_run_as_a_time_and_past_ones_as_ages(
         "--type=merge", "-p", json.dumps({"status": status}),
     )  # fmt: skip
 
-    cells = _columns(cluster.plane.kubectl("get", "kb", "nightly", "-n", cluster.namespace).stdout)
+    cells = cluster.columns("kb", "nightly")
 
     assert cells["NEXT RUN"] == next_run
     assert re.fullmatch(r"3m([0-9]+s)?", cells["LAST SUCCESS"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -37,8 +38,28 @@ def test_a_scheduled_keybackup_runs_at_each_slot_and_shows_the_next_one(
     )
     status = cluster.status("keybackup", "every-4s")
     assert status["lastScheduleTime"] < status["nextScheduleTime"]
-    columns = cluster.plane.kubectl("get", "kb", "every-4s", "-n", cluster.namespace).stdout
-    assert "NEXT RUN" in columns.splitlines()[0]
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", cluster.columns("kb", "every-4s")["NEXT RUN"]
+    )
+
+
+def test_a_scheduled_keybackup_before_its_first_run_is_scheduled_and_ready(
+    operator: OperatorProcess, cluster: Cluster
+) -> None:
+    cluster.broken_credentials_secret()
+    cluster.apply(_keybackup("nightly", '  schedule: "0 3 * * *"\n  credentials: {name: broken}\n'))
+
+    waited = cluster.plane.kubectl(
+        "wait", "--for=condition=Ready", "kb/nightly", "-n", cluster.namespace, "--timeout=60s",
+        check=False,
+    )  # fmt: skip
+
+    assert waited.returncode == 0, waited.stderr
+    next_run = cluster.status("keybackup", "nightly")["nextScheduleTime"]
+    assert next_run.endswith("T03:00:00Z")
+    assert cluster.ready_condition("keybackup", "nightly")["message"] == f"first run at {next_run}"
+    cells = cluster.columns("kb", "nightly")
+    assert (cells["PHASE"], cells["READY"], cells["NEXT RUN"]) == ("Scheduled", "True", next_run)
 
 
 def test_a_scheduled_keybackup_does_not_run_on_creation_or_on_spec_changes(

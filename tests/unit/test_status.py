@@ -326,6 +326,41 @@ def test_the_next_schedule_time_is_set_or_removed() -> None:
     assert status.schedule_status(None) == {"nextScheduleTime": None}
 
 
+def test_a_scheduled_keybackup_before_its_first_run_is_scheduled_and_ready() -> None:
+    patch = status.schedule_acknowledged({}, 1, SLOT, MOMENT)
+
+    assert patch is not None
+    assert patch["phase"] == "Scheduled"
+    assert patch["nextScheduleTime"] == "2024-05-01T11:00:00Z"
+    (ready,) = patch["conditions"]
+    assert (ready["status"], ready["reason"]) == ("True", "Scheduled")
+    assert ready["message"] == "first run at 2024-05-01T11:00:00Z"
+
+
+def test_a_suspended_keybackup_before_its_first_run_says_what_starts_one() -> None:
+    patch = status.schedule_acknowledged({}, 1, None, MOMENT)
+
+    assert patch is not None
+    (ready,) = patch["conditions"]
+    assert (ready["status"], ready["reason"]) == ("True", "Suspended")
+    assert "kvbackup.io/backup-now" in ready["message"]
+
+
+def test_a_schedule_acknowledged_already_is_not_written_again() -> None:
+    written = status.schedule_acknowledged({}, 1, SLOT, MOMENT)
+    assert written is not None
+
+    assert status.schedule_acknowledged(dict(written), 1, SLOT, LATER) is None
+
+
+def test_a_new_schedule_after_a_run_keeps_the_runs_phase_and_condition() -> None:
+    ran = {"phase": "Failed", "observedGeneration": 1, "conditions": [{"type": "Ready"}]}
+
+    patch = status.schedule_acknowledged(ran, 2, SLOT, MOMENT)
+
+    assert patch == {"observedGeneration": 2, "nextScheduleTime": "2024-05-01T11:00:00Z"}
+
+
 def values(document: Any) -> Iterator[Any]:
     if isinstance(document, dict):
         for value in document.values():

@@ -11,6 +11,8 @@ from kvbackup.api.statuses import ConditionDocument
 
 class Phase(StrEnum):
     PENDING = "Pending"
+    #: A scheduled KeyBackup waiting for its first slot.
+    SCHEDULED = "Scheduled"
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     PARTIALLY_FAILED = "PartiallyFailed"

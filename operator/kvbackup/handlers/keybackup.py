@@ -67,7 +67,7 @@ async def keep_backed_up(runtime: Runtime, watched: Watched) -> None:
 
 async def _acknowledge_schedule(runtime: Runtime, body: kopf.Body, plan: Plan) -> None:
     generation = int(body.meta.get("generation") or 0)
-    patch = status.schedule_acknowledged(body.status, generation, plan.next_slot)
+    patch = status.schedule_acknowledged(body.status, generation, plan.next_slot, runtime.clock())
     if patch is None:
         return
     try:

@@ -101,14 +101,31 @@ def schedule_status(next_slot: datetime.datetime | None) -> KeyBackupStatus:
 
 
 def schedule_acknowledged(
-    existing: Mapping[str, Any], generation: int, next_slot: datetime.datetime | None
+    existing: Mapping[str, Any],
+    generation: int,
+    next_slot: datetime.datetime | None,
+    moment: datetime.datetime,
 ) -> KeyBackupStatus | None:
     """A scheduled KeyBackup's spec change starts no run, but status must reflect it; None
-    when it already does."""
+    when it already does. Before its first run it is Scheduled and Ready, saying when that
+    run comes, so that `kubectl wait --for=condition=Ready` after an apply returns."""
     wanted: KeyBackupStatus = {"observedGeneration": generation} | schedule_status(next_slot)
+    waiting = existing.get("phase") in (None, Phase.SCHEDULED.value)
+    if waiting:
+        wanted["phase"] = Phase.SCHEDULED.value
     if all(existing.get(key) == value for key, value in wanted.items()):
         return None
+    if waiting:
+        condition = Condition(READY, True, *_first_run(next_slot), generation)
+        wanted["conditions"] = _conditions(existing, condition, moment)
     return wanted
+
+
+def _first_run(next_slot: datetime.datetime | None) -> tuple[str, str]:
+    """The reason and message of a KeyBackup waiting for its first scheduled run."""
+    if next_slot is None:
+        return "Suspended", "the schedule is suspended: no run until kvbackup.io/backup-now is set"
+    return "Scheduled", f"first run at {timestamp(next_slot)}"
 
 
 def _failure_event(verdict: Verdict) -> Event:
