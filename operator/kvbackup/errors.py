@@ -79,6 +79,19 @@ class AccessDeniedError(KvBackupError):
     temporary = True
 
 
+class CredentialUnavailableError(KvBackupError):
+    """No Azure identity could be had at all: none is configured where the operator runs
+    (workload identity, managed identity, environment), or its token endpoint does not
+    answer. No service was asked, so nothing was denied.
+
+    Temporary: a managed identity's endpoint may come back, and the operator must not give
+    up on an object for good; the object can also name a credentials Secret instead.
+    """
+
+    reason = "CredentialUnavailable"
+    temporary = True
+
+
 class KeyAccessDeniedError(AccessDeniedError):
     """The vault refused one key to an identity it otherwise serves (403 on a call about
     that key: a role assignment scoped to keys, a key's own policy).

@@ -25,6 +25,20 @@ def http_error(status_code: int) -> HttpResponseError:
     return error
 
 
+def service_refusal(status_code: int) -> ClientAuthenticationError:
+    """What the SDKs raise on a 401 from Key Vault, Storage or Entra ID: it has a status."""
+    error = ClientAuthenticationError(message="bad token")
+    error.status_code = status_code
+    return error
+
+
+#: What DefaultAzureCredential raises when none of its sources gives a token: no status.
+NO_IDENTITY = ClientAuthenticationError(
+    message="DefaultAzureCredential failed to retrieve a token from the included credentials.\n"
+    "Attempted credentials:\n\tManagedIdentityCredential: Cannot connect to host"
+)
+
+
 class ThrottledResponse:
     """The parts of an SDK response that HttpResponseError and the mapping read."""
 
@@ -52,11 +66,18 @@ class ThrottledResponse:
             id="resource-not-found",
         ),
         pytest.param(
-            ClientAuthenticationError(message="bad token"),
+            service_refusal(401),
             errors.AccessDeniedError,
             True,
             "AccessDenied",
             id="client-authentication",
+        ),
+        pytest.param(
+            NO_IDENTITY,
+            errors.CredentialUnavailableError,
+            True,
+            "CredentialUnavailable",
+            id="no-identity",
         ),
         pytest.param(
             ServiceRequestError(message="name resolution failed"),
@@ -83,10 +104,7 @@ def test_an_azure_error_maps_to_its_class_temporariness_and_reason(
         pytest.param(http_error(403), errors.KeyAccessDeniedError, False, id="403"),
         pytest.param(http_error(401), errors.AccessDeniedError, True, id="401"),
         pytest.param(
-            ClientAuthenticationError(message="bad token"),
-            errors.AccessDeniedError,
-            True,
-            id="client-authentication",
+            service_refusal(401), errors.AccessDeniedError, True, id="client-authentication"
         ),
     ],
 )
@@ -98,6 +116,15 @@ def test_only_a_403_about_one_key_refuses_that_key_alone(
     assert type(result) is mapped
     assert result.temporary is temporary
     assert result.reason == "AccessDenied"
+
+
+def test_a_missing_identity_says_on_one_line_what_to_configure() -> None:
+    result = map_azure_error(NO_IDENTITY, "get an Azure token for https://vault.azure.net")
+
+    assert "\n" not in result.message
+    assert "DefaultAzureCredential" not in result.message
+    assert "workload identity" in result.message
+    assert "credentials Secret" in result.message
 
 
 def test_a_throttled_azure_answer_keeps_the_retry_after_header() -> None:

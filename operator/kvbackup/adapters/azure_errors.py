@@ -39,6 +39,14 @@ def _service_message(error: HttpResponseError) -> str:
     return errors.foreign_text(f"HTTP {error.status_code}: {error.reason or 'error'}")
 
 
+#: What to configure when no identity answers, on one line for status and Events.
+NO_IDENTITY = (
+    "the operator has no usable Azure identity: give its pod a workload identity "
+    "(AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE) or a managed identity, "
+    "or name a credentials Secret in the object's spec"
+)
+
+
 def map_azure_error(
     error: Exception, what: str, *, about_one_key: bool = False
 ) -> errors.KvBackupError:
@@ -54,6 +62,10 @@ def map_azure_error(
     if isinstance(error, ResourceExistsError):
         return errors.ConflictError(f"{what}: {_service_message(error)}")
     if isinstance(error, ClientAuthenticationError):
+        if error.status_code is None:
+            # Raised by the credential itself: no token service answered with a refusal
+            # (DefaultAzureCredential found no identity, or its endpoint is unreachable).
+            return errors.CredentialUnavailableError(f"{what}: {NO_IDENTITY}")
         return errors.AccessDeniedError(
             f"{what}: authentication failed: {errors.foreign_text(error.message)}"
         )
@@ -85,11 +97,9 @@ def map_azure_error(
     if isinstance(error, (TimeoutError, ConnectionError)):
         return errors.TransientError(f"{what}: {type(error).__name__}", reason="VaultUnreachable")
     # azure.identity raises CredentialUnavailableError (a ClientAuthenticationError subclass
-    # in most versions); anything else from the identity stack is an authentication problem.
+    # in most versions); anything else from the identity stack means no token either.
     if type(error).__module__.startswith("azure.identity"):
-        return errors.AccessDeniedError(
-            f"{what}: no usable Azure credential: {errors.foreign_text(str(error))}"
-        )
+        return errors.CredentialUnavailableError(f"{what}: {NO_IDENTITY}")
     raise error
 
 
