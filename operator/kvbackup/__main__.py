@@ -11,7 +11,10 @@ def main() -> None:
     settings = Settings.from_env()  # refuse bad settings before connecting anywhere
     import kvbackup.handlers  # noqa: F401  (registers the handlers)
 
-    kopf.configure(verbose=False)
+    # Text lines are prefixed with the object's namespace/name; JSON records carry it
+    # under "object".
+    log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=False, log_format=log_format, log_prefix=None)
     kopf.run(
         clusterwide=not settings.watch_namespaces,
         namespaces=settings.watch_namespaces,

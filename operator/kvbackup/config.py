@@ -47,6 +47,20 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     return value
 
 
+#: The forms the operator's log is written in (KVBACKUP_LOG_FORMAT).
+LOG_FORMATS = ("text", "json")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices``; unset or empty: the first."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise InvalidSpecError(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+    return raw
+
+
 def _hosts(env: Mapping[str, str], default: HostAllowList) -> HostAllowList:
     """The allow-list a variable sets; unset or empty: ``default``, the Azure clouds."""
     raw = env.get(default.setting, "").strip()
@@ -77,6 +91,9 @@ class Settings:
     status_keys_limit: int = 100
     #: Namespaces to watch; empty means the whole cluster.
     watch_namespaces: tuple[str, ...] = ()
+    #: "text": a line per record, naming the object it is about; "json": a JSON document
+    #: per line, the object under "object", for log pipelines.
+    log_format: str = LOG_FORMATS[0]
     #: Port of kopf's liveness endpoint (/healthz); 0 disables it.
     health_port: int = 8080
     #: Which namespaces may use the operator's own identity for which vaults.
@@ -107,6 +124,7 @@ class Settings:
             ),
             status_keys_limit=int(_number(env, "KVBACKUP_STATUS_KEYS_LIMIT", 100, minimum=1)),
             watch_namespaces=namespaces,
+            log_format=_choice(env, "KVBACKUP_LOG_FORMAT", LOG_FORMATS),
             health_port=int(_number(env, "KVBACKUP_HEALTH_PORT", 8080, minimum=0)),
             default_identity_rules=(
                 parse_rules(rules, "KVBACKUP_DEFAULT_IDENTITY_RULES")

@@ -447,6 +447,7 @@ def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path
                 "retryMaxSeconds": 120,
                 "incompleteSnapshotGraceSeconds": 7200,
                 "statusKeysLimit": 20,
+                "logFormat": "json",
                 "healthPort": 9090,
                 "vaultHosts": ["*.vault.azure.net", "vaults.example.internal:8443"],
                 "blobHosts": ["*.blob.core.windows.net"],
@@ -467,6 +468,7 @@ def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path
     assert settings.retry_max_seconds == 120
     assert settings.incomplete_snapshot_grace_seconds == 7200
     assert settings.status_keys_limit == 20
+    assert settings.log_format == "json"
     assert settings.health_port == 9090
     assert str(settings.vault_hosts) == "*.vault.azure.net,vaults.example.internal:8443"
     assert str(settings.blob_hosts) == "*.blob.core.windows.net"

@@ -20,6 +20,7 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
     assert (settings.retry_base_seconds, settings.retry_max_seconds) == (10.0, 600.0)
     assert settings.status_keys_limit == 100
     assert settings.watch_namespaces == ()
+    assert settings.log_format == "text"
     assert settings.health_port == 8080
     assert settings.vault_hosts == DEFAULT_VAULT_HOSTS
     assert settings.blob_hosts == DEFAULT_BLOB_HOSTS
@@ -37,6 +38,7 @@ def test_every_variable_is_parsed_into_its_setting() -> None:
             "KVBACKUP_RETRY_MAX_SECONDS": "30",
             "KVBACKUP_STATUS_KEYS_LIMIT": "20",
             "KVBACKUP_WATCH_NAMESPACES": " team-a, ,team-b ",
+            "KVBACKUP_LOG_FORMAT": " JSON ",
             "KVBACKUP_HEALTH_PORT": "0",
             "KVBACKUP_VAULT_HOSTS": "*.vault.azure.net, localhost:8443",
             "KVBACKUP_BLOB_HOSTS": "127.0.0.1:*",
@@ -53,6 +55,7 @@ def test_every_variable_is_parsed_into_its_setting() -> None:
         retry_max_seconds=30.0,
         status_keys_limit=20,
         watch_namespaces=("team-a", "team-b"),
+        log_format="json",
         health_port=0,
         vault_hosts=HostAllowList.of(
             "KVBACKUP_VAULT_HOSTS", ["*.vault.azure.net", "localhost:8443"]
@@ -67,6 +70,7 @@ def test_every_variable_is_parsed_into_its_setting() -> None:
         pytest.param("KVBACKUP_VERIFY_CHALLENGE_RESOURCE", "maybe", id="not-a-flag"),
         pytest.param("KVBACKUP_MAX_CONCURRENCY", "many", id="not-a-number"),
         pytest.param("KVBACKUP_MAX_CONCURRENCY", "0", id="below-minimum"),
+        pytest.param("KVBACKUP_LOG_FORMAT", "logfmt", id="unknown-log-format"),
         pytest.param("KVBACKUP_VAULT_HOSTS", "*.net", id="too-wide-a-host-pattern"),
         pytest.param("KVBACKUP_BLOB_HOSTS", "https://a.blob.core.windows.net", id="url-not-host"),
         pytest.param("KVBACKUP_BLOB_HOSTS", ",", id="no-host-pattern"),

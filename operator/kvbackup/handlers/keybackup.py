@@ -15,7 +15,7 @@ from kvbackup.api import GROUP, KEYBACKUP_PLURAL, VERSION
 from kvbackup.api.keybackup import DeletionPolicy, KeyBackupRef, parse_spec
 from kvbackup.errors import KvBackupError
 from kvbackup.handlers.loops import Loops, Watched
-from kvbackup.handlers.outcomes import as_kopf_error, post, progress_of, publish
+from kvbackup.handlers.outcomes import RunLog, as_kopf_error, post, progress_of, publish
 from kvbackup.presentation import status
 from kvbackup.presentation.verdicts import judge
 from kvbackup.runtime import Runtime
@@ -86,9 +86,11 @@ async def _attempt(
     existing, moment = dict(body.status), runtime.clock()
     snapshot_id = snapshot_id_for(existing, request, moment)
     write = partial(publish, runtime.kubernetes, KEYBACKUP_PLURAL, body)
+    log = RunLog("backup", body)
     try:
         spec = parse_spec(body.spec)
         await write(status.backup_started(existing, request, snapshot_id, moment))
+        log.started(f"into snapshot {snapshot_id}")
         async with (
             runtime.store(namespace, spec.destination) as store,
             runtime.vault(namespace, spec.vault_url, spec.credentials_secret) as vault,
@@ -108,10 +110,13 @@ async def _attempt(
             )
     except Exception as failure:
         verdict = judge(failure, attempt, runtime.settings)
+        log.failed(verdict)
         await write(status.backup_failed(existing, verdict, request, runtime.clock()))
         return verdict.retry_in
     keys_limit, next_slot = runtime.settings.status_keys_limit, plan.next_slot_after(request)
-    await write(status.backup_finished(existing, report, request, keys_limit, next_slot))
+    finished = status.backup_finished(existing, report, request, keys_limit, next_slot)
+    log.finished(finished)
+    await write(finished)
     return None
 
 

@@ -9,7 +9,7 @@ import kopf
 
 from kvbackup.api import GROUP, KEYRESTORE_PLURAL, VERSION
 from kvbackup.api.keyrestore import parse_spec
-from kvbackup.handlers.outcomes import as_kopf_error, post, progress_of, publish
+from kvbackup.handlers.outcomes import RunLog, as_kopf_error, post, progress_of, publish
 from kvbackup.presentation import status
 from kvbackup.presentation.verdicts import judge
 from kvbackup.runtime import Runtime
@@ -26,6 +26,7 @@ async def restore_keys(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -
     if status.restore_finished_already(existing, generation):
         return
     write = partial(publish, runtime.kubernetes, KEYRESTORE_PLURAL, body)
+    log = RunLog("restore", body)
     try:
         spec = parse_spec(body.spec)
         # A dry run changed nothing, so an interrupted one is simply done again.
@@ -33,6 +34,8 @@ async def restore_keys(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -
         await write(
             status.restore_started(existing, generation, runtime.clock(), dry_run=spec.dry_run)
         )
+        what = "dry run of generation" if spec.dry_run else "generation"
+        log.started(f"{what} {generation}" + (", resuming" if resumed else ""))
         async with opened_snapshot(runtime, namespace, spec.source) as snapshot:
             post(
                 body,
@@ -52,7 +55,10 @@ async def restore_keys(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -
                 )
     except Exception as failure:
         verdict = judge(failure, retry, runtime.settings)
+        log.failed(verdict)
         await write(status.restore_failed(existing, verdict, generation, runtime.clock()))
         raise as_kopf_error(verdict) from failure
     keybackup, keys_limit = snapshot.manifest.keybackup.name, runtime.settings.status_keys_limit
-    await write(status.restore_finished(existing, report, keybackup, generation, keys_limit))
+    finished = status.restore_finished(existing, report, keybackup, generation, keys_limit)
+    log.finished(finished)
+    await write(finished)

@@ -1,10 +1,13 @@
-"""Acting on outcomes: status patches and Events written, verdicts turned into kopf's errors."""
+"""Acting on outcomes: status patches and Events written, run log lines, verdicts turned
+into kopf's errors."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
+from typing import Any
 
 import kopf
 
@@ -16,6 +19,7 @@ from kvbackup.presentation.verdicts import Verdict
 from kvbackup.services.progress import Progress
 
 logger = logging.getLogger(__name__)
+runs_logger = logging.getLogger("kvbackup.runs")
 
 AnyUpdate = Update[KeyBackupStatus] | Update[KeyRestoreStatus]
 
@@ -63,3 +67,42 @@ def progress_of(
             )
 
     return lambda total: Progress(total, sink, asyncio.get_running_loop().time)
+
+
+class RunLog:
+    """A run's start, end and failure, each one log line about the object: the text
+    format prefixes it with namespace/name, the JSON format carries it under "object",
+    with the run's kind, outcome, reason and duration as fields of their own."""
+
+    def __init__(self, run: str, body: kopf.Body) -> None:
+        self._run = run
+        self._ref = {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "namespace": body.meta.namespace,
+            "name": body.meta.name,
+            "uid": body.meta.uid,
+        }
+        self._started = time.monotonic()
+
+    def _log(self, level: int, outcome: str, reason: str, message: str) -> None:
+        fields: dict[str, Any] = {"run": self._run, "outcome": outcome, "reason": reason}
+        if outcome != "started":
+            fields["duration_seconds"] = round(time.monotonic() - self._started, 3)
+            message = f"{reason} after {fields['duration_seconds']:.1f}s: {message}"
+        runs_logger.log(
+            level, f"{self._run} {outcome}: {message}", extra={"k8s_ref": self._ref} | fields
+        )
+
+    def started(self, message: str) -> None:
+        self._started = time.monotonic()
+        self._log(logging.INFO, "started", "Started", message)
+
+    def finished(self, update: AnyUpdate) -> None:
+        """The end of a run, told by the first Event of its final update."""
+        event = update.events[0]
+        level = logging.INFO if event.type == "Normal" else logging.WARNING
+        self._log(level, "finished", event.reason, event.message)
+
+    def failed(self, verdict: Verdict) -> None:
+        self._log(logging.WARNING, "failed", verdict.error.reason, verdict.describe())
