@@ -16,13 +16,15 @@ help:
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@echo "installing the operator and its test tools into $(VENV) (about a minute the first time)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
 # kube-apiserver, kubectl and etcd, built from the Go module proxy and cached in
-# ~/.cache/kvbackup (the first build takes about ten minutes).
+# ~/.cache/kvbackup (the first build takes about ten minutes, and says what it builds on
+# stderr; stdout, the binaries' directory, is not needed here).
 control-plane:
 	bash hack/build-control-plane.sh >/dev/null
 

@@ -9,7 +9,8 @@ ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 CACHE_DIR="${KVBACKUP_CACHE:-$HOME/.cache/kvbackup}"
 BIN_DIR="$CACHE_DIR/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
 
-log() { echo "build-control-plane: $*" >&2; }
+# shellcheck source=hack/lib/progress.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/progress.sh"
 
 build_kubernetes() {
   local work="$CACHE_DIR/src/k8s-$K8S_VERSION"
@@ -60,12 +61,13 @@ GO
 }
 
 mkdir -p "$BIN_DIR"
+# The estimates are from a 2-core machine with an empty Go module cache.
 if [ ! -x "$BIN_DIR/etcd" ]; then
-  log "building etcd $ETCD_VERSION (first run only; takes a few minutes)"
-  build_etcd
+  long_step "building etcd $ETCD_VERSION from the Go module proxy" "about 3 minutes" \
+    "$CACHE_DIR/src/etcd-$ETCD_VERSION.log" build_etcd
 fi
 if [ ! -x "$BIN_DIR/kube-apiserver" ] || [ ! -x "$BIN_DIR/kubectl" ]; then
-  log "building kube-apiserver and kubectl $K8S_VERSION (first run only; takes many minutes)"
-  build_kubernetes
+  long_step "building kube-apiserver and kubectl $K8S_VERSION from the Go module proxy" \
+    "about 10 minutes" "$CACHE_DIR/src/k8s-$K8S_VERSION.log" build_kubernetes
 fi
 echo "$BIN_DIR"

@@ -9,14 +9,15 @@ CACHE_DIR="${KVBACKUP_CACHE:-$HOME/.cache/kvbackup}"
 BIN_DIR="$CACHE_DIR/bin/helm-$HELM_VERSION"
 
 log() { echo "build-helm: $*" >&2; }
+# shellcheck source=hack/lib/progress.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/progress.sh"
 
 built() {
   [ -x "$BIN_DIR/helm" ] &&
     [ "$("$BIN_DIR/helm" version --template '{{.Version}}' 2>/dev/null)" = "$HELM_VERSION" ]
 }
 
-if ! built; then
-  log "building helm $HELM_VERSION (first run only; takes a few minutes)"
+build_helm() {
   mkdir -p "$BIN_DIR"
   # helm's release Makefile stamps its version and the Kubernetes version it assumes
   # (from the client-go it is built with) into the binary; without these, `helm template`
@@ -38,6 +39,12 @@ if ! built; then
   (cd "$tmp" && CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath -ldflags "$ldflags" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2)
   mv -f "$tmp/helm" "$BIN_DIR/helm"
+}
+
+if ! built; then
+  # The estimate is from a 2-core machine with an empty Go module cache.
+  long_step "building helm $HELM_VERSION from the Go module proxy" "about 3 minutes" \
+    "$CACHE_DIR/bin/helm-$HELM_VERSION.log" build_helm
   built || { log "the built helm does not report version $HELM_VERSION"; exit 1; }
 fi
 echo "$BIN_DIR"

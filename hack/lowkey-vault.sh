@@ -17,6 +17,8 @@ source_dir="${LOWKEY_VAULT_SOURCE:-$here/../../shared/lowkey-vault}"
 cache_dir="${KVBACKUP_CACHE:-$HOME/.cache/kvbackup}/lowkey-vault-$LOWKEY_VERSION"
 
 die() { echo "lowkey-vault: $*" >&2; exit 1; }
+# shellcheck source=hack/lib/progress.sh
+source "$here/lib/progress.sh"
 
 java_major() {  # $1: a java executable; prints its major version, 0 when unknown
   "$1" -XshowSettings:properties -version 2>&1 \
@@ -40,13 +42,20 @@ find_jar() {
     echo "$LOWKEY_VAULT_JAR"
     return
   fi
+  local jar="$cache_dir/lowkey-vault-app-$LOWKEY_VERSION.jar"
   if [ -x "$source_dir/build.sh" ]; then
-    "$source_dir/build.sh" || die "building from $source_dir failed (see above)"
+    if [ -s "$jar" ]; then  # built before: build.sh only prints its path
+      "$source_dir/build.sh" || die "finding the jar built from $source_dir failed (see above)"
+    else
+      long_step "building Lowkey Vault $LOWKEY_VERSION from $source_dir with Maven" \
+        "a few minutes" "$cache_dir/build.log" "$source_dir/build.sh" ||
+        die "building from $source_dir failed (see above)"
+    fi
     return
   fi
-  local jar="$cache_dir/lowkey-vault-app-$LOWKEY_VERSION.jar"
   if [ ! -s "$jar" ]; then
     command -v mvn >/dev/null 2>&1 || die "no LOWKEY_VAULT_JAR, no source at $source_dir, and no mvn to fetch it"
+    echo "lowkey-vault: fetching lowkey-vault-app $LOWKEY_VERSION from the Maven registry (first time only, about 20 seconds)" >&2
     mkdir -p "$cache_dir"
     if ! mvn -q -B dependency:copy \
         "-Dartifact=com.github.nagyesta.lowkey-vault:lowkey-vault-app:$LOWKEY_VERSION:jar" \

@@ -13,6 +13,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,11 @@ def install(version: str = AZURITE_VERSION) -> Path:
     executable = prefix / "node_modules" / ".bin" / "azurite-blob"
     if not executable.exists():
         prefix.mkdir(parents=True, exist_ok=True)
+        print(
+            f"installing Azurite {version} from npm into {prefix} (first time only, about 30 s)",
+            file=sys.stderr,
+            flush=True,
+        )
         subprocess.run(
             [
                 "npm",

@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,24 @@ from tests.harness.operator import OperatorProcess, start_operator
 from tests.harness.vault import Vault
 
 
+@contextmanager
+def on_the_terminal(config: pytest.Config) -> Iterator[None]:
+    """What a first-time build says (what it builds, how long it takes, that it is still
+    at it) reaches the terminal instead of pytest's capture, which would hold it back."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is None:
+        yield
+        return
+    with capture.global_and_fixture_disabled():
+        yield
+
+
 @pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = start(tmp_path_factory.mktemp("control-plane"))
+def control_plane(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[ControlPlane]:
+    with on_the_terminal(pytestconfig):
+        plane = start(tmp_path_factory.mktemp("control-plane"))
     try:
         install_crds(plane)
         yield plane
@@ -43,9 +59,12 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
 
 @pytest.fixture(scope="session")
-def lowkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lowkey]:
+def lowkey(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[Lowkey]:
     """One Key Vault emulator for the session; each test gets a vault of its own."""
-    server = lowkey_harness.start(tmp_path_factory.mktemp("lowkey"))
+    with on_the_terminal(pytestconfig):
+        server = lowkey_harness.start(tmp_path_factory.mktemp("lowkey"))
     try:
         yield server
     finally:
@@ -132,8 +151,11 @@ def operator(
 
 
 @pytest.fixture(scope="session")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    server = azurite_harness.start(tmp_path_factory.mktemp("azurite"))
+def azurite(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[Azurite]:
+    with on_the_terminal(pytestconfig):
+        server = azurite_harness.start(tmp_path_factory.mktemp("azurite"))
     try:
         yield server
     finally:

@@ -24,7 +24,7 @@ from kvbackup.config import Settings
 from tests.harness.controlplane import REPO, ControlPlane, free_port
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, emulator_hosts, start_operator
-from tests.integration.conftest import Cluster, VaultUnderTest
+from tests.integration.conftest import Cluster, VaultUnderTest, on_the_terminal
 from tests.integration.objects import keybackup, keyrestore
 
 pytestmark = pytest.mark.integration
@@ -34,13 +34,14 @@ RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "Ro
 
 
 @pytest.fixture(scope="session")
-def helm() -> Path:
-    out = subprocess.run(
-        ["bash", str(REPO / "hack" / "build-helm.sh")],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def helm(pytestconfig: pytest.Config) -> Path:
+    with on_the_terminal(pytestconfig):
+        out = subprocess.run(
+            ["bash", str(REPO / "hack" / "build-helm.sh")],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
     return Path(out.stdout.strip().splitlines()[-1]) / "helm"
 
 
