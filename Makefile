@@ -70,10 +70,10 @@ bench: venv control-plane
 	$(BIN)/python -m tests.harness.bench
 
 demo: venv control-plane
-	bash hack/demo.sh up $(DEMO_DIR)
+	VENV=$(VENV) bash hack/demo.sh up $(DEMO_DIR)
 
 demo-down:
-	bash hack/demo.sh down $(DEMO_DIR)
+	VENV=$(VENV) bash hack/demo.sh down $(DEMO_DIR)
 
 clean: demo-down
 	rm -rf $(VENV) $(DEMO_DIR)

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command="${1:?usage: demo.sh up|down DIR}"
 dir="$(mkdir -p "${2:?usage: demo.sh up|down DIR}" && cd "$2" && pwd)"
-python=".venv/bin/python"
+python="${VENV:-.venv}/bin/python"  # the Makefile passes its VENV
 export KUBECONFIG="$dir/control-plane/kubeconfig"
 namespace=payments
 
@@ -20,6 +20,24 @@ down() {
 
 vault() {  # the plain Azure SDK against the emulator: create, delete-and-purge, versions
   "$python" -m tests.harness.vault "$LOWKEY_VAULT_URL" "$KVBACKUP_CA_BUNDLE" "$@"
+}
+
+wait_ready() {  # $1: kind/name; on a timeout, shows why instead of only "timed out"
+  if ! kubectl wait --for=condition=Ready "$1" -n "$namespace" --timeout=120s; then
+    echo "== $1 is not Ready; its status, and the end of the operator's log:"
+    kubectl get "$1" -n "$namespace" \
+      -o jsonpath='{.status.phase}{"\n"}{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'
+    tail -n 20 "$dir/operator.log"
+    echo
+    look_around
+    exit 1
+  fi
+}
+
+look_around() {
+  echo "Look around:  export KUBECONFIG=$KUBECONFIG PATH=$dir/bin:\$PATH"
+  echo "              kubectl get kb,kr,secrets -n $namespace"
+  echo "Stop it all:  make demo-down"
 }
 
 example() {  # an example manifest, pointed at the emulator instead of Azure
@@ -58,14 +76,14 @@ up() {
   echo "== kubectl apply -f examples/keybackup.yaml, and wait until it is Ready"
   kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   example keybackup.yaml | kubectl apply -f -
-  kubectl wait --for=condition=Ready kb/payments-keys -n "$namespace" --timeout=120s
+  wait_ready kb/payments-keys
 
   echo "== disaster: card-signing is deleted and purged"
   vault delete-and-purge card-signing
 
   echo "== kubectl apply -f examples/keyrestore.yaml, and wait until it is Ready"
   example keyrestore.yaml | kubectl apply -f -
-  kubectl wait --for=condition=Ready kr/payments-keys-restore -n "$namespace" --timeout=120s
+  wait_ready kr/payments-keys-restore
 
   echo "== kubectl get kb,kr -n $namespace"
   kubectl get kb,kr -n "$namespace"
@@ -76,9 +94,7 @@ up() {
   echo "before: $originals"
   echo "after:  $(vault versions card-signing)"
   echo
-  echo "Look around:  export KUBECONFIG=$KUBECONFIG PATH=$dir/bin:\$PATH"
-  echo "              kubectl get kb,kr,secrets -n $namespace"
-  echo "Stop it all:  make demo-down"
+  look_around
 }
 
 "$command"
