@@ -265,6 +265,10 @@ def install_crds(plane: ControlPlane) -> None:
         "crd/keybackups.kvbackup.io",
         "crd/keyrestores.kvbackup.io",
     )
+    # Established is not yet served: for some seconds more, lists answer 429 "storage is
+    # (re)initializing", which an operator started at once logs as errors. kubectl waits
+    # through those answers.
+    plane.kubectl("get", "keybackups,keyrestores", "--all-namespaces", "--request-timeout=60s")
 
 
 def main(argv: list[str]) -> None:
