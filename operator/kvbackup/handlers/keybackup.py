@@ -40,6 +40,20 @@ async def notice_change(type: str, body: kopf.Body, uid: str, memo: kopf.Memo, *
     loops.notice(uid, newest, partial(keep_backed_up, memo.runtime))
 
 
+class _WithoutWatchNoise(logging.Filter):
+    """kopf logs every call of an event handler at INFO, and notice_change is called on
+    each watch event, the operator's own status writes included: a line per write that
+    would bury the run lines (``RunLog``) an admin reads the log for."""
+
+    noise = "Handler 'notice_change' succeeded."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.noise
+
+
+logging.getLogger("kopf.objects").addFilter(_WithoutWatchNoise())
+
+
 async def keep_backed_up(runtime: Runtime, watched: Watched) -> None:
     """Runs a backup whenever one is due, for as long as the object exists."""
     monotonic = asyncio.get_running_loop().time
