@@ -16,6 +16,7 @@ import pytest
 from azure.storage.blob.aio import ContainerClient
 
 from kvbackup.adapters.blob_store import BlobSnapshotStore, container_client
+from kvbackup.adapters.credentials import FailingFast
 from kvbackup.adapters.http import SharedSession
 from kvbackup.api import keybackup, keyrestore
 from kvbackup.api.keybackup import BlobDestination, KeyBackupRef
@@ -72,7 +73,7 @@ async def _identity_store(
         azurite.blob_endpoint,
         container,
         hosts=azurite.blob_hosts,
-        credential=BearerToken(),
+        credential=FailingFast(BearerToken()),  # wrapped as the operator wraps its identity
         http=http,
     )
     try:

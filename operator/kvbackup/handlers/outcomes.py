@@ -95,7 +95,6 @@ class RunLog:
         )
 
     def started(self, message: str) -> None:
-        self._started = time.monotonic()
         self._log(logging.INFO, "started", "Started", message)
 
     def finished(self, update: AnyUpdate) -> None:
