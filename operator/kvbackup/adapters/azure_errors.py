@@ -39,11 +39,13 @@ def _service_message(error: HttpResponseError) -> str:
     return errors.foreign_text(f"HTTP {error.status_code}: {error.reason or 'error'}")
 
 
-#: What to configure when no identity answers, on one line for status and Events.
+#: What to configure when no identity answers, on one line for status, Events and the
+#: command line (which shares the adapters, without objects of its own).
 NO_IDENTITY = (
-    "the operator has no usable Azure identity: give its pod a workload identity "
-    "(AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE) or a managed identity, "
-    "or name a credentials Secret in the object's spec"
+    "no Azure identity is available where this runs: give it a workload identity "
+    "(AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE), a managed identity "
+    "or a service principal (AZURE_CLIENT_SECRET), or name a credentials Secret in the "
+    "object's spec"
 )
 
 
