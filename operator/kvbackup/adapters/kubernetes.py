@@ -13,6 +13,11 @@ from typing import Any, TypeVar, cast
 
 import kubernetes
 import urllib3
+
+# Imported by name, not reached as kubernetes.client.CoreV1Api when the operator connects:
+# the client loads its API classes (and the models they return) lazily, and an import
+# here loads them with the rest of the operator at start, from the image's bytecode.
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from kvbackup import errors
@@ -21,13 +26,13 @@ from kvbackup.api import GROUP, VERSION
 _T = TypeVar("_T")
 
 
-def connect() -> kubernetes.client.ApiClient:
+def connect() -> ApiClient:
     """In-cluster configuration when running in a pod, the kubeconfig otherwise."""
     try:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    return kubernetes.client.ApiClient()
+    return ApiClient()
 
 
 def connect_to(kubeconfig: str | None, context: str | None) -> kubernetes.client.ApiClient:
@@ -104,11 +109,11 @@ KUBERNETES_THREADS = 4
 class KubernetesApi:
     """The few calls the operator makes besides kopf's own: Secrets and status."""
 
-    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+    def __init__(self, client: ApiClient) -> None:
         self._client = client
         self._threads = ThreadPoolExecutor(KUBERNETES_THREADS, thread_name_prefix="kubernetes")
-        self.core = kubernetes.client.CoreV1Api(client)
-        self.custom = kubernetes.client.CustomObjectsApi(client)
+        self.core = CoreV1Api(client)
+        self.custom = CustomObjectsApi(client)
 
     async def call(self, what: str, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         loop = asyncio.get_running_loop()
