@@ -33,22 +33,23 @@ helm:
 	bash hack/build-helm.sh >/dev/null
 
 # The operator image, kvbackup-operator:<version>: with docker where its engine answers,
-# otherwise with buildah on a minimal Debian base (both installed from Debian's packages);
+# otherwise with buildah on minimal Debian bases (both installed from Debian's packages);
 # also writes the SBOM of its Python packages to dist/. Prints the reference and the size.
 image:
 	bash hack/image.sh
 
 # Lints the Dockerfile (hadolint) and replays its install steps without a container engine.
 image-check:
-	bash hack/check-image.sh
+	bash hack/image.sh check
 
-# pip-audit on requirements.lock: fails on a known vulnerability that a release fixes.
+# pip-audit on the locks: fails on a known vulnerability that a release fixes.
 audit:
 	bash hack/image.sh audit
 
-# Regenerates requirements.lock after a change of [project].dependencies.
+# Regenerates requirements.lock and requirements-build.lock (pip-compile, with hashes)
+# after a change of [project].dependencies or [build-system].requires.
 lock:
-	bash hack/check-image.sh lock
+	bash hack/image.sh lock
 
 lint: venv
 	$(BIN)/ruff check .
