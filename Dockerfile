@@ -44,13 +44,14 @@ RUN /opt/venv/bin/pip install --no-deps --no-build-isolation . \
     && /opt/venv/bin/python -c 'import kvbackup.handlers'
 
 # The root file system: the base trimmed to what the operator runs (hack/image_prune.py
-# says what goes and why), the venv and the operator's user. 65532 is the conventional
+# says what goes and why; it keeps bytecode for what `python -m kvbackup` and the
+# `kvbackup` command line import as they start), the venv and the operator's user. 65532 is the conventional
 # "nonroot" id; the chart runs the pod as 65532 too. It needs a name: kopf asks for the
 # user's name at start-up (getpass.getuser) and fails without one.
 FROM ${PYTHON_IMAGE} AS runtime
 COPY --from=builder /opt/venv /opt/venv
 COPY hack/image_prune.py /tmp/
-RUN python3 -I -B /tmp/image_prune.py /opt/venv runpy kvbackup.__main__ kvbackup.handlers \
+RUN python3 -I -B /tmp/image_prune.py /opt/venv runpy kvbackup.__main__ kvbackup.handlers kvbackup.cli \
     && rm /tmp/image_prune.py \
     && echo 'nonroot:x:65532:65532:nonroot:/tmp:/usr/sbin/nologin' >> /etc/passwd \
     && echo 'nonroot:x:65532:' >> /etc/group

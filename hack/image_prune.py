@@ -3,13 +3,13 @@ runtime stage runs it as root, with the venv in place, then deletes it).
 
     python3 -I -B image_prune.py VENV MODULE...
 
-MODULE... are what ``python -m kvbackup`` imports as it starts. What goes:
+MODULE... are what the image's commands import as they start. What goes:
 
 - bytecode of every module those imports do not load, and every optimized (``-O``)
   bytecode file: Python reads bytecode only for what it imports, and the sources stay, so
   a module loaded later still works, and every traceback keeps its source lines. Loaded
-  modules without bytecode get it here (a base may ship none), so the operator's start
-  never compiles anything. The Kubernetes client, whose API and model modules load
+  modules without bytecode get it here (a base may ship none), so a start never
+  compiles anything. The Kubernetes client, whose API and model modules load
   lazily, is most of what this removes;
 - Python's own development tools: the test suite, 2to3, pydoc's topics, distutils,
   ensurepip and venv, IDLE and Tk, and the pip and setuptools wheels ensurepip installs;
@@ -195,7 +195,7 @@ def main(venv: Path, modules: list[str]) -> None:
         f"image_prune: bytecode of {len(loaded)} loaded modules kept ({compiled} compiled "
         f"here); of the rest removed: {megabytes(removed)}"
     )
-    # Everything the operator loads at start still imports, and from bytecode.
+    # Everything loaded at start still imports, and from bytecode.
     _, from_source = code_loaded(python, modules)
     if from_source:
         sys.exit("image_prune: compiled from source at start:\n" + "\n".join(from_source))
