@@ -447,6 +447,10 @@ def test_a_snapshot_path_as_a_folder_or_as_its_location_url_is_accepted(path: st
         pytest.param(f"{ACCOUNT}/acct/other", id="two-segments"),
         pytest.param(f"{ACCOUNT}?comp=list", id="query"),
         pytest.param("http://backups.blob.core.windows.net", id="plain-http"),
+        pytest.param("https://acct.blob.core.windows.net/other", id="path-on-azure"),
+        pytest.param("https://acct.z01.blob.storage.azure.net/other", id="path-on-dns-zone"),
+        pytest.param("https://backups.example.com/other", id="path-on-custom-domain"),
+        pytest.param("https://127.0.0.1.nip.io:10000/acct", id="path-on-lookalike-host"),
     ],
 )
 def test_an_account_url_with_more_than_an_account_name_for_a_path_is_refused(
@@ -508,3 +512,22 @@ def test_the_api_server_bounds_a_name_pattern_as_the_operator_does() -> None:
     )
 
     assert name_pattern["maxLength"] == keybackup.NAME_PATTERN_MAX_LENGTH
+
+
+@pytest.mark.parametrize(
+    "account_url",
+    [
+        "http://127.0.0.1:10000/devstoreaccount1",
+        "https://localhost:10000/devstoreaccount1/",
+        "https://[::1]:10000/devstoreaccount1",
+        "https://backups.blob.core.windows.net",
+        "https://backups.blob.core.windows.net/",
+    ],
+)
+def test_an_account_url_names_an_emulators_account_on_loopback_only(account_url: str) -> None:
+    destination = {"blob": {"accountUrl": account_url, "container": "team-a"}}
+
+    spec = keybackup.parse_spec(backup(destination=destination))
+
+    assert isinstance(spec.destination, keybackup.BlobDestination)
+    assert spec.destination.container.account_url == account_url.rstrip("/")

@@ -63,10 +63,16 @@ def vault_url(value: Any, path: str) -> str:
 
 
 _CONTAINER = re.compile(r"^[a-z0-9](-?[a-z0-9])+$")
-#: An account URL (the CRD's pattern is this text) may have one path segment: the account's
-#: name, as emulators such as Azurite address an account
-#: (``http://127.0.0.1:10000/devstoreaccount1``); anything more would be read as a container.
-ACCOUNT_URL = re.compile(r"^https?://[^/?#]+(/[a-z0-9]{3,24})?/?$")
+#: An account URL (the CRD's pattern is this text) has no path, but on loopback one path
+#: segment: the account's name, as emulators such as Azurite address an account
+#: (``http://127.0.0.1:10000/devstoreaccount1``). Anything more would be read as a
+#: container; and elsewhere the blob SDK drops such a path (``*.blob.core.windows.net``) or
+#: sends it (custom domains, ``*.blob.storage.azure.net``), where Blob Storage reads it as
+#: the container, so ``https://acct.blob.core.windows.net/other`` would reach container
+#: ``other`` while the identity rules and status spoke of another.
+ACCOUNT_URL = re.compile(
+    r"^https?://([^/?#]+|(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?/[a-z0-9]{3,24})/?$"
+)
 
 #: One segment of a folder in a container: letters, digits, '.', '_' and '-', not dots
 #: alone. The blob SDK sends through aiohttp, whose URL parser resolves '.' and '..' before
@@ -104,8 +110,9 @@ def account_url(value: Any, path: str) -> str:
         raise InvalidSpecError(f"{path} is required")
     if not ACCOUNT_URL.fullmatch(value):
         raise InvalidSpecError(
-            f"{path} must be an account's blob endpoint, with no path but the account's name "
-            f"(3-24 lowercase letters or digits), no query and no fragment, not {value!r}"
+            f"{path} must be an account's blob endpoint with no path, query or fragment "
+            "(on loopback, for an emulator, the account's name as its path: 3-24 lowercase "
+            f"letters or digits), not {value!r}"
         )
     require_secure_transport(value, f"{path} ({value!r})")
     return value.rstrip("/")
