@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from kvbackup.api import azure_clouds
 from kvbackup.api.hosts import HostAllowList
-from kvbackup.api.tenancy import ALLOW_ALL, IdentityRule, parse_rules
+from kvbackup.api.tenancy import IdentityRule, parse_rules
 from kvbackup.errors import InvalidSpecError
 from kvbackup.services.workers import DEFAULT_CONCURRENCY
 
@@ -96,8 +96,9 @@ class Settings:
     log_format: str = LOG_FORMATS[0]
     #: Port of kopf's liveness endpoint (/healthz); 0 disables it.
     health_port: int = 8080
-    #: Which namespaces may use the operator's own identity for which vaults.
-    default_identity_rules: tuple[IdentityRule, ...] = ALLOW_ALL
+    #: Which namespaces may use the operator's own identity for which vaults; none by
+    #: default, so that a tenant cannot borrow the operator's reach without the admin's say.
+    default_identity_rules: tuple[IdentityRule, ...] = ()
     #: Hosts that vault URLs may name; every other one is refused before any request.
     vault_hosts: HostAllowList = DEFAULT_VAULT_HOSTS
     #: Hosts that storage account URLs (and connection strings) may name.
@@ -129,7 +130,7 @@ class Settings:
             default_identity_rules=(
                 parse_rules(rules, "KVBACKUP_DEFAULT_IDENTITY_RULES")
                 if (rules := env.get("KVBACKUP_DEFAULT_IDENTITY_RULES", "").strip())
-                else ALLOW_ALL
+                else ()
             ),
             vault_hosts=_hosts(env, DEFAULT_VAULT_HOSTS),
             blob_hosts=_hosts(env, DEFAULT_BLOB_HOSTS),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -32,6 +33,14 @@ def emulator_hosts() -> dict[str, str]:
     domains only) refuse: Lowkey, its per-vault forwarders, the fault proxy and Azurite
     all listen on 127.0.0.1, on ports chosen when they start."""
     return {"KVBACKUP_VAULT_HOSTS": "127.0.0.1:*", "KVBACKUP_BLOB_HOSTS": "127.0.0.1:*"}
+
+
+def single_tenant_identity() -> dict[str, str]:
+    """Lets every namespace use the operator's own identity for every vault and container,
+    as a single-tenant cluster's admin would (the operator's default allows none): the
+    tests' namespaces are made per test. Tests of the rules set their own."""
+    rule = {"namespaces": ["*"], "vaultUrls": ["*"], "blobUrls": ["*"]}
+    return {"KVBACKUP_DEFAULT_IDENTITY_RULES": json.dumps([rule])}
 
 
 @dataclass
@@ -88,6 +97,7 @@ def start_operator(
         "KVBACKUP_RETRY_MAX_SECONDS": "4",
         **loopback_only_azure_env(),
         **emulator_hosts(),
+        **single_tenant_identity(),
         **(extra_env or {}),
     }
     process = subprocess.Popen(

@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
+from kvbackup.api.tenancy import IdentityRule
 from kvbackup.config import Settings
+from kvbackup.services.tenancy import blob_allowed, vault_allowed
 from tests.harness.controlplane import REPO, ControlPlane, free_port
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, emulator_hosts, start_operator
@@ -474,13 +476,41 @@ def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path
     assert str(settings.vault_hosts) == "*.vault.azure.net,vaults.example.internal:8443"
     assert str(settings.blob_hosts) == "*.blob.core.windows.net"
     rules = settings.default_identity_rules
-    assert [(r.namespaces, r.vault_urls) for r in rules] == [
+    assert [(r.namespaces, tuple(p.text for p in r.vault_urls)) for r in rules] == [
+        (("ops",), ("*",)),  # the release's own namespace, by default
         (("team-a",), ("https://a.vault.azure.net",)),
         (("team-*",), ("https://shared-*.vault.azure.net",)),
     ]
 
     defaults = Settings.from_env(deployment_env(render(helm, "ops", {})))
-    assert defaults == Settings()  # the chart's defaults are the operator's defaults
+    # The chart's defaults are the operator's, but for the release's own namespace, whose
+    # objects may use the operator's identity.
+    assert defaults == Settings(default_identity_rules=defaults.default_identity_rules)
+
+
+def _identity_rules(helm: Path, values: dict[str, Any]) -> tuple[IdentityRule, ...]:
+    return Settings.from_env(deployment_env(render(helm, "ops", values))).default_identity_rules
+
+
+def test_by_default_only_the_release_namespace_may_use_the_operators_identity(
+    helm: Path,
+) -> None:
+    rules = _identity_rules(helm, {})
+
+    assert vault_allowed(rules, "ops", "https://any.vault.azure.net")
+    assert blob_allowed(rules, "ops", "https://acct.blob.core.windows.net", "c")
+    assert not vault_allowed(rules, "team-a", "https://any.vault.azure.net")
+    assert not blob_allowed(rules, "team-a", "https://acct.blob.core.windows.net", "c")
+    assert _identity_rules(helm, {"defaultIdentity": {"releaseNamespace": False}}) == ()
+
+
+def test_one_value_lets_every_namespace_of_a_single_tenant_cluster_use_the_identity(
+    helm: Path,
+) -> None:
+    rules = _identity_rules(helm, {"defaultIdentity": {"allNamespaces": True}})
+
+    assert vault_allowed(rules, "team-a", "https://any.vault.azure.net")
+    assert blob_allowed(rules, "team-a", "https://acct.blob.core.windows.net", "c")
 
 
 def _value_paths(values: Any, schema: dict[str, Any], prefix: str = "") -> Iterator[str]:
@@ -538,7 +568,10 @@ def test_the_cluster_wide_operator_works_under_the_charts_rbac_without_forbidden
     tmp_path: Path,
 ) -> None:
     release = unique_release()
-    documents = render(helm, namespace, {}, release=release)
+    # The tests' objects live in namespaces of their own: the single-tenant opt-in.
+    documents = render(
+        helm, namespace, {"defaultIdentity": {"allNamespaces": True}}, release=release
+    )
     apply_rbac(control_plane, documents)
     kubeconfig = service_account_kubeconfig(
         control_plane, namespace, release + "-kvbackup-operator", tmp_path / "kubeconfig"
@@ -570,7 +603,15 @@ def test_a_namespaced_operator_works_in_its_namespaces_and_cannot_read_secrets_e
 ) -> None:
     release = unique_release()
     team_a, team_b = own_namespace(control_plane, "team-a"), own_namespace(control_plane, "team-b")
-    documents = render(helm, namespace, {"watchNamespaces": [team_a]}, release=release)
+    documents = render(
+        helm,
+        namespace,
+        {
+            "watchNamespaces": [team_a],
+            "defaultIdentity": {"rules": [{"namespaces": [team_a], "vaultUrls": ["*"]}]},
+        },
+        release=release,
+    )
     apply_rbac(control_plane, documents)
     account = f"system:serviceaccount:{namespace}:{release}-kvbackup-operator"
 

@@ -28,7 +28,7 @@ import pytest
 
 from tests.harness.controlplane import REPO, ControlPlane, free_port
 from tests.harness.lowkey import Lowkey
-from tests.harness.operator import OperatorProcess, emulator_hosts
+from tests.harness.operator import OperatorProcess, emulator_hosts, single_tenant_identity
 from tests.integration.conftest import Cluster, VaultUnderTest
 from tests.integration.objects import keybackup, keyrestore
 
@@ -354,6 +354,7 @@ def test_the_images_operator_backs_up_and_restores_a_three_version_key_as_uid_65
         **lowkey.operator_env(),
         "KVBACKUP_CA_BUNDLE": f"{CA_BUNDLE_DIR}/ca.crt",
         **emulator_hosts(),
+        **single_tenant_identity(),
     }
     log = tmp_path / "operator.log"
     command = image.enter(

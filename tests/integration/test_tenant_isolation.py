@@ -143,3 +143,53 @@ def test_a_keyrestore_cannot_reference_another_namespace(
     assert result.returncode != 0
     assert f'unknown field "{field}"' in result.stderr
     assert 'unknown field "spec.credentials.namespace"' in result.stderr
+
+
+def test_without_rules_the_identity_is_refused_with_the_rule_that_would_allow_it(
+    control_plane: ControlPlane,
+    vault: VaultUnderTest,
+    lowkey: Lowkey,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    cluster = Cluster(control_plane, f"tenant-c-{uuid.uuid4().hex[:8]}")
+    control_plane.kubectl("create", "namespace", cluster.namespace)
+    logs = tmp_path_factory.mktemp("no-rules")
+    settings = {"KVBACKUP_WATCH_NAMESPACES": cluster.namespace, **lowkey.operator_env()}
+    vault.create_rsa_key("app-key")
+    # An empty setting is the operator's default, as when it is not set at all.
+    unset = start_operator(
+        control_plane.kubeconfig,
+        logs / "unset.log",
+        {**settings, "KVBACKUP_DEFAULT_IDENTITY_RULES": ""},
+    )
+    try:
+        cluster.apply(keybackup("keys", vault.url, keys=["app-key"]))
+        cluster.wait_until(
+            "the KeyBackup is refused by the identity rules",
+            lambda: cluster.ready_condition("keybackup", "keys").get("reason")
+            == "IdentityNotAllowed",
+        )
+    finally:
+        unset.stop()
+    message = cluster.ready_condition("keybackup", "keys")["message"]
+    rule = {"namespaces": [cluster.namespace], "vaultUrls": [vault.url]}
+    assert f"add the rule {json.dumps(rule)} to KVBACKUP_DEFAULT_IDENTITY_RULES" in message
+    (event,) = [e for e in cluster.events_for("keys") if e["reason"] == "IdentityNotAllowed"]
+    assert event["type"] == "Warning"
+    assert json.dumps(rule) in event["message"]
+    assert cluster.secrets("kvbackup.io/keybackup=keys") == []
+
+    # The admin adds exactly that rule; the next run is allowed.
+    allowed = start_operator(
+        control_plane.kubeconfig,
+        logs / "allowed.log",
+        {**settings, "KVBACKUP_DEFAULT_IDENTITY_RULES": json.dumps([rule])},
+    )
+    try:
+        control_plane.kubectl(
+            "annotate", "kb", "keys", "-n", cluster.namespace, "kvbackup.io/backup-now=1"
+        )
+        status = cluster.wait_for_phase("keybackup", "keys", "Succeeded")
+    finally:
+        allowed.stop()
+    assert [key["name"] for key in status["keys"]] == ["app-key"]

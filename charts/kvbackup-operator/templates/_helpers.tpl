@@ -75,3 +75,17 @@ go into the ClusterRole (whole cluster) or into one Role per watched namespace.
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
 {{- end }}
+
+{{/* KVBACKUP_DEFAULT_IDENTITY_RULES: the switches' rules, then the listed ones. */}}
+{{- define "kvbackup.identityRules" -}}
+{{- $everything := dict "vaultUrls" (list "*") "blobUrls" (list "*") -}}
+{{- $rules := list -}}
+{{- if .Values.defaultIdentity.allNamespaces -}}
+{{- $rules = append $rules (merge (dict "namespaces" (list "*")) $everything) -}}
+{{- end -}}
+{{- if .Values.defaultIdentity.releaseNamespace -}}
+{{- $rules = append $rules (merge (dict "namespaces" (list .Release.Namespace)) $everything) -}}
+{{- end -}}
+{{- $rules = concat $rules .Values.defaultIdentity.rules -}}
+{{- if $rules }}{{ toJson $rules }}{{ else }}[]{{ end -}}
+{{- end -}}

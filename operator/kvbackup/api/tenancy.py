@@ -4,10 +4,44 @@ for which vaults and blob containers. Parsed from KVBACKUP_DEFAULT_IDENTITY_RULE
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from kvbackup.errors import InvalidSpecError
+
+#: What one ``*`` in a URL pattern stands for: characters within one DNS label, port or
+#: path segment, never a separator. fnmatch's ``*`` also matched ``.`` and ``/``, so
+#: ``https://team-a-*`` reached ``https://team-a-x.vault.azure.net.evil.com`` and
+#: ``https://acct.blob.core.windows.net/team-*`` any folder of any container.
+_WITHIN_ONE_PART = r"[^./:@?#\[\]\\]*"
+#: A URL pattern of its own: ``*`` alone, or an http(s) URL.
+_URL_PATTERN = re.compile(r"^\*$|^https?://.+")
+
+
+@dataclass(frozen=True)
+class UrlPattern:
+    """``*`` (every URL), or a URL in which each ``*`` stands for part of one host label,
+    the port or one path segment. Case and a trailing slash do not matter."""
+
+    text: str
+    _regex: re.Pattern[str] = field(repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> UrlPattern:
+        if not _URL_PATTERN.match(text):
+            raise InvalidSpecError(
+                f"{where}: {text!r} must be * or a URL such as https://team-a-*.vault.azure.net"
+            )
+        normalised = text.lower().rstrip("/")
+        if normalised == "*":
+            return cls(text, re.compile(r".*", re.DOTALL))
+        parts = re.split(r"(\*)", normalised)
+        regex = "".join(_WITHIN_ONE_PART if part == "*" else re.escape(part) for part in parts)
+        return cls(text, re.compile(regex))
+
+    def matches(self, url: str) -> bool:
+        return self._regex.fullmatch(url.lower().rstrip("/")) is not None
 
 
 @dataclass(frozen=True)
@@ -17,17 +51,23 @@ class IdentityRule:
     ``blob_urls``."""
 
     namespaces: tuple[str, ...]
-    vault_urls: tuple[str, ...]
-    blob_urls: tuple[str, ...] = ()
+    vault_urls: tuple[UrlPattern, ...]
+    blob_urls: tuple[UrlPattern, ...] = ()
 
-    def allows(self, namespace: str, url: str, patterns: tuple[str, ...]) -> bool:
+    def allows(self, namespace: str, url: str, patterns: tuple[UrlPattern, ...]) -> bool:
         return any(fnmatchcase(namespace, pattern) for pattern in self.namespaces) and any(
-            fnmatchcase(url.lower().rstrip("/"), pattern.lower().rstrip("/"))
-            for pattern in patterns
+            pattern.matches(url) for pattern in patterns
         )
 
 
-ALLOW_ALL = (IdentityRule(("*",), ("*",), ("*",)),)
+def _listed(value: object, where: str) -> list[object]:
+    if not isinstance(value, list):
+        raise TypeError(f"{where} must be a list")
+    return value
+
+
+def _patterns(texts: object, where: str) -> tuple[UrlPattern, ...]:
+    return tuple(UrlPattern.parse(str(text), where) for text in _listed(texts, where))
 
 
 def parse_rules(text: str, source: str) -> tuple[IdentityRule, ...]:
@@ -38,13 +78,27 @@ def parse_rules(text: str, source: str) -> tuple[IdentityRule, ...]:
             raise ValueError("expected a list of rules")
         return tuple(
             IdentityRule(
-                namespaces=tuple(str(n) for n in rule["namespaces"]),
-                vault_urls=tuple(str(u) for u in rule.get("vaultUrls", [])),
-                blob_urls=tuple(str(u) for u in rule.get("blobUrls", [])),
+                namespaces=tuple(str(n) for n in _listed(rule["namespaces"], "namespaces")),
+                vault_urls=_patterns(rule.get("vaultUrls", []), "vaultUrls"),
+                blob_urls=_patterns(rule.get("blobUrls", []), "blobUrls"),
             )
             for rule in document
         )
+    except InvalidSpecError as error:
+        raise InvalidSpecError(f"{source}: {error.message}") from None
     except (ValueError, KeyError, TypeError) as error:
         raise InvalidSpecError(
             f"{source} must be a JSON list of {{namespaces: [...], vaultUrls: [...]}}: {error}"
         ) from None
+
+
+def rule_allowing(namespace: str, *, vault_url: str = "", blob_url: str = "") -> str:
+    """The JSON of the one rule that would allow ``namespace`` this vault or container,
+    as a refusal quotes it for the admin to add."""
+    return json.dumps(
+        {
+            "namespaces": [namespace],
+            "vaultUrls": [vault_url] if vault_url else [],
+            **({"blobUrls": [blob_url]} if blob_url else {}),
+        }
+    )
