@@ -166,8 +166,9 @@ def test_without_rules_the_identity_is_refused_with_the_rule_that_would_allow_it
         cluster.apply(keybackup("keys", vault.url, keys=["app-key"]))
         cluster.wait_until(
             "the KeyBackup is refused by the identity rules",
-            lambda: cluster.ready_condition("keybackup", "keys").get("reason")
-            == "IdentityNotAllowed",
+            lambda: (
+                cluster.ready_condition("keybackup", "keys").get("reason") == "IdentityNotAllowed"
+            ),
         )
     finally:
         unset.stop()

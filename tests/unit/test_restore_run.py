@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
+
 from kvbackup.api.conditions import Phase
 from kvbackup.api.keyrestore import OnConflict, Strategy
-from kvbackup.errors import KeyAccessDeniedError
+from kvbackup.errors import KeyAccessDeniedError, TransientError
+from kvbackup.services.journal import RestoreJournal
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
 from kvbackup.services.ports import KeyState
 from kvbackup.services.restore import run_restore
@@ -247,3 +250,79 @@ async def test_a_first_attempt_skips_an_active_key_even_with_the_snapshots_versi
     report = await run_restore(restore_spec(), opened(store, manifest), target, clock=clock)
 
     assert results(report.keys) == [("signing", KeyResult.SKIPPED, "KeyExists")]
+
+
+@pytest.mark.parametrize(
+    ("on_conflict", "conflict"),
+    [
+        pytest.param(OnConflict.SKIP, KeyResult.SKIPPED, id="onConflict Skip"),
+        pytest.param(OnConflict.FAIL, KeyResult.FAILED, id="onConflict Fail"),
+    ],
+)
+async def test_a_restore_attempted_again_reports_each_key_as_the_interrupted_attempt_left_it(
+    on_conflict: OnConflict, conflict: KeyResult
+) -> None:
+    store, target = InMemoryStore(), InMemoryVault()
+    manifest = await take_snapshot(
+        store, ("absent", ("a1",)), ("deleted", ("d1",)), ("intact", ("i1",)), ("last", ("l1",))
+    )
+    target.add("deleted", versions=("d1",), deleted=True)
+    target.add("intact", versions=("i1",))  # never lost: the snapshot's very versions
+    target.fail("restore_key", "last", TransientError("vault unreachable"))
+    spec, journal = restore_spec(on_conflict=on_conflict), RestoreJournal()
+    with pytest.raises(TransientError):
+        await run_restore(
+            spec, opened(store, manifest), target, journal=journal, concurrency=1, clock=clock
+        )
+
+    target.failures.clear()
+    target.calls.clear()
+    carried = RestoreJournal(snapshot_id=journal.snapshot_id, carried=journal.encoded())
+    report = await run_restore(
+        spec, opened(store, manifest), target, resumed=True, journal=carried, clock=clock
+    )
+
+    assert results(report.keys) == [
+        ("absent", KeyResult.RESTORED, "Restored"),
+        ("deleted", KeyResult.RECOVERED, "Recovered"),
+        ("intact", conflict, "KeyExists"),
+        ("last", KeyResult.RESTORED, "Restored"),
+    ]
+    assert report.keys[1].versions == ("d1",)
+    # Keys restored or recovered before cost no change to the vault this time.
+    changed = {name for operation, name in target.calls if operation != "list_versions"}
+    assert "last" in changed
+    assert not {"absent", "deleted"} & changed
+
+
+async def test_a_key_that_failed_is_tried_again_by_the_next_attempt() -> None:
+    store, target = InMemoryStore(), InMemoryVault()
+    manifest = await take_snapshot(store, SIGNING, ENCRYPTION)
+    target.fail("restore_key", "signing", KeyAccessDeniedError("not this key"))
+    target.fail("restore_key", "encryption", TransientError("vault unreachable"))
+    journal = RestoreJournal()
+    with pytest.raises(TransientError):
+        await run_restore(
+            restore_spec(),
+            opened(store, manifest),
+            target,
+            journal=journal,
+            concurrency=1,
+            clock=clock,
+        )
+
+    target.failures.clear()
+    carried = RestoreJournal(snapshot_id=journal.snapshot_id, carried=journal.encoded())
+    report = await run_restore(
+        restore_spec(),
+        opened(store, manifest),
+        target,
+        resumed=True,
+        journal=carried,
+        clock=clock,
+    )
+
+    assert results(report.keys) == [
+        ("signing", KeyResult.RESTORED, "Restored"),
+        ("encryption", KeyResult.RESTORED, "Restored"),
+    ]

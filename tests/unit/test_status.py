@@ -18,6 +18,7 @@ from kvbackup.errors import AccessDeniedError, InvalidSpecError, TransientError
 from kvbackup.presentation import status
 from kvbackup.presentation.verdicts import Verdict
 from kvbackup.services.backup import BackupReport, KeptSnapshot, run_backup
+from kvbackup.services.journal import RestoreJournal
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
 from kvbackup.services.restore import RestoreReport, run_restore
 from kvbackup.services.snapshot import Manifest
@@ -104,12 +105,39 @@ def test_a_finished_restore_is_ready_only_when_it_succeeded(
 def test_a_restore_started_again_for_the_same_generation_resumes_its_interrupted_attempt() -> None:
     first = status.restore_started({}, 2, MOMENT, dry_run=False).status
     assert not status.restore_resumes({}, 2)
-    assert first["activeRun"] == {"generation": 2, "startTime": timestamp(MOMENT)}
+    # A merge patch: what an attempt at another generation left is removed.
+    assert first["activeRun"] == {
+        "generation": 2,
+        "startTime": timestamp(MOMENT),
+        "keysDone": None,
+        "keysTotal": None,
+        "snapshotId": None,
+        "keyResults": None,
+    }
 
     assert status.restore_resumes(first, 2)
     assert not status.restore_resumes(first, 3)  # a new spec starts afresh
     again = status.restore_started(first, 2, LATER, dry_run=False).status
     assert again["activeRun"] == {"generation": 2, "startTime": timestamp(MOMENT)}
+
+
+def test_a_temporary_failure_leaves_each_keys_result_for_the_next_attempt() -> None:
+    journal = RestoreJournal()
+    journal.begin(SNAPSHOT_ID, 3)
+    journal.record(1, KeyResult.RESTORED)
+    running = status.restore_started({}, 2, MOMENT).status
+    failed = status.restore_failed(
+        running, Verdict(TransientError("down"), 20.0), 2, MOMENT, journal
+    ).status
+    attempt = {**(running.get("activeRun") or {}), **(failed.get("activeRun") or {})}
+    merged = {**running, "activeRun": attempt}
+    carried = status.restore_journal(merged, 2)
+    carried.begin(SNAPSHOT_ID, 3)
+
+    assert [carried.earlier(i) for i in range(3)] == [None, KeyResult.RESTORED, None]
+    final = status.restore_failed(running, Verdict(TransientError("x"), None), 2, MOMENT, journal)
+    assert final.status["activeRun"] is None
+    assert status.restore_journal(running, 3).snapshot_id == ""  # another generation
 
 
 def test_a_finished_restore_has_no_attempt_left_to_resume() -> None:
@@ -287,7 +315,9 @@ def test_a_failed_retention_is_told_in_an_event_and_the_backup_still_succeeds() 
 def test_each_outcome_is_told_in_one_event_with_the_conditions_message() -> None:
     backup = status.backup_finished({}, backup_report(STORED, LOST), BY_GENERATION, 100, None)
     restore = status.restore_finished({}, restore_report(RESTORED), "nightly", 2, 100)
-    failed = status.restore_failed({}, Verdict(TransientError("down"), 20.0), 2, MOMENT)
+    failed = status.restore_failed(
+        {}, Verdict(TransientError("down"), 20.0), 2, MOMENT, RestoreJournal()
+    )
 
     assert [(e.type, e.reason) for e in backup.events] == [("Warning", "BackupPartiallyFailed")]
     assert backup.events[0].message == ready(backup.status)["message"]

@@ -95,8 +95,12 @@ class RestoreAttempt(TypedDict, total=False):
     generation: int
     startTime: str
     #: How far the attempt has come, updated every few seconds.
-    keysDone: int
-    keysTotal: int
+    keysDone: int | None
+    keysTotal: int | None
+    #: What each key came to so far, for the next attempt (see services/journal.py),
+    #: and the snapshot it is of.
+    snapshotId: str | None
+    keyResults: str | None
 
 
 class RestoreSource(TypedDict):

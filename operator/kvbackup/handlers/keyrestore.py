@@ -27,6 +27,7 @@ async def restore_keys(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -
         return
     write = partial(publish, runtime.kubernetes, KEYRESTORE_PLURAL, body)
     log = RunLog("restore", body)
+    journal = status.restore_journal(existing, generation)
     try:
         spec = parse_spec(body.spec)
         # A dry run changed nothing, so an interrupted one is simply done again.
@@ -48,15 +49,20 @@ async def restore_keys(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -
                     vault,
                     clock=runtime.clock,
                     resumed=resumed,
+                    journal=journal,
                     concurrency=runtime.settings.max_concurrency,
                     progress=progress_of(
-                        runtime.kubernetes, KEYRESTORE_PLURAL, body, status.restore_progress
+                        runtime.kubernetes,
+                        KEYRESTORE_PLURAL,
+                        body,
+                        partial(status.restore_progress, journal=journal),
                     ),
                 )
     except Exception as failure:
         verdict = judge(failure, retry, runtime.settings)
         log.failed(verdict)
-        await write(status.restore_failed(existing, verdict, generation, runtime.clock()))
+        now = runtime.clock()
+        await write(status.restore_failed(existing, verdict, generation, now, journal))
         raise as_kopf_error(verdict) from failure
     keybackup, keys_limit = snapshot.manifest.keybackup.name, runtime.settings.status_keys_limit
     finished = status.restore_finished(existing, report, keybackup, generation, keys_limit)

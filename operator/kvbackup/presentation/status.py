@@ -19,11 +19,13 @@ from kvbackup.api.statuses import (
     ConditionDocument,
     KeyBackupStatus,
     KeyRestoreStatus,
+    RestoreAttempt,
     SnapshotSummary,
 )
 from kvbackup.presentation.outcomes import count, key_entries, restore_counts, restore_summary
 from kvbackup.presentation.verdicts import Verdict
 from kvbackup.services.backup import BackupReport, KeptSnapshot
+from kvbackup.services.journal import RestoreJournal
 from kvbackup.services.outcomes import KeyResult
 from kvbackup.services.restore import RestoreReport
 from kvbackup.services.triggers import RunRequest
@@ -237,6 +239,23 @@ def restore_resumes(existing: Mapping[str, Any], generation: int) -> bool:
     return bool((existing.get("activeRun") or {}).get("generation") == generation)
 
 
+def restore_journal(existing: Mapping[str, Any], generation: int) -> RestoreJournal:
+    """What each key came to in the interrupted attempt at this generation, if any."""
+    if not restore_resumes(existing, generation):
+        return RestoreJournal()
+    attempt = existing["activeRun"]
+    return RestoreJournal(
+        snapshot_id=str(attempt.get("snapshotId") or ""),
+        carried=str(attempt.get("keyResults") or ""),
+    )
+
+
+def _journal_fields(journal: RestoreJournal) -> RestoreAttempt:
+    if not journal.begun:  # this attempt got no further than the earlier one
+        return {}
+    return {"snapshotId": journal.snapshot_id, "keyResults": journal.encoded()}
+
+
 def restore_finished_already(existing: Mapping[str, Any], generation: int) -> bool:
     """Whether this generation was restored already: a restart must not redo it."""
     done = {Phase.SUCCEEDED.value, Phase.PARTIALLY_FAILED.value}
@@ -247,22 +266,25 @@ def restore_started(
     existing: Mapping[str, Any], generation: int, moment: datetime.datetime, *, dry_run: bool
 ) -> Update[KeyRestoreStatus]:
     started = timestamp(moment)
+    attempt: RestoreAttempt = {"generation": generation, "startTime": started}
     if restore_resumes(existing, generation):
-        started = existing["activeRun"].get("startTime", started)
+        attempt["startTime"] = started = existing["activeRun"].get("startTime", started)
+    else:  # nothing of an attempt at another generation carries over
+        attempt |= {"keysDone": None, "keysTotal": None, "snapshotId": None, "keyResults": None}
     doing = "dry run: reading the snapshot and the vault" if dry_run else "restoring keys"
     condition = Condition(READY, False, "Running", doing, generation)
     return Update(
         {
             "phase": Phase.RUNNING.value,
             "startTime": started,
-            "activeRun": {"generation": generation, "startTime": started},
+            "activeRun": attempt,
             "conditions": _conditions(existing, condition, moment),
         }
     )
 
 
-def restore_progress(done: int, total: int) -> Update[KeyRestoreStatus]:
-    return Update({"activeRun": {"keysDone": done, "keysTotal": total}})
+def restore_progress(done: int, total: int, journal: RestoreJournal) -> Update[KeyRestoreStatus]:
+    return Update({"activeRun": {"keysDone": done, "keysTotal": total} | _journal_fields(journal)})
 
 
 def restore_source_opened(snapshot_id: str, *, dry_run: bool) -> Event:
@@ -308,13 +330,20 @@ def restore_finished(
 
 
 def restore_failed(
-    existing: Mapping[str, Any], verdict: Verdict, generation: int, moment: datetime.datetime
+    existing: Mapping[str, Any],
+    verdict: Verdict,
+    generation: int,
+    moment: datetime.datetime,
+    journal: RestoreJournal,
 ) -> Update[KeyRestoreStatus]:
-    """A restore that could not finish; a final verdict ends this generation."""
+    """A restore that could not finish; a final verdict ends this generation, and any other
+    leaves what each key came to for the next attempt."""
     phase, conditions = _failed(existing, verdict, generation, moment)
     status: KeyRestoreStatus = {"phase": phase, "conditions": conditions}
     if verdict.final:
         status |= {"observedGeneration": generation, "activeRun": None}
+    elif journal_fields := _journal_fields(journal):
+        status["activeRun"] = journal_fields
     return Update(status, (_failure_event(verdict),))
 
 

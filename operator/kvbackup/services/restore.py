@@ -20,6 +20,7 @@ from kvbackup.api.keyrestore import (
     Strategy,
 )
 from kvbackup.errors import ConflictError, KvBackupError, MissingReferenceError
+from kvbackup.services.journal import RestoreJournal
 from kvbackup.services.outcomes import KeyOutcome, KeyResult, phase_of
 from kvbackup.services.ports import (
     Clock,
@@ -216,6 +217,7 @@ async def run_restore(
     *,
     clock: Clock,
     resumed: bool = False,
+    journal: RestoreJournal | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[int], Progress] | None = None,
 ) -> RestoreReport:
@@ -223,10 +225,17 @@ async def run_restore(
 
     With ``spec.dry_run``, only read: every key gets the decision a real run would take,
     told as ``Would...``, and the vault is left as it was.
+
+    ``journal`` holds what each key came to in earlier attempts, and records this one's:
+    a key restored, recovered or skipped before is reported so without a call to the vault.
     """
     start = clock()
     manifest = snapshot.manifest
     names = list(spec.keys) if spec.keys else [artifact.name for artifact in manifest.keys]
+    journal = journal if journal is not None else RestoreJournal()
+    if not spec.dry_run:  # a dry run changes nothing, so it has nothing to carry over
+        journal.begin(manifest.snapshot_id, len(names))
+    places = {name: index for index, name in enumerate(names)}
 
     def restored(name: str, artifact: KeyArtifact) -> KeyOutcome:
         # A restore brings back exactly the versions the backup holds.
@@ -238,7 +247,8 @@ async def run_restore(
             message=f"restored {_from_backup(artifact)}",
         )
 
-    async def bring_back(name: str) -> KeyOutcome:
+    async def bring_back(name: str, *, unrecorded: bool) -> KeyOutcome:
+        """``unrecorded``: no attempt recorded what this key came to."""
         artifact = manifest.artifact(name)  # a key the snapshot lacks fails before the vault
         if spec.strategy is not Strategy.RECOVER_ONLY:
             # Most restores go into a vault that lacks the key, where restoring at once is
@@ -251,7 +261,9 @@ async def run_restore(
             except KvBackupError as refusal:
                 if refusal.temporary:
                     raise
-        decision = await _assess(spec, vault, artifact, resumed=resumed)
+        # An interrupted attempt may have restored a key without recording it (the key it
+        # was working on when the error came, or the last seconds before a crash).
+        decision = await _assess(spec, vault, artifact, resumed=resumed and unrecorded)
         if decision.action is Action.ALREADY_RESTORED:
             return KeyOutcome(
                 name,
@@ -289,7 +301,29 @@ async def run_restore(
             ) from None
         return restored(name, artifact)
 
-    work = partial(_preview_key, spec, snapshot, vault) if spec.dry_run else bring_back
+    async def carried(name: str, result: KeyResult) -> KeyOutcome:
+        artifact = manifest.artifact(name)
+        if result is KeyResult.RESTORED:
+            message = f"restored {len(artifact.versions)} version(s) by an earlier attempt"
+            return KeyOutcome(name, result, artifact.versions, reason="Restored", message=message)
+        if result is KeyResult.RECOVERED:
+            versions = await vault.list_versions(name)
+            message = "recovered the soft-deleted key in an earlier attempt"
+            return KeyOutcome(name, result, versions, reason="Recovered", message=message)
+        skip = decide(spec, name, KeyState.ACTIVE)
+        return KeyOutcome(name, result, reason=skip.reason, message=skip.message)
+
+    async def once(name: str) -> KeyOutcome:
+        place = places[name]
+        earlier = journal.earlier(place)
+        if earlier is not None and earlier is not KeyResult.FAILED:
+            return await carried(name, earlier)
+        # A key that failed is tried again: it may have been a key-scoped refusal since lifted.
+        outcome = await bring_back(name, unrecorded=earlier is None)
+        journal.record(place, outcome.result)
+        return outcome
+
+    work = partial(_preview_key, spec, snapshot, vault) if spec.dry_run else once
     tracker = progress(len(names)) if progress else None
     outcomes = await for_each_key(
         names, work, concurrency=concurrency, on_done=tracker.key_done if tracker else None
