@@ -10,8 +10,12 @@ import pytest
 from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api.keybackup import KeyBackupRef
 from tests.harness.controlplane import free_port
+from tests.harness.fault_proxy import FaultProxy, Faults
+from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess
+from tests.harness.vault import Vault
 from tests.integration.conftest import Cluster, store_snapshot
+from tests.integration.objects import keybackup
 
 pytestmark = pytest.mark.integration
 
@@ -162,3 +166,28 @@ def test_a_retain_keybackup_carries_no_finalizer_so_it_never_blocks_deletion(
             == ["kvbackup.io/finalizer"]
         ),
     )
+
+
+KEYS_IN_FLIGHT = [f"key-{i:03d}" for i in range(150)]
+
+
+def test_a_delete_policy_keybackup_deleted_midway_through_a_run_leaves_no_secret(
+    operator: OperatorProcess, cluster: Cluster, lowkey: Lowkey, proxy: FaultProxy
+) -> None:
+    Vault(proxy.url, lowkey.certificate).create_ec_keys(KEYS_IN_FLIGHT)
+    # Each call slowed: the run lasts long enough to write packs of keys as it goes.
+    proxy.set_faults(Faults(latency_seconds=0.3))
+    cluster.apply(keybackup("midway", proxy.url, deletionPolicy="Delete"))
+    cluster.wait_until(
+        "the run has written a pack of keys",
+        lambda: bool(cluster.secrets("kvbackup.io/keybackup=midway,kvbackup.io/role=artifact")),
+        timeout=90,
+        interval=0.2,
+    )
+    assert cluster.status("keybackup", "midway")["phase"] == "Running"
+
+    cluster.plane.kubectl("delete", "kb", "midway", "-n", cluster.namespace, "--wait=true")
+    time.sleep(5)  # long enough for a write still on its way to land
+
+    assert cluster.secrets("kvbackup.io/keybackup=midway") == []
+    assert cluster.event_count("midway", "BackupsDeleted") == 1

@@ -30,6 +30,7 @@ from azure.storage.blob import ContentSettings, StorageErrorCode
 from azure.storage.blob.aio import BlobPrefix, ContainerClient
 
 from kvbackup.adapters.azure_errors import azure_errors
+from kvbackup.adapters.completion import to_completion
 from kvbackup.adapters.http import SharedSession
 from kvbackup.adapters.proxies import proxies_for
 from kvbackup.api.fields import require_secure_transport
@@ -330,12 +331,14 @@ class BlobSnapshotStore:
     ) -> None:
         # overwrite: redoing an interrupted run replaces its own blobs instead of failing.
         with self._errors(f"write blob {self._url}/{name}"):
-            await self._container.upload_blob(
-                name,
-                data,
-                overwrite=True,
-                content_settings=ContentSettings(content_type=content_type),
-                metadata=metadata,
+            await to_completion(
+                self._container.upload_blob(
+                    name,
+                    data,
+                    overwrite=True,
+                    content_settings=ContentSettings(content_type=content_type),
+                    metadata=metadata,
+                )
             )
 
     async def _download(self, name: str) -> bytes:

@@ -21,6 +21,7 @@ from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from kvbackup import errors
+from kvbackup.adapters.completion import to_completion
 from kvbackup.api import GROUP, VERSION
 
 _T = TypeVar("_T")
@@ -118,7 +119,9 @@ class KubernetesApi:
     async def call(self, what: str, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         loop = asyncio.get_running_loop()
         with kubernetes_errors(what):
-            return await loop.run_in_executor(self._threads, partial(function, *args, **kwargs))
+            return await to_completion(
+                loop.run_in_executor(self._threads, partial(function, *args, **kwargs))
+            )
 
     async def list_secrets(
         self, what: str, namespace: str, label_selector: str, *, page_size: int | None = None

@@ -34,7 +34,8 @@ DELETE_ATTEMPTS = 10
 async def notice_change(type: str, body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
     loops: Loops = memo.backup_loops
     if type == "DELETED" or body.meta.get("deletionTimestamp"):
-        loops.forget(uid)
+        # Before delete_backups lists what to delete: no write of the run may come after.
+        await loops.forget(uid)
         return
     newest = kopf.Body(cast(kopf.RawBody, copy.deepcopy(dict(body))))
     loops.notice(uid, newest, partial(keep_backed_up, memo.runtime))

@@ -47,10 +47,13 @@ class Loops:
         task.add_done_callback(_report_crash)
         self._tasks[uid] = (watched, task)
 
-    def forget(self, uid: str) -> None:
+    async def forget(self, uid: str) -> None:
+        """Stop the object's loop, and wait until it has ended: the run it was in is
+        cancelled, and the writes that run had started have landed."""
         running = self._tasks.pop(uid, None)
         if running is not None:
             running[1].cancel()
+            await asyncio.gather(running[1], return_exceptions=True)
 
     async def close(self) -> None:
         tasks = [task for _, task in self._tasks.values()]
