@@ -30,7 +30,7 @@ MATCH = "in body should match"
 
 def _with(spec: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     """``spec`` with the field at dotted ``path`` set to ``value`` (None: removed)."""
-    changed = json.loads(json.dumps(spec))
+    changed: dict[str, Any] = json.loads(json.dumps(spec))
     *parents, last = path.split(".")
     node = changed
     for part in parents:
@@ -128,7 +128,12 @@ REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
     ("KeyBackup", "timeZone", backup("timeZone", "Z" * 65), "64"),
     ("KeyBackup", "suspend", backup("suspend", "yes"), "must be of type boolean"),
     ("KeyBackup", "retention", backup("retention", 14), "must be of type object"),
-    ("KeyBackup", "retention.keepLast", backup("retention", {"keepLast": 0}), "greater than or equal to 1"),
+    (
+        "KeyBackup",
+        "retention.keepLast",
+        backup("retention", {"keepLast": 0}),
+        "greater than or equal to 1",
+    ),
     ("KeyBackup", "retention.maxAge", backup("retention", {"maxAge": "30 days"}), MATCH),
     ("KeyBackup", "retention.maxAge", backup("retention", {"maxAge": "d"}), "at least 2"),
     ("KeyBackup", "deletionPolicy", backup("deletionPolicy", "Keep"), '"Retain", "Delete"'),

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from kvbackup.errors import InvalidSpecError
 
@@ -41,11 +41,18 @@ def required_str(body: Mapping[str, Any], key: str, path: str) -> str:
     return value
 
 
+def _split(url: str, what: str) -> SplitResult:
+    try:
+        return urlsplit(url)
+    except ValueError as error:  # e.g. an unclosed "[" of an IPv6 address
+        raise InvalidSpecError(f"{what} is not a URL: {error}") from None
+
+
 def vault_url(value: Any, path: str) -> str:
     """The vault's base URL, normalised to ``https://host[:port]`` without a trailing slash."""
     if not isinstance(value, str) or not value:
         raise InvalidSpecError(f"{path} is required")
-    parts = urlsplit(value)
+    parts = _split(value, f"{path} ({value!r})")
     if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/"):
         raise InvalidSpecError(
             f"{path} must be a vault URL such as https://myvault.vault.azure.net, not {value!r}"
@@ -95,7 +102,7 @@ _FOLDER_RULE = (
 def require_secure_transport(url: str, what: str) -> None:
     """https, or plain http to an emulator on loopback: backup bytes and credentials must not
     cross a network in clear text, however the endpoint was given."""
-    parts = urlsplit(url)
+    parts = _split(url, what)
     loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
     if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
         raise InvalidSpecError(

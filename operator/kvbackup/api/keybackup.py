@@ -136,6 +136,7 @@ class KeyBackupRef:
 
 def parse_spec(spec: Mapping[str, Any]) -> KeyBackupSpec:
     """Validate a KeyBackup spec; every refusal names the field at fault."""
+    spec = fields.mapping(spec, "spec")
     return KeyBackupSpec(
         vault_url=fields.vault_url(spec.get("vaultUrl"), "spec.vaultUrl"),
         keys=_parse_keys(fields.mapping(spec.get("keys"), "spec.keys")),

@@ -63,6 +63,8 @@ class KeyRestoreSpec:
 
 
 def parse_spec(spec: Mapping[str, Any]) -> KeyRestoreSpec:
+    """Validate a KeyRestore spec; every refusal names the field at fault."""
+    spec = fields.mapping(spec, "spec")
     raw_keys = spec.get("keys")
     keys = None if raw_keys is None else fields.key_names(raw_keys, "spec.keys")
     return KeyRestoreSpec(
