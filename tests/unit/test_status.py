@@ -125,7 +125,7 @@ def test_a_temporary_failure_leaves_each_keys_result_for_the_next_attempt() -> N
     journal = RestoreJournal()
     journal.begin(SNAPSHOT_ID, 3)
     journal.record(1, KeyResult.RESTORED)
-    running = status.restore_started({}, 2, MOMENT).status
+    running = status.restore_started({}, 2, MOMENT, dry_run=False).status
     failed = status.restore_failed(
         running, Verdict(TransientError("down"), 20.0), 2, MOMENT, journal
     ).status
