@@ -542,6 +542,10 @@ def test_the_schema_refuses_unknown_values_and_a_second_replica(helm: Path) -> N
         ({"metrics": {"enabled": True}}, "additional properties 'metrics' not allowed"),
         ({"replicaCount": 2}, "value must be one of 0, 1"),
         ({"defaultIdentity": {"rules": [{"namespaces": ["a"]}]}}, "vaultUrls"),
+        (
+            {"defaultIdentity": {"rules": [{"namespaces": ["a"], "vaultUrls": ["a-*.vault"]}]}},
+            "does not match pattern",
+        ),
         ({"settings": {"maxConcurrency": 0}}, "maxConcurrency"),
     ):
         result = subprocess.run(
