@@ -344,6 +344,7 @@ REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
     ("KeyRestore", "strategy", _restore(strategy="Whatever"), '"Auto", "RestoreOnly"'),
     ("KeyRestore", "onConflict", _restore(onConflict="Overwrite"), '"Skip", "Fail"'),
     ("KeyRestore", "purgeDeletedKeys", _restore(purgeDeletedKeys="true"), "of type boolean"),
+    ("KeyRestore", "dryRun", _restore(dryRun="true"), "of type boolean"),
     (
         "KeyRestore",
         "purgeDeletedKeys",
