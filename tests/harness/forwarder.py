@@ -4,6 +4,9 @@ Lowkey finds a vault by the host:port a request names, and only 127.0.0.1 and lo
 resolve here, so one emulator serves many vaults when each vault has its own port. A
 forwarder relays bytes unchanged (TLS passes through end to end) and counts the
 connections it accepts, which is how tests see how many connections a client opens.
+While held (``Forwarders.hold``), it keeps back every large chunk a client sends (the
+body of a large write, such as a pack of keys) until it is released: a write then stays
+on its way for as long as a test needs, while small requests (a listing) pass.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _CHUNK = 65536
+#: A chunk at least this large from a client is part of a large request body.
+LARGE_CHUNK = 16384
 
 
 @dataclass
@@ -26,14 +31,25 @@ class Forwarder:
     accepted: int = 0
     open: int = 0
     peak_open: int = 0
+    #: Large chunks from clients kept back so far (see ``Forwarders.hold``).
+    held: int = 0
+    #: Cleared while large chunks from clients are kept back.
+    _flowing: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _server: asyncio.Server | None = field(default=None, repr=False)
     _relays: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
     _writers: set[asyncio.StreamWriter] = field(default_factory=set, repr=False)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    holder: Forwarder | None = None,
+) -> None:
     with contextlib.suppress(ConnectionError, OSError):
         while chunk := await reader.read(_CHUNK):
+            if holder is not None and not holder._flowing.is_set() and len(chunk) >= LARGE_CHUNK:
+                holder.held += 1
+                await holder._flowing.wait()
             writer.write(chunk)
             await writer.drain()
     with contextlib.suppress(ConnectionError, OSError, RuntimeError):
@@ -61,6 +77,7 @@ class Forwarders:
 
     async def _open(self, target_port: int) -> Forwarder:
         forwarder = Forwarder(0, target_port)
+        forwarder._flowing.set()
 
         async def relay(client_reader: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
@@ -79,7 +96,9 @@ class Forwarders:
                 forwarder.open -= 1
                 return
             forwarder._writers.add(upstream)
-            await asyncio.gather(_pipe(client_reader, upstream), _pipe(upstream_reader, client))
+            await asyncio.gather(
+                _pipe(client_reader, upstream, forwarder), _pipe(upstream_reader, client)
+            )
             forwarder._writers.difference_update((client, upstream))
             forwarder.open -= 1
 
@@ -88,6 +107,13 @@ class Forwarders:
         forwarder._server = server
         self._forwarders.append(forwarder)
         return forwarder
+
+    def hold(self, forwarder: Forwarder) -> None:
+        """From now on, keep back every large chunk a client sends until ``release``."""
+        self._loop.call_soon_threadsafe(forwarder._flowing.clear)
+
+    def release(self, forwarder: Forwarder) -> None:
+        self._loop.call_soon_threadsafe(forwarder._flowing.set)
 
     def close(self, forwarder: Forwarder) -> None:
         self._run(self._close(forwarder))

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
 from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api.keybackup import KeyBackupRef
-from tests.harness.controlplane import free_port
+from tests.harness.controlplane import ControlPlane, free_port
 from tests.harness.fault_proxy import FaultProxy, Faults
+from tests.harness.forwarder import Forwarders
 from tests.harness.lowkey import Lowkey
-from tests.harness.operator import OperatorProcess
+from tests.harness.operator import OperatorProcess, start_operator
 from tests.harness.vault import Vault
 from tests.integration.conftest import Cluster, store_snapshot
 from tests.integration.objects import keybackup
@@ -168,26 +171,56 @@ def test_a_retain_keybackup_carries_no_finalizer_so_it_never_blocks_deletion(
     )
 
 
-KEYS_IN_FLIGHT = [f"key-{i:03d}" for i in range(150)]
+KEYS_IN_FLIGHT = [f"key-{i:03d}" for i in range(60)]
 
 
-def test_a_delete_policy_keybackup_deleted_midway_through_a_run_leaves_no_secret(
-    operator: OperatorProcess, cluster: Cluster, lowkey: Lowkey, proxy: FaultProxy
+def test_a_delete_policy_keybackup_deleted_while_its_run_writes_leaves_no_secret(
+    control_plane: ControlPlane,
+    lowkey: Lowkey,
+    proxy: FaultProxy,
+    forwarders: Forwarders,
+    tmp_path: Path,
 ) -> None:
-    Vault(proxy.url, lowkey.certificate).create_ec_keys(KEYS_IN_FLIGHT)
-    # Each call slowed: the run lasts long enough to write packs of keys as it goes.
-    proxy.set_faults(Faults(latency_seconds=0.3))
-    cluster.apply(keybackup("midway", proxy.url, deletionPolicy="Delete"))
-    cluster.wait_until(
-        "the run has written a pack of keys",
-        lambda: bool(cluster.secrets("kvbackup.io/keybackup=midway,kvbackup.io/role=artifact")),
-        timeout=90,
-        interval=0.2,
+    cluster = Cluster(control_plane, f"deleted-{uuid.uuid4().hex[:8]}")
+    control_plane.kubectl("create", "namespace", cluster.namespace)
+    # The operator reaches the API server through a forwarder that can keep a write on its
+    # way: a pack of keys the run is writing when the KeyBackup is deleted.
+    api = forwarders.open(int(control_plane.server.rsplit(":", 1)[1]))
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        control_plane.kubeconfig.read_text().replace(
+            control_plane.server, f"https://127.0.0.1:{api.port}"
+        )
     )
-    assert cluster.status("keybackup", "midway")["phase"] == "Running"
-
-    cluster.plane.kubectl("delete", "kb", "midway", "-n", cluster.namespace, "--wait=true")
-    time.sleep(5)  # long enough for a write still on its way to land
+    Vault(proxy.url, lowkey.certificate).create_ec_keys(KEYS_IN_FLIGHT)
+    proxy.set_faults(Faults(latency_seconds=0.2))  # the run takes a few pack intervals
+    operator = start_operator(
+        kubeconfig,
+        tmp_path / "operator.log",
+        {"KVBACKUP_WATCH_NAMESPACES": cluster.namespace, **lowkey.operator_env()},
+    )
+    try:
+        forwarders.hold(api)
+        cluster.apply(keybackup("midway", proxy.url, deletionPolicy="Delete"))
+        cluster.wait_until("a pack of keys is on its way", lambda: api.held > 0, timeout=90)
+        control_plane.kubectl("delete", "kb", "midway", "-n", cluster.namespace, "--wait=false")
+        time.sleep(3)  # time enough to list the snapshots and let the object go
+        forwarders.release(api)
+        cluster.wait_until(
+            "the KeyBackup is gone",
+            lambda: (
+                control_plane.kubectl(
+                    "get", "kb", "midway", "-n", cluster.namespace, check=False
+                ).returncode
+                != 0
+            ),
+            timeout=60,
+        )
+        time.sleep(2)
+    finally:
+        forwarders.release(api)
+        operator.stop()
+        forwarders.close(api)
 
     assert cluster.secrets("kvbackup.io/keybackup=midway") == []
     assert cluster.event_count("midway", "BackupsDeleted") == 1
