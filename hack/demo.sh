@@ -66,7 +66,7 @@ up() {
   # The emulator listens on loopback, which the default host allow-list (Azure's domains
   # only) refuses: the demo allows it, as a user adds an emulator. No namespace may use the
   # operator's own identity unless a rule says so: the demo's namespace may, for its vault.
-  KVBACKUP_VAULT_HOSTS='127.0.0.1:*' KVBACKUP_HEALTH_PORT=0 KVBACKUP_RETRY_BASE_SECONDS=5 \
+  KVBACKUP_VAULT_HOSTS='127.0.0.1:*' KVBACKUP_HEALTH_PORT=0 KVBACKUP_METRICS_PORT=0 KVBACKUP_RETRY_BASE_SECONDS=5 \
     KVBACKUP_DEFAULT_IDENTITY_RULES="[{\"namespaces\": [\"$namespace\"], \"vaultUrls\": [\"$LOWKEY_VAULT_URL\"]}]" \
     nohup "$python" -m kvbackup >"$dir/operator.log" 2>&1 &
   echo $! >"$dir/operator.pid"

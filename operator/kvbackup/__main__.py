@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import kopf
 
+from kvbackup.adapters.metrics import OperatorMetrics
 from kvbackup.config import Settings
 
 
 def main() -> None:
     settings = Settings.from_env()  # refuse bad settings before connecting anywhere
+    metrics = OperatorMetrics()
+    if settings.metrics_port:
+        try:
+            metrics.serve(settings.metrics_port)
+        except OSError as error:
+            raise SystemExit(
+                f"KVBACKUP_METRICS_PORT={settings.metrics_port}: cannot serve metrics: {error}"
+            ) from None
     import kvbackup.handlers  # noqa: F401  (registers the handlers)
 
     # Text lines are prefixed with the object's namespace/name; JSON records carry it
@@ -19,6 +28,7 @@ def main() -> None:
         clusterwide=not settings.watch_namespaces,
         namespaces=settings.watch_namespaces,
         standalone=True,
+        memo=kopf.Memo(metrics=metrics),
         liveness_endpoint=(
             f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
         ),

@@ -96,6 +96,8 @@ class Settings:
     log_format: str = LOG_FORMATS[0]
     #: Port of kopf's liveness endpoint (/healthz); 0 disables it.
     health_port: int = 8080
+    #: Port of the Prometheus endpoint (/metrics); 0 disables it.
+    metrics_port: int = 8081
     #: Which namespaces may use the operator's own identity for which vaults; none by
     #: default, so that a tenant cannot borrow the operator's reach without the admin's say.
     default_identity_rules: tuple[IdentityRule, ...] = ()
@@ -107,6 +109,13 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        health_port = int(_number(env, "KVBACKUP_HEALTH_PORT", 8080, minimum=0))
+        metrics_port = int(_number(env, "KVBACKUP_METRICS_PORT", 8081, minimum=0))
+        if metrics_port and metrics_port == health_port:
+            raise InvalidSpecError(
+                f"KVBACKUP_METRICS_PORT and KVBACKUP_HEALTH_PORT are both {metrics_port}: "
+                "each endpoint needs a port of its own"
+            )
         namespaces = tuple(
             ns.strip() for ns in env.get("KVBACKUP_WATCH_NAMESPACES", "").split(",") if ns.strip()
         )
@@ -126,7 +135,8 @@ class Settings:
             status_keys_limit=int(_number(env, "KVBACKUP_STATUS_KEYS_LIMIT", 100, minimum=1)),
             watch_namespaces=namespaces,
             log_format=_choice(env, "KVBACKUP_LOG_FORMAT", LOG_FORMATS),
-            health_port=int(_number(env, "KVBACKUP_HEALTH_PORT", 8080, minimum=0)),
+            health_port=health_port,
+            metrics_port=metrics_port,
             default_identity_rules=(
                 parse_rules(rules, "KVBACKUP_DEFAULT_IDENTITY_RULES")
                 if (rules := env.get("KVBACKUP_DEFAULT_IDENTITY_RULES", "").strip())

@@ -16,6 +16,7 @@ from kvbackup.adapters.blob_store import BlobSnapshotStore, container_client
 from kvbackup.adapters.http import SharedSession
 from kvbackup.adapters.keyvault import KeyVaultClients
 from kvbackup.adapters.kubernetes import KubernetesApi, connect
+from kvbackup.adapters.metrics import OperatorMetrics
 from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api import KEYBACKUP_PLURAL
 from kvbackup.api.fields import BlobContainer
@@ -39,18 +40,20 @@ class Runtime:
     kubernetes: KubernetesApi
     vaults: KeyVaultClients
     default_credential: AsyncTokenCredential
+    metrics: OperatorMetrics
     #: What every blob container client sends through.
     blob_http: SharedSession = field(default_factory=SharedSession)
     clock: Clock = field(default=utc_now)
 
     @classmethod
-    def create(cls, settings: Settings) -> Runtime:
+    def create(cls, settings: Settings, metrics: OperatorMetrics) -> Runtime:
         api = KubernetesApi(connect())
         return cls(
             settings=settings,
             kubernetes=api,
-            vaults=KeyVaultClients(settings),
+            vaults=KeyVaultClients(settings, metrics),
             default_credential=credentials.default_credential(),
+            metrics=metrics,
         )
 
     async def _secret_data(self, namespace: str, name: str) -> dict[str, bytes]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.harness.controlplane import free_port
+from tests.harness.metrics import Samples, scrape
 
 
 def loopback_only_azure_env() -> dict[str, str]:
@@ -48,6 +49,11 @@ class OperatorProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     health_port: int
+    #: 0 when the operator serves no metrics.
+    metrics_port: int = 0
+
+    def metrics(self) -> Samples:
+        return scrape(self.metrics_port)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -88,11 +94,12 @@ class OperatorProcess:
 def start_operator(
     kubeconfig: Path, log_path: Path, extra_env: dict[str, str] | None = None
 ) -> OperatorProcess:
-    health_port = free_port()
+    health_port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
         "KVBACKUP_HEALTH_PORT": str(health_port),
+        "KVBACKUP_METRICS_PORT": str(metrics_port),
         "KVBACKUP_RETRY_BASE_SECONDS": "1",
         "KVBACKUP_RETRY_MAX_SECONDS": "4",
         **loopback_only_azure_env(),
@@ -106,6 +113,6 @@ def start_operator(
         stdout=log_path.open("ab"),
         stderr=subprocess.STDOUT,
     )
-    operator = OperatorProcess(process, log_path, health_port)
+    operator = OperatorProcess(process, log_path, health_port, metrics_port)
     operator.wait_healthy()
     return operator

@@ -125,8 +125,9 @@ def own_operator(
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         control_plane.kubectl("create", "namespace", name)
         env = {"KVBACKUP_WATCH_NAMESPACES": name, **lowkey.operator_env(), **settings}
-        started.append(start_operator(control_plane.kubeconfig, tmp_path / f"{name}.log", env))
-        return Cluster(control_plane, name)
+        process = start_operator(control_plane.kubeconfig, tmp_path / f"{name}.log", env)
+        started.append(process)
+        return Cluster(control_plane, name, process)
 
     yield start
     for process in started:
@@ -208,9 +209,13 @@ HEADER_CELL = re.compile(r"\S+(?: \S+)*")
 class Cluster:
     """What a user does with kubectl, for the tests to read like user actions."""
 
-    def __init__(self, plane: ControlPlane, namespace: str) -> None:
+    def __init__(
+        self, plane: ControlPlane, namespace: str, operator: OperatorProcess | None = None
+    ) -> None:
         self.plane = plane
         self.namespace = namespace
+        #: The operator of this namespace alone, when the test started one (own_operator).
+        self.operator = operator
 
     def apply(self, manifest: str) -> None:
         self.plane.kubectl("apply", "-n", self.namespace, "-f", "-", input=manifest)

@@ -340,7 +340,7 @@ def test_the_images_operator_backs_up_and_restores_a_three_version_key_as_uid_65
     ca_bundle.mkdir(mode=0o755)
     shutil.copyfile(lowkey.certificate, ca_bundle / "ca.crt")
     (ca_bundle / "ca.crt").chmod(0o644)
-    health_port = free_port()
+    health_port, metrics_port = free_port(), free_port()
     api_port = control_plane.server.rsplit(":", 1)[1]
     env = {
         **image.env,
@@ -349,6 +349,7 @@ def test_the_images_operator_backs_up_and_restores_a_three_version_key_as_uid_65
         "KUBERNETES_SERVICE_PORT": api_port,
         "KVBACKUP_WATCH_NAMESPACES": namespace,
         "KVBACKUP_HEALTH_PORT": str(health_port),
+        "KVBACKUP_METRICS_PORT": str(metrics_port),
         "KVBACKUP_RETRY_BASE_SECONDS": "1",
         "KVBACKUP_RETRY_MAX_SECONDS": "4",
         **lowkey.operator_env(),
@@ -363,7 +364,7 @@ def test_the_images_operator_backs_up_and_restores_a_three_version_key_as_uid_65
         {SERVICE_ACCOUNT_DIR: token, CA_BUNDLE_DIR: ca_bundle},
     )
     process = subprocess.Popen(command, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    operator = OperatorProcess(process, log, health_port)
+    operator = OperatorProcess(process, log, health_port, metrics_port)
     try:
         operator.wait_healthy()
         status = Path(f"/proc/{process.pid}/status").read_text()
@@ -381,6 +382,9 @@ def test_the_images_operator_backs_up_and_restores_a_three_version_key_as_uid_65
         assert restored["keys"][0]["result"] == "Restored"
         assert restored["keys"][0]["versions"] == originals
         assert vault.version_ids("signing") == originals
+        # The image's operator serves its metrics (prometheus-client is in the image).
+        samples = operator.metrics()
+        assert samples.get("kvbackup_runs_total", kind="backup", result="Succeeded") == 1
     finally:
         operator.stop()
         control_plane.kubectl("delete", "clusterrolebinding", f"{namespace}-kvbackup", check=False)

@@ -22,6 +22,7 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
     assert settings.watch_namespaces == ()
     assert settings.log_format == "text"
     assert settings.health_port == 8080
+    assert settings.metrics_port == 8081
     assert settings.vault_hosts == DEFAULT_VAULT_HOSTS
     assert settings.blob_hosts == DEFAULT_BLOB_HOSTS
 
@@ -40,6 +41,7 @@ def test_every_variable_is_parsed_into_its_setting() -> None:
             "KVBACKUP_WATCH_NAMESPACES": " team-a, ,team-b ",
             "KVBACKUP_LOG_FORMAT": " JSON ",
             "KVBACKUP_HEALTH_PORT": "0",
+            "KVBACKUP_METRICS_PORT": "9464",
             "KVBACKUP_VAULT_HOSTS": "*.vault.azure.net, localhost:8443",
             "KVBACKUP_BLOB_HOSTS": "127.0.0.1:*",
         }
@@ -57,6 +59,7 @@ def test_every_variable_is_parsed_into_its_setting() -> None:
         watch_namespaces=("team-a", "team-b"),
         log_format="json",
         health_port=0,
+        metrics_port=9464,
         vault_hosts=HostAllowList.of(
             "KVBACKUP_VAULT_HOSTS", ["*.vault.azure.net", "localhost:8443"]
         ),
@@ -74,6 +77,7 @@ def test_every_variable_is_parsed_into_its_setting() -> None:
         pytest.param("KVBACKUP_VAULT_HOSTS", "*.net", id="too-wide-a-host-pattern"),
         pytest.param("KVBACKUP_BLOB_HOSTS", "https://a.blob.core.windows.net", id="url-not-host"),
         pytest.param("KVBACKUP_BLOB_HOSTS", ",", id="no-host-pattern"),
+        pytest.param("KVBACKUP_METRICS_PORT", "8080", id="metrics-on-the-health-port"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_variable(variable: str, value: str) -> None:

@@ -105,6 +105,12 @@ def map_azure_error(
     raise error
 
 
+def answered_status(error: errors.KvBackupError) -> int | None:
+    """The HTTP status of the answer ``error`` was mapped from; None when none came."""
+    cause = error.__cause__
+    return cause.status_code if isinstance(cause, HttpResponseError) else None
+
+
 @contextmanager
 def azure_errors(what: str, *, about_one_key: bool = False) -> Iterator[None]:
     try:

@@ -7,17 +7,19 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.keyvault.keys.aio import KeyClient
 
-from kvbackup.adapters.azure_errors import azure_errors
+from kvbackup.adapters.azure_errors import answered_status, azure_errors
 from kvbackup.adapters.http import SharedSession
+from kvbackup.adapters.metrics import ANSWERED_OK, NO_ANSWER, OperatorMetrics, VaultCalls
 from kvbackup.adapters.proxies import proxies_for
 from kvbackup.adapters.ratelimit import VaultPace
 from kvbackup.adapters.throttling import retry_per_call
 from kvbackup.config import Settings
-from kvbackup.errors import InvalidSpecError, NotFoundError, ThrottledError
+from kvbackup.errors import InvalidSpecError, KvBackupError, NotFoundError, ThrottledError
 from kvbackup.services.ports import KeyInfo, KeyState
 
 _T = TypeVar("_T")
@@ -29,17 +31,26 @@ PURGE_WAIT_SECONDS = 120.0
 class KeyVaultKeys:
     """``VaultKeys`` for one vault under one credential."""
 
-    def __init__(self, client: KeyClient, pace: VaultPace, slots: asyncio.Semaphore) -> None:
+    def __init__(
+        self, client: KeyClient, pace: VaultPace, slots: asyncio.Semaphore, calls: VaultCalls
+    ) -> None:
         self._client = client
         self._pace = pace
         self._slots = slots
+        self._calls = calls
 
     async def _request(
-        self, what: str, send: Callable[[], Awaitable[_T]], *, about_one_key: bool = True
+        self,
+        operation: str,
+        what: str,
+        send: Callable[[], Awaitable[_T]],
+        *,
+        about_one_key: bool = True,
     ) -> _T:
         """One call to the vault: a concurrency slot, a token of the vault's pace, the SDK's
-        errors mapped; retried on its own when throttled or overloaded. Every call but the
-        listing of the vault's keys concerns one key (``about_one_key``)."""
+        errors mapped, each attempt counted under ``operation``; retried on its own when
+        throttled or overloaded. Every call but the listing of the vault's keys concerns
+        one key (``about_one_key``)."""
 
         async def attempt() -> _T:
             async with self._slots:
@@ -47,9 +58,13 @@ class KeyVaultKeys:
                 try:
                     with azure_errors(what, about_one_key=about_one_key):
                         answer = await send()
-                except ThrottledError as error:
-                    self._pace.throttled(error.retry_after)
+                except KvBackupError as error:
+                    status = answered_status(error)
+                    self._calls.count(operation, str(status) if status else NO_ANSWER)
+                    if isinstance(error, ThrottledError):
+                        self._pace.throttled(error.retry_after)
                     raise
+            self._calls.count(operation, ANSWERED_OK)
             self._pace.succeeded()
             return answer
 
@@ -61,7 +76,7 @@ class KeyVaultKeys:
         pages = self._client.list_properties_of_keys().by_page()
         while (
             page := await self._request(
-                "list keys", partial(_next_page, pages), about_one_key=False
+                "list_keys", "list keys", partial(_next_page, pages), about_one_key=False
             )
         ) is not None:
             async for props in page:
@@ -76,15 +91,17 @@ class KeyVaultKeys:
                 async for props in self._client.list_properties_of_key_versions(name)
             ]
 
-        versions = await self._request(f"list versions of key {name}", listing)
+        versions = await self._request("list_versions", f"list versions of key {name}", listing)
         return tuple(version for _, version in sorted(versions, key=_created_then_id))
 
     async def backup_key(self, name: str) -> bytes:
-        return await self._request(f"back up key {name}", partial(self._client.backup_key, name))
+        return await self._request(
+            "backup_key", f"back up key {name}", partial(self._client.backup_key, name)
+        )
 
     async def key_state(self, name: str) -> KeyState:
         try:
-            await self._request(f"read key {name}", partial(self._client.get_key, name))
+            await self._request("get_key", f"read key {name}", partial(self._client.get_key, name))
             return KeyState.ACTIVE
         except NotFoundError:
             pass
@@ -95,19 +112,27 @@ class KeyVaultKeys:
             return KeyState.ABSENT
 
     async def _deleted(self, name: str) -> None:
-        await self._request(f"read deleted key {name}", partial(self._client.get_deleted_key, name))
+        await self._request(
+            "get_deleted_key",
+            f"read deleted key {name}",
+            partial(self._client.get_deleted_key, name),
+        )
 
     async def restore_key(self, backup: bytes) -> str:
         key = await self._request(
-            "restore a key backup", partial(self._client.restore_key_backup, backup)
+            "restore_key", "restore a key backup", partial(self._client.restore_key_backup, backup)
         )
         return key.name or ""
 
     async def recover_key(self, name: str) -> None:
-        await self._request(f"recover key {name}", partial(self._client.recover_deleted_key, name))
+        await self._request(
+            "recover_key", f"recover key {name}", partial(self._client.recover_deleted_key, name)
+        )
 
     async def purge_key(self, name: str) -> None:
-        await self._request(f"purge key {name}", partial(self._client.purge_deleted_key, name))
+        await self._request(
+            "purge_key", f"purge key {name}", partial(self._client.purge_deleted_key, name)
+        )
         # Purging completes asynchronously; a restore under the same name fails until then.
         deadline = asyncio.get_running_loop().time() + PURGE_WAIT_SECONDS
         while asyncio.get_running_loop().time() < deadline:
@@ -130,6 +155,13 @@ def _created_then_id(item: tuple[Any, str]) -> tuple[float, str]:
     return (created.timestamp() if created else 0.0, version)
 
 
+def vault_host(vault_url: str) -> str:
+    """What identifies a vault: its host, with the port when the URL names one."""
+    parts = urlsplit(vault_url)
+    host = (parts.hostname or "").lower()
+    return f"{host}:{parts.port}" if parts.port else host
+
+
 def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
     """The one TLS context for every vault: the system's CAs, or the configured bundle."""
     try:
@@ -149,10 +181,13 @@ class KeyVaultClients:
     open a new TLS connection.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: OperatorMetrics | None = None) -> None:
         self._settings = settings
         self._slots = asyncio.Semaphore(settings.max_concurrency)
-        self._paces: dict[str, VaultPace] = {}
+        #: By vault host: Key Vault throttles a vault, however its URL is spelled.
+        self._paces: dict[str, tuple[VaultPace, VaultCalls]] = {}
+        self._metrics = metrics if metrics is not None else OperatorMetrics()
+        self._metrics.follow_paces(self.pace_rates)
         self._clients: dict[tuple[str, int], KeyClient] = {}
         self._http = SharedSession(tls_context(settings.ca_bundle))
 
@@ -181,8 +216,18 @@ class KeyVaultClients:
                 vault_url, credential, proxies=proxies_for(vault_url), **self._client_options()
             )
             self._clients[cache_key] = client
-        pace = self._paces.setdefault(vault_url, VaultPace(self._settings.vault_rate_limit))
-        return KeyVaultKeys(client, pace, self._slots)
+        host = vault_host(vault_url)
+        paced = self._paces.get(host)
+        if paced is None:
+            paced = VaultPace(self._settings.vault_rate_limit), self._metrics.vault(host)
+            self._paces[host] = paced
+        pace, calls = paced
+        return KeyVaultKeys(client, pace, self._slots, calls)
+
+    def pace_rates(self) -> list[tuple[str, float]]:
+        """Each vault's current pace. Called from the metrics server's thread: copying the
+        items is one step the event loop's thread cannot interleave with."""
+        return [(host, pace.rate) for host, (pace, _) in list(self._paces.items())]
 
     async def release(self, credential: AsyncTokenCredential) -> None:
         """Close the clients built for a per-object credential once its run is over."""

@@ -11,12 +11,14 @@ from typing import Any, cast
 
 import kopf
 
+from kvbackup.adapters.metrics import BACKUP
 from kvbackup.api import GROUP, KEYBACKUP_PLURAL, VERSION
 from kvbackup.api.keybackup import DeletionPolicy, KeyBackupRef, parse_spec
 from kvbackup.errors import KvBackupError
 from kvbackup.handlers.loops import Loops, Watched
 from kvbackup.handlers.outcomes import RunLog, as_kopf_error, post, progress_of, publish
 from kvbackup.presentation import status
+from kvbackup.presentation.gauges import keybackup_readings
 from kvbackup.presentation.verdicts import judge
 from kvbackup.runtime import Runtime
 from kvbackup.services.backup import back_up_and_retain
@@ -36,6 +38,7 @@ async def notice_change(type: str, body: kopf.Body, uid: str, memo: kopf.Memo, *
     if type == "DELETED" or body.meta.get("deletionTimestamp"):
         # Before delete_backups lists what to delete: no write of the run may come after.
         await loops.forget(uid)
+        memo.runtime.metrics.forget_keybackup(body.meta.namespace or "", body.meta.name or "")
         return
     newest = kopf.Body(cast(kopf.RawBody, copy.deepcopy(dict(body))))
     loops.notice(uid, newest, partial(keep_backed_up, memo.runtime))
@@ -63,6 +66,9 @@ async def keep_backed_up(runtime: Runtime, watched: Watched) -> None:
         watched.wakeup.clear()
         body, moment = watched.body, runtime.clock()
         plan = plan_run(body.spec, body.status, body.meta, moment)
+        runtime.metrics.observe_keybackup(
+            body.meta.namespace or "", body.meta.name or "", keybackup_readings(body.status, plan)
+        )
         attempt = book.attempt_due(plan.request, monotonic())
         if plan.request is not None and attempt is not None:
             try:
@@ -102,36 +108,39 @@ async def _attempt(
     snapshot_id = snapshot_id_for(existing, request, moment)
     write = partial(publish, runtime.kubernetes, KEYBACKUP_PLURAL, body)
     log = RunLog("backup", body)
-    try:
-        spec = parse_spec(body.spec)
-        await write(status.backup_started(existing, request, snapshot_id, moment))
-        log.started(f"into snapshot {snapshot_id}")
-        async with (
-            runtime.store(namespace, spec.destination) as store,
-            runtime.vault(namespace, spec.vault_url, spec.credentials_secret) as vault,
-        ):
-            report = await back_up_and_retain(
-                spec,
-                KeyBackupRef(namespace, name, body.meta.uid or ""),
-                snapshot_id,
-                vault,
-                store,
-                clock=runtime.clock,
-                incomplete_grace=runtime.settings.incomplete_snapshot_grace,
-                concurrency=runtime.settings.max_concurrency,
-                progress=progress_of(
-                    runtime.kubernetes, KEYBACKUP_PLURAL, body, status.backup_progress
-                ),
-            )
-    except Exception as failure:
-        verdict = judge(failure, attempt, runtime.settings)
-        log.failed(verdict)
-        await write(status.backup_failed(existing, verdict, request, runtime.clock()))
-        return verdict.retry_in
-    keys_limit, next_slot = runtime.settings.status_keys_limit, plan.next_slot_after(request)
-    finished = status.backup_finished(existing, report, request, keys_limit, next_slot)
-    log.finished(finished)
-    await write(finished)
+    with runtime.metrics.run(BACKUP) as run:
+        try:
+            spec = parse_spec(body.spec)
+            await write(status.backup_started(existing, request, snapshot_id, moment))
+            log.started(f"into snapshot {snapshot_id}")
+            async with (
+                runtime.store(namespace, spec.destination) as store,
+                runtime.vault(namespace, spec.vault_url, spec.credentials_secret) as vault,
+            ):
+                report = await back_up_and_retain(
+                    spec,
+                    KeyBackupRef(namespace, name, body.meta.uid or ""),
+                    snapshot_id,
+                    vault,
+                    store,
+                    clock=runtime.clock,
+                    incomplete_grace=runtime.settings.incomplete_snapshot_grace,
+                    concurrency=runtime.settings.max_concurrency,
+                    progress=progress_of(
+                        runtime.kubernetes, KEYBACKUP_PLURAL, body, status.backup_progress
+                    ),
+                )
+        except Exception as failure:
+            run.failed()
+            verdict = judge(failure, attempt, runtime.settings)
+            log.failed(verdict)
+            await write(status.backup_failed(existing, verdict, request, runtime.clock()))
+            return verdict.retry_in
+        run.finished(report.phase.value, report.keys)
+        keys_limit, next_slot = runtime.settings.status_keys_limit, plan.next_slot_after(request)
+        finished = status.backup_finished(existing, report, request, keys_limit, next_slot)
+        log.finished(finished)
+        await write(finished)
     return None
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import kopf
 
+from kvbackup.adapters.metrics import DRY_RUN, RESTORE
 from kvbackup.api import GROUP, KEYRESTORE_PLURAL, VERSION
 from kvbackup.api.keyrestore import parse_spec
 from kvbackup.handlers.outcomes import RunLog, as_kopf_error, post, progress_of, publish
@@ -28,43 +29,52 @@ async def restore_keys(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -
     write = partial(publish, runtime.kubernetes, KEYRESTORE_PLURAL, body)
     log = RunLog("restore", body)
     journal = status.restore_journal(existing, generation)
-    try:
-        spec = parse_spec(body.spec)
-        # A dry run changed nothing, so an interrupted one is simply done again.
-        resumed = not spec.dry_run and status.restore_resumes(existing, generation)
-        await write(
-            status.restore_started(existing, generation, runtime.clock(), dry_run=spec.dry_run)
-        )
-        what = "dry run of generation" if spec.dry_run else "generation"
-        log.started(f"{what} {generation}" + (", resuming" if resumed else ""))
-        async with opened_snapshot(runtime, namespace, spec.source) as snapshot:
-            post(
-                body,
-                status.restore_source_opened(snapshot.manifest.snapshot_id, dry_run=spec.dry_run),
+    # A dry run changes nothing: it is counted apart, so restores count what was restored.
+    with runtime.metrics.run(DRY_RUN if body.spec.get("dryRun") is True else RESTORE) as run:
+        try:
+            spec = parse_spec(body.spec)
+            # A dry run changed nothing, so an interrupted one is simply done again.
+            resumed = not spec.dry_run and status.restore_resumes(existing, generation)
+            await write(
+                status.restore_started(existing, generation, runtime.clock(), dry_run=spec.dry_run)
             )
-            async with runtime.vault(namespace, spec.vault_url, spec.credentials_secret) as vault:
-                report = await run_restore(
-                    spec,
-                    snapshot,
-                    vault,
-                    clock=runtime.clock,
-                    resumed=resumed,
-                    journal=journal,
-                    concurrency=runtime.settings.max_concurrency,
-                    progress=progress_of(
-                        runtime.kubernetes,
-                        KEYRESTORE_PLURAL,
-                        body,
-                        partial(status.restore_progress, journal=journal),
+            what = "dry run of generation" if spec.dry_run else "generation"
+            log.started(f"{what} {generation}" + (", resuming" if resumed else ""))
+            async with opened_snapshot(runtime, namespace, spec.source) as snapshot:
+                post(
+                    body,
+                    status.restore_source_opened(
+                        snapshot.manifest.snapshot_id, dry_run=spec.dry_run
                     ),
                 )
-    except Exception as failure:
-        verdict = judge(failure, retry, runtime.settings)
-        log.failed(verdict)
-        now = runtime.clock()
-        await write(status.restore_failed(existing, verdict, generation, now, journal))
-        raise as_kopf_error(verdict) from failure
-    keybackup, keys_limit = snapshot.manifest.keybackup.name, runtime.settings.status_keys_limit
-    finished = status.restore_finished(existing, report, keybackup, generation, keys_limit)
-    log.finished(finished)
-    await write(finished)
+                async with runtime.vault(
+                    namespace, spec.vault_url, spec.credentials_secret
+                ) as vault:
+                    report = await run_restore(
+                        spec,
+                        snapshot,
+                        vault,
+                        clock=runtime.clock,
+                        resumed=resumed,
+                        journal=journal,
+                        concurrency=runtime.settings.max_concurrency,
+                        progress=progress_of(
+                            runtime.kubernetes,
+                            KEYRESTORE_PLURAL,
+                            body,
+                            partial(status.restore_progress, journal=journal),
+                        ),
+                    )
+        except Exception as failure:
+            run.failed()
+            verdict = judge(failure, retry, runtime.settings)
+            log.failed(verdict)
+            now = runtime.clock()
+            await write(status.restore_failed(existing, verdict, generation, now, journal))
+            raise as_kopf_error(verdict) from failure
+        run.finished(report.phase.value, report.keys)
+        keybackup = snapshot.manifest.keybackup.name
+        keys_limit = runtime.settings.status_keys_limit
+        finished = status.restore_finished(existing, report, keybackup, generation, keys_limit)
+        log.finished(finished)
+        await write(finished)

@@ -24,7 +24,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.peering.standalone = True
     # The SDKs log request details at INFO; keep the log to what operators need.
     logging.getLogger("azure").setLevel(logging.WARNING)
-    memo.runtime = Runtime.create(Settings.from_env())
+    memo.runtime = Runtime.create(Settings.from_env(), memo.metrics)
     memo.backup_loops = Loops()
 
 
