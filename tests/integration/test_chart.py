@@ -138,6 +138,7 @@ def operator_env(documents: list[dict[str, Any]], lowkey: Lowkey) -> dict[str, s
     env = deployment_env(documents)
     for name in (
         "KVBACKUP_HEALTH_PORT",
+        "KVBACKUP_METRICS_PORT",
         "KVBACKUP_RETRY_BASE_SECONDS",
         "KVBACKUP_RETRY_MAX_SECONDS",
         *emulator_hosts(),
@@ -275,6 +276,7 @@ def test_default_values_render_objects_the_api_server_accepts(
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Service",
     }
     assert not find(documents, "NetworkPolicy")
     assert "KVBACKUP_WATCH_NAMESPACES" not in deployment_env(documents)
@@ -327,7 +329,10 @@ def test_the_network_policy_renders_and_the_api_server_accepts_it(
         release=unique_release(),
     )
     (policy,) = find(documents, "NetworkPolicy")
-    assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8080}]}]
+    assert policy["spec"]["ingress"] == [
+        {"ports": [{"protocol": "TCP", "port": 8080}]},
+        {"ports": [{"protocol": "TCP", "port": 8081}]},
+    ]
     egress_ports = [sorted(p["port"] for p in rule["ports"]) for rule in policy["spec"]["egress"]]
     assert egress_ports == [[6443], [443], [53, 53], [80]]
     assert policy["spec"]["egress"][0]["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
@@ -398,7 +403,10 @@ def test_the_operator_pod_meets_the_restricted_pod_security_standard(
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "health", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 8081, "protocol": "TCP"},
+    ]
     assert container["resources"]["requests"]
     assert container["resources"]["limits"]
 
@@ -452,6 +460,7 @@ def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path
                 "statusKeysLimit": 20,
                 "logFormat": "json",
                 "healthPort": 9090,
+                "metricsPort": 9464,
                 "vaultHosts": ["*.vault.azure.net", "vaults.example.internal:8443"],
                 "blobHosts": ["*.blob.core.windows.net"],
             },
@@ -473,6 +482,7 @@ def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path
     assert settings.status_keys_limit == 20
     assert settings.log_format == "json"
     assert settings.health_port == 9090
+    assert settings.metrics_port == 9464
     assert str(settings.vault_hosts) == "*.vault.azure.net,vaults.example.internal:8443"
     assert str(settings.blob_hosts) == "*.blob.core.windows.net"
     rules = settings.default_identity_rules
@@ -539,7 +549,12 @@ def test_every_value_is_in_the_schema_and_documented_in_the_chart_readme() -> No
 
 def test_the_schema_refuses_unknown_values_and_a_second_replica(helm: Path) -> None:
     for values, complaint in (
-        ({"metrics": {"enabled": True}}, "additional properties 'metrics' not allowed"),
+        ({"monitoring": {"enabled": True}}, "additional properties 'monitoring' not allowed"),
+        (
+            {"metrics": {"serviceMonitor": {"enable": True}}},
+            "additional properties 'enable' not allowed",
+        ),
+        ({"metrics": {"prometheusRule": {"keyVaultThrottled": {"share": 2}}}}, "share"),
         ({"replicaCount": 2}, "value must be one of 0, 1"),
         ({"defaultIdentity": {"rules": [{"namespaces": ["a"]}]}}, "vaultUrls"),
         (
@@ -557,6 +572,178 @@ def test_the_schema_refuses_unknown_values_and_a_second_replica(helm: Path) -> N
         )
         assert result.returncode != 0, values
         assert complaint in result.stderr, result.stderr
+
+
+# --- metrics: the Service, the ServiceMonitor and the alert rules ---------------------
+
+
+@pytest.fixture(scope="session")
+def monitoring_crds(control_plane: ControlPlane) -> None:
+    """The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, as published,
+    installed into the test API server so it validates the chart's objects of those kinds."""
+    out = subprocess.run(
+        ["bash", str(REPO / "hack" / "monitoring-crds.sh")],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    control_plane.kubectl("apply", "--server-side", "-f", out.stdout.strip().splitlines()[-1])
+    control_plane.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/servicemonitors.monitoring.coreos.com",
+        "crd/prometheusrules.monitoring.coreos.com",
+    )
+
+
+MONITORED = {
+    "metrics": {
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "prometheusRule": {
+            "enabled": True,
+            "labels": {"role": "alert-rules"},
+            "keyBackupTooOld": {"maxAgeSeconds": 93600},
+        },
+    }
+}
+
+
+def test_a_metrics_service_reaches_the_operators_metrics_port_by_default(
+    helm: Path, control_plane: ControlPlane, namespace: str
+) -> None:
+    documents = render(helm, namespace, {}, release=unique_release())
+    assert deployment_env(documents)["KVBACKUP_METRICS_PORT"] == "8081"
+    (deployment,) = find(documents, "Deployment")
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert {"name": "metrics", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    (service,) = find(documents, "Service")
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    # Both need the Prometheus Operator's CRDs, so they are off unless asked for.
+    assert find(documents, "ServiceMonitor") == find(documents, "PrometheusRule") == []
+    dry_run_server(control_plane, documents)
+
+
+def test_the_service_monitor_and_the_alert_rules_are_accepted_by_the_api_server(
+    helm: Path, control_plane: ControlPlane, namespace: str, monitoring_crds: None
+) -> None:
+    documents = render(helm, namespace, MONITORED, release=unique_release())
+    dry_run_server(control_plane, documents)
+
+    (service,) = find(documents, "Service")
+    (monitor,) = find(documents, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+        service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [namespace]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
+    # The series' own namespace label is the KeyBackup's, not the operator's.
+    assert endpoint["honorLabels"] is True
+
+    (rule,) = find(documents, "PrometheusRule")
+    assert rule["metadata"]["labels"]["role"] == "alert-rules"
+    (group,) = rule["spec"]["groups"]
+    alerts = {r["alert"]: r for r in group["rules"]}
+    assert set(alerts) == {"KeyBackupTooOld", "KeyBackupFailing", "KeyVaultThrottled"}
+    assert "2 * kvbackup_keybackup_schedule_interval_seconds" in alerts["KeyBackupTooOld"]["expr"]
+    assert "> 93600" in alerts["KeyBackupTooOld"]["expr"]
+
+    # The validation is real: a ServiceMonitor with a malformed interval is refused.
+    monitor["spec"]["endpoints"][0]["interval"] = "soon"
+    result = control_plane.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=json.dumps(monitor), check=False
+    )
+    assert result.returncode != 0
+    assert "spec.endpoints[0].interval" in result.stderr
+
+
+def test_without_a_max_age_the_too_old_alert_compares_with_the_schedule_alone(
+    helm: Path,
+) -> None:
+    documents = render(helm, "ops", {"metrics": {"prometheusRule": {"enabled": True}}})
+    (rule,) = find(documents, "PrometheusRule")
+    (too_old,) = [r for r in rule["spec"]["groups"][0]["rules"] if r["alert"] == "KeyBackupTooOld"]
+    assert " or" not in too_old["expr"]
+
+
+def test_the_network_policy_admits_scrapes_of_the_metrics_port_from_the_given_peers(
+    helm: Path, control_plane: ControlPlane, namespace: str
+) -> None:
+    prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}
+    documents = render(
+        helm,
+        namespace,
+        {"networkPolicy": {"enabled": True, "metricsIngressFrom": [prometheus]}},
+        release=unique_release(),
+    )
+    (policy,) = find(documents, "NetworkPolicy")
+    assert policy["spec"]["ingress"] == [
+        {"ports": [{"protocol": "TCP", "port": 8080}]},
+        {"ports": [{"protocol": "TCP", "port": 8081}], "from": [prometheus]},
+    ]
+    dry_run_server(control_plane, documents)
+
+    closed = render(
+        helm,
+        namespace,
+        {
+            "networkPolicy": {"enabled": True},
+            "settings": {"healthPort": 0, "metricsPort": 0},
+        },
+    )
+    (policy,) = find(closed, "NetworkPolicy")
+    assert policy["spec"]["ingress"] == []
+
+
+def test_without_the_metrics_endpoint_there_is_no_metrics_port_or_service(helm: Path) -> None:
+    documents = render(helm, "ops", {"settings": {"metricsPort": 0}})
+    assert deployment_env(documents)["KVBACKUP_METRICS_PORT"] == "0"
+    (deployment,) = find(documents, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert [port["name"] for port in container["ports"]] == ["health"]
+    assert find(documents, "Service") == []
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        pytest.param({"serviceMonitor": {"enabled": True}}, id="a ServiceMonitor"),
+        pytest.param({"prometheusRule": {"enabled": True}}, id="alert rules"),
+    ],
+)
+def test_monitoring_without_the_metrics_endpoint_fails_to_render(
+    helm: Path, metrics: dict[str, Any]
+) -> None:
+    result = subprocess.run(
+        [str(helm), "template", "r", str(CHART), "--values", "-"],
+        input=json.dumps({"settings": {"metricsPort": 0}, "metrics": metrics}),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "set settings.metricsPort above 0, or disable them" in result.stderr
+
+
+def test_a_service_monitor_without_the_service_fails_to_render(helm: Path) -> None:
+    result = subprocess.run(
+        [str(helm), "template", "r", str(CHART), "--values", "-"],
+        input=json.dumps(
+            {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}}
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "metrics.serviceMonitor.enabled needs metrics.service.enabled" in result.stderr
 
 
 # --- RBAC: the operator at work under the chart's ServiceAccount ---------------------

@@ -89,3 +89,24 @@ go into the ClusterRole (whole cluster) or into one Role per watched namespace.
 {{- $rules = concat $rules .Values.defaultIdentity.rules -}}
 {{- if $rules }}{{ toJson $rules }}{{ else }}[]{{ end -}}
 {{- end -}}
+
+{{/*
+The metrics port, after checking that what needs it has it: a ServiceMonitor or alert
+rules without the endpoint they read would only stay silent.
+*/}}
+{{- define "kvbackup.metricsPort" -}}
+{{- $port := int .Values.settings.metricsPort }}
+{{- $metrics := .Values.metrics }}
+{{- if and (eq $port 0) (or $metrics.serviceMonitor.enabled $metrics.prometheusRule.enabled) }}
+{{- fail "metrics.serviceMonitor and metrics.prometheusRule need the metrics endpoint: set settings.metricsPort above 0, or disable them" }}
+{{- end }}
+{{- if and $metrics.serviceMonitor.enabled (not $metrics.service.enabled) }}
+{{- fail "metrics.serviceMonitor.enabled needs metrics.service.enabled: the ServiceMonitor scrapes through the metrics Service" }}
+{{- end }}
+{{- $port }}
+{{- end }}
+
+{{- define "kvbackup.metricsSelectorLabels" -}}
+{{ include "kvbackup.selectorLabels" . }}
+app.kubernetes.io/component: metrics
+{{- end }}

@@ -191,6 +191,7 @@ class OperatorMetrics:
         # Every series a user graphs exists from the start, so rate() sees the first run.
         for kind, results in KEY_RESULTS.items():
             self.runs_in_flight.labels(kind).set(0)
+            self.run_duration.labels(kind)
             for run_result in RUN_RESULTS:
                 self.runs.labels(kind, run_result)
             for key_result in results:

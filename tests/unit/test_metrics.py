@@ -1,0 +1,250 @@
+"""The operator's metrics: what a KeyBackup's gauges read from its status and schedule,
+how runs and Key Vault calls are counted, and that a deleted object leaves no series."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from functools import partial
+from typing import Any
+
+import pytest
+from azure.core.exceptions import HttpResponseError, ServiceRequestError
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from kvbackup.adapters.keyvault import KeyVaultKeys, vault_host
+from kvbackup.adapters.metrics import BACKUP, KeyBackupReadings, OperatorMetrics
+from kvbackup.adapters.ratelimit import VaultPace
+from kvbackup.adapters.throttling import retry_per_call
+from kvbackup.errors import KvBackupError
+from kvbackup.presentation.gauges import keybackup_readings
+from kvbackup.services.outcomes import KeyOutcome, KeyResult
+from kvbackup.services.triggers import plan_run
+
+NOW = datetime.datetime(2026, 11, 25, 12, 0, 0, tzinfo=datetime.UTC)  # a Wednesday
+META = {"generation": 1, "creationTimestamp": "2026-11-01T00:00:00Z"}
+
+
+def spec(**fields: Any) -> dict[str, Any]:
+    return {"vaultUrl": "https://v.vault.azure.net", "keys": {"names": ["a"]}, **fields}
+
+
+def readings(status: dict[str, Any], **fields: Any) -> KeyBackupReadings:
+    return keybackup_readings(status, plan_run(spec(**fields), status, META, NOW))
+
+
+def samples(metrics: OperatorMetrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = generate_latest(metrics.registry).decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(metrics: OperatorMetrics, metric: str, /, **labels: str) -> float | None:
+    return samples(metrics).get((metric, frozenset(labels.items())))
+
+
+# --- what a KeyBackup's gauges read ----------------------------------------------------
+
+
+def test_the_last_success_and_snapshot_size_are_the_status_own() -> None:
+    status = {
+        "phase": "Succeeded",
+        "lastSuccessfulTime": "2026-11-25T11:30:00Z",
+        "lastSnapshot": {"bytes": 4015},
+    }
+
+    read = readings(status)
+
+    assert (
+        read.last_success
+        == datetime.datetime(2026, 11, 25, 11, 30, tzinfo=datetime.UTC).timestamp()
+    )
+    assert read.snapshot_bytes == 4015
+    assert read.failing is False
+
+
+def test_a_keybackup_that_never_succeeded_has_no_last_success_or_snapshot() -> None:
+    assert readings({}) == KeyBackupReadings()
+
+
+@pytest.mark.parametrize(
+    ("phase", "failing"),
+    [
+        pytest.param("Failed", True, id="failed"),
+        pytest.param("PartiallyFailed", True, id="partially-failed"),
+        pytest.param("Succeeded", False, id="succeeded"),
+        pytest.param("Running", None, id="running: keeps what the last run said"),
+        pytest.param(None, None, id="never ran"),
+    ],
+)
+def test_failing_follows_the_phase_of_the_latest_finished_run(
+    phase: str | None, failing: bool | None
+) -> None:
+    assert readings({"phase": phase}).failing is failing
+
+
+@pytest.mark.parametrize(
+    ("schedule", "seconds"),
+    [
+        pytest.param("@every 6h", 6 * 3600, id="every-6h"),
+        pytest.param("0 2 * * *", 24 * 3600, id="daily"),
+        pytest.param("0 2 * * 1-5", 3 * 24 * 3600, id="weekdays: Friday to Monday"),
+        pytest.param("0 0 1 * *", 31 * 24 * 3600, id="monthly: the longest month"),
+    ],
+)
+def test_the_schedule_interval_is_its_longest_gap(schedule: str, seconds: float) -> None:
+    assert readings({}, schedule=schedule).schedule_interval == seconds
+
+
+@pytest.mark.parametrize(
+    "fields", [pytest.param({}, id="no schedule"), pytest.param({"suspend": True}, id="suspended")]
+)
+def test_no_interval_without_a_running_schedule(fields: dict[str, Any]) -> None:
+    schedule = {"schedule": "@every 1h"} if fields else {}
+    assert readings({}, **schedule, **fields).schedule_interval is None
+
+
+# --- recording ---------------------------------------------------------------------
+
+
+def test_a_finished_run_counts_its_result_duration_and_keys() -> None:
+    metrics = OperatorMetrics()
+    outcomes = [
+        KeyOutcome("a", KeyResult.SUCCEEDED),
+        KeyOutcome("b", KeyResult.SUCCEEDED),
+        KeyOutcome("c", KeyResult.FAILED, reason="KeyAccessDenied"),
+    ]
+
+    with metrics.run(BACKUP) as run:
+        assert value(metrics, "kvbackup_runs_in_flight", kind="backup") == 1
+        run.finished("PartiallyFailed", outcomes)
+
+    assert value(metrics, "kvbackup_runs_in_flight", kind="backup") == 0
+    assert value(metrics, "kvbackup_runs_total", kind="backup", result="PartiallyFailed") == 1
+    assert value(metrics, "kvbackup_run_duration_seconds_count", kind="backup") == 1
+    assert value(metrics, "kvbackup_keys_total", kind="backup", result="Succeeded") == 2
+    assert value(metrics, "kvbackup_keys_total", kind="backup", result="Failed") == 1
+
+
+def test_an_interrupted_run_leaves_flight_but_is_not_counted() -> None:
+    metrics = OperatorMetrics()
+
+    with pytest.raises(asyncio.CancelledError), metrics.run(BACKUP):
+        raise asyncio.CancelledError
+
+    assert value(metrics, "kvbackup_runs_in_flight", kind="backup") == 0
+    assert value(metrics, "kvbackup_run_duration_seconds_count", kind="backup") == 0
+    assert sum(v for (name, _), v in samples(metrics).items() if name == "kvbackup_runs_total") == 0
+
+
+def test_every_result_a_user_graphs_exists_at_zero_from_the_start() -> None:
+    metrics = OperatorMetrics()
+    for kind in ("backup", "restore"):
+        assert value(metrics, "kvbackup_runs_in_flight", kind=kind) == 0
+        for result in ("Succeeded", "PartiallyFailed", "Failed"):
+            assert value(metrics, "kvbackup_runs_total", kind=kind, result=result) == 0
+    assert value(metrics, "kvbackup_keys_total", kind="restore", result="Recovered") == 0
+
+
+def test_a_running_keybackup_keeps_its_failing_flag_and_a_deleted_one_leaves_no_series() -> None:
+    metrics = OperatorMetrics()
+    ours = {"namespace": "payments", "name": "keys"}
+    metrics.observe_keybackup(
+        "payments", "keys", KeyBackupReadings(1.0e9, 86400.0, 4015, failing=True)
+    )
+    metrics.observe_keybackup("payments", "keys", KeyBackupReadings(1.0e9, None, 4015))
+
+    assert value(metrics, "kvbackup_keybackup_failing", **ours) == 1
+    assert value(metrics, "kvbackup_keybackup_schedule_interval_seconds", **ours) is None
+    assert value(metrics, "kvbackup_keybackup_last_success_timestamp_seconds", **ours) == 1.0e9
+
+    metrics.forget_keybackup("payments", "keys")
+
+    assert not [labels for (_, labels) in samples(metrics) if ("name", "keys") in labels]
+
+
+# --- Key Vault calls ---------------------------------------------------------------
+
+
+def http_error(status_code: int) -> HttpResponseError:
+    error = HttpResponseError(message="no", response=None)
+    error.status_code = status_code
+    return error
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+async def test_every_attempt_at_a_call_is_counted_by_operation_and_status(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        "kvbackup.adapters.keyvault.retry_per_call", partial(retry_per_call, sleep=_no_sleep)
+    )
+    metrics = OperatorMetrics()
+    keys = KeyVaultKeys(
+        client=None,  # type: ignore[arg-type]  # only _request is used
+        pace=VaultPace(100.0),
+        slots=asyncio.Semaphore(1),
+        calls=metrics.vault("v.vault.azure.net"),
+    )
+    answers: list[BaseException | bytes] = [
+        http_error(429),  # retried
+        http_error(503),  # retried
+        http_error(404),  # the call fails
+        ServiceRequestError("connection refused"),  # the next one too
+        b"backup",
+    ]
+
+    async def send() -> bytes:
+        answer = answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    with pytest.raises(KvBackupError, match="HTTP 404"):
+        await keys._request("get_key", "read key a", send)
+    with pytest.raises(KvBackupError, match="cannot reach"):
+        await keys._request("backup_key", "back up key a", send)
+    assert await keys._request("backup_key", "back up key a", send) == b"backup"
+
+    def calls(operation: str, code: str) -> float | None:
+        return value(
+            metrics,
+            "kvbackup_keyvault_calls_total",
+            vault="v.vault.azure.net",
+            operation=operation,
+            code=code,
+        )
+
+    assert [calls("get_key", code) for code in ("429", "503", "404")] == [1, 1, 1]
+    assert [calls("backup_key", code) for code in ("none", "2xx")] == [1, 1]
+    # The 429 without Retry-After halved the vault's pace.
+    assert keys._pace.rate < 100.0
+
+
+def test_each_vaults_pace_is_read_when_scraped() -> None:
+    metrics = OperatorMetrics()
+    rates = {"a.vault.azure.net": 200.0}
+    metrics.follow_paces(lambda: rates.items())
+
+    rates["a.vault.azure.net"] = 50.0
+
+    assert value(metrics, "kvbackup_keyvault_pace_rate", vault="a.vault.azure.net") == 50.0
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        pytest.param("https://Payments.vault.azure.net", "payments.vault.azure.net", id="host"),
+        pytest.param("https://payments.vault.azure.net/", "payments.vault.azure.net", id="slash"),
+        pytest.param("https://127.0.0.1:8443", "127.0.0.1:8443", id="with-port"),
+    ],
+)
+def test_a_vault_is_labelled_by_its_host_alone(url: str, host: str) -> None:
+    assert vault_host(url) == host
