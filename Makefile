@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= .demo
 
-.PHONY: help venv control-plane helm lint image image-check audit lock unit integration test bench demo demo-down clean
+.PHONY: help venv control-plane helm promtool lint image image-check audit lock unit integration test bench demo demo-down clean
 
 help:
 	@echo "make demo       local control plane + operator + example KeyBackup/KeyRestore"
@@ -31,6 +31,10 @@ control-plane:
 # helm, built from the Go module proxy into the same cache.
 helm:
 	bash hack/build-helm.sh >/dev/null
+
+# promtool (the chart test checks the alert rules with it), built the same way.
+promtool:
+	bash hack/build-promtool.sh >/dev/null
 
 # The operator image, kvbackup-operator:<version>: with docker where its engine answers,
 # otherwise with buildah on minimal Debian bases (both installed from Debian's packages);
@@ -60,10 +64,10 @@ lint: venv
 unit: venv
 	$(BIN)/python -m pytest tests/unit -q
 
-integration: venv control-plane helm
+integration: venv control-plane helm promtool
 	$(BIN)/python -m pytest tests/integration -q
 
-test: venv control-plane helm lint image-check audit
+test: venv control-plane helm promtool lint image-check audit
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider
 
 # Figures, not pass/fail: prints a table and writes bench-results.json.

@@ -32,15 +32,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def binaries() -> Path:
-    """Builds the control-plane binaries on first use; returns their directory."""
+def cached_by(script: str) -> Path:
+    """Runs a hack/ script that builds or fetches something into the cache on first use;
+    returns the directory it prints last."""
     out = subprocess.run(
-        ["bash", str(REPO / "hack" / "build-control-plane.sh")],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
+        ["bash", str(REPO / "hack" / script)], check=True, stdout=subprocess.PIPE, text=True
     )
     return Path(out.stdout.strip().splitlines()[-1])
+
+
+def binaries() -> Path:
+    """Builds the control-plane binaries on first use; returns their directory."""
+    return cached_by("build-control-plane.sh")
 
 
 def _openssl(*args: str) -> None:

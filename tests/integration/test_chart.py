@@ -23,7 +23,7 @@ import yaml
 from kvbackup.api.tenancy import IdentityRule
 from kvbackup.config import Settings
 from kvbackup.services.tenancy import blob_allowed, vault_allowed
-from tests.harness.controlplane import REPO, ControlPlane, free_port
+from tests.harness.controlplane import REPO, ControlPlane, cached_by, free_port
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, emulator_hosts, start_operator
 from tests.integration.conftest import Cluster, VaultUnderTest, on_the_terminal
@@ -38,13 +38,7 @@ RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "Ro
 @pytest.fixture(scope="session")
 def helm(pytestconfig: pytest.Config) -> Path:
     with on_the_terminal(pytestconfig):
-        out = subprocess.run(
-            ["bash", str(REPO / "hack" / "build-helm.sh")],
-            check=True,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-    return Path(out.stdout.strip().splitlines()[-1]) / "helm"
+        return cached_by("build-helm.sh") / "helm"
 
 
 def _run_helm(helm: Path, *args: str, values: dict[str, Any] | None = None) -> str:
@@ -581,13 +575,7 @@ def test_the_schema_refuses_unknown_values_and_a_second_replica(helm: Path) -> N
 def monitoring_crds(control_plane: ControlPlane) -> None:
     """The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, as published,
     installed into the test API server so it validates the chart's objects of those kinds."""
-    out = subprocess.run(
-        ["bash", str(REPO / "hack" / "monitoring-crds.sh")],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    control_plane.kubectl("apply", "--server-side", "-f", out.stdout.strip().splitlines()[-1])
+    control_plane.kubectl("apply", "--server-side", "-f", str(cached_by("monitoring-crds.sh")))
     control_plane.kubectl(
         "wait",
         "--for=condition=Established",
@@ -671,6 +659,190 @@ def test_without_a_max_age_the_too_old_alert_compares_with_the_schedule_alone(
     (rule,) = find(documents, "PrometheusRule")
     (too_old,) = [r for r in rule["spec"]["groups"][0]["rules"] if r["alert"] == "KeyBackupTooOld"]
     assert " or" not in too_old["expr"]
+
+
+@pytest.fixture(scope="session")
+def promtool(pytestconfig: pytest.Config) -> Path:
+    with on_the_terminal(pytestconfig):
+        return cached_by("build-promtool.sh") / "promtool"
+
+
+def series(metric: str, values: str, **labels: str) -> dict[str, str]:
+    """One input series of a promtool rule test."""
+    selector = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    return {"series": f"{metric}{{{selector}}}", "values": values}
+
+
+def _too_old(namespace: str, name: str, age: str) -> dict[str, Any]:
+    return {
+        "exp_labels": {"severity": "critical", "namespace": namespace, "name": name},
+        "exp_annotations": {
+            "summary": f"KeyBackup {namespace}/{name} has no recent successful backup",
+            "description": f"The last successful backup of KeyBackup {namespace}/{name} "
+            f"completed {age} ago. See kubectl describe keybackup -n {namespace} {name}.",
+        },
+    }
+
+
+THROTTLED_DESCRIPTION = (
+    "10% of the operator's calls to busy were answered 429 (Too Many Requests). Runs go on "
+    "more slowly; lower KVBACKUP_VAULT_RATE_LIMIT or spread the schedules of its KeyBackups."
+)
+#: promtool's rule unit tests: series from minute 0 (time() counts from 0 too), and the
+#: alerts expected at chosen times.
+ALERT_CASES: dict[str, Any] = {
+    "evaluation_interval": "1m",
+    "tests": [
+        {
+            # "daily" succeeded at 0 and is scheduled every 24h; "unscheduled" succeeded
+            # at 0 too, with no schedule, so only the 3-day maximum age applies to it.
+            "interval": "1m",
+            "input_series": [
+                series(
+                    "kvbackup_keybackup_last_success_timestamp_seconds",
+                    "0x5000",
+                    namespace="a",
+                    name="daily",
+                ),
+                series(
+                    "kvbackup_keybackup_schedule_interval_seconds",
+                    "86400x5000",
+                    namespace="a",
+                    name="daily",
+                ),
+                series(
+                    "kvbackup_keybackup_last_success_timestamp_seconds",
+                    "0x5000",
+                    namespace="a",
+                    name="unscheduled",
+                ),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "47h", "alertname": "KeyBackupTooOld", "exp_alerts": []},
+                # Older than 2 x 24h from 48h1m on, for 10m: pending until 48h11m.
+                {"eval_time": "48h5m", "alertname": "KeyBackupTooOld", "exp_alerts": []},
+                {
+                    "eval_time": "48h12m",
+                    "alertname": "KeyBackupTooOld",
+                    "exp_alerts": [_too_old("a", "daily", "2d 0h 12m 0s")],
+                },
+                {
+                    "eval_time": "72h12m",
+                    "alertname": "KeyBackupTooOld",
+                    "exp_alerts": [
+                        _too_old("a", "daily", "3d 0h 12m 0s"),
+                        _too_old("a", "unscheduled", "3d 0h 12m 0s"),
+                    ],
+                },
+            ],
+        },
+        {
+            # "broken" fails from minute 2 on; "fine" never does.
+            "interval": "1m",
+            "input_series": [
+                series("kvbackup_keybackup_failing", "0 0 1x60", namespace="a", name="broken"),
+                series("kvbackup_keybackup_failing", "0x60", namespace="a", name="fine"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "16m", "alertname": "KeyBackupFailing", "exp_alerts": []},
+                {
+                    "eval_time": "18m",
+                    "alertname": "KeyBackupFailing",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "severity": "warning",
+                                "namespace": "a",
+                                "name": "broken",
+                            },
+                            "exp_annotations": {
+                                "summary": "KeyBackup a/broken is failing",
+                                "description": "The runs of KeyBackup a/broken have been failing "
+                                "or partially failing for a while; its Ready condition and Events "
+                                "say why (kubectl describe keybackup -n a broken).",
+                            },
+                        }
+                    ],
+                },
+            ],
+        },
+        {
+            # One call in ten to "busy" is answered 429 (over 5 %), one in a hundred to "calm".
+            "interval": "1m",
+            "input_series": [
+                series(
+                    "kvbackup_keyvault_calls_total",
+                    "0+90x60",
+                    vault="busy",
+                    operation="backup_key",
+                    code="2xx",
+                ),
+                series(
+                    "kvbackup_keyvault_calls_total",
+                    "0+10x60",
+                    vault="busy",
+                    operation="backup_key",
+                    code="429",
+                ),
+                series(
+                    "kvbackup_keyvault_calls_total",
+                    "0+99x60",
+                    vault="calm",
+                    operation="backup_key",
+                    code="2xx",
+                ),
+                series(
+                    "kvbackup_keyvault_calls_total",
+                    "0+1x60",
+                    vault="calm",
+                    operation="backup_key",
+                    code="429",
+                ),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "10m", "alertname": "KeyVaultThrottled", "exp_alerts": []},
+                {
+                    "eval_time": "30m",
+                    "alertname": "KeyVaultThrottled",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {"severity": "warning", "vault": "busy"},
+                            "exp_annotations": {
+                                "summary": "Key Vault busy throttles the kvbackup operator",
+                                "description": THROTTLED_DESCRIPTION,
+                            },
+                        }
+                    ],
+                },
+            ],
+        },
+    ],
+}
+
+
+def test_the_alert_rules_pass_promtool_and_fire_when_and_only_when_they_should(
+    helm: Path, promtool: Path, tmp_path: Path
+) -> None:
+    values = {
+        "metrics": {
+            "prometheusRule": {"enabled": True, "keyBackupTooOld": {"maxAgeSeconds": 259200}}
+        }
+    }
+    (rule,) = find(render(helm, "ops", values), "PrometheusRule")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    checked = subprocess.run(
+        [str(promtool), "check", "rules", str(rules)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 3 rules found" in checked.stdout
+
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(yaml.safe_dump({"rule_files": [str(rules)], **ALERT_CASES}))
+    tested = subprocess.run(
+        [str(promtool), "test", "rules", str(cases)], capture_output=True, text=True, check=False
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
 def test_the_network_policy_admits_scrapes_of_the_metrics_port_from_the_given_peers(
