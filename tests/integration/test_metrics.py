@@ -54,7 +54,7 @@ def vault_label(url: str) -> str:
     return url.removeprefix("https://")
 
 
-def test_a_backup_and_a_restore_are_graphed_while_they_run_and_after_they_finish(
+def test_a_backup_a_restore_and_a_dry_run_are_graphed_while_they_run_and_after_they_finish(
     own_operator: Callable[..., Cluster], lowkey: Lowkey, proxy: FaultProxy
 ) -> None:
     # Two keys in flight and 50 ms per call: the backup lasts long enough to be seen.
@@ -145,6 +145,18 @@ def test_a_backup_and_a_restore_are_graphed_while_they_run_and_after_they_finish
     assert samples.get("kvbackup_keys_total", kind="restore", result="Restored") == 1
     assert samples.get("kvbackup_keys_total", kind="restore", result="Skipped") == len(KEYS) - 1
     assert samples.get("kvbackup_keyvault_calls_total", operation="restore_key", **calls) == 1
+
+    # A dry run is counted apart: restores count only what was restored.
+    cluster.apply(keyrestore("preview", proxy.url, keybackup="payments", dryRun=True))
+    cluster.wait_for_phase("keyrestore", "preview", "Succeeded", timeout=120)
+    samples = wait_for_metrics(
+        cluster,
+        "the dry run is counted",
+        lambda samples: samples.get("kvbackup_runs_total", kind="dry-run", result="Succeeded") == 1,
+    )
+    assert samples.get("kvbackup_keys_total", kind="dry-run", result="WouldSkip") == len(KEYS)
+    assert samples.get("kvbackup_runs_total", kind="restore", result="Succeeded") == 1
+    assert samples.get("kvbackup_keys_total", kind="restore", result="Skipped") == len(KEYS) - 1
 
     cluster.plane.kubectl("delete", "keybackup", "payments", "-n", cluster.namespace)
     gone = wait_for_metrics(

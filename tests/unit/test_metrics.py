@@ -143,11 +143,12 @@ def test_an_interrupted_run_leaves_flight_but_is_not_counted() -> None:
 
 def test_every_result_a_user_graphs_exists_at_zero_from_the_start() -> None:
     metrics = OperatorMetrics()
-    for kind in ("backup", "restore"):
+    for kind in ("backup", "restore", "dry-run"):
         assert value(metrics, "kvbackup_runs_in_flight", kind=kind) == 0
         for result in ("Succeeded", "PartiallyFailed", "Failed"):
             assert value(metrics, "kvbackup_runs_total", kind=kind, result=result) == 0
     assert value(metrics, "kvbackup_keys_total", kind="restore", result="Recovered") == 0
+    assert value(metrics, "kvbackup_keys_total", kind="dry-run", result="WouldRestore") == 0
 
 
 def test_a_running_keybackup_keeps_its_failing_flag_and_a_deleted_one_leaves_no_series() -> None:
