@@ -139,6 +139,40 @@ def test_a_daily_cron_slot_moves_back_in_utc_after_the_clocks_go_back() -> None:
     ]
 
 
+def test_a_daily_cron_slot_runs_once_on_the_night_its_hour_happens_twice() -> None:
+    # 02:00 happens at 00:00 UTC (CEST) and again at 01:00 UTC (CET) on 27 October 2024.
+    assert runs_between(BERLIN_2AM, at(2024, 10, 26, 12), at(2024, 10, 28, 12)) == [
+        at(2024, 10, 27, 0),
+        at(2024, 10, 28, 1),
+    ]
+    assert BERLIN_2AM.next_slot(at(2024, 10, 27, 0, 30)) == at(2024, 10, 28, 1)
+    assert BERLIN_2AM.latest_slot(CREATED, at(2024, 10, 27, 1, 30)) == at(2024, 10, 27, 0)
+
+
+@pytest.mark.parametrize(
+    "zone", ["Europe/Berlin", "America/New_York", "Australia/Sydney", "Australia/Lord_Howe"]
+)
+@pytest.mark.parametrize("expression", ["0 2 * * *", "30 1 * * *", "45 2 * * *"])
+def test_a_daily_cron_schedule_runs_once_on_every_local_day_of_a_year(
+    zone: str, expression: str
+) -> None:
+    schedule = Schedule.parse(expression, ZoneInfo(zone), "spec.schedule")
+    slot, days = at(2025, 12, 30), []
+    while (slot := schedule.next_slot(slot)) < at(2027, 1, 2):
+        days.append(slot.astimezone(ZoneInfo(zone)).date())
+    days_of_2026 = [day for day in days if day.year == 2026]
+
+    assert len(days_of_2026) == len(set(days_of_2026)) == 365
+
+
+def test_an_hourly_cron_schedule_runs_in_both_passes_of_the_hour_the_clocks_go_back() -> None:
+    schedule = Schedule.parse("0 * * * *", ZoneInfo("America/New_York"), "spec.schedule")
+
+    runs = runs_between(schedule, at(2024, 11, 3, 4, 30), at(2024, 11, 3, 7, 30))
+
+    assert runs == [at(2024, 11, 3, 5), at(2024, 11, 3, 6), at(2024, 11, 3, 7)]
+
+
 def test_a_half_hourly_cron_schedule_runs_every_half_hour_while_the_clocks_go_back() -> None:
     schedule = Schedule.parse("*/30 * * * *", ZoneInfo("Europe/Berlin"), "spec.schedule")
 

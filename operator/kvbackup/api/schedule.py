@@ -33,6 +33,14 @@ def parse_duration(text: str, path: str) -> datetime.timedelta:
     return value
 
 
+_STEPS_PAST_A_CLOCK_CHANGE = 4
+
+
+def _repeats_a_wall_clock_time(local: datetime.datetime) -> bool:
+    """The second pass of an hour the clocks went back through."""
+    return local.fold == 1 and local.utcoffset() != local.replace(fold=0).utcoffset()
+
+
 @dataclass(frozen=True)
 class Schedule:
     """When scheduled runs are due; missed slots collapse into one run."""
@@ -71,6 +79,8 @@ class Schedule:
         slot = self._previous(local_now)
         if slot > now:
             slot = self._previous(local_now - datetime.timedelta(hours=2))
+        if not self._fires_at(slot):
+            slot = self._previous(slot.astimezone(self.zone) - datetime.timedelta(hours=1))
         while (following := self.next_slot(slot)) <= now:
             slot = following
         return slot
@@ -79,11 +89,22 @@ class Schedule:
         previous: datetime.datetime = croniter(self.expression, local).get_prev(datetime.datetime)
         return previous.astimezone(datetime.UTC)
 
+    def _fires_at(self, slot: datetime.datetime) -> bool:
+        """As cron does, a job at set hours runs once in the hour the clocks go back, and a
+        job of every hour runs in both passes of it."""
+        repeated = _repeats_a_wall_clock_time(slot.astimezone(self.zone))
+        return not repeated or croniter(self.expression).expressions[1] == "*"
+
     def next_slot(self, after: datetime.datetime) -> datetime.datetime:
         """The first slot strictly after ``after``."""
         if self.interval is not None:
             return after + self.interval
-        following: datetime.datetime = croniter(
-            self.expression, after.astimezone(self.zone)
-        ).get_next(datetime.datetime)
-        return following.astimezone(datetime.UTC)
+        slots = croniter(self.expression, after.astimezone(self.zone))
+        # Started inside the hour the clocks go back, croniter may first answer ``after``
+        # itself; a few steps always pass it, as a schedule that fires at all fires yearly.
+        for _ in range(_STEPS_PAST_A_CLOCK_CHANGE):
+            following: datetime.datetime = slots.get_next(datetime.datetime)
+            slot = following.astimezone(datetime.UTC)
+            if slot > after and self._fires_at(slot):
+                return slot
+        raise InvalidSpecError(f"schedule {self.expression!r} has no slot after {after}")
