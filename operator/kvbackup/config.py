@@ -105,6 +105,14 @@ class Settings:
     vault_hosts: HostAllowList = DEFAULT_VAULT_HOSTS
     #: Hosts that storage account URLs (and connection strings) may name.
     blob_hosts: HostAllowList = DEFAULT_BLOB_HOSTS
+    #: Namespace of the Lease that replicas elect their leader by; empty: this process
+    #: runs alone and does everything (never run two such processes on one cluster).
+    leader_election_namespace: str | None = None
+    #: Name of that Lease; replicas of one deployment share it.
+    leader_election_lease: str = "kvbackup-operator"
+    #: How long a silent leader is trusted; a killed leader is replaced within this plus
+    #: a seventh of it, and a leader that cannot renew for two thirds of it stops its runs.
+    leader_election_lease_seconds: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -144,6 +152,13 @@ class Settings:
             ),
             vault_hosts=_hosts(env, DEFAULT_VAULT_HOSTS),
             blob_hosts=_hosts(env, DEFAULT_BLOB_HOSTS),
+            leader_election_namespace=env.get("KVBACKUP_LEADER_ELECTION_NAMESPACE", "").strip()
+            or None,
+            leader_election_lease=env.get("KVBACKUP_LEADER_ELECTION_LEASE", "").strip()
+            or "kvbackup-operator",
+            leader_election_lease_seconds=_number(
+                env, "KVBACKUP_LEADER_ELECTION_LEASE_SECONDS", 15.0, minimum=3
+            ),
         )
 
     @property

@@ -4,6 +4,8 @@ clean-up, and the vaults and stores they open for one object's namespace."""
 from __future__ import annotations
 
 import datetime
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from kvbackup.adapters.blob_store import BlobSnapshotStore, container_client
 from kvbackup.adapters.http import SharedSession
 from kvbackup.adapters.keyvault import KeyVaultClients
 from kvbackup.adapters.kubernetes import KubernetesApi, connect
+from kvbackup.adapters.leases import KubernetesLeases
 from kvbackup.adapters.metrics import OperatorMetrics
 from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api import KEYBACKUP_PLURAL
@@ -24,12 +27,19 @@ from kvbackup.api.keybackup import Destination, SecretDestination, parse_spec
 from kvbackup.api.keyrestore import BlobSnapshotSource
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError, MissingReferenceError, NotFoundError
+from kvbackup.services.leadership import Leadership, Timing
 from kvbackup.services.ports import Clock, OpenedSnapshot, SnapshotStore, VaultKeys
 from kvbackup.services.tenancy import require_blob_allowed, require_vault_allowed
 
 
 def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def replica_identity() -> str:
+    """The pod's name (its host name) and the process: a container restarted in the same
+    pod takes its own lease back at once, two processes on one host never share one."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 @dataclass
@@ -144,6 +154,21 @@ class Runtime:
                 f"KeyBackup {keybackup} is invalid, so its snapshots cannot be found: "
                 f"{error.message}"
             ) from None
+
+    def leadership(self) -> Leadership:
+        """This replica's part in electing the one that runs backups and restores."""
+        settings = self.settings
+        leases = (
+            KubernetesLeases(
+                self.kubernetes,
+                settings.leader_election_namespace,
+                settings.leader_election_lease,
+            )
+            if settings.leader_election_namespace
+            else None
+        )
+        timing = Timing(settings.leader_election_lease_seconds)
+        return Leadership(leases, replica_identity(), timing, self.clock)
 
     async def close(self) -> None:
         await self.vaults.close()

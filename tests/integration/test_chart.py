@@ -389,7 +389,11 @@ def test_the_operator_pod_meets_the_restricted_pod_security_standard(
     (deployment,) = find(documents, "Deployment")
     spec = deployment["spec"]
     assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    assert find(documents, "PodDisruptionBudget") == []  # one replica: nothing to keep up
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
     security = container["securityContext"]
@@ -463,6 +467,7 @@ def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path
                 "logFormat": "json",
                 "healthPort": 9090,
                 "metricsPort": 9464,
+                "leaderElectionLeaseSeconds": 30,
                 "vaultHosts": ["*.vault.azure.net", "vaults.example.internal:8443"],
                 "blobHosts": ["*.blob.core.windows.net"],
             },
@@ -485,6 +490,9 @@ def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path
     assert settings.log_format == "json"
     assert settings.health_port == 9090
     assert settings.metrics_port == 9464
+    assert settings.leader_election_namespace == "ops"
+    assert settings.leader_election_lease == "kvb-kvbackup-operator"
+    assert settings.leader_election_lease_seconds == 30
     assert str(settings.vault_hosts) == "*.vault.azure.net,vaults.example.internal:8443"
     assert str(settings.blob_hosts) == "*.blob.core.windows.net"
     rules = settings.default_identity_rules
@@ -496,8 +504,12 @@ def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path
 
     defaults = Settings.from_env(deployment_env(render(helm, "ops", {})))
     # The chart's defaults are the operator's, but for the release's own namespace, whose
-    # objects may use the operator's identity.
-    assert defaults == Settings(default_identity_rules=defaults.default_identity_rules)
+    # objects may use the operator's identity, and the Lease its replicas elect by.
+    assert defaults == Settings(
+        default_identity_rules=defaults.default_identity_rules,
+        leader_election_namespace="ops",
+        leader_election_lease="kvb-kvbackup-operator",
+    )
 
 
 def _identity_rules(helm: Path, values: dict[str, Any]) -> tuple[IdentityRule, ...]:
@@ -549,7 +561,30 @@ def test_every_value_is_in_the_schema_and_documented_in_the_chart_readme() -> No
     assert undocumented == [], "values missing from the chart README"
 
 
-def test_the_schema_refuses_unknown_values_and_a_second_replica(helm: Path) -> None:
+def test_two_replicas_render_a_disruption_budget_and_a_lease_only_they_may_renew(
+    helm: Path, control_plane: ControlPlane, namespace: str
+) -> None:
+    release = unique_release()
+    documents = render(helm, namespace, {"replicaCount": 2}, release=release)
+    (deployment,) = find(documents, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    (budget,) = find(documents, "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+    (role,) = [r for r in find(documents, "Role") if r["metadata"]["name"].endswith("-election")]
+    assert role["metadata"]["namespace"] == namespace
+    lease = f"{release}-kvbackup-operator"
+    assert role["rules"][1] == {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": [lease],
+        "verbs": ["get", "update"],
+    }
+    assert deployment_env(documents)["KVBACKUP_LEADER_ELECTION_LEASE"] == lease
+    dry_run_server(control_plane, documents)
+
+
+def test_the_schema_refuses_unknown_values_and_a_negative_replica_count(helm: Path) -> None:
     for values, complaint in (
         ({"monitoring": {"enabled": True}}, "additional properties 'monitoring' not allowed"),
         (
@@ -557,7 +592,8 @@ def test_the_schema_refuses_unknown_values_and_a_second_replica(helm: Path) -> N
             "additional properties 'enable' not allowed",
         ),
         ({"metrics": {"prometheusRule": {"keyVaultThrottled": {"share": 2}}}}, "share"),
-        ({"replicaCount": 2}, "value must be one of 0, 1"),
+        ({"replicaCount": -1}, "replicaCount"),
+        ({"settings": {"leaderElectionLeaseSeconds": 1}}, "leaderElectionLeaseSeconds"),
         ({"defaultIdentity": {"rules": [{"namespaces": ["a"]}]}}, "vaultUrls"),
         (
             {"defaultIdentity": {"rules": [{"namespaces": ["a"], "vaultUrls": ["a-*.vault"]}]}},

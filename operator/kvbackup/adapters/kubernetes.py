@@ -17,7 +17,7 @@ import urllib3
 # Imported by name, not reached as kubernetes.client.CoreV1Api when the operator connects:
 # the client loads its API classes (and the models they return) lazily, and an import
 # here loads them with the rest of the operator at start, from the image's bytecode.
-from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, CoordinationV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from kvbackup import errors
@@ -108,13 +108,14 @@ KUBERNETES_THREADS = 4
 
 
 class KubernetesApi:
-    """The few calls the operator makes besides kopf's own: Secrets and status."""
+    """The few calls the operator makes besides kopf's own: Secrets, status and its Lease."""
 
     def __init__(self, client: ApiClient) -> None:
         self._client = client
         self._threads = ThreadPoolExecutor(KUBERNETES_THREADS, thread_name_prefix="kubernetes")
         self.core = CoreV1Api(client)
         self.custom = CustomObjectsApi(client)
+        self.coordination = CoordinationV1Api(client)
 
     async def call(self, what: str, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         loop = asyncio.get_running_loop()
@@ -130,7 +131,7 @@ class KubernetesApi:
         is never turned into client models, and a long list is never held at once."""
         token: str | None = None
         while True:
-            page = await self._raw_json(
+            page = await self.raw_json(
                 what,
                 self.core.list_namespaced_secret,
                 namespace,
@@ -148,7 +149,7 @@ class KubernetesApi:
         self, what: str, namespace: str, label_selector: str
     ) -> list[dict[str, Any]]:
         """The metadata of matching Secrets, without their data."""
-        page = await self._raw_json(
+        page = await self.raw_json(
             what,
             self.core.list_namespaced_secret,
             namespace,
@@ -159,9 +160,9 @@ class KubernetesApi:
 
     async def read_secret(self, what: str, namespace: str, name: str) -> dict[str, Any]:
         """One Secret as a plain JSON object."""
-        return await self._raw_json(what, self.core.read_namespaced_secret, name, namespace)
+        return await self.raw_json(what, self.core.read_namespaced_secret, name, namespace)
 
-    async def _raw_json(
+    async def raw_json(
         self, what: str, function: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> dict[str, Any]:
         response = await self.call(what, function, *args, _preload_content=False, **kwargs)

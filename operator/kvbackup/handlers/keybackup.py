@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -34,14 +33,10 @@ DELETE_ATTEMPTS = 10
 
 @kopf.on.event(GROUP, VERSION, KEYBACKUP_PLURAL)
 async def notice_change(type: str, body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
-    loops: Loops = memo.backup_loops
+    loops: Loops = memo.loops
+    await loops.on_event(type, body, uid, partial(keep_backed_up, memo.runtime))
     if type == "DELETED" or body.meta.get("deletionTimestamp"):
-        # Before delete_backups lists what to delete: no write of the run may come after.
-        await loops.forget(uid)
         memo.runtime.metrics.forget_keybackup(body.meta.namespace or "", body.meta.name or "")
-        return
-    newest = kopf.Body(cast(kopf.RawBody, copy.deepcopy(dict(body))))
-    loops.notice(uid, newest, partial(keep_backed_up, memo.runtime))
 
 
 class _WithoutWatchNoise(logging.Filter):
@@ -61,7 +56,7 @@ logging.getLogger("kopf.objects").addFilter(_WithoutWatchNoise())
 async def keep_backed_up(runtime: Runtime, watched: Watched) -> None:
     """Runs a backup whenever one is due, for as long as the object exists."""
     monotonic = asyncio.get_running_loop().time
-    book = RunBook()
+    book: RunBook[RunRequest] = RunBook()
     while True:
         watched.wakeup.clear()
         body, moment = watched.body, runtime.clock()
@@ -154,6 +149,11 @@ async def delete_backups(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any)
     a finalizer must never block deletion forever because its storage is gone."""
     runtime: Runtime = memo.runtime
     namespace, name = body.meta.namespace or "", body.meta.name or ""
+    # Only the leader deletes; a replica that comes to lead later finds the object gone,
+    # or finishes what the last leader left.
+    await memo.leadership.wait_until_leading()
+    if await runtime.kubernetes.read_custom_object(KEYBACKUP_PLURAL, namespace, name) is None:
+        return
     try:
         async with runtime.store(namespace, parse_spec(body.spec).destination) as store:
             deleted = await delete_all_snapshots(store, namespace, name)

@@ -1,7 +1,10 @@
-"""KeyRestore: one restore per spec generation."""
+"""KeyRestore: one restore per spec generation, run by a long-lived loop per object."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from functools import partial
 from typing import Any
 
@@ -10,22 +13,55 @@ import kopf
 from kvbackup.adapters.metrics import DRY_RUN, RESTORE
 from kvbackup.api import GROUP, KEYRESTORE_PLURAL, VERSION
 from kvbackup.api.keyrestore import parse_spec
-from kvbackup.handlers.outcomes import RunLog, as_kopf_error, post, progress_of, publish
+from kvbackup.handlers.loops import Loops, Watched
+from kvbackup.handlers.outcomes import RunLog, post, progress_of, publish
 from kvbackup.presentation import status
 from kvbackup.presentation.verdicts import judge
 from kvbackup.runtime import Runtime
 from kvbackup.services.restore import opened_snapshot, run_restore
+from kvbackup.services.run_book import RunBook
+
+logger = logging.getLogger(__name__)
 
 
-@kopf.on.create(GROUP, VERSION, KEYRESTORE_PLURAL)
-@kopf.on.update(GROUP, VERSION, KEYRESTORE_PLURAL, field="spec")
-async def restore_keys(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
-    runtime: Runtime = memo.runtime
+@kopf.on.event(GROUP, VERSION, KEYRESTORE_PLURAL)
+async def notice_change(type: str, body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
+    loops: Loops = memo.loops
+    await loops.on_event(type, body, uid, partial(keep_restored, memo.runtime))
+
+
+async def keep_restored(runtime: Runtime, watched: Watched) -> None:
+    """Restores each spec generation once, retrying temporary failures with backoff. What
+    is done lives in status, so a restarted operator or a new leader never redoes it."""
+    monotonic = asyncio.get_running_loop().time
+    book: RunBook[int] = RunBook()
+    while True:
+        watched.wakeup.clear()
+        body = watched.body
+        generation = int(body.meta.get("generation") or 0)
+        finished = status.restore_finished_already(dict(body.status), generation)
+        request = None if finished else generation
+        attempt = book.attempt_due(request, monotonic())
+        if request is not None and attempt is not None:
+            try:
+                retry_in = await _attempt(runtime, body, generation, attempt)
+            except Exception as failure:  # e.g. the status itself could not be written
+                logger.exception("%s/%s: restore failed", body.meta.namespace, body.meta.name)
+                retry_in = judge(failure, attempt, runtime.settings).retry_in
+            book.record(request, retry_in, monotonic())
+            continue
+        wait = book.wait_seconds(request, None, monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watched.wakeup.wait(), wait)
+
+
+async def _attempt(
+    runtime: Runtime, body: kopf.Body, generation: int, attempt: int
+) -> float | None:
+    """One attempt at restoring ``generation``; the delay before the next one, or None
+    when this generation is done."""
     namespace = body.meta.namespace or ""
-    generation = int(body.meta.get("generation") or 0)
     existing = dict(body.status)
-    if status.restore_finished_already(existing, generation):
-        return
     write = partial(publish, runtime.kubernetes, KEYRESTORE_PLURAL, body)
     log = RunLog("restore", body)
     journal = status.restore_journal(existing, generation)
@@ -67,14 +103,15 @@ async def restore_keys(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -
                     )
         except Exception as failure:
             run.failed()
-            verdict = judge(failure, retry, runtime.settings)
+            verdict = judge(failure, attempt, runtime.settings)
             log.failed(verdict)
             now = runtime.clock()
             await write(status.restore_failed(existing, verdict, generation, now, journal))
-            raise as_kopf_error(verdict) from failure
+            return verdict.retry_in
         run.finished(report.phase.value, report.keys)
         keybackup = snapshot.manifest.keybackup.name
         keys_limit = runtime.settings.status_keys_limit
         finished = status.restore_finished(existing, report, keybackup, generation, keys_limit)
         log.finished(finished)
         await write(finished)
+        return None

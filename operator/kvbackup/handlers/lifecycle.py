@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -11,6 +13,7 @@ from kvbackup.api import GROUP
 from kvbackup.config import Settings
 from kvbackup.handlers.loops import Loops
 from kvbackup.runtime import Runtime
+from kvbackup.services.leadership import Leadership
 
 
 @kopf.on.startup()
@@ -24,15 +27,29 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.peering.standalone = True
     # The SDKs log request details at INFO; keep the log to what operators need.
     logging.getLogger("azure").setLevel(logging.WARNING)
-    memo.runtime = Runtime.create(Settings.from_env(), memo.metrics)
-    memo.backup_loops = Loops()
+    runtime = Runtime.create(Settings.from_env(), memo.metrics)
+    memo.runtime = runtime
+    memo.loops = loops = Loops()
+    memo.leadership = leadership = runtime.leadership()
+    memo.election = asyncio.create_task(
+        leadership.run(on_elected=loops.lead, on_deposed=loops.follow), name="kvbackup-election"
+    )
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    loops: Loops | None = memo.get("backup_loops")
+    election: asyncio.Task[None] | None = memo.get("election")
+    if election is not None:
+        election.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await election
+    loops: Loops | None = memo.get("loops")
     if loops is not None:
         await loops.close()
+    # Only once nothing of this replica runs any more may another one take over.
+    leadership: Leadership | None = memo.get("leadership")
+    if leadership is not None:
+        await leadership.release()
     runtime: Runtime | None = memo.get("runtime")
     if runtime is not None:
         await runtime.close()

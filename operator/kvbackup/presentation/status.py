@@ -257,9 +257,9 @@ def _journal_fields(journal: RestoreJournal) -> RestoreAttempt:
 
 
 def restore_finished_already(existing: Mapping[str, Any], generation: int) -> bool:
-    """Whether this generation was restored already: a restart must not redo it."""
-    done = {Phase.SUCCEEDED.value, Phase.PARTIALLY_FAILED.value}
-    return existing.get("observedGeneration") == generation and existing.get("phase") in done
+    """Whether this generation ended already (restored, or failed for good): a restart or
+    another replica must not redo it. Only a final outcome sets ``observedGeneration``."""
+    return existing.get("observedGeneration") == generation
 
 
 def restore_started(
