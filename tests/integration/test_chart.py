@@ -277,6 +277,8 @@ def test_default_values_render_objects_the_api_server_accepts(
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",  # on the replicas' Lease, in the release namespace
+        "RoleBinding",
         "Deployment",
         "Service",
     }
@@ -292,11 +294,11 @@ def test_watched_namespaces_render_a_role_per_namespace_the_api_server_accepts(
     documents = render(
         helm, namespace, {"watchNamespaces": [team_a, team_b]}, release=unique_release()
     )
+    # A Role and RoleBinding in each watched namespace, and the Lease's in the release's.
+    watched = sorted([team_a, team_b, namespace])
     roles = find(documents, "Role")
-    assert sorted(role["metadata"]["namespace"] for role in roles) == sorted([team_a, team_b])
-    assert sorted(b["metadata"]["namespace"] for b in find(documents, "RoleBinding")) == sorted(
-        [team_a, team_b]
-    )
+    assert sorted(role["metadata"]["namespace"] for role in roles) == watched
+    assert sorted(b["metadata"]["namespace"] for b in find(documents, "RoleBinding")) == watched
     (discovery,) = [
         role
         for role in find(documents, "ClusterRole")
