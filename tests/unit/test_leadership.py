@@ -139,16 +139,24 @@ async def test_of_two_replicas_exactly_one_leads() -> None:
     assert sorted(first.history + second.history) == ["elected"]
 
 
-async def test_a_killed_leaders_lease_passes_to_the_other_replica_within_the_bound() -> None:
-    store = InMemoryLease()
-    first, second = Replica(store, "a"), Replica(store, "b")
+@contextlib.asynccontextmanager
+async def leader_stopped_beside(first: Replica, second: Replica) -> AsyncIterator[None]:
+    """``first`` leads, ``second`` campaigns; then ``first`` stops without a word."""
     async with campaigning(first) as (first_task,):
         await first.leadership.leading.wait()
         async with campaigning(second):
-            first_task.cancel()  # killed: no release, the lease only goes stale
-            killed_at = asyncio.get_running_loop().time()
-            await asyncio.wait_for(second.leadership.leading.wait(), FAST.takeover_bound + 0.3)
-            took = asyncio.get_running_loop().time() - killed_at
+            first_task.cancel()
+            yield
+
+
+async def test_a_killed_leaders_lease_passes_to_the_other_replica_within_the_bound() -> None:
+    store = InMemoryLease()
+    first, second = Replica(store, "a"), Replica(store, "b")
+    async with leader_stopped_beside(first, second):
+        # Killed: no release, the lease only goes stale.
+        killed_at = asyncio.get_running_loop().time()
+        await asyncio.wait_for(second.leadership.leading.wait(), FAST.takeover_bound + 0.3)
+        took = asyncio.get_running_loop().time() - killed_at
     assert FAST.duration - FAST.retry_period <= took <= FAST.takeover_bound + 0.3
     assert store.record is not None
     assert (store.record.holder, store.record.transitions) == ("b", 1)
@@ -157,12 +165,9 @@ async def test_a_killed_leaders_lease_passes_to_the_other_replica_within_the_bou
 async def test_a_released_lease_passes_to_the_other_replica_at_once() -> None:
     store = InMemoryLease()
     first, second = Replica(store, "a"), Replica(store, "b")
-    async with campaigning(first) as (first_task,):
-        await first.leadership.leading.wait()
-        async with campaigning(second):
-            first_task.cancel()
-            await first.leadership.release()
-            await asyncio.wait_for(second.leadership.leading.wait(), FAST.retry_period * 3)
+    async with leader_stopped_beside(first, second):
+        await first.leadership.release()
+        await asyncio.wait_for(second.leadership.leading.wait(), FAST.retry_period * 3)
 
 
 async def test_a_leader_that_cannot_renew_steps_down_before_its_lease_runs_out() -> None:
