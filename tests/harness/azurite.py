@@ -147,14 +147,17 @@ class BearerToken:
         pass
 
 
-def start(workdir: Path, *, oauth: bool = False, quiet: bool = False) -> Azurite:
+def start(
+    workdir: Path, *, oauth: bool = False, quiet: bool = False, port: int | None = None
+) -> Azurite:
     """Azurite on a free loopback port; with ``oauth``, on HTTPS and accepting bearer tokens
     (see ``BearerToken``) as well as shared keys and SAS tokens. ``quiet``: no access or
     debug log, for runs where the emulator's own logging would take CPU from what is being
-    measured."""
+    measured. Started again with the ``workdir`` and ``port`` of a stopped one, it serves
+    the blobs that one stored, at the same address."""
     executable = install()
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log = workdir / "azurite.log"
     certificate, tls_options = None, []
     if oauth:

@@ -134,6 +134,8 @@ class ControlPlane:
     server: str
     kubeconfig: Path
     processes: list[subprocess.Popen[bytes]]
+    #: How the API server (the last of ``processes``) was started, to start it again.
+    api_server_command: tuple[str, ...] = ()
 
     @property
     def kubectl_path(self) -> Path:
@@ -150,15 +152,35 @@ class ControlPlane:
             check=check,
         )
 
+    def stop_api_server(self) -> None:
+        """Stops the API server alone, as an outage would; etcd keeps the cluster's state."""
+        _terminate(self.processes[-1])
+
+    def start_api_server(self) -> None:
+        """Starts the API server again, on the same port with the same certificates."""
+        log = (self.workdir / "logs" / "kube-apiserver.log").open("ab")
+        self.processes[-1] = subprocess.Popen(
+            self.api_server_command, stdout=log, stderr=subprocess.STDOUT
+        )
+        _wait_ready(self.server, self.workdir / "pki")
+        self._record_pids()
+
+    def _record_pids(self) -> None:
+        (self.workdir / "pids").write_text(" ".join(str(p.pid) for p in self.processes))
+
     def stop(self) -> None:
         for process in reversed(self.processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            _terminate(process)
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _wait_ready(server: str, pki: Path, deadline_s: float = 120) -> None:
@@ -210,52 +232,55 @@ def start(workdir: Path) -> ControlPlane:
         )
     )
     server = f"https://127.0.0.1:{api_port}"
+    api_server_command = (
+        str(bin_dir / "kube-apiserver"),
+        "--etcd-servers",
+        etcd_url,
+        "--bind-address",
+        "127.0.0.1",
+        "--advertise-address",
+        "127.0.0.1",
+        "--secure-port",
+        str(api_port),
+        "--cert-dir",
+        str(workdir / "apiserver-certs"),
+        "--tls-cert-file",
+        str(pki / "apiserver.crt"),
+        "--tls-private-key-file",
+        str(pki / "apiserver.key"),
+        "--client-ca-file",
+        str(pki / "ca.crt"),
+        "--service-account-issuer",
+        "https://kubernetes.default.svc",
+        "--service-account-key-file",
+        str(pki / "sa.pub"),
+        "--service-account-signing-key-file",
+        str(pki / "sa.key"),
+        "--service-cluster-ip-range",
+        "10.0.0.0/24",
+        "--authorization-mode",
+        "RBAC",
+        "--allow-privileged=true",
+        "--disable-admission-plugins",
+        "ServiceAccount",
+    )
     processes.append(
         subprocess.Popen(
-            [
-                str(bin_dir / "kube-apiserver"),
-                "--etcd-servers",
-                etcd_url,
-                "--bind-address",
-                "127.0.0.1",
-                "--advertise-address",
-                "127.0.0.1",
-                "--secure-port",
-                str(api_port),
-                "--cert-dir",
-                str(workdir / "apiserver-certs"),
-                "--tls-cert-file",
-                str(pki / "apiserver.crt"),
-                "--tls-private-key-file",
-                str(pki / "apiserver.key"),
-                "--client-ca-file",
-                str(pki / "ca.crt"),
-                "--service-account-issuer",
-                "https://kubernetes.default.svc",
-                "--service-account-key-file",
-                str(pki / "sa.pub"),
-                "--service-account-signing-key-file",
-                str(pki / "sa.key"),
-                "--service-cluster-ip-range",
-                "10.0.0.0/24",
-                "--authorization-mode",
-                "RBAC",
-                "--allow-privileged=true",
-                "--disable-admission-plugins",
-                "ServiceAccount",
-            ],
+            api_server_command,
             stdout=(logs / "kube-apiserver.log").open("wb"),
             stderr=subprocess.STDOUT,
         )
     )
-    plane = ControlPlane(workdir, bin_dir, server, workdir / "kubeconfig", processes)
+    plane = ControlPlane(
+        workdir, bin_dir, server, workdir / "kubeconfig", processes, api_server_command
+    )
     try:
         _wait_ready(server, pki)
     except Exception:
         plane.stop()
         raise
     write_kubeconfig(plane.kubeconfig, server, pki)
-    (workdir / "pids").write_text(" ".join(str(p.pid) for p in processes))
+    plane._record_pids()
     return plane
 
 

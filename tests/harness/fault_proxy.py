@@ -112,9 +112,13 @@ class Faults:
     #: Keys (lower-case names) whose every faultable request is answered 403 as Key Vault
     #: answers a caller whose role assignments do not reach that key; others go through.
     forbidden_keys: frozenset[str] = frozenset()
+    #: Of the faultable requests neither throttled nor answered 503, the share whose
+    #: connection is reset before any answer, as a failing load balancer does.
+    reset_share: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.throttle_share <= 1.0 or not 0.0 <= self.unavailable_share <= 1.0:
+        shares = (self.throttle_share, self.unavailable_share, self.reset_share)
+        if not all(0.0 <= share <= 1.0 for share in shares):
             raise ValueError("shares must be between 0 and 1")
         if self.throttle_share + self.unavailable_share > 1.0 + 1e-9:
             raise ValueError("throttle_share + unavailable_share must be at most 1")
@@ -131,9 +135,10 @@ class ProxyCounts:
     #: Every request received, faulted or not.
     requests: int
     forwarded: int
-    #: 429s and 503s the proxy answered itself (not forwarded).
+    #: 429s and 503s the proxy answered itself (not forwarded), and connections it reset.
     throttled: int
     unavailable: int
+    reset: int
     #: Requests without an Authorization header: the SDK's challenge round trips.
     unauthenticated: int
     #: Every request received, by method and path with key names and versions as ``*``,
@@ -210,13 +215,16 @@ class _State:
     """Counters and faults, shared by the proxy's loop thread and the test's thread."""
 
     faults: Faults = field(default_factory=Faults)
-    #: Faultable requests since the last set_faults, and those of them not throttled.
+    #: Faultable requests since the last set_faults, those of them not throttled, and
+    #: those neither throttled nor answered 503.
     faultable_seen: int = 0
     unthrottled_seen: int = 0
+    answered_seen: int = 0
     requests: int = 0
     forwarded: int = 0
     throttled: int = 0
     unavailable: int = 0
+    reset: int = 0
     unauthenticated: int = 0
     in_flight: int = 0
     peak_in_flight: int = 0
@@ -266,6 +274,7 @@ class FaultProxy:
             self._state.faults = faults
             self._state.faultable_seen = 0
             self._state.unthrottled_seen = 0
+            self._state.answered_seen = 0
 
     def counts(self) -> ProxyCounts:
         with self._lock:
@@ -275,6 +284,7 @@ class FaultProxy:
                 forwarded=s.forwarded,
                 throttled=s.throttled,
                 unavailable=s.unavailable,
+                reset=s.reset,
                 unauthenticated=s.unauthenticated,
                 by_operation=dict(s.by_operation),
                 peak_in_flight=s.peak_in_flight,
@@ -381,6 +391,11 @@ class FaultProxy:
                     if _spread(m, share):
                         outcome = "unavailable"
                         s.unavailable += 1
+                    else:
+                        k, s.answered_seen = s.answered_seen, s.answered_seen + 1
+                        if _spread(k, faults.reset_share):
+                            outcome = "reset"
+                            s.reset += 1
             if outcome == "forward":
                 s.forwarded += 1
             return faults, outcome
@@ -399,6 +414,10 @@ class FaultProxy:
                 return _error(503, _UNAVAILABLE)
             if outcome == "forbid":
                 return _error(403, _FORBIDDEN)
+            if outcome == "reset":
+                if request.transport is not None:
+                    request.transport.abort()
+                raise ConnectionResetError("fault proxy: connection reset")
             if outcome == "redirect":
                 return web.Response(status=307, headers={"Location": str(faults.redirect_to)})
             return await self._forward(request, body)

@@ -100,16 +100,31 @@ def vault(lowkey: Lowkey, forwarders: Forwarders) -> Iterator[VaultUnderTest]:
         forwarders.close(forwarder)
 
 
-@pytest.fixture
-def proxy(lowkey: Lowkey, tmp_path: Path) -> Iterator[FaultProxy]:
-    """A fresh vault that answers through the fault proxy, which counts every request."""
-    proxy = fault_proxy_for(lowkey, tmp_path / "fault-proxy")
+@contextmanager
+def proxied_vault(lowkey: Lowkey, workdir: Path) -> Iterator[FaultProxy]:
+    """A fresh vault that answers through a fault proxy of its own, which counts every
+    request; both go at the end."""
+    proxy = fault_proxy_for(lowkey, workdir)
     lowkey.create_vault(proxy.url)
     try:
         yield proxy
     finally:
         lowkey.delete_vault(proxy.url)
         proxy.stop()
+
+
+@pytest.fixture
+def proxy(lowkey: Lowkey, tmp_path: Path) -> Iterator[FaultProxy]:
+    """A fresh vault that answers through the fault proxy, which counts every request."""
+    with proxied_vault(lowkey, tmp_path / "fault-proxy") as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def second_proxy(lowkey: Lowkey, tmp_path: Path) -> Iterator[FaultProxy]:
+    """Another such vault, e.g. to restore into."""
+    with proxied_vault(lowkey, tmp_path / "second-fault-proxy") as proxy:
+        yield proxy
 
 
 @pytest.fixture

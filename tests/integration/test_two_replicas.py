@@ -103,7 +103,7 @@ def _manifests(cluster: Cluster, keybackup_name: str) -> list[dict[str, object]]
 
 
 def test_two_replicas_back_up_200_keys_into_one_snapshot_and_restore_each_key_once(
-    replicas: Callable[..., Replicas], proxy: FaultProxy, lowkey: Lowkey
+    replicas: Callable[..., Replicas], proxy: FaultProxy, second_proxy: FaultProxy, lowkey: Lowkey
 ) -> None:
     pair = replicas()
     cluster = pair.cluster
@@ -117,16 +117,15 @@ def test_two_replicas_back_up_200_keys_into_one_snapshot_and_restore_each_key_on
     assert cluster.event_count("nightly", "BackupStarted") == 1
     assert proxy.counts().by_operation[BACKUP_CALLS] == len(KEYS)
 
-    for name in KEYS:
-        vault.delete_and_purge(name)
-    cluster.apply(keyrestore("all-back", proxy.url, keybackup="nightly"))
+    target = Vault(second_proxy.url, lowkey.certificate)
+    cluster.apply(keyrestore("all-back", second_proxy.url, keybackup="nightly"))
     restored = cluster.wait_for_phase("keyrestore", "all-back", "Succeeded", "PartiallyFailed")
     assert restored["phase"] == "Succeeded"
     assert restored["counts"] == {"restored": len(KEYS), "recovered": 0, "skipped": 0, "failed": 0}
     assert set(key_results(restored).values()) == {"Restored"}
-    assert proxy.counts().by_operation[RESTORE_CALLS] == len(KEYS)
+    assert second_proxy.counts().by_operation[RESTORE_CALLS] == len(KEYS)
     assert cluster.event_count("all-back", "RestoreStarted") == 1
-    assert vault.key_names() == set(KEYS)
+    assert target.key_names() == set(KEYS)
     # The follower wrote nothing: only the leader's pod name is in its log as leading.
     leading = [p for p in pair.processes if "leads now" in p.log()]
     assert leading == [pair.leader()]

@@ -15,6 +15,11 @@ from kvbackup.handlers.loops import Loops
 from kvbackup.runtime import Runtime
 from kvbackup.services.leadership import Leadership
 
+#: kopf retries a failed API request with these delays, then gives up, and a watch that
+#: gives up stops the operator. kopf's own (54 s in all) would end it in an API server
+#: outage of a minute; these ride out about ten: 1, 1, 2, 3, 5, 8, 13, 21 s, then 30 s.
+API_RETRY_BACKOFFS = (1, 1, 2, 3, 5, 8, 13, 21, *(30,) * 18)
+
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -25,6 +30,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.peering.standalone = True
+    settings.networking.error_backoffs = API_RETRY_BACKOFFS
     # The SDKs log request details at INFO; keep the log to what operators need.
     logging.getLogger("azure").setLevel(logging.WARNING)
     runtime = Runtime.create(Settings.from_env(), memo.metrics)
