@@ -8,6 +8,7 @@ The tests arrange and inspect keys with it; the demo uses its command line:
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,18 @@ class Vault:
     def decrypt(self, name: str, version: str, ciphertext: bytes) -> bytes:
         with self._crypto(name, version) as crypto:
             return crypto.decrypt(EncryptionAlgorithm.rsa_oaep_256, ciphertext).plaintext
+
+
+def create_keys(vault: Vault, names: list[str], threads: int = 8) -> None:
+    """Many one-version keys over several connections at once: one at a time takes long."""
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(vault.create_ec_keys, [names[i::threads] for i in range(threads)]))
+
+
+def purge_keys(vault: Vault, names: list[str], threads: int = 8) -> None:
+    """Deletes and purges the keys, several at once."""
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(vault.delete_and_purge, names))
 
 
 def main(argv: list[str]) -> None:

@@ -121,13 +121,6 @@ def proxy(lowkey: Lowkey, tmp_path: Path) -> Iterator[FaultProxy]:
 
 
 @pytest.fixture
-def second_proxy(lowkey: Lowkey, tmp_path: Path) -> Iterator[FaultProxy]:
-    """Another such vault, e.g. to restore into."""
-    with proxied_vault(lowkey, tmp_path / "second-fault-proxy") as proxy:
-        yield proxy
-
-
-@pytest.fixture
 def own_operator(
     control_plane: ControlPlane, lowkey: Lowkey, tmp_path: Path
 ) -> Iterator[Callable[..., Cluster]]:

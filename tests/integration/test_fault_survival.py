@@ -33,7 +33,7 @@ from tests.harness.controlplane import ControlPlane
 from tests.harness.fault_proxy import FaultProxy, Faults
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, start_operator
-from tests.harness.vault import Vault
+from tests.harness.vault import Vault, create_keys, purge_keys
 from tests.integration.conftest import Cluster, proxied_vault
 from tests.integration.objects import blob_destination, keybackup, keyrestore
 
@@ -45,12 +45,6 @@ RESTORE_CALLS = "POST /keys/restore"
 
 def names(prefix: str, count: int) -> list[str]:
     return [f"{prefix}-{index:03d}" for index in range(count)]
-
-
-def create_keys(vault: Vault, keys: list[str], threads: int = 8) -> None:
-    """Creates the keys over several connections at once: one at a time takes long."""
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(vault.create_ec_keys, [keys[i::threads] for i in range(threads)]))
 
 
 class Scenario:
@@ -153,47 +147,49 @@ def test_a_30_s_api_server_outage_mid_backup_and_mid_restore_ends_in_complete_ru
 ) -> None:
     scenario = scenarios("outage")
     cluster = scenario.cluster
-    source, source_vault = scenario.vault()
-    target, target_vault = scenario.vault()
-    keys = names("key", 500)
-    create_keys(source_vault, keys)
+    backed, backed_vault = scenario.vault()
+    restored, restored_vault = scenario.vault()
+    backup_keys, restore_keys = names("big", 500), names("back", 200)
+    create_keys(backed_vault, backup_keys)
+    create_keys(restored_vault, restore_keys)
     # As the chart runs it: electing itself leader, so it stops its runs when it cannot
     # renew its lease, and takes them up again when the API server is back.
     scenario.operator(
         KVBACKUP_LEADER_ELECTION_NAMESPACE=cluster.namespace,
         KVBACKUP_LEADER_ELECTION_LEASE_SECONDS="15",
     )
-    cluster.apply(keybackup("first", source.url))
-    cluster.wait_for_phase("keybackup", "first", "Succeeded")
+    cluster.apply(keybackup("source", restored.url))
+    cluster.wait_for_phase("keybackup", "source", "Succeeded")
+    purge_keys(restored_vault, restore_keys)
 
-    # A vault far away: both runs are still under way when the API server stops.
-    for proxy in (source, target):
+    # Vaults far away: both runs are still under way when the API server stops.
+    for proxy in (backed, restored):
         proxy.set_faults(Faults(latency_seconds=0.5))
-    cluster.apply(keybackup("second", source.url))
-    cluster.apply(keyrestore("elsewhere", target.url, keybackup="first"))
+    cluster.apply(keybackup("big", backed.url))
+    cluster.apply(keyrestore("back", restored.url, keybackup="source"))
     cluster.wait_until(
         "the restore is under way",
-        lambda: target.counts().by_operation.get(RESTORE_CALLS, 0) >= 20,
+        lambda: restored.counts().by_operation.get(RESTORE_CALLS, 0) >= 20,
         interval=0.2,
     )
-    assert cluster.status("keybackup", "second").get("activeRun")
+    assert cluster.status("keybackup", "big").get("activeRun")
     scenario.plane.stop_api_server()
     try:
         time.sleep(OUTAGE_SECONDS)
     finally:
         scenario.plane.start_api_server()
-    assert target.counts().by_operation[RESTORE_CALLS] < len(keys), "restored too soon"
-    for proxy in (source, target):
+    assert restored.counts().by_operation[RESTORE_CALLS] < len(restore_keys), "restored too soon"
+    for proxy in (backed, restored):
         proxy.set_faults(Faults())
 
-    backup = cluster.wait_for_phase("keybackup", "second", "Succeeded", timeout=180)
+    backup = cluster.wait_for_phase("keybackup", "big", "Succeeded", timeout=180)
     restore = cluster.wait_for_phase(
-        "keyrestore", "elsewhere", "Succeeded", "PartiallyFailed", timeout=180
+        "keyrestore", "back", "Succeeded", "PartiallyFailed", timeout=180
     )
-    secret_outcome(cluster, "second", backup).assert_one_complete_snapshot_of(keys)
+    secret_outcome(cluster, "big", backup).assert_one_complete_snapshot_of(backup_keys)
     assert restore["phase"] == "Succeeded", restore
     assert restore["counts"]["failed"] == 0
-    assert target_vault.key_names() == set(keys)
+    assert restored_vault.key_names() == set(restore_keys)
 
 
 # --- independent scenarios, run at once -----------------------------------------------

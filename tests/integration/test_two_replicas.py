@@ -17,7 +17,7 @@ from tests.harness.controlplane import ControlPlane
 from tests.harness.fault_proxy import FaultProxy
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, start_operator
-from tests.harness.vault import Vault
+from tests.harness.vault import Vault, create_keys, purge_keys
 from tests.integration.conftest import Cluster
 from tests.integration.objects import key_results, keybackup, keyrestore
 
@@ -103,12 +103,12 @@ def _manifests(cluster: Cluster, keybackup_name: str) -> list[dict[str, object]]
 
 
 def test_two_replicas_back_up_200_keys_into_one_snapshot_and_restore_each_key_once(
-    replicas: Callable[..., Replicas], proxy: FaultProxy, second_proxy: FaultProxy, lowkey: Lowkey
+    replicas: Callable[..., Replicas], proxy: FaultProxy, lowkey: Lowkey
 ) -> None:
     pair = replicas()
     cluster = pair.cluster
     vault = Vault(proxy.url, lowkey.certificate)
-    vault.create_ec_keys(KEYS)
+    create_keys(vault, KEYS)
 
     cluster.apply(keybackup("nightly", proxy.url))
     backed_up = cluster.wait_for_phase("keybackup", "nightly", "Succeeded")
@@ -117,15 +117,15 @@ def test_two_replicas_back_up_200_keys_into_one_snapshot_and_restore_each_key_on
     assert cluster.event_count("nightly", "BackupStarted") == 1
     assert proxy.counts().by_operation[BACKUP_CALLS] == len(KEYS)
 
-    target = Vault(second_proxy.url, lowkey.certificate)
-    cluster.apply(keyrestore("all-back", second_proxy.url, keybackup="nightly"))
+    purge_keys(vault, KEYS)
+    cluster.apply(keyrestore("all-back", proxy.url, keybackup="nightly"))
     restored = cluster.wait_for_phase("keyrestore", "all-back", "Succeeded", "PartiallyFailed")
     assert restored["phase"] == "Succeeded"
     assert restored["counts"] == {"restored": len(KEYS), "recovered": 0, "skipped": 0, "failed": 0}
     assert set(key_results(restored).values()) == {"Restored"}
-    assert second_proxy.counts().by_operation[RESTORE_CALLS] == len(KEYS)
+    assert proxy.counts().by_operation[RESTORE_CALLS] == len(KEYS)
     assert cluster.event_count("all-back", "RestoreStarted") == 1
-    assert target.key_names() == set(KEYS)
+    assert vault.key_names() == set(KEYS)
     # The follower wrote nothing: only the leader's pod name is in its log as leading.
     leading = [p for p in pair.processes if "leads now" in p.log()]
     assert leading == [pair.leader()]
@@ -136,7 +136,7 @@ def test_killing_the_leader_mid_backup_hands_the_run_to_the_other_replica_in_tim
 ) -> None:
     pair = replicas(KVBACKUP_VAULT_RATE_LIMIT="25")  # slow enough to kill it mid-run
     cluster = pair.cluster
-    Vault(proxy.url, lowkey.certificate).create_ec_keys(KEYS)
+    create_keys(Vault(proxy.url, lowkey.certificate), KEYS)
     cluster.apply(keybackup("big", proxy.url))
     cluster.wait_until(
         "some keys are stored", lambda: len(cluster.secrets("kvbackup.io/keybackup=big")) >= 2
