@@ -158,16 +158,17 @@ class Runtime:
     def leadership(self) -> Leadership:
         """This replica's part in electing the one that runs backups and restores."""
         settings = self.settings
+        timing = Timing(settings.leader_election_lease_seconds)
         leases = (
             KubernetesLeases(
                 self.kubernetes,
                 settings.leader_election_namespace,
                 settings.leader_election_lease,
+                timeout=timing.retry_period,
             )
             if settings.leader_election_namespace
             else None
         )
-        timing = Timing(settings.leader_election_lease_seconds)
         return Leadership(leases, replica_identity(), timing, self.clock)
 
     async def close(self) -> None:

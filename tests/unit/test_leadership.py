@@ -75,6 +75,7 @@ class InMemoryLease:
     def __init__(self) -> None:
         self.record: LeaseRecord | None = None
         self.broken = False
+        self.hanging = False
         self._versions = 0
 
     def _stored(self, record: LeaseRecord) -> LeaseRecord:
@@ -83,6 +84,8 @@ class InMemoryLease:
         return self.record
 
     async def read(self) -> LeaseRecord | None:
+        if self.hanging:  # a partitioned network: no answer, no error
+            await asyncio.Event().wait()
         if self.broken:
             raise TransientError("API server unreachable")
         return self.record
@@ -176,6 +179,19 @@ async def test_a_leader_that_cannot_renew_steps_down_before_its_lease_runs_out()
     async with campaigning(leader):
         await leader.leadership.leading.wait()
         store.broken = True
+        cut_at = asyncio.get_running_loop().time()
+        await asyncio.wait_for(_until_not(leader.leadership.leading), FAST.duration * 2)
+        stepped_down_after = asyncio.get_running_loop().time() - cut_at
+    assert leader.history == ["elected", "deposed"]
+    assert stepped_down_after < FAST.duration
+
+
+async def test_a_leader_whose_calls_hang_steps_down_before_its_lease_runs_out() -> None:
+    store = InMemoryLease()
+    leader = Replica(store, "a")
+    async with campaigning(leader):
+        await leader.leadership.leading.wait()
+        store.hanging = True
         cut_at = asyncio.get_running_loop().time()
         await asyncio.wait_for(_until_not(leader.leadership.leading), FAST.duration * 2)
         stepped_down_after = asyncio.get_running_loop().time() - cut_at

@@ -43,8 +43,10 @@ def record_of(document: dict[str, Any]) -> LeaseRecord:
 class KubernetesLeases:
     """One Lease in one namespace; implements the services' ``LeaseStore``."""
 
-    def __init__(self, api: KubernetesApi, namespace: str, name: str) -> None:
+    def __init__(self, api: KubernetesApi, namespace: str, name: str, timeout: float) -> None:
         self._api, self._namespace, self._name = api, namespace, name
+        #: Seconds a call may take; the elector gives up on it then, and so does the thread.
+        self._timeout = timeout
 
     def _document(self, record: LeaseRecord) -> dict[str, Any]:
         metadata: dict[str, Any] = {"name": self._name, "namespace": self._namespace}
@@ -74,6 +76,7 @@ class KubernetesLeases:
                 self._api.coordination.read_namespaced_lease,
                 self._name,
                 self._namespace,
+                _request_timeout=self._timeout,
             )
         except NotFoundError:
             return None
@@ -85,6 +88,7 @@ class KubernetesLeases:
             self._api.coordination.create_namespaced_lease,
             self._namespace,
             self._document(record),
+            _request_timeout=self._timeout,
         )
         return record_of(document)
 
@@ -95,5 +99,6 @@ class KubernetesLeases:
             self._name,
             self._namespace,
             self._document(record),
+            _request_timeout=self._timeout,
         )
         return record_of(document)

@@ -149,7 +149,13 @@ class Leadership:
         renewed_at = 0.0
         while True:
             now = monotonic()
-            held = await self._try_hold(now)
+            try:
+                # A call that hangs (a partitioned network) must not keep this replica
+                # from stepping down in time.
+                held = await asyncio.wait_for(self._try_hold(now), self.timing.retry_period)
+            except TimeoutError:
+                logger.warning("%s: lease not read or written in time", self.me)
+                held = Hold.UNKNOWN
             if held is Hold.HELD:
                 renewed_at = now
                 if not self.leading.is_set():
