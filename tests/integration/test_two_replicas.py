@@ -136,7 +136,8 @@ def test_killing_the_leader_mid_backup_hands_the_run_to_the_other_replica_in_tim
 ) -> None:
     pair = replicas(KVBACKUP_VAULT_RATE_LIMIT="25")  # slow enough to kill it mid-run
     cluster = pair.cluster
-    create_keys(Vault(proxy.url, lowkey.certificate), KEYS)
+    keys = KEYS[:100]
+    create_keys(Vault(proxy.url, lowkey.certificate), keys)
     cluster.apply(keybackup("big", proxy.url))
     cluster.wait_until(
         "some keys are stored", lambda: len(cluster.secrets("kvbackup.io/keybackup=big")) >= 2
@@ -158,16 +159,16 @@ def test_killing_the_leader_mid_backup_hands_the_run_to_the_other_replica_in_tim
         len(pack["data"]) - 1  # every entry but the pack's index
         for pack in cluster.secrets("kvbackup.io/keybackup=big,kvbackup.io/role=artifact")
     )
-    assert 0 < stored_before < len(KEYS)
+    assert 0 < stored_before < len(keys)
 
     status = cluster.wait_for_phase("keybackup", "big", "Succeeded")
     assert took_over_in <= TAKEOVER_BOUND + 1, took_over_in
     assert status["lastSnapshot"]["id"] == snapshot_id
-    assert status["lastRun"]["keysSucceeded"] == len(KEYS)
+    assert status["lastRun"]["keysSucceeded"] == len(keys)
     assert len(_manifests(cluster, "big")) == 1
     # Resumed into the same snapshot from what the killed leader stored, not redone.
     sent_after = proxy.counts().by_operation[BACKUP_CALLS] - sent_before
-    assert sent_after == len(KEYS) - stored_before
+    assert sent_after == len(keys) - stored_before
     started = {e["message"] for e in cluster.events_for("big") if e["reason"] == "BackupStarted"}
     assert started == {f"backing up into {snapshot_id}"}
 
@@ -180,8 +181,8 @@ def test_with_two_replicas_a_schedule_fires_once_per_slot(
     Vault(proxy.url, lowkey.certificate).create_ec_keys(["app-key", "db-key"])
     cluster.apply(keybackup("every-3s", proxy.url, schedule="@every 3s"))
     cluster.wait_until(
-        "four scheduled runs succeeded",
-        lambda: cluster.event_count("every-3s", "BackupSucceeded") >= 4,
+        "three scheduled runs succeeded",
+        lambda: cluster.event_count("every-3s", "BackupSucceeded") >= 3,
         timeout=60,
     )
     cluster.plane.kubectl(
