@@ -111,7 +111,8 @@ class Settings:
     #: Name of that Lease; replicas of one deployment share it.
     leader_election_lease: str = "kvbackup-operator"
     #: How long a silent leader is trusted; a killed leader is replaced within this plus
-    #: a seventh of it, and a leader that cannot renew for two thirds of it stops its runs.
+    #: two renewal periods (each 2/15 of it), and a leader that cannot renew for two
+    #: thirds of it stops its runs.
     leader_election_lease_seconds: float = 15.0
 
     @classmethod

@@ -66,7 +66,7 @@ def test_a_released_lease_is_taken_at_once() -> None:
 
 def test_a_leader_steps_down_before_its_lease_can_pass_to_another() -> None:
     assert TIMING.renew_deadline < TIMING.duration
-    assert TIMING.takeover_bound == 17.0
+    assert TIMING.takeover_bound == 19.0
 
 
 class InMemoryLease:

@@ -40,8 +40,10 @@ class Timing:
 
     @property
     def takeover_bound(self) -> float:
-        """The longest a replica waits to lead after the leader dies without a word."""
-        return self.duration + self.retry_period
+        """The longest a replica waits to lead after the leader dies without a word: it
+        sees the last renewal up to a period late, trusts it for ``duration``, and notices
+        the end at its next round."""
+        return self.duration + 2 * self.retry_period
 
 
 class Hold(Enum):
