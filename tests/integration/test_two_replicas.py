@@ -136,7 +136,7 @@ def test_killing_the_leader_mid_backup_hands_the_run_to_the_other_replica_in_tim
 ) -> None:
     pair = replicas(KVBACKUP_VAULT_RATE_LIMIT="25")  # slow enough to kill it mid-run
     cluster = pair.cluster
-    keys = KEYS[:100]
+    keys = KEYS
     create_keys(Vault(proxy.url, lowkey.certificate), keys)
     cluster.apply(keybackup("big", proxy.url))
     cluster.wait_until(
