@@ -8,6 +8,8 @@ import datetime
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
+import pytest
+
 from kvbackup.errors import ConflictError, TransientError
 from kvbackup.services.leadership import (
     Leadership,
@@ -173,25 +175,21 @@ async def test_a_released_lease_passes_to_the_other_replica_at_once() -> None:
         await asyncio.wait_for(second.leadership.leading.wait(), FAST.retry_period * 3)
 
 
-async def test_a_leader_that_cannot_renew_steps_down_before_its_lease_runs_out() -> None:
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param("broken", id="its-calls-fail"),
+        pytest.param("hanging", id="its-calls-hang"),
+    ],
+)
+async def test_a_leader_that_cannot_renew_steps_down_before_its_lease_runs_out(
+    fault: str,
+) -> None:
     store = InMemoryLease()
     leader = Replica(store, "a")
     async with campaigning(leader):
         await leader.leadership.leading.wait()
-        store.broken = True
-        cut_at = asyncio.get_running_loop().time()
-        await asyncio.wait_for(_until_not(leader.leadership.leading), FAST.duration * 2)
-        stepped_down_after = asyncio.get_running_loop().time() - cut_at
-    assert leader.history == ["elected", "deposed"]
-    assert stepped_down_after < FAST.duration
-
-
-async def test_a_leader_whose_calls_hang_steps_down_before_its_lease_runs_out() -> None:
-    store = InMemoryLease()
-    leader = Replica(store, "a")
-    async with campaigning(leader):
-        await leader.leadership.leading.wait()
-        store.hanging = True
+        setattr(store, fault, True)
         cut_at = asyncio.get_running_loop().time()
         await asyncio.wait_for(_until_not(leader.leadership.leading), FAST.duration * 2)
         stepped_down_after = asyncio.get_running_loop().time() - cut_at
