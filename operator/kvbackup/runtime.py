@@ -38,7 +38,8 @@ def utc_now() -> datetime.datetime:
 
 def replica_identity() -> str:
     """The pod's name (its host name) and the process: a container restarted in the same
-    pod takes its own lease back at once, two processes on one host never share one."""
+    pod (where the image's entry point is always process 1) takes its own lease back at
+    once, and two processes on one host never share one."""
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
