@@ -208,7 +208,9 @@ def prove_the_operator_works(
     assert cluster.ready_condition("keybackup", "unreachable")["status"] == "False"
     reasons = {event["reason"] for event in cluster.events_for("unreachable")}
     assert "VaultUnreachable" in reasons, reasons
-    assert "SourceNotFound: no complete snapshot of KeyBackup gone" in operator.log()
+    log = operator.log()
+    assert "restore failed: SourceNotFound after" in log
+    assert "no complete snapshot of KeyBackup gone" in log
 
     originals = vault.create_rsa_key("signing", versions=3)
     cluster.apply(keybackup("round-trip", vault.url, keys=["signing"]))
