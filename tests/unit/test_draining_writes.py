@@ -41,6 +41,7 @@ async def test_forgetting_a_keybackup_returns_once_its_runs_writes_have_landed()
             await to_completion(write())
 
     loops = Loops()
+    await loops.lead()  # only a leader runs loops
     loops.notice("uid", None, run)  # type: ignore[arg-type]
     await writing.wait()
 
