@@ -150,7 +150,7 @@ async def test_an_altered_artifact_fails_verification_against_itsmanifest_of(
     await store_snapshot(store, REF, SNAPSHOT, {"k": original})
     await container.upload_blob(
         f"backups/prod/payments/payments-keys/{SNAPSHOT}/keys/k",
-        b"\x00" + original[1:],
+        bytes([original[0] ^ 0xFF]) + original[1:],
         overwrite=True,
     )
 
