@@ -15,7 +15,7 @@ from tests.harness.controlplane import ControlPlane, free_port
 from tests.harness.fault_proxy import FaultProxy
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, start_operator
-from tests.harness.vault import Vault
+from tests.harness.vault import Vault, purge_keys
 from tests.integration.conftest import Cluster, VaultUnderTest, store_snapshot
 from tests.integration.objects import key_results, keybackup, keyrestore
 
@@ -195,8 +195,7 @@ def test_a_200_key_restore_killed_midway_restores_every_key_exactly_once_after_r
         cluster.wait_for_phase("keybackup", "big", "Succeeded")
     finally:
         backup.stop()
-    for name in KEYS:
-        vault.delete_and_purge(name)
+    purge_keys(vault, KEYS)
 
     operator = _operator(cluster, tmp_path / "first.log", lowkey, KVBACKUP_VAULT_RATE_LIMIT=SLOW)
     try:

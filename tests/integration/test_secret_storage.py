@@ -152,7 +152,9 @@ async def test_an_altered_artifact_fails_verification_against_its_manifest(
     original = os.urandom(4000)
     await store_snapshot(secret_store, ref, SNAPSHOT, {"k": original, "j": os.urandom(10)})
     manifest = await secret_store.read_manifest(cluster.namespace, "payments", SNAPSHOT)
-    _patch_data(cluster, manifest.artifact("k").location, "k", bytes([original[0] ^ 0xFF]) + original[1:])
+    _patch_data(
+        cluster, manifest.artifact("k").location, "k", bytes([original[0] ^ 0xFF]) + original[1:]
+    )
 
     stored = await SecretSnapshotStore(api).read_artifact(
         cluster.namespace, "payments", SNAPSHOT, manifest.artifact("k")
