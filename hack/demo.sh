@@ -83,6 +83,14 @@ up() {
   echo "== disaster: card-signing is deleted and purged"
   vault delete-and-purge card-signing
 
+  echo "== kubectl apply -f examples/keyrestore-dry-run.yaml: what would a restore do?"
+  example keyrestore-dry-run.yaml | kubectl apply -f -
+  wait_ready kr/payments-keys-preview
+  kubectl get kr payments-keys-preview -n "$namespace" \
+    -o jsonpath='{range .status.keys[*]}{.name}: {.result} {.reason}{"\n"}{end}'
+  kubectl get kr payments-keys-preview -n "$namespace" \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}{"\n"}'
+
   echo "== kubectl apply -f examples/keyrestore.yaml, and wait until it is Ready"
   example keyrestore.yaml | kubectl apply -f -
   wait_ready kr/payments-keys-restore
