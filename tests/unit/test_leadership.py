@@ -78,6 +78,9 @@ class InMemoryLease:
         self.record: LeaseRecord | None = None
         self.broken = False
         self.hanging = False
+        #: Seconds each call takes: a slow API server.
+        self.delay = 0.0
+        self.calls: list[str] = []
         self._versions = 0
 
     def _stored(self, record: LeaseRecord) -> LeaseRecord:
@@ -85,21 +88,27 @@ class InMemoryLease:
         self.record = replace(record, version=str(self._versions))
         return self.record
 
-    async def read(self) -> LeaseRecord | None:
+    async def _answer(self, call: str) -> None:
+        """Waits as the API server would, and fails as it would."""
+        self.calls.append(call)
+        await asyncio.sleep(self.delay)
         if self.hanging:  # a partitioned network: no answer, no error
             await asyncio.Event().wait()
         if self.broken:
             raise TransientError("API server unreachable")
+
+    async def read(self) -> LeaseRecord | None:
+        await self._answer("read")
         return self.record
 
     async def create(self, record: LeaseRecord) -> LeaseRecord:
+        await self._answer("create")
         if self.record is not None:
             raise ConflictError("exists")
         return self._stored(record)
 
     async def replace(self, record: LeaseRecord) -> LeaseRecord:
-        if self.broken:
-            raise TransientError("API server unreachable")
+        await self._answer("replace")
         if self.record is None or record.version != self.record.version:
             raise ConflictError("stale version")
         return self._stored(record)
@@ -195,6 +204,39 @@ async def test_a_leader_that_cannot_renew_steps_down_before_its_lease_runs_out(
         stepped_down_after = asyncio.get_running_loop().time() - cut_at
     assert leader.history == ["elected", "deposed"]
     assert stepped_down_after < FAST.duration
+
+
+async def test_a_leader_keeps_its_lease_while_renewals_are_slow_but_land_before_its_deadline() -> (
+    None
+):
+    store = InMemoryLease()
+    leader, follower = Replica(store, "a"), Replica(store, "b")
+    async with campaigning(leader):
+        await leader.leadership.leading.wait()
+        # Each round takes three times its period, still well within the renew deadline.
+        store.delay = FAST.retry_period * 1.5
+        async with campaigning(follower):
+            await asyncio.sleep(FAST.duration * 3)
+    assert leader.history == ["elected"]
+    assert follower.history == []
+    assert store.record is not None
+    assert (store.record.holder, store.record.transitions) == ("a", 0)
+
+
+async def test_a_leader_renews_with_one_write_a_round_and_reads_only_after_a_conflict() -> None:
+    store = InMemoryLease()
+    leader = Replica(store, "a")
+    async with campaigning(leader):
+        await leader.leadership.leading.wait()
+        await asyncio.sleep(FAST.retry_period * 4.5)
+        assert store.calls[:2] == ["read", "create"]
+        assert set(store.calls[2:]) == {"replace"}
+        assert store.record is not None
+        store.record = replace(store.record, version="written-by-someone-else")
+        store.calls.clear()
+        await asyncio.sleep(FAST.retry_period * 2.5)
+    assert store.calls[:3] == ["replace", "read", "replace"]
+    assert leader.history == ["elected"]
 
 
 async def test_a_leader_that_finds_another_holder_steps_down_at_once() -> None:

@@ -117,6 +117,20 @@ def released(record: LeaseRecord) -> LeaseRecord:
     return replace(record, holder=None, duration_seconds=1)
 
 
+@dataclass
+class Round:
+    """The times one round of the election takes its decisions by.
+
+    A holder's lease is trusted from when this replica saw it, after the read returned:
+    a slow read then shortens nobody's trust. A renewal counts from before its write was
+    sent, as the lease cannot have changed earlier: the leader steps down in time however
+    slowly the write was answered.
+    """
+
+    clock: Callable[[], float]
+    written_at: float = 0.0
+
+
 class Leadership:
     """Whether this replica leads; ``on_elected``/``on_deposed`` start and stop its work."""
 
@@ -150,16 +164,20 @@ class Leadership:
         monotonic = asyncio.get_running_loop().time
         renewed_at = 0.0
         while True:
-            now = monotonic()
+            # A slow API server is not a lost lease: a leader waits for its renewal as long
+            # as it may still lead, as client-go does, but no longer, so that a call that
+            # hangs (a partitioned network) cannot keep it from stepping down in time.
+            patience = self.timing.renew_deadline
+            if self.leading.is_set():
+                patience = max(0.0, renewed_at + patience - monotonic())
+            round_ = Round(monotonic)
             try:
-                # A call that hangs (a partitioned network) must not keep this replica
-                # from stepping down in time.
-                held = await asyncio.wait_for(self._try_hold(now), self.timing.retry_period)
+                held = await asyncio.wait_for(self._try_hold(round_), patience)
             except TimeoutError:
                 logger.warning("%s: lease not read or written in time", self.me)
                 held = Hold.UNKNOWN
             if held is Hold.HELD:
-                renewed_at = now
+                renewed_at = round_.written_at
                 if not self.leading.is_set():
                     logger.info("%s leads now", self.me)
                     self.leading.set()
@@ -167,7 +185,7 @@ class Leadership:
             elif self.leading.is_set() and held is Hold.TAKEN:
                 logger.warning("%s lost its lease to another replica: stepping down", self.me)
                 await self._step_down(on_deposed)
-            elif self.leading.is_set() and now - renewed_at >= self.timing.renew_deadline:
+            elif self.leading.is_set() and monotonic() - renewed_at >= self.timing.renew_deadline:
                 logger.warning(
                     "%s could not renew its lease for %.0f s: stepping down",
                     self.me,
@@ -176,24 +194,30 @@ class Leadership:
                 await self._step_down(on_deposed)
             await asyncio.sleep(self.timing.retry_period)
 
-    async def _try_hold(self, now: float) -> Hold:
+    async def _try_hold(self, round_: Round) -> Hold:
         assert self._store is not None
         try:
-            self._seen.see(await self._store.read(), now)
+            # The leader renews the lease it wrote last without reading it first: one call
+            # a round. A conflict means someone else wrote; the next round reads.
+            if self._held is None:
+                self._seen.see(await self._store.read(), round_.clock())
+            now = round_.clock()
             wanted = claim(self._seen, self.me, self.timing, now, self._clock())
             if wanted is None:
                 return Hold.TAKEN
+            round_.written_at = now
             written = await (
                 self._store.create(wanted)
                 if self._seen.record is None
                 else self._store.replace(wanted)
             )
         except (ConflictError, NotFoundError):
+            self._held = None
             return Hold.UNKNOWN  # another replica wrote first; read again at the next round
         except KvBackupError as error:
             logger.warning("%s: lease not read or written: %s", self.me, error)
             return Hold.UNKNOWN
-        self._seen.see(written, now)
+        self._seen.see(written, round_.clock())
         self._held = written
         return Hold.HELD
 
