@@ -144,6 +144,9 @@ class ProxyCounts:
     #: Every request received, by method and path with key names and versions as ``*``,
     #: e.g. ``"POST /keys/*/backup"``.
     by_operation: dict[str, int]
+    #: Requests answered, by operation and status, e.g. ``"POST /keys/restore 409"``;
+    #: a reset connection is ``"... reset"``.
+    answered: dict[str, int]
     #: Most requests received and not yet answered at one time.
     peak_in_flight: int
 
@@ -229,6 +232,7 @@ class _State:
     in_flight: int = 0
     peak_in_flight: int = 0
     by_operation: dict[str, int] = field(default_factory=dict)
+    answered: dict[str, int] = field(default_factory=dict)
 
 
 class FaultProxy:
@@ -287,6 +291,7 @@ class FaultProxy:
                 reset=s.reset,
                 unauthenticated=s.unauthenticated,
                 by_operation=dict(s.by_operation),
+                answered=dict(s.answered),
                 peak_in_flight=s.peak_in_flight,
             )
 
@@ -402,28 +407,36 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         faults, outcome = self._admit(request)
+        answer = "reset"
         try:
-            body = await request.read()
-            if faults.latency_seconds > 0:
-                await asyncio.sleep(faults.latency_seconds)
-            if outcome == "throttle":
-                retry = faults.retry_after_seconds
-                headers = {} if retry is None else {"Retry-After": _seconds(retry)}
-                return _error(429, _THROTTLED, headers)
-            if outcome == "unavailable":
-                return _error(503, _UNAVAILABLE)
-            if outcome == "forbid":
-                return _error(403, _FORBIDDEN)
-            if outcome == "reset":
-                if request.transport is not None:
-                    request.transport.abort()
-                raise ConnectionResetError("fault proxy: connection reset")
-            if outcome == "redirect":
-                return web.Response(status=307, headers={"Location": str(faults.redirect_to)})
-            return await self._forward(request, body)
+            response = await self._respond(request, faults, outcome)
+            answer = str(response.status)
+            return response
         finally:
+            name = f"{operation(request.method, request.path)} {answer}"
             with self._lock:
                 self._state.in_flight -= 1
+                self._state.answered[name] = self._state.answered.get(name, 0) + 1
+
+    async def _respond(self, request: web.Request, faults: Faults, outcome: str) -> web.Response:
+        body = await request.read()
+        if faults.latency_seconds > 0:
+            await asyncio.sleep(faults.latency_seconds)
+        if outcome == "throttle":
+            retry = faults.retry_after_seconds
+            headers = {} if retry is None else {"Retry-After": _seconds(retry)}
+            return _error(429, _THROTTLED, headers)
+        if outcome == "unavailable":
+            return _error(503, _UNAVAILABLE)
+        if outcome == "forbid":
+            return _error(403, _FORBIDDEN)
+        if outcome == "reset":
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("fault proxy: connection reset")
+        if outcome == "redirect":
+            return web.Response(status=307, headers={"Location": str(faults.redirect_to)})
+        return await self._forward(request, body)
 
     async def _forward(self, request: web.Request, body: bytes) -> web.Response:
         assert self._session is not None

@@ -191,6 +191,21 @@ def test_a_30_s_api_server_outage_mid_backup_and_mid_restore_ends_in_complete_ru
     assert restore["phase"] == "Succeeded", restore
     assert restore["counts"]["failed"] == 0, restore["counts"]
     assert restored_vault.key_names() == set(restore_keys)
+    # The keys restored after the last journal write before the outage are sent again by
+    # the next attempt, and refused as taken (409): each key is restored by one call.
+    answers = restore_answers(restored)
+    assert answers.pop("200", 0) == len(restore_keys), answers
+    assert set(answers) <= {"409"}, answers
+
+
+def restore_answers(proxy: FaultProxy) -> dict[str, int]:
+    """The restore calls the vault answered, by status."""
+    prefix = f"{RESTORE_CALLS} "
+    return {
+        name.removeprefix(prefix): count
+        for name, count in proxy.counts().answered.items()
+        if name.startswith(prefix)
+    }
 
 
 # --- independent scenarios, run at once -----------------------------------------------

@@ -37,6 +37,26 @@ def test_the_next_attempt_reads_each_keys_result_and_the_keys_not_yet_done() -> 
     ]
 
 
+def test_an_attempt_again_in_this_process_keeps_what_it_recorded_though_the_status_lacks_it() -> (
+    None
+):
+    # The status took the first two results; the API server went away before the rest.
+    journal = RestoreJournal()
+    journal.begin("snap-1", 3)
+    journal.record(0, KeyResult.RESTORED)
+    journal.record(1, KeyResult.RECOVERED)
+    journal.carried = journal.encoded()
+    journal.record(2, KeyResult.RESTORED)
+
+    journal.begin("snap-1", 3)
+
+    assert [journal.earlier(i) for i in range(3)] == [
+        KeyResult.RESTORED,
+        KeyResult.RECOVERED,
+        KeyResult.RESTORED,
+    ]
+
+
 @pytest.mark.parametrize(
     ("snapshot", "total"),
     [pytest.param("snap-2", 4, id="another snapshot"), pytest.param("snap-1", 5, id="more keys")],

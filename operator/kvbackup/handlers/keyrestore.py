@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -18,6 +19,7 @@ from kvbackup.handlers.outcomes import RunLog, post, progress_of, publish
 from kvbackup.presentation import status
 from kvbackup.presentation.verdicts import judge
 from kvbackup.runtime import Runtime
+from kvbackup.services.journal import RestoreJournal
 from kvbackup.services.restore import opened_snapshot, run_restore
 from kvbackup.services.run_book import RunBook
 
@@ -44,7 +46,7 @@ async def keep_restored(runtime: Runtime, watched: Watched) -> None:
         attempt = book.attempt_due(request, monotonic())
         if request is not None and attempt is not None:
             try:
-                retry_in = await _attempt(runtime, body, generation, attempt)
+                retry_in = await _attempt(runtime, watched, generation, attempt)
             except Exception as failure:  # e.g. the status itself could not be written
                 logger.exception("%s/%s: restore failed", body.meta.namespace, body.meta.name)
                 retry_in = judge(failure, attempt, runtime.settings).retry_in
@@ -55,22 +57,44 @@ async def keep_restored(runtime: Runtime, watched: Watched) -> None:
             await asyncio.wait_for(watched.wakeup.wait(), wait)
 
 
+@dataclass(frozen=True)
+class _Journalled:
+    """The per-key results of one generation's restore as this process knows them: newer
+    than the status's when status writes failed (the API server was away), and kept for
+    the next attempt, so that it does not send the vault those keys again."""
+
+    generation: int
+    journal: RestoreJournal
+
+
+def _journal_for(watched: Watched, generation: int) -> RestoreJournal:
+    known = watched.carried
+    if isinstance(known, _Journalled) and known.generation == generation:
+        return known.journal
+    journal = status.restore_journal(dict(watched.body.status), generation)
+    watched.carried = _Journalled(generation, journal)
+    return journal
+
+
 async def _attempt(
-    runtime: Runtime, body: kopf.Body, generation: int, attempt: int
+    runtime: Runtime, watched: Watched, generation: int, attempt: int
 ) -> float | None:
     """One attempt at restoring ``generation``; the delay before the next one, or None
     when this generation is done."""
+    body = watched.body
     namespace = body.meta.namespace or ""
     existing = dict(body.status)
     write = partial(publish, runtime.kubernetes, KEYRESTORE_PLURAL, body)
     log = RunLog("restore", body)
-    journal = status.restore_journal(existing, generation)
+    journal = _journal_for(watched, generation)
     # A dry run changes nothing: it is counted apart, so restores count what was restored.
     with runtime.metrics.run(DRY_RUN if body.spec.get("dryRun") is True else RESTORE) as run:
         try:
             spec = parse_spec(body.spec)
             # A dry run changed nothing, so an interrupted one is simply done again.
-            resumed = not spec.dry_run and status.restore_resumes(existing, generation)
+            resumed = not spec.dry_run and (
+                journal.begun or status.restore_resumes(existing, generation)
+            )
             await write(
                 status.restore_started(existing, generation, runtime.clock(), dry_run=spec.dry_run)
             )
@@ -108,10 +132,13 @@ async def _attempt(
             now = runtime.clock()
             await write(status.restore_failed(existing, verdict, generation, now, journal))
             return verdict.retry_in
-        run.finished(report.phase.value, report.keys)
         keybackup = snapshot.manifest.keybackup.name
         keys_limit = runtime.settings.status_keys_limit
         finished = status.restore_finished(existing, report, keybackup, generation, keys_limit)
-        log.finished(finished)
         await write(finished)
-        return None
+        # Logged and counted once told: an attempt whose end could not be written is
+        # attempted again.
+        log.finished(finished)
+        run.finished(report.phase.value, report.keys)
+    watched.carried = None
+    return None

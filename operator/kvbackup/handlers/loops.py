@@ -33,6 +33,9 @@ class Watched:
 
     body: kopf.Body
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    #: What one loop leaves for the next on this object, kept while leadership moves away
+    #: and back: what a run did that its status could not be told.
+    carried: object = None
 
 
 @dataclass

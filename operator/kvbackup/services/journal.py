@@ -45,6 +45,8 @@ class RestoreJournal:
     def begin(self, snapshot_id: str, total: int) -> None:
         """Start an attempt over ``total`` keys of ``snapshot_id``: the earlier attempt's
         results are kept when they are of the same snapshot and keys, else none are."""
+        if self._begun and snapshot_id == self.snapshot_id and len(self._letters) == total:
+            return  # an attempt in this process came this far: its letters are the newest
         earlier = self._decoded(total) if snapshot_id == self.snapshot_id else None
         self._letters = earlier if earlier is not None else bytearray([_PENDING]) * total
         self.snapshot_id = snapshot_id
