@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= .demo
 
-.PHONY: help venv control-plane helm promtool lint image image-check audit lock unit integration test bench demo demo-down clean
+.PHONY: help venv control-plane helm promtool emulators lint image image-check audit lock unit integration test bench demo demo-down clean
 
 help:
 	@echo "make demo       local control plane + operator + example KeyBackup/KeyRestore"
@@ -36,6 +36,17 @@ helm:
 promtool:
 	bash hack/build-promtool.sh >/dev/null
 
+# Lowkey Vault's jar and Azurite, found or installed before pytest starts, so that its
+# workers never build them at once.
+emulators: venv
+	bash hack/lowkey-vault.sh >/dev/null
+	$(BIN)/python -m tests.harness.azurite >/dev/null
+
+# The tests run in PYTEST_WORKERS processes, each with a control plane, emulators and
+# operator of its own; a test module stays in one process, as its fixtures are shared.
+PYTEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile
+
 # The operator image, kvbackup-operator:<version>: with docker where its engine answers,
 # otherwise with buildah on minimal Debian bases (both installed from Debian's packages);
 # also writes the SBOM of its Python packages to dist/. Prints the reference and the size.
@@ -64,11 +75,11 @@ lint: venv
 unit: venv
 	$(BIN)/python -m pytest tests/unit -q
 
-integration: venv control-plane helm promtool
-	$(BIN)/python -m pytest tests/integration -q
+integration: venv control-plane helm promtool emulators
+	$(PYTEST) tests/integration
 
-test: venv control-plane helm promtool lint image-check audit
-	$(BIN)/python -m pytest tests -q -p no:cacheprovider
+test: venv control-plane helm promtool emulators lint image-check audit
+	$(PYTEST) tests
 
 # Figures, not pass/fail: prints a table and writes bench-results.json.
 bench: venv control-plane

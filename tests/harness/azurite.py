@@ -193,3 +193,8 @@ def start(
         azurite.stop()
         raise
     return azurite
+
+
+if __name__ == "__main__":
+    # `make emulators`: installs Azurite ahead of the tests and prints its executable.
+    print(install())
