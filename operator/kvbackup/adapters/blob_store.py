@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -137,6 +138,15 @@ def manifest_blob(snapshot_folder: str) -> str:
     return f"{snapshot_folder}/{MANIFEST_BLOB}"
 
 
+@dataclass(frozen=True)
+class _Found:
+    """What a snapshot's folder holds: a manifest (with its blob's metadata) or key
+    backups only."""
+
+    complete: bool
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
 class BlobSnapshotStore:
     """``SnapshotStore`` on an Azure Blob Storage container; the caller owns the client."""
 
@@ -199,9 +209,14 @@ class BlobSnapshotStore:
         )
 
     async def list_snapshots(self, namespace: str, keybackup: str) -> list[SnapshotSummary]:
-        stored = await self.list_stored(namespace, keybackup)
-        folders = [self.folder(namespace, keybackup, s.snapshot_id) for s in stored if s.complete]
-        summaries = await asyncio.gather(*(self._summary_if_present(f) for f in folders))
+        listed = await self._listed(namespace, keybackup)
+        summaries = await asyncio.gather(
+            *(
+                self._summary_of(self.folder(namespace, keybackup, snapshot_id), found)
+                for snapshot_id, found in listed
+                if found.complete
+            )
+        )
         return [s for s in summaries if s is not None]
 
     async def read_manifest(self, namespace: str, keybackup: str, snapshot_id: str) -> Manifest:
@@ -213,6 +228,11 @@ class BlobSnapshotStore:
         return await self.read_artifact_at(self.folder(namespace, keybackup, snapshot_id), artifact)
 
     async def list_stored(self, namespace: str, keybackup: str) -> list[StoredSnapshot]:
+        listed = await self._listed(namespace, keybackup)
+        return [StoredSnapshot(snapshot_id, found.complete) for snapshot_id, found in listed]
+
+    async def _listed(self, namespace: str, keybackup: str) -> list[tuple[str, _Found]]:
+        """Each snapshot's id, newest first, with what its folder holds."""
         # One listing of the snapshot folders, then a look into each: listing every blob
         # would cost a page per 5,000 keys of every snapshot kept, and the memory of it.
         base = self.folder(namespace, keybackup) + "/"
@@ -221,33 +241,25 @@ class BlobSnapshotStore:
             async for item in self._container.walk_blobs(name_starts_with=base, delimiter="/"):
                 if isinstance(item, BlobPrefix):
                     snapshot_ids.append(item.name[len(base) :].rstrip("/"))
-        states = await asyncio.gather(*(self._stored_state(base + sid) for sid in snapshot_ids))
-        return sorted(
-            (
-                StoredSnapshot(sid, complete)
-                for sid, complete in zip(snapshot_ids, states, strict=True)
-                if complete is not None
-            ),
-            key=lambda stored: stored.snapshot_id,
-            reverse=True,
-        )
+        looks = await asyncio.gather(*(self._look_into(base + sid) for sid in snapshot_ids))
+        listed = [(sid, found) for sid, found in zip(snapshot_ids, looks, strict=True) if found]
+        return sorted(listed, key=lambda pair: pair[0], reverse=True)
 
-    async def _stored_state(self, folder: str) -> bool | None:
-        """True with a manifest, False with key backups only; None for a folder the store
-        did not write (such as a directory entry of an account with a hierarchical
-        namespace)."""
+    async def _look_into(self, folder: str) -> _Found | None:
+        """None for a folder the store did not write (such as a directory entry of an
+        account with a hierarchical namespace)."""
         name = manifest_blob(folder)
         try:
             with self._errors(f"read blob properties {self._url}/{name}"):
-                await self._container.get_blob_client(name).get_blob_properties()
-            return True
+                properties = await self._container.get_blob_client(name).get_blob_properties()
+            return _Found(complete=True, metadata=dict(properties.metadata or {}))
         except NotFoundError:
             pass
         with self._errors(f"list stored backups in {self._url}/{folder}/"):
             async for _ in self._container.list_blobs(
                 name_starts_with=f"{folder}/{KEYS_FOLDER}/", results_per_page=1
             ):
-                return False
+                return _Found(complete=False)
         return None
 
     async def delete_snapshot(self, namespace: str, keybackup: str, snapshot_id: str) -> None:
@@ -312,15 +324,9 @@ class BlobSnapshotStore:
             return None
         return Manifest.from_json(raw)
 
-    async def _summary_if_present(self, folder: str) -> SnapshotSummary | None:
+    async def _summary_of(self, folder: str, found: _Found) -> SnapshotSummary | None:
         """From the manifest blob's metadata; a manifest written without it is read whole."""
-        name = manifest_blob(folder)
-        try:
-            with self._errors(f"read blob properties {self._url}/{name}"):
-                properties = await self._container.get_blob_client(name).get_blob_properties()
-        except NotFoundError:  # deleted since it was listed
-            return None
-        recorded = (properties.metadata or {}).get(SUMMARY_METADATA)
+        recorded = found.metadata.get(SUMMARY_METADATA)
         if recorded:
             return SnapshotSummary.from_json(recorded)
         manifest = await self._manifest_if_present(folder)
