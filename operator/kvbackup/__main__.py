@@ -19,6 +19,9 @@ def main() -> None:
                 f"KVBACKUP_METRICS_PORT={settings.metrics_port}: cannot serve metrics: {error}"
             ) from None
     import kvbackup.handlers  # noqa: F401  (registers the handlers)
+    from kvbackup.handlers.namespaces import watch_namespaces_listed_on_reconnect
+
+    watch_namespaces_listed_on_reconnect()
 
     # Text lines are prefixed with the object's namespace/name; JSON records carry it
     # under "object".

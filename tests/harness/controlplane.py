@@ -152,6 +152,18 @@ class ControlPlane:
             check=check,
         )
 
+    @property
+    def api_server_port(self) -> int:
+        return int(self.server.rsplit(":", 1)[1])
+
+    def kubeconfig_via(self, port: int, path: Path) -> Path:
+        """A kubeconfig at ``path`` that reaches the API server through loopback ``port``
+        (a forwarder's), with the same certificates."""
+        path.write_text(
+            self.kubeconfig.read_text().replace(self.server, f"https://127.0.0.1:{port}")
+        )
+        return path
+
     def stop_api_server(self) -> None:
         """Stops the API server alone, as an outage would; etcd keeps the cluster's state."""
         _terminate(self.processes[-1])

@@ -78,6 +78,12 @@ class Forwarders:
     async def _open(self, target_port: int) -> Forwarder:
         forwarder = Forwarder(0, target_port)
         forwarder._flowing.set()
+        await self._serve(forwarder)
+        self._forwarders.append(forwarder)
+        return forwarder
+
+    async def _serve(self, forwarder: Forwarder) -> None:
+        """Accepts connections on the forwarder's port (a new one while it is 0)."""
 
         async def relay(client_reader: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
@@ -89,7 +95,9 @@ class Forwarders:
             forwarder.open += 1
             forwarder.peak_open = max(forwarder.peak_open, forwarder.open)
             try:
-                upstream_reader, upstream = await asyncio.open_connection("127.0.0.1", target_port)
+                upstream_reader, upstream = await asyncio.open_connection(
+                    "127.0.0.1", forwarder.target_port
+                )
             except OSError:
                 forwarder._writers.discard(client)
                 client.close()
@@ -102,11 +110,9 @@ class Forwarders:
             forwarder._writers.difference_update((client, upstream))
             forwarder.open -= 1
 
-        server = await asyncio.start_server(relay, "127.0.0.1", 0)
+        server = await asyncio.start_server(relay, "127.0.0.1", forwarder.port)
         forwarder.port = server.sockets[0].getsockname()[1]
         forwarder._server = server
-        self._forwarders.append(forwarder)
-        return forwarder
 
     def hold(self, forwarder: Forwarder) -> None:
         """From now on, keep back every large chunk a client sends until ``release``."""
@@ -116,7 +122,12 @@ class Forwarders:
         self._loop.call_soon_threadsafe(forwarder._flowing.set)
 
     def close(self, forwarder: Forwarder) -> None:
+        """Drops every connection and accepts no more; ``reopen`` accepts them again."""
         self._run(self._close(forwarder))
+
+    def reopen(self, forwarder: Forwarder) -> None:
+        """Accepts connections again, on the same port."""
+        self._run(self._serve(forwarder))
 
     async def _close(self, forwarder: Forwarder) -> None:
         if forwarder._server is not None:

@@ -185,13 +185,8 @@ def test_a_delete_policy_keybackup_deleted_while_its_run_writes_leaves_no_secret
     control_plane.kubectl("create", "namespace", cluster.namespace)
     # The operator reaches the API server through a forwarder that can keep a write on its
     # way: a pack of keys the run is writing when the KeyBackup is deleted.
-    api = forwarders.open(int(control_plane.server.rsplit(":", 1)[1]))
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        control_plane.kubeconfig.read_text().replace(
-            control_plane.server, f"https://127.0.0.1:{api.port}"
-        )
-    )
+    api = forwarders.open(control_plane.api_server_port)
+    kubeconfig = control_plane.kubeconfig_via(api.port, tmp_path / "kubeconfig")
     Vault(proxy.url, lowkey.certificate).create_ec_keys(KEYS_IN_FLIGHT)
     proxy.set_faults(Faults(latency_seconds=0.2))  # the run takes a few pack intervals
     operator = start_operator(
