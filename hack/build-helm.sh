@@ -11,6 +11,8 @@ BIN_DIR="$CACHE_DIR/bin/helm-$HELM_VERSION"
 log() { echo "build-helm: $*" >&2; }
 # shellcheck source=hack/lib/progress.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/progress.sh"
+# shellcheck source=hack/lib/go-install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/go-install.sh"
 
 built() {
   [ -x "$BIN_DIR/helm" ] &&
@@ -18,7 +20,6 @@ built() {
 }
 
 build_helm() {
-  mkdir -p "$BIN_DIR"
   # helm's release Makefile stamps its version and the Kubernetes version it assumes
   # (from the client-go it is built with) into the binary; without these, `helm template`
   # and `helm lint` would pretend to talk to Kubernetes 1.20 and refuse charts that
@@ -32,13 +33,7 @@ build_helm() {
   for pkg in pkg/lint/rules pkg/chartutil; do
     ldflags+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$k8s_minor"
   done
-  # Build into a temporary directory so that an interrupted build never leaves a
-  # half-written binary behind; go install outside a module uses helm's own go.mod.
-  tmp="$(mktemp -d "$CACHE_DIR/bin/.helm-build.XXXXXX")"
-  trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath -ldflags "$ldflags" \
-    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2)
-  mv -f "$tmp/helm" "$BIN_DIR/helm"
+  go_install "$BIN_DIR" helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" -ldflags "$ldflags"
 }
 
 if ! built; then

@@ -14,20 +14,16 @@ BIN_DIR="$CACHE_DIR/bin/promtool-$PROMETHEUS_MODULE_VERSION"
 log() { echo "build-promtool: $*" >&2; }
 # shellcheck source=hack/lib/progress.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/progress.sh"
+# shellcheck source=hack/lib/go-install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/go-install.sh"
 
 built() {
   [ -x "$BIN_DIR/promtool" ] && "$BIN_DIR/promtool" --help >/dev/null 2>&1
 }
 
 build_promtool() {
-  mkdir -p "$BIN_DIR"
-  # Into a temporary directory, so an interrupted build leaves no half-written binary;
-  # go install outside a module uses Prometheus' own go.mod.
-  tmp="$(mktemp -d "$CACHE_DIR/bin/.promtool-build.XXXXXX")"
-  trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath \
-    "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_MODULE_VERSION" >&2)
-  mv -f "$tmp/promtool" "$BIN_DIR/promtool"
+  go_install "$BIN_DIR" promtool \
+    "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_MODULE_VERSION"
 }
 
 if ! built; then
