@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,55 @@ def operator(
         yield process
     finally:
         process.stop()
+
+
+@dataclass(frozen=True)
+class OperatorBehindForwarder:
+    """An operator that reaches the API server through a loopback forwarder, which the
+    test can hold (``Forwarders.hold``) or cut (``Forwarders.close``)."""
+
+    process: OperatorProcess
+    api: Forwarder
+    forwarders: Forwarders
+
+    def hold_writes(self) -> None:
+        self.forwarders.hold(self.api)
+
+    def release_writes(self) -> None:
+        self.forwarders.release(self.api)
+
+    def cut_off(self) -> None:
+        """Every connection to the API server drops, and none is accepted."""
+        self.forwarders.close(self.api)
+
+    def reconnect(self) -> None:
+        self.forwarders.reopen(self.api)
+
+
+@pytest.fixture
+def operator_behind_forwarder(
+    control_plane: ControlPlane, lowkey: Lowkey, forwarders: Forwarders, tmp_path: Path
+) -> Iterator[Callable[[str], OperatorBehindForwarder]]:
+    """Starts such an operator watching the namespaces given; stops it at the end."""
+    started: list[OperatorBehindForwarder] = []
+
+    def start(namespaces: str) -> OperatorBehindForwarder:
+        api = forwarders.open(control_plane.api_server_port)
+        workdir = tmp_path / f"operator-behind-forwarder-{len(started)}"
+        workdir.mkdir()
+        process = start_operator(
+            control_plane.kubeconfig_via(api.port, workdir / "kubeconfig"),
+            workdir / "operator.log",
+            {"KVBACKUP_WATCH_NAMESPACES": namespaces, **lowkey.operator_env()},
+        )
+        started.append(OperatorBehindForwarder(process, api, forwarders))
+        return started[-1]
+
+    yield start
+    for operator in started:
+        operator.release_writes()
+        operator.process.stop()
+        operator.cut_off()
 
 
 @pytest.fixture(scope="session")

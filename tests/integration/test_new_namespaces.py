@@ -7,17 +7,15 @@ operator's watches cannot resume where they stopped: they start again with a lis
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from tests.harness.controlplane import ControlPlane
 from tests.harness.fault_proxy import FaultProxy
-from tests.harness.forwarder import Forwarders
 from tests.harness.lowkey import Lowkey
-from tests.harness.operator import start_operator
 from tests.harness.vault import Vault
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import Cluster, OperatorBehindForwarder
 from tests.integration.objects import keybackup
 
 pytestmark = pytest.mark.integration
@@ -27,34 +25,23 @@ def test_a_namespace_created_while_the_api_server_was_out_of_reach_is_watched_on
     control_plane: ControlPlane,
     lowkey: Lowkey,
     proxy: FaultProxy,
-    forwarders: Forwarders,
-    tmp_path: Path,
+    operator_behind_forwarder: Callable[[str], OperatorBehindForwarder],
 ) -> None:
     team = f"tenant-{uuid.uuid4().hex[:8]}"
     early, late = Cluster(control_plane, f"{team}-early"), Cluster(control_plane, f"{team}-late")
     Vault(proxy.url, lowkey.certificate).create_ec_keys(["app-key"])
-    # The operator reaches the API server through a forwarder that can be cut.
-    api = forwarders.open(control_plane.api_server_port)
-    operator = start_operator(
-        control_plane.kubeconfig_via(api.port, tmp_path / "kubeconfig"),
-        tmp_path / "operator.log",
-        {"KVBACKUP_WATCH_NAMESPACES": f"{team}-*", **lowkey.operator_env()},
-    )
-    try:
-        control_plane.kubectl("create", "namespace", early.namespace)
-        early.apply(keybackup("keys", proxy.url))
-        early.wait_for_phase("keybackup", "keys", "Succeeded")
+    operator = operator_behind_forwarder(f"{team}-*")
+    control_plane.kubectl("create", "namespace", early.namespace)
+    early.apply(keybackup("keys", proxy.url))
+    early.wait_for_phase("keybackup", "keys", "Succeeded")
 
-        forwarders.close(api)  # every watch of the operator breaks; it retries, and fails
-        control_plane.stop_api_server()
-        control_plane.start_api_server()
-        control_plane.kubectl("create", "namespace", late.namespace)
-        late.apply(keybackup("keys", proxy.url))
-        forwarders.reopen(api)
+    operator.cut_off()  # every watch of the operator breaks; it retries, and fails
+    control_plane.stop_api_server()
+    control_plane.start_api_server()
+    control_plane.kubectl("create", "namespace", late.namespace)
+    late.apply(keybackup("keys", proxy.url))
+    operator.reconnect()
 
-        # Its watch of namespaces starts again with a listing that holds the new one.
-        backed_up = late.wait_for_phase("keybackup", "keys", "Succeeded", timeout=90)
-    finally:
-        operator.stop()
-        forwarders.close(api)
+    # Its watch of namespaces starts again with a listing that holds the new one.
+    backed_up = late.wait_for_phase("keybackup", "keys", "Succeeded", timeout=90)
     assert backed_up["lastRun"]["keysSucceeded"] == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -13,11 +13,10 @@ from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api.keybackup import KeyBackupRef
 from tests.harness.controlplane import ControlPlane, free_port
 from tests.harness.fault_proxy import FaultProxy, Faults
-from tests.harness.forwarder import Forwarders
 from tests.harness.lowkey import Lowkey
-from tests.harness.operator import OperatorProcess, start_operator
+from tests.harness.operator import OperatorProcess
 from tests.harness.vault import Vault
-from tests.integration.conftest import Cluster, store_snapshot
+from tests.integration.conftest import Cluster, OperatorBehindForwarder, store_snapshot
 from tests.integration.objects import keybackup
 
 pytestmark = pytest.mark.integration
@@ -178,44 +177,33 @@ def test_a_delete_policy_keybackup_deleted_while_its_run_writes_leaves_no_secret
     control_plane: ControlPlane,
     lowkey: Lowkey,
     proxy: FaultProxy,
-    forwarders: Forwarders,
-    tmp_path: Path,
+    operator_behind_forwarder: Callable[[str], OperatorBehindForwarder],
 ) -> None:
     cluster = Cluster(control_plane, f"deleted-{uuid.uuid4().hex[:8]}")
     control_plane.kubectl("create", "namespace", cluster.namespace)
-    # The operator reaches the API server through a forwarder that can keep a write on its
-    # way: a pack of keys the run is writing when the KeyBackup is deleted.
-    api = forwarders.open(control_plane.api_server_port)
-    kubeconfig = control_plane.kubeconfig_via(api.port, tmp_path / "kubeconfig")
     Vault(proxy.url, lowkey.certificate).create_ec_keys(KEYS_IN_FLIGHT)
     proxy.set_faults(Faults(latency_seconds=0.2))  # the run takes a few pack intervals
-    operator = start_operator(
-        kubeconfig,
-        tmp_path / "operator.log",
-        {"KVBACKUP_WATCH_NAMESPACES": cluster.namespace, **lowkey.operator_env()},
+    # The forwarder keeps a write on its way: a pack of keys the run is writing when the
+    # KeyBackup is deleted.
+    operator = operator_behind_forwarder(cluster.namespace)
+    operator.hold_writes()
+    cluster.apply(keybackup("midway", proxy.url, deletionPolicy="Delete"))
+    cluster.wait_until("a pack of keys is on its way", lambda: operator.api.held > 0, timeout=90)
+    control_plane.kubectl("delete", "kb", "midway", "-n", cluster.namespace, "--wait=false")
+    time.sleep(3)  # time enough to list the snapshots and let the object go
+    operator.release_writes()
+    cluster.wait_until(
+        "the KeyBackup is gone",
+        lambda: (
+            control_plane.kubectl(
+                "get", "kb", "midway", "-n", cluster.namespace, check=False
+            ).returncode
+            != 0
+        ),
+        timeout=60,
     )
-    try:
-        forwarders.hold(api)
-        cluster.apply(keybackup("midway", proxy.url, deletionPolicy="Delete"))
-        cluster.wait_until("a pack of keys is on its way", lambda: api.held > 0, timeout=90)
-        control_plane.kubectl("delete", "kb", "midway", "-n", cluster.namespace, "--wait=false")
-        time.sleep(3)  # time enough to list the snapshots and let the object go
-        forwarders.release(api)
-        cluster.wait_until(
-            "the KeyBackup is gone",
-            lambda: (
-                control_plane.kubectl(
-                    "get", "kb", "midway", "-n", cluster.namespace, check=False
-                ).returncode
-                != 0
-            ),
-            timeout=60,
-        )
-        time.sleep(2)
-    finally:
-        forwarders.release(api)
-        operator.stop()
-        forwarders.close(api)
+    time.sleep(2)  # a write the clean-up missed would land meanwhile
+    operator.process.stop()
 
     assert cluster.secrets("kvbackup.io/keybackup=midway") == []
     assert cluster.event_count("midway", "BackupsDeleted") == 1
