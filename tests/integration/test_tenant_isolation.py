@@ -164,10 +164,12 @@ def test_without_rules_the_identity_is_refused_with_the_rule_that_would_allow_it
     )
     try:
         cluster.apply(keybackup("keys", vault.url, keys=["app-key"]))
+        # The Event is posted after the status is written: both before the operator stops.
         cluster.wait_until(
-            "the KeyBackup is refused by the identity rules",
+            "the KeyBackup is refused by the identity rules, in status and in an Event",
             lambda: (
                 cluster.ready_condition("keybackup", "keys").get("reason") == "IdentityNotAllowed"
+                and cluster.event_count("keys", "IdentityNotAllowed") > 0
             ),
         )
     finally:
