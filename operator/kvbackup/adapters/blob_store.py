@@ -242,7 +242,11 @@ class BlobSnapshotStore:
                 if isinstance(item, BlobPrefix):
                     snapshot_ids.append(item.name[len(base) :].rstrip("/"))
         looks = await asyncio.gather(*(self._look_into(base + sid) for sid in snapshot_ids))
-        listed = [(sid, found) for sid, found in zip(snapshot_ids, looks, strict=True) if found]
+        listed = [
+            (sid, found)
+            for sid, found in zip(snapshot_ids, looks, strict=True)
+            if found is not None
+        ]
         return sorted(listed, key=lambda pair: pair[0], reverse=True)
 
     async def _look_into(self, folder: str) -> _Found | None:
