@@ -60,6 +60,30 @@ def test_an_export_into_a_directory_that_holds_anything_is_refused(tmp_path: Pat
         pass
 
 
+@pytest.mark.parametrize("target", ["elsewhere", "missing"])
+def test_an_export_into_a_symbolic_link_is_refused_and_writes_nothing_where_it_points(
+    tmp_path: Path, target: str
+) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out").symlink_to(tmp_path / target)
+
+    with (
+        pytest.raises(InvalidSpecError, match="out is a symbolic link"),
+        export_directory(tmp_path / "out"),
+    ):
+        pass
+
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    assert not (tmp_path / "missing").exists()
+
+
+def test_an_export_into_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("a file")
+
+    with pytest.raises(KvBackupError, match="Not a directory"), export_directory(tmp_path / "out"):
+        pass
+
+
 @pytest.mark.parametrize("name", ["../escaped", "a/b", "", ".", "x.bak/../../y", "ключ"])
 def test_only_a_key_vault_key_name_ever_names_a_file(name: str) -> None:
     with pytest.raises(InvalidSpecError, match="no file is named after it"):

@@ -6,15 +6,16 @@ is), and ``manifest.json``, the snapshot's manifest, written last.
 
 The key names come from a manifest, which whoever could write to the storage could have
 forged: a file is only ever named after a Key Vault key name (letters, digits, dashes),
-and opened relative to the directory without following a symbolic link, so nothing is
-read or written outside it.
+and opened relative to the directory without following a symbolic link (an export's
+directory is not followed either), so nothing is read or written outside it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from kvbackup.api.fields import key_name
@@ -26,6 +27,9 @@ MANIFEST_FILE = "manifest.json"
 BACKUP_SUFFIX = ".bak"
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: The directory itself is not followed either: a link planted where the target directory
+#: was named would have the export write wherever the link points.
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -68,11 +72,16 @@ def export_directory(directory: Path) -> Iterator[ExportDirectory]:
     """``directory``, made if absent; it must be empty, so that what it holds afterwards is
     exactly one snapshot."""
     with _file_errors(directory):
-        directory.mkdir(parents=True, exist_ok=True)
-        if any(directory.iterdir()):
-            raise InvalidSpecError(f"{directory} is not empty; export into a new directory")
-        descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        # Whatever is there already (a link, a file) is judged by opening it.
+        with suppress(FileExistsError):
+            directory.mkdir(parents=True, exist_ok=True)
+        descriptor = _open_directory(directory)
     try:
+        # Judged through the descriptor: the directory written into is the one found empty,
+        # even if its name is made to point elsewhere in between.
+        with _file_errors(directory):
+            if os.listdir(descriptor):
+                raise InvalidSpecError(f"{directory} is not empty; export into a new directory")
         yield ExportDirectory(directory, descriptor)
     finally:
         os.close(descriptor)
@@ -108,6 +117,18 @@ def directory_snapshot(directory: Path) -> Iterator[OpenedSnapshot]:
         yield OpenedSnapshot(manifest, read_backup)
     finally:
         os.close(descriptor)
+
+
+def _open_directory(directory: Path) -> int:
+    """A descriptor of ``directory`` itself, never of what a link there points to."""
+    try:
+        return os.open(directory, _DIRECTORY)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENOTDIR) and directory.is_symlink():
+            raise InvalidSpecError(
+                f"{directory} is a symbolic link; name the directory itself"
+            ) from None
+        raise
 
 
 @contextmanager
