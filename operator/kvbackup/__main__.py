@@ -13,10 +13,11 @@ def main() -> None:
     metrics = OperatorMetrics()
     if settings.metrics_port:
         try:
-            metrics.serve(settings.metrics_port)
+            metrics.serve(settings.metrics_port, settings.metrics_address)
         except OSError as error:
             raise SystemExit(
-                f"KVBACKUP_METRICS_PORT={settings.metrics_port}: cannot serve metrics: {error}"
+                f"KVBACKUP_METRICS_ADDRESS={settings.metrics_address} and KVBACKUP_METRICS_PORT="
+                f"{settings.metrics_port}: cannot serve metrics: {error}"
             ) from None
     import kvbackup.handlers  # noqa: F401  (registers the handlers)
     from kvbackup.handlers.namespaces import watch_namespaces_listed_on_reconnect

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -61,6 +62,20 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     return raw
 
 
+def _ip_address(env: Mapping[str, str], name: str, default: str) -> str:
+    """An IPv4 or IPv6 address to listen on; a host name is refused, as it could resolve
+    to any address."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise InvalidSpecError(
+            f"{name} must be an IP address such as 0.0.0.0, 127.0.0.1 or ::, not {raw!r}"
+        ) from None
+
+
 def _hosts(env: Mapping[str, str], default: HostAllowList) -> HostAllowList:
     """The allow-list a variable sets; unset or empty: ``default``, the Azure clouds."""
     raw = env.get(default.setting, "").strip()
@@ -98,6 +113,9 @@ class Settings:
     health_port: int = 8080
     #: Port of the Prometheus endpoint (/metrics); 0 disables it.
     metrics_port: int = 8081
+    #: The address the metrics endpoint listens on: every IPv4 address by default, as a
+    #: scrape by the pod's IP needs; 127.0.0.1 keeps it to the pod (a proxy sidecar).
+    metrics_address: str = "0.0.0.0"
     #: Which namespaces may use the operator's own identity for which vaults; none by
     #: default, so that a tenant cannot borrow the operator's reach without the admin's say.
     default_identity_rules: tuple[IdentityRule, ...] = ()
@@ -146,6 +164,7 @@ class Settings:
             log_format=_choice(env, "KVBACKUP_LOG_FORMAT", LOG_FORMATS),
             health_port=health_port,
             metrics_port=metrics_port,
+            metrics_address=_ip_address(env, "KVBACKUP_METRICS_ADDRESS", "0.0.0.0"),
             default_identity_rules=(
                 parse_rules(rules, "KVBACKUP_DEFAULT_IDENTITY_RULES")
                 if (rules := env.get("KVBACKUP_DEFAULT_IDENTITY_RULES", "").strip())

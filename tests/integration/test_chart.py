@@ -471,6 +471,7 @@ def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path
                 "logFormat": "json",
                 "healthPort": 9090,
                 "metricsPort": 9464,
+                "metricsAddress": "127.0.0.1",
                 "leaderElectionLeaseSeconds": 30,
                 "vaultHosts": ["*.vault.azure.net", "vaults.example.internal:8443"],
                 "blobHosts": ["*.blob.core.windows.net"],
@@ -494,6 +495,7 @@ def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path
     assert settings.log_format == "json"
     assert settings.health_port == 9090
     assert settings.metrics_port == 9464
+    assert settings.metrics_address == "127.0.0.1"
     assert settings.leader_election_namespace == "ops"
     assert settings.leader_election_lease == "kvb-kvbackup-operator"
     assert settings.leader_election_lease_seconds == 30

@@ -23,6 +23,7 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
     assert settings.log_format == "text"
     assert settings.health_port == 8080
     assert settings.metrics_port == 8081
+    assert settings.metrics_address == "0.0.0.0"
     assert settings.vault_hosts == DEFAULT_VAULT_HOSTS
     assert settings.blob_hosts == DEFAULT_BLOB_HOSTS
 
@@ -42,6 +43,7 @@ def test_every_variable_is_parsed_into_its_setting() -> None:
             "KVBACKUP_LOG_FORMAT": " JSON ",
             "KVBACKUP_HEALTH_PORT": "0",
             "KVBACKUP_METRICS_PORT": "9464",
+            "KVBACKUP_METRICS_ADDRESS": " 127.0.0.1 ",
             "KVBACKUP_VAULT_HOSTS": "*.vault.azure.net, localhost:8443",
             "KVBACKUP_BLOB_HOSTS": "127.0.0.1:*",
         }
@@ -60,6 +62,7 @@ def test_every_variable_is_parsed_into_its_setting() -> None:
         log_format="json",
         health_port=0,
         metrics_port=9464,
+        metrics_address="127.0.0.1",
         vault_hosts=HostAllowList.of(
             "KVBACKUP_VAULT_HOSTS", ["*.vault.azure.net", "localhost:8443"]
         ),
@@ -78,11 +81,18 @@ def test_every_variable_is_parsed_into_its_setting() -> None:
         pytest.param("KVBACKUP_BLOB_HOSTS", "https://a.blob.core.windows.net", id="url-not-host"),
         pytest.param("KVBACKUP_BLOB_HOSTS", ",", id="no-host-pattern"),
         pytest.param("KVBACKUP_METRICS_PORT", "8080", id="metrics-on-the-health-port"),
+        pytest.param("KVBACKUP_METRICS_ADDRESS", "localhost", id="address-by-host-name"),
+        pytest.param("KVBACKUP_METRICS_ADDRESS", "127.0.0.1:8081", id="address-with-a-port"),
+        pytest.param("KVBACKUP_METRICS_ADDRESS", "0.0.0.0/0", id="address-as-a-network"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_variable(variable: str, value: str) -> None:
     with pytest.raises(InvalidSpecError, match=variable):
         Settings.from_env({variable: value})
+
+
+def test_the_metrics_address_may_be_an_ipv6_one() -> None:
+    assert Settings.from_env({"KVBACKUP_METRICS_ADDRESS": "::"}).metrics_address == "::"
 
 
 def test_empty_host_lists_mean_the_defaults_like_every_other_empty_setting() -> None:

@@ -197,9 +197,10 @@ class OperatorMetrics:
             for key_result in results:
                 self.keys.labels(kind, key_result.value)
 
-    def serve(self, port: int) -> None:
-        """Serves /metrics on all addresses from a thread of its own."""
-        start_http_server(port, registry=self.registry)
+    def serve(self, port: int, address: str) -> None:
+        """Serves /metrics on ``address`` (0.0.0.0: every IPv4 address) from a thread of its
+        own."""
+        start_http_server(port, addr=address, registry=self.registry)
 
     def follow_paces(self, rates: PaceRates) -> None:
         self._paces.rates = rates
