@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any, ClassVar, cast
 
@@ -15,8 +16,9 @@ from azure.core.exceptions import (
 from kubernetes.client.exceptions import ApiException
 
 from kvbackup import errors
-from kvbackup.adapters.azure_errors import map_azure_error
+from kvbackup.adapters.azure_errors import map_azure_error, parse_retry_after
 from kvbackup.adapters.kubernetes import map_api_error
+from kvbackup.adapters.throttling import LONGEST_RETRY_AFTER_SECONDS
 
 
 def http_error(status_code: int) -> HttpResponseError:
@@ -135,6 +137,50 @@ def test_a_throttled_azure_answer_keeps_the_retry_after_header() -> None:
     assert isinstance(result, errors.ThrottledError)
     assert result.retry_after == 42.0
     assert result.temporary is True
+
+
+THROTTLED_AT = datetime.datetime(2026, 11, 25, 12, 0, 0, tzinfo=datetime.UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        pytest.param("42", 42.0, id="seconds"),
+        pytest.param(" 7 ", 7.0, id="padded"),
+        pytest.param("0.5", 0.5, id="a-fraction"),
+        pytest.param("1000000000", LONGEST_RETRY_AFTER_SECONDS, id="a-billion-is-clamped"),
+        pytest.param("Wed, 25 Nov 2026 12:00:30 GMT", 30.0, id="an-http-date"),
+        pytest.param("Wed, 25 Nov 2026 13:00:00 GMT", LONGEST_RETRY_AFTER_SECONDS, id="far-date"),
+        pytest.param("Wed, 25 Nov 2026 11:00:00 GMT", 0.0, id="a-date-past-means-now"),
+    ],
+)
+def test_a_retry_after_is_read_as_seconds_from_now_and_clamped(
+    header: str, seconds: float
+) -> None:
+    assert parse_retry_after(header, THROTTLED_AT) == seconds
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param("inf", id="inf"),
+        pytest.param("Infinity", id="infinity"),
+        pytest.param("nan", id="nan"),
+        pytest.param("-1", id="negative"),
+        pytest.param("1e9", id="an-exponent"),
+        pytest.param("1_000", id="underscores"),
+        pytest.param("+5", id="a-sign"),
+        pytest.param("\u0665", id="a-non-ascii-digit"),
+        pytest.param("5\n", id="a-trailing-newline"),
+        pytest.param("Wed, 25 Nov 2026 12:00:30 -0000", id="a-date-without-a-zone"),
+        pytest.param("soon", id="words"),
+        pytest.param("9" * 100, id="too-long-to-read"),
+        pytest.param("", id="empty"),
+        pytest.param(None, id="absent"),
+    ],
+)
+def test_a_retry_after_that_is_no_finite_delay_counts_as_none(header: str | None) -> None:
+    assert parse_retry_after(header, THROTTLED_AT) is None
 
 
 def test_an_error_outside_the_azure_taxonomy_is_raised_unchanged() -> None:

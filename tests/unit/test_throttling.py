@@ -3,9 +3,17 @@ Retry-After or a backoff; an unreachable vault is not."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from kvbackup.adapters.throttling import ATTEMPTS, retry_per_call, throttle_delay
+from kvbackup.adapters.throttling import (
+    ATTEMPTS,
+    LONGEST_RETRY_AFTER_SECONDS,
+    bounded_retry_after,
+    retry_per_call,
+    throttle_delay,
+)
 from kvbackup.errors import ThrottledError, TransientError
 
 
@@ -55,6 +63,39 @@ async def test_a_call_throttled_every_time_gives_up_with_the_throttling_error() 
 def test_backoff_is_capped() -> None:
     assert throttle_delay(ThrottledError("429"), 20) == 30.0
     assert throttle_delay(ThrottledError("429", retry_after=3600), 0) == 30.0
+
+
+@pytest.mark.parametrize(
+    "retry_after",
+    [
+        pytest.param(math.inf, id="inf"),
+        pytest.param(math.nan, id="nan"),
+        pytest.param(-5.0, id="negative"),
+    ],
+)
+def test_a_retry_after_that_is_no_finite_delay_gives_the_usual_backoff(
+    retry_after: float,
+) -> None:
+    assert throttle_delay(ThrottledError("429", retry_after=retry_after), 2) == 4.0
+
+
+@pytest.mark.parametrize(
+    ("seconds", "bounded"),
+    [
+        pytest.param(None, None, id="absent"),
+        pytest.param(math.inf, None, id="inf"),
+        pytest.param(-math.inf, None, id="minus-inf"),
+        pytest.param(math.nan, None, id="nan"),
+        pytest.param(-0.5, None, id="negative"),
+        pytest.param(0.0, 0.0, id="now"),
+        pytest.param(12.5, 12.5, id="seconds"),
+        pytest.param(1e9, LONGEST_RETRY_AFTER_SECONDS, id="a-billion"),
+    ],
+)
+def test_a_retry_after_is_bounded_to_a_finite_pause(
+    seconds: float | None, bounded: float | None
+) -> None:
+    assert bounded_retry_after(seconds) == bounded
 
 
 class Failing:

@@ -5,6 +5,9 @@ from a host the allow-lists name."""
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,15 +22,36 @@ from azure.core.exceptions import (
 )
 
 from kvbackup import errors
+from kvbackup.adapters.throttling import bounded_retry_after
+
+#: Retry-After's delay-seconds (RFC 9110 allows digits only; a fraction is tolerated).
+RETRY_AFTER_SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+#: Longer than any delay-seconds or HTTP-date: such a header is not parsed at all.
+RETRY_AFTER_MAX_LENGTH = 64
+
+
+def parse_retry_after(header: str | None, now: datetime.datetime) -> float | None:
+    """Seconds to wait from ``now`` by a Retry-After header (delay-seconds or an HTTP-date),
+    clamped by ``bounded_retry_after``; None when absent or not of either form (nan, inf,
+    negative, 1e9, a date without a zone). A date already past means now: 0."""
+    if not header or len(header) > RETRY_AFTER_MAX_LENGTH:
+        return None
+    text = header.strip(" \t")  # HTTP's optional white space, nothing else
+    if RETRY_AFTER_SECONDS.fullmatch(text):
+        return bounded_retry_after(float(text))
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return bounded_retry_after(max(0.0, (moment - now).total_seconds()))
 
 
 def _retry_after(error: HttpResponseError) -> float | None:
     response: Any = error.response  # the SDK types it without its headers
     header = response.headers.get("Retry-After") if response is not None else None
-    try:
-        return float(header) if header else None
-    except ValueError:
-        return None
+    return parse_retry_after(header, datetime.datetime.now(datetime.UTC))
 
 
 def _service_message(error: HttpResponseError) -> str:
