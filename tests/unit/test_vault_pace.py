@@ -3,9 +3,12 @@ back by successes, and paused for every caller by a Retry-After."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from kvbackup.adapters.ratelimit import FLOOR_SHARE, INCREASE_SHARE, VaultPace
+from kvbackup.adapters.throttling import LONGEST_RETRY_AFTER_SECONDS
 
 
 class FakeTime:
@@ -87,3 +90,58 @@ async def test_a_shorter_retry_after_never_cuts_a_longer_pause_short() -> None:
     await pace.acquire()
 
     assert time.now == pytest.approx(30.0)
+
+
+async def test_a_huge_retry_after_pauses_the_vault_no_longer_than_the_bound() -> None:
+    time = FakeTime()
+    pace = pace_at(400.0, time)
+
+    pace.throttled(1e9)
+    await pace.acquire()
+
+    assert time.now == pytest.approx(LONGEST_RETRY_AFTER_SECONDS)
+
+
+@pytest.mark.parametrize(
+    "retry_after",
+    [
+        pytest.param(math.inf, id="inf"),
+        pytest.param(math.nan, id="nan"),
+        pytest.param(-3.0, id="negative"),
+    ],
+)
+async def test_a_retry_after_that_is_no_finite_delay_slows_the_vault_as_none_would(
+    retry_after: float,
+) -> None:
+    time = FakeTime()
+    pace = pace_at(400.0, time)
+
+    pace.throttled(retry_after)
+    await pace.acquire()
+
+    assert time.now == 0.0
+    assert pace.rate == 200.0
+
+
+# --- When a pace may be forgotten ----------------------------------------------------
+
+
+async def test_a_pace_unused_since_a_moment_is_idle_since_then() -> None:
+    time = FakeTime()
+    pace = pace_at(400.0, time)
+    await pace.acquire()
+    time.now = 100.0
+
+    assert pace.idle_since(50.0)
+    assert not pace.idle_since(0.0)
+
+
+async def test_a_paused_pace_is_never_idle() -> None:
+    time = FakeTime()
+    pace = pace_at(400.0, time)
+    pace.throttled(30.0)
+    time.now = 20.0
+
+    assert not pace.idle_since(10.0)  # unused since 0, but still paused
+    time.now = 31.0
+    assert pace.idle_since(10.0)

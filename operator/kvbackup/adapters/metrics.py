@@ -1,9 +1,10 @@
 """The operator's Prometheus metrics, how the operator records them, and the endpoint
 that serves them (README, "Metrics and alerts", lists each one).
 
-Labels are bounded: kinds, results and operations are fixed words, a vault is its host,
-and only the per-KeyBackup gauges carry an object's namespace and name, removed when the
-object is deleted. No key name is ever a label. Recording a Key Vault call costs a dict
+Labels are bounded: kinds, results and operations are fixed words, a vault is its host
+(its series removed once the vault has gone unused for a while, keyvault.py), and only
+the per-KeyBackup gauges carry an object's namespace and name, removed when the object
+is deleted. No key name is ever a label. Recording a Key Vault call costs a dict
 lookup and an increment; the vaults' pace rates are read only when scraped.
 """
 
@@ -101,6 +102,13 @@ class VaultCalls:
                 self._vault, operation, code
             )
         child.inc()
+
+    def forget(self) -> None:
+        """Removes the vault's series, once the vault has gone unused long enough that
+        keeping them would let vault names that come and go grow the registry for ever."""
+        for operation, code in self._children:
+            self._counter.remove(self._vault, operation, code)
+        self._children.clear()
 
 
 class _PaceCollector:

@@ -5,7 +5,12 @@ answers 429 beyond that. The pace is shared by every run in the process, so two
 KeyBackups of one vault share its budget. It starts at the configured rate; a 429
 without Retry-After halves the rate, and each successful call adds back a small step
 (additive increase, multiplicative decrease, as TCP does); a 429 with Retry-After
-pauses the whole vault for that long, since every caller would hit the same wall.
+pauses the whole vault for that long, since every caller would hit the same wall, but
+never longer than ``LONGEST_RETRY_AFTER_SECONDS`` (throttling.py), and a Retry-After
+that is no finite number of seconds counts as none.
+
+A caller takes the vault's token before any process-wide slot (keyvault.py), so callers
+waiting here, for a paused or slowed vault, hold nothing that other vaults need.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+
+from kvbackup.adapters.throttling import bounded_retry_after
 
 #: Each successful call raises the rate by this share of the configured rate.
 INCREASE_SHARE = 0.002
@@ -37,9 +44,12 @@ class VaultPace:
         self._updated = clock()
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
+        #: When a caller last asked for a token (or was answered); see ``idle_since``.
+        self._last_used = self._updated
 
     async def acquire(self) -> None:
         """Wait for a token, and for any pause Key Vault asked for to end."""
+        self._last_used = self._clock()
         async with self._lock:
             while True:
                 moment = self._clock()
@@ -57,10 +67,22 @@ class VaultPace:
                 await self._sleep((1 - self._tokens) / self.rate)
 
     def throttled(self, retry_after: float | None) -> None:
-        if retry_after:
-            self._paused_until = max(self._paused_until, self._clock() + retry_after)
+        self._last_used = moment = self._clock()
+        pause = bounded_retry_after(retry_after)
+        if pause:
+            self._paused_until = max(self._paused_until, moment + pause)
         else:
             self.rate = max(self._floor, self.rate / 2)
 
     def succeeded(self) -> None:
+        self._last_used = self._clock()
         self.rate = min(self.ceiling, self.rate + self.ceiling * INCREASE_SHARE)
+
+    def idle_since(self, moment: float) -> bool:
+        """Whether nobody has used the pace since ``moment``, nobody waits for a token and
+        no pause is still running: forgetting it then loses nothing a caller relies on."""
+        return (
+            self._last_used < moment
+            and not self._lock.locked()
+            and self._paused_until <= self._clock()
+        )
