@@ -15,6 +15,10 @@ loop, so synchronous tests and a separate operator process can both use it.
 Faults are chosen deterministically: with a share ``s``, faultable request number ``n``
 (counted from 0 since the last ``set_faults``) is faulted when
 ``floor((n + 1) * s) > floor(n * s)``, so exactly that share is faulted, spread evenly.
+
+A hostile or broken vault can also be played: a Retry-After of any text (``inf``, ``nan``,
+a date), and a vault that hangs, holding requests unanswered (``stall``) until the test
+releases them or the proxy stops.
 """
 
 from __future__ import annotations
@@ -115,6 +119,18 @@ class Faults:
     #: Of the faultable requests neither throttled nor answered 503, the share whose
     #: connection is reset before any answer, as a failing load balancer does.
     reset_share: float = 0.0
+    #: The Retry-After header's text, sent as it is in place of ``retry_after_seconds``
+    #: (e.g. "inf", "nan", "-1", an HTTP-date).
+    retry_after_text: str | None = None
+    #: When set, only requests of these operations (as ``operation`` names them, e.g.
+    #: "GET /keys/*/versions") are faultable; other key operations pass on.
+    operations: frozenset[str] | None = None
+    #: When set, at most this many requests are throttled; the throttle share's later
+    #: picks go on as if not throttled.
+    throttle_count: int | None = None
+    #: Faultable requests not otherwise faulted are held, unanswered, until
+    #: ``FaultProxy.release_stalled`` or the proxy stops: a vault that hangs.
+    stall: bool = False
 
     def __post_init__(self) -> None:
         shares = (self.throttle_share, self.unavailable_share, self.reset_share)
@@ -149,6 +165,10 @@ class ProxyCounts:
     answered: dict[str, int]
     #: Most requests received and not yet answered at one time.
     peak_in_flight: int
+    #: Requests received and not yet answered now.
+    in_flight: int = 0
+    #: Requests held unanswered by ``Faults.stall`` (released or not).
+    stalled: int = 0
 
 
 def operation(method: str, path: str) -> str:
@@ -223,6 +243,9 @@ class _State:
     faultable_seen: int = 0
     unthrottled_seen: int = 0
     answered_seen: int = 0
+    #: Requests throttled since the last set_faults, for ``Faults.throttle_count``.
+    throttled_since_set: int = 0
+    stalled: int = 0
     requests: int = 0
     forwarded: int = 0
     throttled: int = 0
@@ -258,6 +281,9 @@ class FaultProxy:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
+        #: Set (and replaced) to let stalled requests go; created on the proxy's loop.
+        self._released: asyncio.Event | None = None
+        self._stopping = False
 
     @property
     def url(self) -> str:
@@ -279,6 +305,16 @@ class FaultProxy:
             self._state.faultable_seen = 0
             self._state.unthrottled_seen = 0
             self._state.answered_seen = 0
+            self._state.throttled_since_set = 0
+
+    def release_stalled(self) -> None:
+        """Stalled requests go on to the vault, and are answered as it answers."""
+        self._run(self._release())
+
+    async def _release(self) -> None:
+        if self._released is not None:
+            self._released.set()
+        self._released = asyncio.Event()
 
     def counts(self) -> ProxyCounts:
         with self._lock:
@@ -293,6 +329,8 @@ class FaultProxy:
                 by_operation=dict(s.by_operation),
                 answered=dict(s.answered),
                 peak_in_flight=s.peak_in_flight,
+                in_flight=s.in_flight,
+                stalled=s.stalled,
             )
 
     def _server_context(self) -> ssl.SSLContext:
@@ -330,6 +368,7 @@ class FaultProxy:
         return future.result(timeout=_CONTROL_TIMEOUT_S)
 
     async def _start(self, server_context: ssl.SSLContext) -> None:
+        self._released = asyncio.Event()
         client_context = ssl.create_default_context(cafile=str(self.certificate))
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=client_context, limit=64),
@@ -359,6 +398,9 @@ class FaultProxy:
         self._thread = None
 
     async def _stop(self) -> None:
+        # Stalled requests lose their connections instead of holding the shutdown up.
+        self._stopping = True
+        await self._release()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -368,14 +410,16 @@ class FaultProxy:
 
     def _admit(self, request: web.Request) -> tuple[Faults, str]:
         """Counts ``request`` and decides, in arrival order, what to do with it."""
-        faultable = _is_faultable(request)
+        name = operation(request.method, request.path)
         with self._lock:
             s = self._state
             faults = s.faults
+            faultable = _is_faultable(request) and (
+                faults.operations is None or name in faults.operations
+            )
             s.requests += 1
             s.in_flight += 1
             s.peak_in_flight = max(s.peak_in_flight, s.in_flight)
-            name = operation(request.method, request.path)
             s.by_operation[name] = s.by_operation.get(name, 0) + 1
             if "Authorization" not in request.headers:
                 s.unauthenticated += 1
@@ -384,9 +428,12 @@ class FaultProxy:
                 outcome = "forbid"
             elif faultable and outcome == "forward":
                 n, s.faultable_seen = s.faultable_seen, s.faultable_seen + 1
-                if _spread(n, faults.throttle_share):
+                if _spread(n, faults.throttle_share) and (
+                    faults.throttle_count is None or s.throttled_since_set < faults.throttle_count
+                ):
                     outcome = "throttle"
                     s.throttled += 1
+                    s.throttled_since_set += 1
                 else:
                     # The 503 share is of all faultable requests, so it is spread over
                     # those not throttled at the correspondingly higher rate.
@@ -401,6 +448,9 @@ class FaultProxy:
                         if _spread(k, faults.reset_share):
                             outcome = "reset"
                             s.reset += 1
+                        elif faults.stall:
+                            outcome = "stall"
+                            s.stalled += 1
             if outcome == "forward":
                 s.forwarded += 1
             return faults, outcome
@@ -425,7 +475,16 @@ class FaultProxy:
         if outcome == "throttle":
             retry = faults.retry_after_seconds
             headers = {} if retry is None else {"Retry-After": _seconds(retry)}
+            if faults.retry_after_text is not None:
+                headers = {"Retry-After": faults.retry_after_text}
             return _error(429, _THROTTLED, headers)
+        if outcome == "stall":
+            assert self._released is not None
+            await self._released.wait()
+            if self._stopping:
+                outcome = "reset"
+            else:
+                return await self._forward(request, body)
         if outcome == "unavailable":
             return _error(503, _UNAVAILABLE)
         if outcome == "forbid":
