@@ -29,7 +29,12 @@ from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError, MissingReferenceError, NotFoundError
 from kvbackup.services.leadership import Leadership, Timing
 from kvbackup.services.ports import Clock, OpenedSnapshot, SnapshotStore, VaultKeys
-from kvbackup.services.tenancy import require_blob_allowed, require_vault_allowed
+from kvbackup.services.tenancy import (
+    require_blob_allowed,
+    require_manifest_namespace_allowed,
+    require_restore_source_allowed,
+    require_vault_allowed,
+)
 
 
 def utc_now() -> datetime.datetime:
@@ -139,10 +144,21 @@ class Runtime:
     async def snapshot_at_path(
         self, namespace: str, source: BlobSnapshotSource
     ) -> AsyncIterator[OpenedSnapshot]:
+        """The snapshot at a blob path. Read with the operator's identity, it must be the
+        namespace's own (or one a rule lets it restore): its folder is checked before
+        anything is read, and the namespace its manifest records once that is read."""
         if source.url is not None:  # names a host of its own, refused before anything opens
             self.settings.blob_hosts.check(source.url, "snapshot path")
+        rules = self.settings.default_identity_rules
+        own_identity = source.container.credentials_secret is None
+        if own_identity:
+            require_restore_source_allowed(rules, namespace, source)
         async with self._container(namespace, source.container) as client:
-            yield await BlobSnapshotStore(client).open_at(source.path)
+            snapshot = await BlobSnapshotStore(client).open_at(source.path)
+            if own_identity:
+                recorded = snapshot.manifest.keybackup.namespace
+                require_manifest_namespace_allowed(rules, namespace, source.container, recorded)
+            yield snapshot
 
     async def destination_of(self, namespace: str, keybackup: str) -> Destination | None:
         body = await self.kubernetes.read_custom_object(KEYBACKUP_PLURAL, namespace, keybackup)

@@ -531,6 +531,11 @@ def test_by_default_only_the_release_namespace_may_use_the_operators_identity(
     assert blob_allowed(rules, "ops", "https://acct.blob.core.windows.net", "c")
     assert not vault_allowed(rules, "team-a", "https://any.vault.azure.net")
     assert not blob_allowed(rules, "team-a", "https://acct.blob.core.windows.net", "c")
+    # Not even the release namespace restores another namespace's snapshots without a rule.
+    assert not any(
+        rule.allows_restore_from("ops", "https://acct.blob.core.windows.net/c", "team-a")
+        for rule in rules
+    )
     assert _identity_rules(helm, {"defaultIdentity": {"releaseNamespace": False}}) == ()
 
 
@@ -541,6 +546,26 @@ def test_one_value_lets_every_namespace_of_a_single_tenant_cluster_use_the_ident
 
     assert vault_allowed(rules, "team-a", "https://any.vault.azure.net")
     assert blob_allowed(rules, "team-a", "https://acct.blob.core.windows.net", "c")
+    # One tenant: a namespace may restore another's snapshots, e.g. into a renamed one.
+    assert any(
+        rule.allows_restore_from("team-a", "https://acct.blob.core.windows.net/c", "team-b")
+        for rule in rules
+    )
+
+
+def test_a_rules_grant_to_restore_other_namespaces_passes_the_schema_into_the_setting(
+    helm: Path,
+) -> None:
+    rule = {
+        "namespaces": ["team-a"],
+        "vaultUrls": [],
+        "blobUrls": ["https://acct.blob.core.windows.net/shared"],
+        "restoreFromNamespaces": ["team-b"],
+    }
+    (release_rule, parsed) = _identity_rules(helm, {"defaultIdentity": {"rules": [rule]}})
+
+    assert parsed.restore_from_namespaces == ("team-b",)
+    assert release_rule.restore_from_namespaces == ()
 
 
 def _value_paths(values: Any, schema: dict[str, Any], prefix: str = "") -> Iterator[str]:
@@ -1034,7 +1059,8 @@ def test_a_namespaced_operator_works_in_its_namespaces_and_cannot_read_secrets_e
     assert can("get", "secrets", "-n", team_a) == "yes"
     assert can("deletecollection", "secrets", "-n", team_a) == "yes"
     assert can("patch", "keybackups.kvbackup.io", "--subresource=status", "-n", team_a) == "yes"
-    assert can("get", "secrets", "-n", team_b) == "no"
+    for verb in ("get", "create", "update", "deletecollection"):
+        assert can(verb, "secrets", "-n", team_b) == "no", verb
     assert can("list", "keybackups.kvbackup.io", "-n", team_b) == "no"
     assert can("list", "secrets", "--all-namespaces") == "no"
     assert can("list", "keybackups.kvbackup.io", "--all-namespaces") == "no"

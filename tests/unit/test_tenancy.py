@@ -6,12 +6,17 @@ import json
 
 import pytest
 
+from kvbackup.api.fields import BlobContainer
+from kvbackup.api.keyrestore import BlobSnapshotSource
 from kvbackup.api.tenancy import IdentityRule, parse_rules
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError, NotPermittedError
 from kvbackup.services.tenancy import (
     blob_allowed,
+    folder_namespace,
     require_blob_allowed,
+    require_manifest_namespace_allowed,
+    require_restore_source_allowed,
     require_vault_allowed,
     vault_allowed,
 )
@@ -169,3 +174,179 @@ def test_the_rule_a_refusal_quotes_is_the_one_that_allows_the_object(target: str
         _check(RULES, target)
 
     _check(RULES + parse_rules(f"[{_quoted_rule(refused.value.message)}]", "R"), target)
+
+
+# --- restoring another namespace's snapshot with the operator's identity ----------------
+
+SHARED = "https://backups.blob.core.windows.net"
+SNAPSHOT = "20261128-004512-3fa2"
+SHARING = parse_rules(
+    json.dumps(
+        [
+            {"namespaces": ["team-*"], "vaultUrls": [], "blobUrls": [f"{SHARED}/shared"]},
+            {
+                "namespaces": ["team-a"],
+                "vaultUrls": [],
+                "blobUrls": [f"{SHARED}/shared"],
+                "restoreFromNamespaces": ["team-b", "legacy-*"],
+            },
+        ]
+    ),
+    "KVBACKUP_DEFAULT_IDENTITY_RULES",
+)
+
+
+def _source(path: str, container: str = "shared", account: str = SHARED) -> BlobSnapshotSource:
+    return BlobSnapshotSource(BlobContainer(account, container), path)
+
+
+@pytest.mark.parametrize(
+    ("path", "namespace"),
+    [
+        pytest.param(f"team-a/keys/{SNAPSHOT}", "team-a", id="folder"),
+        pytest.param(f"team-a/keys/{SNAPSHOT}/", "team-a", id="folder-with-slash"),
+        pytest.param(f"backups/v1/team-a/keys/{SNAPSHOT}", "team-a", id="under-a-prefix"),
+        pytest.param(f"{SHARED}/shared/team-b/keys/{SNAPSHOT}/", "team-b", id="url"),
+        pytest.param(f"{SHARED}/shared/p/team-b/k.v/{SNAPSHOT}", "team-b", id="url-with-prefix"),
+        pytest.param(f"keys/{SNAPSHOT}", None, id="too-short"),
+        pytest.param(f"{SHARED}/shared/keys/{SNAPSHOT}", None, id="url-too-short"),
+        pytest.param(f"{SHARED}/other/team-b/keys/{SNAPSHOT}", None, id="url-of-another-container"),
+        pytest.param(f"Team-A/keys/{SNAPSHOT}", None, id="not-a-namespace-name"),
+        pytest.param(f"{'a' * 64}/keys/{SNAPSHOT}", None, id="namespace-too-long"),
+        pytest.param(f"team-a/Keys/{SNAPSHOT}", None, id="not-a-keybackup-name"),
+        pytest.param("team-a/keys/latest", None, id="not-a-snapshot-id"),
+        pytest.param(f"team-a/keys/{SNAPSHOT}/keys", None, id="below-a-snapshot"),
+    ],
+)
+def test_the_namespace_of_a_snapshot_folder_is_its_third_segment_from_the_end(
+    path: str, namespace: str | None
+) -> None:
+    assert folder_namespace(_source(path)) == namespace
+
+
+def test_an_emulators_account_path_is_not_taken_for_part_of_the_folder() -> None:
+    account = "http://127.0.0.1:10000/devstoreaccount1"
+    url = f"{account}/shared/team-b/keys/{SNAPSHOT}/"
+
+    assert folder_namespace(_source(url, account=account)) == "team-b"
+    assert folder_namespace(_source(f"{account}/shared/keys/{SNAPSHOT}", account=account)) is None
+
+
+@pytest.mark.parametrize(
+    ("namespace", "path"),
+    [
+        pytest.param("team-a", f"team-a/keys/{SNAPSHOT}", id="own-folder"),
+        pytest.param("team-c", f"prefix/team-c/keys/{SNAPSHOT}", id="own-folder-under-a-prefix"),
+        pytest.param("team-a", f"team-b/keys/{SNAPSHOT}", id="granted-namespace"),
+        pytest.param("team-a", f"legacy-payments/keys/{SNAPSHOT}", id="granted-glob"),
+    ],
+)
+def test_a_namespace_restores_its_own_snapshots_and_those_a_rule_grants(
+    namespace: str, path: str
+) -> None:
+    require_restore_source_allowed(SHARING, namespace, _source(path))
+
+
+def test_another_namespaces_snapshot_is_refused_quoting_the_rule_that_would_grant_it() -> None:
+    path = f"{SHARED}/shared/team-a/keys/{SNAPSHOT}/"
+
+    with pytest.raises(NotPermittedError) as refused:
+        require_restore_source_allowed(SHARING, "team-b", _source(path))
+
+    assert refused.value.reason == "SourceNotPermitted"
+    assert "namespace team-b may not use the operator's identity for namespace team-a's " in (
+        refused.value.message
+    )
+    rule = json.loads(_quoted_rule(refused.value.message))
+    assert rule == {
+        "namespaces": ["team-b"],
+        "vaultUrls": [],
+        "blobUrls": [f"{SHARED}/shared"],
+        "restoreFromNamespaces": ["team-a"],
+    }
+    granted = SHARING + parse_rules(json.dumps([rule]), "R")
+    require_restore_source_allowed(granted, "team-b", _source(path))
+
+
+def test_a_grant_holds_only_in_the_containers_of_its_rule() -> None:
+    rules = parse_rules(
+        json.dumps(
+            [
+                {"namespaces": ["team-a"], "vaultUrls": [], "blobUrls": [f"{SHARED}/other"]},
+                {
+                    "namespaces": ["team-a"],
+                    "vaultUrls": [],
+                    "blobUrls": [f"{SHARED}/shared"],
+                    "restoreFromNamespaces": ["team-b"],
+                },
+            ]
+        ),
+        "R",
+    )
+
+    with pytest.raises(NotPermittedError) as refused:
+        require_restore_source_allowed(rules, "team-a", _source(f"team-b/k/{SNAPSHOT}", "other"))
+
+    assert refused.value.reason == "SourceNotPermitted"
+
+
+def test_a_container_the_namespace_may_not_use_is_refused_as_such_first() -> None:
+    with pytest.raises(NotPermittedError) as refused:
+        require_restore_source_allowed(SHARING, "ops", _source(f"ops/keys/{SNAPSHOT}"))
+
+    assert refused.value.reason == "IdentityNotAllowed"
+
+
+def test_a_path_that_is_no_snapshot_folder_is_refused_with_the_layout_it_must_have() -> None:
+    with pytest.raises(NotPermittedError) as refused:
+        require_restore_source_allowed(SHARING, "team-a", _source("exports/2026/keys"))
+
+    assert refused.value.reason == "SourceNotPermitted"
+    assert "[<prefix>/]<namespace>/<keybackup>/<snapshot-id>" in refused.value.message
+    assert "credentials Secret" in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("recorded", "allowed"),
+    [
+        pytest.param("team-a", True, id="own"),
+        pytest.param("team-b", True, id="granted"),
+        pytest.param("team-c", False, id="another"),
+        pytest.param("team-a\n", False, id="trailing-newline"),
+        pytest.param("../team-a", False, id="not-a-name"),
+    ],
+)
+def test_the_namespace_a_manifest_records_must_be_one_the_namespace_may_restore(
+    recorded: str, allowed: bool
+) -> None:
+    container = BlobContainer(SHARED, "shared")
+    if allowed:
+        require_manifest_namespace_allowed(SHARING, "team-a", container, recorded)
+        return
+    with pytest.raises(NotPermittedError) as refused:
+        require_manifest_namespace_allowed(SHARING, "team-a", container, recorded)
+    assert refused.value.reason == "SourceNotPermitted"
+    assert "\n" not in refused.value.message
+    assert "add the rule" not in refused.value.message
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"namespaces": ["a"], "vaultUrls": [], "restoreFromNamespaces": "team-b"},
+        {"namespaces": ["a"], "vaultUrls": [], "restoreFromNamespaces": [3]},
+        {"namespaces": ["a"], "vaultUrls": [], "restoreFromNamespaces": [""]},
+        {"namespaces": ["a"], "vaultUrls": [], "restoreFromNamespace": ["team-b"]},
+        {"namespaces": [None], "vaultUrls": []},
+    ],
+)
+def test_a_malformed_or_misspelt_grant_is_refused_not_ignored(rule: dict[str, object]) -> None:
+    with pytest.raises(InvalidSpecError, match="KVBACKUP_DEFAULT_IDENTITY_RULES"):
+        parse_rules(json.dumps([rule]), "KVBACKUP_DEFAULT_IDENTITY_RULES")
+
+
+def test_a_rule_without_a_grant_lets_no_namespace_restore_another() -> None:
+    (rule,) = parse_rules('[{"namespaces": ["*"], "vaultUrls": ["*"], "blobUrls": ["*"]}]', "R")
+
+    assert rule.restore_from_namespaces == ()
+    assert not rule.allows_restore_from("team-a", f"{SHARED}/shared", "team-b")

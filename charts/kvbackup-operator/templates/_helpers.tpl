@@ -81,7 +81,7 @@ go into the ClusterRole (whole cluster) or into one Role per watched namespace.
 {{- $everything := dict "vaultUrls" (list "*") "blobUrls" (list "*") -}}
 {{- $rules := list -}}
 {{- if .Values.defaultIdentity.allNamespaces -}}
-{{- $rules = append $rules (merge (dict "namespaces" (list "*")) $everything) -}}
+{{- $rules = append $rules (merge (dict "namespaces" (list "*") "restoreFromNamespaces" (list "*")) $everything) -}}
 {{- end -}}
 {{- if .Values.defaultIdentity.releaseNamespace -}}
 {{- $rules = append $rules (merge (dict "namespaces" (list .Release.Namespace)) $everything) -}}
