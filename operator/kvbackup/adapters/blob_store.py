@@ -34,6 +34,7 @@ from kvbackup.adapters.azure_errors import azure_errors
 from kvbackup.adapters.completion import to_completion
 from kvbackup.adapters.http import SharedSession
 from kvbackup.adapters.proxies import proxies_for
+from kvbackup.adapters.request_checks import AllowedHostsPolicy
 from kvbackup.api.fields import require_secure_transport
 from kvbackup.api.hosts import HostAllowList, endpoint
 from kvbackup.api.keybackup import KeyBackupRef
@@ -86,16 +87,17 @@ def container_client(
         )
 
     def build(**options: Any) -> ContainerClient:
-        # A redirect could lead anywhere; requests go only to hosts the list allows.
+        # A redirect could lead anywhere; requests go only to hosts the list allows, and
+        # each request is checked again as it leaves.
+        options |= {
+            "permit_redirects": False,
+            "raw_request_hook": AllowedHostsPolicy(hosts, "Blob Storage").on_request,
+        }
         if connection_string:
-            return ContainerClient.from_connection_string(
-                connection_string, container, permit_redirects=False, **options
-            )
+            return ContainerClient.from_connection_string(connection_string, container, **options)
         # As a credential object the token is sent per request, never kept in the URL.
         auth = AzureSasCredential(sas_token.lstrip("?")) if sas_token else credential
-        return ContainerClient(
-            account_url, container, credential=auth, permit_redirects=False, **options
-        )
+        return ContainerClient(account_url, container, credential=auth, **options)
 
     # Built once, without any I/O, to learn the endpoint it would use. Only the primary
     # endpoint is checked because only it is ever used: the client is never put in

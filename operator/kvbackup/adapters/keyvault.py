@@ -17,6 +17,7 @@ from kvbackup.adapters.http import SharedSession
 from kvbackup.adapters.metrics import ANSWERED_OK, NO_ANSWER, OperatorMetrics, VaultCalls
 from kvbackup.adapters.proxies import proxies_for
 from kvbackup.adapters.ratelimit import VaultPace
+from kvbackup.adapters.request_checks import AllowedHostsPolicy, BoundedPages
 from kvbackup.adapters.throttling import retry_per_call
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError, KvBackupError, NotFoundError, ThrottledError
@@ -73,7 +74,7 @@ class KeyVaultKeys:
     async def list_keys(self) -> AsyncIterator[KeyInfo]:
         # Page by page, each page a call of its own: a throttled page is fetched again
         # instead of listing the vault from the start.
-        pages = self._client.list_properties_of_keys().by_page()
+        pages = BoundedPages(self._client.list_properties_of_keys().by_page(), "list keys")
         while (
             page := await self._request(
                 "list_keys", "list keys", partial(_next_page, pages), about_one_key=False
@@ -200,6 +201,8 @@ class KeyVaultClients:
             "retry_status": 0,
             # A redirect could lead anywhere; requests go only to hosts the list allows.
             "permit_redirects": False,
+            # And so does a page's absolute nextLink: every request is checked again.
+            "per_retry_policies": [AllowedHostsPolicy(self._settings.vault_hosts, "Key Vault")],
         }
         if self._settings.keyvault_api_version:
             options["api_version"] = self._settings.keyvault_api_version

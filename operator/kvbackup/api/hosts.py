@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from kvbackup.errors import HostNotAllowedError, InvalidSpecError
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
+#: Loopback hosts in their canonical spelling (see ``_host``).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _PORT = re.compile(r"[1-9][0-9]{0,4}")
@@ -123,6 +125,11 @@ class Endpoint:
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def on_loopback(self) -> bool:
+        """Whether it is this machine, where plain http may reach an emulator."""
+        return self.host in LOOPBACK_HOSTS
 
 
 def endpoint(url: str) -> Endpoint:
@@ -225,6 +232,9 @@ class HostAllowList:
     def __str__(self) -> str:
         return ",".join(pattern.text for pattern in self.patterns)
 
+    def allows(self, where: Endpoint) -> bool:
+        return any(pattern.matches(where) for pattern in self.patterns)
+
     def check(self, url: str, what: str) -> None:
         """Refuses ``url``, the endpoint of ``what`` (e.g. "vault"), unless it is allowed."""
         try:
@@ -235,7 +245,7 @@ class HostAllowList:
                 f"{what} URL refused before any request: {error}; {self.setting} allows "
                 "plain host names only"
             ) from None
-        if not any(pattern.matches(where) for pattern in self.patterns):
+        if not self.allows(where):
             raise HostNotAllowedError(
                 f"{what} host {where} is not in {self.setting}, so nothing was sent to it; "
                 "a cluster admin can add it there"

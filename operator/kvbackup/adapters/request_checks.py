@@ -1,0 +1,94 @@
+"""Checks on every request an Azure SDK client sends, and a bound on every listing.
+
+A client is built only for an endpoint the allow-lists name (``HostAllowList.check``), but
+the SDK then goes where the service's answers lead it: an absolute ``nextLink`` of a Key
+Vault listing is requested as given, and a redirect would be too were it followed. So a
+vault inside the allow-list could send the operator, and the token it attaches, anywhere.
+``AllowedHostsPolicy`` runs the allow-list and the https rule again on each request the
+transport is about to send, and ``BoundedPages`` stops a listing that pages for ever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Generic, TypeVar
+
+from azure.core.pipeline import PipelineRequest
+from azure.core.pipeline.policies import SansIOHTTPPolicy
+
+from kvbackup.api.hosts import HostAllowList, endpoint
+from kvbackup.errors import HostNotAllowedError, TooLargeError
+
+_Page = TypeVar("_Page")
+
+#: Pages one listing may take. Key Vault answers 25 keys or versions a page, so this is
+#: 250,000 of them, far beyond the largest vaults, and Blob Storage 500 blobs a page
+#: (``blob_store.LISTING_PAGE_SIZE``): 5 million. A service that pages on past it is
+#: broken or hostile, and the run fails instead of paging for ever.
+MAX_LISTING_PAGES = 10_000
+
+
+class AllowedHostsPolicy(SansIOHTTPPolicy[Any, Any]):
+    """Refuses, before it is sent, any request to a host outside ``hosts`` or in plain http
+    to anything but loopback (an emulator): whatever URL the SDK built it from.
+
+    Installed per retry (Key Vault: ``per_retry_policies``; Blob Storage, which takes no
+    such option: ``raw_request_hook=policy.on_request``), so it runs once for each request
+    the transport sends: first tries, retries, each page of a listing, and a redirect
+    should one ever be followed. It runs before the authentication policy, so a refused
+    request never carries a token. ``service`` names the service in refusals.
+    """
+
+    def __init__(self, hosts: HostAllowList, service: str) -> None:
+        super().__init__()
+        self._hosts = hosts
+        self._service = service
+
+    def on_request(self, request: PipelineRequest[Any]) -> None:
+        url = request.http_request.url
+        refused = f"a {self._service} request was refused before it was sent"
+        try:
+            where = endpoint(url)
+        except ValueError as error:
+            # The URL itself is not repeated: it may carry a SAS token.
+            raise HostNotAllowedError(f"{refused}: its URL is not plain: {error}") from None
+        if not self._hosts.allows(where):
+            raise HostNotAllowedError(
+                f"{refused}: host {where} is not in {self._hosts.setting} (a page link or "
+                "redirect in an answer may name another host than the endpoint's)"
+            )
+        if where.scheme != "https" and not where.on_loopback:
+            raise HostNotAllowedError(
+                f"{refused}: plain http to {where}; only https is used (http only on loopback, "
+                "for an emulator)"
+            )
+
+
+class BoundedPages(Generic[_Page]):
+    """The pages of ``pages`` (an SDK's ``by_page()``), failing with TooLargeError when a
+    page comes after the ``limit``-th (None: the module's ``MAX_LISTING_PAGES``); so a
+    listing of exactly ``limit`` pages ends as it should, and one more request at most is
+    sent to a service that pages for ever.
+
+    A class, not an async generator: a page that failed (a 429) is asked for again, and
+    an async generator that raised would end the listing silently instead.
+    """
+
+    def __init__(self, pages: AsyncIterator[_Page], what: str, limit: int | None = None) -> None:
+        self._pages = pages
+        self._what = what
+        self._limit = MAX_LISTING_PAGES if limit is None else limit
+        self._taken = 0
+
+    def __aiter__(self) -> BoundedPages[_Page]:
+        return self
+
+    async def __anext__(self) -> _Page:
+        page = await anext(self._pages)
+        self._taken += 1
+        if self._taken > self._limit:
+            raise TooLargeError(
+                f"{self._what}: stopped after {self._limit:,} pages, the most a listing may "
+                "take; the service kept answering with a next page"
+            )
+        return page
