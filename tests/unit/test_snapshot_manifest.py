@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import re
 
 import pytest
@@ -14,8 +15,11 @@ from kvbackup.adapters.secret_store import (
     manifest_secret_name,
     pack_secret_name,
 )
-from kvbackup.errors import IntegrityError, NotFoundError
+from kvbackup.errors import IntegrityError, NotFoundError, TooLargeError
 from kvbackup.services.snapshot import (
+    ARTIFACT_MAX_BYTES,
+    MANIFEST_MAX_BYTES,
+    SUMMARY_MAX_BYTES,
     KeyArtifact,
     KeyFailure,
     Manifest,
@@ -24,7 +28,7 @@ from kvbackup.services.snapshot import (
     sha256_hex,
     snapshot_time,
 )
-from tests.unit.fakes import MOMENT, REF, SNAPSHOT_ID, manifest_of
+from tests.unit.fakes import MOMENT, NAMESPACE, REF, SNAPSHOT_ID, manifest_of
 
 BACKUP = b"\x00opaque key vault backup blob\xff"
 ARTIFACT = KeyArtifact("Signing-Key", ("v1", "v2"), sha256_hex(BACKUP), len(BACKUP))
@@ -218,3 +222,120 @@ def test_where_the_store_put_a_key_survives_the_manifests_json() -> None:
 def test_an_unreadable_summary_is_an_integrity_error() -> None:
     with pytest.raises(IntegrityError, match="summary"):
         SnapshotSummary.from_json(b'{"snapshotId": "x"}')
+
+
+def _forged(field: bytes, value: bytes) -> bytes:
+    """A manifest whose ``field`` (its first occurrence) holds ``value`` instead."""
+    text = manifest_of(ARTIFACT).to_json()
+    old = re.compile(rb'"' + field + rb'":(\[[^\]]*\]|"[^"]*"|[^,}]+)')
+    return old.sub(b'"' + field + b'":' + value.replace(b"\\", b"\\\\"), text, count=1)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(_forged(b"snapshotId", b'"20240501-120000-abcd\\n"'), id="id-with-newline"),
+        pytest.param(_forged(b"snapshotId", b'"0/../x"'), id="id-climbing"),
+        pytest.param(_forged(b"snapshotId", b"20240501"), id="id-a-number"),
+        pytest.param(_forged(b"namespace", b'"../other"'), id="namespace-climbing"),
+        pytest.param(_forged(b"namespace", b'"team-a\\n"'), id="namespace-with-newline"),
+        pytest.param(_forged(b"name", b'"nightly/../../x"'), id="keybackup-climbing"),
+        pytest.param(_forged(b"name", b'"' + b"k" * 64 + b'"'), id="keybackup-too-long"),
+        pytest.param(_forged(b"sha256", b'"not-a-digest"'), id="digest-not-hex"),
+        pytest.param(_forged(b"size", b"-1"), id="size-negative"),
+        pytest.param(_forged(b"size", b"true"), id="size-a-boolean"),
+        pytest.param(_forged(b"versions", b'["v1/../x"]'), id="version-climbing"),
+        pytest.param(_forged(b"versions", b'"v1"'), id="versions-not-a-list"),
+        pytest.param(_forged(b"vaultUrl", b"7"), id="vault-url-not-text"),
+    ],
+)
+def test_a_manifest_with_a_field_outside_its_grammar_is_refused(raw: bytes) -> None:
+    with pytest.raises(IntegrityError, match="snapshot manifest is unreadable"):
+        Manifest.from_json(raw)
+
+
+def test_a_manifest_larger_than_its_bound_is_refused_unparsed() -> None:
+    with pytest.raises(TooLargeError) as refused:
+        Manifest.from_json(b" " * (MANIFEST_MAX_BYTES + 1), found_in="blob x/manifest.json")
+
+    assert "blob x/manifest.json" in refused.value.message
+    assert refused.value.reason == "TooLarge"
+
+
+def test_a_manifest_recording_a_key_larger_than_any_key_backup_is_refused() -> None:
+    raw = _forged(b"size", str(ARTIFACT_MAX_BYTES + 1).encode())
+
+    with pytest.raises(TooLargeError, match="Signing-Key"):
+        Manifest.from_json(raw)
+
+
+def test_a_manifest_of_more_keys_than_its_bound_holds_is_refused_before_it_is_written() -> None:
+    artifact = KeyArtifact("k" * 127, ("v" * 64,) * 100, "0" * 64, 1)
+    keys = tuple(artifact for _ in range(MANIFEST_MAX_BYTES // 6000 + 1))
+
+    with pytest.raises(TooLargeError, match="back up fewer keys"):
+        manifest_of(*keys).to_json()
+
+
+def test_text_from_a_refused_manifest_reaches_the_message_bounded() -> None:
+    raw = _forged(b"snapshotId", b'"' + b"x" * 1_000_000 + b'"')
+
+    with pytest.raises(IntegrityError) as refused:
+        Manifest.from_json(raw)
+
+    assert len(refused.value.message) < 400
+
+
+@pytest.mark.parametrize(
+    ("namespace", "keybackup", "snapshot_id"),
+    [
+        pytest.param("team-b", REF.name, SNAPSHOT_ID, id="another-namespace"),
+        pytest.param(NAMESPACE, "other", SNAPSHOT_ID, id="another-keybackup"),
+        pytest.param(NAMESPACE, REF.name, "20240501-120000-ffff", id="another-snapshot"),
+    ],
+)
+def test_a_manifest_found_in_another_snapshots_place_is_refused(
+    namespace: str, keybackup: str, snapshot_id: str
+) -> None:
+    manifest = manifest_of(ARTIFACT)
+
+    with pytest.raises(IntegrityError, match="whose place it is in") as refused:
+        manifest.require_found_at(namespace, keybackup, snapshot_id, "blob b")
+
+    assert refused.value.message.startswith("blob b holds the manifest of snapshot")
+
+
+def test_a_manifest_found_in_its_own_place_is_accepted() -> None:
+    manifest_of(ARTIFACT).require_found_at(NAMESPACE, REF.name, SNAPSHOT_ID, "blob b")
+
+
+@pytest.mark.parametrize(
+    "snapshot_id",
+    [
+        pytest.param(f"{SNAPSHOT_ID}\n", id="trailing-newline"),
+        pytest.param("0/../x", id="climbing"),
+        pytest.param(f"../../{SNAPSHOT_ID}", id="climbing-to-a-valid-id"),
+    ],
+)
+def test_a_summary_naming_a_forged_snapshot_id_is_refused(snapshot_id: str) -> None:
+    raw = (
+        manifest_of(ARTIFACT)
+        .summary.to_json()
+        .replace(SNAPSHOT_ID.encode(), json.dumps(snapshot_id).strip('"').encode())
+    )
+
+    with pytest.raises(IntegrityError, match="summary in blob b is unreadable"):
+        SnapshotSummary.from_json(raw, found_in="blob b")
+
+
+def test_a_summary_larger_than_its_bound_is_refused_unparsed() -> None:
+    with pytest.raises(TooLargeError, match="Secret ns/kb"):
+        SnapshotSummary.from_json(b" " * (SUMMARY_MAX_BYTES + 1), found_in="Secret ns/kb")
+
+
+def test_a_summary_found_under_another_snapshot_is_refused() -> None:
+    summary = manifest_of(ARTIFACT).summary
+
+    with pytest.raises(IntegrityError, match="whose place it is in"):
+        summary.require_found_at("20240501-120000-ffff", "blob b")
+    summary.require_found_at(SNAPSHOT_ID, "blob b")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from kvbackup.api.conditions import Condition, Phase, timestamp
+from kvbackup.api.fields import SNAPSHOT_ID
 from kvbackup.api.statuses import (
     BackupRunRequest,
     ConditionDocument,
@@ -244,10 +245,11 @@ def restore_journal(existing: Mapping[str, Any], generation: int) -> RestoreJour
     if not restore_resumes(existing, generation):
         return RestoreJournal()
     attempt = existing["activeRun"]
-    return RestoreJournal(
-        snapshot_id=str(attempt.get("snapshotId") or ""),
-        carried=str(attempt.get("keyResults") or ""),
-    )
+    # Status may be edited: an id that is not a snapshot id carries nothing over.
+    snapshot_id = attempt.get("snapshotId")
+    if not isinstance(snapshot_id, str) or not SNAPSHOT_ID.fullmatch(snapshot_id):
+        return RestoreJournal()
+    return RestoreJournal(snapshot_id=snapshot_id, carried=str(attempt.get("keyResults") or ""))
 
 
 def _journal_fields(journal: RestoreJournal) -> RestoreAttempt:

@@ -3,6 +3,11 @@
 The manifest is written last, so a snapshot without one is incomplete and is never
 offered for restore. Its summary (times and counts) is stored beside it, small enough
 to list every snapshot of a KeyBackup without reading their per-key lists.
+
+Manifests and summaries are read back from storage a tenant can write to, so they are
+parsed like a spec: bounded in size before they are parsed, every id and name checked
+against its grammar (full matches), and every id compared with the place it was found
+(``Manifest.require_found_at``, ``SnapshotSummary.require_found_at``).
 """
 
 from __future__ import annotations
@@ -10,17 +15,47 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
 from kvbackup.api import API_VERSION
 from kvbackup.api.conditions import timestamp
-from kvbackup.api.fields import KEY_NAME
+from kvbackup.api.fields import KEY_NAME, NAMESPACE_NAME, OBJECT_NAME, SNAPSHOT_ID
 from kvbackup.api.keybackup import KeyBackupRef
-from kvbackup.errors import IntegrityError, NotFoundError
+from kvbackup.errors import IntegrityError, NotFoundError, TooLargeError, foreign_text
 
 MANIFEST_KIND = "SnapshotManifest"
+#: The largest key backup a snapshot may hold. Key Vault backs up a key with all its
+#: versions and refuses keys of more than 500 past versions; each version adds a few KiB
+#: (its wrapped key material), so the largest backup it returns is a few MiB. Twice that
+#: leaves room, and bounds what one artifact read may cost.
+ARTIFACT_MAX_BYTES = 8 * 1024 * 1024
+#: The largest manifest written or read back. A key's entry takes about 200 bytes (name,
+#: a few version ids, digest, size, where it is kept), so this holds some 40,000 keys;
+#: and a hostile manifest of this size still parses into well under 100 MiB.
+MANIFEST_MAX_BYTES = 8 * 1024 * 1024
+#: The largest snapshot summary read back; one is about 200 bytes.
+SUMMARY_MAX_BYTES = 1024
+#: A key version's id as Key Vault makes them (32 hex digits); emulators use shorter ones.
+VERSION_ID = re.compile(r"[0-9A-Za-z]{1,64}")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+#: The most keys one snapshot holds: a key's manifest entry takes at least some 100 bytes
+#: (a digest, a size, a version id), so no manifest within its bound lists more.
+SNAPSHOT_KEYS_MAX = MANIFEST_MAX_BYTES // 100
+#: A KeyBackup's name is at most this long (the CRD's bound; OBJECT_NAME has no length).
+_NAME_MAX = 63
+
+
+def require_snapshot_id(value: object, found_in: str) -> str:
+    """``value`` when it is a snapshot id as ``new_snapshot_id`` makes them (a full match:
+    a trailing newline or a path segment is refused); ``found_in`` says where it was read."""
+    if isinstance(value, str) and SNAPSHOT_ID.fullmatch(value):
+        return value
+    raise IntegrityError(
+        f"{found_in} names snapshot {foreign_text(repr(value))}, which is not a snapshot id"
+    )
 
 
 def new_snapshot_id(moment: datetime.datetime) -> str:
@@ -95,19 +130,33 @@ class SnapshotSummary:
         ).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> SnapshotSummary:
+    def from_json(cls, raw: bytes | str, *, found_in: str = "") -> SnapshotSummary:
+        """The summary ``raw`` holds; ``found_in`` names where it was read, for errors."""
+        what = f"the snapshot summary in {found_in}" if found_in else "the snapshot summary"
+        if len(raw) > SUMMARY_MAX_BYTES:
+            raise TooLargeError(
+                f"{what} is {len(raw)} bytes; a summary is at most {SUMMARY_MAX_BYTES}"
+            )
         try:
             document = json.loads(raw)
             return cls(
-                snapshot_id=str(document["snapshotId"]),
+                snapshot_id=_checked(SNAPSHOT_ID, document["snapshotId"], "snapshotId"),
                 start_time=_parse_time(document["startTime"]),
                 completion_time=_parse_time(document["completionTime"]),
-                keys=int(document["keys"]),
-                failed_keys=int(document["failedKeys"]),
-                total_bytes=int(document["bytes"]),
+                keys=_count(document["keys"], "keys"),
+                failed_keys=_count(document["failedKeys"], "failedKeys"),
+                total_bytes=_count(document["bytes"], "bytes"),
             )
         except (ValueError, KeyError, TypeError) as error:
-            raise IntegrityError(f"snapshot summary is unreadable: {error}") from None
+            raise IntegrityError(f"{what} is unreadable: {foreign_text(str(error))}") from None
+
+    def require_found_at(self, snapshot_id: str, found_in: str) -> None:
+        """Refuses a summary that names another snapshot than the one it was found under."""
+        if self.snapshot_id != snapshot_id:
+            raise IntegrityError(
+                f"{found_in} holds the summary of snapshot {self.snapshot_id}, not of snapshot "
+                f"{snapshot_id} whose place it is in"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,10 +230,22 @@ class Manifest:
                 text += b","
             text += _compact_json(_artifact_document(artifact))
         text += b"]" + tail
+        if len(text) > MANIFEST_MAX_BYTES:
+            # Refused now rather than written: no store would read it back.
+            raise TooLargeError(
+                f"the manifest of snapshot {self.snapshot_id} is {len(text)} bytes, more than "
+                f"the {MANIFEST_MAX_BYTES} a manifest may have; back up fewer keys per KeyBackup"
+            )
         return bytes(text)
 
     @classmethod
-    def from_json(cls, raw: bytes) -> Manifest:
+    def from_json(cls, raw: bytes, *, found_in: str = "") -> Manifest:
+        """The manifest ``raw`` holds; ``found_in`` names where it was read, for errors."""
+        what = f"the snapshot manifest in {found_in}" if found_in else "the snapshot manifest"
+        if len(raw) > MANIFEST_MAX_BYTES:
+            raise TooLargeError(
+                f"{what} is {len(raw)} bytes; a manifest is at most {MANIFEST_MAX_BYTES}"
+            )
         try:
             # Each key's entry becomes its artifact as soon as it is parsed, so a manifest
             # of many keys is never held as dicts and artifacts at once.
@@ -192,24 +253,48 @@ class Manifest:
             if not isinstance(document, dict) or document.get("kind") != MANIFEST_KIND:
                 raise ValueError(f"not a {MANIFEST_KIND}")
             keys = document["keys"]
-            if not all(isinstance(artifact, KeyArtifact) for artifact in keys):
+            if not isinstance(keys, list) or not all(isinstance(k, KeyArtifact) for k in keys):
                 raise ValueError("a key's entry lacks its name, versions, sha256 or size")
             ref = document["keyBackup"]
+            namespace = _checked(NAMESPACE_NAME, ref["namespace"], "keyBackup.namespace")
+            name = _checked(OBJECT_NAME, ref["name"], "keyBackup.name")
+            if len(name) > _NAME_MAX:
+                raise ValueError(f"keyBackup.name is longer than {_NAME_MAX} characters")
             return cls(
-                snapshot_id=document["snapshotId"],
-                keybackup=KeyBackupRef(ref["namespace"], ref["name"], ref.get("uid", "")),
-                vault_url=document["vaultUrl"],
+                snapshot_id=_checked(SNAPSHOT_ID, document["snapshotId"], "snapshotId"),
+                keybackup=KeyBackupRef(namespace, name, _text(ref.get("uid", ""), "uid")),
+                vault_url=_text(document["vaultUrl"], "vaultUrl"),
                 start_time=_parse_time(document["startTime"]),
                 completion_time=_parse_time(document["completionTime"]),
-                operator_version=document.get("operatorVersion", ""),
+                operator_version=_text(document.get("operatorVersion", ""), "operatorVersion"),
                 keys=tuple(keys),
                 failures=tuple(
-                    KeyFailure(f["name"], f["reason"], f["message"])
+                    KeyFailure(
+                        _text(f["name"], "a failure's name"),
+                        _text(f["reason"], "a failure's reason"),
+                        _text(f["message"], "a failure's message"),
+                    )
                     for f in document.get("failures", [])
                 ),
             )
+        except TooLargeError as error:
+            raise TooLargeError(f"{what} is refused: {error.message}") from None
         except (ValueError, KeyError, TypeError) as error:
-            raise IntegrityError(f"snapshot manifest is unreadable: {error}") from None
+            raise IntegrityError(f"{what} is unreadable: {foreign_text(str(error))}") from None
+
+    def require_found_at(
+        self, namespace: str, keybackup: str, snapshot_id: str, found_in: str
+    ) -> None:
+        """Refuses a manifest that names another snapshot, KeyBackup or namespace than the
+        place it was found: a manifest copied or forged into a tenant's storage must not
+        pass for one of its own snapshots."""
+        ref = self.keybackup
+        if (ref.namespace, ref.name, self.snapshot_id) != (namespace, keybackup, snapshot_id):
+            raise IntegrityError(
+                f"{found_in} holds the manifest of snapshot {self.snapshot_id} of KeyBackup "
+                f"{ref.namespace}/{ref.name}, not of snapshot {snapshot_id} of KeyBackup "
+                f"{namespace}/{keybackup} whose place it is in"
+            )
 
 
 def _compact_json(document: dict[str, Any]) -> bytes:
@@ -234,15 +319,43 @@ def _artifact_or_object(entry: dict[str, Any]) -> Any:
         return entry
     # A manifest is read back from storage a tenant may write to, and a key's name
     # becomes part of the path its backup is read from: only Key Vault's names pass.
-    if not isinstance(entry["name"], str) or not KEY_NAME.match(entry["name"]):
-        raise ValueError(f"{entry['name']!r} is not a Key Vault key name")
+    name = _checked(KEY_NAME, entry["name"], "a key's name")
+    versions = entry["versions"]
+    if not isinstance(versions, list):
+        raise ValueError(f"the versions of key {name} are not a list")
+    size = _count(entry["size"], f"the size of key {name}")
+    if size > ARTIFACT_MAX_BYTES:
+        raise TooLargeError(
+            f"it records {size} bytes for key {name}, more than the {ARTIFACT_MAX_BYTES} "
+            "a key backup may have"
+        )
     return KeyArtifact(
-        entry["name"],
-        tuple(entry["versions"]),
-        entry["sha256"],
-        int(entry["size"]),
-        str(entry.get("location", "")),
+        name,
+        tuple(_checked(VERSION_ID, version, f"a version of key {name}") for version in versions),
+        _checked(SHA256_HEX, entry["sha256"], f"the sha256 of key {name}"),
+        size,
+        _text(entry.get("location", ""), f"where key {name} is kept"),
     )
+
+
+def _checked(grammar: re.Pattern[str], value: Any, what: str) -> str:
+    """``value`` when it is a string that ``grammar`` matches in full."""
+    if not isinstance(value, str) or not grammar.fullmatch(value):
+        raise ValueError(f"{what} {foreign_text(repr(value))} is not valid")
+    return value
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is not a string")
+    return value
+
+
+def _count(value: Any, what: str) -> int:
+    """A whole number of at least 0; true and false (ints to Python) are refused."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} {foreign_text(repr(value))} is not a count")
+    return value
 
 
 def _parse_time(text: str) -> datetime.datetime:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvbackup.api.conditions import timestamp
+from kvbackup.api.fields import SNAPSHOT_ID
 from kvbackup.api.keybackup import KeyBackupSpec, backup_now_token, parse_spec
 from kvbackup.api.schedule import Schedule
 from kvbackup.errors import InvalidSpecError
@@ -79,11 +80,17 @@ def snapshot_id_for(
     """Resume the snapshot of an interrupted run of the same request, or start a new one.
 
     Reusing the id makes the redone run overwrite its own partial artifacts instead
-    of leaving a second incomplete snapshot behind.
+    of leaving a second incomplete snapshot behind. Status can be edited by anyone who
+    may patch it, and the id becomes a blob folder and Secret names: one that is not a
+    snapshot id (in full) is never used, and the run starts a new snapshot instead.
     """
     active = status.get("activeRun") or {}
     snapshot_id = active.get("snapshotId")
-    if request.resumes(active) and isinstance(snapshot_id, str) and snapshot_id:
+    if (
+        request.resumes(active)
+        and isinstance(snapshot_id, str)
+        and SNAPSHOT_ID.fullmatch(snapshot_id)
+    ):
         return snapshot_id
     return new_snapshot_id(moment)
 
@@ -115,11 +122,14 @@ def plan_run(
     status: Mapping[str, Any],
     meta: Mapping[str, Any],
     now: datetime.datetime,
+    *,
+    min_schedule_interval: datetime.timedelta = datetime.timedelta(0),
 ) -> Plan:
-    """What a KeyBackup with this spec, status and metadata asks for at ``now``."""
+    """What a KeyBackup with this spec, status and metadata asks for at ``now``; a schedule
+    that may run more often than ``min_schedule_interval`` makes the spec invalid."""
     spec: KeyBackupSpec | None
     try:
-        spec = parse_spec(spec_document)
+        spec = parse_spec(spec_document, min_schedule_interval=min_schedule_interval)
     except InvalidSpecError:
         spec = None  # the run reports it; it is due once per generation like any run
     generation = int(meta.get("generation") or 0)
