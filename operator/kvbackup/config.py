@@ -11,12 +11,17 @@ from dataclasses import dataclass
 
 from kvbackup.api import azure_clouds
 from kvbackup.api.hosts import HostAllowList
+from kvbackup.api.schedule import parse_duration
 from kvbackup.api.tenancy import IdentityRule, parse_rules
 from kvbackup.errors import InvalidSpecError
 from kvbackup.services.workers import DEFAULT_CONCURRENCY
 
 DEFAULT_VAULT_HOSTS = HostAllowList.of("KVBACKUP_VAULT_HOSTS", azure_clouds.KEY_VAULT_HOSTS)
 DEFAULT_BLOB_HOSTS = HostAllowList.of("KVBACKUP_BLOB_HOSTS", azure_clouds.BLOB_HOSTS)
+#: Every run lists the vault, backs up its keys and writes a snapshot, all within the
+#: vault's and the operator's shared limits: a schedule of every few seconds is one
+#: tenant taking them from the others. Five minutes refuses every cron of every minute.
+DEFAULT_MIN_SCHEDULE_INTERVAL = datetime.timedelta(minutes=5)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -76,6 +81,12 @@ def _ip_address(env: Mapping[str, str], name: str, default: str) -> str:
         ) from None
 
 
+def _duration(env: Mapping[str, str], name: str, default: datetime.timedelta) -> datetime.timedelta:
+    """A duration as a spec writes one (``90s``, ``5m``, ``1h``)."""
+    raw = env.get(name, "").strip()
+    return parse_duration(raw, name) if raw else default
+
+
 def _hosts(env: Mapping[str, str], default: HostAllowList) -> HostAllowList:
     """The allow-list a variable sets; unset or empty: ``default``, the Azure clouds."""
     raw = env.get(default.setting, "").strip()
@@ -104,6 +115,10 @@ class Settings:
     incomplete_snapshot_grace_seconds: float = 3600.0
     #: Longest per-key list kept in a status (the manifest always holds every key).
     status_keys_limit: int = 100
+    #: The shortest time a schedule may leave between two runs: a KeyBackup whose
+    #: schedule may run more often (``@every 10s``, a cron of every minute) fails with
+    #: InvalidSpec.
+    min_schedule_interval: datetime.timedelta = DEFAULT_MIN_SCHEDULE_INTERVAL
     #: Namespaces to watch; empty means the whole cluster.
     watch_namespaces: tuple[str, ...] = ()
     #: "text": a line per record, naming the object it is about; "json": a JSON document
@@ -160,6 +175,9 @@ class Settings:
                 env, "KVBACKUP_INCOMPLETE_SNAPSHOT_GRACE_SECONDS", 3600.0, minimum=0
             ),
             status_keys_limit=int(_number(env, "KVBACKUP_STATUS_KEYS_LIMIT", 100, minimum=1)),
+            min_schedule_interval=_duration(
+                env, "KVBACKUP_MIN_SCHEDULE_INTERVAL", DEFAULT_MIN_SCHEDULE_INTERVAL
+            ),
             watch_namespaces=namespaces,
             log_format=_choice(env, "KVBACKUP_LOG_FORMAT", LOG_FORMATS),
             health_port=health_port,

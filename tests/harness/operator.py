@@ -102,6 +102,8 @@ def start_operator(
         "KVBACKUP_METRICS_PORT": str(metrics_port),
         "KVBACKUP_RETRY_BASE_SECONDS": "1",
         "KVBACKUP_RETRY_MAX_SECONDS": "4",
+        # Tests run schedules of every few seconds, far below the default minimum.
+        "KVBACKUP_MIN_SCHEDULE_INTERVAL": "1s",
         **loopback_only_azure_env(),
         **emulator_hosts(),
         **single_tenant_identity(),

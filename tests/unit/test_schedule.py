@@ -8,15 +8,24 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from kvbackup.api.schedule import Schedule, parse_duration, parse_time_zone
+from kvbackup.api.keybackup import parse_spec
+from kvbackup.api.schedule import (
+    MAX_DURATION,
+    Schedule,
+    format_duration,
+    parse_duration,
+    parse_time_zone,
+)
+from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError
-from kvbackup.services.triggers import RunRequest, due_run
+from kvbackup.services.triggers import RunRequest, due_run, plan_run
 
 UTC = datetime.UTC
 CREATED = datetime.datetime(2024, 5, 1, 8, 0, 0, tzinfo=UTC)
 BERLIN_2AM = Schedule.parse("0 2 * * *", ZoneInfo("Europe/Berlin"), "spec.schedule")
 HOURLY = Schedule.parse("0 * * * *", ZoneInfo("UTC"), "spec.schedule")
 EVERY_5S = Schedule.parse("@every 5s", ZoneInfo("UTC"), "spec.schedule")
+FIVE_MINUTES = datetime.timedelta(minutes=5)
 
 
 def at(
@@ -90,6 +99,8 @@ def test_durations_are_read_as_people_write_them_in_manifests(
         pytest.param("30m1h", id="units-out-of-order"),
         pytest.param("1h 30m", id="inner-blank"),
         pytest.param("2w", id="weeks"),
+        pytest.param("6h\n", id="trailing-newline"),
+        pytest.param("\u0661\u0662h", id="arabic-indic-digits"),
     ],
 )
 def test_a_bad_duration_is_refused_naming_the_field(text: str) -> None:
@@ -98,6 +109,123 @@ def test_a_bad_duration_is_refused_naming_the_field(text: str) -> None:
 
     assert caught.value.message.startswith("spec.retention.maxAge ")
     assert repr(text) in caught.value.message
+
+
+def test_a_duration_may_be_as_long_as_100_years() -> None:
+    assert parse_duration("36525d", "spec.retention.maxAge") == MAX_DURATION
+    assert parse_duration("876600h", "spec.retention.maxAge") == MAX_DURATION
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("36526d", id="a-day-more"),
+        pytest.param("36525d1s", id="a-second-more"),
+        pytest.param("99999999999d", id="overflows-timedelta"),
+        pytest.param("999999999d", id="overflows-datetime"),
+        pytest.param("9" * 5000 + "s", id="more-digits-than-int-reads"),
+    ],
+)
+def test_a_duration_longer_than_100_years_is_refused_naming_the_field(text: str) -> None:
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_duration(text, "spec.retention.maxAge")
+
+    assert caught.value.message.startswith("spec.retention.maxAge must be at most 36525d")
+
+
+def test_the_longest_interval_schedule_gives_its_slots_without_overflow() -> None:
+    schedule = Schedule.parse("@every 36525d", ZoneInfo("UTC"), "spec.schedule")
+    now = at(2026, 1, 1)
+
+    assert schedule.next_slot(now) == now + MAX_DURATION
+    assert schedule.latest_slot(now + MAX_DURATION, now) == now + MAX_DURATION
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        pytest.param(datetime.timedelta(minutes=5), "5m", id="minutes"),
+        pytest.param(datetime.timedelta(days=1, hours=12), "1d12h", id="days-and-hours"),
+        pytest.param(datetime.timedelta(seconds=3661), "1h1m1s", id="every-unit"),
+    ],
+)
+def test_a_duration_is_written_as_it_is_read(value: datetime.timedelta, text: str) -> None:
+    assert format_duration(value) == text
+    assert parse_duration(text, "x") == value
+
+
+@pytest.mark.parametrize(
+    ("expression", "gap"),
+    [
+        pytest.param("@every 90s", datetime.timedelta(seconds=90), id="interval"),
+        pytest.param("* * * * *", datetime.timedelta(minutes=1), id="every-minute"),
+        pytest.param("*/5 * * * *", datetime.timedelta(minutes=5), id="every-5-minutes"),
+        pytest.param("0,50 * * * *", datetime.timedelta(minutes=10), id="uneven-minutes"),
+        pytest.param("0 9-17 * * 1-5", datetime.timedelta(hours=1), id="office-hours"),
+        pytest.param("30 23,0 * * *", datetime.timedelta(hours=1), id="across-midnight"),
+        pytest.param("@daily", datetime.timedelta(days=1), id="daily"),
+    ],
+)
+def test_a_schedules_shortest_gap_is_its_closest_two_slots(
+    expression: str, gap: datetime.timedelta
+) -> None:
+    assert Schedule.parse(expression, ZoneInfo("Europe/Berlin"), "s").shortest_gap == gap
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        pytest.param("@every 1s", id="every-second"),
+        pytest.param("@every 4m59s", id="a-second-short"),
+        pytest.param("* * * * *", id="cron-of-every-minute"),
+        pytest.param("0,1 3 * * *", id="two-slots-a-minute-apart-once-a-day"),
+    ],
+)
+def test_a_schedule_that_may_run_more_often_than_the_minimum_is_refused(expression: str) -> None:
+    with pytest.raises(InvalidSpecError) as caught:
+        Schedule.parse(expression, ZoneInfo("UTC"), "spec.schedule", min_interval=FIVE_MINUTES)
+
+    assert caught.value.message.startswith(f"spec.schedule {expression!r} runs as often as")
+    assert "the shortest interval this cluster allows is 5m" in caught.value.message
+    assert "KVBACKUP_MIN_SCHEDULE_INTERVAL" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "expression", ["@every 5m", "*/5 * * * *", "0 2 * * *", "@hourly", "@every 36525d"]
+)
+def test_a_schedule_no_more_often_than_the_minimum_is_accepted(expression: str) -> None:
+    Schedule.parse(expression, ZoneInfo("UTC"), "spec.schedule", min_interval=FIVE_MINUTES)
+
+
+def test_a_too_frequent_schedule_makes_the_spec_invalid_and_its_run_reports_it_once() -> None:
+    spec = {
+        "vaultUrl": "https://v.vault.azure.net",
+        "keys": {"names": ["k"]},
+        "schedule": "@every 1s",
+    }
+    meta = {"generation": 1, "creationTimestamp": "2024-05-01T08:00:00Z"}
+
+    plan = plan_run(spec, {}, meta, at(2024, 5, 1, 9), min_schedule_interval=FIVE_MINUTES)
+
+    assert plan.spec is None
+    assert plan.request == RunRequest(generation=1)
+    assert plan.next_slot is None
+    with pytest.raises(
+        InvalidSpecError, match=r"spec\.schedule '@every 1s' runs as often as every 1s"
+    ):
+        parse_spec(spec, min_schedule_interval=FIVE_MINUTES)
+
+
+def test_the_minimum_schedule_interval_is_5_minutes_unless_the_admin_sets_another() -> None:
+    assert Settings.from_env({}).min_schedule_interval == FIVE_MINUTES
+    configured = Settings.from_env({"KVBACKUP_MIN_SCHEDULE_INTERVAL": "1s"})
+    assert configured.min_schedule_interval == datetime.timedelta(seconds=1)
+
+
+@pytest.mark.parametrize("value", ["5", "0s", "5 minutes", "99999999999d"])
+def test_a_minimum_schedule_interval_that_is_not_a_duration_stops_the_operator(value: str) -> None:
+    with pytest.raises(InvalidSpecError, match="KVBACKUP_MIN_SCHEDULE_INTERVAL must be"):
+        Settings.from_env({"KVBACKUP_MIN_SCHEDULE_INTERVAL": value})
 
 
 @pytest.mark.parametrize(
@@ -283,6 +411,9 @@ def test_a_spec_change_of_a_scheduled_keybackup_starts_nothing_before_the_next_s
         pytest.param("@every", id="every-without-duration"),
         pytest.param("@every 0s", id="every-zero"),
         pytest.param("@every 5", id="every-without-unit"),
+        pytest.param("@every 6h\n", id="every-with-a-trailing-newline"),
+        pytest.param("0 2 * * *\n", id="cron-with-a-trailing-newline"),
+        pytest.param("0\t2 * * *", id="cron-with-a-tab"),
     ],
 )
 def test_an_invalid_schedule_is_refused_naming_the_field(expression: str) -> None:

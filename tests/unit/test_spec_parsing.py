@@ -220,6 +220,10 @@ def test_retention_may_bound_by_count_or_by_age_alone(retention: dict[str, Any])
         pytest.param({"retention": {"maxAge": "30"}}, "spec.retention.maxAge", id="age-no-unit"),
         pytest.param({"retention": {"maxAge": "0d"}}, "spec.retention.maxAge", id="age-zero"),
         pytest.param({"retention": {"maxAge": 30}}, "spec.retention.maxAge", id="age-number"),
+        pytest.param(
+            {"retention": {"maxAge": "99999999999d"}}, "spec.retention.maxAge", id="age-overflow"
+        ),
+        pytest.param({"schedule": "@every 999999999d"}, "spec.schedule", id="every-overflow"),
         pytest.param({"retention": ["keepLast"]}, "spec.retention", id="retention-not-object"),
         pytest.param({"deletionPolicy": "Orphan"}, "spec.deletionPolicy", id="deletion-policy"),
         pytest.param({"deletionPolicy": "delete"}, "spec.deletionPolicy", id="policy-case"),

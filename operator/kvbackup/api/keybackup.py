@@ -134,21 +134,31 @@ class KeyBackupRef:
     uid: str
 
 
-def parse_spec(spec: Mapping[str, Any]) -> KeyBackupSpec:
-    """Validate a KeyBackup spec; every refusal names the field at fault."""
+def parse_spec(
+    spec: Mapping[str, Any], *, min_schedule_interval: datetime.timedelta = datetime.timedelta(0)
+) -> KeyBackupSpec:
+    """Validate a KeyBackup spec; every refusal names the field at fault. A schedule that
+    may run more often than ``min_schedule_interval`` is refused."""
     spec = fields.mapping(spec, "spec")
     return KeyBackupSpec(
         vault_url=fields.vault_url(spec.get("vaultUrl"), "spec.vaultUrl"),
         keys=_parse_keys(fields.mapping(spec.get("keys"), "spec.keys")),
-        destination=_parse_destination(fields.mapping(spec.get("destination"), "spec.destination")),
+        destination=parse_destination(spec),
         credentials_secret=fields.secret_ref(spec.get("credentials"), "spec.credentials"),
-        schedule=_parse_schedule(spec),
+        schedule=_parse_schedule(spec, min_schedule_interval),
         suspend=fields.boolean(spec.get("suspend"), "spec.suspend"),
         retention=_parse_retention(fields.mapping(spec.get("retention"), "spec.retention")),
         deletion_policy=fields.enum(
             DeletionPolicy, spec.get("deletionPolicy"), DeletionPolicy.RETAIN, "spec.deletionPolicy"
         ),
     )
+
+
+def parse_destination(spec: Mapping[str, Any]) -> Destination:
+    """Only where a KeyBackup keeps its snapshots: enough to find or delete them, whatever
+    else its spec says."""
+    spec = fields.mapping(spec, "spec")
+    return _parse_destination(fields.mapping(spec.get("destination"), "spec.destination"))
 
 
 def backup_now_token(annotations: Mapping[str, str]) -> str | None:
@@ -174,10 +184,12 @@ def _parse_keys(keys: Mapping[str, Any]) -> KeyChoice:
     )
 
 
-def _parse_schedule(spec: Mapping[str, Any]) -> Schedule | None:
+def _parse_schedule(spec: Mapping[str, Any], min_interval: datetime.timedelta) -> Schedule | None:
     zone = parse_time_zone(str(spec.get("timeZone") or "UTC"), "spec.timeZone")
     expression = spec.get("schedule")
-    return Schedule.parse(str(expression), zone, "spec.schedule") if expression else None
+    if not expression:
+        return None
+    return Schedule.parse(str(expression), zone, "spec.schedule", min_interval=min_interval)
 
 
 def _parse_retention(retention: Mapping[str, Any]) -> Retention:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import functools
+import itertools
 import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -11,7 +13,15 @@ from croniter import CroniterError, croniter
 
 from kvbackup.errors import InvalidSpecError
 
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION = re.compile(r"^(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?$")
+#: The longest duration anywhere (a schedule's interval, a retention's maxAge): 100 years.
+#: Longer means nothing for backups, and datetime arithmetic with it would overflow past
+#: the year 9999 (an OverflowError, outside the error taxonomy, would end the object's
+#: loop instead of failing it with a clear status).
+MAX_DURATION = datetime.timedelta(days=36_525)
+#: A number of more digits than this exceeds MAX_DURATION in any unit; it is refused before
+#: int() reads it, which is slow, or refused, for thousands of digits.
+_MAX_DURATION_DIGITS = 10
 
 
 def parse_time_zone(name: str, path: str) -> ZoneInfo:
@@ -22,18 +32,55 @@ def parse_time_zone(name: str, path: str) -> ZoneInfo:
 
 
 def parse_duration(text: str, path: str) -> datetime.timedelta:
-    """``30d``, ``12h``, ``1d12h``, ``90m``, ``45s``: what people write in manifests."""
-    match = _DURATION.match(text.strip())
-    if not text.strip() or match is None:
+    """``30d``, ``12h``, ``1d12h``, ``90m``, ``45s``: what people write in manifests; from
+    one second to ``MAX_DURATION``."""
+    written = text.strip(" ")
+    match = _DURATION.fullmatch(written)
+    if not written or match is None:
         raise InvalidSpecError(f"{path} must be a duration such as 30d, 12h or 1h30m, not {text!r}")
-    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    value = datetime.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-    if value <= datetime.timedelta(0):
+    parts = [part or "0" for part in match.groups()]
+    total = None
+    if all(len(part) <= _MAX_DURATION_DIGITS for part in parts):
+        days, hours, minutes, seconds = (int(part) for part in parts)
+        total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total == 0:
         raise InvalidSpecError(f"{path} must be longer than zero, not {text!r}")
-    return value
+    if total is None or total > MAX_DURATION.total_seconds():
+        raise InvalidSpecError(
+            f"{path} must be at most {format_duration(MAX_DURATION)} (100 years), not {text!r}"
+        )
+    return datetime.timedelta(seconds=total)
+
+
+def format_duration(value: datetime.timedelta) -> str:
+    """``value`` as ``parse_duration`` reads it (``1d12h``, ``5m``), to whole seconds."""
+    seconds = int(value.total_seconds())
+    days, seconds = divmod(seconds, 86_400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    units = zip((days, hours, minutes, seconds), "dhms", strict=True)
+    return "".join(f"{amount}{unit}" for amount, unit in units if amount) or "0s"
 
 
 _STEPS_PAST_A_CLOCK_CHANGE = 4
+_MINUTES_A_DAY = 24 * 60
+
+
+@functools.lru_cache(maxsize=1024)
+def _shortest_cron_gap(expression: str) -> datetime.timedelta:
+    """The shortest time between two slots of a cron expression on the wall clock.
+
+    Every day it fires, it fires at the same minutes of the same hours: the gaps are those
+    between them, and the one across midnight, counted as if the next day fired too (a
+    schedule of some days only may have that gap longer, never shorter).
+    """
+    minute_field, hour_field = croniter(expression).expanded[:2]
+    minutes = range(60) if minute_field == ["*"] else [int(m) for m in minute_field]
+    hours = range(24) if hour_field == ["*"] else [int(h) for h in hour_field]
+    times = sorted(hour * 60 + minute for hour in hours for minute in minutes)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    gaps.append(_MINUTES_A_DAY - times[-1] + times[0])
+    return datetime.timedelta(minutes=min(gaps))
 
 
 def _repeats_a_wall_clock_time(local: datetime.datetime) -> bool:
@@ -50,7 +97,31 @@ class Schedule:
     interval: datetime.timedelta | None = None
 
     @classmethod
-    def parse(cls, expression: str, zone: ZoneInfo, path: str) -> Schedule:
+    def parse(
+        cls,
+        expression: str,
+        zone: ZoneInfo,
+        path: str,
+        *,
+        min_interval: datetime.timedelta = datetime.timedelta(0),
+    ) -> Schedule:
+        """The schedule ``expression`` says; refused when two of its slots may come closer
+        than ``min_interval`` (the admin's KVBACKUP_MIN_SCHEDULE_INTERVAL)."""
+        schedule = cls._parse(expression, zone, path)
+        if schedule.shortest_gap < min_interval:
+            raise InvalidSpecError(
+                f"{path} {expression!r} runs as often as every "
+                f"{format_duration(schedule.shortest_gap)}; the shortest interval this "
+                f"cluster allows is {format_duration(min_interval)} "
+                "(KVBACKUP_MIN_SCHEDULE_INTERVAL, set by its admin)"
+            )
+        return schedule
+
+    @classmethod
+    def _parse(cls, expression: str, zone: ZoneInfo, path: str) -> Schedule:
+        # croniter splits on any whitespace: "0 2 * * *\n" would pass for "0 2 * * *".
+        if not (expression.isascii() and expression.isprintable()):
+            raise InvalidSpecError(f"{path} must be printable ASCII, not {expression!r}")
         if expression.startswith("@every "):
             interval = parse_duration(expression.removeprefix("@every "), path)
             return cls(expression, zone, interval)
@@ -67,6 +138,13 @@ class Schedule:
                 f"macro such as @daily, or '@every <duration>', not {expression!r}"
             )
         return schedule
+
+    @property
+    def shortest_gap(self) -> datetime.timedelta:
+        """The shortest time between two of its slots (on the wall clock, for cron)."""
+        if self.interval is not None:
+            return self.interval
+        return _shortest_cron_gap(self.expression)
 
     def latest_slot(self, anchor: datetime.datetime, now: datetime.datetime) -> datetime.datetime:
         """The newest slot at or before ``now``; ``anchor`` is where interval slots start."""

@@ -60,7 +60,13 @@ async def keep_backed_up(runtime: Runtime, watched: Watched) -> None:
     while True:
         watched.wakeup.clear()
         body, moment = watched.body, runtime.clock()
-        plan = plan_run(body.spec, body.status, body.meta, moment)
+        plan = plan_run(
+            body.spec,
+            body.status,
+            body.meta,
+            moment,
+            min_schedule_interval=runtime.settings.min_schedule_interval,
+        )
         runtime.metrics.observe_keybackup(
             body.meta.namespace or "", body.meta.name or "", keybackup_readings(body.status, plan)
         )
@@ -105,7 +111,9 @@ async def _attempt(
     log = RunLog("backup", body)
     with runtime.metrics.run(BACKUP) as run:
         try:
-            spec = parse_spec(body.spec)
+            spec = parse_spec(
+                body.spec, min_schedule_interval=runtime.settings.min_schedule_interval
+            )
             await write(status.backup_started(existing, request, snapshot_id, moment))
             log.started(f"into snapshot {snapshot_id}")
             async with (
