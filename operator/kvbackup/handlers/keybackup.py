@@ -5,19 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
 import kopf
 
 from kvbackup.adapters.metrics import BACKUP
-from kvbackup.api import GROUP, KEYBACKUP_PLURAL, VERSION
-from kvbackup.api.keybackup import DeletionPolicy, KeyBackupRef, parse_spec
+from kvbackup.api import GROUP, KEYBACKUP_LABEL, KEYBACKUP_PLURAL, VERSION
+from kvbackup.api.keybackup import (
+    BlobDestination,
+    DeletionPolicy,
+    KeyBackupRef,
+    parse_destination,
+    parse_spec,
+)
+from kvbackup.config import Settings
 from kvbackup.errors import KvBackupError
 from kvbackup.handlers.loops import Loops, Watched
 from kvbackup.handlers.outcomes import RunLog, as_kopf_error, post, progress_of, publish
 from kvbackup.presentation import status
 from kvbackup.presentation.gauges import keybackup_readings
+from kvbackup.presentation.status import Event
 from kvbackup.presentation.verdicts import judge
 from kvbackup.runtime import Runtime
 from kvbackup.services.backup import back_up_and_retain
@@ -27,7 +36,8 @@ from kvbackup.services.triggers import Plan, RunRequest, plan_run, snapshot_id_f
 
 logger = logging.getLogger(__name__)
 
-#: Attempts at deleting a `Delete`-policy KeyBackup's snapshots before giving up on them.
+#: Attempts at deleting a `Delete`-policy KeyBackup's snapshots before giving up on them;
+#: with the retry delays of the settings' defaults (10 s doubling to 600 s) about 40 min.
 DELETE_ATTEMPTS = 10
 
 
@@ -156,19 +166,54 @@ async def delete_backups(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any)
     """Deletes the snapshots of a `Delete`-policy KeyBackup, giving up after a bound:
     a finalizer must never block deletion forever because its storage is gone."""
     runtime: Runtime = memo.runtime
-    namespace, name = body.meta.namespace or "", body.meta.name or ""
     # Only the leader deletes; a replica that comes to lead later finds the object gone,
     # or finishes what the last leader left.
     await memo.leadership.wait_until_leading()
-    if await runtime.kubernetes.read_custom_object(KEYBACKUP_PLURAL, namespace, name) is None:
-        return
+    event = await deletion_attempt(
+        partial(_delete_snapshots, runtime, body), body, retry, runtime.settings
+    )
+    if event is not None:
+        post(body, event)
+
+
+async def deletion_attempt(
+    delete: Callable[[], Awaitable[int | None]], body: kopf.Body, attempt: int, settings: Settings
+) -> Event | None:
+    """Attempt number ``attempt`` (from 0) at ``delete``: the Event that ends the deletion
+    (None when the object was gone already), or kopf's TemporaryError to try again.
+
+    Any failure counts, an invalid spec or a bug included, and the ``DELETE_ATTEMPTS``-th
+    ends it: a handler that raised anything else would be retried by kopf for ever, and
+    its finalizer would block the deletion of the object and of its namespace.
+    """
     try:
-        async with runtime.store(namespace, parse_spec(body.spec).destination) as store:
-            deleted = await delete_all_snapshots(store, namespace, name)
-    except KvBackupError as error:
-        verdict = judge(error, retry, runtime.settings, attempts=DELETE_ATTEMPTS)
+        deleted = await delete()
+    except Exception as failure:
+        verdict = judge(failure, attempt, settings, attempts=DELETE_ATTEMPTS)
         if verdict.final:
-            post(body, status.backups_not_deleted(verdict, retry + 1))
-            return
-        raise as_kopf_error(verdict) from error
-    post(body, status.backups_deleted(deleted))
+            return status.backups_not_deleted(verdict, attempt + 1, _left_behind(body))
+        raise as_kopf_error(verdict) from failure
+    return None if deleted is None else status.backups_deleted(deleted)
+
+
+async def _delete_snapshots(runtime: Runtime, body: kopf.Body) -> int | None:
+    """How many snapshots were deleted; None when the object is gone already."""
+    namespace, name = body.meta.namespace or "", body.meta.name or ""
+    if await runtime.kubernetes.read_custom_object(KEYBACKUP_PLURAL, namespace, name) is None:
+        return None
+    async with runtime.store(namespace, parse_destination(body.spec)) as store:
+        return await delete_all_snapshots(store, namespace, name)
+
+
+def _left_behind(body: kopf.Body) -> str:
+    """Where the snapshots a deletion gave up on are, as far as the spec still says."""
+    namespace, name = body.meta.namespace or "", body.meta.name or ""
+    try:
+        destination = parse_destination(body.spec)
+    except KvBackupError:
+        return f"the snapshots of KeyBackup {namespace}/{name}, wherever its spec kept them"
+    if isinstance(destination, BlobDestination):
+        container = destination.container
+        prefix = f"{destination.prefix}/" if destination.prefix else ""
+        return f"blobs under {container.account_url}/{container.name}/{prefix}{namespace}/{name}/"
+    return f"Secrets in namespace {namespace} labelled {KEYBACKUP_LABEL}={name}"

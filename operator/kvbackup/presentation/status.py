@@ -353,9 +353,10 @@ def backups_deleted(count: int) -> Event:
     return Event("Normal", "BackupsDeleted", f"deleted {count} snapshot(s)")
 
 
-def backups_not_deleted(verdict: Verdict, attempts: int) -> Event:
+def backups_not_deleted(verdict: Verdict, attempts: int, left_behind: str) -> Event:
+    """``left_behind`` says where the snapshots that remain are."""
     return Event(
         "Warning",
         "BackupsNotDeleted",
-        f"gave up after {attempts} attempts, snapshots remain: {verdict.error.message}",
+        f"gave up after {attempts} attempt(s), left behind: {left_behind}; {verdict.error.message}",
     )
