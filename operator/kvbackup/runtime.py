@@ -74,12 +74,17 @@ class Runtime:
 
     async def _secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
         try:
-            return await self.kubernetes.read_secret_data(namespace, name)
+            data = await self.kubernetes.read_secret_data(
+                namespace, name, label=credentials.CREDENTIALS_LABEL
+            )
         except NotFoundError:
             raise MissingReferenceError(
                 f"credentials Secret {name} not found in namespace {namespace}",
                 reason="CredentialsNotFound",
             ) from None
+        if data is None:
+            raise credentials.not_labelled(namespace, name)
+        return data
 
     @asynccontextmanager
     async def vault(
@@ -119,14 +124,19 @@ class Runtime:
         else:
             data = await self._secret_data(namespace, container.credentials_secret)
             auth = credentials.blob_auth(container.credentials_secret, data)
-            client = container_client(
-                container.account_url,
-                container.name,
-                hosts=self.settings.blob_hosts,
-                connection_string=auth.connection_string,
-                sas_token=auth.sas_token,
-                http=self.blob_http,
-            )
+            try:
+                client = container_client(
+                    container.account_url,
+                    container.name,
+                    hosts=self.settings.blob_hosts,
+                    connection_string=auth.connection_string,
+                    sas_token=auth.sas_token,
+                    http=self.blob_http,
+                )
+            except ValueError:  # the SDK's word for a connection string it cannot parse
+                raise credentials.malformed_connection_string(
+                    container.credentials_secret
+                ) from None
         async with client:
             yield client
 

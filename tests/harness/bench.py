@@ -266,7 +266,7 @@ def blob_destination(plane: ControlPlane, azurite: Azurite, namespace: str) -> d
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": "storage"},
+        "metadata": {"name": "storage", "labels": {"kvbackup.io/credentials": "true"}},
         "data": {"connectionString": connection},
     }
     plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(secret))

@@ -32,6 +32,7 @@ from tests.harness.forwarder import Forwarder, Forwarders
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, start_operator
 from tests.harness.vault import Vault
+from tests.integration.objects import credentials_secret
 
 
 @contextmanager
@@ -357,9 +358,7 @@ class Cluster:
     def broken_credentials_secret(self, name: str = "broken") -> None:
         """A service-principal Secret lacking keys: each run using it fails permanently at
         once, which gives runs without a vault."""
-        self.plane.kubectl(
-            "create", "secret", "generic", name, "-n", self.namespace, "--from-literal=tenantId=t"
-        )
+        self.apply(credentials_secret(name, tenantId="t"))
 
     def ready_condition(self, kind: str, name: str) -> dict[str, Any]:
         for condition in self.status(kind, name).get("conditions", []):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import TYPE_CHECKING, Any
+
+from kvbackup.adapters.credentials import CREDENTIALS_LABEL
 
 if TYPE_CHECKING:
     from tests.harness.azurite import Azurite
@@ -39,6 +40,19 @@ def keyrestore(name: str, vault_url: str, *, keybackup: str | None = None, **spe
     )
 
 
+def credentials_secret(name: str, **data: str) -> str:
+    """A Secret the operator may use as credentials: labelled so, in the one request that
+    creates it, so the operator never sees it unlabelled."""
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "labels": {CREDENTIALS_LABEL: "true"}},
+            "stringData": data,
+        }
+    )
+
+
 def key_results(status: dict[str, Any]) -> dict[str, str]:
     """Each key's result in a status, by name."""
     return {entry["name"]: entry["result"] for entry in status.get("keys", [])}
@@ -49,17 +63,7 @@ def blob_destination(
 ) -> dict[str, Any]:
     """A KeyBackup destination in an Azurite container, with the Secret "storage" holding
     its connection string applied to the cluster."""
-    connection_string = base64.b64encode(azurite.connection_string().encode()).decode()
-    cluster.apply(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "storage"},
-                "data": {"connectionString": connection_string},
-            }
-        )
-    )
+    cluster.apply(credentials_secret("storage", connectionString=azurite.connection_string()))
     return {
         "blob": {
             "accountUrl": azurite.blob_endpoint,

@@ -17,6 +17,7 @@ from tests.harness.azurite import Azurite
 from tests.harness.controlplane import free_port
 from tests.harness.operator import OperatorProcess
 from tests.integration.conftest import Cluster, store_snapshot
+from tests.integration.objects import credentials_secret
 
 pytestmark = pytest.mark.integration
 
@@ -24,21 +25,7 @@ SNAPSHOT = "20261128-010203-abcd"
 
 
 def _storage_secret(cluster: Cluster, name: str, connection_string: str) -> None:
-    cluster.plane.kubectl(
-        "apply",
-        "-n",
-        cluster.namespace,
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": name},
-                "data": {"connectionString": base64.b64encode(connection_string.encode()).decode()},
-            }
-        ),
-    )
+    cluster.apply(credentials_secret(name, connectionString=connection_string))
 
 
 def _blob(azurite: Azurite, container: str, secret: str = "storage") -> dict[str, object]:
@@ -111,15 +98,7 @@ def test_a_wrong_storage_key_is_reported_as_access_denied(
 def test_a_storage_secret_without_a_connection_string_or_sas_token_is_named(
     operator: OperatorProcess, cluster: Cluster, azurite: Azurite, container: ContainerClient
 ) -> None:
-    cluster.plane.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "empty",
-        "-n",
-        cluster.namespace,
-        "--from-literal=accountKey=x",
-    )
+    cluster.apply(credentials_secret("empty", accountKey="x"))
     cluster.apply(
         _keybackup("no-auth", {"blob": _blob(azurite, container.container_name, "empty")})
     )

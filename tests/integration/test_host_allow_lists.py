@@ -5,7 +5,6 @@ Nor does a redirect from an allowed host lead the operator anywhere else."""
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -24,7 +23,7 @@ from tests.harness.fault_proxy import FaultProxy, Faults
 from tests.harness.forwarder import Forwarder, Forwarders
 from tests.harness.lowkey import Lowkey
 from tests.integration.conftest import Cluster
-from tests.integration.objects import keybackup, keyrestore
+from tests.integration.objects import credentials_secret, keybackup, keyrestore
 
 pytestmark = pytest.mark.integration
 
@@ -76,17 +75,7 @@ def test_a_vault_url_outside_the_allow_list_fails_without_a_connection(
 
 
 def _secret(cluster: Cluster, name: str, connection_string: str) -> None:
-    encoded = base64.b64encode(connection_string.encode()).decode()
-    cluster.apply(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": name},
-                "data": {"connectionString": encoded},
-            }
-        )
-    )
+    cluster.apply(credentials_secret(name, connectionString=connection_string))
 
 
 def test_a_storage_endpoint_outside_the_allow_list_fails_without_a_connection_however_given(

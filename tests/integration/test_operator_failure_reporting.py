@@ -17,6 +17,7 @@ from kvbackup.api.keybackup import KeyBackupRef
 from tests.harness.controlplane import free_port
 from tests.harness.operator import OperatorProcess
 from tests.integration.conftest import Cluster, store_snapshot
+from tests.integration.objects import credentials_secret
 
 pytestmark = pytest.mark.integration
 
@@ -106,16 +107,7 @@ def test_a_missing_credentials_secret_is_reported_and_waited_for(
         in cluster.ready_condition("keybackup", "with-sp")["message"]
     )
 
-    cluster.plane.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "sp",
-        "-n",
-        cluster.namespace,
-        "--from-literal=tenantId=t",
-        "--from-literal=clientId=c",
-    )
+    cluster.apply(credentials_secret("sp", tenantId="t", clientId="c"))
     cluster.wait_until(
         "the incomplete Secret is named as the problem",
         lambda: (
@@ -131,16 +123,8 @@ def test_credentials_never_appear_in_status_events_or_logs(
     operator: OperatorProcess, cluster: Cluster
 ) -> None:
     sentinel = "s3cr3t-" + base64.b32encode(b"kvbackup").decode()
-    cluster.plane.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "sp",
-        "-n",
-        cluster.namespace,
-        "--from-literal=tenantId=tenant",
-        "--from-literal=clientId=client",
-        f"--from-literal=clientSecret={sentinel}",
+    cluster.apply(
+        credentials_secret("sp", tenantId="tenant", clientId="client", clientSecret=sentinel)
     )
     cluster.apply(_keybackup("guarded", _closed_vault_url(), "  credentials: {name: sp}\n"))
     cluster.wait_until(

@@ -11,10 +11,24 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.identity.aio import ClientSecretCredential, DefaultAzureCredential
 
 from kvbackup.adapters.azure_errors import azure_errors
-from kvbackup.errors import InvalidSpecError
+from kvbackup.errors import InvalidSpecError, NotPermittedError
 
 #: The keys a credentials Secret must hold.
 SERVICE_PRINCIPAL_KEYS = ("tenantId", "clientId", "clientSecret")
+#: The label, with the value "true", a Secret must carry to be used as credentials. Without
+#: it, ``spec.credentials`` could name any Secret of the namespace (another application's
+#: service principal, a backup pack) and have the operator use it, or describe it in
+#: status; labelling takes the right to update that Secret, not merely to create objects.
+CREDENTIALS_LABEL = "kvbackup.io/credentials"
+
+
+def not_labelled(namespace: str, secret_name: str) -> NotPermittedError:
+    return NotPermittedError(
+        f"Secret {secret_name} is not labelled {CREDENTIALS_LABEL}=true, so it is not used as "
+        "credentials; if it is meant to be, label it: kubectl label secret "
+        f"{secret_name} -n {namespace} {CREDENTIALS_LABEL}=true",
+        reason="CredentialsNotLabelled",
+    )
 
 
 class FailingFast(AsyncTokenCredential):
@@ -55,19 +69,36 @@ def default_credential() -> AsyncTokenCredential:
 
 def service_principal(secret_name: str, data: Mapping[str, bytes]) -> AsyncTokenCredential:
     """A client-secret credential from Secret data; errors name keys, never values."""
-    missing = [key for key in SERVICE_PRINCIPAL_KEYS if not data.get(key)]
+    texts = {key: _text(secret_name, data, key) for key in SERVICE_PRINCIPAL_KEYS if key in data}
+    missing = [key for key in SERVICE_PRINCIPAL_KEYS if not texts.get(key)]
     if missing:
         raise InvalidSpecError(
             f"credentials Secret {secret_name} lacks {', '.join(missing)} "
             f"(it needs {', '.join(SERVICE_PRINCIPAL_KEYS)})",
             reason="InvalidCredentials",
         )
-    return FailingFast(
-        ClientSecretCredential(
-            tenant_id=data["tenantId"].decode().strip(),
-            client_id=data["clientId"].decode().strip(),
-            client_secret=data["clientSecret"].decode().strip(),
+    try:
+        credential = ClientSecretCredential(
+            tenant_id=texts["tenantId"],
+            client_id=texts["clientId"],
+            client_secret=texts["clientSecret"],
         )
+    except ValueError:  # azure-identity's word for a tenant id it would not send
+        raise _invalid(secret_name, "tenantId", "a tenant's id or domain") from None
+    return FailingFast(credential)
+
+
+def _text(secret_name: str, data: Mapping[str, bytes], key: str) -> str:
+    try:
+        return data[key].decode().strip()
+    except UnicodeDecodeError:
+        raise _invalid(secret_name, key, "UTF-8 text") from None
+
+
+def _invalid(secret_name: str, key: str, wanted: str) -> InvalidSpecError:
+    """Names the key at fault, never its value."""
+    return InvalidSpecError(
+        f"credentials Secret {secret_name}: {key} must be {wanted}", reason="InvalidCredentials"
     )
 
 
@@ -76,12 +107,22 @@ class BlobAuth(NamedTuple):
     sas_token: str | None = None
 
 
+def malformed_connection_string(secret_name: str) -> InvalidSpecError:
+    """The storage SDK could not parse the Secret's connection string; its own message is
+    not passed on, in case a later version quotes the string."""
+    return InvalidSpecError(
+        f"blob credentials Secret {secret_name}: its connectionString is malformed (it needs "
+        "BlobEndpoint or AccountName, and AccountKey or SharedAccessSignature)",
+        reason="InvalidCredentials",
+    )
+
+
 def blob_auth(secret_name: str, data: Mapping[str, bytes]) -> BlobAuth:
     """A connection string or a SAS token for a blob container, from Secret data."""
     if data.get("connectionString"):
-        return BlobAuth(connection_string=data["connectionString"].decode().strip())
+        return BlobAuth(connection_string=_text(secret_name, data, "connectionString"))
     if data.get("sasToken"):
-        return BlobAuth(sas_token=data["sasToken"].decode().strip())
+        return BlobAuth(sas_token=_text(secret_name, data, "sasToken"))
     raise InvalidSpecError(
         f"blob credentials Secret {secret_name} needs connectionString or sasToken",
         reason="InvalidCredentials",

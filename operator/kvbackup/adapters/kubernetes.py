@@ -174,11 +174,16 @@ class KubernetesApi:
             )
         return document
 
-    async def read_secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
-        secret = await self.call(
-            f"read Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace
-        )
-        return decode_data(secret.data or {})
+    async def read_secret_data(
+        self, namespace: str, name: str, *, label: str
+    ) -> dict[str, bytes] | None:
+        """One Secret's data, decoded, when the Secret carries the label ``label: "true"``;
+        None when it does not: its data is then not even decoded."""
+        secret = await self.read_secret(f"read Secret {namespace}/{name}", namespace, name)
+        labels = (secret.get("metadata") or {}).get("labels") or {}
+        if not isinstance(labels, dict) or labels.get(label) != "true":
+            return None
+        return decode_data(secret.get("data") or {})
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
