@@ -118,6 +118,21 @@ def _wait_listening(azurite: Azurite, deadline_s: float = 60) -> None:
     raise RuntimeError(f"azurite did not listen on port {azurite.port}; see {azurite.log}")
 
 
+def storage_token() -> AccessToken:
+    """A token that Azurite's ``--oauth basic`` accepts for an hour (see ``BearerToken``)."""
+    now = int(time.time())
+    claims = {
+        "aud": "https://storage.azure.com",
+        "iss": "https://sts.windows.net/00000000-0000-0000-0000-000000000000/",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 3600,
+    }
+    parts = ({"alg": "none", "typ": "JWT"}, claims)
+    encoded = (base64.urlsafe_b64encode(json.dumps(p).encode()).rstrip(b"=") for p in parts)
+    return AccessToken(b".".join(encoded).decode() + ".", now + 3600)
+
+
 class BearerToken:
     """An Entra ID-shaped access token for storage, as the operator's own identity presents
     one. Azurite's ``--oauth basic`` checks its audience, issuer and lifetime, not its
@@ -125,17 +140,7 @@ class BearerToken:
     account would: what a request reaches then depends on its URL alone."""
 
     async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        now = int(time.time())
-        claims = {
-            "aud": "https://storage.azure.com",
-            "iss": "https://sts.windows.net/00000000-0000-0000-0000-000000000000/",
-            "iat": now,
-            "nbf": now,
-            "exp": now + 3600,
-        }
-        parts = ({"alg": "none", "typ": "JWT"}, claims)
-        encoded = (base64.urlsafe_b64encode(json.dumps(p).encode()).rstrip(b"=") for p in parts)
-        return AccessToken(b".".join(encoded).decode() + ".", now + 3600)
+        return storage_token()
 
     async def close(self) -> None:
         pass

@@ -112,6 +112,24 @@ def test_a_storage_secret_without_a_connection_string_or_sas_token_is_named(
     )
 
 
+def test_a_malformed_connection_string_is_named_and_not_retried(
+    operator: OperatorProcess, cluster: Cluster, azurite: Azurite, container: ContainerClient
+) -> None:
+    _storage_secret(cluster, "garbled", "AccountKey=s3cr3t-value")
+    cluster.apply(
+        _keybackup("garbled", {"blob": _blob(azurite, container.container_name, "garbled")})
+    )
+
+    status = cluster.wait_for_phase("keybackup", "garbled", "Failed")
+
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert ready["reason"] == "InvalidCredentials"  # not an internal error retried for ever
+    assert (
+        "blob credentials Secret garbled: its connectionString is malformed" in (ready["message"])
+    )
+    assert "s3cr3t-value" not in json.dumps(cluster.get("keybackup", "garbled"))
+
+
 async def test_a_restore_finds_a_snapshot_by_its_blob_path_alone(
     operator: OperatorProcess,
     cluster: Cluster,

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
+from azure.storage.blob.aio import ContainerClient
 
+from tests.harness import azurite as azurite_harness
+from tests.harness import identity
+from tests.harness.azurite import Azurite
 from tests.harness.controlplane import ControlPlane
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, start_operator
 from tests.integration.conftest import Cluster, VaultUnderTest
-from tests.integration.objects import keybackup
+from tests.integration.objects import key_results, keybackup, keyrestore
 
 pytestmark = pytest.mark.integration
 
@@ -196,3 +201,183 @@ def test_without_rules_the_identity_is_refused_with_the_rule_that_would_allow_it
     finally:
         allowed.stop()
     assert [key["name"] for key in status["keys"]] == ["app-key"]
+
+
+# --- a container shared by tenants, reached with the operator's own identity ---------------
+
+
+@pytest.fixture(scope="module")
+def identity_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """Azurite on HTTPS taking bearer tokens, as Blob Storage takes the operator's identity:
+    a token is good for every container the identity may use, so only the operator's own
+    checks keep one tenant's folder from another."""
+    server = azurite_harness.start(tmp_path_factory.mktemp("azurite-identity"), oauth=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def token_endpoint() -> Iterator[str]:
+    with identity.token_endpoint() as url:
+        yield url
+
+
+@pytest.fixture
+async def shared_container(identity_azurite: Azurite) -> AsyncIterator[ContainerClient]:
+    client = ContainerClient.from_connection_string(
+        identity_azurite.connection_string(),
+        f"shared-{uuid.uuid4().hex[:8]}",
+        connection_verify=str(identity_azurite.certificate),
+    )
+    await client.create_container()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def _blob_names(container: ContainerClient) -> list[str]:
+    return sorted([blob.name async for blob in container.list_blobs()])
+
+
+async def test_a_tenant_restores_another_tenants_snapshot_from_a_shared_container_only_if_granted(
+    control_plane: ControlPlane,
+    tenants: tuple[Cluster, Cluster],
+    vault: VaultUnderTest,
+    lowkey: Lowkey,
+    identity_azurite: Azurite,
+    token_endpoint: str,
+    shared_container: ContainerClient,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    team_a, team_b = tenants
+    blob = {
+        "accountUrl": identity_azurite.blob_endpoint,
+        "container": shared_container.container_name,
+    }
+    container_url = f"{identity_azurite.blob_endpoint}/{shared_container.container_name}"
+    # Both teams may use the operator's identity for the vault and the shared container.
+    rules: list[dict[str, Any]] = [
+        {
+            "namespaces": [team_a.namespace, team_b.namespace],
+            "vaultUrls": [vault.url],
+            "blobUrls": [container_url],
+        }
+    ]
+    settings = {
+        "KVBACKUP_WATCH_NAMESPACES": f"{team_a.namespace},{team_b.namespace}",
+        **lowkey.operator_env(),
+        **identity.operator_env(token_endpoint, identity_azurite),
+    }
+    logs = tmp_path_factory.mktemp("shared-container")
+    vault.create_rsa_key("team-b-key", versions=2)
+    team_b.apply(keybackup("keys", vault.url, keys=["team-b-key"], destination={"blob": blob}))
+
+    operator = start_operator(
+        control_plane.kubeconfig,
+        logs / "shared.log",
+        {**settings, "KVBACKUP_DEFAULT_IDENTITY_RULES": json.dumps(rules)},
+    )
+    try:
+        location = team_b.wait_for_phase("keybackup", "keys", "Succeeded")["lastSnapshot"][
+            "location"
+        ]
+        stored = await _blob_names(shared_container)
+        # As team-b's status shows it, and as team-a could guess it: the folder's URL.
+        peek = {"blob": {**blob, "path": location}}
+        team_a.apply(keyrestore("peek", vault.url, source=peek, dryRun=True))
+        team_a.wait_until(
+            "team-a's restore of team-b's snapshot is refused, in status and in an Event",
+            lambda: (
+                team_a.ready_condition("keyrestore", "peek").get("reason") == "SourceNotPermitted"
+                and team_a.event_count("peek", "SourceNotPermitted") > 0
+            ),
+        )
+    finally:
+        operator.stop()
+
+    refused = team_a.get("keyrestore", "peek")
+    assert refused["status"]["phase"] == "Failed"
+    assert "team-b-key" not in json.dumps(refused)  # not even the snapshot's key names
+    message = team_a.ready_condition("keyrestore", "peek")["message"]
+    grant = {
+        "namespaces": [team_a.namespace],
+        "vaultUrls": [],
+        "blobUrls": [container_url],
+        "restoreFromNamespaces": [team_b.namespace],
+    }
+    assert f"add the rule {json.dumps(grant)} to KVBACKUP_DEFAULT_IDENTITY_RULES" in message
+    (event,) = [e for e in team_a.events_for("peek") if e["reason"] == "SourceNotPermitted"]
+    assert event["type"] == "Warning"
+    assert await _blob_names(shared_container) == stored
+
+    # The admin adds exactly that rule: now team-a may read team-b's snapshot.
+    granted = start_operator(
+        control_plane.kubeconfig,
+        logs / "granted.log",
+        {**settings, "KVBACKUP_DEFAULT_IDENTITY_RULES": json.dumps([*rules, grant])},
+    )
+    try:
+        team_a.apply(keyrestore("granted-peek", vault.url, source=peek, dryRun=True))
+        status = team_a.wait_for_phase("keyrestore", "granted-peek", "Succeeded")
+    finally:
+        granted.stop()
+    assert key_results(status) == {"team-b-key": "WouldSkip"}
+
+
+# --- credentials Secrets opt in ----------------------------------------------------------
+
+
+def test_a_secret_without_the_credentials_label_is_not_used_as_credentials(
+    tenant_operator: OperatorProcess, tenants: tuple[Cluster, Cluster], vault: VaultUnderTest
+) -> None:
+    team_a, _ = tenants
+    sentinel = "s3cr3t-" + uuid.uuid4().hex
+    # Another application's service principal, and a connection string: neither labelled.
+    team_a.plane.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "app-sp",
+        "-n",
+        team_a.namespace,
+        "--from-literal=tenantId=tenant",
+        "--from-literal=clientId=client",
+        f"--from-literal=clientSecret={sentinel}",
+    )
+    team_a.plane.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "app-storage",
+        "-n",
+        team_a.namespace,
+        f"--from-literal=connectionString=AccountName=x;AccountKey={sentinel}",
+    )
+    team_a.apply(keybackup("by-sp", vault.url, keys=["k"], credentials={"name": "app-sp"}))
+    storage = {
+        "accountUrl": "http://127.0.0.1:1/devstoreaccount1",
+        "container": "backups",
+        "credentials": {"name": "app-storage"},
+    }
+    team_a.apply(keybackup("by-storage", vault.url, keys=["k"], destination={"blob": storage}))
+
+    refused = {"by-sp": "app-sp", "by-storage": "app-storage"}
+    team_a.wait_until(
+        "both are refused: their Secrets are not labelled as credentials",
+        lambda: all(
+            team_a.ready_condition("keybackup", name).get("reason") == "CredentialsNotLabelled"
+            for name in refused
+        ),
+    )
+    for name, secret in refused.items():
+        message = team_a.ready_condition("keybackup", name)["message"]
+        assert (
+            f"kubectl label secret {secret} -n {team_a.namespace} kvbackup.io/credentials=true"
+            in message
+        )
+        assert sentinel not in json.dumps(team_a.get("keybackup", name))
+        assert sentinel not in json.dumps(team_a.events_for(name))
+    assert vault.forwarder.accepted == 0
