@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
+import resource
 
 import pytest
-from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import ContainerSasPermissions, ContentSettings, generate_container_sas
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
+from kvbackup.adapters import blob_store
 from kvbackup.adapters.blob_store import BlobSnapshotStore, container_client
 from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.errors import (
     AccessDeniedError,
     IntegrityError,
+    InvalidSpecError,
     KvBackupError,
     MissingReferenceError,
     NotFoundError,
+    TooLargeError,
 )
 from kvbackup.services.ports import StoredSnapshot
-from kvbackup.services.snapshot import KeyArtifact
+from kvbackup.services.snapshot import MANIFEST_MAX_BYTES, KeyArtifact, sha256_hex
 from tests.harness.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
+from tests.harness.hostile import gzip_bomb
 from tests.integration.conftest import manifest_of, store_snapshot
 
 pytestmark = pytest.mark.integration
@@ -331,3 +337,197 @@ async def test_an_interrupted_runs_blobs_are_resumable_only_while_they_match_the
     recorded = (await blob.get_blob_properties()).metadata
     await blob.upload_blob(b"altered", overwrite=True, metadata=recorded)
     assert [a.name for a in await store.resumable(REF, SNAPSHOT)] == ["Signing"]
+
+
+FOLDER = f"backups/prod/payments/payments-keys/{SNAPSHOT}"
+MiB = 1024 * 1024
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def test_a_gzip_encoded_manifest_is_refused_without_being_inflated(
+    store: BlobSnapshotStore, container: ContainerClient
+) -> None:
+    await store_snapshot(store, REF, SNAPSHOT, {"k": b"x"})
+    bomb = gzip_bomb(64 * MiB)
+    await container.upload_blob(
+        f"{FOLDER}/manifest.json",
+        bomb,
+        overwrite=True,
+        content_settings=ContentSettings(content_type="application/json", content_encoding="gzip"),
+    )
+    before = _peak_rss_mib()
+
+    with pytest.raises(IntegrityError, match="Content-Encoding 'gzip'") as refused:
+        await store.read_manifest(NAMESPACE, "payments-keys", SNAPSHOT)
+
+    assert f"{FOLDER}/manifest.json" in refused.value.message
+    assert len(bomb) < MiB
+    assert _peak_rss_mib() - before < 32  # 64 MiB would have been inflated
+
+
+async def test_a_manifest_larger_than_its_bound_is_too_large_and_named(
+    store: BlobSnapshotStore, container: ContainerClient
+) -> None:
+    await store_snapshot(store, REF, SNAPSHOT, {"k": b"x"})
+    await container.upload_blob(
+        f"{FOLDER}/manifest.json", b" " * (MANIFEST_MAX_BYTES + 1), overwrite=True
+    )
+
+    with pytest.raises(TooLargeError) as refused:
+        await store.read_manifest(NAMESPACE, "payments-keys", SNAPSHOT)
+
+    assert refused.value.reason == "TooLarge"
+    assert f"blob {store.location(NAMESPACE, 'payments-keys', SNAPSHOT)}manifest.json" in (
+        refused.value.message
+    )
+
+
+async def test_an_artifact_larger_than_its_manifest_records_is_too_large_and_never_read_whole(
+    store: BlobSnapshotStore, container: ContainerClient
+) -> None:
+    manifest = await store_snapshot(store, REF, SNAPSHOT, {"k": b"the real backup"})
+    # 300 MiB that cost Azurite no data: a page blob is stored sparse.
+    await container.delete_blob(f"{FOLDER}/keys/k")
+    await container.get_blob_client(f"{FOLDER}/keys/k").create_page_blob(300 * MiB)
+    before = _peak_rss_mib()
+
+    with pytest.raises(TooLargeError, match="the size the manifest records for key k") as refused:
+        await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, manifest.artifact("k"))
+
+    assert f"{FOLDER}/keys/k holds more than {len(b'the real backup')} bytes" in (
+        refused.value.message
+    )
+    assert _peak_rss_mib() - before < 32
+
+
+async def test_an_empty_artifact_reads_as_no_bytes(
+    store: BlobSnapshotStore, container: ContainerClient
+) -> None:
+    manifest = await store_snapshot(store, REF, SNAPSHOT, {"k": b"x"})
+    await container.upload_blob(f"{FOLDER}/keys/k", b"", overwrite=True)
+
+    stored = await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, manifest.keys[0])
+
+    assert stored == b""
+
+
+async def _forge_summary(container: ContainerClient, folder: str, snapshot_id: str) -> None:
+    """The manifest blob's metadata rewritten to name ``snapshot_id``, its text kept."""
+    blob = container.get_blob_client(f"{folder}/manifest.json")
+    recorded = (await blob.get_blob_properties()).metadata
+    summary = json.loads(recorded["summary"]) | {"snapshotId": snapshot_id}
+    await blob.set_blob_metadata({**recorded, "summary": json.dumps(summary)})
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        pytest.param("20261128-010203-ffff", id="another-snapshot"),
+        pytest.param("0/../../../victim-container/x", id="climbing"),
+        pytest.param(f"{SNAPSHOT}\n", id="trailing-newline"),
+    ],
+)
+async def test_a_summary_that_names_another_snapshot_than_its_folder_is_refused_naming_the_blob(
+    store: BlobSnapshotStore, container: ContainerClient, forged: str
+) -> None:
+    await store_snapshot(store, REF, SNAPSHOT, {"k": b"x"})
+    await _forge_summary(container, FOLDER, forged)
+
+    with pytest.raises(IntegrityError) as refused:
+        await store.list_snapshots(NAMESPACE, "payments-keys")
+
+    assert f"the metadata of blob {store.location(NAMESPACE, 'payments-keys', SNAPSHOT)}" in (
+        refused.value.message
+    )
+
+
+async def test_folders_whose_names_are_not_snapshot_ids_are_never_listed_nor_deleted(
+    store: BlobSnapshotStore, container: ContainerClient
+) -> None:
+    await store_snapshot(store, REF, SNAPSHOT, {"k": b"x"})
+    base = "backups/prod/payments/payments-keys"
+    # Complete-looking snapshots under folders the store never names so; "%2e%2e" is kept
+    # as those very characters, not read as a parent segment.
+    for folder in ("not-a-snapshot", "%2e%2e", f"{SNAPSHOT}-x"):
+        await container.upload_blob(f"{base}/{folder}/manifest.json", b"{}")
+        await container.upload_blob(f"{base}/{folder}/keys/k", b"x")
+    before = await _blob_names(container)
+
+    assert await store.list_stored(NAMESPACE, "payments-keys") == [
+        StoredSnapshot(SNAPSHOT, complete=True)
+    ]
+    assert [s.snapshot_id for s in await store.list_snapshots(NAMESPACE, "payments-keys")] == [
+        SNAPSHOT
+    ]
+    await store.delete_snapshot(NAMESPACE, "payments-keys", SNAPSHOT)
+    assert await _blob_names(container) == [n for n in before if f"/{SNAPSHOT}/" not in n]
+
+
+async def test_a_listing_considers_only_the_newest_snapshots_up_to_its_bound(
+    store: BlobSnapshotStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for snapshot_id in ("20261128-010000-aaaa", "20261128-020000-bbbb", "20261128-030000-cccc"):
+        await store_snapshot(store, REF, snapshot_id, {"k": b"x"})
+    monkeypatch.setattr(blob_store, "LISTED_SNAPSHOTS_MAX", 2)
+
+    snapshots = await store.list_snapshots(NAMESPACE, "payments-keys")
+
+    assert [s.snapshot_id for s in snapshots] == ["20261128-030000-cccc", "20261128-020000-bbbb"]
+
+
+@pytest.mark.parametrize(
+    ("namespace", "keybackup"),
+    [
+        pytest.param("team-b", "payments-keys", id="another-namespace"),
+        pytest.param(NAMESPACE, "other-keys", id="another-keybackup"),
+    ],
+)
+async def test_a_manifest_naming_another_place_than_its_folder_is_refused(
+    store: BlobSnapshotStore, container: ContainerClient, namespace: str, keybackup: str
+) -> None:
+    # A manifest of team b's snapshot, copied into payments' folder under the same id.
+    foreign = manifest_of(KeyBackupRef(namespace, keybackup, "uid-b"), SNAPSHOT, {"k": b"x"})
+    await store.write_artifact(REF, SNAPSHOT, "k", b"x")
+    await container.upload_blob(f"{FOLDER}/manifest.json", foreign.to_json())
+
+    with pytest.raises(IntegrityError, match="whose place it is in") as refused:
+        await store.read_manifest(NAMESPACE, "payments-keys", SNAPSHOT)
+    assert f"of KeyBackup {namespace}/{keybackup}, not of snapshot" in refused.value.message
+    with pytest.raises(IntegrityError, match="whose place it is in"):
+        await store.read_manifest_at(FOLDER)
+
+
+async def test_a_snapshot_path_shorter_than_namespace_keybackup_snapshot_is_refused(
+    store: BlobSnapshotStore,
+) -> None:
+    with pytest.raises(InvalidSpecError, match="does not end in <namespace>/<keybackup>"):
+        await store.read_manifest_at(f"payments-keys/{SNAPSHOT}")
+
+
+async def test_a_resumed_run_takes_a_blob_only_under_the_name_its_key_maps_to(
+    store: BlobSnapshotStore, container: ContainerClient
+) -> None:
+    await store.write_artifact(REF, SNAPSHOT, "signing", b"signing bytes", ("v1",))
+    # Another key's record beside bytes that match it, under a name it does not map to.
+    await container.upload_blob(
+        f"{FOLDER}/keys/decoy",
+        b"wrapping bytes",
+        metadata={"keyname": "wrapping", "sha256": sha256_hex(b"wrapping bytes"), "versions": "w1"},
+    )
+
+    assert [a.name for a in await store.resumable(REF, SNAPSHOT)] == ["signing"]
+
+
+async def test_an_id_that_is_not_a_snapshot_id_never_becomes_a_blob_name(
+    store: BlobSnapshotStore, container: ContainerClient
+) -> None:
+    for forged in ("../../other", f"{SNAPSHOT}/../x"):
+        with pytest.raises(IntegrityError, match="which is not a snapshot id"):
+            await store.delete_snapshot(NAMESPACE, "payments-keys", forged)
+        with pytest.raises(IntegrityError, match="which is not a snapshot id"):
+            await store.write_artifact(REF, forged, "k", b"x")
+
+    assert await _blob_names(container) == []

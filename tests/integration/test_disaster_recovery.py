@@ -144,7 +144,7 @@ async def test_a_snapshot_written_before_packing_still_restores(
     originals = vault.create_rsa_key("card-signing", versions=2)
     with vault.client as client:
         backup = client.backup_key("card-signing")
-    snapshot = "20261101-020000-0ld1"
+    snapshot = "20261101-020000-01d1"
     manifest = Manifest(
         snapshot_id=snapshot,
         keybackup=KeyBackupRef(cluster.namespace, "payments", "uid-of-old"),

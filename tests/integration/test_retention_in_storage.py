@@ -45,7 +45,7 @@ async def test_keep_last_two_leaves_exactly_the_two_newest_and_cleans_crash_left
         await store_snapshot(store, ref, snapshot_id, {"app-key": snapshot_id.encode()})
     # A run killed mid-upload long ago, and one that may still be resumed.
     await leave_leftover(store, ref, "20261128-070000-dead")
-    await leave_leftover(store, ref, "20261128-115900-live")
+    await leave_leftover(store, ref, "20261128-115900-face")
 
     kept = await collect_garbage(
         store, cluster.namespace, "nightly", Retention(keep_last=2), NOW, GRACE
@@ -53,7 +53,7 @@ async def test_keep_last_two_leaves_exactly_the_two_newest_and_cleans_crash_left
 
     assert [m.snapshot_id for m in kept] == ["20261128-100000-cccc", "20261128-090000-bbbb"]
     assert await store.list_stored(cluster.namespace, "nightly") == [
-        StoredSnapshot("20261128-115900-live", complete=False),
+        StoredSnapshot("20261128-115900-face", complete=False),
         StoredSnapshot("20261128-100000-cccc", complete=True),
         StoredSnapshot("20261128-090000-bbbb", complete=True),
     ]
@@ -70,7 +70,7 @@ async def test_max_age_never_removes_the_newest_snapshot(
     ref = KeyBackupRef(cluster.namespace, "stale", "")
     # Completed hours before NOW, so past the hour of maxAge; but it is the only one.
     await store_snapshot(store, ref, "20261120-000000-aaaa", {"app-key": b"old"})
-    await leave_leftover(store, ref, "20261121-000000-gone")
+    await leave_leftover(store, ref, "20261121-000000-dead")
 
     kept = await collect_garbage(
         store,

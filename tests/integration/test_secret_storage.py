@@ -12,8 +12,9 @@ import pytest
 from kvbackup.adapters.kubernetes import KubernetesApi
 from kvbackup.adapters.secret_store import INDEX_DATA_KEY, SecretSnapshotStore
 from kvbackup.api.keybackup import KeyBackupRef
-from kvbackup.errors import IntegrityError
+from kvbackup.errors import IntegrityError, TooLargeError
 from kvbackup.services.ports import StoredSnapshot
+from kvbackup.services.snapshot import KeyArtifact, sha256_hex
 from tests.integration.conftest import Cluster, store_snapshot
 
 pytestmark = pytest.mark.integration
@@ -208,7 +209,7 @@ async def test_an_interrupted_runs_backups_are_resumable_only_while_they_match_t
 
     _patch_data(cluster, found["small"].location, "small", b"altered")
     assert [a.name for a in await resumed.resumable(ref, SNAPSHOT)] == ["large"]
-    assert await resumed.resumable(ref, "20261128-999999-none") == []
+    assert await resumed.resumable(ref, "20261128-235959-0000") == []
 
 
 async def test_a_pack_index_names_every_key_it_holds(
@@ -223,3 +224,187 @@ async def test_a_pack_index_names_every_key_it_holds(
         ("b", 2, ["v1", "v2"]),
     ]
     assert sorted(pack["data"]) == sorted(["a", "b", INDEX_DATA_KEY])
+
+
+def _secret(
+    cluster: Cluster,
+    name: str,
+    labels: dict[str, str],
+    data: dict[str, bytes],
+) -> None:
+    """A Secret as a tenant may create one in its own namespace (created, not applied:
+    kubectl apply would keep a copy of a large one in an annotation, which cannot hold it)."""
+    cluster.plane.kubectl(
+        "create",
+        "-n",
+        cluster.namespace,
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "labels": labels},
+                "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+            }
+        ),
+    )
+
+
+def _labels(snapshot_id: str, role: str, keybackup: str = "payments") -> dict[str, str]:
+    return {
+        "kvbackup.io/keybackup": keybackup,
+        "kvbackup.io/snapshot": snapshot_id,
+        "kvbackup.io/role": role,
+    }
+
+
+async def test_a_manifest_secret_of_junk_fails_the_listing_naming_it_and_nothing_else(
+    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
+) -> None:
+    await store_snapshot(secret_store, ref, SNAPSHOT, {"k": b"x"})
+    junk = "20261128-020000-bbbb"
+    _secret(
+        cluster,
+        f"payments-{junk}",
+        _labels(junk, "manifest"),
+        {"summary.json": os.urandom(SECRET_DATA_LIMIT - 64)},
+    )
+
+    with pytest.raises(TooLargeError) as refused:
+        await secret_store.list_snapshots(cluster.namespace, "payments")
+
+    assert refused.value.message.startswith(
+        f"Secret {cluster.namespace}/payments-{junk} holds more"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "label"),
+    [
+        pytest.param(
+            "payments-20261128-020000-bbbb", "20261128-020000-cccc", id="label-not-the-name"
+        ),
+        pytest.param("payments-latest", "latest", id="label-not-an-id"),
+    ],
+)
+async def test_a_manifest_secret_whose_name_and_label_disagree_is_refused_naming_it(
+    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef, name: str, label: str
+) -> None:
+    written = await store_snapshot(secret_store, ref, SNAPSHOT, {"k": b"x"})
+    summary = written.summary.to_json()
+    _secret(cluster, name, _labels(label, "manifest"), {"summary.json": summary})
+
+    with pytest.raises(IntegrityError, match=f"Secret {cluster.namespace}/{name}"):
+        await secret_store.list_snapshots(cluster.namespace, "payments")
+
+
+async def test_a_summary_naming_another_snapshot_than_its_secret_is_refused(
+    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
+) -> None:
+    written = await store_snapshot(secret_store, ref, SNAPSHOT, {"k": b"x"})
+    other = "20261128-020000-bbbb"
+    _secret(
+        cluster,
+        f"payments-{other}",
+        _labels(other, "manifest"),
+        {"summary.json": written.summary.to_json()},
+    )
+
+    with pytest.raises(IntegrityError, match="whose place it is in"):
+        await secret_store.list_snapshots(cluster.namespace, "payments")
+
+
+async def test_secrets_labelled_with_what_is_not_a_snapshot_id_are_never_taken_for_stored(
+    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
+) -> None:
+    await store_snapshot(secret_store, ref, SNAPSHOT, {"k": b"x"})
+    _secret(cluster, "payments-notes", _labels("latest", "artifact"), {"k": b"x"})
+    _secret(cluster, "db-password", _labels("20261128-020000-bbbb", "artifact"), {"k": b"x"})
+
+    assert await secret_store.list_stored(cluster.namespace, "payments") == [
+        StoredSnapshot(SNAPSHOT, complete=True)
+    ]
+
+
+async def test_a_manifest_location_naming_another_secret_is_refused_before_it_is_read(
+    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
+) -> None:
+    await store_snapshot(secret_store, ref, SNAPSHOT, {"k": b"x"})
+    password = b"the database password"
+    _secret(cluster, "db-credentials", {}, {"k": password})
+    # A pack's name, but not of this snapshot; and a Secret named like a pack, unlabelled.
+    lookalike = f"payments-{SNAPSHOT}-a-beef-9"
+    _secret(cluster, lookalike, {}, {"k": password})
+    for location in ("db-credentials", "payments-20261128-020000-bbbb-a-beef-0"):
+        artifact = KeyArtifact("k", ("v1",), sha256_hex(password), len(password), location)
+        with pytest.raises(IntegrityError, match="not packs of that snapshot") as refused:
+            await secret_store.read_artifact(cluster.namespace, "payments", SNAPSHOT, artifact)
+        assert sha256_hex(password) not in refused.value.message
+
+    artifact = KeyArtifact("k", ("v1",), sha256_hex(password), len(password), lookalike)
+    with pytest.raises(IntegrityError, match="is not labelled as the artifact") as refused:
+        await secret_store.read_artifact(cluster.namespace, "payments", SNAPSHOT, artifact)
+    assert str(len(password)) not in refused.value.message
+
+
+async def test_a_pack_holding_more_than_the_manifest_records_for_a_key_is_too_large(
+    secret_store: SecretSnapshotStore, api: KubernetesApi, cluster: Cluster, ref: KeyBackupRef
+) -> None:
+    manifest = await store_snapshot(secret_store, ref, SNAPSHOT, {"k": b"small"})
+    location = manifest.artifact("k").location
+    _patch_data(cluster, location, "k", os.urandom(50_000))
+
+    with pytest.raises(TooLargeError, match=f"Secret {cluster.namespace}/{location} holds more"):
+        await SecretSnapshotStore(api).read_artifact(
+            cluster.namespace, "payments", SNAPSHOT, manifest.artifact("k")
+        )
+
+
+@pytest.mark.parametrize(
+    "parts", [pytest.param("1000000", id="a-million"), pytest.param("-1", id="negative")]
+)
+async def test_a_manifest_split_over_an_unbounded_number_of_parts_is_refused_unread(
+    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef, parts: str
+) -> None:
+    await store_snapshot(secret_store, ref, SNAPSHOT, {"k": b"x"})
+    name = f"payments-{SNAPSHOT}"
+    cluster.plane.kubectl(
+        "annotate",
+        "secret",
+        "-n",
+        cluster.namespace,
+        name,
+        f"kvbackup.io/manifest-parts={parts}",
+        "--overwrite",
+    )
+
+    with pytest.raises(IntegrityError, match=f"Secret {cluster.namespace}/{name} says"):
+        await secret_store.read_manifest(cluster.namespace, "payments", SNAPSHOT)
+
+
+async def test_a_junk_pack_among_a_resumed_runs_packs_is_left_out_and_the_rest_resume(
+    api: KubernetesApi, cluster: Cluster, ref: KeyBackupRef
+) -> None:
+    store = SecretSnapshotStore(api, pack_size=10_000)
+    await store.write_artifact(ref, SNAPSHOT, "small", b"small bytes", ("s1",))
+    await store.write_artifact(ref, SNAPSHOT, "large", os.urandom(25_000), ("l1",))
+    junk_index = json.dumps(
+        [{"name": "x", "versions": ["v"], "sha256": "0" * 64, "chunk": 0, "chunks": 2}] * 3000
+    )
+    _secret(
+        cluster,
+        f"payments-{SNAPSHOT}-a-dead-0",
+        _labels(SNAPSHOT, "artifact"),
+        {INDEX_DATA_KEY: junk_index.encode(), "x.0": os.urandom(400_000)},
+    )
+    _secret(
+        cluster,
+        f"payments-{SNAPSHOT}-a-dead-1",
+        _labels(SNAPSHOT, "artifact"),
+        {INDEX_DATA_KEY: os.urandom(1000)},
+    )
+
+    found = await SecretSnapshotStore(api).resumable(ref, SNAPSHOT)
+
+    assert sorted(a.name for a in found) == ["large"]  # "small" still waits in an open pack

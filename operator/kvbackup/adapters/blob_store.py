@@ -17,17 +17,19 @@ for restores after the KeyBackup, or the whole cluster, is gone.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import re
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
+from contextlib import aclosing, contextmanager
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from azure.core.credentials import AzureSasCredential
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.blob import ContentSettings, StorageErrorCode
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.storage.blob import BlobProperties, ContentSettings, StorageErrorCode
 from azure.storage.blob.aio import BlobPrefix, ContainerClient
 
 from kvbackup.adapters.azure_errors import azure_errors
@@ -35,12 +37,30 @@ from kvbackup.adapters.completion import to_completion
 from kvbackup.adapters.http import SharedSession
 from kvbackup.adapters.proxies import proxies_for
 from kvbackup.adapters.request_checks import AllowedHostsPolicy
-from kvbackup.api.fields import require_secure_transport
+from kvbackup.api.fields import KEY_NAME, SNAPSHOT_ID, require_secure_transport
 from kvbackup.api.hosts import HostAllowList, endpoint
 from kvbackup.api.keybackup import KeyBackupRef
-from kvbackup.errors import InvalidSpecError, MissingReferenceError, NotFoundError
+from kvbackup.errors import (
+    IntegrityError,
+    InvalidSpecError,
+    MissingReferenceError,
+    NotFoundError,
+    TooLargeError,
+    foreign_text,
+)
 from kvbackup.services.ports import OpenedSnapshot, StoredSnapshot
-from kvbackup.services.snapshot import KeyArtifact, Manifest, SnapshotSummary, sha256_hex
+from kvbackup.services.snapshot import (
+    ARTIFACT_MAX_BYTES,
+    MANIFEST_MAX_BYTES,
+    SHA256_HEX,
+    SNAPSHOT_KEYS_MAX,
+    VERSION_ID,
+    KeyArtifact,
+    Manifest,
+    SnapshotSummary,
+    require_snapshot_id,
+    sha256_hex,
+)
 
 MANIFEST_BLOB = "manifest.json"
 #: Metadata of the manifest blob: its summary, so snapshots are listed without reading them.
@@ -50,6 +70,21 @@ KEYS_FOLDER = "keys"
 VERSIONS_METADATA_LIMIT = 6000
 #: Blobs per listing page: the service's default of 5,000 is tens of MiB once parsed.
 LISTING_PAGE_SIZE = 500
+#: Reads (a manifest blob's properties, a manifest) one listing runs at once: enough to
+#: overlap round trips, few enough that a folder of many snapshots costs little memory
+#: and leaves the connection pool to other work.
+LISTING_READS_AT_ONCE = 8
+#: Snapshots of one KeyBackup a listing considers: the newest this many. A look into each
+#: is a request, and what it finds is held until the listing ends; hourly runs kept for
+#: over half a year fit. Retention deleting within them brings older ones into view.
+LISTED_SNAPSHOTS_MAX = 5000
+#: A path segment that URL resolution reads as '.' or '..', or an empty one.
+_DOT_SEGMENT = re.compile(r"(?:\.|%2e)*", re.IGNORECASE)
+#: What Blob Storage answers a ranged read of an empty blob.
+_RANGE_NOT_SATISFIABLE = 416
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 def container_client(
@@ -140,17 +175,61 @@ def manifest_blob(snapshot_folder: str) -> str:
     return f"{snapshot_folder}/{MANIFEST_BLOB}"
 
 
+def safe_blob_name(name: str) -> str:
+    """``name`` when none of its segments is empty, '.' or '..' (in any case or
+    percent-encoding); refused before any request otherwise.
+
+    The blob SDK quotes a name keeping its slashes, and aiohttp's URL parser resolves dot
+    segments before the request leaves, so ``ns/kb/../../other`` would reach a blob
+    outside the folder it was built under. Every name and listing prefix the store sends
+    passes here, whatever checked it before.
+    """
+    if any(_DOT_SEGMENT.fullmatch(segment) for segment in name.split("/")):
+        raise InvalidSpecError(
+            f"blob name {foreign_text(name)!r} has an empty, '.' or '..' segment",
+            reason="UnsafeBlobName",
+        )
+    return name
+
+
+async def _each_at_most(
+    limit: int, items: Sequence[_T], read: Callable[[_T], Awaitable[_R]]
+) -> list[_R]:
+    """``read`` of every item, at most ``limit`` at once, in the items' order. Workers
+    take the next item as they free up, so nothing exists for an item before its turn;
+    the first failure stops the others and is raised."""
+    pending = iter(enumerate(items))
+    results: dict[int, _R] = {}
+
+    async def worker() -> None:
+        for index, item in pending:
+            results[index] = await read(item)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(limit, len(items))):
+                group.create_task(worker())
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [results[index] for index in range(len(items))]
+
+
 @dataclass(frozen=True)
 class _Found:
-    """What a snapshot's folder holds: a manifest (with its blob's metadata) or key
-    backups only."""
+    """What a snapshot's folder holds: a manifest (with the summary recorded in its blob's
+    metadata, if any) or key backups only."""
 
     complete: bool
-    metadata: dict[str, str] = field(default_factory=dict)
+    summary: str | None = None
 
 
 class BlobSnapshotStore:
-    """``SnapshotStore`` on an Azure Blob Storage container; the caller owns the client."""
+    """``SnapshotStore`` on an Azure Blob Storage container; the caller owns the client.
+
+    Everything read back is bounded before it is read (``_download``) and checked against
+    where it was found: a snapshot's id is its folder's name, and a manifest or summary
+    naming another snapshot, KeyBackup or namespace than its folder is refused.
+    """
 
     def __init__(self, container: ContainerClient, prefix: str = "") -> None:
         self._container = container
@@ -161,6 +240,11 @@ class BlobSnapshotStore:
         """The blob path of a KeyBackup (``namespace, keybackup``) or of one of its snapshots."""
         return "/".join(part for part in (self._prefix, namespace, *names) if part)
 
+    def _snapshot(self, namespace: str, keybackup: str, snapshot_id: str) -> str:
+        """The folder of a snapshot whose id is checked first: it becomes a path segment."""
+        require_snapshot_id(snapshot_id, f"a request for {self._url}/{namespace}/{keybackup}")
+        return self.folder(namespace, keybackup, snapshot_id)
+
     async def write_artifact(
         self,
         keybackup: KeyBackupRef,
@@ -169,7 +253,7 @@ class BlobSnapshotStore:
         data: bytes,
         versions: tuple[str, ...] = (),
     ) -> str:
-        folder = self.folder(keybackup.namespace, keybackup.name, snapshot_id)
+        folder = self._snapshot(keybackup.namespace, keybackup.name, snapshot_id)
         recorded = {"keyname": key_name, "sha256": sha256_hex(data)}
         joined = ",".join(versions)
         if len(joined) <= VERSIONS_METADATA_LIMIT:  # else a resumed run backs it up again
@@ -179,30 +263,31 @@ class BlobSnapshotStore:
         return ""  # found by key name
 
     async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[KeyArtifact]:
-        folder = self.folder(keybackup.namespace, keybackup.name, snapshot_id)
-        candidates = []
-        with self._errors(f"list stored backups in {self._url}/{folder}/"):
-            async for blob in self._container.list_blobs(
-                name_starts_with=f"{folder}/{KEYS_FOLDER}/",
-                include=["metadata"],
-                results_per_page=LISTING_PAGE_SIZE,
-            ):
-                recorded = blob.metadata or {}
-                if recorded.get("keyname") and recorded.get("sha256") and recorded.get("versions"):
-                    candidates.append((blob.name, recorded))
-        found = []
-        for name, recorded in candidates:
-            data = await self._download(name)
-            if sha256_hex(data) == recorded["sha256"]:
-                versions = tuple(recorded["versions"].split(","))
-                found.append(
-                    KeyArtifact(recorded["keyname"], versions, recorded["sha256"], len(data))
+        """Read one blob at a time; a blob whose name, metadata or size is not what this
+        store writes is left out (its key is backed up again)."""
+        folder = self._snapshot(keybackup.namespace, keybackup.name, snapshot_id)
+        found: list[KeyArtifact] = []
+        listing = self._blobs(
+            f"{folder}/{KEYS_FOLDER}/", f"list stored backups in {self._url}/{folder}/", True
+        )
+        async with aclosing(listing) as blobs:
+            async for blob in blobs:
+                recorded = _resumable_record(blob, folder)
+                if recorded is None:
+                    continue
+                key_name, digest, versions = recorded
+                data = await self._download(
+                    blob.name, ARTIFACT_MAX_BYTES, "the most a key backup may have"
                 )
+                if sha256_hex(data) == digest:
+                    found.append(KeyArtifact(key_name, versions, digest, len(data)))
+                    if len(found) >= SNAPSHOT_KEYS_MAX:
+                        break
         return found
 
     async def write_manifest(self, manifest: Manifest) -> None:
         ref = manifest.keybackup
-        folder = self.folder(ref.namespace, ref.name, manifest.snapshot_id)
+        folder = self._snapshot(ref.namespace, ref.name, manifest.snapshot_id)
         await self._upload(
             manifest_blob(folder),
             manifest.to_json(),
@@ -211,39 +296,60 @@ class BlobSnapshotStore:
         )
 
     async def list_snapshots(self, namespace: str, keybackup: str) -> list[SnapshotSummary]:
-        listed = await self._listed(namespace, keybackup)
-        summaries = await asyncio.gather(
-            *(
-                self._summary_of(self.folder(namespace, keybackup, snapshot_id), found)
-                for snapshot_id, found in listed
-                if found.complete
-            )
-        )
+        complete = [
+            (snapshot_id, found)
+            for snapshot_id, found in await self._listed(namespace, keybackup)
+            if found.complete
+        ]
+
+        async def summary(listed: tuple[str, _Found]) -> SnapshotSummary | None:
+            return await self._summary_of(namespace, keybackup, *listed)
+
+        summaries = await _each_at_most(LISTING_READS_AT_ONCE, complete, summary)
         return [s for s in summaries if s is not None]
 
     async def read_manifest(self, namespace: str, keybackup: str, snapshot_id: str) -> Manifest:
-        return await self.read_manifest_at(self.folder(namespace, keybackup, snapshot_id))
+        return await self.read_manifest_at(self._snapshot(namespace, keybackup, snapshot_id))
 
     async def read_artifact(
         self, namespace: str, keybackup: str, snapshot_id: str, artifact: KeyArtifact
     ) -> bytes:
-        return await self.read_artifact_at(self.folder(namespace, keybackup, snapshot_id), artifact)
+        folder = self._snapshot(namespace, keybackup, snapshot_id)
+        return await self.read_artifact_at(folder, artifact)
 
     async def list_stored(self, namespace: str, keybackup: str) -> list[StoredSnapshot]:
         listed = await self._listed(namespace, keybackup)
         return [StoredSnapshot(snapshot_id, found.complete) for snapshot_id, found in listed]
 
     async def _listed(self, namespace: str, keybackup: str) -> list[tuple[str, _Found]]:
-        """Each snapshot's id, newest first, with what its folder holds."""
+        """Each snapshot's id, newest first, with what its folder holds.
+
+        A snapshot's id is the name of the folder it was listed under, and only a name
+        that is a snapshot id counts: anything else in the KeyBackup's folder was not
+        written by this store. At most ``LISTED_SNAPSHOTS_MAX`` snapshots, the newest, are
+        considered, so a folder of any size costs a bounded listing's memory.
+        """
         # One listing of the snapshot folders, then a look into each: listing every blob
         # would cost a page per 5,000 keys of every snapshot kept, and the memory of it.
         base = self.folder(namespace, keybackup) + "/"
-        snapshot_ids: list[str] = []
+        newest: deque[str] = deque(maxlen=LISTED_SNAPSHOTS_MAX)
         with self._errors(f"list snapshots in {self._url}/{base}"):
-            async for item in self._container.walk_blobs(name_starts_with=base, delimiter="/"):
-                if isinstance(item, BlobPrefix):
-                    snapshot_ids.append(item.name[len(base) :].rstrip("/"))
-        looks = await asyncio.gather(*(self._look_into(base + sid) for sid in snapshot_ids))
+            async for item in self._container.walk_blobs(
+                name_starts_with=safe_blob_name(base.removesuffix("/")) + "/",
+                delimiter="/",
+                results_per_page=LISTING_PAGE_SIZE,
+            ):
+                # Listed in name order, which is time order for snapshot ids.
+                if isinstance(item, BlobPrefix) and item.name.startswith(base):
+                    snapshot_id = item.name[len(base) :].removesuffix("/")
+                    if SNAPSHOT_ID.fullmatch(snapshot_id):
+                        newest.append(snapshot_id)
+        snapshot_ids = list(newest)
+
+        async def look(snapshot_id: str) -> _Found | None:
+            return await self._look_into(base + snapshot_id)
+
+        looks = await _each_at_most(LISTING_READS_AT_ONCE, snapshot_ids, look)
         listed = [
             (sid, found)
             for sid, found in zip(snapshot_ids, looks, strict=True)
@@ -254,31 +360,30 @@ class BlobSnapshotStore:
     async def _look_into(self, folder: str) -> _Found | None:
         """None for a folder the store did not write (such as a directory entry of an
         account with a hierarchical namespace)."""
-        name = manifest_blob(folder)
+        name = safe_blob_name(manifest_blob(folder))
         try:
             with self._errors(f"read blob properties {self._url}/{name}"):
                 properties = await self._container.get_blob_client(name).get_blob_properties()
-            return _Found(complete=True, metadata=dict(properties.metadata or {}))
+            return _Found(complete=True, summary=(properties.metadata or {}).get(SUMMARY_METADATA))
         except NotFoundError:
             pass
-        with self._errors(f"list stored backups in {self._url}/{folder}/"):
-            async for _ in self._container.list_blobs(
-                name_starts_with=f"{folder}/{KEYS_FOLDER}/", results_per_page=1
-            ):
+        listing = self._blobs(
+            f"{folder}/{KEYS_FOLDER}/", f"list stored backups in {self._url}/{folder}/", page=1
+        )
+        async with aclosing(listing) as blobs:
+            async for _ in blobs:
                 return _Found(complete=False)
         return None
 
     async def delete_snapshot(self, namespace: str, keybackup: str, snapshot_id: str) -> None:
-        folder = self.folder(namespace, keybackup, snapshot_id)
+        folder = self._snapshot(namespace, keybackup, snapshot_id)
         await self._delete(manifest_blob(folder))
-        names: list[str] = []
-        with self._errors(f"list blobs of snapshot {self._url}/{folder}/"):
-            async for blob in self._container.list_blobs(
-                name_starts_with=f"{folder}/", results_per_page=LISTING_PAGE_SIZE
-            ):
-                names.append(blob.name)
-        for name in names:
-            await self._delete(name)
+        # Deleted as listed: the listing goes on from the last name it gave, so deleting
+        # what it gave already changes nothing, and no list of every name is held.
+        async for blob in self._blobs(
+            f"{folder}/", f"list blobs of snapshot {self._url}/{folder}/"
+        ):
+            await self._delete(blob.name)
 
     def location(self, namespace: str, keybackup: str, snapshot_id: str) -> str:
         return f"{self._url}/{self.folder(namespace, keybackup, snapshot_id)}/"
@@ -287,7 +392,8 @@ class BlobSnapshotStore:
         """The manifest of the snapshot at ``snapshot_path``, ignoring the store's prefix.
 
         ``snapshot_path`` is the snapshot's folder in this container, or the URL that
-        ``location`` gave for it.
+        ``location`` gave for it. Its last three segments are the namespace, KeyBackup and
+        snapshot id the manifest must name.
         """
         folder = self._snapshot_folder(snapshot_path)
         manifest = await self._manifest_if_present(folder)
@@ -304,11 +410,15 @@ class BlobSnapshotStore:
         return OpenedSnapshot(manifest, partial(self.read_artifact_at, snapshot_path))
 
     async def read_artifact_at(self, snapshot_path: str, artifact: KeyArtifact) -> bytes:
-        """The backup of one key in the snapshot at ``snapshot_path`` (as for the manifest)."""
+        """The backup of one key in the snapshot at ``snapshot_path`` (as for the manifest):
+        only from the blob its key's name maps to, and no more bytes than the manifest
+        records for it."""
         key_name = artifact.name
         name = artifact_blob(self._snapshot_folder(snapshot_path), key_name)
         try:
-            return await self._download(name)
+            return await self._download(
+                name, artifact.size, f"the size the manifest records for key {key_name}"
+            )
         except NotFoundError:
             raise NotFoundError(
                 f"backup of key {key_name} is missing (blob {self._url}/{name})",
@@ -321,22 +431,52 @@ class BlobSnapshotStore:
             if not path.startswith(f"{self._url}/"):
                 raise InvalidSpecError(f"snapshot {path} is not in blob container {self._url}")
             path = path[len(self._url) + 1 :]
-        return path.strip("/")
+        folder = path.strip("/")
+        if folder.count("/") < 2:
+            raise InvalidSpecError(
+                f"snapshot path {folder} does not end in <namespace>/<keybackup>/<snapshot id>"
+            )
+        return safe_blob_name(folder)
 
     async def _manifest_if_present(self, folder: str) -> Manifest | None:
+        """The manifest in ``folder`` (whose last three segments it must name), or None."""
+        name = manifest_blob(folder)
         try:
-            raw = await self._download(manifest_blob(folder))
+            raw = await self._download(name, MANIFEST_MAX_BYTES, "the most a manifest may have")
         except NotFoundError:  # never written, or deleted since it was listed
             return None
-        return Manifest.from_json(raw)
+        found_in = f"blob {self._url}/{name}"
+        manifest = Manifest.from_json(raw, found_in=found_in)
+        namespace, keybackup, snapshot_id = folder.split("/")[-3:]
+        manifest.require_found_at(namespace, keybackup, snapshot_id, found_in)
+        return manifest
 
-    async def _summary_of(self, folder: str, found: _Found) -> SnapshotSummary | None:
+    async def _summary_of(
+        self, namespace: str, keybackup: str, snapshot_id: str, found: _Found
+    ) -> SnapshotSummary | None:
         """From the manifest blob's metadata; a manifest written without it is read whole."""
-        recorded = found.metadata.get(SUMMARY_METADATA)
-        if recorded:
-            return SnapshotSummary.from_json(recorded)
+        folder = self.folder(namespace, keybackup, snapshot_id)
+        if found.summary:
+            found_in = f"the metadata of blob {self._url}/{manifest_blob(folder)}"
+            summary = SnapshotSummary.from_json(found.summary, found_in=found_in)
+            summary.require_found_at(snapshot_id, found_in)
+            return summary
         manifest = await self._manifest_if_present(folder)
         return manifest.summary if manifest else None
+
+    async def _blobs(
+        self, prefix: str, what: str, metadata: bool = False, page: int = LISTING_PAGE_SIZE
+    ) -> AsyncGenerator[BlobProperties]:
+        """The blobs whose names start with ``prefix`` (a folder and its slash), listed a
+        page at a time."""
+        checked = safe_blob_name(prefix.removesuffix("/")) + "/"
+        with self._errors(what):
+            async for blob in self._container.list_blobs(
+                name_starts_with=checked,
+                include=["metadata"] if metadata else None,
+                results_per_page=page,
+            ):
+                yield blob
 
     async def _upload(
         self, name: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None
@@ -345,7 +485,7 @@ class BlobSnapshotStore:
         with self._errors(f"write blob {self._url}/{name}"):
             await to_completion(
                 self._container.upload_blob(
-                    name,
+                    safe_blob_name(name),
                     data,
                     overwrite=True,
                     content_settings=ContentSettings(content_type=content_type),
@@ -353,15 +493,38 @@ class BlobSnapshotStore:
                 )
             )
 
-    async def _download(self, name: str) -> bytes:
-        with self._errors(f"read blob {self._url}/{name}"):
-            downloader = await self._container.download_blob(name)
+    async def _download(self, name: str, limit: int, why: str) -> bytes:
+        """The blob's bytes as stored, at most ``limit`` of them (``why`` says whose bound).
+
+        One request asks for ``limit`` + 1 bytes, so a larger blob is told apart without
+        more of it ever being read. Nothing is inflated: azure-core would itself inflate
+        a blob stored with ``Content-Encoding: gzip`` (a 65 KB one into hundreds of MiB),
+        and the store never writes one, so an encoded blob is refused unread.
+        """
+        where = f"blob {self._url}/{name}"
+        with self._errors(f"read {where}"):
+            try:
+                downloader = await self._container.download_blob(
+                    safe_blob_name(name), offset=0, length=limit + 1, decompress=False
+                )
+            except HttpResponseError as error:
+                if error.status_code == _RANGE_NOT_SATISFIABLE:  # an empty blob
+                    return b""
+                raise
+            encoding = downloader.properties.content_settings.content_encoding
+            if encoding and encoding.strip().lower() != "identity":
+                raise IntegrityError(
+                    f"{where} is stored with Content-Encoding {foreign_text(encoding)!r}; the "
+                    "operator writes blobs as they are and reads them so"
+                )
+            if downloader.size > limit:
+                raise TooLargeError(f"{where} holds more than {limit} bytes, {why}")
             return await downloader.readall()
 
     async def _delete(self, name: str) -> None:
         try:
             with self._errors(f"delete blob {self._url}/{name}"):
-                await self._container.delete_blob(name)
+                await self._container.delete_blob(safe_blob_name(name))
         except NotFoundError:  # already gone: a redone deletion is not an error
             pass
 
@@ -380,3 +543,21 @@ class BlobSnapshotStore:
                         reason="ContainerNotFound",
                     ) from error
                 raise
+
+
+def _resumable_record(blob: BlobProperties, folder: str) -> tuple[str, str, tuple[str, ...]] | None:
+    """The key name, sha256 and versions recorded with a key backup blob, when they are
+    what ``write_artifact`` records, the blob is the one its key name maps to, and it is
+    no larger than a key backup may be; None otherwise."""
+    recorded = blob.metadata or {}
+    key_name, digest = recorded.get("keyname", ""), recorded.get("sha256", "")
+    versions = tuple(recorded.get("versions", "").split(","))
+    if (
+        KEY_NAME.fullmatch(key_name)
+        and blob.name == artifact_blob(folder, key_name)
+        and (blob.size or 0) <= ARTIFACT_MAX_BYTES
+        and SHA256_HEX.fullmatch(digest)
+        and all(VERSION_ID.fullmatch(version) for version in versions)
+    ):
+        return key_name, digest, versions
+    return None

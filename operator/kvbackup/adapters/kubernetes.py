@@ -129,6 +129,26 @@ class KubernetesApi:
     ) -> AsyncIterator[dict[str, Any]]:
         """Secrets as plain JSON objects, ``page_size`` at a time: a page of large Secrets
         is never turned into client models, and a long list is never held at once."""
+        async for item in self._secret_pages(what, namespace, label_selector, page_size):
+            yield item
+
+    async def list_secret_metadata(
+        self, what: str, namespace: str, label_selector: str, *, page_size: int = 500
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The metadata of matching Secrets, without their data, ``page_size`` at a time."""
+        async for item in self._secret_pages(
+            what, namespace, label_selector, page_size, {"Accept": METADATA_ONLY}
+        ):
+            yield item.get("metadata") or {}
+
+    async def _secret_pages(
+        self,
+        what: str,
+        namespace: str,
+        label_selector: str,
+        page_size: int | None,
+        headers: dict[str, str] | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
         token: str | None = None
         while True:
             page = await self.raw_json(
@@ -138,25 +158,13 @@ class KubernetesApi:
                 label_selector=label_selector,
                 limit=page_size,
                 _continue=token,
+                **({"_headers": headers} if headers else {}),
             )
             for item in page.get("items") or []:
                 yield item
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return
-
-    async def list_secret_metadata(
-        self, what: str, namespace: str, label_selector: str
-    ) -> list[dict[str, Any]]:
-        """The metadata of matching Secrets, without their data."""
-        page = await self.raw_json(
-            what,
-            self.core.list_namespaced_secret,
-            namespace,
-            label_selector=label_selector,
-            _headers={"Accept": METADATA_ONLY},
-        )
-        return [item.get("metadata") or {} for item in page.get("items") or []]
 
     async def read_secret(self, what: str, namespace: str, name: str) -> dict[str, Any]:
         """One Secret as a plain JSON object."""

@@ -18,6 +18,13 @@ the whole manifest in ``kb-s``) are still listed and restored.
 
 Every Secret carries the labels ``kvbackup.io/keybackup``, ``kvbackup.io/snapshot`` and
 ``kvbackup.io/role``, and no owner reference, so backups outlive the KeyBackup object.
+
+A tenant can create and edit Secrets in its namespace, so what is read back is checked
+before it is used: a Secret is taken for part of a snapshot only when its name is the one
+this store gives that part and its labels say the same KeyBackup, snapshot and role; a
+snapshot id is read from a label only when it is a snapshot id, and every data entry is
+bounded before it is decoded. A manifest's ``location`` may name only packs of its own
+snapshot, so no other Secret is read, nor its digest or size reported.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -35,10 +43,29 @@ from typing import Any
 
 from kvbackup.adapters.kubernetes import KubernetesApi
 from kvbackup.api import KEYBACKUP_LABEL, ROLE_LABEL, SNAPSHOT_LABEL
+from kvbackup.api.fields import KEY_NAME, SNAPSHOT_ID
 from kvbackup.api.keybackup import KeyBackupRef
-from kvbackup.errors import ConflictError, IntegrityError, KvBackupError, NotFoundError
+from kvbackup.errors import (
+    ConflictError,
+    IntegrityError,
+    KvBackupError,
+    NotFoundError,
+    TooLargeError,
+)
 from kvbackup.services.ports import StoredSnapshot
-from kvbackup.services.snapshot import KeyArtifact, Manifest, SnapshotSummary, sha256_hex
+from kvbackup.services.snapshot import (
+    ARTIFACT_MAX_BYTES,
+    MANIFEST_MAX_BYTES,
+    SHA256_HEX,
+    SNAPSHOT_KEYS_MAX,
+    SUMMARY_MAX_BYTES,
+    VERSION_ID,
+    KeyArtifact,
+    Manifest,
+    SnapshotSummary,
+    require_snapshot_id,
+    sha256_hex,
+)
 
 #: Bytes per Secret, index included: under the API server's 1 MiB limit on Secret data.
 DEFAULT_PACK_SIZE = 900_000
@@ -54,6 +81,24 @@ PACK_MAX_AGE_SECONDS = 5.0
 CACHED_PACKS = 4
 #: Packs per page when a resumed run reads back what its snapshot holds.
 RESUME_PAGE = 2
+#: Chunks of split keys a resumed run holds while it waits for their other chunks (the
+#: listing gives packs in name order, not in the order they were written): two of the
+#: largest key backups.
+RESUME_PENDING_MAX = 2 * ARTIFACT_MAX_BYTES
+#: Manifest Secrets per page when snapshots are listed: each is a small summary, but one a
+#: tenant wrote may hold up to the API server's 1 MiB.
+MANIFEST_PAGE = 8
+#: What holding one waiting chunk costs besides its bytes, counted against the bound: so
+#: that many empty chunks cannot grow the bookkeeping without end.
+_CHUNK_BOOKKEEPING = 1024
+#: The most bytes one data entry of a Secret holds: the API server's limit on its data.
+SECRET_DATA_MAX = 1_048_576
+#: The most packs one key is split over: a key backup of ``ARTIFACT_MAX_BYTES`` in packs of
+#: 128 KiB or more.
+PACKS_PER_KEY_MAX = 64
+#: The most parts one manifest is split over: ``MANIFEST_MAX_BYTES`` in parts of 32 KiB or
+#: more.
+MANIFEST_PARTS_MAX = 256
 #: Index bytes reserved per key beside its name and versions.
 INDEX_ENTRY_OVERHEAD = 160
 #: The layout before packing: part ``i`` of one key in data key ``backup``.
@@ -117,6 +162,7 @@ class SecretSnapshotStore:
         data: bytes,
         versions: tuple[str, ...] = (),
     ) -> str:
+        require_snapshot_id(snapshot_id, f"a request for snapshots of {keybackup.name}")
         entry = {"name": key_name, "versions": list(versions), "sha256": sha256_hex(data)}
         room = self._pack_size - INDEX_ENTRY_OVERHEAD - len(json.dumps(entry))
         if len(data) > room:
@@ -140,8 +186,13 @@ class SecretSnapshotStore:
         return pack.name
 
     async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[KeyArtifact]:
-        chunks: dict[str, dict[int, bytes]] = {}
-        entries: dict[str, tuple[dict[str, Any], dict[int, str]]] = {}
+        """Each pack is checked as it is listed: a key's bytes are hashed as soon as all
+        its chunks are in, and only chunks of keys still incomplete are kept, up to
+        ``RESUME_PENDING_MAX`` bytes. What does not check out is left out (redone)."""
+        require_snapshot_id(snapshot_id, f"a request for snapshots of {keybackup.name}")
+        packs = _pack_names(keybackup.name, snapshot_id)
+        waiting = _Waiting()
+        found: dict[str, KeyArtifact] = {}
         async for item in self._api.list_secrets(
             f"list stored backups of snapshot {snapshot_id}",
             keybackup.namespace,
@@ -149,30 +200,28 @@ class SecretSnapshotStore:
             page_size=RESUME_PAGE,
         ):
             pack_name = str((item.get("metadata") or {}).get("name", ""))
+            if not packs.fullmatch(pack_name):
+                continue
             data = item.get("data") or {}
             for entry in _pack_index(data):
-                name, chunk, total = entry["name"], entry["chunk"], entry["chunks"]
-                encoded = data.get(entry_name(name, chunk, total))
-                if encoded is None:
+                name = entry["name"]
+                encoded = data.get(entry_name(name, entry["chunk"], entry["chunks"]))
+                if name.lower() in found or not isinstance(encoded, str):
                     continue
-                chunks.setdefault(name, {})[chunk] = _decode(encoded)
-                entries.setdefault(name, (entry, {}))[1][chunk] = pack_name
-        found = []
-        for name, (entry, packs) in entries.items():
-            total = int(entry["chunks"])
-            if sorted(chunks[name]) != list(range(total)):
-                continue
-            whole = b"".join(chunks[name][i] for i in range(total))
-            if entry["versions"] and entry["sha256"] == sha256_hex(whole):
-                location = ",".join(packs[i] for i in range(total))
-                artifact = KeyArtifact(
-                    name, tuple(entry["versions"]), entry["sha256"], len(whole), location
-                )
-                found.append(artifact)
-        return found
+                try:
+                    piece = _decoded(encoded, ARTIFACT_MAX_BYTES, "", "")
+                except KvBackupError:
+                    continue
+                artifact = waiting.add(entry, piece, pack_name)
+                if artifact is not None:
+                    found[name.lower()] = artifact
+                    if len(found) >= SNAPSHOT_KEYS_MAX:
+                        return list(found.values())
+        return list(found.values())
 
     async def write_manifest(self, manifest: Manifest) -> None:
         ref = manifest.keybackup
+        require_snapshot_id(manifest.snapshot_id, f"a request for snapshots of {ref.name}")
         pack = self._open.pop((ref.namespace, ref.name, manifest.snapshot_id), None)
         if pack is not None and pack.data:
             await self._write_pack(ref, manifest.snapshot_id, pack)
@@ -184,6 +233,11 @@ class SecretSnapshotStore:
         parts = [
             document[i : i + self._pack_size] for i in range(0, len(document), self._pack_size)
         ]
+        if len(parts) > MANIFEST_PARTS_MAX:
+            raise TooLargeError(
+                f"the manifest of snapshot {manifest.snapshot_id} would take {len(parts)} "
+                f"Secrets; a manifest is read back from at most {MANIFEST_PARTS_MAX}"
+            )
         for index, part in enumerate(parts):
             await self._put(
                 ref.namespace,
@@ -203,84 +257,138 @@ class SecretSnapshotStore:
         )
 
     async def list_snapshots(self, namespace: str, keybackup: str) -> list[SnapshotSummary]:
+        """Each manifest Secret is checked as it comes: its snapshot label must be a
+        snapshot id, its name the one that snapshot's manifest has, and the summary in it
+        must name that snapshot; one that does not fails the listing, naming the Secret."""
         summaries = []
         async for item in self._api.list_secrets(
             f"list snapshots of {namespace}/{keybackup}",
             namespace,
             f"{KEYBACKUP_LABEL}={keybackup},{ROLE_LABEL}=manifest",
+            page_size=MANIFEST_PAGE,
         ):
+            metadata = item.get("metadata") or {}
+            found_in = f"Secret {namespace}/{metadata.get('name', '')}"
+            labels = metadata.get("labels") or {}
+            snapshot_id = require_snapshot_id(labels.get(SNAPSHOT_LABEL), found_in)
+            if metadata.get("name") != manifest_secret_name(keybackup, snapshot_id):
+                raise IntegrityError(
+                    f"{found_in} is labelled as the manifest of snapshot {snapshot_id}, whose "
+                    f"manifest is Secret {manifest_secret_name(keybackup, snapshot_id)}"
+                )
             data = item.get("data") or {}
             if SUMMARY_DATA_KEY in data:
-                summaries.append(SnapshotSummary.from_json(_decode(data[SUMMARY_DATA_KEY])))
+                raw = _decoded(
+                    data[SUMMARY_DATA_KEY], SUMMARY_MAX_BYTES, found_in, "the most a summary has"
+                )
+                summary = SnapshotSummary.from_json(raw, found_in=found_in)
+                summary.require_found_at(snapshot_id, found_in)
+                summaries.append(summary)
             elif MANIFEST_DATA_KEY in data:
-                summaries.append(Manifest.from_json(_decode(data[MANIFEST_DATA_KEY])).summary)
+                raw = _decoded(
+                    data[MANIFEST_DATA_KEY], MANIFEST_MAX_BYTES, found_in, "a manifest's most"
+                )
+                manifest = Manifest.from_json(raw, found_in=found_in)
+                manifest.require_found_at(namespace, keybackup, snapshot_id, found_in)
+                summaries.append(manifest.summary)
         return sorted(summaries, key=lambda s: s.snapshot_id, reverse=True)
 
     async def read_manifest(self, namespace: str, keybackup: str, snapshot_id: str) -> Manifest:
+        require_snapshot_id(snapshot_id, f"a request for snapshots of {keybackup}")
         name = manifest_secret_name(keybackup, snapshot_id)
-        secret = await self._api.read_secret(
-            f"read the manifest of snapshot {snapshot_id}", namespace, name
-        )
+        found_in = f"Secret {namespace}/{name}"
+        what = f"read the manifest of snapshot {snapshot_id}"
+        secret = await self._api.read_secret(what, namespace, name)
+        _require_part_of(secret, keybackup, snapshot_id, "manifest", found_in)
         data = secret.get("data") or {}
         if MANIFEST_DATA_KEY in data:
-            return Manifest.from_json(_decode(data[MANIFEST_DATA_KEY]))
-        annotations = (secret.get("metadata") or {}).get("annotations") or {}
-        try:
-            total = int(annotations[MANIFEST_PARTS_ANNOTATION])
-            expected = str(annotations[MANIFEST_SHA256_ANNOTATION])
-        except (KeyError, ValueError):
-            raise IntegrityError(
-                f"Secret {namespace}/{name} does not say how its manifest is stored"
-            ) from None
-        parts = []
-        for index in range(total):
-            part = await self._api.read_secret(
-                f"read the manifest of snapshot {snapshot_id}",
-                namespace,
-                manifest_part_name(keybackup, snapshot_id, index),
+            document = _decoded(
+                data[MANIFEST_DATA_KEY], MANIFEST_MAX_BYTES, found_in, "the most a manifest has"
             )
-            parts.append(_decode((part.get("data") or {}).get(MANIFEST_DATA_KEY, "")))
-        document = b"".join(parts)
-        if sha256_hex(document) != expected:
-            raise IntegrityError(
-                f"the manifest of snapshot {snapshot_id} has sha256 {sha256_hex(document)}; "
-                f"Secret {namespace}/{name} recorded {expected}"
-            )
-        return Manifest.from_json(document)
+        else:
+            total, expected = _manifest_parts(secret, found_in)
+            parts: list[bytes] = []
+            size = 0
+            for index in range(total):
+                part_name = manifest_part_name(keybackup, snapshot_id, index)
+                part_in = f"Secret {namespace}/{part_name}"
+                part = await self._api.read_secret(what, namespace, part_name)
+                _require_part_of(part, keybackup, snapshot_id, "manifest-part", part_in)
+                encoded = (part.get("data") or {}).get(MANIFEST_DATA_KEY, "")
+                piece = _decoded(
+                    encoded, MANIFEST_MAX_BYTES - size, part_in, "the most a manifest has"
+                )
+                size += len(piece)
+                parts.append(piece)
+            document = b"".join(parts)
+            if sha256_hex(document) != expected:
+                raise IntegrityError(
+                    f"the manifest of snapshot {snapshot_id} has sha256 {sha256_hex(document)}; "
+                    f"{found_in} recorded {expected}"
+                )
+        manifest = Manifest.from_json(document, found_in=found_in)
+        manifest.require_found_at(namespace, keybackup, snapshot_id, found_in)
+        return manifest
 
     async def read_artifact(
         self, namespace: str, keybackup: str, snapshot_id: str, artifact: KeyArtifact
     ) -> bytes:
+        """Only from packs of this very snapshot: a ``location`` naming any other Secret is
+        refused before it is read, and a pack is used only once its labels agree."""
+        require_snapshot_id(snapshot_id, f"a request for snapshots of {keybackup}")
         if not artifact.location:
-            return await self._read_legacy(namespace, keybackup, snapshot_id, artifact.name)
+            return await self._read_legacy(namespace, keybackup, snapshot_id, artifact)
         packs = artifact.location.split(",")
+        ours = _pack_names(keybackup, snapshot_id)
+        if len(packs) > PACKS_PER_KEY_MAX or not all(ours.fullmatch(pack) for pack in packs):
+            raise IntegrityError(
+                f"the manifest of snapshot {snapshot_id} keeps key {artifact.name} in Secrets "
+                f"that are not packs of that snapshot"
+            )
         chunks = []
+        size = 0
         for chunk, pack_name in enumerate(packs):
-            data = await self._pack_data(namespace, pack_name, artifact.name)
+            data = await self._pack_data(namespace, keybackup, snapshot_id, pack_name, artifact)
             encoded = data.get(entry_name(artifact.name, chunk, len(packs)))
             if encoded is None:
                 raise NotFoundError(
                     f"backup of key {artifact.name} is missing from Secret {namespace}/{pack_name}",
                     reason="ArtifactMissing",
                 )
-            chunks.append(_decode(encoded))
+            piece = _decoded(
+                encoded,
+                artifact.size - size,
+                f"Secret {namespace}/{pack_name}",
+                f"the size the manifest records for key {artifact.name}",
+            )
+            size += len(piece)
+            chunks.append(piece)
         return b"".join(chunks)
 
     async def list_stored(self, namespace: str, keybackup: str) -> list[StoredSnapshot]:
+        """Snapshot ids from labels, each only when it is a snapshot id and the Secret's
+        name is one this store gives a part of that snapshot; other Secrets are ignored."""
         complete: dict[str, bool] = {}
-        for meta in await self._api.list_secret_metadata(
+        async for meta in self._api.list_secret_metadata(
             f"list stored snapshots of {namespace}/{keybackup}",
             namespace,
             f"{KEYBACKUP_LABEL}={keybackup}",
         ):
             labels = meta.get("labels") or {}
             snapshot_id = labels.get(SNAPSHOT_LABEL)
-            if snapshot_id:
-                is_manifest = labels.get(ROLE_LABEL) == "manifest"
-                complete[snapshot_id] = complete.get(snapshot_id, False) or is_manifest
+            name = str(meta.get("name", ""))
+            if not (
+                isinstance(snapshot_id, str)
+                and SNAPSHOT_ID.fullmatch(snapshot_id)
+                and name.startswith(manifest_secret_name(keybackup, snapshot_id))
+            ):
+                continue
+            is_manifest = labels.get(ROLE_LABEL) == "manifest"
+            complete[snapshot_id] = complete.get(snapshot_id, False) or is_manifest
         return [StoredSnapshot(sid, done) for sid, done in sorted(complete.items(), reverse=True)]
 
     async def delete_snapshot(self, namespace: str, keybackup: str, snapshot_id: str) -> None:
+        require_snapshot_id(snapshot_id, f"a request for snapshots of {keybackup}")
         selector = f"{KEYBACKUP_LABEL}={keybackup},{SNAPSHOT_LABEL}={snapshot_id}"
         for narrowed in (f"{selector},{ROLE_LABEL}=manifest", selector):
             await self._api.call(
@@ -333,7 +441,14 @@ class SecretSnapshotStore:
             self._write_failure = self._write_failure or error
             raise
 
-    async def _pack_data(self, namespace: str, pack_name: str, key_name: str) -> Mapping[str, str]:
+    async def _pack_data(
+        self,
+        namespace: str,
+        keybackup: str,
+        snapshot_id: str,
+        pack_name: str,
+        artifact: KeyArtifact,
+    ) -> Mapping[str, str]:
         """A pack's data entries, still base64-encoded; the last few packs are kept."""
         slot = (namespace, pack_name)
         cached = self._cached.get(slot)
@@ -342,13 +457,15 @@ class SecretSnapshotStore:
             return cached
         try:
             secret = await self._api.read_secret(
-                f"read backup of key {key_name}", namespace, pack_name
+                f"read backup of key {artifact.name}", namespace, pack_name
             )
         except NotFoundError:
             raise NotFoundError(
-                f"backup of key {key_name} is missing (Secret {namespace}/{pack_name})",
+                f"backup of key {artifact.name} is missing (Secret {namespace}/{pack_name})",
                 reason="ArtifactMissing",
             ) from None
+        found_in = f"Secret {namespace}/{pack_name}"
+        _require_part_of(secret, keybackup, snapshot_id, "artifact", found_in)
         data: Mapping[str, str] = secret.get("data") or {}
         self._cached[slot] = data
         while len(self._cached) > CACHED_PACKS:
@@ -356,12 +473,15 @@ class SecretSnapshotStore:
         return data
 
     async def _read_legacy(
-        self, namespace: str, keybackup: str, snapshot_id: str, key_name: str
+        self, namespace: str, keybackup: str, snapshot_id: str, artifact: KeyArtifact
     ) -> bytes:
+        key_name = artifact.name
         chunks: list[bytes] = []
+        size = 0
         total = 1
         while len(chunks) < total:
             name = legacy_artifact_name(keybackup, snapshot_id, key_name, len(chunks))
+            found_in = f"Secret {namespace}/{name}"
             try:
                 secret = await self._api.read_secret(
                     f"read backup of key {key_name}", namespace, name
@@ -372,9 +492,19 @@ class SecretSnapshotStore:
                     f"(Secret {name})",
                     reason="ArtifactMissing",
                 ) from None
+            _require_part_of(secret, keybackup, snapshot_id, "artifact", found_in)
             annotations = (secret.get("metadata") or {}).get("annotations") or {}
-            total = int(annotations.get(LEGACY_PARTS_ANNOTATION, "1"))
-            chunks.append(_decode((secret.get("data") or {}).get(LEGACY_DATA_KEY, "")))
+            total = _bounded_count(
+                annotations.get(LEGACY_PARTS_ANNOTATION, "1"), PACKS_PER_KEY_MAX, found_in
+            )
+            piece = _decoded(
+                (secret.get("data") or {}).get(LEGACY_DATA_KEY, ""),
+                artifact.size - size,
+                found_in,
+                f"the size the manifest records for key {key_name}",
+            )
+            size += len(piece)
+            chunks.append(piece)
         return b"".join(chunks)
 
     async def _put(
@@ -403,11 +533,47 @@ class SecretSnapshotStore:
             )
 
 
+class _Waiting:
+    """Chunks of split keys whose other chunks are still to come, up to
+    ``RESUME_PENDING_MAX`` bytes in all (each chunk counted with its bookkeeping); a
+    chunk beyond that is left out, and its key is backed up again."""
+
+    def __init__(self) -> None:
+        self._chunks: dict[str, dict[int, tuple[bytes, str]]] = {}
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._bytes = 0
+
+    def add(self, entry: dict[str, Any], piece: bytes, pack_name: str) -> KeyArtifact | None:
+        """The key's artifact once this chunk completes it and its bytes match the sha256
+        recorded; None until then, or when they do not."""
+        name, total = entry["name"], entry["chunks"]
+        cost = len(piece) + _CHUNK_BOOKKEEPING
+        if self._bytes + cost > RESUME_PENDING_MAX:
+            return None
+        recorded = self._entries.setdefault(name, entry)
+        chunks = self._chunks.setdefault(name, {})
+        if entry["chunk"] in chunks or recorded["chunks"] != total:
+            return None  # written again by a later run, or split otherwise: the first counts
+        chunks[entry["chunk"]] = (piece, pack_name)
+        self._bytes += cost
+        if len(chunks) < total:
+            return None
+        del self._chunks[name], self._entries[name]
+        self._bytes -= sum(len(piece) + _CHUNK_BOOKKEEPING for piece, _ in chunks.values())
+        whole = b"".join(chunks[i][0] for i in range(total))
+        if recorded["sha256"] != sha256_hex(whole):
+            return None
+        location = ",".join(chunks[i][1] for i in range(total))
+        versions = tuple(recorded["versions"])
+        return KeyArtifact(name, versions, recorded["sha256"], len(whole), location)
+
+
 def _pack_index(data: Mapping[str, str]) -> list[dict[str, Any]]:
-    """A pack's index; entries that do not parse are left out (their keys are redone)."""
+    """A pack's index; entries that do not check out are left out (their keys are redone)."""
     try:
-        entries = json.loads(_decode(data.get(INDEX_DATA_KEY, "")) or b"[]")
-    except (ValueError, IntegrityError):
+        raw = _decoded(data.get(INDEX_DATA_KEY, ""), SECRET_DATA_MAX, "", "")
+        entries = json.loads(raw or b"[]")
+    except (ValueError, KvBackupError):
         return []
     if not isinstance(entries, list):
         return []
@@ -418,19 +584,71 @@ def _is_index_entry(entry: Any) -> bool:
     return (
         isinstance(entry, dict)
         and isinstance(entry.get("name"), str)
+        and bool(KEY_NAME.fullmatch(entry["name"]))
         and isinstance(entry.get("versions"), list)
+        and bool(entry["versions"])
+        and all(isinstance(v, str) and VERSION_ID.fullmatch(v) for v in entry["versions"])
         and isinstance(entry.get("sha256"), str)
+        and bool(SHA256_HEX.fullmatch(entry["sha256"]))
         and isinstance(entry.get("chunk"), int)
         and isinstance(entry.get("chunks"), int)
-        and 0 <= entry["chunk"] < entry["chunks"]
+        and 0 <= entry["chunk"] < entry["chunks"] <= PACKS_PER_KEY_MAX
     )
 
 
-def _decode(encoded: str) -> bytes:
+def _pack_names(keybackup: str, snapshot_id: str) -> re.Pattern[str]:
+    """The names ``pack_secret_name`` gives the packs of one snapshot."""
+    own = re.escape(f"{manifest_secret_name(keybackup, snapshot_id)}-a-")
+    return re.compile(own + r"[0-9a-f]{1,16}-[0-9]{1,9}")
+
+
+def _require_part_of(
+    secret: Mapping[str, Any], keybackup: str, snapshot_id: str, role: str, found_in: str
+) -> None:
+    """Refuses a Secret whose labels do not say it is the ``role`` of this snapshot: its
+    contents are then neither used nor reported."""
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    expected = _labels(keybackup, snapshot_id, role)
+    if any(labels.get(label) != value for label, value in expected.items()):
+        raise IntegrityError(
+            f"{found_in} is not labelled as the {role} of snapshot {snapshot_id} of KeyBackup "
+            f"{keybackup} ({', '.join(f'{k}={v}' for k, v in expected.items())})"
+        )
+
+
+def _manifest_parts(secret: Mapping[str, Any], found_in: str) -> tuple[int, str]:
+    """How many parts the manifest is split over, and the sha256 of the whole."""
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    expected = annotations.get(MANIFEST_SHA256_ANNOTATION)
+    if not isinstance(expected, str) or not SHA256_HEX.fullmatch(expected):
+        raise IntegrityError(f"{found_in} does not say how its manifest is stored")
+    total = _bounded_count(annotations.get(MANIFEST_PARTS_ANNOTATION), MANIFEST_PARTS_MAX, found_in)
+    return total, expected
+
+
+def _bounded_count(text: Any, most: int, found_in: str) -> int:
+    """A count of parts from an annotation: 1 to ``most``."""
+    if not isinstance(text, str) or not re.fullmatch(r"[1-9][0-9]{0,5}", text) or int(text) > most:
+        raise IntegrityError(
+            f"{found_in} says its contents are split over {text!r} parts, not 1 to {most}"
+        )
+    return int(text)
+
+
+def _decoded(encoded: Any, limit: int, found_in: str, why: str) -> bytes:
+    """A Secret's data entry, decoded, once its length shows it holds at most ``limit``
+    bytes (``why`` says whose bound): nothing larger is decoded."""
+    if not isinstance(encoded, str):
+        raise IntegrityError(f"{found_in} holds data that is not base64")
+    if len(encoded) > 4 * ((max(limit, 0) + 2) // 3):
+        raise TooLargeError(f"{found_in} holds more than {limit} bytes, {why}")
     try:
-        return base64.b64decode(encoded, validate=True)
+        decoded = base64.b64decode(encoded, validate=True)
     except binascii.Error:
-        raise IntegrityError("a stored Secret holds data that is not base64") from None
+        raise IntegrityError(f"{found_in} holds data that is not base64") from None
+    if len(decoded) > limit:  # base64's length tells the size only to within two bytes
+        raise TooLargeError(f"{found_in} holds more than {limit} bytes, {why}")
+    return decoded
 
 
 def _selector(keybackup: str, snapshot_id: str, role: str) -> str:
