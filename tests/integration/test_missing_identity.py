@@ -46,7 +46,7 @@ def test_a_blob_restore_without_an_identity_fails_within_seconds(
         "blob": {
             "accountUrl": f"https://127.0.0.1:{free_port()}/devstoreaccount1",
             "container": "snapshots",
-            "path": "backups/payments/payments-keys/20261128-010203-abcd",
+            "path": f"backups/{cluster.namespace}/payments-keys/20261128-010203-abcd",
         }
     }
     cluster.apply(keyrestore("from-blob", "https://payments.vault.azure.net", source=source))
