@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +220,7 @@ REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
     ("KeyBackup", "vaultUrl", _backup(vaultUrl=None), "Required value"),
     ("KeyBackup", "vaultUrl", _backup(vaultUrl="http://v.vault.azure.net"), MATCH),
     ("KeyBackup", "vaultUrl", _backup(vaultUrl=f"https://{'a' * 2050}"), "2048"),
+    ("KeyBackup", "vaultUrl", _backup(vaultUrl=f"{VAULT}\n"), MATCH),
     ("KeyBackup", "credentials", _backup(credentials={}), "Required value"),
     ("KeyBackup", "credentials.name", _backup(credentials={"name": "Bad_Name"}), MATCH),
     ("KeyBackup", "credentials.name", _backup(credentials={"name": "a" * 254}), "253"),
@@ -228,6 +229,7 @@ REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
     ("KeyBackup", "keys.names", _backup(keys={"names": []}), "should have at least 1 items"),
     ("KeyBackup", "keys.names", _backup(keys={"names": ["a", "a"]}), "Duplicate value"),
     ("KeyBackup", "keys.names", _backup(keys={"names": ["bad_name"]}), MATCH),
+    ("KeyBackup", "keys.names", _backup(keys={"names": ["app-key\n"]}), MATCH),
     (
         "KeyBackup",
         "keys.names",
@@ -264,6 +266,7 @@ REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
     ("KeyBackup", "destination.secret", _backup(destination={"secret": 1}), "of type object"),
     ("KeyBackup", "destination.blob", _backup(destination={"blob": {}}), "Required value"),
     ("KeyBackup", "destination.blob.accountUrl", _blob_backup(accountUrl=f"{ACCOUNT}/x"), MATCH),
+    ("KeyBackup", "destination.blob.accountUrl", _blob_backup(accountUrl=f"{ACCOUNT}\n"), MATCH),
     (
         "KeyBackup",
         "destination.blob.accountUrl",
@@ -289,7 +292,13 @@ REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
         "schedule must be a 5-field cron expression",
     ),
     ("KeyBackup", "schedule", _backup(schedule="@" + "a" * 256), "256"),
+    ("KeyBackup", "schedule", _backup(schedule="0 2 * * *\n"), "schedule must be printable ASCII"),
+    ("KeyBackup", "schedule", _backup(schedule="@every 6 hours"), "an @every schedule takes one"),
+    ("KeyBackup", "schedule", _backup(schedule="@every "), "an @every schedule takes one"),
+    ("KeyBackup", "schedule", _backup(schedule="@every 99999999999d"), "of at most 36525d"),
     ("KeyBackup", "timeZone", _backup(timeZone="Z" * 65), "64"),
+    ("KeyBackup", "timeZone", _backup(timeZone="../../etc/localtime"), MATCH),
+    ("KeyBackup", "timeZone", _backup(timeZone="UTC\n"), MATCH),
     ("KeyBackup", "suspend", _backup(suspend="yes"), "must be of type boolean"),
     ("KeyBackup", "retention", _backup(retention=14), "must be of type object"),
     (
@@ -300,6 +309,9 @@ REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
     ),
     ("KeyBackup", "retention.maxAge", _backup(retention={"maxAge": "30 days"}), MATCH),
     ("KeyBackup", "retention.maxAge", _backup(retention={"maxAge": "d"}), "at least 2"),
+    ("KeyBackup", "retention.maxAge", _backup(retention={"maxAge": "30d\n"}), MATCH),
+    ("KeyBackup", "retention.maxAge", _backup(retention={"maxAge": "99999999999d"}), MATCH),
+    ("KeyBackup", "retention.maxAge", _backup(retention={"maxAge": "1d" + "0" * 31}), "32"),
     ("KeyBackup", "deletionPolicy", _backup(deletionPolicy="Keep"), '"Retain", "Delete"'),
     ("KeyRestore", "vaultUrl", _restore(vaultUrl=f"{VAULT}/keys"), MATCH),
     ("KeyRestore", "vaultUrl", _restore(vaultUrl=None), "Required value"),
@@ -326,8 +338,15 @@ REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
         _restore(source={"keyBackupRef": {"name": "kb", "snapshot": "yesterday"}}),
         MATCH,
     ),
+    (
+        "KeyRestore",
+        "source.keyBackupRef.snapshot",
+        _restore(source={"keyBackupRef": {"name": "kb", "snapshot": "20261128-010203-abcd\n"}}),
+        MATCH,
+    ),
     ("KeyRestore", "source.blob", _restore(source={"blob": {}}), "Required value"),
     ("KeyRestore", "source.blob.accountUrl", _blob_restore(accountUrl="ftp://x"), MATCH),
+    ("KeyRestore", "source.blob.accountUrl", _blob_restore(accountUrl=f"{ACCOUNT}\n"), MATCH),
     ("KeyRestore", "source.blob.container", _blob_restore(container="-team"), MATCH),
     (
         "KeyRestore",
@@ -338,6 +357,8 @@ REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
     ("KeyRestore", "source.blob.credentials", _blob_restore(credentials={}), "Required"),
     ("KeyRestore", "source.blob.path", _blob_restore(path="../other/x"), MATCH),
     ("KeyRestore", "source.blob.path", _blob_restore(path=""), "at least 1"),
+    ("KeyRestore", "source.blob.path", _blob_restore(path=f"{SNAPSHOT}\n"), MATCH),
+    ("KeyRestore", "source.blob.path", _blob_restore(path=f"https://a\nb/c/{SNAPSHOT}"), MATCH),
     ("KeyRestore", "keys", _restore(keys=[]), "should have at least 1 items"),
     ("KeyRestore", "keys", _restore(keys=["a", "a"]), "Duplicate value"),
     ("KeyRestore", "keys", _restore(keys=["bad_name"]), MATCH),
@@ -439,6 +460,18 @@ def test_every_refused_value_is_refused_naming_its_field_and_the_rule(
             "spec.keys",
             id="a key to restore named twice in two cases",
         ),
+        pytest.param(
+            "KeyBackup",
+            {**VALID_BACKUP_SPEC, "schedule": "@every 999999999d"},
+            "spec.schedule",
+            id="an interval past the year 9999",
+        ),
+        pytest.param(
+            "KeyBackup",
+            {**VALID_BACKUP_SPEC, "retention": {"maxAge": "999999999d"}},
+            "spec.retention.maxAge",
+            id="a maximum age before the year 1",
+        ),
     ],
 )
 def test_a_value_only_the_operator_can_judge_ends_in_invalid_spec_once(
@@ -460,3 +493,77 @@ def test_a_value_only_the_operator_can_judge_ends_in_invalid_spec_once(
     assert operator.running
     log = Path(operator.log_path).read_text(errors="replace")
     assert "Traceback" not in log
+
+
+def test_a_schedule_more_frequent_than_the_clusters_minimum_ends_in_invalid_spec_once(
+    own_operator: Callable[..., Cluster],
+) -> None:
+    cluster = own_operator("min-interval", KVBACKUP_MIN_SCHEDULE_INTERVAL="1h")
+    cluster.apply(_object("KeyBackup", {**VALID_BACKUP_SPEC, "schedule": "*/30 * * * *"}, "often"))
+
+    cluster.wait_until(
+        "the object is refused as InvalidSpec",
+        lambda: cluster.ready_condition("keybackup", "often").get("reason") == "InvalidSpec",
+        timeout=60,
+    )
+    message = cluster.ready_condition("keybackup", "often")["message"]
+    assert "spec.schedule '*/30 * * * *' runs as often as every 30m" in message
+    assert "the shortest interval this cluster allows is 1h" in message
+    assert "KVBACKUP_MIN_SCHEDULE_INTERVAL" in message
+    assert "nextScheduleTime" not in cluster.status("keybackup", "often")
+
+    time.sleep(5)  # a retry loop, or runs at each slot, would show
+
+    assert cluster.event_count("often", "InvalidSpec") == 1
+    assert cluster.event_count("often", "BackupStarted") == 0
+
+
+def _deleted_with_event(cluster: Cluster, name: str, reason: str) -> list[dict[str, Any]]:
+    """Deletes KeyBackup ``name``, which must be gone within seconds, not held by its
+    finalizer; the Events with ``reason`` it was given then."""
+    deleted = cluster.plane.kubectl(
+        "delete", "kb", name, "-n", cluster.namespace, "--timeout=30s", check=False
+    )
+    assert deleted.returncode == 0, deleted.stderr
+    cluster.wait_until(
+        f"a {reason} Event", lambda: cluster.event_count(name, reason) > 0, timeout=15
+    )
+    return [event for event in cluster.events_for(name) if event["reason"] == reason]
+
+
+def test_a_delete_policy_keybackup_whose_destination_only_the_operator_refuses_is_deleted(
+    operator: OperatorProcess, cluster: Cluster
+) -> None:
+    # The schema lets http through for emulators; the operator allows it on loopback only.
+    destination = {"blob": {**BLOB, "accountUrl": "http://backups.blob.core.windows.net"}}
+    spec = {**VALID_BACKUP_SPEC, "deletionPolicy": "Delete", "destination": destination}
+    cluster.apply(_object("KeyBackup", spec, "unreadable"))
+    cluster.wait_until(
+        "the object is refused as InvalidSpec, with the finalizer that deletes its snapshots",
+        lambda: (
+            cluster.ready_condition("keybackup", "unreadable").get("reason") == "InvalidSpec"
+            and bool(cluster.get("keybackup", "unreadable")["metadata"].get("finalizers"))
+        ),
+        timeout=60,
+    )
+
+    (event,) = _deleted_with_event(cluster, "unreadable", "BackupsNotDeleted")
+    assert "gave up after 1 attempt(s)" in event["message"]
+    assert "left behind: the snapshots of KeyBackup" in event["message"]
+    assert "spec.destination.blob.accountUrl" in event["message"]
+
+
+def test_a_delete_policy_keybackup_with_a_schedule_only_the_operator_refuses_is_deleted(
+    operator: OperatorProcess, cluster: Cluster
+) -> None:
+    spec = {**VALID_BACKUP_SPEC, "deletionPolicy": "Delete", "schedule": "@every 999999999d"}
+    cluster.apply(_object("KeyBackup", spec, "overflowing"))
+    cluster.wait_until(
+        "the object is refused as InvalidSpec",
+        lambda: cluster.ready_condition("keybackup", "overflowing").get("reason") == "InvalidSpec",
+        timeout=60,
+    )
+
+    # Only the destination is read to delete the snapshots: there were none, in Secrets.
+    (event,) = _deleted_with_event(cluster, "overflowing", "BackupsDeleted")
+    assert event["message"] == "deleted 0 snapshot(s)"

@@ -11,6 +11,9 @@ from urllib.parse import SplitResult, urlsplit
 
 from kvbackup.errors import InvalidSpecError
 
+# Every grammar here is written as the CRDs' patterns are (``^...$``) and checked with
+# ``fullmatch``: ``match`` with ``$`` also accepts the text followed by a newline.
+
 #: Key Vault object names: 1-127 letters, digits and dashes.
 KEY_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 
@@ -41,6 +44,13 @@ def required_str(body: Mapping[str, Any], key: str, path: str) -> str:
     return value
 
 
+def _plain(text: str) -> bool:
+    """Printable ASCII without spaces: what a URL is written in. urlsplit drops tabs and
+    newlines wherever they are, so ``https://v.vault\n.azure.net`` would read as another
+    text than the one written."""
+    return text.isascii() and text.isprintable() and " " not in text
+
+
 def _split(url: str, what: str) -> SplitResult:
     try:
         return urlsplit(url)
@@ -52,6 +62,8 @@ def vault_url(value: Any, path: str) -> str:
     """The vault's base URL, normalised to ``https://host[:port]`` without a trailing slash."""
     if not isinstance(value, str) or not value:
         raise InvalidSpecError(f"{path} is required")
+    if not _plain(value):
+        raise InvalidSpecError(f"{path} must be printable ASCII without spaces, not {value!r}")
     parts = _split(value, f"{path} ({value!r})")
     if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/"):
         raise InvalidSpecError(
@@ -78,7 +90,7 @@ _CONTAINER = re.compile(r"^[a-z0-9](-?[a-z0-9])+$")
 #: the container, so ``https://acct.blob.core.windows.net/other`` would reach container
 #: ``other`` while the identity rules and status spoke of another.
 ACCOUNT_URL = re.compile(
-    r"^https?://([^/?#]+|(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?/[a-z0-9]{3,24})/?$"
+    r"^https?://([^/?#\s]+|(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?/[a-z0-9]{3,24})/?$"
 )
 
 #: One segment of a folder in a container: letters, digits, '.', '_' and '-', not dots
@@ -92,7 +104,7 @@ _FOLDER = rf"{_FOLDER_SEGMENT}(/{_FOLDER_SEGMENT})*/?"
 BLOB_PREFIX = re.compile(rf"^({_FOLDER})?$")
 #: ``source.blob.path``: a folder, or the URL of one whose path is a folder (as a
 #: KeyBackup's status shows it). The URL's host is checked against the allow-list later.
-SNAPSHOT_PATH = re.compile(rf"^(https?://[^/?#%\\@]+/)?{_FOLDER}$")
+SNAPSHOT_PATH = re.compile(rf"^(https?://[^/?#%\\@\s]+/)?{_FOLDER}$")
 _FOLDER_RULE = (
     "folder names of letters, digits, '.', '_' or '-' separated by single slashes, "
     "without a leading slash, and none of them '.' or '..'"
@@ -115,7 +127,7 @@ def account_url(value: Any, path: str) -> str:
     """A storage account's blob endpoint; http only for emulators on loopback."""
     if not isinstance(value, str) or not value:
         raise InvalidSpecError(f"{path} is required")
-    if not ACCOUNT_URL.fullmatch(value):
+    if not (ACCOUNT_URL.fullmatch(value) and _plain(value)):
         raise InvalidSpecError(
             f"{path} must be an account's blob endpoint with no path, query or fragment "
             "(on loopback, for an emulator, the account's name as its path: 3-24 lowercase "
@@ -136,7 +148,7 @@ def blob_prefix(value: Any, path: str) -> str:
 
 def snapshot_path(value: Any, path: str) -> str:
     """A snapshot's folder in a container, or its URL."""
-    if not isinstance(value, str) or not SNAPSHOT_PATH.fullmatch(value):
+    if not isinstance(value, str) or not (SNAPSHOT_PATH.fullmatch(value) and _plain(value)):
         raise InvalidSpecError(
             f"{path} must be a snapshot's folder ({_FOLDER_RULE}) or its URL, not {value!r}"
         )
@@ -157,7 +169,7 @@ class BlobContainer:
 def container_name(value: Any, path: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidSpecError(f"{path} is required")
-    if not (_CONTAINER.match(value) and 3 <= len(value) <= 63):
+    if not (_CONTAINER.fullmatch(value) and 3 <= len(value) <= 63):
         raise InvalidSpecError(
             f"{path} must be 3-63 lowercase letters, digits or single dashes, not {value!r}"
         )
@@ -188,7 +200,7 @@ def object_name(value: Any, path: str, *, pattern: re.Pattern[str] = OBJECT_NAME
     """A KeyBackup's (or, with ``NAMESPACE_NAME``, a namespace's) name."""
     if value is None or value == "":
         raise InvalidSpecError(f"{path} is required")
-    if not isinstance(value, str) or len(value) > 63 or not pattern.match(value):
+    if not isinstance(value, str) or len(value) > 63 or not pattern.fullmatch(value):
         raise InvalidSpecError(
             f"{path} must be a Kubernetes name (at most 63 lowercase letters, digits, "
             f"dashes{' or dots' if pattern is OBJECT_NAME else ''}), not {value!r}"
@@ -200,7 +212,7 @@ def snapshot_choice(value: Any, path: str, *, latest: str) -> str:
     """``latest`` or a snapshot id; absent: ``latest``."""
     if value is None or value == latest:
         return latest
-    if not isinstance(value, str) or not SNAPSHOT_ID.match(value):
+    if not isinstance(value, str) or not SNAPSHOT_ID.fullmatch(value):
         raise InvalidSpecError(
             f"{path} must be {latest} or a snapshot id such as 20261128-004512-3fa2, not {value!r}"
         )
@@ -208,7 +220,7 @@ def snapshot_choice(value: Any, path: str, *, latest: str) -> str:
 
 
 def key_name(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not KEY_NAME.match(value):
+    if not isinstance(value, str) or not KEY_NAME.fullmatch(value):
         raise InvalidSpecError(
             f"{path} must be a Key Vault key name (1-127 letters, digits or dashes), not {value!r}"
         )
@@ -233,7 +245,13 @@ def secret_ref(value: Any, path: str) -> str | None:
     ref = mapping(value, path)
     if "namespace" in ref:
         raise InvalidSpecError(f"{path} may only name a Secret in the object's own namespace")
-    return required_str(ref, "name", path)
+    name = required_str(ref, "name", path)
+    if len(name) > 253 or not OBJECT_NAME.fullmatch(name):
+        raise InvalidSpecError(
+            f"{path}.name must be a Secret's name (at most 253 lowercase letters, digits, "
+            f"dashes or dots), not {name!r}"
+        )
+    return name
 
 
 def enum(kind: type[_E], value: Any, default: _E, path: str) -> _E:

@@ -30,7 +30,7 @@ class UrlPattern:
 
     @classmethod
     def parse(cls, text: str, where: str) -> UrlPattern:
-        if not _URL_PATTERN.match(text):
+        if not _URL_PATTERN.fullmatch(text):
             raise InvalidSpecError(
                 f"{where}: {text!r} must be * or a URL such as https://team-a-*.vault.azure.net"
             )
