@@ -1,17 +1,29 @@
 """Requests go only where vaults and storage accounts live. An operator with the default
 allow-lists (Azure's domains) refuses an object that points it at another host, before
 anything is sent: a listening socket of the test's own, at that host, sees no connection.
-Nor does a redirect from an allowed host lead the operator anywhere else."""
+Nor does a redirect from an allowed host, or a link to a listing's next page, lead the
+operator anywhere else."""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
+import ssl
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from azure.identity.aio import ClientSecretCredential
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from cryptography.x509.oid import NameOID
 
 from kvbackup.adapters.blob_store import BlobSnapshotStore, container_client
 from kvbackup.adapters.keyvault import KeyVaultClients
@@ -194,4 +206,104 @@ async def test_a_storage_account_that_redirects_elsewhere_is_not_followed(
         with pytest.raises(KvBackupError, match="a redirect: not followed"):
             await BlobSnapshotStore(client).list_stored("payments", "payments-keys")
 
+    assert listener.accepted == 0
+
+
+class _ListingVault(BaseHTTPRequestHandler):
+    """A vault whose key listing links its next page to another host (``next_page``): it
+    challenges a request without a token, and answers the listing with one key."""
+
+    next_page = ""
+    listings = 0
+
+    def do_GET(self) -> None:
+        if "Authorization" not in self.headers:
+            self._answer(401, b"", {"WWW-Authenticate": CHALLENGE})
+            return
+        type(self).listings += 1
+        key = f"https://{self.headers['Host']}/keys/app-key"
+        page = {"value": [{"kid": key}], "nextLink": self.next_page}
+        self._answer(200, json.dumps(page).encode(), {"Content-Type": "application/json"})
+
+    def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+CHALLENGE = (
+    'Bearer authorization="https://login.microsoftonline.com/tenant", '
+    'resource="https://vault.azure.net"'
+)
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files: the certificate is its own CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "vault.crt", directory / "vault.key"
+    cert_path.write_bytes(certificate.public_bytes(Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture
+def listing_vault(tmp_path: Path, listener: Forwarder) -> Iterator[tuple[str, Path]]:
+    """The URL of a vault over HTTPS on loopback whose listing's next page is at
+    ``listener``, and the certificate to trust it by."""
+    cert_path, key_path = _self_signed(tmp_path)
+
+    class Vault(_ListingVault):
+        next_page = f"https://127.0.0.1:{listener.port}/keys?$skiptoken=1&api-version=7.5"
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Vault)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", cert_path
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert Vault.listings >= 1, "the vault's own listing was never asked for"
+
+
+def test_a_vault_whose_listing_links_its_next_page_elsewhere_is_not_followed(
+    own_operator: Callable[..., Cluster], listing_vault: tuple[str, Path], listener: Forwarder
+) -> None:
+    vault_url, certificate = listing_vault
+    cluster = own_operator(
+        "hosts-next-link",
+        KVBACKUP_VAULT_HOSTS=f"127.0.0.1:{vault_url.rsplit(':', 1)[1]}",
+        KVBACKUP_CA_BUNDLE=str(certificate),
+    )
+
+    cluster.apply(keybackup("paged", vault_url))  # every key: the vault is listed
+
+    ready = _refusal(cluster, "keybackup", "paged", "KVBACKUP_VAULT_HOSTS")
+    assert ready["reason"] == "HostNotAllowed"
+    assert f"host 127.0.0.1:{listener.port} is not in KVBACKUP_VAULT_HOSTS" in ready["message"]
     assert listener.accepted == 0
