@@ -1,6 +1,7 @@
 // Command argocd-health evaluates an Argo CD health check in Lua on one
-// Kubernetes object with Argo CD's own code (the argo-cd module's util/lua
-// package), the way the application controller does.
+// Kubernetes object with Argo CD's own code, through the call its application
+// controller makes: gitops-engine's health.GetResourceHealth with the
+// argo-cd module's util/lua overrides.
 //
 //	argocd-health [-open-libs] HEALTH_LUA [OBJECT]
 //
@@ -11,8 +12,9 @@
 // resource_customizations with the Lua standard libraries open). OBJECT is a
 // YAML or JSON file, stdin when absent. It prints the health status as one
 // JSON line, {"status", "message"}; status is "" when Argo CD found no script
-// for the object. A script that fails exits non-zero with Argo CD's error on
-// stderr (Argo CD then shows the object's health as Unknown with that error).
+// for the object. An object being deleted is "Progressing", "Pending deletion"
+// before any script runs, as in Argo CD. A script that fails exits non-zero
+// with Argo CD's error on stderr (Argo CD shows the health as Unknown with it).
 package main
 
 import (
@@ -25,6 +27,7 @@ import (
 
 	"github.com/argoproj/argo-cd/v3/pkg/apis/application/v1alpha1"
 	"github.com/argoproj/argo-cd/v3/util/lua"
+	"github.com/argoproj/gitops-engine/pkg/health"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 )
@@ -76,7 +79,7 @@ func evaluate(scriptPath, objectPath string, openLibs bool) (healthStatus, error
 			UseOpenLibs: openLibs,
 		},
 	}
-	result, err := overrides.GetResourceHealth(object)
+	result, err := health.GetResourceHealth(object, overrides)
 	if err != nil || result == nil {
 		return healthStatus{}, err
 	}
