@@ -93,12 +93,12 @@ class Runtime:
         """The vault's keys under the object's own credentials, or the operator's identity."""
         if credentials_secret is None:
             require_vault_allowed(self.settings.default_identity_rules, namespace, vault_url)
-            yield self.vaults.keys(vault_url, self.default_credential)
+            yield self.vaults.keys(vault_url, self.default_credential, namespace)
             return
         data = await self._secret_data(namespace, credentials_secret)
         credential = credentials.service_principal(credentials_secret, data)
         try:
-            yield self.vaults.keys(vault_url, credential)
+            yield self.vaults.keys(vault_url, credential, namespace)
         finally:
             await self.vaults.release(credential)
             await credential.close()

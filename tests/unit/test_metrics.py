@@ -13,6 +13,7 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kvbackup.adapters.fairshare import FairSlots
 from kvbackup.adapters.keyvault import KeyVaultKeys, vault_host
 from kvbackup.adapters.metrics import BACKUP, KeyBackupReadings, OperatorMetrics
 from kvbackup.adapters.ratelimit import VaultPace
@@ -191,7 +192,7 @@ async def test_every_attempt_at_a_call_is_counted_by_operation_and_status(
     keys = KeyVaultKeys(
         client=None,  # type: ignore[arg-type]  # only _request is used
         pace=VaultPace(100.0),
-        slots=asyncio.Semaphore(1),
+        slots=FairSlots(1),
         calls=metrics.vault("v.vault.azure.net"),
     )
     answers: list[BaseException | bytes] = [

@@ -1,18 +1,28 @@
-"""Key Vault keys through the async SDK, bounded in concurrency and rate per vault."""
+"""Key Vault keys through the async SDK, bounded in rate per vault and in concurrency per
+process, shared fairly between namespaces (fairshare.py).
+
+A call first takes a token of its vault's pace, then a process-wide slot: a call that
+waits for a paused or slowed vault holds no slot. Every page of a listing is a call of its
+own. A vault's pace, its metric series and its default-identity clients are forgotten once
+unused for ``IDLE_VAULT_SECONDS``, so vault names that come and go leave nothing behind.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
+from azure.core.async_paging import AsyncPageIterator
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.keyvault.keys.aio import KeyClient
 
 from kvbackup.adapters.azure_errors import answered_status, azure_errors
+from kvbackup.adapters.fairshare import COMMAND_LINE, FairSlots
 from kvbackup.adapters.http import SharedSession
 from kvbackup.adapters.metrics import ANSWERED_OK, NO_ANSWER, OperatorMetrics, VaultCalls
 from kvbackup.adapters.proxies import proxies_for
@@ -27,18 +37,28 @@ _T = TypeVar("_T")
 
 #: How long a purge may take to finish before the purged name can be restored.
 PURGE_WAIT_SECONDS = 120.0
+#: A vault unused for this long (and not paused) is forgotten: its pace, metric series
+#: and clients. Its next run starts again at the configured rate.
+IDLE_VAULT_SECONDS = 15 * 60.0
 
 
 class KeyVaultKeys:
     """``VaultKeys`` for one vault under one credential."""
 
     def __init__(
-        self, client: KeyClient, pace: VaultPace, slots: asyncio.Semaphore, calls: VaultCalls
+        self,
+        client: KeyClient,
+        pace: VaultPace,
+        slots: FairSlots,
+        calls: VaultCalls,
+        *,
+        namespace: str = COMMAND_LINE,
     ) -> None:
         self._client = client
         self._pace = pace
         self._slots = slots
         self._calls = calls
+        self._namespace = namespace
 
     async def _request(
         self,
@@ -48,14 +68,14 @@ class KeyVaultKeys:
         *,
         about_one_key: bool = True,
     ) -> _T:
-        """One call to the vault: a concurrency slot, a token of the vault's pace, the SDK's
-        errors mapped, each attempt counted under ``operation``; retried on its own when
-        throttled or overloaded. Every call but the listing of the vault's keys concerns
-        one key (``about_one_key``)."""
+        """One call to the vault: a token of the vault's pace, then a slot of the namespace's
+        share, the SDK's errors mapped, each attempt counted under ``operation``; retried
+        on its own when throttled or overloaded. Every call but the listing of the vault's
+        keys concerns one key (``about_one_key``)."""
 
         async def attempt() -> _T:
-            async with self._slots:
-                await self._pace.acquire()
+            await self._pace.acquire()
+            async with self._slots.slot(self._namespace):
                 try:
                     with azure_errors(what, about_one_key=about_one_key):
                         answer = await send()
@@ -71,28 +91,41 @@ class KeyVaultKeys:
 
         return await retry_per_call(attempt)
 
-    async def list_keys(self) -> AsyncIterator[KeyInfo]:
-        # Page by page, each page a call of its own: a throttled page is fetched again
-        # instead of listing the vault from the start.
-        pages = BoundedPages(self._client.list_properties_of_keys().by_page(), "list keys")
+    async def _pages(
+        self,
+        operation: str,
+        what: str,
+        pages: AsyncIterator[AsyncIterator[_T]],
+        *,
+        about_one_key: bool = True,
+    ) -> AsyncIterator[AsyncIterator[_T]]:
+        """A listing (``by_page()``) page by page, each page a call of its own: paced,
+        holding a slot only while it is fetched, and fetched again when throttled instead
+        of listing from the start. After a page without a link to the next, nothing more
+        is sent or paced; after MAX_LISTING_PAGES pages the listing fails."""
+        bounded = BoundedPages(pages, what)
         while (
             page := await self._request(
-                "list_keys", "list keys", partial(_next_page, pages), about_one_key=False
+                operation, what, partial(_next_page, bounded), about_one_key=about_one_key
             )
         ) is not None:
+            yield page
+            if cast(AsyncPageIterator[_T], pages).continuation_token is None:
+                return
+
+    async def list_keys(self) -> AsyncIterator[KeyInfo]:
+        pages = self._client.list_properties_of_keys().by_page()
+        async for page in self._pages("list_keys", "list keys", pages, about_one_key=False):
             async for props in page:
                 yield KeyInfo(
                     name=props.name or "", tags=dict(props.tags or {}), managed=bool(props.managed)
                 )
 
     async def list_versions(self, name: str) -> tuple[str, ...]:
-        async def listing() -> list[tuple[Any, str]]:
-            return [
-                (props.created_on, props.version or "")
-                async for props in self._client.list_properties_of_key_versions(name)
-            ]
-
-        versions = await self._request("list_versions", f"list versions of key {name}", listing)
+        pages = self._client.list_properties_of_key_versions(name).by_page()
+        versions: list[tuple[Any, str]] = []
+        async for page in self._pages("list_versions", f"list versions of key {name}", pages):
+            versions.extend([(props.created_on, props.version or "") async for props in page])
         return tuple(version for _, version in sorted(versions, key=_created_then_id))
 
     async def backup_key(self, name: str) -> bytes:
@@ -182,9 +215,16 @@ class KeyVaultClients:
     open a new TLS connection.
     """
 
-    def __init__(self, settings: Settings, metrics: OperatorMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: OperatorMetrics | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._settings = settings
-        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._slots = FairSlots(settings.max_concurrency)
+        self._clock = clock
         #: By vault host: Key Vault throttles a vault, however its URL is spelled.
         self._paces: dict[str, tuple[VaultPace, VaultCalls]] = {}
         self._metrics = metrics if metrics is not None else OperatorMetrics()
@@ -208,10 +248,13 @@ class KeyVaultClients:
             options["api_version"] = self._settings.keyvault_api_version
         return options
 
-    def keys(self, vault_url: str, credential: AsyncTokenCredential) -> KeyVaultKeys:
-        """The vault's keys; HostNotAllowedError, before anything is sent, for a vault
-        outside KVBACKUP_VAULT_HOSTS."""
+    def keys(
+        self, vault_url: str, credential: AsyncTokenCredential, namespace: str = COMMAND_LINE
+    ) -> KeyVaultKeys:
+        """The vault's keys, for calls on behalf of ``namespace``; HostNotAllowedError,
+        before anything is sent, for a vault outside KVBACKUP_VAULT_HOSTS."""
         self._settings.vault_hosts.check(vault_url, "vault")
+        self._forget_idle_vaults()
         cache_key = (vault_url, id(credential))
         client = self._clients.get(cache_key)
         if client is None:
@@ -222,10 +265,23 @@ class KeyVaultClients:
         host = vault_host(vault_url)
         paced = self._paces.get(host)
         if paced is None:
-            paced = VaultPace(self._settings.vault_rate_limit), self._metrics.vault(host)
+            pace = VaultPace(self._settings.vault_rate_limit, clock=self._clock)
+            paced = pace, self._metrics.vault(host)
             self._paces[host] = paced
         pace, calls = paced
-        return KeyVaultKeys(client, pace, self._slots, calls)
+        return KeyVaultKeys(client, pace, self._slots, calls, namespace=namespace)
+
+    def _forget_idle_vaults(self) -> None:
+        """Drops the pace, metric series and clients of every vault unused (and not
+        paused) for IDLE_VAULT_SECONDS. A client holds no connection of its own (they
+        belong to the shared session), so dropping it releases all it has, and a run that
+        still holds it keeps working."""
+        since = self._clock() - IDLE_VAULT_SECONDS
+        for host in [h for h, (pace, _) in self._paces.items() if pace.idle_since(since)]:
+            _, calls = self._paces.pop(host)
+            calls.forget()
+            for cache_key in [k for k in self._clients if vault_host(k[0]) == host]:
+                del self._clients[cache_key]
 
     def pace_rates(self) -> list[tuple[str, float]]:
         """Each vault's current pace. Called from the metrics server's thread: copying the
