@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= .demo
 
-.PHONY: help venv control-plane helm promtool emulators lint image image-check audit lock unit integration test bench demo demo-down clean
+.PHONY: help venv control-plane helm promtool kstatus argocd-health emulators lint image image-check audit lock unit integration test bench demo demo-down clean
 
 help:
 	@echo "make demo       local control plane + operator + example KeyBackup/KeyRestore"
@@ -35,6 +35,15 @@ helm:
 # promtool (the chart test checks the alert rules with it), built the same way.
 promtool:
 	bash hack/build-promtool.sh >/dev/null
+
+# What Flux (kstatus) and Argo CD (its Lua health runner) make of KeyBackups and
+# KeyRestores: two small Go programs of hack/, built the same way, that the GitOps tests
+# read the objects through.
+kstatus:
+	bash hack/build-kstatus.sh >/dev/null
+
+argocd-health:
+	bash hack/build-argocd-health.sh >/dev/null
 
 # Lowkey Vault's jar and Azurite, found or installed before pytest starts, so that its
 # workers never build them at once.
@@ -75,10 +84,10 @@ lint: venv
 unit: venv
 	$(BIN)/python -m pytest tests/unit -q
 
-integration: venv control-plane helm promtool emulators
+integration: venv control-plane helm promtool kstatus argocd-health emulators
 	$(PYTEST) tests/integration
 
-test: venv control-plane helm promtool emulators lint image-check audit
+test: venv control-plane helm promtool kstatus argocd-health emulators lint image-check audit
 	$(PYTEST) tests
 
 # Figures, not pass/fail: prints a table and writes bench-results.json.
