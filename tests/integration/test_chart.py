@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import time
 import uuid
@@ -32,6 +33,8 @@ from tests.integration.objects import keybackup, keyrestore
 pytestmark = pytest.mark.integration
 
 CHART = REPO / "charts" / "kvbackup-operator"
+#: The chart's copy of crds/, rendered by templates/crds.yaml.
+CHART_CRDS = CHART / "files" / "crds"
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 
@@ -254,12 +257,160 @@ def test_the_chart_passes_helm_lint_with_default_and_non_default_values(helm: Pa
 
 def test_the_charts_crds_are_byte_identical_to_the_repositorys_crds() -> None:
     ours = sorted(path.name for path in (REPO / "crds").glob("*.yaml"))
-    theirs = sorted(path.name for path in (CHART / "crds").iterdir())
+    theirs = sorted(path.name for path in CHART_CRDS.iterdir())
     assert ours == theirs
     for name in ours:
-        assert (CHART / "crds" / name).read_bytes() == (REPO / "crds" / name).read_bytes(), (
-            f"charts/kvbackup-operator/crds/{name} differs from crds/{name}: copy it again"
+        assert (CHART_CRDS / name).read_bytes() == (REPO / "crds" / name).read_bytes(), (
+            f"charts/kvbackup-operator/files/crds/{name} differs from crds/{name}: copy it again"
         )
+    # Helm would install a crds/ folder once and never upgrade it, beside the templates.
+    assert not (CHART / "crds").exists()
+
+
+def test_the_crds_render_as_in_their_files_kept_on_uninstall_unless_told_otherwise(
+    helm: Path,
+) -> None:
+    rendered = find(render(helm, "ops", {}), "CustomResourceDefinition")
+    by_name = {crd["metadata"]["name"]: crd for crd in rendered}
+    assert sorted(by_name) == ["keybackups.kvbackup.io", "keyrestores.kvbackup.io"]
+    for name, crd in by_name.items():
+        written = yaml.safe_load((CHART_CRDS / f"{name}.yaml").read_text())
+        assert {k: v for k, v in crd.items() if k != "metadata"} == {
+            k: v for k, v in written.items() if k != "metadata"
+        }
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+
+    unkept = find(render(helm, "ops", {"crds": {"keep": False}}), "CustomResourceDefinition")
+    assert [crd["metadata"].get("annotations") for crd in unkept] == [None, None]
+    assert find(render(helm, "ops", {"crds": {"enabled": False}}), "CustomResourceDefinition") == []
+
+
+#: The Kubernetes minor version that first accepts (by default) each CRD feature the CRDs
+#: may use: a feature missing here fails the test below until its version is looked up.
+CRD_FEATURE_SINCE = {
+    "x-kubernetes-validations": 25,  # CEL validation rules, beta and on by default
+    "rule": 25,
+    "message": 25,
+    "messageExpression": 27,
+    "reason": 28,
+    "fieldPath": 28,
+    "optionalOldSelf": 30,
+    "selectableFields": 31,
+}
+
+
+def _crd_features(node: Any) -> Iterator[str]:
+    """The CRD features of CRD_FEATURE_SINCE a CRD document uses, with each validation
+    rule's own fields."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "x-kubernetes-validations":
+                yield key
+                for rule in value:
+                    yield from rule
+            elif key == "selectableFields":
+                yield key
+            else:
+                yield from _crd_features(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _crd_features(item)
+
+
+def test_the_charts_kube_version_is_the_oldest_that_accepts_every_crd_feature_used() -> None:
+    used = {
+        feature
+        for path in sorted(CHART_CRDS.glob("*.yaml"))
+        for feature in _crd_features(yaml.safe_load(path.read_text()))
+    }
+    unknown = used - set(CRD_FEATURE_SINCE)
+    assert unknown == set(), f"add to CRD_FEATURE_SINCE the version that brought {unknown}"
+    assert "fieldPath" in used  # the KeyRestore's purgeDeletedKeys rule
+    oldest = max(CRD_FEATURE_SINCE[feature] for feature in used)
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == f">=1.{oldest}.0-0"
+
+
+CRD_NAMES = ("keybackups.kvbackup.io", "keyrestores.kvbackup.io")
+
+
+def _crd(plane: ControlPlane, name: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(plane.kubectl("get", "crd", name, "-o", "json").stdout)
+    return document
+
+
+def test_helm_adopts_applied_crds_upgrades_them_and_leaves_them_and_their_objects_on_uninstall(
+    helm: Path, control_plane: ControlPlane, namespace: str, cluster: Cluster, tmp_path: Path
+) -> None:
+    """The CRDs as the test cluster has them, applied with kubectl (as from the chart's old
+    crds/ folder): Helm refuses to take them over until the README's label and annotations
+    say whose they are; then upgrades change them, and uninstalling keeps them."""
+    # The test API server, built from source, says it is v0.0.0-master, which no
+    # kubeVersion admits (the render test below checks the chart's): copies without it.
+    chart, upgraded = tmp_path / "installed", tmp_path / "upgraded"
+    for copy in (chart, upgraded):
+        shutil.copytree(CHART, copy)
+        metadata = copy / "Chart.yaml"
+        metadata.write_text(re.sub(r"(?m)^kubeVersion:.*\n", "", metadata.read_text()))
+    # The next chart version's CRDs, which the upgrade applies.
+    crd_file = upgraded / "files" / "crds" / "keybackups.kvbackup.io.yaml"
+    document = yaml.safe_load(crd_file.read_text())
+    (version,) = document["spec"]["versions"]
+    version["schema"]["openAPIV3Schema"]["description"] = "Upgraded by helm upgrade."
+    crd_file.write_text(yaml.safe_dump(document))
+
+    release = unique_release()
+    kubeconfig = ("--kubeconfig", str(control_plane.kubeconfig), "--namespace", namespace)
+    install = [str(helm), "install", release, str(chart), *kubeconfig]
+    refused = subprocess.run(install, capture_output=True, text=True, check=False)
+    assert refused.returncode != 0
+    assert "invalid ownership metadata" in refused.stderr
+
+    control_plane.kubectl(
+        "label", "crd", *CRD_NAMES, "app.kubernetes.io/managed-by=Helm", "--overwrite"
+    )
+    control_plane.kubectl(
+        "annotate",
+        "crd",
+        *CRD_NAMES,
+        f"meta.helm.sh/release-name={release}",
+        f"meta.helm.sh/release-namespace={namespace}",
+        "--overwrite",
+    )
+    _run_helm(helm, "install", release, str(chart), *kubeconfig)
+    for name in CRD_NAMES:
+        assert _crd(control_plane, name)["metadata"]["annotations"]["helm.sh/resource-policy"] == (
+            "keep"
+        )
+    cluster.apply(_keybackup("kept"))
+
+    _run_helm(helm, "upgrade", release, str(upgraded), *kubeconfig)
+    (served,) = _crd(control_plane, "keybackups.kvbackup.io")["spec"]["versions"]
+    assert served["schema"]["openAPIV3Schema"]["description"] == "Upgraded by helm upgrade."
+    _run_helm(helm, "upgrade", release, str(chart), *kubeconfig)
+    (served,) = _crd(control_plane, "keybackups.kvbackup.io")["spec"]["versions"]
+    assert served["schema"]["openAPIV3Schema"]["description"] != "Upgraded by helm upgrade."
+
+    uninstalled = _run_helm(helm, "uninstall", release, *kubeconfig)
+    assert "kept due to the resource policy" in uninstalled
+    for name in CRD_NAMES:
+        assert _crd(control_plane, name)["metadata"]["name"] == name
+    assert cluster.get("keybackup", "kept")["metadata"]["name"] == "kept"
+
+
+def test_helm_refuses_to_render_the_chart_for_a_kubernetes_older_than_its_crds_need(
+    helm: Path,
+) -> None:
+    _run_helm(helm, "template", "r", str(CHART), "--kube-version", "1.28.0")
+    older = subprocess.run(
+        [str(helm), "template", "r", str(CHART), "--kube-version", "1.27.9"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert older.returncode != 0
+    assert "chart requires kubeVersion: >=1.28.0-0" in older.stderr
 
 
 def test_the_charts_default_image_is_the_one_make_image_builds(helm: Path) -> None:
@@ -276,6 +427,7 @@ def test_default_values_render_objects_the_api_server_accepts(
 ) -> None:
     documents = render(helm, namespace, {}, release=unique_release())
     assert {d["kind"] for d in documents} == {
+        "CustomResourceDefinition",
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
