@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from kvbackup.api.conditions import timestamp
 from kvbackup.api.schedule import Schedule
 from kvbackup.presentation import status
 from kvbackup.services.triggers import (
@@ -136,12 +137,37 @@ def test_a_run_wantedrecords_its_slot_as_a_kubernetes_timestamp() -> None:
 
 
 def test_slots_are_counted_from_the_last_scheduled_run_when_there_was_one() -> None:
-    assert schedule_anchor({"lastScheduleTime": "2024-05-01T11:00:00Z"}, CREATED) == SLOT
+    assert schedule_anchor({"lastScheduleTime": "2024-05-01T11:00:00Z"}, CREATED, SLOT) == SLOT
 
 
 def test_slots_are_counted_from_creation_before_the_first_scheduled_run() -> None:
-    assert schedule_anchor({"lastScheduleTime": None}, CREATED) == CREATED
-    assert schedule_anchor({}, CREATED) == CREATED
+    assert schedule_anchor({"lastScheduleTime": None}, CREATED, SLOT) == CREATED
+    assert schedule_anchor({}, CREATED, SLOT) == CREATED
+
+
+@pytest.mark.parametrize(
+    "recorded",
+    ["9999-12-31T23:59:59Z", "2024-05-03T11:00:01Z", "garbage", "2024-13-01T00:00:00Z"],
+)
+def test_a_last_run_recorded_far_ahead_or_unreadable_counts_slots_from_creation(
+    recorded: str,
+) -> None:
+    assert schedule_anchor({"lastScheduleTime": recorded}, CREATED, SLOT) == CREATED
+
+
+def test_a_last_run_a_little_ahead_of_this_replicas_clock_is_believed() -> None:
+    ahead = SLOT + datetime.timedelta(minutes=5)
+    assert schedule_anchor({"lastScheduleTime": timestamp(ahead)}, CREATED, SLOT) == ahead
+
+
+def test_a_status_edited_to_year_9999_neither_crashes_planning_nor_stops_the_schedule() -> None:
+    status = {"lastScheduleTime": "9999-12-31T23:59:59Z", "observedGeneration": 1}
+    created = {"generation": 1, "creationTimestamp": "2024-05-01T09:30:00Z"}
+    plan = plan_run(SCHEDULED_SPEC, status, created, SLOT)
+    assert plan.request is not None
+    assert plan.request.slot == SLOT
+    assert plan.next_slot is not None
+    assert plan.next_slot <= SLOT + datetime.timedelta(hours=1)
 
 
 @pytest.mark.parametrize(
@@ -151,6 +177,9 @@ def test_slots_are_counted_from_creation_before_the_first_scheduled_run() -> Non
         pytest.param("", None, id="empty"),
         pytest.param(None, None, id="absent"),
         pytest.param(1714561200, None, id="not-a-string"),
+        pytest.param("2024-05-01T11:00:00Z\n", None, id="trailing-newline"),
+        pytest.param("2024-02-31T11:00:00Z", None, id="no-such-day"),
+        pytest.param("yesterday", None, id="garbage"),
     ],
 )
 def test_times_are_read_from_kubernetes_timestamps_and_anything_else_is_none(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,15 +36,35 @@ class RunRequest:
         return {k: active.get(k) for k in ("generation", "trigger", "slot")} == self.as_status()
 
 
+#: A Kubernetes timestamp as the API server and this operator write them.
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+#: How far ahead of this replica's clock a recorded slot is still believed: another
+#: replica's clock may run ahead of this one's, but not by this much.
+SLOT_CLOCK_TOLERANCE = datetime.timedelta(days=1)
+
+
 def parse_time(text: Any) -> datetime.datetime | None:
-    if not isinstance(text, str) or not text:
+    """A timestamp read back from status or metadata; None for anything else, since a
+    status can be edited by hand and must not stop the object's loop."""
+    if not isinstance(text, str) or not _TIMESTAMP.fullmatch(text):
         return None
-    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    try:
+        parsed = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:  # a month 13, a 31 February
+        return None
+    return parsed.replace(tzinfo=datetime.UTC)
 
 
-def schedule_anchor(status: Mapping[str, Any], created: datetime.datetime) -> datetime.datetime:
-    """Slots are counted from the last scheduled run, or from the object's creation."""
-    return parse_time(status.get("lastScheduleTime")) or created
+def schedule_anchor(
+    status: Mapping[str, Any], created: datetime.datetime, now: datetime.datetime
+) -> datetime.datetime:
+    """Slots are counted from the last scheduled run, or from the object's creation. A
+    last run recorded far in the future was not written by a replica of this operator
+    (and year 9999 would overflow the next slot), so it is not believed."""
+    recorded = parse_time(status.get("lastScheduleTime"))
+    if recorded is None or recorded > now + SLOT_CLOCK_TOLERANCE:
+        return created
+    return recorded
 
 
 def due_run(
@@ -69,7 +90,7 @@ def due_run(
         return RunRequest(generation) if status.get("observedGeneration") != generation else None
     if suspended:
         return None
-    anchor = schedule_anchor(status, created)
+    anchor = schedule_anchor(status, created, now)
     slot = schedule.latest_slot(anchor, now)
     return RunRequest(generation, slot=slot) if slot > anchor else None
 
@@ -148,5 +169,5 @@ def plan_run(
     )
     next_slot = None
     if schedule is not None and not suspended:
-        next_slot = schedule.next_slot(schedule_anchor(status, created))
+        next_slot = schedule.next_slot(schedule_anchor(status, created, now))
     return Plan(spec, request, next_slot)
