@@ -54,9 +54,18 @@ def restore_report(*outcomes: KeyOutcome) -> RestoreReport:
     return RestoreReport(SNAPSHOT_ID, MOMENT, LATER, list(outcomes))
 
 
+def condition(document: KeyBackupStatus | KeyRestoreStatus, kind: str) -> ConditionDocument:
+    [found] = [c for c in document.get("conditions", []) if c["type"] == kind]
+    return found
+
+
 def ready(document: KeyBackupStatus | KeyRestoreStatus) -> ConditionDocument:
-    [condition] = [c for c in document.get("conditions", []) if c["type"] == "Ready"]
-    return condition
+    return condition(document, "Ready")
+
+
+def standing(document: KeyBackupStatus | KeyRestoreStatus) -> dict[str, str]:
+    """Each condition's status, by type."""
+    return {c["type"]: c["status"] for c in document.get("conditions", [])}
 
 
 @pytest.mark.parametrize(
@@ -255,7 +264,7 @@ def test_a_started_backup_records_its_request_and_snapshot_as_the_active_run() -
         "snapshotId": SNAPSHOT_ID,
         "startTime": "2024-05-01T12:00:00Z",
     }
-    assert (ready(document)["status"], ready(document)["reason"]) == ("False", "Running")
+    assert (ready(document)["status"], ready(document)["reason"]) == ("False", "BackupRunning")
     assert SNAPSHOT_ID in ready(document)["message"]
     assert update.events == (
         status.Event("Normal", "BackupStarted", f"backing up into {SNAPSHOT_ID}"),
@@ -362,18 +371,19 @@ def test_a_scheduled_keybackup_before_its_first_run_is_scheduled_and_ready() -> 
     assert patch is not None
     assert patch["phase"] == "Scheduled"
     assert patch["nextScheduleTime"] == "2024-05-01T11:00:00Z"
-    (ready,) = patch["conditions"]
-    assert (ready["status"], ready["reason"]) == ("True", "Scheduled")
-    assert ready["message"] == "first run at 2024-05-01T11:00:00Z"
+    assert standing(patch) == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    assert (ready(patch)["reason"], ready(patch)["message"]) == (
+        "Scheduled",
+        "first run at 2024-05-01T11:00:00Z",
+    )
 
 
 def test_a_suspended_keybackup_before_its_first_run_says_what_starts_one() -> None:
     patch = status.schedule_acknowledged({}, 1, None, MOMENT)
 
     assert patch is not None
-    (ready,) = patch["conditions"]
-    assert (ready["status"], ready["reason"]) == ("True", "Suspended")
-    assert "kvbackup.io/backup-now" in ready["message"]
+    assert (ready(patch)["status"], ready(patch)["reason"]) == ("True", "Suspended")
+    assert "kvbackup.io/backup-now" in ready(patch)["message"]
 
 
 def test_a_schedule_acknowledged_already_is_not_written_again() -> None:
@@ -383,12 +393,16 @@ def test_a_schedule_acknowledged_already_is_not_written_again() -> None:
     assert status.schedule_acknowledged(dict(written), 1, SLOT, LATER) is None
 
 
-def test_a_new_schedule_after_a_run_keeps_the_runs_phase_and_condition() -> None:
+def test_a_new_schedule_after_a_run_keeps_its_outcome_said_of_the_new_generation() -> None:
     ran = {"phase": "Failed", "observedGeneration": 1, "conditions": [{"type": "Ready"}]}
 
     patch = status.schedule_acknowledged(ran, 2, SLOT, MOMENT)
 
-    assert patch == {"observedGeneration": 2, "nextScheduleTime": "2024-05-01T11:00:00Z"}
+    assert patch == {
+        "observedGeneration": 2,
+        "nextScheduleTime": "2024-05-01T11:00:00Z",
+        "conditions": [{"type": "Ready", "observedGeneration": 2}],
+    }
 
 
 def values(document: Any) -> Iterator[Any]:
@@ -464,3 +478,190 @@ def test_a_real_restore_after_a_dry_run_clears_the_dry_runs_counts_and_flag() ->
     assert document["counts"]["restored"] == 1
     assert document["counts"]["wouldRestore"] is None
     assert ready(document)["reason"] == "Succeeded"
+
+
+FAILED_RUN = Verdict(AccessDeniedError("the identity lacks keys/list"), None)
+RETRIED_RUN = Verdict(TransientError("the vault did not answer"), 20.0)
+DRY_RUN = RestoreReport(SNAPSHOT_ID, MOMENT, LATER, [WOULD_RESTORE], dry_run=True)
+#: A run under way and a retry waiting alike.
+RUNNING = RETRYING = {"Ready": "False", "Reconciling": "True", "Stalled": "False"}
+SUCCEEDED = {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+STALLED = {"Ready": "False", "Reconciling": "False", "Stalled": "True"}
+
+
+@pytest.mark.parametrize(
+    ("document", "conditions", "reason"),
+    [
+        pytest.param(
+            status.backup_started({}, RunRequest(3), SNAPSHOT_ID, MOMENT).status,
+            RUNNING,
+            "BackupRunning",
+            id="backup-running",
+        ),
+        pytest.param(
+            status.backup_finished({}, backup_report(STORED), RunRequest(3), 100, None).status,
+            SUCCEEDED,
+            "Succeeded",
+            id="backup-succeeded",
+        ),
+        pytest.param(
+            status.backup_finished(
+                {}, backup_report(STORED, LOST), RunRequest(3), 100, SLOT
+            ).status,
+            STALLED,
+            "PartiallyFailed",
+            id="backup-partially-failed-scheduled-or-not",
+        ),
+        pytest.param(
+            status.backup_failed({}, RETRIED_RUN, RunRequest(3), MOMENT).status,
+            RETRYING,
+            "Unavailable",
+            id="backup-retry-scheduled",
+        ),
+        pytest.param(
+            status.backup_failed({}, FAILED_RUN, RunRequest(3), MOMENT).status,
+            STALLED,
+            "AccessDenied",
+            id="backup-failed-for-good",
+        ),
+        pytest.param(
+            status.schedule_acknowledged({}, 3, SLOT, MOMENT),
+            SUCCEEDED,
+            "Scheduled",
+            id="scheduled-waiting-for-first-slot",
+        ),
+        pytest.param(
+            status.restore_started({}, 3, MOMENT, dry_run=False).status,
+            RUNNING,
+            "RestoreRunning",
+            id="restore-running",
+        ),
+        pytest.param(
+            status.restore_finished({}, restore_report(RESTORED), "nightly", 3, 100).status,
+            SUCCEEDED,
+            "Succeeded",
+            id="restore-succeeded",
+        ),
+        pytest.param(
+            status.restore_finished({}, DRY_RUN, "nightly", 3, 100).status,
+            SUCCEEDED,
+            "DryRunSucceeded",
+            id="dry-run-succeeded",
+        ),
+        pytest.param(
+            status.restore_finished({}, restore_report(RESTORED, LOST), "nightly", 3, 100).status,
+            STALLED,
+            "PartiallyFailed",
+            id="restore-partially-failed",
+        ),
+        pytest.param(
+            status.restore_failed({}, RETRIED_RUN, 3, MOMENT, RestoreJournal()).status,
+            RETRYING,
+            "Unavailable",
+            id="restore-retry-scheduled",
+        ),
+        pytest.param(
+            status.restore_failed(
+                {}, Verdict(InvalidSpecError("no such snapshot"), None), 3, MOMENT, RestoreJournal()
+            ).status,
+            STALLED,
+            "InvalidSpec",
+            id="restore-invalid-spec",
+        ),
+    ],
+)
+def test_each_state_writes_ready_reconciling_and_stalled_of_its_generation(
+    document: KeyBackupStatus | KeyRestoreStatus | None, conditions: dict[str, str], reason: str
+) -> None:
+    assert document is not None
+    assert standing(document) == conditions
+    assert ready(document)["reason"] == reason
+    assert {c["observedGeneration"] for c in document["conditions"]} == {3}
+    # A False condition reads on its own: it says why, as Ready does.
+    for other in ("Reconciling", "Stalled"):
+        if condition(document, other)["status"] == "False":
+            assert condition(document, other)["message"] == ready(document)["message"]
+
+
+def test_a_retry_says_when_it_comes_and_a_final_failure_stalls_with_the_errors_message() -> None:
+    retried = status.backup_failed({}, RETRIED_RUN, RunRequest(1), MOMENT).status
+    failed = status.backup_failed({}, FAILED_RUN, RunRequest(1), MOMENT).status
+
+    assert condition(retried, "Reconciling")["reason"] == "RetryScheduled"
+    assert (
+        condition(retried, "Reconciling")["message"] == "the vault did not answer (retrying in 20s)"
+    )
+    assert condition(failed, "Stalled")["reason"] == "AccessDenied"
+    assert condition(failed, "Stalled")["message"] == "the identity lacks keys/list"
+
+
+def test_a_partial_failure_stalls_naming_each_failed_key_and_its_reason() -> None:
+    document = status.backup_finished(
+        {}, backup_report(STORED, LOST), BY_GENERATION, 100, None
+    ).status
+
+    assert condition(document, "Stalled")["message"] == (
+        f"backed up 1 of 2 key(s) into snapshot {SNAPSHOT_ID}; lost: Failed (NotFound)"
+    )
+
+
+def test_a_stalled_message_names_a_bounded_number_of_failed_keys() -> None:
+    lost = [replace(LOST, name=f"lost-{n:02d}") for n in range(12)]
+
+    document = status.restore_finished({}, restore_report(*lost), "nightly", 1, 100).status
+
+    message = condition(document, "Stalled")["message"]
+    assert message.count(": Failed (NotFound)") == status.FAILED_KEYS_IN_MESSAGE
+    assert message.endswith("; 7 more in status.keys")
+
+
+def test_a_new_run_clears_stalled_and_keeps_its_transition_time_apart_from_readys() -> None:
+    failed = status.backup_failed({}, FAILED_RUN, RunRequest(1, slot=SLOT), MOMENT).status
+
+    running = status.backup_started(failed, RunRequest(1, slot=LATER), SNAPSHOT_ID, LATER).status
+
+    assert standing(running) == RUNNING
+    assert condition(running, "Stalled")["lastTransitionTime"] == timestamp(LATER)
+    assert ready(running)["lastTransitionTime"] == timestamp(MOMENT)
+
+
+def test_an_edit_of_a_failed_scheduled_keybackup_keeps_it_stalled_said_of_the_new_generation() -> (
+    None
+):
+    failed = {"phase": "Failed", "observedGeneration": 1, "nextScheduleTime": timestamp(SLOT)}
+    failed |= status.backup_failed(failed, FAILED_RUN, RunRequest(1, slot=SLOT), MOMENT).status
+
+    patch = status.schedule_acknowledged(failed, 2, SLOT, LATER)
+
+    assert patch is not None
+    assert standing(patch) == STALLED
+    assert {c["observedGeneration"] for c in patch["conditions"]} == {2}
+    assert [c["lastTransitionTime"] for c in patch["conditions"]] == [timestamp(MOMENT)] * 3
+    assert "phase" not in patch
+
+
+def test_an_edit_that_mends_an_invalid_spec_makes_a_scheduled_keybackup_wait_ready() -> None:
+    invalid = status.backup_failed(
+        {}, Verdict(InvalidSpecError("bad schedule"), None), RunRequest(1), MOMENT
+    ).status
+
+    patch = status.schedule_acknowledged(dict(invalid), 2, SLOT, LATER)
+
+    assert patch is not None
+    assert patch["phase"] == "Scheduled"
+    assert standing(patch) == SUCCEEDED
+    assert ready(patch)["message"] == "first run at 2024-05-01T11:00:00Z"
+    assert {c["observedGeneration"] for c in patch["conditions"]} == {2}
+
+
+def test_a_ready_left_at_an_older_generation_is_said_of_the_current_one() -> None:
+    ran = status.backup_finished(
+        {}, backup_report(STORED), RunRequest(1, slot=SLOT), 100, SLOT
+    ).status
+    left_behind = dict(ran) | {"observedGeneration": 2}
+
+    patch = status.schedule_acknowledged(left_behind, 2, SLOT, LATER)
+
+    assert patch is not None
+    assert {c["observedGeneration"] for c in patch["conditions"]} == {2}
+    assert status.schedule_acknowledged(dict(left_behind) | dict(patch), 2, SLOT, LATER) is None

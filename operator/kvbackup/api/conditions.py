@@ -1,10 +1,17 @@
-"""Status conditions and phases shared by KeyBackup and KeyRestore."""
+"""Status conditions and phases shared by KeyBackup and KeyRestore.
+
+Conditions follow the kstatus conventions that Flux, Argo CD and `kubectl wait` read:
+Ready, Reconciling and Stalled, all three always written and each stamped with the
+generation of spec it describes.
+"""
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, cast
 
 from kvbackup.api.statuses import ConditionDocument
 
@@ -22,6 +29,15 @@ class Phase(StrEnum):
 def timestamp(moment: datetime.datetime) -> str:
     """RFC 3339 in UTC with second precision, as Kubernetes prints times."""
     return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+READY = "Ready"
+#: True while a run is under way or a temporary failure waits for its retry.
+RECONCILING = "Reconciling"
+#: True when the object makes no progress until someone changes something.
+STALLED = "Stalled"
+#: Reconciling's reason while a temporary failure waits for its retry.
+RETRY_SCHEDULED = "RetryScheduled"
 
 
 @dataclass(frozen=True)
@@ -52,3 +68,50 @@ class Condition:
             "lastTransitionTime": transition,
         }
         return [c for c in existing if c.get("type") != self.type] + [updated]
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where an object stands, as its three conditions tell it. A condition that is False
+    carries Ready's reason and message, so each of them reads on its own."""
+
+    ready: bool
+    reason: str
+    message: str
+    #: Reconciling is True with this reason: a run under way, or a retry waiting.
+    reconciling: str | None = None
+    #: Stalled is True with this message (and Ready's reason): nothing changes until the
+    #: spec or the cluster's settings do.
+    stalled: str | None = None
+
+    def merged_into(
+        self, existing: list[ConditionDocument], generation: int, moment: datetime.datetime
+    ) -> list[ConditionDocument]:
+        reconciling = self.reconciling is not None
+        stalled = self.stalled is not None
+        for condition in (
+            Condition(READY, self.ready, self.reason, self.message, generation),
+            Condition(
+                RECONCILING, reconciling, self.reconciling or self.reason, self.message, generation
+            ),
+            Condition(STALLED, stalled, self.reason, self.stalled or self.message, generation),
+        ):
+            existing = condition.merged_into(existing, moment)
+        return existing
+
+
+def restamped(existing: Sequence[Any], generation: int) -> list[ConditionDocument]:
+    """The conditions as they are, said of ``generation``: a spec change that starts no run
+    changes nothing they say, but `kubectl wait` ignores a condition of an older one."""
+    said: list[ConditionDocument] = []
+    for condition in existing:
+        if isinstance(condition, dict):
+            said.append(cast(ConditionDocument, {**condition, "observedGeneration": generation}))
+    return said
+
+
+def all_of_generation(existing: Sequence[Any], generation: int) -> bool:
+    return all(
+        isinstance(condition, dict) and condition.get("observedGeneration") == generation
+        for condition in existing
+    )

@@ -13,7 +13,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from kvbackup.api.conditions import Condition, Phase, timestamp
+from kvbackup.api.conditions import (
+    READY,
+    RETRY_SCHEDULED,
+    Phase,
+    Standing,
+    all_of_generation,
+    restamped,
+    timestamp,
+)
 from kvbackup.api.fields import SNAPSHOT_ID
 from kvbackup.api.statuses import (
     BackupRunRequest,
@@ -23,18 +31,23 @@ from kvbackup.api.statuses import (
     RestoreAttempt,
     SnapshotSummary,
 )
+from kvbackup.errors import InvalidSpecError
 from kvbackup.presentation.outcomes import count, key_entries, restore_counts, restore_summary
 from kvbackup.presentation.verdicts import Verdict
 from kvbackup.services.backup import BackupReport, KeptSnapshot
 from kvbackup.services.journal import RestoreJournal
-from kvbackup.services.outcomes import KeyResult
+from kvbackup.services.outcomes import KeyOutcome, KeyResult
 from kvbackup.services.restore import RestoreReport
 from kvbackup.services.triggers import RunRequest
 
-READY = "Ready"
-
 #: How many snapshots a KeyBackup's status lists (storage may hold more).
 SNAPSHOTS_IN_STATUS = 10
+#: How many failed keys a Stalled condition's message names (status.keys lists more).
+FAILED_KEYS_IN_MESSAGE = 5
+
+#: Ready's and Reconciling's reason while a run is under way.
+BACKUP_RUNNING = "BackupRunning"
+RESTORE_RUNNING = "RestoreRunning"
 
 _SUMMARY = {
     Phase.SUCCEEDED: ("Succeeded", True),
@@ -70,9 +83,32 @@ class Update(Generic[StatusT]):
 
 
 def _conditions(
-    existing: Mapping[str, Any], condition: Condition, moment: datetime.datetime
+    existing: Mapping[str, Any], standing: Standing, generation: int, moment: datetime.datetime
 ) -> list[ConditionDocument]:
-    return condition.merged_into(list(existing.get("conditions") or []), moment)
+    return standing.merged_into(list(existing.get("conditions") or []), generation, moment)
+
+
+def _finished(reason: str, ready: bool, message: str, keys: Sequence[KeyOutcome]) -> Standing:
+    """A run that ended: Ready, or Stalled naming the keys that failed, since running the
+    same spec again would fail them again."""
+    if ready:
+        return Standing(True, reason, message)
+    failed = [key for key in keys if key.result.failed]
+    named = [
+        f"{key.name}: {key.result.value}" + (f" ({key.reason})" if key.reason else "")
+        for key in failed[:FAILED_KEYS_IN_MESSAGE]
+    ]
+    if len(failed) > FAILED_KEYS_IN_MESSAGE:
+        named.append(f"{len(failed) - FAILED_KEYS_IN_MESSAGE} more in status.keys")
+    return Standing(False, reason, message, stalled="; ".join([message, *named]))
+
+
+def _failed(verdict: Verdict) -> Standing:
+    """A run that could not finish: Stalled when final, else Reconciling until its retry."""
+    reason, described = verdict.error.reason, verdict.describe()
+    if verdict.final:
+        return Standing(False, reason, described, stalled=described)
+    return Standing(False, reason, described, reconciling=RETRY_SCHEDULED)
 
 
 def _handled(request: RunRequest) -> KeyBackupStatus:
@@ -109,37 +145,44 @@ def schedule_acknowledged(
     next_slot: datetime.datetime | None,
     moment: datetime.datetime,
 ) -> KeyBackupStatus | None:
-    """A scheduled KeyBackup's spec change starts no run, but status must reflect it; None
-    when it already does. Before its first run it is Scheduled and Ready, saying when that
-    run comes, so that `kubectl wait --for=condition=Ready` after an apply returns."""
+    """A scheduled KeyBackup's spec change starts no run, but status must reflect it, its
+    conditions included, so that `kubectl wait --for=condition=Ready` after an apply
+    returns; None when it does already.
+
+    Before its first run it is Scheduled and Ready, saying when that run comes; so is one
+    whose last verdict was an invalid spec, since this spec is valid. Otherwise its last
+    run's outcome stands (a failed run stays Stalled until a run succeeds), now said of
+    this generation.
+    """
     wanted: KeyBackupStatus = {"observedGeneration": generation} | schedule_status(next_slot)
-    waiting = existing.get("phase") in (None, Phase.SCHEDULED.value)
+    conditions = list(existing.get("conditions") or [])
+    ready = next((c for c in conditions if isinstance(c, dict) and c.get("type") == READY), {})
+    waiting = existing.get("phase") in (None, Phase.SCHEDULED.value) or (
+        ready.get("reason") == InvalidSpecError.reason
+    )
     if waiting:
         wanted["phase"] = Phase.SCHEDULED.value
-    if all(existing.get(key) == value for key, value in wanted.items()):
+    if all(existing.get(key) == value for key, value in wanted.items()) and all_of_generation(
+        conditions, generation
+    ):
         return None
     if waiting:
-        condition = Condition(READY, True, *_first_run(next_slot), generation)
-        wanted["conditions"] = _conditions(existing, condition, moment)
+        standing = Standing(True, *_waiting(next_slot, first="lastRun" not in existing))
+        wanted["conditions"] = _conditions(existing, standing, generation, moment)
+    else:
+        wanted["conditions"] = restamped(conditions, generation)
     return wanted
 
 
-def _first_run(next_slot: datetime.datetime | None) -> tuple[str, str]:
-    """The reason and message of a KeyBackup waiting for its first scheduled run."""
+def _waiting(next_slot: datetime.datetime | None, *, first: bool) -> tuple[str, str]:
+    """The reason and message of a KeyBackup waiting for its (first) scheduled run."""
     if next_slot is None:
         return "Suspended", "the schedule is suspended: no run until kvbackup.io/backup-now is set"
-    return "Scheduled", f"first run at {timestamp(next_slot)}"
+    return "Scheduled", f"{'first' if first else 'next'} run at {timestamp(next_slot)}"
 
 
 def _failure_event(verdict: Verdict) -> Event:
     return Event("Warning", verdict.error.reason, verdict.error.message)
-
-
-def _failed(
-    existing: Mapping[str, Any], verdict: Verdict, generation: int, moment: datetime.datetime
-) -> tuple[str, list[ConditionDocument]]:
-    condition = Condition(READY, False, verdict.error.reason, verdict.describe(), generation)
-    return Phase.FAILED.value, _conditions(existing, condition, moment)
 
 
 def backup_started(
@@ -153,12 +196,12 @@ def backup_started(
         "startTime": timestamp(moment),
     }
     message = f"backing up into snapshot {snapshot_id}"
-    condition = Condition(READY, False, "Running", message, request.generation)
+    standing = Standing(False, BACKUP_RUNNING, message, reconciling=BACKUP_RUNNING)
     return Update(
         {
             "phase": Phase.RUNNING.value,
             "activeRun": active,
-            "conditions": _conditions(existing, condition, moment),
+            "conditions": _conditions(existing, standing, request.generation, moment),
         },
         (Event("Normal", "BackupStarted", f"backing up into {snapshot_id}"),),
     )
@@ -183,13 +226,13 @@ def backup_finished(
     message = f"backed up {succeeded} of {len(report.keys)} key(s) into snapshot " + (
         report.snapshot_id if report.manifest_written else f"{report.snapshot_id} (not kept)"
     )
-    condition = Condition(READY, ready, reason, message, request.generation)
+    standing = _finished(reason, ready, message, report.keys)
     status: KeyBackupStatus = (
         _handled(request)
         | schedule_status(next_slot)
         | {
             "phase": phase.value,
-            "conditions": _conditions(existing, condition, moment),
+            "conditions": _conditions(existing, standing, request.generation, moment),
             "lastRun": {
                 "snapshotId": report.snapshot_id,
                 "startTime": timestamp(report.start_time),
@@ -228,8 +271,8 @@ def backup_failed(
 ) -> Update[KeyBackupStatus]:
     """A run that could not finish. A final verdict handles the request: it is not run
     again until something changes."""
-    phase, conditions = _failed(existing, verdict, request.generation, moment)
-    status: KeyBackupStatus = {"phase": phase, "conditions": conditions}
+    conditions = _conditions(existing, _failed(verdict), request.generation, moment)
+    status: KeyBackupStatus = {"phase": Phase.FAILED.value, "conditions": conditions}
     if verdict.final:
         status |= _handled(request)
     return Update(status, (_failure_event(verdict),))
@@ -274,13 +317,13 @@ def restore_started(
     else:  # nothing of an attempt at another generation carries over
         attempt |= {"keysDone": None, "keysTotal": None, "snapshotId": None, "keyResults": None}
     doing = "dry run: reading the snapshot and the vault" if dry_run else "restoring keys"
-    condition = Condition(READY, False, "Running", doing, generation)
+    standing = Standing(False, RESTORE_RUNNING, doing, reconciling=RESTORE_RUNNING)
     return Update(
         {
             "phase": Phase.RUNNING.value,
             "startTime": started,
             "activeRun": attempt,
-            "conditions": _conditions(existing, condition, moment),
+            "conditions": _conditions(existing, standing, generation, moment),
         }
     )
 
@@ -313,7 +356,7 @@ def restore_finished(
     kind, event_reason = _RESTORE_EVENTS[phase]
     if report.dry_run:
         reason = event_reason = "DryRunSucceeded"
-    condition = Condition(READY, ready, reason, message, generation)
+    standing = _finished(reason, ready, message, report.keys)
     return Update(
         {
             "phase": phase.value,
@@ -325,7 +368,7 @@ def restore_finished(
             "source": {"keyBackup": keybackup, "snapshotId": report.snapshot_id},
             "counts": restore_counts(report.keys, dry_run=report.dry_run),
             "keys": key_entries(report.keys, keys_limit, with_version_ids=True),
-            "conditions": _conditions(existing, condition, moment),
+            "conditions": _conditions(existing, standing, generation, moment),
         },
         (Event(kind, event_reason, message),),
     )
@@ -340,8 +383,8 @@ def restore_failed(
 ) -> Update[KeyRestoreStatus]:
     """A restore that could not finish; a final verdict ends this generation, and any other
     leaves what each key came to for the next attempt."""
-    phase, conditions = _failed(existing, verdict, generation, moment)
-    status: KeyRestoreStatus = {"phase": phase, "conditions": conditions}
+    conditions = _conditions(existing, _failed(verdict), generation, moment)
+    status: KeyRestoreStatus = {"phase": Phase.FAILED.value, "conditions": conditions}
     if verdict.final:
         status |= {"observedGeneration": generation, "activeRun": None}
     elif journal_fields := _journal_fields(journal):
