@@ -54,10 +54,52 @@ def _undescribed(cluster: Cluster, path: str) -> list[str]:
     return missing
 
 
+def _opaque(cluster: Cluster, path: str) -> list[str]:
+    """The objects under ``path`` (recursively) whose fields `kubectl explain` cannot show."""
+    _, fields = _explained(cluster, path)
+    found = [] if fields else [path]
+    for name, (kind, _) in fields.items():
+        if kind in {"Object", "[]Object"}:
+            found += _opaque(cluster, f"{path}.{name}")
+    return found
+
+
 @pytest.mark.parametrize("kind", ["keybackup", "keyrestore"])
 def test_kubectl_explain_describes_every_field(cluster: Cluster, kind: str) -> None:
     assert _explained(cluster, f"{kind}.spec")[0] not in NO_DESCRIPTION
+    assert _explained(cluster, f"{kind}.status")[0] not in NO_DESCRIPTION
     assert _undescribed(cluster, kind) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "opaque"),
+    [
+        # destination.secret has no fields of its own: {} means this namespace's Secrets.
+        pytest.param("keybackup", ["keybackup.spec.destination.secret"], id="keybackup"),
+        pytest.param("keyrestore", [], id="keyrestore"),
+    ],
+)
+def test_kubectl_explain_reaches_every_status_field(
+    cluster: Cluster, kind: str, opaque: list[str]
+) -> None:
+    assert _opaque(cluster, kind) == opaque
+
+
+def test_kubectl_explain_describes_a_keybackups_last_run_field_by_field(cluster: Cluster) -> None:
+    description, fields = _explained(cluster, "keybackup.status.lastRun")
+
+    assert description == "The latest finished run."
+    assert fields["keysFailed"] == ("integer", "Keys that failed.")
+    assert set(fields) == {
+        "snapshotId",
+        "startTime",
+        "completionTime",
+        "phase",
+        "keysTotal",
+        "keysSucceeded",
+        "keysFailed",
+        "bytes",
+    }
 
 
 def test_kubectl_explain_says_the_time_zone_defaults_to_utc(cluster: Cluster) -> None:
