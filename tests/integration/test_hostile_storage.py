@@ -29,7 +29,7 @@ from azure.storage.blob import ContainerClient, ContentSettings
 
 from kvbackup.api.fields import SNAPSHOT_ID
 from kvbackup.api.keybackup import KeyBackupRef
-from kvbackup.services.snapshot import KeyArtifact, Manifest, sha256_hex
+from kvbackup.services.snapshot import Manifest
 from tests.harness import azurite as azurite_harness
 from tests.harness import identity
 from tests.harness.azurite import Azurite
@@ -39,7 +39,7 @@ from tests.harness.hostile import gzip_bomb, peak_rss_mib, zeros
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, start_operator
 from tests.harness.vault import Vault, create_keys
-from tests.integration.conftest import SNAPSHOT_TIME, Cluster
+from tests.integration.conftest import Cluster, manifest_of
 from tests.integration.objects import keybackup, keyrestore
 
 pytestmark = pytest.mark.integration
@@ -81,18 +81,6 @@ class Scene:
         return sorted(blob.name for blob in self.containers[role].list_blobs())
 
 
-def _manifest(ref: KeyBackupRef, snapshot_id: str, *keys: KeyArtifact) -> Manifest:
-    return Manifest(
-        snapshot_id=snapshot_id,
-        keybackup=ref,
-        vault_url="https://v.vault.azure.net",
-        start_time=SNAPSHOT_TIME,
-        completion_time=SNAPSHOT_TIME,
-        operator_version="forged",
-        keys=keys,
-    )
-
-
 def _put_snapshot(container: ContainerClient, folder: str, manifest: Manifest) -> None:
     """A snapshot as the store lays it out, with whatever summary ``manifest`` gives."""
     for artifact in manifest.keys:
@@ -123,10 +111,9 @@ def _hostile_storage(scene: Scene, ns_a: str, ns_b: str) -> None:
         content_settings=ContentSettings(content_type="application/json", content_encoding="gzip"),
     )
     # (b) a manifest recording 4 KiB for a key whose blob holds 300 MiB.
-    recorded = KeyArtifact("big", ("v1",), sha256_hex(RECORDED), len(RECORDED))
     team_a.upload_blob(
         f"{ns_a}/huge/{OLD}/manifest.json",
-        _manifest(KeyBackupRef(ns_a, "huge", ""), OLD, recorded).to_json(),
+        manifest_of(KeyBackupRef(ns_a, "huge", ""), OLD, {"big": RECORDED}).to_json(),
     )
     team_a.upload_blob(
         f"{ns_a}/huge/{OLD}/keys/big", zeros(300 * MiB), length=300 * MiB, max_concurrency=2
@@ -134,14 +121,14 @@ def _hostile_storage(scene: Scene, ns_a: str, ns_b: str) -> None:
     # (c) summaries of KeyBackup "nightly" naming ids that climb into the victim's container:
     # the oldest for retention to delete, the newest for "latest" to read.
     for folder, climbing in ((OLDER, "0"), (OLD, "9")):
-        forged = _manifest(KeyBackupRef(ns_a, "nightly", ""), folder)
+        forged = manifest_of(KeyBackupRef(ns_a, "nightly", ""), folder, {})
         blob = team_a.get_blob_client(f"{ns_a}/nightly/{folder}/manifest.json")
         blob.upload_blob(forged.to_json())
         summary = json.loads(forged.summary.to_json())
         summary["snapshotId"] = _escape(climbing, victim, target)
         blob.set_blob_metadata({"summary": json.dumps(summary)})
     # (d) a manifest of team b's namespace in team a's folder.
-    stolen = _manifest(KeyBackupRef(ns_b, "keys", ""), OLD)
+    stolen = manifest_of(KeyBackupRef(ns_b, "keys", ""), OLD, {})
     team_a.upload_blob(f"{ns_a}/keys/{OLD}/manifest.json", stolen.to_json())
     # (f) a Secret named and labelled as a manifest Secret, holding 1 MiB of junk.
     junk = base64.b64encode(os.urandom(MiB - 4096)).decode()
@@ -237,12 +224,8 @@ def _played(
         client.create_container()
     # The victim: a snapshot another tenant keeps, which forged ids point at.
     victim_folder = f"{ns_b}/nightly/{OLD}"
-    secret = KeyArtifact("their-key", ("v1",), sha256_hex(bytes(64)), 64)
-    _put_snapshot(
-        containers["victim"],
-        victim_folder,
-        _manifest(KeyBackupRef(ns_b, "nightly", ""), OLD, secret),
-    )
+    theirs = manifest_of(KeyBackupRef(ns_b, "nightly", ""), OLD, {"their-key": bytes(64)})
+    _put_snapshot(containers["victim"], victim_folder, theirs)
     vault_a.create_rsa_key("a-key")
     create_keys(vault_b, TEAM_B_KEYS)
     rules = [
