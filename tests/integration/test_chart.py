@@ -866,7 +866,12 @@ def test_the_service_monitor_and_the_alert_rules_are_accepted_by_the_api_server(
     assert rule["metadata"]["labels"]["role"] == "alert-rules"
     (group,) = rule["spec"]["groups"]
     alerts = {r["alert"]: r for r in group["rules"]}
-    assert set(alerts) == {"KeyBackupTooOld", "KeyBackupFailing", "KeyVaultThrottled"}
+    assert set(alerts) == {
+        "KeyBackupTooOld",
+        "KeyBackupFailing",
+        "KeyVaultThrottled",
+        "KeyBackupOperatorDown",
+    }
     assert "2 * kvbackup_keybackup_schedule_interval_seconds" in alerts["KeyBackupTooOld"]["expr"]
     assert "> 93600" in alerts["KeyBackupTooOld"]["expr"]
 
@@ -900,10 +905,15 @@ def series(metric: str, values: str, **labels: str) -> dict[str, str]:
     return {"series": f"{metric}{{{selector}}}", "values": values}
 
 
+#: Where the alerts' runbook_url annotations point by default.
+RUNBOOK = "https://github.com/kvbackup/kvbackup/blob/main/README.md"
+
+
 def _too_old(namespace: str, name: str, age: str) -> dict[str, Any]:
     return {
         "exp_labels": {"severity": "critical", "namespace": namespace, "name": name},
         "exp_annotations": {
+            "runbook_url": f"{RUNBOOK}#keybackuptooold",
             "summary": f"KeyBackup {namespace}/{name} has no recent successful backup",
             "description": f"The last successful backup of KeyBackup {namespace}/{name} "
             f"completed {age} ago. See kubectl describe keybackup -n {namespace} {name}.",
@@ -915,6 +925,88 @@ THROTTLED_DESCRIPTION = (
     "10% of the operator's calls to busy were answered 429 (Too Many Requests). Runs go on "
     "more slowly; lower KVBACKUP_VAULT_RATE_LIMIT or spread the schedules of its KeyBackups."
 )
+OPERATOR_DOWN = {
+    "exp_labels": {"severity": "critical"},
+    "exp_annotations": {
+        "runbook_url": f"{RUNBOOK}#keybackupoperatordown",
+        "summary": "No replica of the kvbackup operator leads",
+        "description": "No replica of the kvbackup operator in namespace ops has led for 5m: "
+        "no backup, schedule or restore runs. Either none runs or Prometheus scrapes none "
+        "(kubectl get pods -n ops), or none can hold its Lease (kubectl get lease -n ops, "
+        "and the replicas' logs).",
+    },
+}
+#: KeyBackupOperatorDown: two replicas that both stand by, none scraped at all, and a
+#: hand-over with a minute in which neither leads.
+LEADER_CASES: list[dict[str, Any]] = [
+    {
+        "interval": "1m",
+        "input_series": [
+            series("kvbackup_leader", "0x30", instance="r1"),
+            series("kvbackup_leader", "0x30", instance="r2"),
+        ],
+        "alert_rule_test": [
+            {"eval_time": "4m", "alertname": "KeyBackupOperatorDown", "exp_alerts": []},
+            {
+                "eval_time": "6m",
+                "alertname": "KeyBackupOperatorDown",
+                "exp_alerts": [OPERATOR_DOWN],
+            },
+        ],
+    },
+    {
+        "interval": "1m",
+        "input_series": [series("up", "0x30", job="kvbackup-operator")],
+        "alert_rule_test": [
+            {
+                "eval_time": "6m",
+                "alertname": "KeyBackupOperatorDown",
+                "exp_alerts": [OPERATOR_DOWN],
+            },
+        ],
+    },
+    {
+        "interval": "1m",
+        "input_series": [
+            series("kvbackup_leader", "1x10 0x20", instance="r1"),
+            series("kvbackup_leader", "0x11 1x20", instance="r2"),
+        ],
+        "alert_rule_test": [
+            {"eval_time": "11m", "alertname": "KeyBackupOperatorDown", "exp_alerts": []},
+            {"eval_time": "20m", "alertname": "KeyBackupOperatorDown", "exp_alerts": []},
+        ],
+    },
+]
+
+
+def _hand_over_case(old_leader_keeps_its_series: bool) -> dict[str, Any]:
+    """KeyBackupTooOld over a daily KeyBackup that last succeeded at 0, shown by replica r1
+    until it hands over at minute 60 and by r2 from then on; with ``old_leader_keeps_its_series``
+    r1 goes on showing it too, as replicas did before they dropped their series."""
+    old = "0x5000" if old_leader_keeps_its_series else "0x59 stale"
+    old_interval = "86400x5000" if old_leader_keeps_its_series else "86400x59 stale"
+    last_success = "kvbackup_keybackup_last_success_timestamp_seconds"
+    interval = "kvbackup_keybackup_schedule_interval_seconds"
+    return {
+        "interval": "1m",
+        "input_series": [
+            series(last_success, old, namespace="a", name="daily", instance="r1"),
+            series(interval, old_interval, namespace="a", name="daily", instance="r1"),
+            series(last_success, "_x60 0x5000", namespace="a", name="daily", instance="r2"),
+            series(interval, "_x60 86400x5000", namespace="a", name="daily", instance="r2"),
+        ],
+        "alert_rule_test": [
+            {"eval_time": "47h", "alertname": "KeyBackupTooOld", "exp_alerts": []},
+            {
+                "eval_time": "48h12m",
+                "alertname": "KeyBackupTooOld",
+                # One alert, labelled by the KeyBackup alone: whichever replica shows it.
+                "exp_alerts": [_too_old("a", "daily", "2d 0h 12m 0s")],
+            },
+        ],
+    }
+
+
 #: promtool's rule unit tests: series from minute 0 (time() counts from 0 too), and the
 #: alerts expected at chosen times.
 ALERT_CASES: dict[str, Any] = {
@@ -983,6 +1075,7 @@ ALERT_CASES: dict[str, Any] = {
                                 "name": "broken",
                             },
                             "exp_annotations": {
+                                "runbook_url": f"{RUNBOOK}#keybackupfailing",
                                 "summary": "KeyBackup a/broken is failing",
                                 "description": "The runs of KeyBackup a/broken have been failing "
                                 "or partially failing for a while; its Ready condition and Events "
@@ -1035,6 +1128,7 @@ ALERT_CASES: dict[str, Any] = {
                         {
                             "exp_labels": {"severity": "warning", "vault": "busy"},
                             "exp_annotations": {
+                                "runbook_url": f"{RUNBOOK}#keyvaultthrottled",
                                 "summary": "Key Vault busy throttles the kvbackup operator",
                                 "description": THROTTLED_DESCRIPTION,
                             },
@@ -1043,13 +1137,14 @@ ALERT_CASES: dict[str, Any] = {
                 },
             ],
         },
+        *LEADER_CASES,
+        _hand_over_case(old_leader_keeps_its_series=False),
     ],
 }
 
 
-def test_the_alert_rules_pass_promtool_and_fire_when_and_only_when_they_should(
-    helm: Path, promtool: Path, tmp_path: Path
-) -> None:
+def _rule_file(helm: Path, tmp_path: Path) -> Path:
+    """The chart's alert rules, as a Prometheus rule file."""
     values = {
         "metrics": {
             "prometheusRule": {"enabled": True, "keyBackupTooOld": {"maxAgeSeconds": 259200}}
@@ -1058,18 +1153,70 @@ def test_the_alert_rules_pass_promtool_and_fire_when_and_only_when_they_should(
     (rule,) = find(render(helm, "ops", values), "PrometheusRule")
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    return rules
+
+
+def _promtool_test(
+    promtool: Path, rules: Path, tmp_path: Path, cases: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    written = tmp_path / "cases.yaml"
+    written.write_text(yaml.safe_dump({"rule_files": [str(rules)], **cases}))
+    return subprocess.run(
+        [str(promtool), "test", "rules", str(written)], capture_output=True, text=True, check=False
+    )
+
+
+def test_the_alert_rules_pass_promtool_and_fire_when_and_only_when_they_should(
+    helm: Path, promtool: Path, tmp_path: Path
+) -> None:
+    rules = _rule_file(helm, tmp_path)
     checked = subprocess.run(
         [str(promtool), "check", "rules", str(rules)], capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 3 rules found" in checked.stdout
+    assert "SUCCESS: 4 rules found" in checked.stdout
 
-    cases = tmp_path / "cases.yaml"
-    cases.write_text(yaml.safe_dump({"rule_files": [str(rules)], **ALERT_CASES}))
-    tested = subprocess.run(
-        [str(promtool), "test", "rules", str(cases)], capture_output=True, text=True, check=False
-    )
+    tested = _promtool_test(promtool, rules, tmp_path, ALERT_CASES)
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_the_too_old_alert_cannot_join_two_replicas_series_of_one_keybackup(
+    helm: Path, promtool: Path, tmp_path: Path
+) -> None:
+    """Why a replica that stops leading drops its series: were both replicas to show a
+    KeyBackup, the rule's join on (namespace, name) would fail to evaluate, and the alert
+    the hand-over case above expects would never fire."""
+    rules = _rule_file(helm, tmp_path)
+    overlapping = {
+        "evaluation_interval": "1m",
+        "tests": [_hand_over_case(old_leader_keeps_its_series=True)],
+    }
+    tested = _promtool_test(promtool, rules, tmp_path, overlapping)
+    assert tested.returncode != 0
+    assert "many-to-many matching not allowed" in tested.stdout + tested.stderr
+
+
+def test_each_alerts_runbook_url_is_an_anchor_of_the_readmes_alerts_section(
+    helm: Path,
+) -> None:
+    readme = (REPO / "README.md").read_text()
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-")
+        for heading in re.findall(r"(?m)^#+ (.+)$", readme)
+    }
+    base = "https://git.example.com/platform/kvbackup/-/blob/v0.1.0/README.md"
+    for values, expected_base in (
+        ({"enabled": True}, RUNBOOK),
+        ({"enabled": True, "runbookBaseUrl": base}, base),
+    ):
+        (rule,) = find(
+            render(helm, "ops", {"metrics": {"prometheusRule": values}}), "PrometheusRule"
+        )
+        (group,) = rule["spec"]["groups"]
+        for alert in group["rules"]:
+            url = alert["annotations"]["runbook_url"]
+            assert url == f"{expected_base}#{alert['alert'].lower()}"
+            assert url.partition("#")[2] in anchors, f"README.md has no heading {alert['alert']}"
 
 
 def test_the_network_policy_admits_scrapes_of_the_metrics_port_from_the_given_peers(

@@ -5,11 +5,14 @@ graphs and alerts on. Each test runs an operator of its own, so every count is i
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
+import platform
 import time
 from collections.abc import Callable
 
 import pytest
 
+from kvbackup import __version__
 from kvbackup.services.triggers import parse_time
 from tests.harness.fault_proxy import FaultProxy, Faults
 from tests.harness.lowkey import Lowkey
@@ -62,7 +65,16 @@ def test_a_backup_a_restore_and_a_dry_run_are_graphed_while_they_run_and_after_t
     vault, host = Vault(proxy.url, lowkey.certificate), vault_label(proxy.url)
     vault.create_ec_keys(KEYS)
     proxy.set_faults(Faults(latency_seconds=0.05))
-    before = wait_for_metrics(cluster, "the endpoint answers", lambda _: True)
+    before = wait_for_metrics(
+        cluster, "the operator leads", lambda samples: samples.get("kvbackup_leader") == 1
+    )
+    (build,) = [labels for name, labels in before.values if name == "kvbackup_build_info"]
+    assert dict(build) == {
+        "version": __version__,
+        "python_version": platform.python_version(),  # the tests' own interpreter runs it
+        "kopf_version": importlib.metadata.version("kopf"),
+    }
+    assert before.get("kvbackup_build_info", **dict(build)) == 1
     assert before.get("kvbackup_runs_in_flight", kind="backup") == 0
     assert before.get("kvbackup_runs_total", kind="backup", result="Succeeded") == 0
 

@@ -4,6 +4,7 @@ restore runs once, and killing the leader hands its work to the other."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 import uuid
@@ -28,6 +29,12 @@ KEYS = [f"key-{index:03d}" for index in range(200)]
 LEASE_SECONDS = 6
 TAKEOVER_BOUND = Timing(LEASE_SECONDS).takeover_bound
 BACKUP_CALLS = "POST /keys/*/backup"
+#: The gauges each KeyBackup has a series of, on the leader alone.
+PER_KEYBACKUP = (
+    "kvbackup_keybackup_last_success_timestamp_seconds",
+    "kvbackup_keybackup_schedule_interval_seconds",
+    "kvbackup_keybackup_failing",
+)
 RESTORE_CALLS = "POST /keys/restore"
 
 
@@ -203,3 +210,73 @@ def test_with_two_replicas_a_schedule_fires_once_per_slot(
     # One run per slot, each into a snapshot of its own, and two backup calls per run.
     assert len(started) == len(set(started)) == succeeded
     assert proxy.counts().by_operation[BACKUP_CALLS] == 2 * succeeded
+
+
+def _series(replicas: list[OperatorProcess], metric: str, name: str) -> int:
+    """How many series of ``metric`` for KeyBackup ``name`` the replicas' scrapes hold."""
+    return sum(
+        1
+        for replica in replicas
+        for sample, labels in replica.metrics().values
+        if sample == metric and ("name", name) in labels
+    )
+
+
+def test_a_leader_paused_past_its_lease_drops_its_keybackup_series_for_the_new_leaders(
+    replicas: Callable[..., Replicas], proxy: FaultProxy, lowkey: Lowkey
+) -> None:
+    """A long pause (a frozen node, a stalled process) hands the lease over while the old
+    leader lives on: after it, both replicas' scrapes together hold one series per
+    KeyBackup, so alerts fire once and the rules' joins on (namespace, name) evaluate."""
+    pair = replicas()
+    cluster = pair.cluster
+    Vault(proxy.url, lowkey.certificate).create_ec_keys(["app-key"])
+    names = ("payments", "orders")
+    for name in names:
+        cluster.apply(keybackup(name, proxy.url, schedule="@every 1h"))
+        cluster.plane.kubectl(
+            "annotate", "kb", name, "-n", cluster.namespace, "kvbackup.io/backup-now=first"
+        )
+    for name in names:
+        cluster.wait_for_phase("keybackup", name, "Succeeded")
+    leader = pair.leader()
+    (follower,) = [p for p in pair.processes if p is not leader]
+
+    def one_series_each_by(shown_by: OperatorProcess) -> bool:
+        return (
+            all(
+                _series([shown_by], metric, name) == 1
+                and _series(pair.processes, metric, name) == 1
+                for metric in PER_KEYBACKUP
+                for name in names
+            )
+            and shown_by.metrics().get("kvbackup_leader") == 1
+            and sum(p.metrics().get("kvbackup_leader") or 0 for p in pair.processes) == 1
+        )
+
+    cluster.wait_until("the leader alone shows the KeyBackups", lambda: one_series_each_by(leader))
+
+    leader.process.send_signal(signal.SIGSTOP)
+    try:
+        cluster.wait_until(
+            "the follower holds the lease",
+            lambda: pair.holder() == identity(follower),
+            timeout=TAKEOVER_BOUND + 5,
+            interval=0.2,
+        )
+    finally:
+        leader.process.send_signal(signal.SIGCONT)
+
+    cluster.wait_until(
+        "the new leader alone shows the KeyBackups", lambda: one_series_each_by(follower)
+    )
+    assert leader.metrics().get("kvbackup_leader") == 0
+    assert "stepping down" in leader.log()
+    # Events are the operator's own, whichever replica posted them.
+    events = [event for name in names for event in cluster.events_for(name)]
+    assert events
+    for event in events:
+        assert event["reportingComponent"] == "kvbackup-operator"
+        assert event["source"]["component"] == "kvbackup-operator"
+        assert event["reportingInstance"] == socket.gethostname()
+        assert event["metadata"]["name"].startswith("kvbackup-operator-")

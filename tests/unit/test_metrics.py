@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import importlib.metadata
+import platform
 from functools import partial
 from typing import Any
 
@@ -13,6 +15,7 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kvbackup import __version__
 from kvbackup.adapters.fairshare import FairSlots
 from kvbackup.adapters.keyvault import KeyVaultKeys, vault_host
 from kvbackup.adapters.metrics import BACKUP, KeyBackupReadings, OperatorMetrics
@@ -167,6 +170,33 @@ def test_a_running_keybackup_keeps_its_failing_flag_and_a_deleted_one_leaves_no_
     metrics.forget_keybackup("payments", "keys")
 
     assert not [labels for (_, labels) in samples(metrics) if ("name", "keys") in labels]
+
+
+def test_a_replica_that_stops_leading_drops_every_keybackups_series_and_says_it_stands_by() -> None:
+    metrics = OperatorMetrics()
+    assert value(metrics, "kvbackup_leader") == 0
+    metrics.started_leading()
+    for name in ("keys", "tokens"):
+        metrics.observe_keybackup("payments", name, KeyBackupReadings(1.0e9, 86400.0, 4015, True))
+    assert value(metrics, "kvbackup_leader") == 1
+
+    metrics.stopped_leading()
+
+    assert value(metrics, "kvbackup_leader") == 0
+    assert not [labels for (_, labels) in samples(metrics) if ("namespace", "payments") in labels]
+    assert value(metrics, "kvbackup_runs_total", kind="backup", result="Succeeded") == 0
+
+
+def test_the_build_info_names_the_operator_python_and_kopf_versions() -> None:
+    (labels,) = [
+        dict(labels) for name, labels in samples(OperatorMetrics()) if name == "kvbackup_build_info"
+    ]
+    assert labels == {
+        "version": __version__,
+        "python_version": platform.python_version(),
+        "kopf_version": importlib.metadata.version("kopf"),
+    }
+    assert value(OperatorMetrics(), "kvbackup_build_info", **labels) == 1
 
 
 # --- Key Vault calls ---------------------------------------------------------------

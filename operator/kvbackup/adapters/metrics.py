@@ -4,13 +4,16 @@ that serves them (README, "Metrics and alerts", lists each one).
 Labels are bounded: kinds, results and operations are fixed words, a vault is its host
 (its series removed once the vault has gone unused for a while, keyvault.py), and only
 the per-KeyBackup gauges carry an object's namespace and name, removed when the object
-is deleted. No key name is ever a label. Recording a Key Vault call costs a dict
-lookup and an increment; the vaults' pace rates are read only when scraped.
+is deleted and when the replica stops leading (the leader alone shows them). No key name
+is ever a label. Recording a Key Vault call costs a dict lookup and an increment; the
+vaults' pace rates are read only when scraped.
 """
 
 from __future__ import annotations
 
 import collections
+import importlib.metadata
+import platform
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +32,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from kvbackup import __version__
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
 
 BACKUP = "backup"
@@ -167,6 +171,20 @@ class OperatorMetrics:
             ["vault", "operation", "code"],
             registry=registry,
         )
+        self.build_info = Gauge(
+            "kvbackup_build_info",
+            "Always 1; the operator's version and those of the Python and kopf it runs on.",
+            ["version", "python_version", "kopf_version"],
+            registry=registry,
+        )
+        self.build_info.labels(
+            __version__, platform.python_version(), importlib.metadata.version("kopf")
+        ).set(1)
+        self.leader = Gauge(
+            "kvbackup_leader",
+            "1 while this replica leads (runs backups and restores), 0 while it stands by.",
+            registry=registry,
+        )
         labels = ["namespace", "name"]
         self.last_success = Gauge(
             "kvbackup_keybackup_last_success_timestamp_seconds",
@@ -246,7 +264,21 @@ class OperatorMetrics:
         if readings.failing is not None:
             failing.set(int(readings.failing))
 
+    def _keybackup_gauges(self) -> tuple[Gauge, ...]:
+        return (self.last_success, self.schedule_interval, self.snapshot_bytes, self.failing)
+
     def forget_keybackup(self, namespace: str, name: str) -> None:
         """Removes a deleted KeyBackup's series."""
-        for gauge in (self.last_success, self.schedule_interval, self.snapshot_bytes, self.failing):
+        for gauge in self._keybackup_gauges():
             gauge.remove(namespace, name)
+
+    def started_leading(self) -> None:
+        self.leader.set(1)
+
+    def stopped_leading(self) -> None:
+        """Removes every KeyBackup's series, once this replica's loops have stopped: the
+        new leader shows them, and two replicas' copies would fire alerts twice and break
+        the alert rules' joins on (namespace, name)."""
+        self.leader.set(0)
+        for gauge in self._keybackup_gauges():
+            gauge.clear()

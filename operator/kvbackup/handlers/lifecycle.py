@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from typing import Any
 
 import kopf
 
+from kvbackup.adapters.metrics import OperatorMetrics
 from kvbackup.api import GROUP
 from kvbackup.config import Settings
 from kvbackup.handlers.loops import Loops
@@ -19,6 +21,9 @@ from kvbackup.services.leadership import Leadership
 #: gives up stops the operator. kopf's own (54 s in all) would end it in an API server
 #: outage of a minute; these ride out about ten: 1, 1, 2, 3, 5, 8, 13, 21 s, then 30 s.
 API_RETRY_BACKOFFS = (1, 1, 2, 3, 5, 8, 13, 21, *(30,) * 18)
+#: Who reports the operator's Events (``kubectl describe``'s "From" column, and event
+#: exporters' reportingController).
+REPORTING_COMPONENT = "kvbackup-operator"
 
 
 @kopf.on.startup()
@@ -31,14 +36,28 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     )
     settings.peering.standalone = True
     settings.networking.error_backoffs = API_RETRY_BACKOFFS
+    settings.posting.reporting_component = REPORTING_COMPONENT
+    # The pod's name: which replica posted an Event.
+    settings.posting.reporting_instance = socket.gethostname()
+    settings.posting.event_name_prefix = f"{REPORTING_COMPONENT}-"
     # The SDKs log request details at INFO; keep the log to what operators need.
     logging.getLogger("azure").setLevel(logging.WARNING)
     runtime = Runtime.create(Settings.from_env(), memo.metrics)
     memo.runtime = runtime
     memo.loops = loops = Loops()
     memo.leadership = leadership = runtime.leadership()
+    metrics: OperatorMetrics = memo.metrics
+
+    async def elected() -> None:
+        metrics.started_leading()
+        await loops.lead()
+
+    async def deposed() -> None:
+        await loops.follow()  # no loop of this replica sets a KeyBackup's series after this
+        metrics.stopped_leading()
+
     memo.election = asyncio.create_task(
-        leadership.run(on_elected=loops.lead, on_deposed=loops.follow), name="kvbackup-election"
+        leadership.run(on_elected=elected, on_deposed=deposed), name="kvbackup-election"
     )
 
 
