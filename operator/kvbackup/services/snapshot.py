@@ -140,7 +140,7 @@ class SnapshotSummary:
         try:
             document = json.loads(raw)
             return cls(
-                snapshot_id=_checked(SNAPSHOT_ID, document["snapshotId"], "snapshotId"),
+                snapshot_id=_checked(SNAPSHOT_ID, document["snapshotId"], "a snapshot id"),
                 start_time=_parse_time(document["startTime"]),
                 completion_time=_parse_time(document["completionTime"]),
                 keys=_count(document["keys"], "keys"),
@@ -256,12 +256,12 @@ class Manifest:
             if not isinstance(keys, list) or not all(isinstance(k, KeyArtifact) for k in keys):
                 raise ValueError("a key's entry lacks its name, versions, sha256 or size")
             ref = document["keyBackup"]
-            namespace = _checked(NAMESPACE_NAME, ref["namespace"], "keyBackup.namespace")
-            name = _checked(OBJECT_NAME, ref["name"], "keyBackup.name")
+            namespace = _checked(NAMESPACE_NAME, ref["namespace"], "a namespace's name")
+            name = _checked(OBJECT_NAME, ref["name"], "a KeyBackup's name")
             if len(name) > _NAME_MAX:
                 raise ValueError(f"keyBackup.name is longer than {_NAME_MAX} characters")
             return cls(
-                snapshot_id=_checked(SNAPSHOT_ID, document["snapshotId"], "snapshotId"),
+                snapshot_id=_checked(SNAPSHOT_ID, document["snapshotId"], "a snapshot id"),
                 keybackup=KeyBackupRef(namespace, name, _text(ref.get("uid", ""), "uid")),
                 vault_url=_text(document["vaultUrl"], "vaultUrl"),
                 start_time=_parse_time(document["startTime"]),
@@ -319,7 +319,7 @@ def _artifact_or_object(entry: dict[str, Any]) -> Any:
         return entry
     # A manifest is read back from storage a tenant may write to, and a key's name
     # becomes part of the path its backup is read from: only Key Vault's names pass.
-    name = _checked(KEY_NAME, entry["name"], "a key's name")
+    name = _checked(KEY_NAME, entry["name"], "a Key Vault key name")
     versions = entry["versions"]
     if not isinstance(versions, list):
         raise ValueError(f"the versions of key {name} are not a list")
@@ -331,17 +331,18 @@ def _artifact_or_object(entry: dict[str, Any]) -> Any:
         )
     return KeyArtifact(
         name,
-        tuple(_checked(VERSION_ID, version, f"a version of key {name}") for version in versions),
-        _checked(SHA256_HEX, entry["sha256"], f"the sha256 of key {name}"),
+        tuple(_checked(VERSION_ID, version, f"a version id (key {name})") for version in versions),
+        _checked(SHA256_HEX, entry["sha256"], f"a sha256 digest (key {name})"),
         size,
         _text(entry.get("location", ""), f"where key {name} is kept"),
     )
 
 
-def _checked(grammar: re.Pattern[str], value: Any, what: str) -> str:
-    """``value`` when it is a string that ``grammar`` matches in full."""
+def _checked(grammar: re.Pattern[str], value: Any, rule: str) -> str:
+    """``value`` when it is a string that ``grammar`` matches in full; ``rule`` says what
+    that grammar is, for the error."""
     if not isinstance(value, str) or not grammar.fullmatch(value):
-        raise ValueError(f"{what} {foreign_text(repr(value))} is not valid")
+        raise ValueError(f"{foreign_text(repr(value))} is not {rule}")
     return value
 
 
