@@ -35,7 +35,8 @@ async def test_an_export_holds_each_keys_exact_bytes_and_reads_back_as_the_same_
         assert exported.manifest == manifest
         for artifact in manifest.keys:
             stored = await opened(store, manifest).read_artifact(artifact)
-            assert await exported.read_verified(artifact) == stored
+            async with exported.verified(artifact) as data:
+                assert data == stored
 
 
 async def test_an_altered_backup_is_not_exported_and_fails_by_name(tmp_path: Path) -> None:
@@ -135,6 +136,7 @@ async def test_a_backup_file_altered_after_the_export_fails_verification_when_re
     (tmp_path / "signing.bak").write_bytes(b"altered")
 
     with directory_snapshot(tmp_path) as exported, pytest.raises(KvBackupError) as refused:
-        await exported.read_verified(manifest.keys[0])
+        async with exported.verified(manifest.keys[0]):
+            pass
 
     assert refused.value.reason == "IntegrityCheckFailed"

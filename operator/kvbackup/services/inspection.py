@@ -65,8 +65,8 @@ async def verify_snapshot(
 
     async def verify(name: str) -> KeyOutcome:
         artifact = manifest.artifact(name)
-        await snapshot.read_verified(artifact)
-        return _intact(artifact, "Verified", "sha256 and size match the manifest")
+        async with snapshot.verified(artifact):
+            return _intact(artifact, "Verified", "sha256 and size match the manifest")
 
     return await _each_key(manifest, verify, concurrency, progress)
 
@@ -94,7 +94,8 @@ async def export_snapshot(
 
     async def export(name: str) -> KeyOutcome:
         artifact = manifest.artifact(name)
-        where = await target.write_backup(artifact, await snapshot.read_verified(artifact))
+        async with snapshot.verified(artifact) as data:
+            where = await target.write_backup(artifact, data)
         return _intact(artifact, "Exported", f"wrote {where} ({artifact.size} bytes)")
 
     outcomes = await _each_key(manifest, export, concurrency, progress)

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
 from kvbackup.api.keybackup import Destination, KeyBackupRef
 from kvbackup.api.keyrestore import BlobSnapshotSource
-from kvbackup.services.snapshot import KeyArtifact, Manifest, SnapshotSummary
+from kvbackup.services.byte_budget import ByteBudget
+from kvbackup.services.snapshot import (
+    ARTIFACT_MAX_BYTES,
+    KeyArtifact,
+    Manifest,
+    SnapshotSummary,
+)
 
 #: The current time in UTC; passed in, so that a run's timing can be tested.
 Clock = Callable[[], datetime.datetime]
@@ -115,18 +121,28 @@ class SnapshotStore(Protocol):
         ...
 
 
+#: Artifact bytes of one opened snapshot held at once, read and not yet let go of: a run
+#: works on tens of keys at a time, and a manifest may record each at up to
+#: ARTIFACT_MAX_BYTES, so without a bound a forged one could hold hundreds of MiB.
+ARTIFACT_BYTES_IN_USE = 4 * ARTIFACT_MAX_BYTES
+
+
 @dataclass(frozen=True)
 class OpenedSnapshot:
     """A chosen snapshot: its manifest and how to read the artifacts it lists."""
 
     manifest: Manifest
     read_artifact: Callable[[KeyArtifact], Awaitable[bytes]]
+    budget: ByteBudget = field(default_factory=lambda: ByteBudget(ARTIFACT_BYTES_IN_USE))
 
-    async def read_verified(self, artifact: KeyArtifact) -> bytes:
-        """The artifact's bytes, once their sha256 and size match the manifest's."""
-        data = await self.read_artifact(artifact)
-        artifact.verify(data)
-        return data
+    @asynccontextmanager
+    async def verified(self, artifact: KeyArtifact) -> AsyncIterator[bytes]:
+        """The artifact's bytes, once their sha256 and size match the manifest's, for as
+        long as they are in use; the bytes in use at once are bounded by ``budget``."""
+        async with self.budget.held(artifact.size):
+            data = await self.read_artifact(artifact)
+            artifact.verify(data)
+            yield data
 
 
 class SnapshotStores(Protocol):

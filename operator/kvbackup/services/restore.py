@@ -189,7 +189,8 @@ async def _preview_key(
     artifact = snapshot.manifest.artifact(name)
     unusable: KvBackupError | None = None
     try:
-        await snapshot.read_verified(artifact)
+        async with snapshot.verified(artifact):
+            pass
     except KvBackupError as error:
         if error.temporary or spec.strategy is not Strategy.RECOVER_ONLY:
             raise
@@ -254,13 +255,14 @@ async def run_restore(
             # Most restores go into a vault that lacks the key, where restoring at once is
             # one call instead of three. Key Vault refuses it when the name is taken,
             # active or soft-deleted; then the key's state decides, as for every key.
-            data = await snapshot.read_verified(artifact)
-            try:
-                await vault.restore_key(data)
-                return restored(name, artifact)
-            except KvBackupError as refusal:
-                if refusal.temporary:
-                    raise
+            async with snapshot.verified(artifact) as data:
+                try:
+                    await vault.restore_key(data)
+                except KvBackupError as refusal:
+                    if refusal.temporary:
+                        raise
+                else:
+                    return restored(name, artifact)
         # An interrupted attempt may have restored a key without recording it (the key it
         # was working on when the error came, or the last seconds before a crash).
         decision = await _assess(spec, vault, artifact, resumed=resumed and unrecorded)
@@ -290,15 +292,15 @@ async def run_restore(
                 message="recovered the soft-deleted key",
             )
         # Read and verify before purging: a key must never be purged for a bad backup.
-        data = await snapshot.read_verified(artifact)
-        if decision.action is Action.PURGE_AND_RESTORE:
-            await vault.purge_key(name)
-        try:
-            await vault.restore_key(data)
-        except ConflictError as error:
-            raise ConflictError(
-                f"key {name} appeared in the vault while restoring: {error.message}"
-            ) from None
+        async with snapshot.verified(artifact) as data:
+            if decision.action is Action.PURGE_AND_RESTORE:
+                await vault.purge_key(name)
+            try:
+                await vault.restore_key(data)
+            except ConflictError as error:
+                raise ConflictError(
+                    f"key {name} appeared in the vault while restoring: {error.message}"
+                ) from None
         return restored(name, artifact)
 
     async def carried(name: str, result: KeyResult) -> KeyOutcome:
