@@ -149,7 +149,7 @@ async def test_redoing_an_interrupted_run_overwrites_instead_of_duplicating(
     assert len(await _blob_names(container)) == 2
 
 
-async def test_an_altered_artifact_fails_verification_against_itsmanifest_of(
+async def test_an_altered_artifact_fails_verification_against_its_manifest(
     store: BlobSnapshotStore, container: ContainerClient
 ) -> None:
     original = os.urandom(4000)
