@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from azure.storage.blob.aio import ContainerClient
 
 from kvbackup.adapters.blob_store import BlobSnapshotStore
@@ -22,7 +25,7 @@ from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.services.ports import SnapshotStore
 from kvbackup.services.snapshot import KeyArtifact
 from tests.harness.azurite import Azurite
-from tests.harness.controlplane import ControlPlane
+from tests.harness.controlplane import REPO, ControlPlane
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess
 from tests.integration.conftest import Cluster, VaultUnderTest, store_snapshot
@@ -291,3 +294,121 @@ def test_every_hostile_argument_is_refused_before_anything_is_read(tmp_path: Pat
 
         assert result.returncode == 2, (arguments, result.stderr)
         assert result.stderr.startswith("kvbackup: InvalidSpec: "), (arguments, result.stderr)
+
+
+# --- kubectl habits: the plugin, the context's namespace, -o yaml, completion ------------
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package as pip installs it from its wheel: a directory with its scripts in bin/."""
+    wheels, target = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("installed")
+    # Built from a copy, so that the build leaves nothing in the checkout.
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    shutil.copytree(
+        REPO / "operator", source / "operator", ignore=shutil.ignore_patterns("__pycache__")
+    )
+
+    def pip(*args: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr
+
+    pip("wheel", "--no-deps", "--wheel-dir", str(wheels), str(source))
+    (wheel,) = wheels.iterdir()
+    pip("install", "--no-deps", "--no-index", "--target", str(target), str(wheel))
+    return target
+
+
+async def test_kubectl_runs_the_installed_plugin_in_the_namespace_of_the_current_context(
+    installed: Path, control_plane: ControlPlane, namespace: str, api: KubernetesApi, tmp_path: Path
+) -> None:
+    ref = KeyBackupRef(namespace, "payments", "uid-1")
+    store = SecretSnapshotStore(api, pack_size=PACK_SIZE)
+    await store_snapshot(store, ref, COMPLETE, {"card-signing": b"x" * 100})
+    kubeconfig = tmp_path / "kubeconfig"
+    shutil.copy(control_plane.kubeconfig, kubeconfig)
+    control_plane.kubectl(
+        "config", "set-context", "--current", f"--namespace={namespace}",
+        f"--kubeconfig={kubeconfig}",
+    )  # fmt: skip
+    env = {
+        **os.environ,
+        # kubectl finds a plugin on PATH, and passes it its environment.
+        "PATH": f"{installed / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(installed),
+        "KUBECONFIG": str(kubeconfig),
+    }
+
+    def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(control_plane.kubectl_path), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    plugins = kubectl("plugin", "list")
+    assert str(installed / "bin" / "kubectl-kvbackup") in plugins.stdout
+    listed = kubectl("kvbackup", "snapshots", "list", "-b", "payments", "-o", "yaml")
+
+    assert listed.returncode == 0, listed.stderr
+    (snapshot,) = yaml.safe_load(listed.stdout)["snapshots"]
+    assert (snapshot["id"], snapshot["keys"], snapshot["complete"]) == (COMPLETE, 1, True)
+    # -n still wins over the context, as with kubectl.
+    elsewhere = kubectl("kvbackup", "snapshots", "list", "-b", "payments", "-n", "default")
+    assert lines_of(elsewhere) == ["no snapshots"]
+    assert kubectl("kvbackup", "--help").stdout.startswith("usage: kubectl kvbackup")
+
+
+def _completed(shell: str, script: str, *words: str) -> list[str]:
+    """What ``shell`` offers on TAB after ``words`` (the last one being completed), through
+    the completion function that the script registered for kvbackup."""
+    call = " ".join(shlex.quote(word) for word in words)
+    if shell == "zsh":
+        # As zsh's completion system calls it, through bashcompinit's compgen -F, which
+        # leaves it to zsh to keep the offers that start with the word (PREFIX).
+        program = (
+            "autoload -U compinit && compinit -u\n"
+            f"{script}\n"
+            f"words=({call}); CURRENT=${{#words}}; PREFIX=${{words[CURRENT]}}\n"
+            "COMP_WORDS=(${words[@]}); COMP_CWORD=$(( CURRENT - 1 ))\n"
+            "compgen -F _kvbackup -- $PREFIX\n"
+        )
+        command = ["zsh", "-f", "-c", program]
+    else:
+        program = (
+            f"{script}\n"
+            f"COMP_WORDS=({call}); COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))\n"
+            "_kvbackup; printf '%s\\n' \"${COMPREPLY[@]}\"\n"
+        )
+        command = ["bash", "--norc", "-c", program]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=REPO / "charts")
+    assert done.returncode == 0, done.stderr
+    return [line for line in done.stdout.splitlines() if line and line.startswith(words[-1])]
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_the_completion_script_completes_commands_options_choices_and_paths(shell: str) -> None:
+    generated = kvbackup("completion", shell)
+    assert generated.returncode == 0, generated.stderr
+    script = generated.stdout
+
+    assert _completed(shell, script, "kvbackup", "") == [
+        "snapshots", "export", "restore", "completion"
+    ]  # fmt: skip
+    assert _completed(shell, script, "kvbackup", "snapshots", "") == ["list", "verify"]
+    assert _completed(shell, script, "kvbackup", "snapshots", "list", "-o", "") == [
+        "text", "json", "yaml"
+    ]  # fmt: skip
+    assert _completed(shell, script, "kubectl-kvbackup", "restore", "--on-conflict", "") == [
+        "Skip", "Fail"
+    ]  # fmt: skip
+    options = _completed(shell, script, "kvbackup", "-o", "json", "snapshots", "verify", "--k")
+    assert options == ["--keybackup", "--kubeconfig"]
+    # DIR of export is a path: the files where the shell stands.
+    assert _completed(shell, script, "kvbackup", "export", "latest", "kvb") == ["kvbackup-operator"]

@@ -47,6 +47,25 @@ def connect_to(kubeconfig: str | None, context: str | None) -> kubernetes.client
         raise errors.InvalidSpecError(f"no usable kubeconfig: {error}") from None
 
 
+def context_namespace(kubeconfig: str | None, context: str | None) -> str | None:
+    """The namespace a kubeconfig's context names (None: the current one), or "default"
+    when it names none, as kubectl chooses one without ``-n``; None without a kubeconfig
+    or that context."""
+    try:
+        contexts, current = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig
+        )
+    except (kubernetes.config.ConfigException, OSError):
+        return None
+    named = [c for c in contexts if isinstance(c, dict) and c.get("name") == context]
+    chosen = current if context is None else next(iter(named), None)
+    details = chosen.get("context") if isinstance(chosen, dict) else None
+    if not isinstance(details, dict):
+        return None
+    namespace = details.get("namespace")
+    return namespace if isinstance(namespace, str) and namespace else "default"
+
+
 def _server_message(error: ApiException) -> str:
     """The API server's own explanation (a Status object's message), e.g. why it refused
     a Secret; it names fields and limits, never the data."""

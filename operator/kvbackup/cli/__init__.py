@@ -7,13 +7,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from kvbackup import __version__
+from kvbackup.adapters.kubernetes import context_namespace
 from kvbackup.api.keyrestore import OnConflict, Strategy
-from kvbackup.cli import commands
-from kvbackup.cli.output import ExitCode, Result, progress_bar, show, show_error
+from kvbackup.cli import commands, completion
+from kvbackup.cli.output import OUTPUTS, TEXT, ExitCode, Result, progress_bar, show, show_error
 from kvbackup.cli.sources import CONNECTION_STRING_VARIABLE, StorageOptions
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError, KvBackupError, NotPermittedError, UnexpectedError
@@ -38,7 +40,11 @@ def _storage_arguments(parser: argparse.ArgumentParser) -> None:
         "a KeyBackup's Secrets through a kubeconfig (default), or a blob container "
         "(--account-url, --container, --prefix as in the KeyBackup's destination)",
     )
-    where.add_argument("--namespace", "-n", help="the KeyBackup's namespace")
+    where.add_argument(
+        "--namespace",
+        "-n",
+        help="the KeyBackup's namespace (default: the kubeconfig context's, as kubectl's)",
+    )
     where.add_argument("--keybackup", "-b", help="the KeyBackup's name")
     where.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube)")
     where.add_argument("--context", help="kubeconfig context (default: the current one)")
@@ -48,8 +54,11 @@ def _storage_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _storage(arguments: argparse.Namespace) -> StorageOptions:
+    namespace = arguments.namespace
+    if namespace is None:
+        namespace = context_namespace(arguments.kubeconfig, arguments.context)
     return StorageOptions(
-        namespace=arguments.namespace,
+        namespace=namespace,
         keybackup=arguments.keybackup,
         kubeconfig=arguments.kubeconfig,
         context=arguments.context,
@@ -63,9 +72,9 @@ def _output_argument(parser: argparse.ArgumentParser, *, default: str) -> None:
     parser.add_argument(
         "--output",
         "-o",
-        choices=["text", "json"],
+        choices=OUTPUTS,
         default=default,
-        help="text, or json for scripts",
+        help="text, or json or yaml for scripts",
     )
 
 
@@ -75,15 +84,21 @@ SNAPSHOT_HELP = (
 )
 
 
-def parser() -> argparse.ArgumentParser:
+def program_name(argv0: str) -> str:
+    """How the user ran the command: ``kubectl kvbackup`` through kubectl's plugin
+    mechanism, which runs the ``kubectl-kvbackup`` executable, else ``kvbackup``."""
+    return "kubectl kvbackup" if Path(argv0).name.startswith("kubectl-") else "kvbackup"
+
+
+def parser(prog: str = "kvbackup") -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
-        prog="kvbackup",
+        prog=prog,
         description="Azure Key Vault key snapshots and restores, without the operator.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     main.add_argument("--version", action="version", version=f"kvbackup {__version__}")
-    _output_argument(main, default="text")
+    _output_argument(main, default=TEXT)
     # Also after the command (kvbackup restore DIR ... -o json), where a user puts it.
     output = argparse.ArgumentParser(add_help=False)
     _output_argument(output, default=argparse.SUPPRESS)
@@ -137,11 +152,17 @@ def parser() -> argparse.ArgumentParser:
     restoring.add_argument(
         "--dry-run", action="store_true", help="only read, and say what would be done"
     )
+
+    completing = command.add_parser(
+        "completion",
+        help="print a shell completion script: source <(kvbackup completion bash)",
+    )
+    completing.add_argument("shell", choices=completion.SHELLS)
     return main
 
 
 async def _run(arguments: argparse.Namespace, settings: Settings) -> Result:
-    with progress_bar("keys", enabled=arguments.output == "text") as progress:
+    with progress_bar("keys", enabled=arguments.output == TEXT) as progress:
         if arguments.command == "restore":
             return await commands.restore(
                 arguments.directory,
@@ -165,8 +186,12 @@ async def _run(arguments: argparse.Namespace, settings: Settings) -> Result:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = parser().parse_args(argv)
-    as_json = arguments.output == "json"
+    command_line = parser(program_name(sys.argv[0]))
+    arguments = command_line.parse_args(argv)
+    if arguments.command == "completion":
+        print(completion.script(command_line, arguments.shell), end="")
+        return ExitCode.OK
+    output = arguments.output
     # The SDKs log each request at INFO; a person reads the command's own lines.
     logging.basicConfig(level=logging.WARNING, format="kvbackup: %(message)s")
     try:
@@ -175,12 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except KvBackupError as error:
-        show_error(error.reason, error.message, as_json=as_json)
+        show_error(error.reason, error.message, output=output)
         refused = isinstance(error, InvalidSpecError | NotPermittedError)
         return ExitCode.INVALID_INPUT if refused else ExitCode.NOT_DONE
     except Exception as error:
         unexpected = UnexpectedError.wrapping(error)
-        show_error(unexpected.reason, unexpected.message, as_json=as_json)
+        show_error(unexpected.reason, unexpected.message, output=output)
         return ExitCode.NOT_DONE
-    show(result, as_json=as_json)
+    show(result, output=output)
     return result.code

@@ -1,5 +1,5 @@
-"""What the command line prints: lines for people or one JSON document for scripts, a
-progress bar on a terminal, and its exit codes."""
+"""What the command line prints: lines for people or one JSON or YAML document for
+scripts, a progress bar on a terminal, and its exit codes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as Bar
@@ -22,6 +23,9 @@ from kvbackup.services.progress import Progress
 
 #: How often the bar moves.
 BAR_INTERVAL_SECONDS = 0.1
+#: ``-o``: lines for people, or one document for scripts.
+TEXT, JSON, YAML = "text", "json", "yaml"
+OUTPUTS = (TEXT, JSON, YAML)
 
 
 class ExitCode(IntEnum):
@@ -57,17 +61,25 @@ def printable(text: str) -> str:
     )
 
 
-def show(result: Result, *, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(result.document, indent=2))
-    else:
+def rendered(document: dict[str, Any], output: str) -> str:
+    """A document as ``-o json`` or ``-o yaml`` prints it; both escape control characters."""
+    if output == YAML:
+        text: str = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+        return text.rstrip("\n")
+    return json.dumps(document, indent=2)
+
+
+def show(result: Result, *, output: str) -> None:
+    if output == TEXT:
         for line in result.lines:
             print(printable(line))
+    else:
+        print(rendered(result.document, output))
 
 
-def show_error(reason: str, message: str, *, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps({"error": {"reason": reason, "message": message}}, indent=2))
+def show_error(reason: str, message: str, *, output: str) -> None:
+    if output != TEXT:
+        print(rendered({"error": {"reason": reason, "message": message}}, output))
     print(f"kvbackup: {printable(reason)}: {printable(message)}", file=sys.stderr)
 
 
@@ -86,7 +98,7 @@ ProgressFactory = Callable[[int], Progress]
 @contextmanager
 def progress_bar(what: str, *, enabled: bool) -> Iterator[ProgressFactory | None]:
     """A bar on stderr while keys are worked on, when stderr is a terminal; none for
-    scripts (``--output json``) or a redirected stderr."""
+    scripts (``--output json`` or ``yaml``) or a redirected stderr."""
     console = Console(stderr=True)
     if not (enabled and console.is_terminal):
         yield None
