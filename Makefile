@@ -92,7 +92,7 @@ test: venv control-plane helm promtool kstatus argocd-health emulators lint imag
 
 # Figures, not pass/fail: prints a table and writes bench-results.json.
 bench: venv control-plane
-	$(BIN)/python -m tests.harness.bench
+	$(BIN)/python -m bench.run
 
 demo: venv control-plane
 	VENV=$(VENV) bash hack/demo.sh up $(DEMO_DIR)
