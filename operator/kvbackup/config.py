@@ -14,10 +14,11 @@ from kvbackup.api.hosts import HostAllowList
 from kvbackup.api.schedule import parse_duration
 from kvbackup.api.tenancy import IdentityRule, parse_rules
 from kvbackup.errors import InvalidSpecError
-from kvbackup.services.workers import DEFAULT_CONCURRENCY
 
 DEFAULT_VAULT_HOSTS = HostAllowList.of("KVBACKUP_VAULT_HOSTS", azure_clouds.KEY_VAULT_HOSTS)
 DEFAULT_BLOB_HOSTS = HostAllowList.of("KVBACKUP_BLOB_HOSTS", azure_clouds.BLOB_HOSTS)
+#: Keys one run works on at once.
+DEFAULT_KEYS_PER_RUN = 32
 #: Every run lists the vault, backs up its keys and writes a snapshot, all within the
 #: vault's and the operator's shared limits: a schedule of every few seconds is one
 #: tenant taking them from the others. Five minutes refuses every cron of every minute.
@@ -105,7 +106,7 @@ class Settings:
     #: Key Vault REST API version; empty means the SDK's default.
     keyvault_api_version: str | None = None
     #: Key Vault calls in flight at once, across all runs of the process.
-    max_concurrency: int = DEFAULT_CONCURRENCY
+    max_concurrency: int = DEFAULT_KEYS_PER_RUN
     #: Key Vault operations per second per vault (Azure allows about 400/s for software keys).
     vault_rate_limit: float = 200.0
     #: First delay after a temporary failure; doubled on each retry up to retry_max_seconds.
@@ -166,7 +167,7 @@ class Settings:
             verify_challenge_resource=_flag(env, "KVBACKUP_VERIFY_CHALLENGE_RESOURCE", True),
             keyvault_api_version=env.get("KVBACKUP_KEYVAULT_API_VERSION") or None,
             max_concurrency=int(
-                _number(env, "KVBACKUP_MAX_CONCURRENCY", DEFAULT_CONCURRENCY, minimum=1)
+                _number(env, "KVBACKUP_MAX_CONCURRENCY", DEFAULT_KEYS_PER_RUN, minimum=1)
             ),
             vault_rate_limit=_number(env, "KVBACKUP_VAULT_RATE_LIMIT", 200.0, minimum=0.1),
             retry_base_seconds=_number(env, "KVBACKUP_RETRY_BASE_SECONDS", 10.0, minimum=0.1),

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 
+from kvbackup.config import DEFAULT_KEYS_PER_RUN
 from kvbackup.errors import AccessDeniedError, KeyAccessDeniedError, KvBackupError
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
 
-#: Keys in progress at once in one run, unless the operator's settings say otherwise.
-DEFAULT_CONCURRENCY = 32
+#: Keys in progress at once in one run, unless the caller says otherwise.
+DEFAULT_CONCURRENCY = DEFAULT_KEYS_PER_RUN
 
 
 async def for_each_key(
