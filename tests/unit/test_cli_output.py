@@ -23,7 +23,7 @@ from kvbackup.cli.output import (
     show_error,
     table,
 )
-from kvbackup.presentation.outcomes import key_line
+from kvbackup.presentation.key_results import key_line
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
 
 

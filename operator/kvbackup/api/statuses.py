@@ -56,7 +56,10 @@ class BackupRunSummary(TypedDict):
     bytes: int
 
 
-class SnapshotSummary(TypedDict):
+class SnapshotSummaryDocument(TypedDict):
+    """One snapshot as a KeyBackup's status lists it (``services.snapshot.SnapshotSummary``
+    is the summary as stored beside the snapshot)."""
+
     id: str
     completionTime: str
     keys: int
@@ -86,7 +89,7 @@ class KeyBackupStatus(TypedDict, total=False):
     lastSnapshot: LastSnapshot
     lastSuccessfulTime: str
     keys: list[KeyEntry]
-    snapshots: list[SnapshotSummary]
+    snapshots: list[SnapshotSummaryDocument]
 
 
 class RestoreAttempt(TypedDict, total=False):

@@ -20,7 +20,7 @@ from kvbackup.cli.sources import (
 )
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError
-from kvbackup.presentation.outcomes import key_entries, key_line, restore_counts, restore_summary
+from kvbackup.presentation.key_results import key_entries, key_line, restore_counts, restore_summary
 from kvbackup.runtime import utc_now
 from kvbackup.services.inspection import export_snapshot, list_all_snapshots, verify_snapshot
 from kvbackup.services.outcomes import KeyOutcome

@@ -23,7 +23,7 @@ from kvbackup.api.keybackup import (
 from kvbackup.config import Settings
 from kvbackup.errors import KvBackupError
 from kvbackup.handlers.loops import Loops, Watched
-from kvbackup.handlers.outcomes import RunLog, as_kopf_error, post, progress_of, publish
+from kvbackup.handlers.reporting import RunLog, as_kopf_error, post, progress_of, publish
 from kvbackup.presentation import status
 from kvbackup.presentation.gauges import keybackup_readings
 from kvbackup.presentation.status import Event

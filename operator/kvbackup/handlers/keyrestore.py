@@ -15,7 +15,7 @@ from kvbackup.adapters.metrics import DRY_RUN, RESTORE
 from kvbackup.api import GROUP, KEYRESTORE_PLURAL, VERSION
 from kvbackup.api.keyrestore import parse_spec
 from kvbackup.handlers.loops import Loops, Watched
-from kvbackup.handlers.outcomes import RunLog, post, progress_of, publish
+from kvbackup.handlers.reporting import RunLog, post, progress_of, publish
 from kvbackup.presentation import status
 from kvbackup.presentation.verdicts import judge
 from kvbackup.runtime import Runtime

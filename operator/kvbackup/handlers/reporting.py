@@ -1,5 +1,5 @@
-"""Acting on outcomes: status patches and Events written, run log lines, verdicts turned
-into kopf's errors."""
+"""Reporting a run: status patches and Events written, progress, run log lines, verdicts
+turned into kopf's errors."""
 
 from __future__ import annotations
 

@@ -29,10 +29,10 @@ from kvbackup.api.statuses import (
     KeyBackupStatus,
     KeyRestoreStatus,
     RestoreAttempt,
-    SnapshotSummary,
+    SnapshotSummaryDocument,
 )
 from kvbackup.errors import InvalidSpecError
-from kvbackup.presentation.outcomes import count, key_entries, restore_counts, restore_summary
+from kvbackup.presentation.key_results import count, key_entries, restore_counts, restore_summary
 from kvbackup.presentation.verdicts import Verdict
 from kvbackup.services.backup import BackupReport, KeptSnapshot
 from kvbackup.services.journal import RestoreJournal
@@ -121,7 +121,7 @@ def _handled(request: RunRequest) -> KeyBackupStatus:
     return fields
 
 
-def snapshot_entries(kept: Sequence[KeptSnapshot]) -> list[SnapshotSummary]:
+def snapshot_entries(kept: Sequence[KeptSnapshot]) -> list[SnapshotSummaryDocument]:
     return [
         {
             "id": k.summary.snapshot_id,
