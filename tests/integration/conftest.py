@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 import time
@@ -22,7 +21,7 @@ from kvbackup.adapters.kubernetes import KubernetesApi
 from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.services.ports import SnapshotStore
-from kvbackup.services.snapshot import KeyArtifact, Manifest, sha256_hex
+from kvbackup.services.snapshot import Manifest
 from tests.harness import azurite as azurite_harness
 from tests.harness import lowkey as lowkey_harness
 from tests.harness.azurite import Azurite
@@ -33,6 +32,7 @@ from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, start_operator
 from tests.harness.vault import Vault
 from tests.integration.objects import credentials_secret
+from tests.unit.fakes import artifacts_of, manifest_of
 
 
 @contextmanager
@@ -387,28 +387,8 @@ def secret_store(api: KubernetesApi) -> SecretSnapshotStore:
     return SecretSnapshotStore(api)
 
 
-SNAPSHOT_TIME = datetime.datetime(2026, 11, 28, 1, 2, 3, tzinfo=datetime.UTC)
-
-
-def manifest_of(
-    ref: KeyBackupRef,
-    snapshot_id: str,
-    artifacts: dict[str, bytes],
-    locations: dict[str, str] | None = None,
-) -> Manifest:
-    where = locations or {}
-    return Manifest(
-        snapshot_id=snapshot_id,
-        keybackup=ref,
-        vault_url="https://v.vault.azure.net",
-        start_time=SNAPSHOT_TIME,
-        completion_time=SNAPSHOT_TIME,
-        operator_version="test",
-        keys=tuple(
-            KeyArtifact(name, ("v1", "v2"), sha256_hex(data), len(data), where.get(name, ""))
-            for name, data in artifacts.items()
-        ),
-    )
+#: The snapshot id a storage test writes under when one snapshot is all it needs.
+SNAPSHOT = "20261128-010203-abcd"
 
 
 async def store_snapshot(
@@ -419,6 +399,6 @@ async def store_snapshot(
         name: await store.write_artifact(ref, snapshot_id, name, data, ("v1", "v2"))
         for name, data in artifacts.items()
     }
-    manifest = manifest_of(ref, snapshot_id, artifacts, locations)
+    manifest = manifest_of(*artifacts_of(artifacts, locations), ref=ref, snapshot_id=snapshot_id)
     await store.write_manifest(manifest)
     return manifest

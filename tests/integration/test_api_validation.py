@@ -17,7 +17,7 @@ import yaml
 from kvbackup.api.keybackup import NAME_PATTERN_MAX_LENGTH
 from tests.harness.controlplane import REPO, ControlPlane
 from tests.harness.operator import OperatorProcess
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import SNAPSHOT, Cluster
 from tests.unit.test_spec_parsing import ACCOUNT, ESCAPING_FOLDERS
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ VAULT = "https://myvault.vault.azure.net"
 VALID_BACKUP_SPEC: dict[str, Any] = {"vaultUrl": VAULT, "keys": {"names": ["app-key"]}}
 VALID_RESTORE_SPEC: dict[str, Any] = {"vaultUrl": VAULT, "source": {"keyBackupRef": {"name": "kb"}}}
 BLOB = {"accountUrl": ACCOUNT, "container": "team-a"}
-SNAPSHOT = "ns/kb/20261128-010203-abcd"
+SNAPSHOT_PATH = f"ns/kb/{SNAPSHOT}"
 MATCH = "in body should match"
 PAYMENTS_NAMESPACE = json.dumps(
     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments"}}
@@ -209,7 +209,7 @@ def _blob_backup(**changes: Any) -> dict[str, Any]:
 
 
 def _blob_restore(**changes: Any) -> dict[str, Any]:
-    blob = {**BLOB, "path": SNAPSHOT, **changes}
+    blob = {**BLOB, "path": SNAPSHOT_PATH, **changes}
     return _restore(
         source={"blob": {key: value for key, value in blob.items() if value is not None}}
     )
@@ -357,8 +357,13 @@ REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
     ("KeyRestore", "source.blob.credentials", _blob_restore(credentials={}), "Required"),
     ("KeyRestore", "source.blob.path", _blob_restore(path="../other/x"), MATCH),
     ("KeyRestore", "source.blob.path", _blob_restore(path=""), "at least 1"),
-    ("KeyRestore", "source.blob.path", _blob_restore(path=f"{SNAPSHOT}\n"), MATCH),
-    ("KeyRestore", "source.blob.path", _blob_restore(path=f"https://a\nb/c/{SNAPSHOT}"), MATCH),
+    ("KeyRestore", "source.blob.path", _blob_restore(path=f"{SNAPSHOT_PATH}\n"), MATCH),
+    (
+        "KeyRestore",
+        "source.blob.path",
+        _blob_restore(path=f"https://a\nb/c/{SNAPSHOT_PATH}"),
+        MATCH,
+    ),
     ("KeyRestore", "keys", _restore(keys=[]), "should have at least 1 items"),
     ("KeyRestore", "keys", _restore(keys=["a", "a"]), "Duplicate value"),
     ("KeyRestore", "keys", _restore(keys=["bad_name"]), MATCH),

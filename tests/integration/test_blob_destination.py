@@ -16,12 +16,10 @@ from kvbackup.api.keybackup import KeyBackupRef
 from tests.harness.azurite import Azurite
 from tests.harness.controlplane import free_port
 from tests.harness.operator import OperatorProcess
-from tests.integration.conftest import Cluster, store_snapshot
+from tests.integration.conftest import SNAPSHOT, Cluster, store_snapshot
 from tests.integration.objects import credentials_secret
 
 pytestmark = pytest.mark.integration
-
-SNAPSHOT = "20261128-010203-abcd"
 
 
 def _storage_secret(cluster: Cluster, name: str, connection_string: str) -> None:

@@ -27,12 +27,12 @@ from kvbackup.services.ports import StoredSnapshot
 from kvbackup.services.snapshot import MANIFEST_MAX_BYTES, KeyArtifact, sha256_hex
 from tests.harness.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
 from tests.harness.hostile import gzip_bomb
-from tests.integration.conftest import manifest_of, store_snapshot
+from tests.integration.conftest import SNAPSHOT, store_snapshot
+from tests.unit.fakes import artifacts_of, manifest_of
 
 pytestmark = pytest.mark.integration
 
 NAMESPACE = "payments"
-SNAPSHOT = "20261128-010203-abcd"
 #: A key the manifest lists but the store never received.
 GONE = KeyArtifact("gone", ("v1",), "0" * 64, 1)
 REF = KeyBackupRef(NAMESPACE, "payments-keys", "uid-1")
@@ -56,7 +56,7 @@ async def test_a_snapshot_round_trips_byte_exact_under_the_documented_layout(
 
     [summary] = await store.list_snapshots(NAMESPACE, "payments-keys")
     manifest = await store.read_manifest(NAMESPACE, "payments-keys", SNAPSHOT)
-    assert manifest == manifest_of(REF, SNAPSHOT, artifacts)
+    assert manifest == manifest_of(*artifacts_of(artifacts), ref=REF, snapshot_id=SNAPSHOT)
     assert summary == manifest.summary
     for name, data in artifacts.items():
         artifact = manifest.artifact(name)
@@ -140,8 +140,12 @@ async def test_redoing_an_interrupted_run_overwrites_instead_of_duplicating(
 ) -> None:
     await store.write_artifact(REF, SNAPSHOT, "k", b"first attempt")
     await store.write_artifact(REF, SNAPSHOT, "K", b"second attempt")
-    await store.write_manifest(manifest_of(REF, SNAPSHOT, {"k": b"second attempt"}))
-    await store.write_manifest(manifest_of(REF, SNAPSHOT, {"k": b"second attempt"}))
+    await store.write_manifest(
+        manifest_of(*artifacts_of({"k": b"second attempt"}), ref=REF, snapshot_id=SNAPSHOT)
+    )
+    await store.write_manifest(
+        manifest_of(*artifacts_of({"k": b"second attempt"}), ref=REF, snapshot_id=SNAPSHOT)
+    )
 
     manifest = await store.read_manifest(NAMESPACE, "payments-keys", SNAPSHOT)
     stored = await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, manifest.keys[0])
@@ -248,7 +252,9 @@ async def test_a_snapshot_is_read_by_its_path_alone_once_the_keybackup_is_gone(
         fresh = BlobSnapshotStore(client)
         for path in (f"backups/prod/payments/payments-keys/{SNAPSHOT}/", location):
             manifest = await fresh.read_manifest_at(path)
-            assert manifest == manifest_of(REF, SNAPSHOT, {"card-signing": backup})
+            assert manifest == manifest_of(
+                *artifacts_of({"card-signing": backup}), ref=REF, snapshot_id=SNAPSHOT
+            )
             stored = await fresh.read_artifact_at(path, manifest.artifact("card-signing"))
             manifest.artifact("card-signing").verify(stored)
         with pytest.raises(MissingReferenceError) as raised:
@@ -489,7 +495,11 @@ async def test_a_manifest_naming_another_place_than_its_folder_is_refused(
     store: BlobSnapshotStore, container: ContainerClient, namespace: str, keybackup: str
 ) -> None:
     # A manifest of team b's snapshot, copied into payments' folder under the same id.
-    foreign = manifest_of(KeyBackupRef(namespace, keybackup, "uid-b"), SNAPSHOT, {"k": b"x"})
+    foreign = manifest_of(
+        *artifacts_of({"k": b"x"}),
+        ref=KeyBackupRef(namespace, keybackup, "uid-b"),
+        snapshot_id=SNAPSHOT,
+    )
     await store.write_artifact(REF, SNAPSHOT, "k", b"x")
     await container.upload_blob(f"{FOLDER}/manifest.json", foreign.to_json())
 

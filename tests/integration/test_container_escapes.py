@@ -25,12 +25,11 @@ from kvbackup.errors import InvalidSpecError
 from kvbackup.services.snapshot import Manifest
 from tests.harness import azurite as azurite_harness
 from tests.harness.azurite import Azurite, BearerToken
-from tests.integration.conftest import store_snapshot
+from tests.integration.conftest import SNAPSHOT, store_snapshot
 
 pytestmark = pytest.mark.integration
 
 VAULT = "https://v.vault.azure.net"
-SNAPSHOT = "20261128-010203-abcd"
 REF = KeyBackupRef("team-b", "keys", "uid-b")
 
 

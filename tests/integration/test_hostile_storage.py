@@ -39,8 +39,9 @@ from tests.harness.hostile import gzip_bomb, peak_rss_mib, zeros
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, start_operator
 from tests.harness.vault import Vault, create_keys
-from tests.integration.conftest import Cluster, manifest_of
+from tests.integration.conftest import Cluster
 from tests.integration.objects import keybackup, keyrestore
+from tests.unit.fakes import artifacts_of, manifest_of
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +114,9 @@ def _hostile_storage(scene: Scene, ns_a: str, ns_b: str) -> None:
     # (b) a manifest recording 4 KiB for a key whose blob holds 300 MiB.
     team_a.upload_blob(
         f"{ns_a}/huge/{OLD}/manifest.json",
-        manifest_of(KeyBackupRef(ns_a, "huge", ""), OLD, {"big": RECORDED}).to_json(),
+        manifest_of(
+            *artifacts_of({"big": RECORDED}), ref=KeyBackupRef(ns_a, "huge", ""), snapshot_id=OLD
+        ).to_json(),
     )
     team_a.upload_blob(
         f"{ns_a}/huge/{OLD}/keys/big", zeros(300 * MiB), length=300 * MiB, max_concurrency=2
@@ -121,14 +124,14 @@ def _hostile_storage(scene: Scene, ns_a: str, ns_b: str) -> None:
     # (c) summaries of KeyBackup "nightly" naming ids that climb into the victim's container:
     # the oldest for retention to delete, the newest for "latest" to read.
     for folder, climbing in ((OLDER, "0"), (OLD, "9")):
-        forged = manifest_of(KeyBackupRef(ns_a, "nightly", ""), folder, {})
+        forged = manifest_of(ref=KeyBackupRef(ns_a, "nightly", ""), snapshot_id=folder)
         blob = team_a.get_blob_client(f"{ns_a}/nightly/{folder}/manifest.json")
         blob.upload_blob(forged.to_json())
         summary = json.loads(forged.summary.to_json())
         summary["snapshotId"] = _escape(climbing, victim, target)
         blob.set_blob_metadata({"summary": json.dumps(summary)})
     # (d) a manifest of team b's namespace in team a's folder.
-    stolen = manifest_of(KeyBackupRef(ns_b, "keys", ""), OLD, {})
+    stolen = manifest_of(ref=KeyBackupRef(ns_b, "keys", ""), snapshot_id=OLD)
     team_a.upload_blob(f"{ns_a}/keys/{OLD}/manifest.json", stolen.to_json())
     # (f) a Secret named and labelled as a manifest Secret, holding 1 MiB of junk.
     junk = base64.b64encode(os.urandom(MiB - 4096)).decode()
@@ -224,7 +227,11 @@ def _played(
         client.create_container()
     # The victim: a snapshot another tenant keeps, which forged ids point at.
     victim_folder = f"{ns_b}/nightly/{OLD}"
-    theirs = manifest_of(KeyBackupRef(ns_b, "nightly", ""), OLD, {"their-key": bytes(64)})
+    theirs = manifest_of(
+        *artifacts_of({"their-key": bytes(64)}),
+        ref=KeyBackupRef(ns_b, "nightly", ""),
+        snapshot_id=OLD,
+    )
     _put_snapshot(containers["victim"], victim_folder, theirs)
     vault_a.create_rsa_key("a-key")
     create_keys(vault_b, TEAM_B_KEYS)

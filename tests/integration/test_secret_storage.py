@@ -15,11 +15,10 @@ from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.errors import IntegrityError, TooLargeError
 from kvbackup.services.ports import StoredSnapshot
 from kvbackup.services.snapshot import KeyArtifact, sha256_hex
-from tests.integration.conftest import Cluster, store_snapshot
+from tests.integration.conftest import SNAPSHOT, Cluster, store_snapshot
 
 pytestmark = pytest.mark.integration
 
-SNAPSHOT = "20261128-010203-abcd"
 #: The API server refuses a Secret whose data adds up to more than this.
 SECRET_DATA_LIMIT = 1_048_576
 

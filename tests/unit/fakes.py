@@ -1,4 +1,4 @@
-"""In-memory stand-ins for the service ports, and builders shared by the unit tests.
+"""In-memory stand-ins for the service ports, and builders shared by the tests.
 
 ``InMemoryVault`` and ``InMemoryStore`` implement the ``VaultKeys`` and ``SnapshotStore``
 protocols of ``kvbackup.services.ports`` with plain dictionaries. They model the few
@@ -299,15 +299,30 @@ def restore_spec(
     )
 
 
-def manifest_of(*artifacts: KeyArtifact, snapshot_id: str = SNAPSHOT_ID) -> Manifest:
+def manifest_of(
+    *artifacts: KeyArtifact, ref: KeyBackupRef = REF, snapshot_id: str = SNAPSHOT_ID
+) -> Manifest:
+    """The manifest of a complete snapshot listing ``artifacts``, as a run at MOMENT writes it."""
     return Manifest(
         snapshot_id=snapshot_id,
-        keybackup=REF,
+        keybackup=ref,
         vault_url=VAULT_URL,
         start_time=MOMENT,
         completion_time=MOMENT + datetime.timedelta(seconds=30),
         operator_version="0.1.0",
         keys=artifacts,
+    )
+
+
+def artifacts_of(
+    backups: Mapping[str, bytes], locations: Mapping[str, str] | None = None
+) -> tuple[KeyArtifact, ...]:
+    """What a manifest records of each key's backup bytes (versions v1 and v2), with where
+    the store put them (``locations``, by key name; none: found by key name)."""
+    where = locations or {}
+    return tuple(
+        KeyArtifact(name, ("v1", "v2"), sha256_hex(data), len(data), where.get(name, ""))
+        for name, data in backups.items()
     )
 
 
