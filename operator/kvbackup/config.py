@@ -109,7 +109,8 @@ class Settings:
     max_concurrency: int = DEFAULT_KEYS_PER_RUN
     #: Key Vault operations per second per vault (Azure allows about 400/s for software keys).
     vault_rate_limit: float = 200.0
-    #: First delay after a temporary failure; doubled on each retry up to retry_max_seconds.
+    #: First delay after a temporary failure; doubled on each retry up to retry_max_seconds
+    #: (services/retry_policy.py).
     retry_base_seconds: float = 10.0
     retry_max_seconds: float = 600.0
     #: Age after which a snapshot without a manifest (a crashed run's leftovers) is deleted.
@@ -203,7 +204,3 @@ class Settings:
     @property
     def incomplete_snapshot_grace(self) -> datetime.timedelta:
         return datetime.timedelta(seconds=self.incomplete_snapshot_grace_seconds)
-
-    def retry_delay(self, attempt: int) -> float:
-        """Exponential backoff for the ``attempt``-th consecutive temporary failure (from 0)."""
-        return float(min(self.retry_max_seconds, self.retry_base_seconds * 2 ** min(attempt, 30)))

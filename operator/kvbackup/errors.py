@@ -1,8 +1,9 @@
 """The project's error taxonomy.
 
-Every adapter maps its SDK's exceptions to one of these classes; whether and when a
-failure is tried again is decided in one place (``kvbackup.presentation.verdicts``), and
-the handlers act on that verdict. ``reason`` is a CamelCase word that ends up in
+Every adapter maps its SDK's exceptions to one of these classes; whether, when and how
+many times a failure is tried again is decided in one place
+(``kvbackup.services.retry_policy``), for runs, deletions and single calls alike, and the
+handlers and adapters act on its verdict. ``reason`` is a CamelCase word that ends up in
 status conditions and Events, so users can match on it. Text from outside the operator
 enters a message only through ``foreign_text``, which bounds it.
 """

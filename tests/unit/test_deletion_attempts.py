@@ -12,8 +12,9 @@ import pytest
 
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError, TransientError
-from kvbackup.handlers.keybackup import DELETE_ATTEMPTS, deletion_attempt
+from kvbackup.handlers.deletion import deletion_attempt
 from kvbackup.presentation.status import Event
+from kvbackup.services.retry_policy import DELETE_ATTEMPTS, retry_delay
 
 SECRETS: dict[str, Any] = {"secret": {}}
 BLOB = {"blob": {"accountUrl": "https://acct.blob.core.windows.net", "container": "backups"}}
@@ -86,7 +87,7 @@ async def test_each_attempt_before_the_last_asks_kopf_to_retry_after_a_delay() -
     with pytest.raises(kopf.TemporaryError) as retried:
         await deletion_attempt(failing(TransientError("down")), body(), 0, Settings())
 
-    assert retried.value.delay == Settings().retry_delay(0)
+    assert retried.value.delay == retry_delay(Settings(), 0)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from kvbackup import errors
 from kvbackup.adapters.azure_errors import map_azure_error, parse_retry_after
 from kvbackup.adapters.kubernetes import map_api_error
-from kvbackup.adapters.throttling import LONGEST_RETRY_AFTER_SECONDS
+from kvbackup.services.retry_policy import LONGEST_RETRY_AFTER_SECONDS
 
 
 def http_error(status_code: int) -> HttpResponseError:
@@ -154,9 +154,7 @@ THROTTLED_AT = datetime.datetime(2026, 11, 25, 12, 0, 0, tzinfo=datetime.UTC)
         pytest.param("Wed, 25 Nov 2026 11:00:00 GMT", 0.0, id="a-date-past-means-now"),
     ],
 )
-def test_a_retry_after_is_read_as_seconds_from_now_and_clamped(
-    header: str, seconds: float
-) -> None:
+def test_a_retry_after_is_read_as_seconds_from_now_and_clamped(header: str, seconds: float) -> None:
     assert parse_retry_after(header, THROTTLED_AT) == seconds
 
 

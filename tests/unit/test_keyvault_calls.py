@@ -19,8 +19,8 @@ from kvbackup.adapters.fairshare import FairSlots
 from kvbackup.adapters.keyvault import IDLE_VAULT_SECONDS, KeyVaultClients, KeyVaultKeys
 from kvbackup.adapters.metrics import OperatorMetrics
 from kvbackup.adapters.ratelimit import VaultPace
-from kvbackup.adapters.throttling import retry_per_call
 from kvbackup.config import Settings
+from kvbackup.services.retry_policy import retry_per_call
 from tests.unit.test_metrics import samples
 from tests.unit.test_vault_pace import FakeTime
 

@@ -20,10 +20,10 @@ from kvbackup.adapters.fairshare import FairSlots
 from kvbackup.adapters.keyvault import KeyVaultKeys, vault_host
 from kvbackup.adapters.metrics import BACKUP, KeyBackupReadings, OperatorMetrics
 from kvbackup.adapters.ratelimit import VaultPace
-from kvbackup.adapters.throttling import retry_per_call
 from kvbackup.errors import KvBackupError
 from kvbackup.presentation.gauges import keybackup_readings
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
+from kvbackup.services.retry_policy import retry_per_call
 from kvbackup.services.triggers import plan_run
 
 NOW = datetime.datetime(2026, 11, 25, 12, 0, 0, tzinfo=datetime.UTC)  # a Wednesday

@@ -1,4 +1,4 @@
-"""Operator settings read from the environment, and the retry backoff they configure."""
+"""Operator settings read from the environment."""
 
 from __future__ import annotations
 
@@ -104,12 +104,3 @@ def test_empty_host_lists_mean_the_defaults_like_every_other_empty_setting() -> 
 def test_an_infinite_count_is_refused_naming_the_variable() -> None:
     with pytest.raises(InvalidSpecError, match="KVBACKUP_MAX_CONCURRENCY"):
         Settings.from_env({"KVBACKUP_MAX_CONCURRENCY": "inf"})
-
-
-def test_the_retry_delay_doubles_with_each_attempt_up_to_the_maximum() -> None:
-    settings = Settings(retry_base_seconds=10.0, retry_max_seconds=60.0)
-
-    delays = [settings.retry_delay(attempt) for attempt in range(5)]
-
-    assert delays == [10.0, 20.0, 40.0, 60.0, 60.0]
-    assert settings.retry_delay(10_000) == 60.0

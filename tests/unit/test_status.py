@@ -16,11 +16,11 @@ from kvbackup.api.schedule import Schedule
 from kvbackup.api.statuses import ConditionDocument, KeyBackupStatus, KeyRestoreStatus
 from kvbackup.errors import AccessDeniedError, InvalidSpecError, TransientError
 from kvbackup.presentation import status
-from kvbackup.presentation.verdicts import Verdict
 from kvbackup.services.backup import BackupReport, KeptSnapshot, run_backup
 from kvbackup.services.journal import RestoreJournal
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
 from kvbackup.services.restore import RestoreReport, run_restore
+from kvbackup.services.retry_policy import Verdict
 from kvbackup.services.snapshot import Manifest
 from kvbackup.services.triggers import RunRequest, due_run
 from tests.unit.fakes import (

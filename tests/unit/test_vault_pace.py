@@ -8,7 +8,7 @@ import math
 import pytest
 
 from kvbackup.adapters.ratelimit import FLOOR_SHARE, INCREASE_SHARE, VaultPace
-from kvbackup.adapters.throttling import LONGEST_RETRY_AFTER_SECONDS
+from kvbackup.services.retry_policy import LONGEST_RETRY_AFTER_SECONDS
 
 
 class FakeTime:

@@ -22,7 +22,7 @@ from azure.core.exceptions import (
 )
 
 from kvbackup import errors
-from kvbackup.adapters.throttling import bounded_retry_after
+from kvbackup.services.retry_policy import bounded_retry_after
 
 #: Retry-After's delay-seconds (RFC 9110 allows digits only; a fraction is tolerated).
 RETRY_AFTER_SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")

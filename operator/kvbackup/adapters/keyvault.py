@@ -28,10 +28,10 @@ from kvbackup.adapters.metrics import ANSWERED_OK, NO_ANSWER, OperatorMetrics, V
 from kvbackup.adapters.proxies import proxies_for
 from kvbackup.adapters.ratelimit import VaultPace
 from kvbackup.adapters.request_checks import AllowedHostsPolicy, BoundedPages
-from kvbackup.adapters.throttling import retry_per_call
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError, KvBackupError, NotFoundError, ThrottledError
 from kvbackup.services.ports import KeyInfo, KeyState
+from kvbackup.services.retry_policy import retry_per_call
 
 _T = TypeVar("_T")
 

@@ -6,8 +6,9 @@ KeyBackups of one vault share its budget. It starts at the configured rate; a 42
 without Retry-After halves the rate, and each successful call adds back a small step
 (additive increase, multiplicative decrease, as TCP does); a 429 with Retry-After
 pauses the whole vault for that long, since every caller would hit the same wall, but
-never longer than ``LONGEST_RETRY_AFTER_SECONDS`` (throttling.py), and a Retry-After
-that is no finite number of seconds counts as none.
+never longer than the retry policy's ``LONGEST_RETRY_AFTER_SECONDS``, and a Retry-After
+that is no finite number of seconds counts as none. The pace is no retry: a call it
+spaces out is retried, or not, by ``kvbackup.services.retry_policy``.
 
 A caller takes the vault's token before any process-wide slot (keyvault.py), so callers
 waiting here, for a paused or slowed vault, hold nothing that other vaults need.
@@ -19,7 +20,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from kvbackup.adapters.throttling import bounded_retry_after
+from kvbackup.services.retry_policy import bounded_retry_after
 
 #: Each successful call raises the rate by this share of the configured rate.
 INCREASE_SHARE = 0.002

@@ -1,5 +1,5 @@
 """kopf glue: importing this package registers every handler."""
 
-from kvbackup.handlers import keybackup, keyrestore, lifecycle
+from kvbackup.handlers import deletion, keybackup, keyrestore, lifecycle
 
-__all__ = ["keybackup", "keyrestore", "lifecycle"]
+__all__ = ["deletion", "keybackup", "keyrestore", "lifecycle"]

@@ -2,43 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
 import kopf
 
 from kvbackup.adapters.metrics import BACKUP
-from kvbackup.api import GROUP, KEYBACKUP_LABEL, KEYBACKUP_PLURAL, VERSION
-from kvbackup.api.keybackup import (
-    BlobDestination,
-    DeletionPolicy,
-    KeyBackupRef,
-    parse_destination,
-    parse_spec,
-)
-from kvbackup.config import Settings
+from kvbackup.api import GROUP, KEYBACKUP_PLURAL, VERSION
+from kvbackup.api.keybackup import KeyBackupRef, parse_spec
 from kvbackup.errors import KvBackupError
 from kvbackup.handlers.loops import Loops, Watched
-from kvbackup.handlers.reporting import RunLog, as_kopf_error, post, progress_of, publish
+from kvbackup.handlers.reporting import RunLog, progress_of, publish
 from kvbackup.presentation import status
 from kvbackup.presentation.gauges import keybackup_readings
-from kvbackup.presentation.status import Event
-from kvbackup.presentation.verdicts import judge
 from kvbackup.runtime import Runtime
 from kvbackup.services.backup import back_up_and_retain
-from kvbackup.services.retention import delete_all_snapshots
-from kvbackup.services.run_book import RunBook
+from kvbackup.services.retry_policy import Judge, Retries
 from kvbackup.services.triggers import Plan, RunRequest, plan_run, snapshot_id_for
 
 logger = logging.getLogger(__name__)
-
-#: Attempts at deleting a `Delete`-policy KeyBackup's snapshots before giving up on them;
-#: with the retry delays of the settings' defaults (10 s doubling to 600 s) about 40 min.
-DELETE_ATTEMPTS = 10
 
 
 @kopf.on.event(GROUP, VERSION, KEYBACKUP_PLURAL)
@@ -49,24 +32,10 @@ async def notice_change(type: str, body: kopf.Body, uid: str, memo: kopf.Memo, *
         memo.runtime.metrics.forget_keybackup(body.meta.namespace or "", body.meta.name or "")
 
 
-class _WithoutWatchNoise(logging.Filter):
-    """kopf logs every call of an event handler at INFO, and notice_change is called on
-    each watch event, the operator's own status writes included: a line per write that
-    would bury the run lines (``RunLog``) an admin reads the log for."""
-
-    noise = "Handler 'notice_change' succeeded."
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != self.noise
-
-
-logging.getLogger("kopf.objects").addFilter(_WithoutWatchNoise())
-
-
 async def keep_backed_up(runtime: Runtime, watched: Watched) -> None:
     """Runs a backup whenever one is due, for as long as the object exists."""
-    monotonic = asyncio.get_running_loop().time
-    book: RunBook[RunRequest] = RunBook()
+    namespace, name = watched.body.meta.namespace, watched.body.meta.name
+    retries: Retries[RunRequest] = Retries(runtime.settings, f"{namespace}/{name}: run failed")
     while True:
         watched.wakeup.clear()
         body, moment = watched.body, runtime.clock()
@@ -80,21 +49,11 @@ async def keep_backed_up(runtime: Runtime, watched: Watched) -> None:
         runtime.metrics.observe_keybackup(
             body.meta.namespace or "", body.meta.name or "", keybackup_readings(body.status, plan)
         )
-        attempt = book.attempt_due(plan.request, monotonic())
-        if plan.request is not None and attempt is not None:
-            try:
-                retry_in = await _attempt(runtime, body, plan, plan.request, attempt)
-            except Exception as failure:  # e.g. the status itself could not be written
-                # The loop must outlive any one failure: the object may never change again.
-                logger.exception("%s/%s: run failed", body.meta.namespace, body.meta.name)
-                retry_in = judge(failure, attempt, runtime.settings).retry_in
-            book.record(plan.request, retry_in, monotonic())
+        if await retries.attempt_if_due(plan.request, partial(_attempt, runtime, body, plan)):
             continue
-        if plan.spec and plan.spec.schedule and not book.backing_off_from(plan.request):
+        if plan.spec and plan.spec.schedule and not retries.backing_off_from(plan.request):
             await _acknowledge_schedule(runtime, body, plan)
-        wait = book.wait_seconds(plan.request, plan.seconds_to_next_slot(moment), monotonic())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(watched.wakeup.wait(), wait)
+        await watched.changed(retries.wait_seconds(plan.request, plan.seconds_to_next_slot(moment)))
 
 
 async def _acknowledge_schedule(runtime: Runtime, body: kopf.Body, plan: Plan) -> None:
@@ -111,7 +70,7 @@ async def _acknowledge_schedule(runtime: Runtime, body: kopf.Body, plan: Plan) -
 
 
 async def _attempt(
-    runtime: Runtime, body: kopf.Body, plan: Plan, request: RunRequest, attempt: int
+    runtime: Runtime, body: kopf.Body, plan: Plan, request: RunRequest, judge: Judge
 ) -> float | None:
     """One attempt at ``request``; the delay before the next one, or None when done."""
     namespace, name = body.meta.namespace or "", body.meta.name or ""
@@ -145,7 +104,7 @@ async def _attempt(
                 )
         except Exception as failure:
             run.failed()
-            verdict = judge(failure, attempt, runtime.settings)
+            verdict = judge(failure)
             log.failed(verdict)
             await write(status.backup_failed(existing, verdict, request, runtime.clock()))
             return verdict.retry_in
@@ -155,65 +114,3 @@ async def _attempt(
         log.finished(finished)
         await write(finished)
     return None
-
-
-def _deletes_backups(spec: kopf.Spec, **_: Any) -> bool:
-    return spec.get("deletionPolicy") == DeletionPolicy.DELETE.value
-
-
-@kopf.on.delete(GROUP, VERSION, KEYBACKUP_PLURAL, when=_deletes_backups)
-async def delete_backups(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
-    """Deletes the snapshots of a `Delete`-policy KeyBackup, giving up after a bound:
-    a finalizer must never block deletion forever because its storage is gone."""
-    runtime: Runtime = memo.runtime
-    # Only the leader deletes; a replica that comes to lead later finds the object gone,
-    # or finishes what the last leader left.
-    await memo.leadership.wait_until_leading()
-    event = await deletion_attempt(
-        partial(_delete_snapshots, runtime, body), body, retry, runtime.settings
-    )
-    if event is not None:
-        post(body, event)
-
-
-async def deletion_attempt(
-    delete: Callable[[], Awaitable[int | None]], body: kopf.Body, attempt: int, settings: Settings
-) -> Event | None:
-    """Attempt number ``attempt`` (from 0) at ``delete``: the Event that ends the deletion
-    (None when the object was gone already), or kopf's TemporaryError to try again.
-
-    Any failure counts, an invalid spec or a bug included, and the ``DELETE_ATTEMPTS``-th
-    ends it: a handler that raised anything else would be retried by kopf for ever, and
-    its finalizer would block the deletion of the object and of its namespace.
-    """
-    try:
-        deleted = await delete()
-    except Exception as failure:
-        verdict = judge(failure, attempt, settings, attempts=DELETE_ATTEMPTS)
-        if verdict.final:
-            return status.backups_not_deleted(verdict, attempt + 1, _left_behind(body))
-        raise as_kopf_error(verdict) from failure
-    return None if deleted is None else status.backups_deleted(deleted)
-
-
-async def _delete_snapshots(runtime: Runtime, body: kopf.Body) -> int | None:
-    """How many snapshots were deleted; None when the object is gone already."""
-    namespace, name = body.meta.namespace or "", body.meta.name or ""
-    if await runtime.kubernetes.read_custom_object(KEYBACKUP_PLURAL, namespace, name) is None:
-        return None
-    async with runtime.store(namespace, parse_destination(body.spec)) as store:
-        return await delete_all_snapshots(store, namespace, name)
-
-
-def _left_behind(body: kopf.Body) -> str:
-    """Where the snapshots a deletion gave up on are, as far as the spec still says."""
-    namespace, name = body.meta.namespace or "", body.meta.name or ""
-    try:
-        destination = parse_destination(body.spec)
-    except KvBackupError:
-        return f"the snapshots of KeyBackup {namespace}/{name}, wherever its spec kept them"
-    if isinstance(destination, BlobDestination):
-        container = destination.container
-        prefix = f"{destination.prefix}/" if destination.prefix else ""
-        return f"blobs under {container.account_url}/{container.name}/{prefix}{namespace}/{name}/"
-    return f"Secrets in namespace {namespace} labelled {KEYBACKUP_LABEL}={name}"

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -17,13 +14,10 @@ from kvbackup.api.keyrestore import parse_spec
 from kvbackup.handlers.loops import Loops, Watched
 from kvbackup.handlers.reporting import RunLog, post, progress_of, publish
 from kvbackup.presentation import status
-from kvbackup.presentation.verdicts import judge
 from kvbackup.runtime import Runtime
 from kvbackup.services.journal import RestoreJournal
 from kvbackup.services.restore import opened_snapshot, run_restore
-from kvbackup.services.run_book import RunBook
-
-logger = logging.getLogger(__name__)
+from kvbackup.services.retry_policy import Judge, Retries
 
 
 @kopf.on.event(GROUP, VERSION, KEYRESTORE_PLURAL)
@@ -35,26 +29,17 @@ async def notice_change(type: str, body: kopf.Body, uid: str, memo: kopf.Memo, *
 async def keep_restored(runtime: Runtime, watched: Watched) -> None:
     """Restores each spec generation once, retrying temporary failures with backoff. What
     is done lives in status, so a restarted operator or a new leader never redoes it."""
-    monotonic = asyncio.get_running_loop().time
-    book: RunBook[int] = RunBook()
+    namespace, name = watched.body.meta.namespace, watched.body.meta.name
+    retries: Retries[int] = Retries(runtime.settings, f"{namespace}/{name}: restore failed")
     while True:
         watched.wakeup.clear()
         body = watched.body
         generation = int(body.meta.get("generation") or 0)
         finished = status.restore_finished_already(dict(body.status), generation)
         request = None if finished else generation
-        attempt = book.attempt_due(request, monotonic())
-        if request is not None and attempt is not None:
-            try:
-                retry_in = await _attempt(runtime, watched, generation, attempt)
-            except Exception as failure:  # e.g. the status itself could not be written
-                logger.exception("%s/%s: restore failed", body.meta.namespace, body.meta.name)
-                retry_in = judge(failure, attempt, runtime.settings).retry_in
-            book.record(request, retry_in, monotonic())
+        if await retries.attempt_if_due(request, partial(_attempt, runtime, watched)):
             continue
-        wait = book.wait_seconds(request, None, monotonic())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(watched.wakeup.wait(), wait)
+        await watched.changed(retries.wait_seconds(request, None))
 
 
 @dataclass(frozen=True)
@@ -77,7 +62,7 @@ def _journal_for(watched: Watched, generation: int) -> RestoreJournal:
 
 
 async def _attempt(
-    runtime: Runtime, watched: Watched, generation: int, attempt: int
+    runtime: Runtime, watched: Watched, generation: int, judge: Judge
 ) -> float | None:
     """One attempt at restoring ``generation``; the delay before the next one, or None
     when this generation is done."""
@@ -127,7 +112,7 @@ async def _attempt(
                     )
         except Exception as failure:
             run.failed()
-            verdict = judge(failure, attempt, runtime.settings)
+            verdict = judge(failure)
             log.failed(verdict)
             now = runtime.clock()
             await write(status.restore_failed(existing, verdict, generation, now, journal))

@@ -16,11 +16,8 @@ from kvbackup.config import Settings
 from kvbackup.handlers.loops import Loops
 from kvbackup.runtime import Runtime
 from kvbackup.services.leadership import Leadership
+from kvbackup.services.retry_policy import API_RETRY_BACKOFFS
 
-#: kopf retries a failed API request with these delays, then gives up, and a watch that
-#: gives up stops the operator. kopf's own (54 s in all) would end it in an API server
-#: outage of a minute; these ride out about ten: 1, 1, 2, 3, 5, 8, 13, 21 s, then 30 s.
-API_RETRY_BACKOFFS = (1, 1, 2, 3, 5, 8, 13, 21, *(30,) * 18)
 #: Who reports the operator's Events (``kubectl describe``'s "From" column, and event
 #: exporters' reportingController).
 REPORTING_COMPONENT = "kvbackup-operator"

@@ -13,6 +13,7 @@ that stops leading cancels its loops before another replica may take over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import copy
 import logging
@@ -23,6 +24,20 @@ from typing import Any, cast
 import kopf
 
 logger = logging.getLogger(__name__)
+
+
+class _WithoutWatchNoise(logging.Filter):
+    """kopf logs every call of an event handler at INFO, and each kind's notice_change is
+    called on each watch event, the operator's own status writes included: a line per write
+    that would bury the run lines (``RunLog``) an admin reads the log for."""
+
+    noise = "Handler 'notice_change' succeeded."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.noise
+
+
+logging.getLogger("kopf.objects").addFilter(_WithoutWatchNoise())
 
 Loop = Callable[["Watched"], Coroutine[Any, Any, None]]
 
@@ -36,6 +51,11 @@ class Watched:
     #: What one loop leaves for the next on this object, kept while leadership moves away
     #: and back: what a run did that its status could not be told.
     carried: object = None
+
+    async def changed(self, within: float | None) -> None:
+        """Returns once the body changed, or after ``within`` seconds (None: no limit)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wakeup.wait(), within)
 
 
 @dataclass

@@ -15,8 +15,8 @@ from kvbackup.adapters.kubernetes import KubernetesApi
 from kvbackup.api.statuses import KeyBackupStatus, KeyRestoreStatus
 from kvbackup.errors import KvBackupError
 from kvbackup.presentation.status import Event, Update
-from kvbackup.presentation.verdicts import Verdict
 from kvbackup.services.progress import Progress
+from kvbackup.services.retry_policy import Verdict
 
 logger = logging.getLogger(__name__)
 runs_logger = logging.getLogger("kvbackup.runs")

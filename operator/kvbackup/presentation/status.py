@@ -33,11 +33,11 @@ from kvbackup.api.statuses import (
 )
 from kvbackup.errors import InvalidSpecError
 from kvbackup.presentation.key_results import count, key_entries, restore_counts, restore_summary
-from kvbackup.presentation.verdicts import Verdict
 from kvbackup.services.backup import BackupReport, KeptSnapshot
 from kvbackup.services.journal import RestoreJournal
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
 from kvbackup.services.restore import RestoreReport
+from kvbackup.services.retry_policy import Verdict
 from kvbackup.services.triggers import RunRequest
 
 #: How many snapshots a KeyBackup's status lists (storage may hold more).
