@@ -6,7 +6,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,26 +122,73 @@ def proxy(lowkey: Lowkey, tmp_path: Path) -> Iterator[FaultProxy]:
         yield proxy
 
 
+class Operators:
+    """Starts the operator as a real process against the session's API server and Lowkey,
+    one per call; leaving the ``with`` block stops every one it started."""
+
+    def __init__(self, plane: ControlPlane, lowkey: Lowkey, workdir: Path) -> None:
+        self.plane, self.lowkey, self.workdir = plane, lowkey, workdir
+        self.started: list[OperatorProcess] = []
+
+    def __enter__(self) -> Operators:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for process in self.started:
+            process.stop()
+
+    def start(
+        self,
+        *namespaces: str,
+        identity_rules: list[dict[str, Any]] | None = None,
+        settings: Mapping[str, str] | None = None,
+        kubeconfig: Path | None = None,
+    ) -> OperatorProcess:
+        """An operator watching ``namespaces`` (names or patterns such as "t-*");
+        ``identity_rules``, when given, replace the harness's rule that lets every namespace
+        use the operator's identity; ``settings`` are more environment variables."""
+        env = {"KVBACKUP_WATCH_NAMESPACES": ",".join(namespaces), **self.lowkey.operator_env()}
+        if identity_rules is not None:
+            env["KVBACKUP_DEFAULT_IDENTITY_RULES"] = json.dumps(identity_rules)
+        log = self.workdir / f"operator-{len(self.started)}.log"
+        process = start_operator(
+            kubeconfig or self.plane.kubeconfig, log, {**env, **(settings or {})}
+        )
+        self.started.append(process)
+        return process
+
+
+def new_namespaces(plane: ControlPlane, *prefixes: str) -> list[Cluster]:
+    """A new namespace per prefix, named ``<prefix>-<suffix>`` with one random suffix for
+    all: outside "t-*", for tests that run an operator of their own."""
+    suffix = uuid.uuid4().hex[:8]
+    clusters = [Cluster(plane, f"{prefix}-{suffix}") for prefix in prefixes]
+    for cluster in clusters:
+        plane.kubectl("create", "namespace", cluster.namespace)
+    return clusters
+
+
 @pytest.fixture
-def own_operator(
-    control_plane: ControlPlane, lowkey: Lowkey, tmp_path: Path
-) -> Iterator[Callable[..., Cluster]]:
+def operators(
+    control_plane: ControlPlane, lowkey: Lowkey, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operators]:
+    """Operators of the test's own; stopped after the test."""
+    with Operators(control_plane, lowkey, tmp_path_factory.mktemp("operators")) as started:
+        yield started
+
+
+@pytest.fixture
+def own_operator(control_plane: ControlPlane, operators: Operators) -> Callable[..., Cluster]:
     """Starts an operator of the test's own with the given settings, watching a new
     namespace of its own (not "t-*", which the shared operator watches); stopped after
     the test."""
-    started: list[OperatorProcess] = []
 
     def start(prefix: str, **settings: str) -> Cluster:
-        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        control_plane.kubectl("create", "namespace", name)
-        env = {"KVBACKUP_WATCH_NAMESPACES": name, **lowkey.operator_env(), **settings}
-        process = start_operator(control_plane.kubeconfig, tmp_path / f"{name}.log", env)
-        started.append(process)
-        return Cluster(control_plane, name, process)
+        [cluster] = new_namespaces(control_plane, prefix)
+        cluster.operator = operators.start(cluster.namespace, settings=settings)
+        return cluster
 
-    yield start
-    for process in started:
-        process.stop()
+    return start
 
 
 @pytest.fixture(scope="session")
@@ -150,15 +197,8 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     # Namespaces of the tests that share this operator start with "t-"; tests that run
     # an operator of their own use other namespaces, so no object has two operators.
-    process = start_operator(
-        control_plane.kubeconfig,
-        tmp_path_factory.mktemp("operator") / "operator.log",
-        {"KVBACKUP_WATCH_NAMESPACES": "t-*", **lowkey.operator_env()},
-    )
-    try:
-        yield process
-    finally:
-        process.stop()
+    with Operators(control_plane, lowkey, tmp_path_factory.mktemp("operator")) as operators:
+        yield operators.start("t-*")
 
 
 @dataclass(frozen=True)
@@ -186,19 +226,16 @@ class OperatorBehindForwarder:
 
 @pytest.fixture
 def operator_behind_forwarder(
-    control_plane: ControlPlane, lowkey: Lowkey, forwarders: Forwarders, tmp_path: Path
+    control_plane: ControlPlane, forwarders: Forwarders, operators: Operators, tmp_path: Path
 ) -> Iterator[Callable[[str], OperatorBehindForwarder]]:
     """Starts such an operator watching the namespaces given; stops it at the end."""
     started: list[OperatorBehindForwarder] = []
 
     def start(namespaces: str) -> OperatorBehindForwarder:
         api = forwarders.open(control_plane.api_server_port)
-        workdir = tmp_path / f"operator-behind-forwarder-{len(started)}"
-        workdir.mkdir()
-        process = start_operator(
-            control_plane.kubeconfig_via(api.port, workdir / "kubeconfig"),
-            workdir / "operator.log",
-            {"KVBACKUP_WATCH_NAMESPACES": namespaces, **lowkey.operator_env()},
+        kubeconfig = tmp_path / f"kubeconfig-behind-forwarder-{len(started)}"
+        process = operators.start(
+            namespaces, kubeconfig=control_plane.kubeconfig_via(api.port, kubeconfig)
         )
         started.append(OperatorBehindForwarder(process, api, forwarders))
         return started[-1]
@@ -206,6 +243,7 @@ def operator_behind_forwarder(
     yield start
     for operator in started:
         operator.release_writes()
+        # Stopped while it still reaches the API server, then cut off.
         operator.process.stop()
         operator.cut_off()
 

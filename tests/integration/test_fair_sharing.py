@@ -11,9 +11,7 @@ work shares.
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +22,9 @@ from kvbackup.services.workers import DEFAULT_CONCURRENCY
 from tests.harness.controlplane import ControlPlane
 from tests.harness.fault_proxy import FaultProxy, Faults
 from tests.harness.lowkey import Lowkey
-from tests.harness.operator import OperatorProcess, start_operator
+from tests.harness.operator import OperatorProcess
 from tests.harness.vault import Vault, create_keys
-from tests.integration.conftest import Cluster, proxied_vault
+from tests.integration.conftest import Cluster, Operators, new_namespaces, proxied_vault
 from tests.integration.objects import keybackup
 
 pytestmark = pytest.mark.integration
@@ -58,31 +56,18 @@ class Tenants:
 def tenants(control_plane: ControlPlane, lowkey: Lowkey, tmp_path: Path) -> Iterator[Tenants]:
     """Two namespaces, each allowed the operator's identity for its own vault only, and
     one operator watching both."""
-    suffix = uuid.uuid4().hex[:8]
-    a, b = (Cluster(control_plane, f"fair-{team}-{suffix}") for team in "ab")
-    for cluster in (a, b):
-        control_plane.kubectl("create", "namespace", cluster.namespace)
+    a, b = new_namespaces(control_plane, "fair-a", "fair-b")
     with (
         proxied_vault(lowkey, tmp_path / "vault-a") as a_vault,
         proxied_vault(lowkey, tmp_path / "vault-b") as b_vault,
+        Operators(control_plane, lowkey, tmp_path) as operators,
     ):
         rules = [
             {"namespaces": [a.namespace], "vaultUrls": [a_vault.url]},
             {"namespaces": [b.namespace], "vaultUrls": [b_vault.url]},
         ]
-        operator = start_operator(
-            control_plane.kubeconfig,
-            tmp_path / "operator.log",
-            {
-                "KVBACKUP_WATCH_NAMESPACES": f"{a.namespace},{b.namespace}",
-                "KVBACKUP_DEFAULT_IDENTITY_RULES": json.dumps(rules),
-                **lowkey.operator_env(),
-            },
-        )
-        try:
-            yield Tenants(operator, a, b, a_vault, b_vault)
-        finally:
-            operator.stop()
+        operator = operators.start(a.namespace, b.namespace, identity_rules=rules)
+        yield Tenants(operator, a, b, a_vault, b_vault)
 
 
 def backup_runs(operator: OperatorProcess) -> tuple[float, float]:

@@ -37,9 +37,9 @@ from tests.harness.controlplane import ControlPlane
 from tests.harness.forwarder import Forwarders
 from tests.harness.hostile import gzip_bomb, peak_rss_mib, zeros
 from tests.harness.lowkey import Lowkey
-from tests.harness.operator import OperatorProcess, start_operator
+from tests.harness.operator import OperatorProcess
 from tests.harness.vault import Vault, create_keys
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import Cluster, Operators, new_namespaces
 from tests.integration.objects import keybackup, keyrestore
 from tests.unit.fakes import artifacts_of, manifest_of
 
@@ -175,10 +175,9 @@ def scene(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Scene]:
     workdir = tmp_path_factory.mktemp("hostile-storage")
+    team_a, team_b = new_namespaces(control_plane, "hostile-a", "honest-b")
+    ns_a, ns_b = team_a.namespace, team_b.namespace
     suffix = uuid.uuid4().hex[:8]
-    ns_a, ns_b = f"hostile-a-{suffix}", f"honest-b-{suffix}"
-    for namespace in (ns_a, ns_b):
-        control_plane.kubectl("create", "namespace", namespace)
     opened: list[tuple[str, Any]] = []
     vault_a, vault_b = _vault(lowkey, forwarders, opened), _vault(lowkey, forwarders, opened)
     server = azurite_harness.start(workdir / "azurite", oauth=True)
@@ -247,17 +246,10 @@ def _played(
             "blobUrls": [f"{server.blob_endpoint}/{containers['team-b'].container_name}"],
         },
     ]
-    operator = start_operator(
-        plane.kubeconfig,
-        workdir / "operator.log",
-        {
-            "KVBACKUP_WATCH_NAMESPACES": f"{ns_a},{ns_b}",
-            "KVBACKUP_DEFAULT_IDENTITY_RULES": json.dumps(rules),
-            **lowkey.operator_env(),
-            **identity.operator_env(token_endpoint, server),
-        },
-    )
-    try:
+    with Operators(plane, lowkey, workdir) as operators:
+        operator = operators.start(
+            ns_a, ns_b, identity_rules=rules, settings=identity.operator_env(token_endpoint, server)
+        )
         scene = Scene(
             plane,
             Cluster(plane, ns_a, operator),
@@ -272,8 +264,6 @@ def _played(
         scene.victim_before = scene.names("victim")
         _apply_everything(scene, vault_a, vault_b)
         yield scene
-    finally:
-        operator.stop()
 
 
 def _apply_everything(scene: Scene, vault_a: Vault, vault_b: Vault) -> None:

@@ -14,9 +14,8 @@ from tests.harness import azurite as azurite_harness
 from tests.harness import identity
 from tests.harness.azurite import Azurite
 from tests.harness.controlplane import ControlPlane
-from tests.harness.lowkey import Lowkey
-from tests.harness.operator import OperatorProcess, start_operator
-from tests.integration.conftest import Cluster, VaultUnderTest
+from tests.harness.operator import OperatorProcess
+from tests.integration.conftest import Cluster, Operators, VaultUnderTest, new_namespaces
 from tests.integration.objects import key_results, keybackup, keyrestore
 
 pytestmark = pytest.mark.integration
@@ -24,38 +23,17 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def tenants(control_plane: ControlPlane) -> tuple[Cluster, Cluster]:
-    suffix = uuid.uuid4().hex[:8]
-    clusters = []
-    for team in ("a", "b"):
-        name = f"tenant-{team}-{suffix}"
-        control_plane.kubectl("create", "namespace", name)
-        clusters.append(Cluster(control_plane, name))
-    return clusters[0], clusters[1]
+    team_a, team_b = new_namespaces(control_plane, "tenant-a", "tenant-b")
+    return team_a, team_b
 
 
 @pytest.fixture
 def tenant_operator(
-    control_plane: ControlPlane,
-    tenants: tuple[Cluster, Cluster],
-    vault: VaultUnderTest,
-    lowkey: Lowkey,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OperatorProcess]:
+    tenants: tuple[Cluster, Cluster], vault: VaultUnderTest, operators: Operators
+) -> OperatorProcess:
     team_a, team_b = tenants
     rules = [{"namespaces": [team_a.namespace], "vaultUrls": [vault.url]}]
-    process = start_operator(
-        control_plane.kubeconfig,
-        tmp_path_factory.mktemp("tenant-operator") / "operator.log",
-        {
-            "KVBACKUP_WATCH_NAMESPACES": f"{team_a.namespace},{team_b.namespace}",
-            "KVBACKUP_DEFAULT_IDENTITY_RULES": json.dumps(rules),
-            **lowkey.operator_env(),
-        },
-    )
-    try:
-        yield process
-    finally:
-        process.stop()
+    return operators.start(team_a.namespace, team_b.namespace, identity_rules=rules)
 
 
 def test_only_allowed_namespaces_may_use_the_operators_identity_for_a_vault(
@@ -151,22 +129,12 @@ def test_a_keyrestore_cannot_reference_another_namespace(
 
 
 def test_without_rules_the_identity_is_refused_with_the_rule_that_would_allow_it(
-    control_plane: ControlPlane,
-    vault: VaultUnderTest,
-    lowkey: Lowkey,
-    tmp_path_factory: pytest.TempPathFactory,
+    control_plane: ControlPlane, vault: VaultUnderTest, operators: Operators
 ) -> None:
-    cluster = Cluster(control_plane, f"tenant-c-{uuid.uuid4().hex[:8]}")
-    control_plane.kubectl("create", "namespace", cluster.namespace)
-    logs = tmp_path_factory.mktemp("no-rules")
-    settings = {"KVBACKUP_WATCH_NAMESPACES": cluster.namespace, **lowkey.operator_env()}
+    [cluster] = new_namespaces(control_plane, "tenant-c")
     vault.create_rsa_key("app-key")
     # An empty setting is the operator's default, as when it is not set at all.
-    unset = start_operator(
-        control_plane.kubeconfig,
-        logs / "unset.log",
-        {**settings, "KVBACKUP_DEFAULT_IDENTITY_RULES": ""},
-    )
+    unset = operators.start(cluster.namespace, settings={"KVBACKUP_DEFAULT_IDENTITY_RULES": ""})
     try:
         cluster.apply(keybackup("keys", vault.url, keys=["app-key"]))
         # The Event is posted after the status is written: both before the operator stops.
@@ -188,11 +156,7 @@ def test_without_rules_the_identity_is_refused_with_the_rule_that_would_allow_it
     assert cluster.secrets("kvbackup.io/keybackup=keys") == []
 
     # The admin adds exactly that rule; the next run is allowed.
-    allowed = start_operator(
-        control_plane.kubeconfig,
-        logs / "allowed.log",
-        {**settings, "KVBACKUP_DEFAULT_IDENTITY_RULES": json.dumps([rule])},
-    )
+    allowed = operators.start(cluster.namespace, identity_rules=[rule])
     try:
         control_plane.kubectl(
             "annotate", "kb", "keys", "-n", cluster.namespace, "kvbackup.io/backup-now=1"
@@ -243,14 +207,12 @@ async def _blob_names(container: ContainerClient) -> list[str]:
 
 
 async def test_a_tenant_restores_another_tenants_snapshot_from_a_shared_container_only_if_granted(
-    control_plane: ControlPlane,
     tenants: tuple[Cluster, Cluster],
     vault: VaultUnderTest,
-    lowkey: Lowkey,
     identity_azurite: Azurite,
     token_endpoint: str,
     shared_container: ContainerClient,
-    tmp_path_factory: pytest.TempPathFactory,
+    operators: Operators,
 ) -> None:
     team_a, team_b = tenants
     blob = {
@@ -266,20 +228,12 @@ async def test_a_tenant_restores_another_tenants_snapshot_from_a_shared_containe
             "blobUrls": [container_url],
         }
     ]
-    settings = {
-        "KVBACKUP_WATCH_NAMESPACES": f"{team_a.namespace},{team_b.namespace}",
-        **lowkey.operator_env(),
-        **identity.operator_env(token_endpoint, identity_azurite),
-    }
-    logs = tmp_path_factory.mktemp("shared-container")
+    watched = (team_a.namespace, team_b.namespace)
+    own_identity = identity.operator_env(token_endpoint, identity_azurite)
     vault.create_rsa_key("team-b-key", versions=2)
     team_b.apply(keybackup("keys", vault.url, keys=["team-b-key"], destination={"blob": blob}))
 
-    operator = start_operator(
-        control_plane.kubeconfig,
-        logs / "shared.log",
-        {**settings, "KVBACKUP_DEFAULT_IDENTITY_RULES": json.dumps(rules)},
-    )
+    operator = operators.start(*watched, identity_rules=rules, settings=own_identity)
     try:
         location = team_b.wait_for_phase("keybackup", "keys", "Succeeded")["lastSnapshot"][
             "location"
@@ -314,11 +268,7 @@ async def test_a_tenant_restores_another_tenants_snapshot_from_a_shared_containe
     assert await _blob_names(shared_container) == stored
 
     # The admin adds exactly that rule: now team-a may read team-b's snapshot.
-    granted = start_operator(
-        control_plane.kubeconfig,
-        logs / "granted.log",
-        {**settings, "KVBACKUP_DEFAULT_IDENTITY_RULES": json.dumps([*rules, grant])},
-    )
+    granted = operators.start(*watched, identity_rules=[*rules, grant], settings=own_identity)
     try:
         team_a.apply(keyrestore("granted-peek", vault.url, source=peek, dryRun=True))
         status = team_a.wait_for_phase("keyrestore", "granted-peek", "Succeeded")
