@@ -17,8 +17,13 @@ from kvbackup.errors import InvalidSpecError
 
 DEFAULT_VAULT_HOSTS = HostAllowList.of("KVBACKUP_VAULT_HOSTS", azure_clouds.KEY_VAULT_HOSTS)
 DEFAULT_BLOB_HOSTS = HostAllowList.of("KVBACKUP_BLOB_HOSTS", azure_clouds.BLOB_HOSTS)
+#: Key Vault calls in flight at once, across all runs of the process.
+DEFAULT_MAX_VAULT_CALLS = 32
 #: Keys one run works on at once.
 DEFAULT_KEYS_PER_RUN = 32
+#: What KVBACKUP_MAX_VAULT_CALLS and KVBACKUP_KEYS_PER_RUN were before they had names of
+#: their own; still read for either one not set by its name.
+FORMER_CONCURRENCY_SETTING = "KVBACKUP_MAX_CONCURRENCY"
 #: Every run lists the vault, backs up its keys and writes a snapshot, all within the
 #: vault's and the operator's shared limits: a schedule of every few seconds is one
 #: tenant taking them from the others. Five minutes refuses every cron of every minute.
@@ -56,6 +61,12 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
 
 #: The forms the operator's log is written in (KVBACKUP_LOG_FORMAT).
 LOG_FORMATS = ("text", "json")
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    """A count of at least one, from ``name``, else from the former shared variable."""
+    source = name if env.get(name, "").strip() else FORMER_CONCURRENCY_SETTING
+    return int(_number(env, source, default, minimum=1))
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
@@ -105,8 +116,12 @@ class Settings:
     verify_challenge_resource: bool = True
     #: Key Vault REST API version; empty means the SDK's default.
     keyvault_api_version: str | None = None
-    #: Key Vault calls in flight at once, across all runs of the process.
-    max_concurrency: int = DEFAULT_KEYS_PER_RUN
+    #: Key Vault calls in flight at once, across all runs of the process: the fairly shared
+    #: slots of adapters/fairshare.py.
+    max_vault_calls: int = DEFAULT_MAX_VAULT_CALLS
+    #: Keys one run (a backup, a restore, a verification, an export) works on at once; a run's
+    #: memory follows it. Its keys' calls still wait for the process's vault call slots.
+    keys_per_run: int = DEFAULT_KEYS_PER_RUN
     #: Key Vault operations per second per vault (Azure allows about 400/s for software keys).
     vault_rate_limit: float = 200.0
     #: First delay after a temporary failure; doubled on each retry up to retry_max_seconds
@@ -167,9 +182,8 @@ class Settings:
             ca_bundle=env.get("KVBACKUP_CA_BUNDLE") or None,
             verify_challenge_resource=_flag(env, "KVBACKUP_VERIFY_CHALLENGE_RESOURCE", True),
             keyvault_api_version=env.get("KVBACKUP_KEYVAULT_API_VERSION") or None,
-            max_concurrency=int(
-                _number(env, "KVBACKUP_MAX_CONCURRENCY", DEFAULT_KEYS_PER_RUN, minimum=1)
-            ),
+            max_vault_calls=_count(env, "KVBACKUP_MAX_VAULT_CALLS", DEFAULT_MAX_VAULT_CALLS),
+            keys_per_run=_count(env, "KVBACKUP_KEYS_PER_RUN", DEFAULT_KEYS_PER_RUN),
             vault_rate_limit=_number(env, "KVBACKUP_VAULT_RATE_LIMIT", 200.0, minimum=0.1),
             retry_base_seconds=_number(env, "KVBACKUP_RETRY_BASE_SECONDS", 10.0, minimum=0.1),
             retry_max_seconds=_number(env, "KVBACKUP_RETRY_MAX_SECONDS", 600.0, minimum=0.1),

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from kvbackup.api.tenancy import IdentityRule
-from kvbackup.config import Settings
+from kvbackup.config import FORMER_CONCURRENCY_SETTING, Settings
 from kvbackup.services.tenancy import blob_allowed, vault_allowed
 from tests.harness.controlplane import REPO, ControlPlane, cached_by, free_port
 from tests.harness.lowkey import Lowkey
@@ -598,7 +598,7 @@ def test_the_operator_pod_meets_the_restricted_pod_security_standard(
 
 def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path) -> None:
     config = (REPO / "operator" / "kvbackup" / "config.py").read_text()
-    known = set(re.findall(r'"(KVBACKUP_[A-Z_]+)"', config))
+    known = set(re.findall(r'"(KVBACKUP_[A-Z_]+)"', config)) - {FORMER_CONCURRENCY_SETTING}
     documents = render(
         helm,
         "ops",
@@ -614,7 +614,8 @@ def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path
                 "caBundle": {"configMapName": "corp-ca"},
                 "verifyChallengeResource": False,
                 "keyvaultApiVersion": "7.6",
-                "maxConcurrency": 4,
+                "maxVaultCalls": 4,
+                "keysPerRun": 6,
                 "vaultRateLimit": 12.5,
                 "retryBaseSeconds": 0.5,
                 "retryMaxSeconds": 120,
@@ -638,7 +639,7 @@ def test_every_operator_setting_is_a_chart_value_the_operator_accepts(helm: Path
     assert settings.ca_bundle == "/etc/kvbackup/ca-bundle/ca.crt"
     assert settings.verify_challenge_resource is False
     assert settings.keyvault_api_version == "7.6"
-    assert settings.max_concurrency == 4
+    assert (settings.max_vault_calls, settings.keys_per_run) == (4, 6)
     assert settings.vault_rate_limit == 12.5
     assert settings.retry_base_seconds == 0.5
     assert settings.retry_max_seconds == 120
@@ -782,7 +783,7 @@ def test_the_schema_refuses_unknown_values_and_a_negative_replica_count(helm: Pa
             {"defaultIdentity": {"rules": [{"namespaces": ["a"], "vaultUrls": ["a-*.vault"]}]}},
             "does not match pattern",
         ),
-        ({"settings": {"maxConcurrency": 0}}, "maxConcurrency"),
+        ({"settings": {"maxVaultCalls": 0}}, "maxVaultCalls"),
     ):
         result = subprocess.run(
             [str(helm), "template", "r", str(CHART), "--values", "-"],

@@ -15,7 +15,7 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
     assert settings.ca_bundle is None
     assert settings.verify_challenge_resource is True
     assert settings.keyvault_api_version is None
-    assert settings.max_concurrency == 32
+    assert (settings.max_vault_calls, settings.keys_per_run) == (32, 32)
     assert settings.vault_rate_limit == 200.0
     assert (settings.retry_base_seconds, settings.retry_max_seconds) == (10.0, 600.0)
     assert settings.status_keys_limit == 100
@@ -34,7 +34,8 @@ def test_every_variable_is_parsed_into_its_setting() -> None:
             "KVBACKUP_CA_BUNDLE": "/etc/ssl/private-ca.pem",
             "KVBACKUP_VERIFY_CHALLENGE_RESOURCE": " Off ",
             "KVBACKUP_KEYVAULT_API_VERSION": "7.5",
-            "KVBACKUP_MAX_CONCURRENCY": "4",
+            "KVBACKUP_MAX_VAULT_CALLS": "4",
+            "KVBACKUP_KEYS_PER_RUN": "8",
             "KVBACKUP_VAULT_RATE_LIMIT": "12.5",
             "KVBACKUP_RETRY_BASE_SECONDS": "0.5",
             "KVBACKUP_RETRY_MAX_SECONDS": "30",
@@ -53,7 +54,8 @@ def test_every_variable_is_parsed_into_its_setting() -> None:
         ca_bundle="/etc/ssl/private-ca.pem",
         verify_challenge_resource=False,
         keyvault_api_version="7.5",
-        max_concurrency=4,
+        max_vault_calls=4,
+        keys_per_run=8,
         vault_rate_limit=12.5,
         retry_base_seconds=0.5,
         retry_max_seconds=30.0,
@@ -76,6 +78,8 @@ def test_every_variable_is_parsed_into_its_setting() -> None:
         pytest.param("KVBACKUP_VERIFY_CHALLENGE_RESOURCE", "maybe", id="not-a-flag"),
         pytest.param("KVBACKUP_MAX_CONCURRENCY", "many", id="not-a-number"),
         pytest.param("KVBACKUP_MAX_CONCURRENCY", "0", id="below-minimum"),
+        pytest.param("KVBACKUP_MAX_VAULT_CALLS", "0", id="no-vault-call"),
+        pytest.param("KVBACKUP_KEYS_PER_RUN", "2.5e", id="keys-not-a-number"),
         pytest.param("KVBACKUP_LOG_FORMAT", "logfmt", id="unknown-log-format"),
         pytest.param("KVBACKUP_VAULT_HOSTS", "*.net", id="too-wide-a-host-pattern"),
         pytest.param("KVBACKUP_BLOB_HOSTS", "https://a.blob.core.windows.net", id="url-not-host"),
@@ -99,6 +103,16 @@ def test_empty_host_lists_mean_the_defaults_like_every_other_empty_setting() -> 
     settings = Settings.from_env({"KVBACKUP_VAULT_HOSTS": " ", "KVBACKUP_BLOB_HOSTS": ""})
 
     assert (settings.vault_hosts, settings.blob_hosts) == (DEFAULT_VAULT_HOSTS, DEFAULT_BLOB_HOSTS)
+
+
+def test_the_former_concurrency_variable_sets_both_counts_not_set_by_name() -> None:
+    former = {"KVBACKUP_MAX_CONCURRENCY": "6"}
+
+    both = Settings.from_env(former)
+    one = Settings.from_env({**former, "KVBACKUP_KEYS_PER_RUN": "2"})
+
+    assert (both.max_vault_calls, both.keys_per_run) == (6, 6)
+    assert (one.max_vault_calls, one.keys_per_run) == (6, 2)
 
 
 def test_an_infinite_count_is_refused_naming_the_variable() -> None:

@@ -1,6 +1,6 @@
 """The process-wide Key Vault call slots, shared fairly between namespaces.
 
-``KVBACKUP_MAX_CONCURRENCY`` (``total``) bounds the Key Vault calls in flight across the
+``KVBACKUP_MAX_VAULT_CALLS`` (``total``) bounds the Key Vault calls in flight across the
 whole process. A call in flight holds its slot until the vault answers, so a tenant whose
 vault is slow, or hangs, would otherwise gather every slot and stall every other tenant.
 The rule:

@@ -223,7 +223,7 @@ class KeyVaultClients:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
-        self._slots = FairSlots(settings.max_concurrency)
+        self._slots = FairSlots(settings.max_vault_calls)
         self._clock = clock
         #: By vault host: Key Vault throttles a vault, however its URL is spelled.
         self._paces: dict[str, tuple[VaultPace, VaultCalls]] = {}

@@ -88,7 +88,7 @@ async def verify(
 ) -> Result:
     async with opened_source(options, snapshot, settings) as opened:
         outcomes = await verify_snapshot(
-            opened, concurrency=settings.max_concurrency, progress=progress
+            opened, concurrency=settings.keys_per_run, progress=progress
         )
     return _key_result(opened.manifest.snapshot_id, outcomes, "verified")
 
@@ -103,7 +103,7 @@ async def export(
     async with opened_source(options, snapshot, settings) as opened:
         with export_directory(directory) as target:
             outcomes = await export_snapshot(
-                opened, target, concurrency=settings.max_concurrency, progress=progress
+                opened, target, concurrency=settings.keys_per_run, progress=progress
             )
     return _key_result(opened.manifest.snapshot_id, outcomes, "exported", directory=str(directory))
 
@@ -145,7 +145,7 @@ async def restore(
                 opened,
                 vault,
                 clock=utc_now,
-                concurrency=settings.max_concurrency,
+                concurrency=settings.keys_per_run,
                 progress=progress,
             )
     counts = {

@@ -97,7 +97,7 @@ async def _attempt(
                     store,
                     clock=runtime.clock,
                     incomplete_grace=runtime.settings.incomplete_snapshot_grace,
-                    concurrency=runtime.settings.max_concurrency,
+                    concurrency=runtime.settings.keys_per_run,
                     progress=progress_of(
                         runtime.kubernetes, KEYBACKUP_PLURAL, body, status.backup_progress
                     ),

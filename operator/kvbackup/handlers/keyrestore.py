@@ -102,7 +102,7 @@ async def _attempt(
                         clock=runtime.clock,
                         resumed=resumed,
                         journal=journal,
-                        concurrency=runtime.settings.max_concurrency,
+                        concurrency=runtime.settings.keys_per_run,
                         progress=progress_of(
                             runtime.kubernetes,
                             KEYRESTORE_PLURAL,
