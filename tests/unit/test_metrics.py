@@ -22,6 +22,7 @@ from kvbackup.adapters.metrics import BACKUP, KeyBackupReadings, OperatorMetrics
 from kvbackup.adapters.ratelimit import VaultPace
 from kvbackup.errors import KvBackupError
 from kvbackup.presentation.gauges import keybackup_readings
+from kvbackup.presentation.keybackup_status import read_keybackup_status
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
 from kvbackup.services.retry_policy import retry_per_call
 from kvbackup.services.triggers import plan_run
@@ -35,7 +36,8 @@ def spec(**fields: Any) -> dict[str, Any]:
 
 
 def readings(status: dict[str, Any], **fields: Any) -> KeyBackupReadings:
-    return keybackup_readings(status, plan_run(spec(**fields), status, META, NOW))
+    seen = read_keybackup_status(status)
+    return keybackup_readings(seen, plan_run(spec(**fields), seen, META, NOW))
 
 
 def samples(metrics: OperatorMetrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

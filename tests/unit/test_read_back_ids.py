@@ -10,7 +10,8 @@ import pytest
 
 from kvbackup.adapters.blob_store import safe_blob_name
 from kvbackup.errors import IntegrityError, InvalidSpecError
-from kvbackup.presentation import status
+from kvbackup.presentation import keyrestore_status
+from kvbackup.presentation.keybackup_status import read_keybackup_status
 from kvbackup.services.journal import RestoreJournal
 from kvbackup.services.outcomes import KeyResult
 from kvbackup.services.snapshot import require_snapshot_id
@@ -54,7 +55,7 @@ def test_a_forged_snapshot_id_in_status_is_never_resumed_a_new_one_is_made(
     request = RunRequest(4, trigger="now-1")
     active = {**request.as_status(), "snapshotId": forged}
 
-    snapshot_id = snapshot_id_for({"activeRun": active}, request, MOMENT)
+    snapshot_id = snapshot_id_for(read_keybackup_status({"activeRun": active}), request, MOMENT)
 
     assert re.fullmatch(r"20240501-120000-[0-9a-f]{4}", snapshot_id)
 
@@ -63,7 +64,10 @@ def test_an_interrupted_runs_own_snapshot_id_in_status_is_resumed() -> None:
     request = RunRequest(4, trigger="now-1")
     active = {**request.as_status(), "snapshotId": SNAPSHOT_ID}
 
-    assert snapshot_id_for({"activeRun": active}, request, MOMENT) == SNAPSHOT_ID
+    assert (
+        snapshot_id_for(read_keybackup_status({"activeRun": active}), request, MOMENT)
+        == SNAPSHOT_ID
+    )
 
 
 def _interrupted_restore(snapshot_id: Any) -> dict[str, Any]:
@@ -76,7 +80,7 @@ def _interrupted_restore(snapshot_id: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("forged", FORGED_IDS)
 def test_a_restore_journal_under_a_forged_snapshot_id_is_not_taken_in(forged: Any) -> None:
-    carried = status.restore_journal(_interrupted_restore(forged), 2)
+    carried = keyrestore_status.read_keyrestore_status(_interrupted_restore(forged)).journal(2)
 
     assert carried.snapshot_id == ""
     carried.begin(SNAPSHOT_ID, 2)
@@ -84,7 +88,7 @@ def test_a_restore_journal_under_a_forged_snapshot_id_is_not_taken_in(forged: An
 
 
 def test_a_restore_journal_under_its_own_snapshot_id_carries_each_keys_result() -> None:
-    carried = status.restore_journal(_interrupted_restore(SNAPSHOT_ID), 2)
+    carried = keyrestore_status.read_keyrestore_status(_interrupted_restore(SNAPSHOT_ID)).journal(2)
     carried.begin(SNAPSHOT_ID, 2)
 
     assert [carried.earlier(i) for i in range(2)] == [KeyResult.RESTORED, None]

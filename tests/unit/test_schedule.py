@@ -18,6 +18,7 @@ from kvbackup.api.schedule import (
 )
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError
+from kvbackup.presentation.keybackup_status import read_keybackup_status
 from kvbackup.services.triggers import RunRequest, due_run, plan_run
 
 UTC = datetime.UTC
@@ -45,7 +46,7 @@ def due(
     return due_run(
         schedule=schedule,
         suspended=suspended,
-        status=status or {},
+        status=read_keybackup_status(status or {}),
         generation=generation,
         trigger=None,
         created=CREATED,
@@ -205,7 +206,9 @@ def test_a_too_frequent_schedule_makes_the_spec_invalid_and_its_run_reports_it_o
     }
     meta = {"generation": 1, "creationTimestamp": "2024-05-01T08:00:00Z"}
 
-    plan = plan_run(spec, {}, meta, at(2024, 5, 1, 9), min_schedule_interval=FIVE_MINUTES)
+    plan = plan_run(
+        spec, read_keybackup_status({}), meta, at(2024, 5, 1, 9), min_schedule_interval=FIVE_MINUTES
+    )
 
     assert plan.spec is None
     assert plan.request == RunRequest(generation=1)

@@ -15,7 +15,7 @@ from kvbackup.api.conditions import Condition, timestamp
 from kvbackup.api.schedule import Schedule
 from kvbackup.api.statuses import ConditionDocument, KeyBackupStatus, KeyRestoreStatus
 from kvbackup.errors import AccessDeniedError, InvalidSpecError, TransientError
-from kvbackup.presentation import status
+from kvbackup.presentation import keybackup_status, keyrestore_status, status
 from kvbackup.services.backup import BackupReport, KeptSnapshot, run_backup
 from kvbackup.services.journal import RestoreJournal
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
@@ -79,7 +79,7 @@ def standing(document: KeyBackupStatus | KeyRestoreStatus) -> dict[str, str]:
 def test_a_finished_backup_is_ready_only_when_it_succeeded(
     outcomes: tuple[KeyOutcome, ...], phase: str, is_ready: str
 ) -> None:
-    document = status.backup_finished(
+    document = keybackup_status.backup_finished(
         {}, backup_report(*outcomes), RunRequest(7, trigger="now-1"), 100, None
     ).status
 
@@ -102,7 +102,9 @@ def test_a_finished_backup_is_ready_only_when_it_succeeded(
 def test_a_finished_restore_is_ready_only_when_it_succeeded(
     outcomes: tuple[KeyOutcome, ...], phase: str, is_ready: str
 ) -> None:
-    document = status.restore_finished({}, restore_report(*outcomes), "nightly", 2, 100).status
+    document = keyrestore_status.restore_finished(
+        {}, restore_report(*outcomes), "nightly", 2, 100
+    ).status
 
     assert document["phase"] == phase
     assert (ready(document)["status"], ready(document)["reason"]) == (is_ready, phase)
@@ -112,8 +114,8 @@ def test_a_finished_restore_is_ready_only_when_it_succeeded(
 
 
 def test_a_restore_started_again_for_the_same_generation_resumes_its_interrupted_attempt() -> None:
-    first = status.restore_started({}, 2, MOMENT, dry_run=False).status
-    assert not status.restore_resumes({}, 2)
+    first = keyrestore_status.restore_started({}, 2, MOMENT, dry_run=False).status
+    assert not keyrestore_status.read_keyrestore_status({}).resumes(2)
     # A merge patch: what an attempt at another generation left is removed.
     assert first["activeRun"] == {
         "generation": 2,
@@ -124,9 +126,11 @@ def test_a_restore_started_again_for_the_same_generation_resumes_its_interrupted
         "keyResults": None,
     }
 
-    assert status.restore_resumes(first, 2)
-    assert not status.restore_resumes(first, 3)  # a new spec starts afresh
-    again = status.restore_started(first, 2, LATER, dry_run=False).status
+    assert keyrestore_status.read_keyrestore_status(first).resumes(2)
+    assert not keyrestore_status.read_keyrestore_status(first).resumes(
+        3
+    )  # a new spec starts afresh
+    again = keyrestore_status.restore_started(first, 2, LATER, dry_run=False).status
     assert again["activeRun"] == {"generation": 2, "startTime": timestamp(MOMENT)}
 
 
@@ -134,31 +138,39 @@ def test_a_temporary_failure_leaves_each_keys_result_for_the_next_attempt() -> N
     journal = RestoreJournal()
     journal.begin(SNAPSHOT_ID, 3)
     journal.record(1, KeyResult.RESTORED)
-    running = status.restore_started({}, 2, MOMENT, dry_run=False).status
-    failed = status.restore_failed(
+    running = keyrestore_status.restore_started({}, 2, MOMENT, dry_run=False).status
+    failed = keyrestore_status.restore_failed(
         running, Verdict(TransientError("down"), 20.0), 2, MOMENT, journal
     ).status
     attempt = {**(running.get("activeRun") or {}), **(failed.get("activeRun") or {})}
     merged = {**running, "activeRun": attempt}
-    carried = status.restore_journal(merged, 2)
+    carried = keyrestore_status.read_keyrestore_status(merged).journal(2)
     carried.begin(SNAPSHOT_ID, 3)
 
     assert [carried.earlier(i) for i in range(3)] == [None, KeyResult.RESTORED, None]
-    final = status.restore_failed(running, Verdict(TransientError("x"), None), 2, MOMENT, journal)
+    final = keyrestore_status.restore_failed(
+        running, Verdict(TransientError("x"), None), 2, MOMENT, journal
+    )
     assert final.status["activeRun"] is None
-    assert status.restore_journal(running, 3).snapshot_id == ""  # another generation
+    assert (
+        keyrestore_status.read_keyrestore_status(running).journal(3).snapshot_id == ""
+    )  # another generation
 
 
 def test_a_finished_restore_has_no_attempt_left_to_resume() -> None:
-    started = status.restore_started({}, 2, MOMENT, dry_run=False).status
-    finished = status.restore_finished(started, restore_report(RESTORED), "nightly", 2, 100).status
+    started = keyrestore_status.restore_started({}, 2, MOMENT, dry_run=False).status
+    finished = keyrestore_status.restore_finished(
+        started, restore_report(RESTORED), "nightly", 2, 100
+    ).status
 
     assert finished["activeRun"] is None
-    assert not status.restore_resumes({**started, **finished}, 2)
+    assert not keyrestore_status.read_keyrestore_status({**started, **finished}).resumes(2)
 
 
 def test_a_backup_that_kept_nothing_reports_no_last_snapshot() -> None:
-    document = status.backup_finished({}, backup_report(LOST), BY_GENERATION, 100, None).status
+    document = keybackup_status.backup_finished(
+        {}, backup_report(LOST), BY_GENERATION, 100, None
+    ).status
 
     assert "lastSnapshot" not in document
     assert "(not kept)" in ready(document)["message"]
@@ -171,7 +183,7 @@ def test_the_per_key_list_is_bounded_and_lists_failures_first() -> None:
         KeyOutcome("a-failed", KeyResult.FAILED, reason="TooLarge"),
     ]
 
-    document = status.backup_finished(
+    document = keybackup_status.backup_finished(
         {}, backup_report(*outcomes, *failures), BY_GENERATION, 3, None
     ).status
 
@@ -214,7 +226,7 @@ def due(existing: dict[str, Any], schedule: Schedule | None, trigger: str | None
     request = due_run(
         schedule=schedule,
         suspended=False,
-        status=existing,
+        status=keybackup_status.read_keybackup_status(existing),
         generation=2,
         trigger=trigger,
         created=SLOT - datetime.timedelta(days=1),
@@ -237,10 +249,10 @@ def test_a_temporary_failure_leaves_the_run_due_and_a_permanent_one_does_not(
     existing = {"observedGeneration": 1, "lastScheduleTime": timestamp(SLOT)}
     assert due(existing, schedule, trigger)
 
-    retried = status.backup_failed(
+    retried = keybackup_status.backup_failed(
         existing, Verdict(AccessDeniedError("403"), 10.0), run, MOMENT
     ).status
-    given_up = status.backup_failed(
+    given_up = keybackup_status.backup_failed(
         existing, Verdict(InvalidSpecError("bad"), None), run, MOMENT
     ).status
 
@@ -253,7 +265,7 @@ def test_a_temporary_failure_leaves_the_run_due_and_a_permanent_one_does_not(
 def test_a_started_backup_records_its_request_and_snapshot_as_the_active_run() -> None:
     request = RunRequest(4, trigger="now-1", slot=SLOT)
 
-    update = status.backup_started({}, request, SNAPSHOT_ID, MOMENT)
+    update = keybackup_status.backup_started({}, request, SNAPSHOT_ID, MOMENT)
     document = update.status
 
     assert document["phase"] == "Running"
@@ -284,8 +296,10 @@ def test_a_started_backup_records_its_request_and_snapshot_as_the_active_run() -
 def test_a_finished_or_abandoned_run_records_which_request_it_handled(
     run: RunRequest, recorded: dict[str, str]
 ) -> None:
-    finished = status.backup_finished({}, backup_report(STORED), run, 100, None).status
-    given_up = status.backup_failed({}, Verdict(InvalidSpecError("bad"), None), run, MOMENT).status
+    finished = keybackup_status.backup_finished({}, backup_report(STORED), run, 100, None).status
+    given_up = keybackup_status.backup_failed(
+        {}, Verdict(InvalidSpecError("bad"), None), run, MOMENT
+    ).status
 
     for document in (finished, given_up):
         handled = {
@@ -301,8 +315,10 @@ def test_a_finished_backup_lists_the_kept_snapshots_only_when_they_are_known() -
     kept = (KeptSnapshot(manifest_at(SNAPSHOT_ID).summary, "memory://x"),)
     report = backup_report(STORED)
 
-    known = status.backup_finished({}, replace(report, kept=kept), BY_GENERATION, 100, None)
-    unknown = status.backup_finished({}, report, BY_GENERATION, 100, None)
+    known = keybackup_status.backup_finished(
+        {}, replace(report, kept=kept), BY_GENERATION, 100, None
+    )
+    unknown = keybackup_status.backup_finished({}, report, BY_GENERATION, 100, None)
 
     assert [entry["id"] for entry in known.status["snapshots"]] == [SNAPSHOT_ID]
     assert "snapshots" not in unknown.status
@@ -311,7 +327,7 @@ def test_a_finished_backup_lists_the_kept_snapshots_only_when_they_are_known() -
 def test_a_failed_retention_is_told_in_an_event_and_the_backup_still_succeeds() -> None:
     report = replace(backup_report(STORED), retention_error=TransientError("storage down"))
 
-    update = status.backup_finished({}, report, BY_GENERATION, 100, None)
+    update = keybackup_status.backup_finished({}, report, BY_GENERATION, 100, None)
 
     assert update.status["phase"] == "Succeeded"
     assert [(e.type, e.reason) for e in update.events] == [
@@ -322,9 +338,11 @@ def test_a_failed_retention_is_told_in_an_event_and_the_backup_still_succeeds() 
 
 
 def test_each_outcome_is_told_in_one_event_with_the_conditions_message() -> None:
-    backup = status.backup_finished({}, backup_report(STORED, LOST), BY_GENERATION, 100, None)
-    restore = status.restore_finished({}, restore_report(RESTORED), "nightly", 2, 100)
-    failed = status.restore_failed(
+    backup = keybackup_status.backup_finished(
+        {}, backup_report(STORED, LOST), BY_GENERATION, 100, None
+    )
+    restore = keyrestore_status.restore_finished({}, restore_report(RESTORED), "nightly", 2, 100)
+    failed = keyrestore_status.restore_failed(
         {}, Verdict(TransientError("down"), 20.0), 2, MOMENT, RestoreJournal()
     )
 
@@ -343,11 +361,11 @@ def test_snapshot_entries_describe_only_the_ten_newest_snapshots_the_store_lists
         manifest_at(f"202405{day:02d}-020000-abcd", failed=day % 2 == 0) for day in range(12, 0, -1)
     ]
 
-    entries = status.snapshot_entries(
+    entries = keybackup_status.snapshot_entries(
         [KeptSnapshot(m.summary, f"at/{m.snapshot_id}") for m in manifests]
     )
 
-    assert len(entries) == status.SNAPSHOTS_IN_STATUS == 10
+    assert len(entries) == keybackup_status.SNAPSHOTS_IN_STATUS == 10
     assert [entry["id"][:8] for entry in entries[:2]] == ["20240512", "20240511"]
     assert entries[0] == {
         "id": "20240512-020000-abcd",
@@ -361,12 +379,12 @@ def test_snapshot_entries_describe_only_the_ten_newest_snapshots_the_store_lists
 
 
 def test_the_next_schedule_time_is_set_or_removed() -> None:
-    assert status.schedule_status(SLOT) == {"nextScheduleTime": "2024-05-01T11:00:00Z"}
-    assert status.schedule_status(None) == {"nextScheduleTime": None}
+    assert keybackup_status.schedule_status(SLOT) == {"nextScheduleTime": "2024-05-01T11:00:00Z"}
+    assert keybackup_status.schedule_status(None) == {"nextScheduleTime": None}
 
 
 def test_a_scheduled_keybackup_before_its_first_run_is_scheduled_and_ready() -> None:
-    patch = status.schedule_acknowledged({}, 1, SLOT, MOMENT)
+    patch = keybackup_status.schedule_acknowledged({}, 1, SLOT, MOMENT)
 
     assert patch is not None
     assert patch["phase"] == "Scheduled"
@@ -379,7 +397,7 @@ def test_a_scheduled_keybackup_before_its_first_run_is_scheduled_and_ready() -> 
 
 
 def test_a_suspended_keybackup_before_its_first_run_says_what_starts_one() -> None:
-    patch = status.schedule_acknowledged({}, 1, None, MOMENT)
+    patch = keybackup_status.schedule_acknowledged({}, 1, None, MOMENT)
 
     assert patch is not None
     assert (ready(patch)["status"], ready(patch)["reason"]) == ("True", "Suspended")
@@ -387,16 +405,16 @@ def test_a_suspended_keybackup_before_its_first_run_says_what_starts_one() -> No
 
 
 def test_a_schedule_acknowledged_already_is_not_written_again() -> None:
-    written = status.schedule_acknowledged({}, 1, SLOT, MOMENT)
+    written = keybackup_status.schedule_acknowledged({}, 1, SLOT, MOMENT)
     assert written is not None
 
-    assert status.schedule_acknowledged(dict(written), 1, SLOT, LATER) is None
+    assert keybackup_status.schedule_acknowledged(dict(written), 1, SLOT, LATER) is None
 
 
 def test_a_new_schedule_after_a_run_keeps_its_outcome_said_of_the_new_generation() -> None:
     ran = {"phase": "Failed", "observedGeneration": 1, "conditions": [{"type": "Ready"}]}
 
-    patch = status.schedule_acknowledged(ran, 2, SLOT, MOMENT)
+    patch = keybackup_status.schedule_acknowledged(ran, 2, SLOT, MOMENT)
 
     assert patch == {
         "observedGeneration": 2,
@@ -426,8 +444,8 @@ async def test_no_backup_bytes_reach_either_status() -> None:
     [data] = store.artifacts.values()
 
     documents = [
-        status.backup_finished({}, backup, BY_GENERATION, 100, None).status,
-        status.restore_finished({}, restore, REF.name, 1, 100).status,
+        keybackup_status.backup_finished({}, backup, BY_GENERATION, 100, None).status,
+        keyrestore_status.restore_finished({}, restore, REF.name, 1, 100).status,
     ]
 
     leaves = list(values(documents))
@@ -445,7 +463,7 @@ WOULD_FAIL = KeyOutcome("tokens", KeyResult.WOULD_FAIL, reason="KeyExists", mess
 def test_a_dry_run_is_ready_says_it_was_a_dry_run_and_counts_what_would_be_done() -> None:
     report = RestoreReport(SNAPSHOT_ID, MOMENT, LATER, [WOULD_RESTORE, WOULD_FAIL], dry_run=True)
 
-    update = status.restore_finished({}, report, "nightly", 3, 100)
+    update = keyrestore_status.restore_finished({}, report, "nightly", 3, 100)
 
     document = update.status
     assert document["phase"] == "Succeeded"
@@ -472,7 +490,7 @@ def test_a_dry_run_is_ready_says_it_was_a_dry_run_and_counts_what_would_be_done(
 def test_a_real_restore_after_a_dry_run_clears_the_dry_runs_counts_and_flag() -> None:
     report = restore_report(RESTORED)
 
-    document = status.restore_finished({}, report, "nightly", 4, 100).status
+    document = keyrestore_status.restore_finished({}, report, "nightly", 4, 100).status
 
     assert document["dryRun"] is False
     assert document["counts"]["restored"] == 1
@@ -493,19 +511,21 @@ STALLED = {"Ready": "False", "Reconciling": "False", "Stalled": "True"}
     ("document", "conditions", "reason"),
     [
         pytest.param(
-            status.backup_started({}, RunRequest(3), SNAPSHOT_ID, MOMENT).status,
+            keybackup_status.backup_started({}, RunRequest(3), SNAPSHOT_ID, MOMENT).status,
             RUNNING,
             "BackupRunning",
             id="backup-running",
         ),
         pytest.param(
-            status.backup_finished({}, backup_report(STORED), RunRequest(3), 100, None).status,
+            keybackup_status.backup_finished(
+                {}, backup_report(STORED), RunRequest(3), 100, None
+            ).status,
             SUCCEEDED,
             "Succeeded",
             id="backup-succeeded",
         ),
         pytest.param(
-            status.backup_finished(
+            keybackup_status.backup_finished(
                 {}, backup_report(STORED, LOST), RunRequest(3), 100, SLOT
             ).status,
             STALLED,
@@ -513,55 +533,59 @@ STALLED = {"Ready": "False", "Reconciling": "False", "Stalled": "True"}
             id="backup-partially-failed-scheduled-or-not",
         ),
         pytest.param(
-            status.backup_failed({}, RETRIED_RUN, RunRequest(3), MOMENT).status,
+            keybackup_status.backup_failed({}, RETRIED_RUN, RunRequest(3), MOMENT).status,
             RETRYING,
             "Unavailable",
             id="backup-retry-scheduled",
         ),
         pytest.param(
-            status.backup_failed({}, FAILED_RUN, RunRequest(3), MOMENT).status,
+            keybackup_status.backup_failed({}, FAILED_RUN, RunRequest(3), MOMENT).status,
             STALLED,
             "AccessDenied",
             id="backup-failed-for-good",
         ),
         pytest.param(
-            status.schedule_acknowledged({}, 3, SLOT, MOMENT),
+            keybackup_status.schedule_acknowledged({}, 3, SLOT, MOMENT),
             SUCCEEDED,
             "Scheduled",
             id="scheduled-waiting-for-first-slot",
         ),
         pytest.param(
-            status.restore_started({}, 3, MOMENT, dry_run=False).status,
+            keyrestore_status.restore_started({}, 3, MOMENT, dry_run=False).status,
             RUNNING,
             "RestoreRunning",
             id="restore-running",
         ),
         pytest.param(
-            status.restore_finished({}, restore_report(RESTORED), "nightly", 3, 100).status,
+            keyrestore_status.restore_finished(
+                {}, restore_report(RESTORED), "nightly", 3, 100
+            ).status,
             SUCCEEDED,
             "Succeeded",
             id="restore-succeeded",
         ),
         pytest.param(
-            status.restore_finished({}, DRY_RUN, "nightly", 3, 100).status,
+            keyrestore_status.restore_finished({}, DRY_RUN, "nightly", 3, 100).status,
             SUCCEEDED,
             "DryRunSucceeded",
             id="dry-run-succeeded",
         ),
         pytest.param(
-            status.restore_finished({}, restore_report(RESTORED, LOST), "nightly", 3, 100).status,
+            keyrestore_status.restore_finished(
+                {}, restore_report(RESTORED, LOST), "nightly", 3, 100
+            ).status,
             STALLED,
             "PartiallyFailed",
             id="restore-partially-failed",
         ),
         pytest.param(
-            status.restore_failed({}, RETRIED_RUN, 3, MOMENT, RestoreJournal()).status,
+            keyrestore_status.restore_failed({}, RETRIED_RUN, 3, MOMENT, RestoreJournal()).status,
             RETRYING,
             "Unavailable",
             id="restore-retry-scheduled",
         ),
         pytest.param(
-            status.restore_failed(
+            keyrestore_status.restore_failed(
                 {}, Verdict(InvalidSpecError("no such snapshot"), None), 3, MOMENT, RestoreJournal()
             ).status,
             STALLED,
@@ -584,8 +608,8 @@ def test_each_state_writes_ready_reconciling_and_stalled_of_its_generation(
 
 
 def test_a_retry_says_when_it_comes_and_a_final_failure_stalls_with_the_errors_message() -> None:
-    retried = status.backup_failed({}, RETRIED_RUN, RunRequest(1), MOMENT).status
-    failed = status.backup_failed({}, FAILED_RUN, RunRequest(1), MOMENT).status
+    retried = keybackup_status.backup_failed({}, RETRIED_RUN, RunRequest(1), MOMENT).status
+    failed = keybackup_status.backup_failed({}, FAILED_RUN, RunRequest(1), MOMENT).status
 
     assert condition(retried, "Reconciling")["reason"] == "RetryScheduled"
     assert (
@@ -596,7 +620,7 @@ def test_a_retry_says_when_it_comes_and_a_final_failure_stalls_with_the_errors_m
 
 
 def test_a_partial_failure_stalls_naming_each_failed_key_and_its_reason() -> None:
-    document = status.backup_finished(
+    document = keybackup_status.backup_finished(
         {}, backup_report(STORED, LOST), BY_GENERATION, 100, None
     ).status
 
@@ -608,7 +632,9 @@ def test_a_partial_failure_stalls_naming_each_failed_key_and_its_reason() -> Non
 def test_a_stalled_message_names_a_bounded_number_of_failed_keys() -> None:
     lost = [replace(LOST, name=f"lost-{n:02d}") for n in range(12)]
 
-    document = status.restore_finished({}, restore_report(*lost), "nightly", 1, 100).status
+    document = keyrestore_status.restore_finished(
+        {}, restore_report(*lost), "nightly", 1, 100
+    ).status
 
     message = condition(document, "Stalled")["message"]
     assert message.count(": Failed (NotFound)") == status.FAILED_KEYS_IN_MESSAGE
@@ -616,9 +642,11 @@ def test_a_stalled_message_names_a_bounded_number_of_failed_keys() -> None:
 
 
 def test_a_new_run_clears_stalled_and_keeps_its_transition_time_apart_from_readys() -> None:
-    failed = status.backup_failed({}, FAILED_RUN, RunRequest(1, slot=SLOT), MOMENT).status
+    failed = keybackup_status.backup_failed({}, FAILED_RUN, RunRequest(1, slot=SLOT), MOMENT).status
 
-    running = status.backup_started(failed, RunRequest(1, slot=LATER), SNAPSHOT_ID, LATER).status
+    running = keybackup_status.backup_started(
+        failed, RunRequest(1, slot=LATER), SNAPSHOT_ID, LATER
+    ).status
 
     assert standing(running) == RUNNING
     assert condition(running, "Stalled")["lastTransitionTime"] == timestamp(LATER)
@@ -629,9 +657,11 @@ def test_an_edit_of_a_failed_scheduled_keybackup_keeps_it_stalled_said_of_the_ne
     None
 ):
     failed = {"phase": "Failed", "observedGeneration": 1, "nextScheduleTime": timestamp(SLOT)}
-    failed |= status.backup_failed(failed, FAILED_RUN, RunRequest(1, slot=SLOT), MOMENT).status
+    failed |= keybackup_status.backup_failed(
+        failed, FAILED_RUN, RunRequest(1, slot=SLOT), MOMENT
+    ).status
 
-    patch = status.schedule_acknowledged(failed, 2, SLOT, LATER)
+    patch = keybackup_status.schedule_acknowledged(failed, 2, SLOT, LATER)
 
     assert patch is not None
     assert standing(patch) == STALLED
@@ -641,11 +671,11 @@ def test_an_edit_of_a_failed_scheduled_keybackup_keeps_it_stalled_said_of_the_ne
 
 
 def test_an_edit_that_mends_an_invalid_spec_makes_a_scheduled_keybackup_wait_ready() -> None:
-    invalid = status.backup_failed(
+    invalid = keybackup_status.backup_failed(
         {}, Verdict(InvalidSpecError("bad schedule"), None), RunRequest(1), MOMENT
     ).status
 
-    patch = status.schedule_acknowledged(dict(invalid), 2, SLOT, LATER)
+    patch = keybackup_status.schedule_acknowledged(dict(invalid), 2, SLOT, LATER)
 
     assert patch is not None
     assert patch["phase"] == "Scheduled"
@@ -655,13 +685,16 @@ def test_an_edit_that_mends_an_invalid_spec_makes_a_scheduled_keybackup_wait_rea
 
 
 def test_a_ready_left_at_an_older_generation_is_said_of_the_current_one() -> None:
-    ran = status.backup_finished(
+    ran = keybackup_status.backup_finished(
         {}, backup_report(STORED), RunRequest(1, slot=SLOT), 100, SLOT
     ).status
     left_behind = dict(ran) | {"observedGeneration": 2}
 
-    patch = status.schedule_acknowledged(left_behind, 2, SLOT, LATER)
+    patch = keybackup_status.schedule_acknowledged(left_behind, 2, SLOT, LATER)
 
     assert patch is not None
     assert {c["observedGeneration"] for c in patch["conditions"]} == {2}
-    assert status.schedule_acknowledged(dict(left_behind) | dict(patch), 2, SLOT, LATER) is None
+    assert (
+        keybackup_status.schedule_acknowledged(dict(left_behind) | dict(patch), 2, SLOT, LATER)
+        is None
+    )

@@ -11,7 +11,8 @@ import pytest
 
 from kvbackup.api.conditions import timestamp
 from kvbackup.api.schedule import Schedule
-from kvbackup.presentation import status
+from kvbackup.presentation import keybackup_status
+from kvbackup.presentation.keybackup_status import read_keybackup_status
 from kvbackup.services.triggers import (
     RunRequest,
     due_run,
@@ -40,7 +41,7 @@ def due(
     return due_run(
         schedule=schedule,
         suspended=suspended,
-        status=status,
+        status=read_keybackup_status(status),
         generation=generation,
         trigger=trigger,
         created=CREATED,
@@ -50,7 +51,10 @@ def due(
 
 def interrupted(request: RunRequest) -> dict[str, Any]:
     """The status a run of ``request`` leaves behind when the operator dies mid-run."""
-    return {**HANDLED, **status.backup_started(HANDLED, request, RESUMED_ID, MOMENT).status}
+    return {
+        **HANDLED,
+        **keybackup_status.backup_started(HANDLED, request, RESUMED_ID, MOMENT).status,
+    }
 
 
 def test_a_new_generation_is_due_without_a_schedule() -> None:
@@ -96,7 +100,7 @@ def test_re_applying_an_unchanged_scheduled_object_between_slots_is_not_due() ->
 def test_an_interrupted_run_of_the_same_wantedresumes_its_snapshot(
     wanted: RunRequest,
 ) -> None:
-    assert snapshot_id_for(interrupted(wanted), wanted, MOMENT) == RESUMED_ID
+    assert snapshot_id_for(read_keybackup_status(interrupted(wanted)), wanted, MOMENT) == RESUMED_ID
 
 
 @pytest.mark.parametrize(
@@ -123,7 +127,7 @@ def test_an_interrupted_run_of_the_same_wantedresumes_its_snapshot(
 def test_any_other_run_gets_a_new_snapshot_id_from_the_current_time(
     existing: dict[str, Any], wanted: RunRequest
 ) -> None:
-    snapshot_id = snapshot_id_for(existing, wanted, MOMENT)
+    snapshot_id = snapshot_id_for(read_keybackup_status(existing), wanted, MOMENT)
 
     assert re.fullmatch(r"20240501-120000-[0-9a-f]{4}", snapshot_id)
 
@@ -137,12 +141,19 @@ def test_a_run_wantedrecords_its_slot_as_a_kubernetes_timestamp() -> None:
 
 
 def test_slots_are_counted_from_the_last_scheduled_run_when_there_was_one() -> None:
-    assert schedule_anchor({"lastScheduleTime": "2024-05-01T11:00:00Z"}, CREATED, SLOT) == SLOT
+    assert (
+        schedule_anchor(
+            read_keybackup_status({"lastScheduleTime": "2024-05-01T11:00:00Z"}), CREATED, SLOT
+        )
+        == SLOT
+    )
 
 
 def test_slots_are_counted_from_creation_before_the_first_scheduled_run() -> None:
-    assert schedule_anchor({"lastScheduleTime": None}, CREATED, SLOT) == CREATED
-    assert schedule_anchor({}, CREATED, SLOT) == CREATED
+    assert (
+        schedule_anchor(read_keybackup_status({"lastScheduleTime": None}), CREATED, SLOT) == CREATED
+    )
+    assert schedule_anchor(read_keybackup_status({}), CREATED, SLOT) == CREATED
 
 
 @pytest.mark.parametrize(
@@ -152,18 +163,26 @@ def test_slots_are_counted_from_creation_before_the_first_scheduled_run() -> Non
 def test_a_last_run_recorded_far_ahead_or_unreadable_counts_slots_from_creation(
     recorded: str,
 ) -> None:
-    assert schedule_anchor({"lastScheduleTime": recorded}, CREATED, SLOT) == CREATED
+    assert (
+        schedule_anchor(read_keybackup_status({"lastScheduleTime": recorded}), CREATED, SLOT)
+        == CREATED
+    )
 
 
 def test_a_last_run_a_little_ahead_of_this_replicas_clock_is_believed() -> None:
     ahead = SLOT + datetime.timedelta(minutes=5)
-    assert schedule_anchor({"lastScheduleTime": timestamp(ahead)}, CREATED, SLOT) == ahead
+    assert (
+        schedule_anchor(
+            read_keybackup_status({"lastScheduleTime": timestamp(ahead)}), CREATED, SLOT
+        )
+        == ahead
+    )
 
 
 def test_a_status_edited_to_year_9999_neither_crashes_planning_nor_stops_the_schedule() -> None:
     status = {"lastScheduleTime": "9999-12-31T23:59:59Z", "observedGeneration": 1}
     created = {"generation": 1, "creationTimestamp": "2024-05-01T09:30:00Z"}
-    plan = plan_run(SCHEDULED_SPEC, status, created, SLOT)
+    plan = plan_run(SCHEDULED_SPEC, read_keybackup_status(status), created, SLOT)
     assert plan.request is not None
     assert plan.request.slot == SLOT
     assert plan.next_slot is not None
@@ -197,7 +216,7 @@ META = {"generation": 2, "creationTimestamp": "2024-05-01T09:30:00Z"}
 
 
 def test_a_plan_runs_the_latest_missed_slot_and_knows_the_one_after_it() -> None:
-    plan = plan_run(SCHEDULED_SPEC, {}, META, MOMENT)
+    plan = plan_run(SCHEDULED_SPEC, read_keybackup_status({}), META, MOMENT)
 
     assert plan.request == RunRequest(2, slot=MOMENT)
     assert plan.next_slot == datetime.datetime(2024, 5, 1, 10, 0, tzinfo=datetime.UTC)
@@ -206,12 +225,19 @@ def test_a_plan_runs_the_latest_missed_slot_and_knows_the_one_after_it() -> None
 
 
 def test_an_invalid_spec_still_plans_one_run_per_generation_to_report_it() -> None:
-    plan = plan_run({"vaultUrl": "ftp://nope"}, {"observedGeneration": 1}, META, MOMENT)
+    plan = plan_run(
+        {"vaultUrl": "ftp://nope"}, read_keybackup_status({"observedGeneration": 1}), META, MOMENT
+    )
 
     assert plan.spec is None
     assert plan.request == RunRequest(2)
     assert plan.next_slot is None
     assert (
-        plan_run({"vaultUrl": "ftp://nope"}, {"observedGeneration": 2}, META, MOMENT).request
+        plan_run(
+            {"vaultUrl": "ftp://nope"},
+            read_keybackup_status({"observedGeneration": 2}),
+            META,
+            MOMENT,
+        ).request
         is None
     )

@@ -14,7 +14,7 @@ from kvbackup.api.keybackup import BlobDestination, DeletionPolicy, parse_destin
 from kvbackup.config import Settings
 from kvbackup.errors import KvBackupError
 from kvbackup.handlers.reporting import as_kopf_error, post
-from kvbackup.presentation import status
+from kvbackup.presentation import keybackup_status as status
 from kvbackup.presentation.status import Event
 from kvbackup.runtime import Runtime
 from kvbackup.services.retention import delete_all_snapshots

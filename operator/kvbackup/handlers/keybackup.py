@@ -14,7 +14,7 @@ from kvbackup.api.keybackup import KeyBackupRef, parse_spec
 from kvbackup.errors import KvBackupError
 from kvbackup.handlers.loops import Loops, Watched
 from kvbackup.handlers.reporting import RunLog, progress_of, publish
-from kvbackup.presentation import status
+from kvbackup.presentation import keybackup_status as status
 from kvbackup.presentation.gauges import keybackup_readings
 from kvbackup.runtime import Runtime
 from kvbackup.services.backup import back_up_and_retain
@@ -39,15 +39,16 @@ async def keep_backed_up(runtime: Runtime, watched: Watched) -> None:
     while True:
         watched.wakeup.clear()
         body, moment = watched.body, runtime.clock()
+        seen = status.read_keybackup_status(body.status)
         plan = plan_run(
             body.spec,
-            body.status,
+            seen,
             body.meta,
             moment,
             min_schedule_interval=runtime.settings.min_schedule_interval,
         )
         runtime.metrics.observe_keybackup(
-            body.meta.namespace or "", body.meta.name or "", keybackup_readings(body.status, plan)
+            body.meta.namespace or "", body.meta.name or "", keybackup_readings(seen, plan)
         )
         if await retries.attempt_if_due(plan.request, partial(_attempt, runtime, body, plan)):
             continue
@@ -75,7 +76,7 @@ async def _attempt(
     """One attempt at ``request``; the delay before the next one, or None when done."""
     namespace, name = body.meta.namespace or "", body.meta.name or ""
     existing, moment = dict(body.status), runtime.clock()
-    snapshot_id = snapshot_id_for(existing, request, moment)
+    snapshot_id = snapshot_id_for(status.read_keybackup_status(existing), request, moment)
     write = partial(publish, runtime.kubernetes, KEYBACKUP_PLURAL, body)
     log = RunLog("backup", body)
     with runtime.metrics.run(BACKUP) as run:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -13,9 +12,9 @@ from kvbackup.api import GROUP, KEYRESTORE_PLURAL, VERSION
 from kvbackup.api.keyrestore import parse_spec
 from kvbackup.handlers.loops import Loops, Watched
 from kvbackup.handlers.reporting import RunLog, post, progress_of, publish
-from kvbackup.presentation import status
+from kvbackup.presentation import keyrestore_status as status
 from kvbackup.runtime import Runtime
-from kvbackup.services.journal import RestoreJournal
+from kvbackup.services.journal import CarriedJournal, RestoreJournal
 from kvbackup.services.restore import opened_snapshot, run_restore
 from kvbackup.services.retry_policy import Judge, Retries
 
@@ -35,30 +34,17 @@ async def keep_restored(runtime: Runtime, watched: Watched) -> None:
         watched.wakeup.clear()
         body = watched.body
         generation = int(body.meta.get("generation") or 0)
-        finished = status.restore_finished_already(dict(body.status), generation)
+        finished = status.read_keyrestore_status(body.status).finished(generation)
         request = None if finished else generation
         if await retries.attempt_if_due(request, partial(_attempt, runtime, watched)):
             continue
         await watched.changed(retries.wait_seconds(request, None))
 
 
-@dataclass(frozen=True)
-class _Journalled:
-    """The per-key results of one generation's restore as this process knows them: newer
-    than the status's when status writes failed (the API server was away), and kept for
-    the next attempt, so that it does not send the vault those keys again."""
-
-    generation: int
-    journal: RestoreJournal
-
-
 def _journal_for(watched: Watched, generation: int) -> RestoreJournal:
-    known = watched.carried
-    if isinstance(known, _Journalled) and known.generation == generation:
-        return known.journal
-    journal = status.restore_journal(dict(watched.body.status), generation)
-    watched.carried = _Journalled(generation, journal)
-    return journal
+    recorded = status.read_keyrestore_status(watched.body.status)
+    watched.carried = CarriedJournal.of(watched.carried, generation, recorded)
+    return watched.carried.journal
 
 
 async def _attempt(
@@ -78,7 +64,7 @@ async def _attempt(
             spec = parse_spec(body.spec)
             # A dry run changed nothing, so an interrupted one is simply done again.
             resumed = not spec.dry_run and (
-                journal.begun or status.restore_resumes(existing, generation)
+                journal.begun or status.read_keyrestore_status(existing).resumes(generation)
             )
             await write(
                 status.restore_started(existing, generation, runtime.clock(), dry_run=spec.dry_run)

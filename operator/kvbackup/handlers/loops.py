@@ -23,6 +23,8 @@ from typing import Any, cast
 
 import kopf
 
+from kvbackup.services.journal import CarriedJournal
+
 logger = logging.getLogger(__name__)
 
 
@@ -50,7 +52,7 @@ class Watched:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     #: What one loop leaves for the next on this object, kept while leadership moves away
     #: and back: what a run did that its status could not be told.
-    carried: object = None
+    carried: CarriedJournal | None = None
 
     async def changed(self, within: float | None) -> None:
         """Returns once the body changed, or after ``within`` seconds (None: no limit)."""

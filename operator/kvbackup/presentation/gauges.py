@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import datetime
 import functools
-from collections.abc import Mapping
-from typing import Any
 
 from kvbackup.adapters.metrics import KeyBackupReadings
 from kvbackup.api.conditions import Phase
 from kvbackup.api.schedule import Schedule
-from kvbackup.services.triggers import Plan, parse_time
+from kvbackup.services.triggers import KeyBackupStatusView, Plan
 
 #: How many of a schedule's gaps are looked at for its longest: a cron schedule's gaps
 #: differ (weekdays only, the first of each month), and an alert must wait out the longest.
@@ -34,12 +32,11 @@ def longest_gap(schedule: Schedule, first_slot: datetime.datetime) -> float:
     return max(gaps)
 
 
-def keybackup_readings(status: Mapping[str, Any], plan: Plan) -> KeyBackupReadings:
+def keybackup_readings(status: KeyBackupStatusView, plan: Plan) -> KeyBackupReadings:
     """The gauges of a KeyBackup with this status, planned as ``plan``."""
-    last_success = parse_time(status.get("lastSuccessfulTime"))
-    snapshot = status.get("lastSnapshot") or {}
+    last_success = status.last_successful_time
     schedule = plan.spec.schedule if plan.spec else None
-    phase = status.get("phase")
+    phase = status.phase
     return KeyBackupReadings(
         last_success=last_success.timestamp() if last_success else None,
         schedule_interval=(
@@ -47,6 +44,6 @@ def keybackup_readings(status: Mapping[str, Any], plan: Plan) -> KeyBackupReadin
             if schedule is not None and plan.next_slot is not None
             else None
         ),
-        snapshot_bytes=snapshot.get("bytes") if isinstance(snapshot.get("bytes"), int) else None,
+        snapshot_bytes=status.last_snapshot_bytes,
         failing=True if phase in _FAILING else False if phase == Phase.SUCCEEDED.value else None,
     )

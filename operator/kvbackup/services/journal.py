@@ -6,7 +6,10 @@ reads as a conflict: the key would be reported ``Skipped``, or ``Failed`` with
 ``onConflict: Fail``. So each attempt records what every key came to, and the next one
 reports those keys as they were done and works only on the rest.
 
-The journal rides in the object's status, so its size matters: one letter per key, in the
+The journal rides in the object's status (``presentation.keyrestore_status`` writes it
+and reads it back into a ``KeyRestoreStatusView``), and the process keeps its own newest
+copy beside the object (``CarriedJournal``) for when a status write fails. Its size
+matters: one letter per key, in the
 order of the restore's list of keys, zlib-compressed and base64-encoded. A restore of
 10,000 keys that came out alike takes a few dozen bytes; results mixed at random, under
 half a byte per key (40 KB for 100,000 keys).
@@ -80,3 +83,53 @@ class RestoreJournal:
         if not set(letters) <= {_PENDING, *_RESULTS}:
             return None
         return bytearray(letters)
+
+
+@dataclass(frozen=True)
+class KeyRestoreStatusView:
+    """What the operator reads back of a KeyRestore's status, each field checked as
+    ``presentation.keyrestore_status.read_keyrestore_status`` reads it: None or empty where
+    the status lacks the field or holds anything else, since a status can be edited."""
+
+    observed_generation: int | None = None
+    #: The generation of the attempt that started and did not finish, if any.
+    attempt_generation: int | None = None
+    #: The snapshot that attempt's journal is of; empty unless a snapshot id in full.
+    journal_snapshot_id: str = ""
+    #: The journal as that attempt left it, encoded.
+    key_results: str = ""
+
+    def finished(self, generation: int) -> bool:
+        """Whether this generation ended already (restored, or failed for good): a restart
+        or another replica must not redo it. Only a final outcome sets
+        ``observedGeneration``."""
+        return self.observed_generation == generation
+
+    def resumes(self, generation: int) -> bool:
+        """Whether an earlier attempt at this generation started and did not finish."""
+        return self.attempt_generation == generation
+
+    def journal(self, generation: int) -> RestoreJournal:
+        """What each key came to in the interrupted attempt at this generation, if any."""
+        if not self.resumes(generation) or not self.journal_snapshot_id:
+            return RestoreJournal()
+        return RestoreJournal(snapshot_id=self.journal_snapshot_id, carried=self.key_results)
+
+
+@dataclass(frozen=True)
+class CarriedJournal:
+    """The per-key results of one generation's restore as this process knows them: newer
+    than the status's when status writes failed (the API server was away), and kept for
+    the next attempt, so that it does not send the vault those keys again."""
+
+    generation: int
+    journal: RestoreJournal
+
+    @classmethod
+    def of(
+        cls, known: CarriedJournal | None, generation: int, status: KeyRestoreStatusView
+    ) -> CarriedJournal:
+        """The journal this process kept for ``generation``, else the one status carries."""
+        if known is not None and known.generation == generation:
+            return known
+        return cls(generation, status.journal(generation))

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvbackup.api.conditions import timestamp
-from kvbackup.api.fields import SNAPSHOT_ID
 from kvbackup.api.keybackup import KeyBackupSpec, backup_now_token, parse_spec
 from kvbackup.api.schedule import Schedule
 from kvbackup.errors import InvalidSpecError
@@ -31,9 +30,33 @@ class RunRequest:
             "slot": timestamp(self.slot) if self.slot else None,
         }
 
-    def resumes(self, active: Mapping[str, Any]) -> bool:
-        """Whether ``status.activeRun`` is an interrupted run of this same request."""
-        return {k: active.get(k) for k in ("generation", "trigger", "slot")} == self.as_status()
+    def resumes(self, interrupted: RunRequest) -> bool:
+        """Whether ``interrupted`` (read back from ``status.activeRun``) is this request."""
+        return interrupted.as_status() == self.as_status()
+
+
+@dataclass(frozen=True)
+class InterruptedRun:
+    """A run that started and did not finish: what it was for and the snapshot it wrote."""
+
+    request: RunRequest
+    snapshot_id: str
+
+
+@dataclass(frozen=True)
+class KeyBackupStatusView:
+    """What the operator reads back of a KeyBackup's status, each field checked as
+    ``presentation.keybackup_status.read_keybackup_status`` reads it: None where the status
+    lacks the field or holds anything else, since a status can be edited by hand."""
+
+    phase: str | None = None
+    observed_generation: int | None = None
+    last_handled_trigger: str | None = None
+    last_schedule_time: datetime.datetime | None = None
+    last_successful_time: datetime.datetime | None = None
+    last_snapshot_bytes: int | None = None
+    #: None unless ``activeRun`` reads back in full, its snapshot id included.
+    interrupted: InterruptedRun | None = None
 
 
 #: A Kubernetes timestamp as the API server and this operator write them.
@@ -56,12 +79,12 @@ def parse_time(text: Any) -> datetime.datetime | None:
 
 
 def schedule_anchor(
-    status: Mapping[str, Any], created: datetime.datetime, now: datetime.datetime
+    status: KeyBackupStatusView, created: datetime.datetime, now: datetime.datetime
 ) -> datetime.datetime:
     """Slots are counted from the last scheduled run, or from the object's creation. A
     last run recorded far in the future was not written by a replica of this operator
     (and year 9999 would overflow the next slot), so it is not believed."""
-    recorded = parse_time(status.get("lastScheduleTime"))
+    recorded = status.last_schedule_time
     if recorded is None or recorded > now + SLOT_CLOCK_TOLERANCE:
         return created
     return recorded
@@ -71,7 +94,7 @@ def due_run(
     *,
     schedule: Schedule | None,
     suspended: bool,
-    status: Mapping[str, Any],
+    status: KeyBackupStatusView,
     generation: int,
     trigger: str | None,
     created: datetime.datetime,
@@ -84,10 +107,10 @@ def due_run(
     slots missed while the operator was down collapse into a single run. Re-applying
     an unchanged manifest changes none of this, so it starts nothing.
     """
-    if trigger is not None and trigger != status.get("lastHandledTrigger"):
+    if trigger is not None and trigger != status.last_handled_trigger:
         return RunRequest(generation, trigger=trigger)
     if schedule is None:
-        return RunRequest(generation) if status.get("observedGeneration") != generation else None
+        return RunRequest(generation) if status.observed_generation != generation else None
     if suspended:
         return None
     anchor = schedule_anchor(status, created, now)
@@ -96,23 +119,18 @@ def due_run(
 
 
 def snapshot_id_for(
-    status: Mapping[str, Any], request: RunRequest, moment: datetime.datetime
+    status: KeyBackupStatusView, request: RunRequest, moment: datetime.datetime
 ) -> str:
     """Resume the snapshot of an interrupted run of the same request, or start a new one.
 
     Reusing the id makes the redone run overwrite its own partial artifacts instead
     of leaving a second incomplete snapshot behind. Status can be edited by anyone who
-    may patch it, and the id becomes a blob folder and Secret names: one that is not a
-    snapshot id (in full) is never used, and the run starts a new snapshot instead.
+    may patch it, and the id becomes a blob folder and Secret names: the reader keeps
+    only an id that is a snapshot id in full, else the run starts a new snapshot.
     """
-    active = status.get("activeRun") or {}
-    snapshot_id = active.get("snapshotId")
-    if (
-        request.resumes(active)
-        and isinstance(snapshot_id, str)
-        and SNAPSHOT_ID.fullmatch(snapshot_id)
-    ):
-        return snapshot_id
+    interrupted = status.interrupted
+    if interrupted is not None and request.resumes(interrupted.request):
+        return interrupted.snapshot_id
     return new_snapshot_id(moment)
 
 
@@ -140,7 +158,7 @@ class Plan:
 
 def plan_run(
     spec_document: Mapping[str, Any],
-    status: Mapping[str, Any],
+    status: KeyBackupStatusView,
     meta: Mapping[str, Any],
     now: datetime.datetime,
     *,

@@ -1,0 +1,265 @@
+"""A KeyBackup's status beside its one reader: the documents and Events of a backup run
+(started, progress, finished, failed), of a schedule acknowledged and of a deletion, and
+``read_keybackup_status``, all the operator reads back of it to plan the next run."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kvbackup.api.conditions import READY, Phase, Standing, all_of_generation, restamped, timestamp
+from kvbackup.api.fields import SNAPSHOT_ID
+from kvbackup.api.statuses import BackupRunRequest, KeyBackupStatus, SnapshotSummaryDocument
+from kvbackup.errors import InvalidSpecError
+from kvbackup.presentation.key_results import count, key_entries
+from kvbackup.presentation.status import (
+    PHASE_STANDING,
+    Event,
+    Update,
+    failed_standing,
+    failure_event,
+    finished_standing,
+    merged_conditions,
+)
+from kvbackup.services.backup import BackupReport, KeptSnapshot
+from kvbackup.services.outcomes import KeyResult
+from kvbackup.services.retry_policy import Verdict
+from kvbackup.services.triggers import (
+    InterruptedRun,
+    KeyBackupStatusView,
+    RunRequest,
+    parse_time,
+)
+
+#: How many snapshots a KeyBackup's status lists (storage may hold more).
+SNAPSHOTS_IN_STATUS = 10
+
+#: Ready's and Reconciling's reason while a run is under way.
+BACKUP_RUNNING = "BackupRunning"
+
+_BACKUP_EVENTS = {
+    Phase.SUCCEEDED: ("Normal", "BackupSucceeded"),
+    Phase.PARTIALLY_FAILED: ("Warning", "BackupPartiallyFailed"),
+    Phase.FAILED: ("Warning", "BackupFailed"),
+}
+
+
+def read_keybackup_status(status: Mapping[str, Any]) -> KeyBackupStatusView:
+    """What the operator reads back of a KeyBackup's status. Anyone who may patch the
+    status can write anything into it: a field of the wrong type, a time that is not a
+    Kubernetes timestamp or an id that is not a snapshot id (in full) reads as absent."""
+    snapshot = _mapping(status.get("lastSnapshot"))
+    snapshot_bytes = snapshot.get("bytes")
+    return KeyBackupStatusView(
+        phase=_text(status.get("phase")),
+        observed_generation=_number(status.get("observedGeneration")),
+        last_handled_trigger=_text(status.get("lastHandledTrigger")),
+        last_schedule_time=parse_time(status.get("lastScheduleTime")),
+        last_successful_time=parse_time(status.get("lastSuccessfulTime")),
+        last_snapshot_bytes=snapshot_bytes if isinstance(snapshot_bytes, int) else None,
+        interrupted=_interrupted(_mapping(status.get("activeRun"))),
+    )
+
+
+def _interrupted(active: Mapping[str, Any]) -> InterruptedRun | None:
+    """The run ``activeRun`` records, when each of its fields reads back."""
+    generation, trigger, slot = (active.get(k) for k in ("generation", "trigger", "slot"))
+    snapshot_id, slot_time = active.get("snapshotId"), parse_time(slot)
+    if (
+        not isinstance(generation, int)
+        or (trigger is not None and not isinstance(trigger, str))
+        or (slot is not None and slot_time is None)
+        or not isinstance(snapshot_id, str)
+        or not SNAPSHOT_ID.fullmatch(snapshot_id)
+    ):
+        return None
+    return InterruptedRun(RunRequest(generation, trigger, slot_time), snapshot_id)
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _number(value: Any) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def _handled(request: RunRequest) -> KeyBackupStatus:
+    """The fields that mark ``request`` as handled, so it is not run again."""
+    fields: KeyBackupStatus = {"observedGeneration": request.generation, "activeRun": None}
+    if request.trigger is not None:
+        fields["lastHandledTrigger"] = request.trigger
+    if request.slot is not None:
+        fields["lastScheduleTime"] = timestamp(request.slot)
+    return fields
+
+
+def snapshot_entries(kept: Sequence[KeptSnapshot]) -> list[SnapshotSummaryDocument]:
+    return [
+        {
+            "id": k.summary.snapshot_id,
+            "completionTime": timestamp(k.summary.completion_time),
+            "keys": k.summary.keys,
+            "failedKeys": k.summary.failed_keys,
+            "bytes": k.summary.total_bytes,
+            "location": k.location,
+        }
+        for k in kept[:SNAPSHOTS_IN_STATUS]
+    ]
+
+
+def schedule_status(next_slot: datetime.datetime | None) -> KeyBackupStatus:
+    return {"nextScheduleTime": timestamp(next_slot) if next_slot else None}
+
+
+def schedule_acknowledged(
+    existing: Mapping[str, Any],
+    generation: int,
+    next_slot: datetime.datetime | None,
+    moment: datetime.datetime,
+) -> KeyBackupStatus | None:
+    """A scheduled KeyBackup's spec change starts no run, but status must reflect it, its
+    conditions included, so that `kubectl wait --for=condition=Ready` after an apply
+    returns; None when it does already.
+
+    Before its first run it is Scheduled and Ready, saying when that run comes; so is one
+    whose last verdict was an invalid spec, since this spec is valid. Otherwise its last
+    run's outcome stands (a failed run stays Stalled until a run succeeds), now said of
+    this generation.
+    """
+    wanted: KeyBackupStatus = {"observedGeneration": generation} | schedule_status(next_slot)
+    conditions = list(existing.get("conditions") or [])
+    ready = next((c for c in conditions if isinstance(c, dict) and c.get("type") == READY), {})
+    waiting = existing.get("phase") in (None, Phase.SCHEDULED.value) or (
+        ready.get("reason") == InvalidSpecError.reason
+    )
+    if waiting:
+        wanted["phase"] = Phase.SCHEDULED.value
+    if all(existing.get(key) == value for key, value in wanted.items()) and all_of_generation(
+        conditions, generation
+    ):
+        return None
+    if waiting:
+        standing = Standing(True, *_waiting(next_slot, first="lastRun" not in existing))
+        wanted["conditions"] = merged_conditions(existing, standing, generation, moment)
+    else:
+        wanted["conditions"] = restamped(conditions, generation)
+    return wanted
+
+
+def _waiting(next_slot: datetime.datetime | None, *, first: bool) -> tuple[str, str]:
+    """The reason and message of a KeyBackup waiting for its (first) scheduled run."""
+    if next_slot is None:
+        return "Suspended", "the schedule is suspended: no run until kvbackup.io/backup-now is set"
+    return "Scheduled", f"{'first' if first else 'next'} run at {timestamp(next_slot)}"
+
+
+def backup_started(
+    existing: Mapping[str, Any], request: RunRequest, snapshot_id: str, moment: datetime.datetime
+) -> Update[KeyBackupStatus]:
+    active: BackupRunRequest = {
+        "generation": request.generation,
+        "trigger": request.trigger,
+        "slot": timestamp(request.slot) if request.slot else None,
+        "snapshotId": snapshot_id,
+        "startTime": timestamp(moment),
+    }
+    message = f"backing up into snapshot {snapshot_id}"
+    standing = Standing(False, BACKUP_RUNNING, message, reconciling=BACKUP_RUNNING)
+    return Update(
+        {
+            "phase": Phase.RUNNING.value,
+            "activeRun": active,
+            "conditions": merged_conditions(existing, standing, request.generation, moment),
+        },
+        (Event("Normal", "BackupStarted", f"backing up into {snapshot_id}"),),
+    )
+
+
+def backup_progress(done: int, total: int) -> Update[KeyBackupStatus]:
+    return Update({"activeRun": {"keysDone": done, "keysTotal": total}})
+
+
+def backup_finished(
+    existing: Mapping[str, Any],
+    report: BackupReport,
+    request: RunRequest,
+    keys_limit: int,
+    next_slot: datetime.datetime | None,
+) -> Update[KeyBackupStatus]:
+    moment = report.completion_time
+    phase = report.phase
+    reason, ready = PHASE_STANDING.get(phase, ("Failed", False))
+    failed = count(report.keys, KeyResult.FAILED)
+    succeeded = len(report.keys) - failed
+    message = f"backed up {succeeded} of {len(report.keys)} key(s) into snapshot " + (
+        report.snapshot_id if report.manifest_written else f"{report.snapshot_id} (not kept)"
+    )
+    standing = finished_standing(reason, ready, message, report.keys)
+    status: KeyBackupStatus = (
+        _handled(request)
+        | schedule_status(next_slot)
+        | {
+            "phase": phase.value,
+            "conditions": merged_conditions(existing, standing, request.generation, moment),
+            "lastRun": {
+                "snapshotId": report.snapshot_id,
+                "startTime": timestamp(report.start_time),
+                "completionTime": timestamp(moment),
+                "phase": phase.value,
+                "keysTotal": len(report.keys),
+                "keysSucceeded": succeeded,
+                "keysFailed": failed,
+                "bytes": report.total_bytes,
+            },
+            "keys": key_entries(report.keys, keys_limit, with_version_ids=False),
+        }
+    )
+    if report.kept is not None:
+        status["snapshots"] = snapshot_entries(report.kept)
+    if report.manifest_written:
+        status["lastSnapshot"] = {
+            "id": report.snapshot_id,
+            "startTime": timestamp(report.start_time),
+            "completionTime": timestamp(moment),
+            "keys": succeeded,
+            "bytes": report.total_bytes,
+            "location": report.location,
+        }
+    if phase is Phase.SUCCEEDED:
+        status["lastSuccessfulTime"] = timestamp(moment)
+    kind, event_reason = _BACKUP_EVENTS[phase]
+    events = [Event(kind, event_reason, message)]
+    if report.retention_error is not None:
+        events.append(Event("Warning", "RetentionFailed", report.retention_error.message))
+    return Update(status, tuple(events))
+
+
+def backup_failed(
+    existing: Mapping[str, Any], verdict: Verdict, request: RunRequest, moment: datetime.datetime
+) -> Update[KeyBackupStatus]:
+    """A run that could not finish. A final verdict handles the request: it is not run
+    again until something changes."""
+    conditions = merged_conditions(existing, failed_standing(verdict), request.generation, moment)
+    status: KeyBackupStatus = {"phase": Phase.FAILED.value, "conditions": conditions}
+    if verdict.final:
+        status |= _handled(request)
+    return Update(status, (failure_event(verdict),))
+
+
+def backups_deleted(count: int) -> Event:
+    return Event("Normal", "BackupsDeleted", f"deleted {count} snapshot(s)")
+
+
+def backups_not_deleted(verdict: Verdict, attempts: int, left_behind: str) -> Event:
+    """``left_behind`` says where the snapshots that remain are."""
+    return Event(
+        "Warning",
+        "BackupsNotDeleted",
+        f"gave up after {attempts} attempt(s), left behind: {left_behind}; {verdict.error.message}",
+    )

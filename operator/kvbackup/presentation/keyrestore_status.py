@@ -1,0 +1,144 @@
+"""A KeyRestore's status beside its one reader: the documents and Events of a restore
+attempt (started, progress with its journal, finished, failed), and
+``read_keyrestore_status``, all the operator reads back of it to finish or resume one."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from kvbackup.api.conditions import Phase, Standing, timestamp
+from kvbackup.api.fields import SNAPSHOT_ID
+from kvbackup.api.statuses import KeyRestoreStatus, RestoreAttempt
+from kvbackup.presentation.key_results import key_entries, restore_counts, restore_summary
+from kvbackup.presentation.status import (
+    PHASE_STANDING,
+    Event,
+    Update,
+    failed_standing,
+    failure_event,
+    finished_standing,
+    merged_conditions,
+)
+from kvbackup.services.journal import KeyRestoreStatusView, RestoreJournal
+from kvbackup.services.restore import RestoreReport
+from kvbackup.services.retry_policy import Verdict
+
+#: Ready's and Reconciling's reason while a run is under way.
+RESTORE_RUNNING = "RestoreRunning"
+
+_RESTORE_EVENTS = {
+    Phase.SUCCEEDED: ("Normal", "RestoreSucceeded"),
+    Phase.PARTIALLY_FAILED: ("Warning", "RestorePartiallyFailed"),
+    Phase.FAILED: ("Warning", "RestoreFailed"),
+}
+
+
+def read_keyrestore_status(status: Mapping[str, Any]) -> KeyRestoreStatusView:
+    """What the operator reads back of a KeyRestore's status. Anyone who may patch the
+    status can write anything into it: a generation that is not a number reads as absent,
+    and an id that is not a snapshot id (in full) carries no journal over."""
+    active = status.get("activeRun")
+    attempt = active if isinstance(active, Mapping) else {}
+    observed, generation = status.get("observedGeneration"), attempt.get("generation")
+    snapshot_id = attempt.get("snapshotId")
+    if not isinstance(snapshot_id, str) or not SNAPSHOT_ID.fullmatch(snapshot_id):
+        snapshot_id = ""
+    return KeyRestoreStatusView(
+        observed_generation=observed if isinstance(observed, int) else None,
+        attempt_generation=generation if isinstance(generation, int) else None,
+        journal_snapshot_id=snapshot_id,
+        key_results=str(attempt.get("keyResults") or "") if snapshot_id else "",
+    )
+
+
+def _journal_fields(journal: RestoreJournal) -> RestoreAttempt:
+    if not journal.begun:  # this attempt got no further than the earlier one
+        return {}
+    return {"snapshotId": journal.snapshot_id, "keyResults": journal.encoded()}
+
+
+def restore_started(
+    existing: Mapping[str, Any], generation: int, moment: datetime.datetime, *, dry_run: bool
+) -> Update[KeyRestoreStatus]:
+    started = timestamp(moment)
+    attempt: RestoreAttempt = {"generation": generation, "startTime": started}
+    if read_keyrestore_status(existing).resumes(generation):
+        attempt["startTime"] = started = existing["activeRun"].get("startTime", started)
+    else:  # nothing of an attempt at another generation carries over
+        attempt |= {"keysDone": None, "keysTotal": None, "snapshotId": None, "keyResults": None}
+    doing = "dry run: reading the snapshot and the vault" if dry_run else "restoring keys"
+    standing = Standing(False, RESTORE_RUNNING, doing, reconciling=RESTORE_RUNNING)
+    return Update(
+        {
+            "phase": Phase.RUNNING.value,
+            "startTime": started,
+            "activeRun": attempt,
+            "conditions": merged_conditions(existing, standing, generation, moment),
+        }
+    )
+
+
+def restore_progress(done: int, total: int, journal: RestoreJournal) -> Update[KeyRestoreStatus]:
+    return Update({"activeRun": {"keysDone": done, "keysTotal": total} | _journal_fields(journal)})
+
+
+def restore_source_opened(snapshot_id: str, *, dry_run: bool) -> Event:
+    if dry_run:
+        return Event(
+            "Normal",
+            "DryRunStarted",
+            f"dry run: reading snapshot {snapshot_id} and the vault, changing nothing",
+        )
+    return Event("Normal", "RestoreStarted", f"restoring from snapshot {snapshot_id}")
+
+
+def restore_finished(
+    existing: Mapping[str, Any],
+    report: RestoreReport,
+    keybackup: str,
+    generation: int,
+    keys_limit: int,
+) -> Update[KeyRestoreStatus]:
+    moment = report.completion_time
+    phase = report.phase
+    reason, ready = PHASE_STANDING.get(phase, ("Failed", False))
+    message = restore_summary(report.keys, dry_run=report.dry_run)
+    kind, event_reason = _RESTORE_EVENTS[phase]
+    if report.dry_run:
+        reason = event_reason = "DryRunSucceeded"
+    standing = finished_standing(reason, ready, message, report.keys)
+    return Update(
+        {
+            "phase": phase.value,
+            "observedGeneration": generation,
+            "activeRun": None,
+            "dryRun": report.dry_run,
+            "startTime": timestamp(report.start_time),
+            "completionTime": timestamp(moment),
+            "source": {"keyBackup": keybackup, "snapshotId": report.snapshot_id},
+            "counts": restore_counts(report.keys, dry_run=report.dry_run),
+            "keys": key_entries(report.keys, keys_limit, with_version_ids=True),
+            "conditions": merged_conditions(existing, standing, generation, moment),
+        },
+        (Event(kind, event_reason, message),),
+    )
+
+
+def restore_failed(
+    existing: Mapping[str, Any],
+    verdict: Verdict,
+    generation: int,
+    moment: datetime.datetime,
+    journal: RestoreJournal,
+) -> Update[KeyRestoreStatus]:
+    """A restore that could not finish; a final verdict ends this generation, and any other
+    leaves what each key came to for the next attempt."""
+    conditions = merged_conditions(existing, failed_standing(verdict), generation, moment)
+    status: KeyRestoreStatus = {"phase": Phase.FAILED.value, "conditions": conditions}
+    if verdict.final:
+        status |= {"observedGeneration": generation, "activeRun": None}
+    elif journal_fields := _journal_fields(journal):
+        status["activeRun"] = journal_fields
+    return Update(status, (failure_event(verdict),))
