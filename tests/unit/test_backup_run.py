@@ -15,7 +15,7 @@ from kvbackup.errors import (
     KeyAccessDeniedError,
     TransientError,
 )
-from kvbackup.services.backup import back_up_and_retain, run_backup
+from kvbackup.services.backup import run_backup
 from kvbackup.services.outcomes import KeyResult
 from kvbackup.services.snapshot import KeyArtifact, sha256_hex
 from tests.unit.fakes import (
@@ -207,7 +207,7 @@ async def test_a_run_that_kept_a_snapshot_applies_retention_and_reports_what_rem
     store.add_snapshot("20240101-000000-aaaa")
     store.add_snapshot("20240102-000000-bbbb")
 
-    report = await back_up_and_retain(
+    report = await run_backup(
         keep_last(2), REF, SNAPSHOT_ID, vault, store, clock=clock, incomplete_grace=GRACE
     )
 
@@ -225,7 +225,7 @@ async def test_a_run_that_kept_nothing_deletes_nothing() -> None:
     vault, store = InMemoryVault(), InMemoryStore()  # "signing" is not in the vault
     store.add_snapshot("20240101-000000-aaaa")
 
-    report = await back_up_and_retain(
+    report = await run_backup(
         keep_last(1), REF, SNAPSHOT_ID, vault, store, clock=clock, incomplete_grace=GRACE
     )
 
@@ -244,7 +244,7 @@ async def test_a_retention_failure_keeps_the_new_snapshot_and_says_why() -> None
     vault.add("signing")
     store.add_snapshot("20240101-000000-aaaa")
 
-    report = await back_up_and_retain(
+    report = await run_backup(
         keep_last(1), REF, SNAPSHOT_ID, vault, store, clock=clock, incomplete_grace=GRACE
     )
 

@@ -17,7 +17,7 @@ from kvbackup.handlers.reporting import RunLog, progress_of, publish
 from kvbackup.presentation import keybackup_status as status
 from kvbackup.presentation.gauges import keybackup_readings
 from kvbackup.runtime import Runtime
-from kvbackup.services.backup import back_up_and_retain
+from kvbackup.services.backup import run_backup
 from kvbackup.services.retry_policy import Judge, Retries
 from kvbackup.services.triggers import Plan, RunRequest, plan_run, snapshot_id_for
 
@@ -90,7 +90,7 @@ async def _attempt(
                 runtime.store(namespace, spec.destination) as store,
                 runtime.vault(namespace, spec.vault_url, spec.credentials_secret) as vault,
             ):
-                report = await back_up_and_retain(
+                report = await run_backup(
                     spec,
                     KeyBackupRef(namespace, name, body.meta.uid or ""),
                     snapshot_id,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 from kvbackup import __version__
 from kvbackup.api.conditions import Phase
@@ -77,11 +78,13 @@ async def run_backup(
     store: SnapshotStore,
     *,
     clock: Clock,
+    incomplete_grace: datetime.timedelta | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[int], Progress] | None = None,
 ) -> BackupReport:
     """Back up every chosen key into snapshot ``snapshot_id``, ``concurrency`` at a time;
-    ``progress`` makes the tracker of a run of that many keys.
+    ``progress`` makes the tracker of a run of that many keys. With ``incomplete_grace``,
+    retention follows once a snapshot was kept (see ``_retained``).
 
     Writes are idempotent per (snapshot, key), so a run interrupted by a crash can be
     redone under the same snapshot id without leaving duplicates. Backup bytes are
@@ -91,33 +94,69 @@ async def run_backup(
     start = clock()
     # A wrong container or credential fails here, before any work is done in the vault.
     await store.list_stored(keybackup.namespace, keybackup.name)
-
     # A resumed run (same snapshot id) keeps what the interrupted one stored and checked.
     stored_before = {a.name.lower(): a for a in await store.resumable(keybackup, snapshot_id)}
-
-    async def back_up(name: str) -> KeyOutcome:
-        earlier = stored_before.get(name.lower())
-        if earlier is not None:
-            return KeyOutcome(
-                name,
-                KeyResult.SUCCEEDED,
-                earlier.versions,
-                earlier.sha256,
-                earlier.size,
-                location=earlier.location,
-            )
-        versions = await vault.list_versions(name)
-        data = await vault.backup_key(name)
-        location = await store.write_artifact(keybackup, snapshot_id, name, data, versions)
-        return KeyOutcome(
-            name=name,
-            result=KeyResult.SUCCEEDED,
-            versions=versions,
-            sha256=sha256_hex(data),
-            size=len(data),
-            location=location,
+    back_up = partial(_back_up_key, vault, store, keybackup, snapshot_id, stored_before)
+    outcomes = await _each_chosen_key(spec, vault, back_up, concurrency, progress)
+    stored = [o for o in outcomes if not o.failed]
+    completion = clock()
+    if stored:
+        await store.write_manifest(
+            _manifest(spec, keybackup, snapshot_id, start, completion, outcomes)
         )
+    report = BackupReport(
+        snapshot_id=snapshot_id,
+        start_time=start,
+        completion_time=completion,
+        keys=outcomes,
+        location=store.location(keybackup.namespace, keybackup.name, snapshot_id),
+        manifest_written=bool(stored),
+    )
+    if incomplete_grace is None or not report.manifest_written:
+        return report
+    return await _retained(report, spec, keybackup, store, clock(), incomplete_grace)
 
+
+async def _back_up_key(
+    vault: VaultKeys,
+    store: SnapshotStore,
+    keybackup: KeyBackupRef,
+    snapshot_id: str,
+    stored_before: Mapping[str, KeyArtifact],
+    name: str,
+) -> KeyOutcome:
+    earlier = stored_before.get(name.lower())
+    if earlier is not None:
+        return KeyOutcome(
+            name,
+            KeyResult.SUCCEEDED,
+            earlier.versions,
+            earlier.sha256,
+            earlier.size,
+            location=earlier.location,
+        )
+    versions = await vault.list_versions(name)
+    data = await vault.backup_key(name)
+    location = await store.write_artifact(keybackup, snapshot_id, name, data, versions)
+    return KeyOutcome(
+        name=name,
+        result=KeyResult.SUCCEEDED,
+        versions=versions,
+        sha256=sha256_hex(data),
+        size=len(data),
+        location=location,
+    )
+
+
+async def _each_chosen_key(
+    spec: KeyBackupSpec,
+    vault: VaultKeys,
+    back_up: Callable[[str], Awaitable[KeyOutcome]],
+    concurrency: int,
+    progress: Callable[[int], Progress] | None,
+) -> list[KeyOutcome]:
+    """``back_up`` of the keys the spec names, or of those its selector matches in name
+    order, as the vault lists them page by page."""
     explicit = spec.keys.names
     tracker = progress(len(explicit) if explicit is not None else 0) if progress else None
 
@@ -139,68 +178,46 @@ async def run_backup(
             raise no_keys_matched(spec)
         # Listed keys are kept in name order, whatever order the vault lists them in.
         outcomes.sort(key=lambda outcome: outcome.name.lower())
-    stored = [o for o in outcomes if not o.failed]
-    completion = clock()
-    if stored:
-        await store.write_manifest(
-            Manifest(
-                snapshot_id=snapshot_id,
-                keybackup=keybackup,
-                vault_url=spec.vault_url,
-                start_time=start,
-                completion_time=completion,
-                operator_version=__version__,
-                keys=tuple(
-                    KeyArtifact(o.name, o.versions, o.sha256, o.size, o.location) for o in stored
-                ),
-                failures=tuple(
-                    KeyFailure(o.name, o.reason, o.message) for o in outcomes if o.failed
-                ),
-            )
-        )
-    return BackupReport(
-        snapshot_id=snapshot_id,
-        start_time=start,
-        completion_time=completion,
-        keys=outcomes,
-        location=store.location(keybackup.namespace, keybackup.name, snapshot_id),
-        manifest_written=bool(stored),
-    )
+    return outcomes
 
 
-async def back_up_and_retain(
+def _manifest(
     spec: KeyBackupSpec,
     keybackup: KeyBackupRef,
     snapshot_id: str,
-    vault: VaultKeys,
-    store: SnapshotStore,
-    *,
-    clock: Clock,
-    incomplete_grace: datetime.timedelta,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    progress: Callable[[int], Progress] | None = None,
-) -> BackupReport:
-    """One run: back up, then apply retention if a snapshot was kept.
-
-    A storage error during retention fails nothing that was stored: the report carries it.
-    """
-    report = await run_backup(
-        spec,
-        keybackup,
-        snapshot_id,
-        vault,
-        store,
-        clock=clock,
-        concurrency=concurrency,
-        progress=progress,
+    start: datetime.datetime,
+    completion: datetime.datetime,
+    outcomes: Sequence[KeyOutcome],
+) -> Manifest:
+    return Manifest(
+        snapshot_id=snapshot_id,
+        keybackup=keybackup,
+        vault_url=spec.vault_url,
+        start_time=start,
+        completion_time=completion,
+        operator_version=__version__,
+        keys=tuple(
+            KeyArtifact(o.name, o.versions, o.sha256, o.size, o.location)
+            for o in outcomes
+            if not o.failed
+        ),
+        failures=tuple(KeyFailure(o.name, o.reason, o.message) for o in outcomes if o.failed),
     )
-    if not report.manifest_written:
-        return report
+
+
+async def _retained(
+    report: BackupReport,
+    spec: KeyBackupSpec,
+    keybackup: KeyBackupRef,
+    store: SnapshotStore,
+    now: datetime.datetime,
+    incomplete_grace: datetime.timedelta,
+) -> BackupReport:
+    """``report`` once retention ran. A storage error during retention fails nothing that
+    was stored: the report carries it."""
     namespace, name = keybackup.namespace, keybackup.name
     try:
-        kept = await collect_garbage(
-            store, namespace, name, spec.retention, clock(), incomplete_grace
-        )
+        kept = await collect_garbage(store, namespace, name, spec.retention, now, incomplete_grace)
     except KvBackupError as error:
         return replace(report, retention_error=error)
     return replace(
