@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -211,6 +211,21 @@ async def _preview_key(
     return KeyOutcome(name, result, versions, reason=reason or decision.reason, message=message)
 
 
+@dataclass(frozen=True)
+class _RestoreRun:
+    """What every key of one (real) restore attempt works with."""
+
+    spec: KeyRestoreSpec
+    snapshot: OpenedSnapshot
+    vault: VaultKeys
+    #: What each key came to in earlier attempts; this one's results are recorded in it.
+    journal: RestoreJournal
+    #: Each key's place in the journal.
+    places: Mapping[str, int]
+    #: An earlier attempt was interrupted, and may have restored keys it did not record.
+    resumed: bool
+
+
 async def run_restore(
     spec: KeyRestoreSpec,
     snapshot: OpenedSnapshot,
@@ -233,99 +248,14 @@ async def run_restore(
     start = clock()
     manifest = snapshot.manifest
     names = list(spec.keys) if spec.keys else [artifact.name for artifact in manifest.keys]
-    journal = journal if journal is not None else RestoreJournal()
-    if not spec.dry_run:  # a dry run changes nothing, so it has nothing to carry over
+    work: Callable[[str], Awaitable[KeyOutcome]]
+    if spec.dry_run:  # a dry run changes nothing, so it has nothing to carry over
+        work = partial(_preview_key, spec, snapshot, vault)
+    else:
+        journal = journal if journal is not None else RestoreJournal()
         journal.begin(manifest.snapshot_id, len(names))
-    places = {name: index for index, name in enumerate(names)}
-
-    def restored(name: str, artifact: KeyArtifact) -> KeyOutcome:
-        # A restore brings back exactly the versions the backup holds.
-        return KeyOutcome(
-            name,
-            KeyResult.RESTORED,
-            artifact.versions,
-            reason="Restored",
-            message=f"restored {_from_backup(artifact)}",
-        )
-
-    async def bring_back(name: str, *, unrecorded: bool) -> KeyOutcome:
-        """``unrecorded``: no attempt recorded what this key came to."""
-        artifact = manifest.artifact(name)  # a key the snapshot lacks fails before the vault
-        if spec.strategy is not Strategy.RECOVER_ONLY:
-            # Most restores go into a vault that lacks the key, where restoring at once is
-            # one call instead of three. Key Vault refuses it when the name is taken,
-            # active or soft-deleted; then the key's state decides, as for every key.
-            async with snapshot.verified(artifact) as data:
-                try:
-                    await vault.restore_key(data)
-                except KvBackupError as refusal:
-                    if refusal.temporary:
-                        raise
-                else:
-                    return restored(name, artifact)
-        # An interrupted attempt may have restored a key without recording it (the key it
-        # was working on when the error came, or the last seconds before a crash).
-        decision = await _assess(spec, vault, artifact, resumed=resumed and unrecorded)
-        if decision.action is Action.ALREADY_RESTORED:
-            return KeyOutcome(
-                name,
-                KeyResult.RESTORED,
-                artifact.versions,
-                reason=decision.reason,
-                message=decision.message,
-            )
-        if decision.action is Action.SKIP:
-            return KeyOutcome(
-                name, KeyResult.SKIPPED, reason=decision.reason, message=decision.message
-            )
-        if decision.action is Action.REFUSE:
-            return KeyOutcome(
-                name, KeyResult.FAILED, reason=decision.reason, message=decision.message
-            )
-        if decision.action is Action.RECOVER:
-            await vault.recover_key(name)
-            return KeyOutcome(
-                name,
-                KeyResult.RECOVERED,
-                await vault.list_versions(name),
-                reason="Recovered",
-                message="recovered the soft-deleted key",
-            )
-        # Read and verify before purging: a key must never be purged for a bad backup.
-        async with snapshot.verified(artifact) as data:
-            if decision.action is Action.PURGE_AND_RESTORE:
-                await vault.purge_key(name)
-            try:
-                await vault.restore_key(data)
-            except ConflictError as error:
-                raise ConflictError(
-                    f"key {name} appeared in the vault while restoring: {error.message}"
-                ) from None
-        return restored(name, artifact)
-
-    async def carried(name: str, result: KeyResult) -> KeyOutcome:
-        artifact = manifest.artifact(name)
-        if result is KeyResult.RESTORED:
-            message = f"restored {len(artifact.versions)} version(s) by an earlier attempt"
-            return KeyOutcome(name, result, artifact.versions, reason="Restored", message=message)
-        if result is KeyResult.RECOVERED:
-            versions = await vault.list_versions(name)
-            message = "recovered the soft-deleted key in an earlier attempt"
-            return KeyOutcome(name, result, versions, reason="Recovered", message=message)
-        skip = decide(spec, name, KeyState.ACTIVE)
-        return KeyOutcome(name, result, reason=skip.reason, message=skip.message)
-
-    async def once(name: str) -> KeyOutcome:
-        place = places[name]
-        earlier = journal.earlier(place)
-        if earlier is not None and earlier is not KeyResult.FAILED:
-            return await carried(name, earlier)
-        # A key that failed is tried again: it may have been a key-scoped refusal since lifted.
-        outcome = await bring_back(name, unrecorded=earlier is None)
-        journal.record(place, outcome.result)
-        return outcome
-
-    work = partial(_preview_key, spec, snapshot, vault) if spec.dry_run else once
+        places = {name: index for index, name in enumerate(names)}
+        work = partial(_restore_key, _RestoreRun(spec, snapshot, vault, journal, places, resumed))
     tracker = progress(len(names)) if progress else None
     outcomes = await for_each_key(
         names, work, concurrency=concurrency, on_done=tracker.key_done if tracker else None
@@ -338,3 +268,94 @@ async def run_restore(
             for o in outcomes
         ]
     return RestoreReport(manifest.snapshot_id, start, clock(), outcomes, dry_run=spec.dry_run)
+
+
+async def _restore_key(run: _RestoreRun, name: str) -> KeyOutcome:
+    """One key: as an earlier attempt left it, or brought back now and recorded."""
+    place = run.places[name]
+    earlier = run.journal.earlier(place)
+    if earlier is not None and earlier is not KeyResult.FAILED:
+        return await _carried(run, name, earlier)
+    # A key that failed is tried again: it may have been a key-scoped refusal since lifted.
+    outcome = await _bring_back(run, name, unrecorded=earlier is None)
+    run.journal.record(place, outcome.result)
+    return outcome
+
+
+async def _carried(run: _RestoreRun, name: str, result: KeyResult) -> KeyOutcome:
+    """A key an earlier attempt restored, recovered or skipped, reported as it was done."""
+    artifact = run.snapshot.manifest.artifact(name)
+    if result is KeyResult.RESTORED:
+        message = f"restored {len(artifact.versions)} version(s) by an earlier attempt"
+        return KeyOutcome(name, result, artifact.versions, reason="Restored", message=message)
+    if result is KeyResult.RECOVERED:
+        versions = await run.vault.list_versions(name)
+        message = "recovered the soft-deleted key in an earlier attempt"
+        return KeyOutcome(name, result, versions, reason="Recovered", message=message)
+    skip = decide(run.spec, name, KeyState.ACTIVE)
+    return KeyOutcome(name, result, reason=skip.reason, message=skip.message)
+
+
+def _restored(name: str, artifact: KeyArtifact) -> KeyOutcome:
+    # A restore brings back exactly the versions the backup holds.
+    return KeyOutcome(
+        name,
+        KeyResult.RESTORED,
+        artifact.versions,
+        reason="Restored",
+        message=f"restored {_from_backup(artifact)}",
+    )
+
+
+async def _bring_back(run: _RestoreRun, name: str, *, unrecorded: bool) -> KeyOutcome:
+    """Recover the key, restore it from the snapshot, or leave it be, as its state in the
+    vault decides; ``unrecorded``: no attempt recorded what this key came to."""
+    spec, snapshot, vault = run.spec, run.snapshot, run.vault
+    artifact = snapshot.manifest.artifact(name)  # a key the snapshot lacks fails before the vault
+    if spec.strategy is not Strategy.RECOVER_ONLY:
+        # Most restores go into a vault that lacks the key, where restoring at once is
+        # one call instead of three. Key Vault refuses it when the name is taken,
+        # active or soft-deleted; then the key's state decides, as for every key.
+        async with snapshot.verified(artifact) as data:
+            try:
+                await vault.restore_key(data)
+            except KvBackupError as refusal:
+                if refusal.temporary:
+                    raise
+            else:
+                return _restored(name, artifact)
+    # An interrupted attempt may have restored a key without recording it (the key it
+    # was working on when the error came, or the last seconds before a crash).
+    decision = await _assess(spec, vault, artifact, resumed=run.resumed and unrecorded)
+    if decision.action is Action.ALREADY_RESTORED:
+        return KeyOutcome(
+            name,
+            KeyResult.RESTORED,
+            artifact.versions,
+            reason=decision.reason,
+            message=decision.message,
+        )
+    if decision.action is Action.SKIP:
+        return KeyOutcome(name, KeyResult.SKIPPED, reason=decision.reason, message=decision.message)
+    if decision.action is Action.REFUSE:
+        return KeyOutcome(name, KeyResult.FAILED, reason=decision.reason, message=decision.message)
+    if decision.action is Action.RECOVER:
+        await vault.recover_key(name)
+        return KeyOutcome(
+            name,
+            KeyResult.RECOVERED,
+            await vault.list_versions(name),
+            reason="Recovered",
+            message="recovered the soft-deleted key",
+        )
+    # Read and verify before purging: a key must never be purged for a bad backup.
+    async with snapshot.verified(artifact) as data:
+        if decision.action is Action.PURGE_AND_RESTORE:
+            await vault.purge_key(name)
+        try:
+            await vault.restore_key(data)
+        except ConflictError as error:
+            raise ConflictError(
+                f"key {name} appeared in the vault while restoring: {error.message}"
+            ) from None
+    return _restored(name, artifact)
