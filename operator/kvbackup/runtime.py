@@ -3,7 +3,6 @@ clean-up, and the vaults and stores they open for one object's namespace."""
 
 from __future__ import annotations
 
-import datetime
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -28,17 +27,13 @@ from kvbackup.api.keyrestore import BlobSnapshotSource
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError, MissingReferenceError, NotFoundError
 from kvbackup.services.leadership import Leadership, Timing
-from kvbackup.services.ports import Clock, OpenedSnapshot, SnapshotStore, VaultKeys
+from kvbackup.services.ports import Clock, OpenedSnapshot, SnapshotStore, VaultKeys, utc_now
 from kvbackup.services.tenancy import (
     require_blob_allowed,
     require_manifest_namespace_allowed,
     require_restore_source_allowed,
     require_vault_allowed,
 )
-
-
-def utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 def replica_identity() -> str:

@@ -18,12 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from kvbackup import __version__
 from kvbackup.adapters.fairshare import FairSlots
 from kvbackup.adapters.keyvault import KeyVaultKeys, vault_host
-from kvbackup.adapters.metrics import BACKUP, KeyBackupReadings, OperatorMetrics
+from kvbackup.adapters.metrics import BACKUP, OperatorMetrics
 from kvbackup.adapters.ratelimit import VaultPace
 from kvbackup.errors import KvBackupError
 from kvbackup.presentation.gauges import keybackup_readings
 from kvbackup.presentation.keybackup_status import read_keybackup_status
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
+from kvbackup.services.readings import KeyBackupReadings
 from kvbackup.services.retry_policy import retry_per_call
 from kvbackup.services.triggers import plan_run
 

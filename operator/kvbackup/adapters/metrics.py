@@ -34,6 +34,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from kvbackup import __version__
 from kvbackup.services.outcomes import KeyOutcome, KeyResult
+from kvbackup.services.readings import KeyBackupReadings
 
 BACKUP = "backup"
 RESTORE = "restore"
@@ -63,17 +64,6 @@ NO_ANSWER = "none"
 
 #: (vault host, its current pace in operations per second), read at each scrape.
 PaceRates = Callable[[], Iterable[tuple[str, float]]]
-
-
-@dataclass(frozen=True)
-class KeyBackupReadings:
-    """What the per-KeyBackup gauges show; None removes (or does not create) a series."""
-
-    last_success: float | None = None
-    schedule_interval: float | None = None
-    snapshot_bytes: int | None = None
-    #: None: this status does not tell (a run is going on); the gauge keeps its value.
-    failing: bool | None = None
 
 
 @dataclass

@@ -21,9 +21,9 @@ from kvbackup.cli.sources import (
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError
 from kvbackup.presentation.key_results import key_entries, key_line, restore_counts, restore_summary
-from kvbackup.runtime import utc_now
 from kvbackup.services.inspection import export_snapshot, list_all_snapshots, verify_snapshot
 from kvbackup.services.outcomes import KeyOutcome
+from kvbackup.services.ports import utc_now
 from kvbackup.services.restore import run_restore
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime
 import functools
 
-from kvbackup.adapters.metrics import KeyBackupReadings
 from kvbackup.api.conditions import Phase
 from kvbackup.api.schedule import Schedule
+from kvbackup.services.readings import KeyBackupReadings
 from kvbackup.services.triggers import KeyBackupStatusView, Plan
 
 #: How many of a schedule's gaps are looked at for its longest: a cron schedule's gaps

@@ -23,6 +23,11 @@ from kvbackup.services.snapshot import (
 Clock = Callable[[], datetime.datetime]
 
 
+def utc_now() -> datetime.datetime:
+    """The real ``Clock``."""
+    return datetime.datetime.now(datetime.UTC)
+
+
 class KeyState(StrEnum):
     ACTIVE = "Active"
     SOFT_DELETED = "SoftDeleted"
