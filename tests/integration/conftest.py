@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import time
 import uuid
@@ -398,6 +400,21 @@ class Cluster:
         once, which gives runs without a vault."""
         self.apply(credentials_secret(name, tenantId="t"))
 
+    def patch_secret_data(self, secret: str, entry: str, data: bytes) -> None:
+        """Replaces one data entry of a Secret, as anyone who may edit Secrets can."""
+        encoded = base64.b64encode(data).decode()
+        self.plane.kubectl(
+            "patch",
+            "secret",
+            "-n",
+            self.namespace,
+            secret,
+            "--type",
+            "merge",
+            "-p",
+            json.dumps({"data": {entry: encoded}}),
+        )
+
     def ready_condition(self, kind: str, name: str) -> dict[str, Any]:
         for condition in self.status(kind, name).get("conditions", []):
             if condition.get("type") == "Ready":
@@ -440,3 +457,11 @@ async def store_snapshot(
     manifest = manifest_of(*artifacts_of(artifacts, locations), ref=ref, snapshot_id=snapshot_id)
     await store.write_manifest(manifest)
     return manifest
+
+
+async def leave_leftover(store: SnapshotStore, ref: KeyBackupRef, snapshot_id: str) -> None:
+    """What a run killed before its manifest leaves behind: stored bytes, no manifest.
+
+    A key larger than a Secret is stored at once by either store, not gathered first.
+    """
+    await store.write_artifact(ref, snapshot_id, "app-key", os.urandom(1_200_000), ("v1",))

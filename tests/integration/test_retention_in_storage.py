@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import os
 
 import pytest
 
@@ -12,20 +11,12 @@ from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api.keybackup import KeyBackupRef, Retention
 from kvbackup.services.ports import SnapshotStore, StoredSnapshot
 from kvbackup.services.retention import collect_garbage
-from tests.integration.conftest import Cluster, store_snapshot
+from tests.integration.conftest import Cluster, leave_leftover, store_snapshot
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
 GRACE = datetime.timedelta(hours=1)
-
-
-async def leave_leftover(store: SnapshotStore, ref: KeyBackupRef, snapshot_id: str) -> None:
-    """What a run killed before its manifest leaves behind: stored bytes, no manifest.
-
-    A key larger than a Secret is stored at once by either store, not gathered first.
-    """
-    await store.write_artifact(ref, snapshot_id, "app-key", os.urandom(1_200_000), ("v1",))
 
 
 @pytest.fixture(params=["secrets", "blob"])

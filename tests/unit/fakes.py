@@ -185,7 +185,14 @@ class InMemoryStore:
         ]
 
     async def write_manifest(self, manifest: Manifest) -> None:
+        """Replaces a manifest of the same snapshot, as a redone run's does in storage."""
         self.writes.append("manifest")
+        ref = manifest.keybackup
+        self.manifests = [
+            m
+            for m in self.manifests
+            if not _of_snapshot(m, ref.namespace, ref.name, manifest.snapshot_id)
+        ]
         self.manifests.append(manifest)
 
     async def list_snapshots(self, namespace: str, keybackup: str) -> list[SnapshotSummary]:
@@ -210,7 +217,9 @@ class InMemoryStore:
     ) -> bytes:
         data = self.artifacts.get((namespace, keybackup, snapshot_id, artifact.name.lower()))
         if data is None:
-            raise NotFoundError(f"no backup of {artifact.name}", reason="ArtifactMissing")
+            raise NotFoundError(
+                f"backup of key {artifact.name} is missing", reason="ArtifactMissing"
+            )
         return data
 
     async def list_stored(self, namespace: str, keybackup: str) -> list[StoredSnapshot]:
@@ -231,10 +240,7 @@ class InMemoryStore:
         """Manifest first, so a half-deleted snapshot never looks complete."""
         self.writes.append(f"delete manifest {snapshot_id}")
         self.manifests = [
-            m
-            for m in self.manifests
-            if (m.keybackup.namespace, m.keybackup.name, m.snapshot_id)
-            != (namespace, keybackup, snapshot_id)
+            m for m in self.manifests if not _of_snapshot(m, namespace, keybackup, snapshot_id)
         ]
         self.writes.append(f"delete artifacts {snapshot_id}")
         self.artifacts = {
@@ -271,6 +277,11 @@ class InMemoryStore:
                 self.artifacts[stored] = data
                 return
         raise KeyError(key_name)
+
+
+def _of_snapshot(manifest: Manifest, namespace: str, keybackup: str, snapshot_id: str) -> bool:
+    ref = manifest.keybackup
+    return (ref.namespace, ref.name, manifest.snapshot_id) == (namespace, keybackup, snapshot_id)
 
 
 def backup_spec(*names: str, selector: KeySelector | None = None) -> KeyBackupSpec:
