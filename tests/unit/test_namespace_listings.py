@@ -56,3 +56,36 @@ async def test_kopf_alone_ignores_the_listing_which_is_why_the_operator_changes_
     insights = references.Insights()
     await _process(insights, _event(None, "team-late"))
     assert insights.namespaces == set()
+
+
+async def _other_arguments(*, event: bodies.RawEvent, **_: Any) -> None:
+    """What a kopf release that renamed the replaced function's arguments would call."""
+
+
+def _needs_another_argument(
+    *, raw_events: Any, namespaces: Any, insights: Any, generation: int
+) -> None:
+    """A kopf release whose revise_namespaces needs one argument more."""
+
+
+@pytest.mark.parametrize(
+    ("name", "replacement"),
+    [
+        pytest.param("process_discovered_namespace_event", None, id="replaced-gone"),
+        pytest.param("process_discovered_namespace_event", _other_arguments, id="replaced-renamed"),
+        pytest.param("revise_namespaces", None, id="called-gone"),
+        pytest.param("revise_namespaces", _needs_another_argument, id="called-needs-more"),
+    ],
+)
+def test_a_kopf_that_no_longer_fits_the_patch_is_refused_at_start_up_naming_the_function(
+    monkeypatch: pytest.MonkeyPatch, name: str, replacement: Any
+) -> None:
+    if replacement is None:
+        monkeypatch.delattr(observation, name)
+    else:
+        monkeypatch.setattr(observation, name, replacement)
+    kopfs_own = observation.__dict__.get("process_discovered_namespace_event")
+
+    with pytest.raises(SystemExit, match=f"kopf._core.reactor.observation.{name} is gone"):
+        watch_namespaces_listed_on_reconnect()
+    assert observation.__dict__.get("process_discovered_namespace_event") is kopfs_own
