@@ -23,6 +23,20 @@ from kvbackup.services.retry_policy import API_RETRY_BACKOFFS
 REPORTING_COMPONENT = "kvbackup-operator"
 
 
+class _WithoutWatchNoise(logging.Filter):
+    """kopf logs every call of an event handler at INFO, and each kind's notice_change is
+    called on each watch event, the operator's own status writes included: a line per write
+    that would bury the run lines (``RunLog``) an admin reads the log for."""
+
+    noise = "Handler 'notice_change' succeeded."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.noise
+
+
+logging.getLogger("kopf.objects").addFilter(_WithoutWatchNoise())
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # kopf's bookkeeping lives under the project's own group, not kopf.zalando.org.

@@ -27,20 +27,6 @@ from kvbackup.services.journal import CarriedJournal
 
 logger = logging.getLogger(__name__)
 
-
-class _WithoutWatchNoise(logging.Filter):
-    """kopf logs every call of an event handler at INFO, and each kind's notice_change is
-    called on each watch event, the operator's own status writes included: a line per write
-    that would bury the run lines (``RunLog``) an admin reads the log for."""
-
-    noise = "Handler 'notice_change' succeeded."
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != self.noise
-
-
-logging.getLogger("kopf.objects").addFilter(_WithoutWatchNoise())
-
 Loop = Callable[["Watched"], Coroutine[Any, Any, None]]
 
 
