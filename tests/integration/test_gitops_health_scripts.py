@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness.controlplane import REPO
 from tests.harness.gitops import (
     HEALTH_CHECKS,
     KINDS,
@@ -204,3 +205,14 @@ def test_kstatus_reads_a_just_applied_object_as_waiting_for_its_first_generation
 def test_kstatus_reads_an_object_being_deleted_as_terminating(kstatus_tool: Path) -> None:
     deleted = [_being_deleted(f"{kind}/succeeded") for kind in KINDS]
     assert [v.status for v in kstatus(kstatus_tool, deleted)] == ["Terminating"] * len(KINDS)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_charts_argocd_values_carry_the_very_health_checks_tested_here(kind: str) -> None:
+    values = yaml.safe_load(
+        (REPO / "charts" / "kvbackup-operator" / "argocd-health-values.yaml").read_text()
+    )
+
+    shipped = values["configs"]["cm"][f"resource.customizations.health.kvbackup.io_{kind}"]
+
+    assert shipped == health_script(kind).read_text()
