@@ -178,6 +178,10 @@ def _keyrestore(name: str, keybackup: str) -> str:
     )
 
 
+#: The status of an object no operator has written to: the CRDs' default.
+UNSEEN = {"observedGeneration": -1}
+
+
 def prove_the_operator_works(
     start: Callable[[], OperatorProcess],
     cluster: Cluster,
@@ -193,8 +197,8 @@ def prove_the_operator_works(
         outside.apply(_keybackup("not-mine"))
     time.sleep(3)
     # No other operator serves these namespaces: whatever is written next is this one's.
-    assert cluster.status("keybackup", "unreachable") == {}
-    assert cluster.status("keyrestore", "from-nothing") == {}
+    assert cluster.status("keybackup", "unreachable") == UNSEEN
+    assert cluster.status("keyrestore", "from-nothing") == UNSEEN
     operator = start()
     cluster.wait_until(
         "the KeyBackup is Ready=False with reason VaultUnreachable",
@@ -224,7 +228,7 @@ def prove_the_operator_works(
     assert vault.version_ids("signing") == originals
 
     if outside is not None:
-        assert outside.status("keybackup", "not-mine") == {}
+        assert outside.status("keybackup", "not-mine") == UNSEEN
         assert outside.events_for("not-mine") == []
     return operator
 
