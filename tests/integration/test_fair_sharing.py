@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from kvbackup.services.workers import DEFAULT_CONCURRENCY
+from kvbackup.config import DEFAULT_MAX_VAULT_CALLS
 from tests.harness.controlplane import ControlPlane
 from tests.harness.fault_proxy import FaultProxy, Faults
 from tests.harness.lowkey import Lowkey
@@ -31,10 +31,10 @@ pytestmark = pytest.mark.integration
 
 B_KEYS = [f"key-{index:03d}" for index in range(200)]
 #: More than A's share of the operator's call slots, so that A would take more if it could.
-A_KEYS = [f"key-{index:02d}" for index in range(DEFAULT_CONCURRENCY + 8)]
+A_KEYS = [f"key-{index:02d}" for index in range(DEFAULT_MAX_VAULT_CALLS + 8)]
 #: Half the operator's slots (KVBACKUP_MAX_CONCURRENCY, left at its default): the most a
 #: namespace may hold, whatever its vault does.
-SHARE = DEFAULT_CONCURRENCY // 2
+SHARE = DEFAULT_MAX_VAULT_CALLS // 2
 #: B's vault answers every request this much later.
 B_LATENCY_SECONDS = 0.2
 #: How much slower B's backup may be beside the stalled A than alone.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from kvbackup.services.workers import DEFAULT_CONCURRENCY
+from kvbackup.config import DEFAULT_MAX_VAULT_CALLS
 from tests.harness.operator import OperatorProcess
 from tests.integration.conftest import Cluster, VaultUnderTest
 from tests.integration.objects import keybackup
@@ -30,4 +30,4 @@ def test_a_200_key_backup_trusting_a_ca_bundle_reuses_a_few_connections(
     # About 600 requests (a listing, and per key its versions and its backup): a connection
     # per request would be hundreds; a reused pool needs at most one per key in flight (the
     # session operator runs with the default concurrency).
-    assert 0 < opened <= DEFAULT_CONCURRENCY + 4, f"{opened} connections for {KEYS} keys"
+    assert 0 < opened <= DEFAULT_MAX_VAULT_CALLS + 4, f"{opened} connections for {KEYS} keys"
