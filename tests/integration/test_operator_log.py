@@ -50,15 +50,17 @@ def _records(log_path: Path) -> list[dict[str, Any]]:
 
 
 def test_json_logs_carry_each_runs_object_outcome_reason_and_duration(
-    own_operator: Callable[..., Cluster], vault: VaultUnderTest, tmp_path: Path
+    own_operator: Callable[..., Cluster], vault: VaultUnderTest
 ) -> None:
     cluster = own_operator("json-log", KVBACKUP_LOG_FORMAT="json")
     vault.create_rsa_key("app-key")
     cluster.apply(keybackup("nightly", vault.url, keys=["app-key"]))
     cluster.wait_for_phase("keybackup", "nightly", "Succeeded")
-    (log_path,) = tmp_path.glob(f"{cluster.namespace}.log")
+    assert cluster.operator is not None
 
-    runs = [record for record in _records(log_path) if record.get("run") == "backup"]
+    runs = [
+        record for record in _records(cluster.operator.log_path) if record.get("run") == "backup"
+    ]
 
     assert [record["outcome"] for record in runs] == ["started", "finished"]
     started, finished = runs

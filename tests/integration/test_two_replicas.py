@@ -153,6 +153,13 @@ def test_killing_the_leader_mid_backup_hands_the_run_to_the_other_replica_in_tim
     leader = pair.leader()
     leader.kill()
     killed_at = time.monotonic()
+    # Counted before the other replica may lead: the killed one stores and sends nothing
+    # more, and once the survivor has resumed, its first backups would blur the count.
+    sent_before = proxy.counts().by_operation[BACKUP_CALLS]
+    stored_before = sum(
+        len(pack["data"]) - 1  # every entry but the pack's index
+        for pack in cluster.secrets("kvbackup.io/keybackup=big,kvbackup.io/role=artifact")
+    )
     (survivor,) = [p for p in pair.processes if p is not leader]
     cluster.wait_until(
         "the other replica holds the lease",
@@ -161,11 +168,6 @@ def test_killing_the_leader_mid_backup_hands_the_run_to_the_other_replica_in_tim
         interval=0.2,
     )
     took_over_in = time.monotonic() - killed_at
-    sent_before = proxy.counts().by_operation[BACKUP_CALLS]
-    stored_before = sum(
-        len(pack["data"]) - 1  # every entry but the pack's index
-        for pack in cluster.secrets("kvbackup.io/keybackup=big,kvbackup.io/role=artifact")
-    )
     assert 0 < stored_before < len(keys)
 
     status = cluster.wait_for_phase("keybackup", "big", "Succeeded")
