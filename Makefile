@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= .demo
 
-.PHONY: help venv control-plane helm promtool kstatus argocd-health emulators lint image image-check audit lock unit integration test bench demo demo-down clean
+.PHONY: help venv shells control-plane helm promtool kstatus argocd-health emulators lint image image-check audit lock unit integration test bench demo demo-down clean
 
 help:
 	@echo "make demo       local control plane + operator + example KeyBackup/KeyRestore"
@@ -45,6 +45,11 @@ kstatus:
 argocd-health:
 	bash hack/build-argocd-health.sh >/dev/null
 
+# bash and zsh, which the command line's completion test runs its scripts in (Debian's
+# packages, installed where missing).
+shells:
+	bash hack/test-shells.sh
+
 # Lowkey Vault's jar and Azurite, found or installed before pytest starts, so that its
 # workers never build them at once.
 emulators: venv
@@ -84,10 +89,10 @@ lint: venv
 unit: venv
 	$(BIN)/python -m pytest tests/unit -q
 
-integration: venv control-plane helm promtool kstatus argocd-health emulators
+integration: venv shells control-plane helm promtool kstatus argocd-health emulators
 	$(PYTEST) tests/integration
 
-test: venv control-plane helm promtool kstatus argocd-health emulators lint image-check audit
+test: venv shells control-plane helm promtool kstatus argocd-health emulators lint image-check audit
 	$(PYTEST) tests
 
 # Figures, not pass/fail: prints a table and writes bench-results.json.

@@ -84,19 +84,8 @@ docker_works() {
   command -v docker >/dev/null && docker info >/dev/null 2>&1
 }
 
-# Debian's packages, installed with apt-get where missing (the project's machines run as root).
-need_packages() {
-  local missing=() package
-  for package in "$@"; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' \
-      || missing+=("$package")
-  done
-  [ "${#missing[@]}" -eq 0 ] && return
-  [ "$(id -u)" -eq 0 ] || die "needs the Debian packages ${missing[*]}: install them as root"
-  log "installing ${missing[*]} with apt-get"
-  apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-}
+# shellcheck source=hack/lib/debian-packages.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/debian-packages.sh"
 
 tools() {
   if [ ! -x "$TOOLS/bin/pip-compile" ]; then
