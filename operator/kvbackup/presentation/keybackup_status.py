@@ -19,6 +19,7 @@ from kvbackup.presentation.status import (
     Update,
     failed_standing,
     failure_event,
+    finished_event,
     finished_standing,
     merged_conditions,
 )
@@ -37,12 +38,6 @@ SNAPSHOTS_IN_STATUS = 10
 
 #: Ready's and Reconciling's reason while a run is under way.
 BACKUP_RUNNING = "BackupRunning"
-
-_BACKUP_EVENTS = {
-    Phase.SUCCEEDED: ("Normal", "BackupSucceeded"),
-    Phase.PARTIALLY_FAILED: ("Warning", "BackupPartiallyFailed"),
-    Phase.FAILED: ("Warning", "BackupFailed"),
-}
 
 
 def read_keybackup_status(status: Mapping[str, Any]) -> KeyBackupStatusView:
@@ -233,8 +228,7 @@ def backup_finished(
         }
     if phase is Phase.SUCCEEDED:
         status["lastSuccessfulTime"] = timestamp(moment)
-    kind, event_reason = _BACKUP_EVENTS[phase]
-    events = [Event(kind, event_reason, message)]
+    events = [finished_event("Backup", phase, message)]
     if report.retention_error is not None:
         events.append(Event("Warning", "RetentionFailed", report.retention_error.message))
     return Update(status, tuple(events))

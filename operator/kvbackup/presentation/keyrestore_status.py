@@ -18,6 +18,7 @@ from kvbackup.presentation.status import (
     Update,
     failed_standing,
     failure_event,
+    finished_event,
     finished_standing,
     merged_conditions,
 )
@@ -27,12 +28,6 @@ from kvbackup.services.retry_policy import Verdict
 
 #: Ready's and Reconciling's reason while a run is under way.
 RESTORE_RUNNING = "RestoreRunning"
-
-_RESTORE_EVENTS = {
-    Phase.SUCCEEDED: ("Normal", "RestoreSucceeded"),
-    Phase.PARTIALLY_FAILED: ("Warning", "RestorePartiallyFailed"),
-    Phase.FAILED: ("Warning", "RestoreFailed"),
-}
 
 
 def read_keyrestore_status(status: Mapping[str, Any]) -> KeyRestoreStatusView:
@@ -105,9 +100,10 @@ def restore_finished(
     phase = report.phase
     reason, ready = PHASE_STANDING.get(phase, ("Failed", False))
     message = restore_summary(report.keys, dry_run=report.dry_run)
-    kind, event_reason = _RESTORE_EVENTS[phase]
+    event = finished_event("Restore", phase, message)
     if report.dry_run:
-        reason = event_reason = "DryRunSucceeded"
+        reason = "DryRunSucceeded"
+        event = Event(event.type, reason, message)
     standing = finished_standing(reason, ready, message, report.keys)
     return Update(
         {
@@ -122,7 +118,7 @@ def restore_finished(
             "keys": key_entries(report.keys, keys_limit, with_version_ids=True),
             "conditions": merged_conditions(existing, standing, generation, moment),
         },
-        (Event(kind, event_reason, message),),
+        (event,),
     )
 
 

@@ -77,5 +77,19 @@ def failed_standing(verdict: Verdict) -> Standing:
     return Standing(False, reason, described, reconciling=RETRY_SCHEDULED)
 
 
+#: The Event type and reason suffix of a finished run, by the phase it ended in.
+_FINISHED_EVENTS = {
+    Phase.SUCCEEDED: ("Normal", "Succeeded"),
+    Phase.PARTIALLY_FAILED: ("Warning", "PartiallyFailed"),
+    Phase.FAILED: ("Warning", "Failed"),
+}
+
+
+def finished_event(run: str, phase: Phase, message: str) -> Event:
+    """The Event of a finished ``run`` ("Backup", "Restore"): e.g. BackupPartiallyFailed."""
+    kind, outcome = _FINISHED_EVENTS[phase]
+    return Event(kind, f"{run}{outcome}", message)
+
+
 def failure_event(verdict: Verdict) -> Event:
     return Event("Warning", verdict.error.reason, verdict.error.message)
