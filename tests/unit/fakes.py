@@ -1,6 +1,6 @@
 """In-memory stand-ins for the service ports, and builders shared by the tests.
 
-``InMemoryVault`` and ``InMemoryStore`` implement the ``VaultKeys`` and ``SnapshotStore``
+``InMemoryVault`` and ``InMemoryStore`` implement the ``VaultItems`` and ``SnapshotStore``
 protocols of ``kvbackup.services.ports`` with plain dictionaries. They model the few
 Key Vault rules the domain logic relies on: key names are case-insensitive, a deleted
 key stays soft-deleted until purged, and restoring a backup over a name that still
@@ -16,19 +16,20 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from kvbackup.api.keybackup import (
+    ItemChoice,
+    ItemSelector,
     KeyBackupRef,
     KeyBackupSpec,
-    KeyChoice,
-    KeySelector,
     SecretDestination,
 )
 from kvbackup.api.keyrestore import LATEST, KeyRestoreSpec, OnConflict, SnapshotSource, Strategy
-from kvbackup.errors import ConflictError, KvBackupError, NotFoundError
+from kvbackup.api.kinds import ItemKind
+from kvbackup.errors import ConflictError, InvalidSpecError, KvBackupError, NotFoundError
 from kvbackup.services.backup import run_backup
-from kvbackup.services.ports import KeyInfo, KeyState, OpenedSnapshot, StoredSnapshot
+from kvbackup.services.ports import ItemInfo, ItemState, OpenedSnapshot, StoredSnapshot
 from kvbackup.services.snapshot import (
-    KeyArtifact,
-    KeyFailure,
+    Artifact,
+    ItemFailure,
     Manifest,
     SnapshotSummary,
     sha256_hex,
@@ -48,7 +49,7 @@ def clock() -> datetime.datetime:
 
 
 @dataclass
-class StoredKey:
+class StoredItem:
     name: str
     versions: tuple[str, ...]
     tags: dict[str, str] = field(default_factory=dict)
@@ -56,13 +57,24 @@ class StoredKey:
     deleted: bool = False
 
 
+def operation(verb: str, kind: ItemKind) -> str:
+    """How ``InMemoryVault.calls`` names a call: ``backup_key``, ``restore_secret``,
+    ``certificate_state``, ``list_versions`` (of a key), ``list_secret_versions``."""
+    if verb == "state":
+        return f"{kind}_state"
+    if verb == "list_versions":
+        return verb if kind is ItemKind.KEY else f"list_{kind}_versions"
+    return f"{verb}_{kind}"
+
+
 class InMemoryVault:
-    """``VaultKeys`` over a dict; every call is logged in ``calls`` as (operation, name)."""
+    """``VaultItems`` over a dict; every call is logged in ``calls`` as (operation, name),
+    the operation named by ``operation``. Each kind has names of its own, as in Key Vault."""
 
     def __init__(self) -> None:
-        self.keys: dict[str, StoredKey] = {}
+        self.items: dict[tuple[ItemKind, str], StoredItem] = {}
         self.calls: list[tuple[str, str]] = []
-        #: Errors to raise from one operation on one key: {(operation, name): error}.
+        #: Errors to raise from one operation on one item: {(operation, name): error}.
         self.failures: dict[tuple[str, str], KvBackupError] = {}
 
     def add(
@@ -73,14 +85,23 @@ class InMemoryVault:
         tags: Mapping[str, str] | None = None,
         managed: bool = False,
         deleted: bool = False,
+        kind: ItemKind = ItemKind.KEY,
     ) -> None:
-        self.keys[name.lower()] = StoredKey(name, versions, dict(tags or {}), managed, deleted)
+        self.items[(kind, name.lower())] = StoredItem(
+            name, versions, dict(tags or {}), managed, deleted
+        )
 
-    def state_of(self, name: str) -> KeyState:
-        key = self.keys.get(name.lower())
-        if key is None:
-            return KeyState.ABSENT
-        return KeyState.SOFT_DELETED if key.deleted else KeyState.ACTIVE
+    def add_certificate(self, name: str, *, versions: tuple[str, ...] = ("v1",)) -> None:
+        """A certificate with the key and the secret Key Vault makes for it, both managed."""
+        self.add(name, versions=versions, kind=ItemKind.CERTIFICATE)
+        for kind in (ItemKind.KEY, ItemKind.SECRET):
+            self.add(name, versions=versions, managed=True, kind=kind)
+
+    def state_of(self, name: str, kind: ItemKind = ItemKind.KEY) -> ItemState:
+        item = self.items.get((kind, name.lower()))
+        if item is None:
+            return ItemState.ABSENT
+        return ItemState.SOFT_DELETED if item.deleted else ItemState.ACTIVE
 
     def fail(self, operation: str, name: str, error: KvBackupError) -> None:
         self.failures[(operation, name.lower())] = error
@@ -88,58 +109,62 @@ class InMemoryVault:
     def names_touched(self) -> set[str]:
         return {name.lower() for _, name in self.calls}
 
-    def _enter(self, operation: str, name: str) -> None:
-        self.calls.append((operation, name))
-        error = self.failures.get((operation, name.lower()))
+    def _enter(self, verb: str, kind: ItemKind, name: str) -> None:
+        called = operation(verb, kind)
+        self.calls.append((called, name))
+        error = self.failures.get((called, name.lower()))
         if error is not None:
             raise error
 
-    def _active(self, name: str) -> StoredKey:
-        key = self.keys.get(name.lower())
-        if key is None or key.deleted:
-            raise NotFoundError(f"key {name} not found")
-        return key
+    def _active(self, kind: ItemKind, name: str) -> StoredItem:
+        item = self.items.get((kind, name.lower()))
+        if item is None or item.deleted:
+            raise NotFoundError(f"{kind} {name} not found")
+        return item
 
-    async def list_keys(self) -> AsyncIterator[KeyInfo]:
-        for key in list(self.keys.values()):
-            if not key.deleted:
-                yield KeyInfo(key.name, dict(key.tags), key.managed)
+    async def list_items(self, kind: ItemKind) -> AsyncIterator[ItemInfo]:
+        for (of_kind, _), item in list(self.items.items()):
+            if of_kind is kind and not item.deleted:
+                yield ItemInfo(item.name, dict(item.tags), item.managed)
 
-    async def list_versions(self, name: str) -> tuple[str, ...]:
-        self._enter("list_versions", name)
-        return self._active(name).versions
+    async def list_versions(self, kind: ItemKind, name: str) -> tuple[str, ...]:
+        self._enter("list_versions", kind, name)
+        return self._active(kind, name).versions
 
-    async def backup_key(self, name: str) -> bytes:
-        self._enter("backup_key", name)
-        key = self._active(name)
-        return json.dumps({"name": key.name, "versions": list(key.versions)}).encode()
+    async def backup(self, kind: ItemKind, name: str) -> bytes:
+        self._enter("backup", kind, name)
+        item = self._active(kind, name)
+        document = {"kind": kind.value, "name": item.name, "versions": list(item.versions)}
+        return json.dumps(document).encode()
 
-    async def key_state(self, name: str) -> KeyState:
-        self._enter("key_state", name)
-        return self.state_of(name)
+    async def item_state(self, kind: ItemKind, name: str) -> ItemState:
+        self._enter("state", kind, name)
+        return self.state_of(name, kind)
 
-    async def restore_key(self, backup: bytes) -> str:
+    async def restore(self, kind: ItemKind, backup: bytes) -> str:
         document = json.loads(backup)
         name = str(document["name"])
-        self._enter("restore_key", name)
-        if name.lower() in self.keys:
-            raise ConflictError(f"key {name} already exists")
-        self.add(name, versions=tuple(document["versions"]))
+        self._enter("restore", kind, name)
+        if document.get("kind", ItemKind.KEY.value) != kind.value:
+            raise InvalidSpecError(f"the backup of {name} is not a {kind} backup")
+        if (kind, name.lower()) in self.items:
+            raise ConflictError(f"{kind} {name} already exists")
+        self.add(name, versions=tuple(document["versions"]), kind=kind)
         return name
 
-    async def recover_key(self, name: str) -> None:
-        self._enter("recover_key", name)
-        key = self.keys.get(name.lower())
-        if key is None or not key.deleted:
-            raise NotFoundError(f"deleted key {name} not found")
-        key.deleted = False
+    async def recover(self, kind: ItemKind, name: str) -> None:
+        self._enter("recover", kind, name)
+        item = self.items.get((kind, name.lower()))
+        if item is None or not item.deleted:
+            raise NotFoundError(f"deleted {kind} {name} not found")
+        item.deleted = False
 
-    async def purge_key(self, name: str) -> None:
-        self._enter("purge_key", name)
-        key = self.keys.get(name.lower())
-        if key is None or not key.deleted:
-            raise NotFoundError(f"deleted key {name} not found")
-        del self.keys[name.lower()]
+    async def purge(self, kind: ItemKind, name: str) -> None:
+        self._enter("purge", kind, name)
+        item = self.items.get((kind, name.lower()))
+        if item is None or not item.deleted:
+            raise NotFoundError(f"deleted {kind} {name} not found")
+        del self.items[(kind, name.lower())]
 
 
 class InMemoryStore:
@@ -152,7 +177,7 @@ class InMemoryStore:
     def __init__(self) -> None:
         self.artifacts: dict[tuple[str, str, str, str], bytes] = {}
         #: What was recorded beside each artifact when it was written.
-        self.recorded: dict[tuple[str, str, str, str], KeyArtifact] = {}
+        self.recorded: dict[tuple[str, str, str, str], Artifact] = {}
         self.manifests: list[Manifest] = []
         self.writes: list[str] = []
         #: Raised by ``list_stored``, as by a store whose container or credential is wrong.
@@ -162,20 +187,21 @@ class InMemoryStore:
         self,
         keybackup: KeyBackupRef,
         snapshot_id: str,
-        key_name: str,
+        kind: ItemKind,
+        name: str,
         data: bytes,
         versions: tuple[str, ...] = (),
     ) -> str:
-        self.writes.append(f"artifact {key_name}")
-        stored = (keybackup.namespace, keybackup.name, snapshot_id, key_name.lower())
-        location = f"memory:{key_name.lower()}"
+        self.writes.append(f"artifact {name}" if kind is ItemKind.KEY else f"{kind} {name}")
+        stored = (keybackup.namespace, keybackup.name, snapshot_id, _stored_name(kind, name))
+        location = f"memory:{_stored_name(kind, name)}"
         self.artifacts[stored] = data
-        self.recorded[stored] = KeyArtifact(
-            key_name, versions, sha256_hex(data), len(data), location
+        self.recorded[stored] = Artifact(
+            name, versions, sha256_hex(data), len(data), location, kind
         )
         return location
 
-    async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[KeyArtifact]:
+    async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[Artifact]:
         return [
             artifact
             for stored, artifact in self.recorded.items()
@@ -213,12 +239,13 @@ class InMemoryStore:
         return sorted(found, key=lambda m: m.snapshot_id, reverse=True)
 
     async def read_artifact(
-        self, namespace: str, keybackup: str, snapshot_id: str, artifact: KeyArtifact
+        self, namespace: str, keybackup: str, snapshot_id: str, artifact: Artifact
     ) -> bytes:
-        data = self.artifacts.get((namespace, keybackup, snapshot_id, artifact.name.lower()))
+        stored = _stored_name(artifact.kind, artifact.name)
+        data = self.artifacts.get((namespace, keybackup, snapshot_id, stored))
         if data is None:
             raise NotFoundError(
-                f"backup of key {artifact.name} is missing", reason="ArtifactMissing"
+                f"backup of {artifact.kind} {artifact.name} is missing", reason="ArtifactMissing"
             )
         return data
 
@@ -270,13 +297,18 @@ class InMemoryStore:
         if complete:
             self.manifests.append(manifest_at(snapshot_id, failed=failed, ref=ref))
 
-    def replace_artifact(self, key_name: str, data: bytes) -> None:
+    def replace_artifact(self, name: str, data: bytes, kind: ItemKind = ItemKind.KEY) -> None:
         """Overwrite a stored backup behind the manifest's back, as a tamperer would."""
         for stored in self.artifacts:
-            if stored[3] == key_name.lower():
+            if stored[3] == _stored_name(kind, name):
                 self.artifacts[stored] = data
                 return
-        raise KeyError(key_name)
+        raise KeyError(name)
+
+
+def _stored_name(kind: ItemKind, name: str) -> str:
+    """Where the store keeps an item: keys under their name, as before other kinds."""
+    return name.lower() if kind is ItemKind.KEY else f"{kind}/{name.lower()}"
 
 
 def _of_snapshot(manifest: Manifest, namespace: str, keybackup: str, snapshot_id: str) -> bool:
@@ -284,34 +316,47 @@ def _of_snapshot(manifest: Manifest, namespace: str, keybackup: str, snapshot_id
     return (ref.namespace, ref.name, manifest.snapshot_id) == (namespace, keybackup, snapshot_id)
 
 
-def backup_spec(*names: str, selector: KeySelector | None = None) -> KeyBackupSpec:
-    keys = KeyChoice(selector=selector) if selector is not None else KeyChoice(names=names)
-    return KeyBackupSpec(vault_url=VAULT_URL, keys=keys, destination=SecretDestination())
+def backup_spec(
+    *names: str,
+    selector: ItemSelector | None = None,
+    choices: Mapping[ItemKind, ItemChoice] | None = None,
+) -> KeyBackupSpec:
+    """A KeyBackup of the keys ``names``, or of those ``selector`` chooses; or of
+    ``choices``, per kind."""
+    keys = ItemChoice(selector=selector) if selector is not None else ItemChoice(names=names)
+    return KeyBackupSpec(
+        vault_url=VAULT_URL,
+        choices=choices if choices is not None else {ItemKind.KEY: keys},
+        destination=SecretDestination(),
+    )
 
 
 def restore_spec(
     *,
     keys: tuple[str, ...] | None = None,
+    items: Mapping[ItemKind, tuple[str, ...]] | None = None,
     strategy: Strategy = Strategy.AUTO,
     on_conflict: OnConflict = OnConflict.SKIP,
-    purge_deleted: bool = False,
+    purge_deleted: bool | frozenset[ItemKind] = False,
     snapshot: str = LATEST,
     dry_run: bool = False,
 ) -> KeyRestoreSpec:
-    """A KeyRestore from a snapshot of ``REF`` into the vault at ``TARGET_URL``."""
+    """A KeyRestore from a snapshot of ``REF`` into the vault at ``TARGET_URL``; ``keys``
+    names keys only, ``items`` names items per kind; ``purge_deleted`` True purges keys."""
+    purged = frozenset({ItemKind.KEY}) if purge_deleted is True else purge_deleted or frozenset()
     return KeyRestoreSpec(
         vault_url=TARGET_URL,
         source=SnapshotSource(REF.name, snapshot),
-        keys=keys,
+        items=items if items is not None else {ItemKind.KEY: keys} if keys else None,
         strategy=strategy,
         on_conflict=on_conflict,
-        purge_deleted=purge_deleted,
+        purge_deleted=purged,
         dry_run=dry_run,
     )
 
 
 def manifest_of(
-    *artifacts: KeyArtifact, ref: KeyBackupRef = REF, snapshot_id: str = SNAPSHOT_ID
+    *artifacts: Artifact, ref: KeyBackupRef = REF, snapshot_id: str = SNAPSHOT_ID
 ) -> Manifest:
     """The manifest of a complete snapshot listing ``artifacts``, as a run at MOMENT writes it."""
     return Manifest(
@@ -321,18 +366,18 @@ def manifest_of(
         start_time=MOMENT,
         completion_time=MOMENT + datetime.timedelta(seconds=30),
         operator_version="0.1.0",
-        keys=artifacts,
+        artifacts=artifacts,
     )
 
 
 def artifacts_of(
     backups: Mapping[str, bytes], locations: Mapping[str, str] | None = None
-) -> tuple[KeyArtifact, ...]:
+) -> tuple[Artifact, ...]:
     """What a manifest records of each key's backup bytes (versions v1 and v2), with where
     the store put them (``locations``, by key name; none: found by key name)."""
     where = locations or {}
     return tuple(
-        KeyArtifact(name, ("v1", "v2"), sha256_hex(data), len(data), where.get(name, ""))
+        Artifact(name, ("v1", "v2"), sha256_hex(data), len(data), where.get(name, ""))
         for name, data in backups.items()
     )
 
@@ -349,8 +394,8 @@ def manifest_at(snapshot_id: str, *, failed: bool = False, ref: KeyBackupRef = R
         start_time=started,
         completion_time=started + datetime.timedelta(minutes=1),
         operator_version="0.1.0",
-        keys=(KeyArtifact("app-key", ("v1",), "0" * 64, 10),),
-        failures=(KeyFailure("gone-key", "NotFound", "key gone-key not found"),) if failed else (),
+        artifacts=(Artifact("app-key", ("v1",), "0" * 64, 10),),
+        failures=(ItemFailure("gone-key", "NotFound", "key gone-key not found"),) if failed else (),
     )
 
 

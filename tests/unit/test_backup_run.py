@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from kvbackup.api.conditions import Phase
-from kvbackup.api.keybackup import KeyBackupSpec, KeySelector, NamePattern, Retention
+from kvbackup.api.keybackup import ItemSelector, KeyBackupSpec, NamePattern, Retention
+from kvbackup.api.kinds import ItemKind
 from kvbackup.errors import (
     AccessDeniedError,
     InvalidSpecError,
@@ -16,8 +17,8 @@ from kvbackup.errors import (
     TransientError,
 )
 from kvbackup.services.backup import run_backup
-from kvbackup.services.outcomes import KeyResult
-from kvbackup.services.snapshot import KeyArtifact, sha256_hex
+from kvbackup.services.outcomes import ItemResult
+from kvbackup.services.snapshot import Artifact, sha256_hex
 from tests.unit.fakes import (
     REF,
     SNAPSHOT_ID,
@@ -52,7 +53,7 @@ async def test_every_named_key_is_stored_and_the_manifest_is_written_last() -> N
         VAULT_URL,
     )
     # The manifest records where the store said it put the bytes.
-    assert manifest.artifact("signing") == KeyArtifact(
+    assert manifest.artifact(ItemKind.KEY, "signing") == Artifact(
         "Signing", ("v1", "v2"), sha256_hex(stored), len(stored), "memory:signing"
     )
     assert manifest.failures == ()
@@ -68,12 +69,12 @@ async def test_a_missing_key_fails_alone_and_the_run_is_partially_failed() -> No
     )
 
     assert report.phase is Phase.PARTIALLY_FAILED
-    assert [(o.name, o.result, o.reason) for o in report.keys] == [
-        ("present", KeyResult.SUCCEEDED, ""),
-        ("gone", KeyResult.FAILED, "NotFound"),
+    assert [(o.name, o.result, o.reason) for o in report.outcomes] == [
+        ("present", ItemResult.SUCCEEDED, ""),
+        ("gone", ItemResult.FAILED, "NotFound"),
     ]
     manifest = store.manifests[0]
-    assert [a.name for a in manifest.keys] == ["present"]
+    assert [a.name for a in manifest.artifacts] == ["present"]
     assert [(f.name, f.reason) for f in manifest.failures] == [("gone", "NotFound")]
 
 
@@ -93,7 +94,7 @@ async def test_no_manifest_is_written_when_no_key_could_be_stored() -> None:
 async def test_a_selector_matching_no_key_is_an_invalid_spec_with_reason_no_keys_matched() -> None:
     vault, store = InMemoryVault(), InMemoryStore()
     vault.add("app-1", tags={"env": "dev"})
-    selector = KeySelector(tags={"env": "prod"})
+    selector = ItemSelector(tags={"env": "prod"})
 
     with pytest.raises(InvalidSpecError) as caught:
         await run_backup(
@@ -111,7 +112,7 @@ async def test_a_selector_backs_up_matching_unmanaged_keys_in_name_order() -> No
     vault.add("app-cert", tags={"env": "prod"}, managed=True)
     vault.add("app-3", tags={"env": "dev"})
     vault.add("other", tags={"env": "prod"})
-    selector = KeySelector(
+    selector = ItemSelector(
         name_pattern=NamePattern.compile("app-.*", "namePattern"), tags={"env": "prod"}
     )
 
@@ -119,8 +120,8 @@ async def test_a_selector_backs_up_matching_unmanaged_keys_in_name_order() -> No
         backup_spec(selector=selector), REF, SNAPSHOT_ID, vault, store, clock=clock
     )
 
-    assert [o.name for o in report.keys] == ["app-1", "app-2"]
-    assert [a.name for a in store.manifests[0].keys] == ["app-1", "app-2"]
+    assert [o.name for o in report.outcomes] == ["app-1", "app-2"]
+    assert [a.name for a in store.manifests[0].artifacts] == ["app-1", "app-2"]
 
 
 async def test_a_temporary_error_aborts_the_run_without_writing_a_manifest() -> None:
@@ -159,13 +160,13 @@ async def test_a_key_the_vault_refuses_fails_alone_with_its_reason_and_the_other
     )
 
     assert report.phase is Phase.PARTIALLY_FAILED
-    assert [(o.name, o.result, o.reason) for o in report.keys] == [
-        ("app-key", KeyResult.SUCCEEDED, ""),
-        ("payroll-key", KeyResult.FAILED, "AccessDenied"),
-        ("web-key", KeyResult.SUCCEEDED, ""),
+    assert [(o.name, o.result, o.reason) for o in report.outcomes] == [
+        ("app-key", ItemResult.SUCCEEDED, ""),
+        ("payroll-key", ItemResult.FAILED, "AccessDenied"),
+        ("web-key", ItemResult.SUCCEEDED, ""),
     ]
-    assert "not authorized" in report.keys[1].message
-    assert [a.name for a in store.manifests[0].keys] == ["app-key", "web-key"]
+    assert "not authorized" in report.outcomes[1].message
+    assert [a.name for a in store.manifests[0].artifacts] == ["app-key", "web-key"]
 
 
 async def test_a_vault_that_refuses_every_key_fails_the_run_as_access_denied() -> None:
@@ -181,7 +182,7 @@ async def test_a_vault_that_refuses_every_key_fails_the_run_as_access_denied() -
 
     assert type(caught.value) is AccessDeniedError
     assert caught.value.temporary
-    assert "refused every key of the run (2)" in caught.value.message
+    assert "refused every item of the run (2)" in caught.value.message
     assert store.manifests == []
 
 
@@ -260,7 +261,7 @@ async def test_a_resumed_run_backs_up_only_the_keys_its_snapshot_lacks() -> None
     vault.add("signing", versions=("s1", "s2"))
     vault.add("encryption", versions=("e1",))
     await store.write_artifact(
-        REF, SNAPSHOT_ID, "signing", b"stored before the crash", ("s1", "s2")
+        REF, SNAPSHOT_ID, ItemKind.KEY, "signing", b"stored before the crash", ("s1", "s2")
     )
 
     report = await run_backup(
@@ -270,7 +271,7 @@ async def test_a_resumed_run_backs_up_only_the_keys_its_snapshot_lacks() -> None
     assert report.phase is Phase.SUCCEEDED
     assert vault.names_touched() == {"encryption"}
     [manifest] = store.manifests
-    signing = manifest.artifact("signing")
+    signing = manifest.artifact(ItemKind.KEY, "signing")
     assert signing.versions == ("s1", "s2")
     assert signing.sha256 == sha256_hex(b"stored before the crash")
 
@@ -278,10 +279,14 @@ async def test_a_resumed_run_backs_up_only_the_keys_its_snapshot_lacks() -> None
 async def test_a_stored_backup_that_no_longer_matches_its_sha256_is_backed_up_again() -> None:
     vault, store = InMemoryVault(), InMemoryStore()
     vault.add("signing", versions=("s1",))
-    await store.write_artifact(REF, SNAPSHOT_ID, "signing", b"stored before the crash", ("s1",))
+    await store.write_artifact(
+        REF, SNAPSHOT_ID, ItemKind.KEY, "signing", b"stored before the crash", ("s1",)
+    )
     store.replace_artifact("signing", b"altered since")
 
     await run_backup(backup_spec("signing"), REF, SNAPSHOT_ID, vault, store, clock=clock)
 
     assert vault.names_touched() == {"signing"}
-    assert store.manifests[0].artifact("signing").sha256 != sha256_hex(b"altered since")
+    assert store.manifests[0].artifact(ItemKind.KEY, "signing").sha256 != sha256_hex(
+        b"altered since"
+    )

@@ -8,7 +8,7 @@ from functools import partial
 from kvbackup.services.byte_budget import ByteBudget
 from kvbackup.services.ports import OpenedSnapshot
 from kvbackup.services.restore import run_restore
-from kvbackup.services.snapshot import KeyArtifact
+from kvbackup.services.snapshot import Artifact
 from tests.unit.fakes import InMemoryStore, InMemoryVault, clock, restore_spec, take_snapshot
 
 
@@ -75,9 +75,9 @@ async def test_a_restore_holds_no_more_artifact_bytes_than_its_snapshots_budget(
     peak = 0
     ref = manifest.keybackup
     read = partial(store.read_artifact, ref.namespace, ref.name, manifest.snapshot_id)
-    size = manifest.keys[0].size
+    size = manifest.artifacts[0].size
 
-    async def slow_read(artifact: KeyArtifact) -> bytes:
+    async def slow_read(artifact: Artifact) -> bytes:
         nonlocal in_use, peak
         in_use += size
         peak = max(peak, in_use)
@@ -90,5 +90,5 @@ async def test_a_restore_holds_no_more_artifact_bytes_than_its_snapshots_budget(
 
     report = await run_restore(restore_spec(), snapshot, target, clock=clock)
 
-    assert len(report.keys) == 20
+    assert len(report.outcomes) == 20
     assert peak == 3 * size

@@ -19,7 +19,7 @@ EMULATOR = "http://127.0.0.1:10000/devstoreaccount1"
 
 #: (what, parser, a valid value): each parser accepts the value and refuses it with a newline.
 GRAMMARS: list[tuple[str, Callable[[str], object], str]] = [
-    ("key name", lambda v: fields.key_name(v, "p"), "signing-key"),
+    ("key name", lambda v: fields.item_name(v, "p"), "signing-key"),
     ("container", lambda v: fields.container_name(v, "p"), "team-a"),
     ("object name", lambda v: fields.object_name(v, "p"), "nightly.v2"),
     (

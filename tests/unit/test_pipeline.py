@@ -8,27 +8,29 @@ import gc
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 
-from kvbackup.api.keybackup import KeyBackupRef, KeySelector
+from kvbackup.api.keybackup import ItemSelector, KeyBackupRef
+from kvbackup.api.kinds import ItemKind, ItemRef
 from kvbackup.services.backup import run_backup
-from kvbackup.services.outcomes import KeyOutcome, KeyResult
-from kvbackup.services.ports import KeyInfo, StoredSnapshot
-from kvbackup.services.snapshot import KeyArtifact, Manifest
-from kvbackup.services.workers import for_each_key
+from kvbackup.services.outcomes import ItemOutcome, ItemResult
+from kvbackup.services.ports import ItemInfo, StoredSnapshot
+from kvbackup.services.snapshot import Artifact, Manifest
+from kvbackup.services.workers import for_each_item
 from tests.unit.fakes import REF, SNAPSHOT_ID, backup_spec, clock
 
 
 async def test_no_more_keys_than_the_concurrency_limit_are_in_flight() -> None:
     in_flight, peak = 0, 0
 
-    async def work(name: str) -> KeyOutcome:
+    async def work(item: ItemRef) -> ItemOutcome:
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
         await asyncio.sleep(0)
         in_flight -= 1
-        return KeyOutcome(name, KeyResult.SUCCEEDED)
+        return ItemOutcome(item.name, ItemResult.SUCCEEDED)
 
-    outcomes = await for_each_key([f"k{i}" for i in range(200)], work, concurrency=7)
+    keys = [ItemRef(ItemKind.KEY, f"k{i}") for i in range(200)]
+    outcomes = await for_each_item(keys, work, concurrency=7)
 
     assert peak == 7
     assert [o.name for o in outcomes] == [f"k{i}" for i in range(200)]
@@ -38,17 +40,17 @@ async def test_a_key_is_taken_from_the_list_only_when_a_worker_is_free_for_it() 
     taken = 0
     release = asyncio.Event()
 
-    def names() -> Iterator[str]:
+    def names() -> Iterator[ItemRef]:
         nonlocal taken
         for index in range(1000):
             taken += 1
-            yield f"k{index}"
+            yield ItemRef(ItemKind.KEY, f"k{index}")
 
-    async def work(name: str) -> KeyOutcome:
+    async def work(item: ItemRef) -> ItemOutcome:
         await release.wait()
-        return KeyOutcome(name, KeyResult.SUCCEEDED)
+        return ItemOutcome(item.name, ItemResult.SUCCEEDED)
 
-    run = asyncio.create_task(for_each_key(names(), work, concurrency=4))
+    run = asyncio.create_task(for_each_item(names(), work, concurrency=4))
     await asyncio.sleep(0.01)
     assert taken == 4
     release.set()
@@ -58,19 +60,19 @@ async def test_a_key_is_taken_from_the_list_only_when_a_worker_is_free_for_it() 
 async def test_keys_of_an_asynchronous_listing_are_worked_on_before_the_listing_ends() -> None:
     first_done = asyncio.Event()
 
-    async def listing() -> AsyncIterator[str]:
-        yield "first"
+    async def listing() -> AsyncIterator[ItemRef]:
+        yield ItemRef(ItemKind.KEY, "first")
         # The next page comes only once the first key is through: a pipeline that
         # waited for the whole listing first would time out here.
         await asyncio.wait_for(first_done.wait(), timeout=5)
-        yield "second"
+        yield ItemRef(ItemKind.KEY, "second")
 
-    async def work(name: str) -> KeyOutcome:
-        if name == "first":
+    async def work(item: ItemRef) -> ItemOutcome:
+        if item.name == "first":
             first_done.set()
-        return KeyOutcome(name, KeyResult.SUCCEEDED)
+        return ItemOutcome(item.name, ItemResult.SUCCEEDED)
 
-    outcomes = await for_each_key(listing(), work, concurrency=4)
+    outcomes = await for_each_item(listing(), work, concurrency=4)
 
     assert [o.name for o in outcomes] == ["first", "second"]
 
@@ -79,16 +81,16 @@ async def test_a_selector_backup_stores_keys_while_the_vault_is_still_listing() 
     class SlowListing(ManyKeys):
         stored_while_listing = 0
 
-        async def list_keys(self) -> AsyncIterator[KeyInfo]:
+        async def list_items(self, kind: ItemKind) -> AsyncIterator[ItemInfo]:
             for page in range(4):
                 for index in range(25):
-                    yield KeyInfo(f"key-{page}-{index:02d}")
+                    yield ItemInfo(f"key-{page}-{index:02d}")
                 await asyncio.sleep(0.01)  # the next page's round trip
             self.stored_while_listing = store.stored
 
     vault, store = SlowListing(100), Discarding()
     report = await run_backup(
-        backup_spec(selector=KeySelector()),
+        backup_spec(selector=ItemSelector()),
         REF,
         SNAPSHOT_ID,
         vault,  # type: ignore[arg-type]
@@ -97,7 +99,7 @@ async def test_a_selector_backup_stores_keys_while_the_vault_is_still_listing() 
         concurrency=4,
     )
 
-    assert len(report.keys) == 100
+    assert len(report.outcomes) == 100
     assert vault.stored_while_listing >= 50
 
 
@@ -107,14 +109,14 @@ class ManyKeys:
     def __init__(self, count: int) -> None:
         self.count = count
 
-    async def list_keys(self) -> AsyncIterator[KeyInfo]:
+    async def list_items(self, kind: ItemKind) -> AsyncIterator[ItemInfo]:
         for index in range(self.count):
-            yield KeyInfo(f"key-{index:06d}")
+            yield ItemInfo(f"{kind}-{index:06d}")
 
-    async def list_versions(self, name: str) -> tuple[str, ...]:
+    async def list_versions(self, kind: ItemKind, name: str) -> tuple[str, ...]:
         return ("0123456789abcdef0123456789abcdef",)
 
-    async def backup_key(self, name: str) -> bytes:
+    async def backup(self, kind: ItemKind, name: str) -> bytes:
         return b"backup of " + name.encode()
 
 
@@ -128,7 +130,8 @@ class Discarding:
         self,
         keybackup: KeyBackupRef,
         snapshot_id: str,
-        key_name: str,
+        kind: ItemKind,
+        name: str,
         data: bytes,
         versions: tuple[str, ...] = (),
     ) -> str:
@@ -136,7 +139,7 @@ class Discarding:
         await asyncio.sleep(0)
         return ""
 
-    async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[KeyArtifact]:
+    async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[Artifact]:
         return []
 
     async def write_manifest(self, manifest: Manifest) -> None:
@@ -154,7 +157,7 @@ async def peak_bytes_backing_up(count: int) -> int:
     tracemalloc.start()
     try:
         await run_backup(
-            backup_spec(selector=KeySelector()),
+            backup_spec(selector=ItemSelector()),
             REF,
             SNAPSHOT_ID,
             ManyKeys(count),  # type: ignore[arg-type]

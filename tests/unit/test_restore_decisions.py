@@ -7,8 +7,9 @@ import itertools
 import pytest
 
 from kvbackup.api.keyrestore import OnConflict, Strategy
+from kvbackup.api.kinds import ItemKind, ItemRef
 from kvbackup.errors import MissingReferenceError
-from kvbackup.services.ports import KeyState
+from kvbackup.services.ports import ItemState
 from kvbackup.services.restore import Action, choose_snapshot, decide
 from kvbackup.services.snapshot import SnapshotSummary
 from tests.unit.fakes import manifest_of, restore_spec
@@ -17,12 +18,12 @@ ANY_STRATEGY = tuple(Strategy)
 ANY_CONFLICT = tuple(OnConflict)
 ANY_PURGE = (False, True)
 AUTO, RESTORE_ONLY, RECOVER_ONLY = Strategy.AUTO, Strategy.RESTORE_ONLY, Strategy.RECOVER_ONLY
-ACTIVE, DELETED, ABSENT = KeyState.ACTIVE, KeyState.SOFT_DELETED, KeyState.ABSENT
+ACTIVE, DELETED, ABSENT = ItemState.ACTIVE, ItemState.SOFT_DELETED, ItemState.ABSENT
 SKIP, FAIL = (OnConflict.SKIP,), (OnConflict.FAIL,)
 PURGE, KEEP = (True,), (False,)
 
 #: strategies, key state, onConflict values, purgeDeletedKeys values -> action, reason
-Rule = tuple[tuple[Strategy, ...], KeyState, tuple[OnConflict, ...], tuple[bool, ...], Action, str]
+Rule = tuple[tuple[Strategy, ...], ItemState, tuple[OnConflict, ...], tuple[bool, ...], Action, str]
 
 #: The decision table, one rule a row. Together the rows cover all 3 x 3 x 2 x 2
 #: combinations exactly once; each test case checks every combination of its row.
@@ -71,7 +72,7 @@ def test_a_key_gets_the_action_its_strategy_state_and_conflict_policy_call_for(
     for strategy, on_conflict, purge in combinations(rule):
         spec = restore_spec(strategy=strategy, on_conflict=on_conflict, purge_deleted=purge)
 
-        decision = decide(spec, "app-key", state)
+        decision = decide(spec, ItemRef(ItemKind.KEY, "app-key"), state)
 
         case = f"{strategy}/{state}/onConflict={on_conflict}/purgeDeletedKeys={purge}"
         assert (decision.action, decision.reason) == (action, reason), case

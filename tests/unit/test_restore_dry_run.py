@@ -11,8 +11,8 @@ import pytest
 from kvbackup.api.conditions import Phase
 from kvbackup.api.keyrestore import OnConflict, Strategy
 from kvbackup.errors import KeyAccessDeniedError
-from kvbackup.services.outcomes import KeyResult
-from kvbackup.services.ports import KeyState
+from kvbackup.services.outcomes import ItemResult
+from kvbackup.services.ports import ItemState
 from kvbackup.services.restore import run_restore
 from tests.unit.fakes import (
     InMemoryStore,
@@ -26,18 +26,18 @@ from tests.unit.fakes import (
 SIGNING = ("signing", ("s1", "s2"))
 #: What a dry run says for each result of a real restore.
 WOULD = {
-    KeyResult.RESTORED: KeyResult.WOULD_RESTORE,
-    KeyResult.RECOVERED: KeyResult.WOULD_RECOVER,
-    KeyResult.SKIPPED: KeyResult.WOULD_SKIP,
-    KeyResult.FAILED: KeyResult.WOULD_FAIL,
+    ItemResult.RESTORED: ItemResult.WOULD_RESTORE,
+    ItemResult.RECOVERED: ItemResult.WOULD_RECOVER,
+    ItemResult.SKIPPED: ItemResult.WOULD_SKIP,
+    ItemResult.FAILED: ItemResult.WOULD_FAIL,
 }
 READS = {"key_state", "list_versions"}
 
 
-def vault_with_signing(state: KeyState) -> InMemoryVault:
+def vault_with_signing(state: ItemState) -> InMemoryVault:
     vault = InMemoryVault()
-    if state is not KeyState.ABSENT:
-        vault.add("signing", versions=("s1", "s2", "s3"), deleted=state is KeyState.SOFT_DELETED)
+    if state is not ItemState.ABSENT:
+        vault.add("signing", versions=("s1", "s2", "s3"), deleted=state is ItemState.SOFT_DELETED)
     return vault
 
 
@@ -45,33 +45,33 @@ def vault_with_signing(state: KeyState) -> InMemoryVault:
     ("strategy", "state", "on_conflict", "purge"),
     [
         combination
-        for combination in itertools.product(Strategy, KeyState, OnConflict, (False, True))
+        for combination in itertools.product(Strategy, ItemState, OnConflict, (False, True))
         # The API server refuses purgeDeletedKeys with RecoverOnly.
         if not (combination[0] is Strategy.RECOVER_ONLY and combination[3])
     ],
 )
 async def test_a_dry_run_foretells_what_the_real_restore_then_does_in_every_case(
-    strategy: Strategy, state: KeyState, on_conflict: OnConflict, purge: bool
+    strategy: Strategy, state: ItemState, on_conflict: OnConflict, purge: bool
 ) -> None:
     store = InMemoryStore()
     manifest = await take_snapshot(store, SIGNING)
     vault = vault_with_signing(state)
-    before = copy.deepcopy(vault.keys)
+    before = copy.deepcopy(vault.items)
     dry_spec = restore_spec(
         strategy=strategy, on_conflict=on_conflict, purge_deleted=purge, dry_run=True
     )
 
     dry = await run_restore(dry_spec, opened(store, manifest), vault, clock=clock)
-    assert vault.keys == before
+    assert vault.items == before
     assert {operation for operation, _ in vault.calls} <= READS
     real_spec = replace(dry_spec, dry_run=False)
     real = await run_restore(real_spec, opened(store, manifest), vault, clock=clock)
 
-    [foretold], [done] = dry.keys, real.keys
+    [foretold], [done] = dry.outcomes, real.outcomes
     assert foretold.result is WOULD[done.result]
-    if done.result is KeyResult.FAILED:
+    if done.result is ItemResult.FAILED:
         assert foretold.reason == done.reason
-    if done.result is KeyResult.RESTORED:
+    if done.result is ItemResult.RESTORED:
         assert foretold.versions == done.versions
 
 
@@ -90,23 +90,23 @@ async def test_a_dry_run_says_per_key_what_it_found_and_why_and_succeeds_as_a_ru
 
     assert report.dry_run
     assert report.phase is Phase.SUCCEEDED
-    assert [(o.name, o.result, o.reason, o.message) for o in report.keys] == [
+    assert [(o.name, o.result, o.reason, o.message) for o in report.outcomes] == [
         (
             "signing",
-            KeyResult.WOULD_RESTORE,
+            ItemResult.WOULD_RESTORE,
             "KeyAbsent",
             "would restore 2 version(s) from the backup",
         ),
         (
             "wrapping",
-            KeyResult.WOULD_RECOVER,
+            ItemResult.WOULD_RECOVER,
             "KeySoftDeleted",
             "would recover the soft-deleted key",
         ),
-        ("tokens", KeyResult.WOULD_SKIP, "KeyExists", "key tokens is active; onConflict is Skip"),
-        ("payroll", KeyResult.WOULD_FAIL, "AccessDenied", "read key payroll: 403"),
+        ("tokens", ItemResult.WOULD_SKIP, "KeyExists", "key tokens is active; onConflict is Skip"),
+        ("payroll", ItemResult.WOULD_FAIL, "AccessDenied", "read key payroll: 403"),
     ]
-    assert report.keys[0].versions == ("s1", "s2")
+    assert report.outcomes[0].versions == ("s1", "s2")
 
 
 async def test_a_dry_run_verifies_every_backup_and_fails_a_key_whose_backup_was_altered() -> None:
@@ -119,11 +119,11 @@ async def test_a_dry_run_verifies_every_backup_and_fails_a_key_whose_backup_was_
         restore_spec(dry_run=True), opened(store, manifest), vault, clock=clock
     )
 
-    assert [(o.name, o.result, o.reason) for o in report.keys] == [
-        ("signing", KeyResult.WOULD_RESTORE, "KeyAbsent"),
-        ("tokens", KeyResult.WOULD_FAIL, "IntegrityCheckFailed"),
+    assert [(o.name, o.result, o.reason) for o in report.outcomes] == [
+        ("signing", ItemResult.WOULD_RESTORE, "KeyAbsent"),
+        ("tokens", ItemResult.WOULD_FAIL, "IntegrityCheckFailed"),
     ]
-    assert "sha256" in report.keys[1].message
+    assert "sha256" in report.outcomes[1].message
 
 
 async def test_under_recover_only_a_dry_run_tells_of_a_bad_backup_the_recovery_would_not_use() -> (
@@ -141,8 +141,8 @@ async def test_under_recover_only_a_dry_run_tells_of_a_bad_backup_the_recovery_w
         clock=clock,
     )
 
-    [outcome] = report.keys
-    assert outcome.result is KeyResult.WOULD_RECOVER
+    [outcome] = report.outcomes
+    assert outcome.result is ItemResult.WOULD_RECOVER
     assert "backup is unusable" in outcome.message
     assert "sha256" in outcome.message
 
@@ -155,7 +155,7 @@ async def test_a_key_the_snapshot_lacks_would_fail_and_the_vault_is_not_asked_ab
         restore_spec(dry_run=True, keys=("elsewhere",)), opened(store, manifest), vault, clock=clock
     )
 
-    assert [(o.result, o.reason) for o in report.keys] == [
-        (KeyResult.WOULD_FAIL, "KeyNotInSnapshot")
+    assert [(o.result, o.reason) for o in report.outcomes] == [
+        (ItemResult.WOULD_FAIL, "KeyNotInSnapshot")
     ]
     assert vault.calls == []

@@ -8,10 +8,11 @@ import pytest
 
 from kvbackup.api.conditions import Phase
 from kvbackup.api.keyrestore import OnConflict, Strategy
+from kvbackup.api.kinds import ItemKind
 from kvbackup.errors import KeyAccessDeniedError, TransientError
 from kvbackup.services.journal import RestoreJournal
-from kvbackup.services.outcomes import KeyOutcome, KeyResult
-from kvbackup.services.ports import KeyState
+from kvbackup.services.outcomes import ItemOutcome, ItemResult
+from kvbackup.services.ports import ItemState
 from kvbackup.services.restore import run_restore
 from tests.unit.fakes import (
     InMemoryStore,
@@ -26,7 +27,7 @@ SIGNING = ("signing", ("s1", "s2"))
 ENCRYPTION = ("encryption", ("e1",))
 
 
-def results(outcomes: Sequence[KeyOutcome]) -> list[tuple[str, KeyResult, str]]:
+def results(outcomes: Sequence[ItemOutcome]) -> list[tuple[str, ItemResult, str]]:
     return [(o.name, o.result, o.reason) for o in outcomes]
 
 
@@ -38,12 +39,12 @@ async def test_absent_keys_are_restored_with_the_versions_of_their_backup() -> N
 
     assert report.phase is Phase.SUCCEEDED
     assert report.snapshot_id == manifest.snapshot_id
-    assert [(o.name, o.result, o.versions) for o in report.keys] == [
-        ("signing", KeyResult.RESTORED, ("s1", "s2")),
-        ("encryption", KeyResult.RESTORED, ("e1",)),
+    assert [(o.name, o.result, o.versions) for o in report.outcomes] == [
+        ("signing", ItemResult.RESTORED, ("s1", "s2")),
+        ("encryption", ItemResult.RESTORED, ("e1",)),
     ]
-    assert target.state_of("signing") is KeyState.ACTIVE
-    assert target.state_of("encryption") is KeyState.ACTIVE
+    assert target.state_of("signing") is ItemState.ACTIVE
+    assert target.state_of("encryption") is ItemState.ACTIVE
 
 
 async def test_a_key_absent_from_the_vault_costs_one_call_to_restore() -> None:
@@ -63,7 +64,7 @@ async def test_recover_only_never_restores_even_an_absent_key() -> None:
         restore_spec(strategy=Strategy.RECOVER_ONLY), opened(store, manifest), target, clock=clock
     )
 
-    assert [(o.result, o.reason) for o in report.keys] == [(KeyResult.FAILED, "KeyNotDeleted")]
+    assert [(o.result, o.reason) for o in report.outcomes] == [(ItemResult.FAILED, "KeyNotDeleted")]
     assert "restore_key" not in [operation for operation, _ in target.calls]
 
 
@@ -74,10 +75,10 @@ async def test_a_soft_deleted_key_is_recovered_by_auto_instead_of_restored() -> 
 
     report = await run_restore(restore_spec(), opened(store, manifest), target, clock=clock)
 
-    assert [(o.result, o.versions) for o in report.keys] == [
-        (KeyResult.RECOVERED, ("s1", "s2", "s3"))
+    assert [(o.result, o.versions) for o in report.outcomes] == [
+        (ItemResult.RECOVERED, ("s1", "s2", "s3"))
     ]
-    assert target.state_of("signing") is KeyState.ACTIVE
+    assert target.state_of("signing") is ItemState.ACTIVE
     # The restore tried first was refused for the name being taken; the key was recovered.
     assert ("recover_key", "signing") in target.calls
 
@@ -91,7 +92,9 @@ async def test_a_soft_deleted_key_is_purged_then_restored_when_purge_deleted_key
         restore_spec(purge_deleted=True), opened(store, manifest), target, clock=clock
     )
 
-    assert [(o.result, o.versions) for o in report.keys] == [(KeyResult.RESTORED, ("s1", "s2"))]
+    assert [(o.result, o.versions) for o in report.outcomes] == [
+        (ItemResult.RESTORED, ("s1", "s2"))
+    ]
     operations = [operation for operation, _ in target.calls]
     assert operations[-2:] == ["purge_key", "restore_key"]
 
@@ -106,8 +109,8 @@ async def test_a_soft_deleted_key_is_never_purged_for_a_backup_that_fails_verifi
         restore_spec(purge_deleted=True), opened(store, manifest), target, clock=clock
     )
 
-    assert results(report.keys) == [("signing", KeyResult.FAILED, "IntegrityCheckFailed")]
-    assert target.state_of("signing") is KeyState.SOFT_DELETED
+    assert results(report.outcomes) == [("signing", ItemResult.FAILED, "IntegrityCheckFailed")]
+    assert target.state_of("signing") is ItemState.SOFT_DELETED
     assert "purge_key" not in [operation for operation, _ in target.calls]
 
 
@@ -119,11 +122,11 @@ async def test_an_active_key_is_left_alone_when_on_conflict_is_skip() -> None:
     report = await run_restore(restore_spec(), opened(store, manifest), target, clock=clock)
 
     assert report.phase is Phase.SUCCEEDED
-    assert results(report.keys) == [
-        ("signing", KeyResult.SKIPPED, "KeyExists"),
-        ("encryption", KeyResult.RESTORED, "Restored"),
+    assert results(report.outcomes) == [
+        ("signing", ItemResult.SKIPPED, "KeyExists"),
+        ("encryption", ItemResult.RESTORED, "Restored"),
     ]
-    assert target.keys["signing"].versions == ("newer",)
+    assert target.items[(ItemKind.KEY, "signing")].versions == ("newer",)
 
 
 async def test_an_active_key_fails_when_on_conflict_is_fail() -> None:
@@ -136,11 +139,11 @@ async def test_an_active_key_fails_when_on_conflict_is_fail() -> None:
     )
 
     assert report.phase is Phase.PARTIALLY_FAILED
-    assert results(report.keys) == [
-        ("signing", KeyResult.FAILED, "KeyExists"),
-        ("encryption", KeyResult.RESTORED, "Restored"),
+    assert results(report.outcomes) == [
+        ("signing", ItemResult.FAILED, "KeyExists"),
+        ("encryption", ItemResult.RESTORED, "Restored"),
     ]
-    assert target.keys["signing"].versions == ("newer",)
+    assert target.items[(ItemKind.KEY, "signing")].versions == ("newer",)
 
 
 async def test_an_altered_backup_fails_its_integrity_check_while_the_others_are_restored() -> None:
@@ -151,11 +154,11 @@ async def test_an_altered_backup_fails_its_integrity_check_while_the_others_are_
     report = await run_restore(restore_spec(), opened(store, manifest), target, clock=clock)
 
     assert report.phase is Phase.PARTIALLY_FAILED
-    assert results(report.keys) == [
-        ("signing", KeyResult.FAILED, "IntegrityCheckFailed"),
-        ("encryption", KeyResult.RESTORED, "Restored"),
+    assert results(report.outcomes) == [
+        ("signing", ItemResult.FAILED, "IntegrityCheckFailed"),
+        ("encryption", ItemResult.RESTORED, "Restored"),
     ]
-    assert target.state_of("signing") is KeyState.ABSENT
+    assert target.state_of("signing") is ItemState.ABSENT
 
 
 async def test_a_key_the_vault_refuses_fails_alone_while_the_others_are_restored() -> None:
@@ -167,9 +170,9 @@ async def test_a_key_the_vault_refuses_fails_alone_while_the_others_are_restored
     report = await run_restore(restore_spec(), opened(store, manifest), target, clock=clock)
 
     assert report.phase is Phase.PARTIALLY_FAILED
-    assert results(report.keys) == [
-        ("signing", KeyResult.FAILED, "AccessDenied"),
-        ("encryption", KeyResult.RESTORED, "Restored"),
+    assert results(report.outcomes) == [
+        ("signing", ItemResult.FAILED, "AccessDenied"),
+        ("encryption", ItemResult.RESTORED, "Restored"),
     ]
 
 
@@ -181,9 +184,9 @@ async def test_only_the_listed_keys_are_restored_whatever_their_case() -> None:
         restore_spec(keys=("ENCRYPTION",)), opened(store, manifest), target, clock=clock
     )
 
-    assert results(report.keys) == [("ENCRYPTION", KeyResult.RESTORED, "Restored")]
-    assert target.state_of("encryption") is KeyState.ACTIVE
-    assert target.state_of("signing") is KeyState.ABSENT
+    assert results(report.outcomes) == [("ENCRYPTION", ItemResult.RESTORED, "Restored")]
+    assert target.state_of("encryption") is ItemState.ACTIVE
+    assert target.state_of("signing") is ItemState.ABSENT
 
 
 async def test_a_key_not_in_the_snapshot_fails_without_touching_the_vault() -> None:
@@ -195,12 +198,12 @@ async def test_a_key_not_in_the_snapshot_fails_without_touching_the_vault() -> N
         restore_spec(keys=("signing", "unknown")), opened(store, manifest), target, clock=clock
     )
 
-    assert results(report.keys) == [
-        ("signing", KeyResult.RESTORED, "Restored"),
-        ("unknown", KeyResult.FAILED, "KeyNotInSnapshot"),
+    assert results(report.outcomes) == [
+        ("signing", ItemResult.RESTORED, "Restored"),
+        ("unknown", ItemResult.FAILED, "KeyNotInSnapshot"),
     ]
     assert "unknown" not in target.names_touched()
-    assert target.state_of("unknown") is KeyState.SOFT_DELETED
+    assert target.state_of("unknown") is ItemState.SOFT_DELETED
 
 
 async def test_a_resumed_restore_reports_a_key_its_interrupted_attempt_restored_as_restored() -> (
@@ -219,9 +222,9 @@ async def test_a_resumed_restore_reports_a_key_its_interrupted_attempt_restored_
     )
 
     assert report.phase is Phase.SUCCEEDED
-    assert [(o.name, o.result, o.versions) for o in report.keys] == [
-        ("signing", KeyResult.RESTORED, ("s1", "s2")),
-        ("encryption", KeyResult.RESTORED, ("e1",)),
+    assert [(o.name, o.result, o.versions) for o in report.outcomes] == [
+        ("signing", ItemResult.RESTORED, ("s1", "s2")),
+        ("encryption", ItemResult.RESTORED, ("e1",)),
     ]
     assert "purge_key" not in [operation for operation, _ in target.calls]
 
@@ -239,7 +242,7 @@ async def test_a_resumed_restore_still_refuses_an_active_key_whose_versions_diff
         clock=clock,
     )
 
-    assert results(report.keys) == [("signing", KeyResult.FAILED, "KeyExists")]
+    assert results(report.outcomes) == [("signing", ItemResult.FAILED, "KeyExists")]
 
 
 async def test_a_first_attempt_skips_an_active_key_even_with_the_snapshots_versions() -> None:
@@ -249,18 +252,18 @@ async def test_a_first_attempt_skips_an_active_key_even_with_the_snapshots_versi
 
     report = await run_restore(restore_spec(), opened(store, manifest), target, clock=clock)
 
-    assert results(report.keys) == [("signing", KeyResult.SKIPPED, "KeyExists")]
+    assert results(report.outcomes) == [("signing", ItemResult.SKIPPED, "KeyExists")]
 
 
 @pytest.mark.parametrize(
     ("on_conflict", "conflict"),
     [
-        pytest.param(OnConflict.SKIP, KeyResult.SKIPPED, id="onConflict Skip"),
-        pytest.param(OnConflict.FAIL, KeyResult.FAILED, id="onConflict Fail"),
+        pytest.param(OnConflict.SKIP, ItemResult.SKIPPED, id="onConflict Skip"),
+        pytest.param(OnConflict.FAIL, ItemResult.FAILED, id="onConflict Fail"),
     ],
 )
 async def test_a_restore_attempted_again_reports_each_key_as_the_interrupted_attempt_left_it(
-    on_conflict: OnConflict, conflict: KeyResult
+    on_conflict: OnConflict, conflict: ItemResult
 ) -> None:
     store, target = InMemoryStore(), InMemoryVault()
     manifest = await take_snapshot(
@@ -282,13 +285,13 @@ async def test_a_restore_attempted_again_reports_each_key_as_the_interrupted_att
         spec, opened(store, manifest), target, resumed=True, journal=carried, clock=clock
     )
 
-    assert results(report.keys) == [
-        ("absent", KeyResult.RESTORED, "Restored"),
-        ("deleted", KeyResult.RECOVERED, "Recovered"),
+    assert results(report.outcomes) == [
+        ("absent", ItemResult.RESTORED, "Restored"),
+        ("deleted", ItemResult.RECOVERED, "Recovered"),
         ("intact", conflict, "KeyExists"),
-        ("last", KeyResult.RESTORED, "Restored"),
+        ("last", ItemResult.RESTORED, "Restored"),
     ]
-    assert report.keys[1].versions == ("d1",)
+    assert report.outcomes[1].versions == ("d1",)
     # Keys restored or recovered before cost no change to the vault this time.
     changed = {name for operation, name in target.calls if operation != "list_versions"}
     assert "last" in changed
@@ -322,7 +325,7 @@ async def test_a_key_that_failed_is_tried_again_by_the_next_attempt() -> None:
         clock=clock,
     )
 
-    assert results(report.keys) == [
-        ("signing", KeyResult.RESTORED, "Restored"),
-        ("encryption", KeyResult.RESTORED, "Restored"),
+    assert results(report.outcomes) == [
+        ("signing", ItemResult.RESTORED, "Restored"),
+        ("encryption", ItemResult.RESTORED, "Restored"),
     ]

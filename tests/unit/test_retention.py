@@ -165,7 +165,7 @@ async def test_collect_garbage_deletes_through_the_store_and_returns_what_remain
     ]
     assert [m.snapshot_id for m in await store.list_snapshots(NAMESPACE, "weekly")] == [DAY_40]
     manifest = await store.read_manifest(NAMESPACE, "weekly", DAY_40)
-    assert await store.read_artifact(NAMESPACE, "weekly", DAY_40, manifest.keys[0])
+    assert await store.read_artifact(NAMESPACE, "weekly", DAY_40, manifest.artifacts[0])
 
 
 async def test_collect_garbage_removes_each_manifest_before_its_artifacts() -> None:

@@ -15,13 +15,14 @@ from kvbackup.adapters.secret_store import (
     manifest_secret_name,
     pack_secret_name,
 )
+from kvbackup.api.kinds import ITEM_KINDS, ItemKind
 from kvbackup.errors import IntegrityError, NotFoundError, TooLargeError
 from kvbackup.services.snapshot import (
     ARTIFACT_MAX_BYTES,
     MANIFEST_MAX_BYTES,
     SUMMARY_MAX_BYTES,
-    KeyArtifact,
-    KeyFailure,
+    Artifact,
+    ItemFailure,
     Manifest,
     SnapshotSummary,
     new_snapshot_id,
@@ -31,7 +32,7 @@ from kvbackup.services.snapshot import (
 from tests.unit.fakes import MOMENT, NAMESPACE, REF, SNAPSHOT_ID, manifest_of
 
 BACKUP = b"\x00opaque key vault backup blob\xff"
-ARTIFACT = KeyArtifact("Signing-Key", ("v1", "v2"), sha256_hex(BACKUP), len(BACKUP))
+ARTIFACT = Artifact("Signing-Key", ("v1", "v2"), sha256_hex(BACKUP), len(BACKUP))
 SECRET_DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 DNS_1123_SUBDOMAIN = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -46,8 +47,8 @@ def test_a_manifest_survives_a_round_trip_through_json() -> None:
         start_time=MOMENT,
         completion_time=MOMENT + datetime.timedelta(minutes=2),
         operator_version="0.1.0",
-        keys=(ARTIFACT, KeyArtifact("other", ("a",), "0" * 64, 7)),
-        failures=(KeyFailure("gone", "NotFound", "key gone not found"),),
+        artifacts=(ARTIFACT, Artifact("other", ("a",), "0" * 64, 7)),
+        failures=(ItemFailure("gone", "NotFound", "key gone not found"),),
     )
 
     assert Manifest.from_json(manifest.to_json()) == manifest
@@ -67,7 +68,7 @@ def test_a_manifest_survives_a_round_trip_through_json() -> None:
             id="a-key-without-its-digest",
         ),
         pytest.param(
-            manifest_of(KeyArtifact("escapee", ("v1",), "0" * 64, 1))
+            manifest_of(Artifact("escapee", ("v1",), "0" * 64, 1))
             .to_json()
             .replace(b'"escapee"', b'"../../other/x"'),
             id="a-key-name-that-leaves-the-snapshot",
@@ -89,12 +90,12 @@ def test_a_manifest_that_is_json_but_not_an_object_raises_an_integrity_error() -
 
 
 def test_an_artifact_is_found_whatever_the_case_of_the_key_name() -> None:
-    assert manifest_of(ARTIFACT).artifact("SIGNING-key") == ARTIFACT
+    assert manifest_of(ARTIFACT).artifact(ItemKind.KEY, "SIGNING-key") == ARTIFACT
 
 
 def test_a_key_missing_from_the_snapshot_raises_not_found_with_reason_key_not_in_snapshot() -> None:
     with pytest.raises(NotFoundError) as caught:
-        manifest_of(ARTIFACT).artifact("other-key")
+        manifest_of(ARTIFACT).artifact(ItemKind.KEY, "other-key")
 
     assert caught.value.reason == "KeyNotInSnapshot"
     assert "other-key" in caught.value.message
@@ -179,7 +180,7 @@ def test_secret_names_are_valid_dns_names_for_the_longest_keybackup_name() -> No
 def test_a_key_entry_in_a_pack_is_a_valid_data_key_that_never_clashes_with_the_index(
     chunk: int, chunks: int
 ) -> None:
-    name = entry_name("Key-" + "x" * 123, chunk, chunks)
+    name = entry_name(ItemKind.KEY, "Key-" + "x" * 123, chunk, chunks)
 
     assert SECRET_DATA_KEY.fullmatch(name)
     assert name != INDEX_DATA_KEY
@@ -187,8 +188,14 @@ def test_a_key_entry_in_a_pack_is_a_valid_data_key_that_never_clashes_with_the_i
 
 
 def test_a_whole_key_is_stored_under_its_own_name_so_kubectl_can_find_it() -> None:
-    assert entry_name("signing-key", 0, 1) == "signing-key"
-    assert entry_name("signing-key", 1, 3) == "signing-key.1"
+    assert entry_name(ItemKind.KEY, "signing-key", 0, 1) == "signing-key"
+    assert entry_name(ItemKind.KEY, "signing-key", 1, 3) == "signing-key.1"
+
+
+def test_a_secret_and_a_certificate_are_stored_under_their_kind_and_name() -> None:
+    assert entry_name(ItemKind.SECRET, "db-password", 0, 1) == "secret_db-password"
+    assert entry_name(ItemKind.CERTIFICATE, "api-tls", 1, 2) == "certificate_api-tls.1"
+    assert SECRET_DATA_KEY.fullmatch(entry_name(ItemKind.CERTIFICATE, "api-tls", 0, 1))
 
 
 def test_a_summary_tells_the_counts_of_its_manifest_and_survives_json() -> None:
@@ -199,8 +206,8 @@ def test_a_summary_tells_the_counts_of_its_manifest_and_survives_json() -> None:
         start_time=MOMENT,
         completion_time=MOMENT,
         operator_version="0.2.0",
-        keys=(ARTIFACT, KeyArtifact("other", ("v9",), sha256_hex(b"x"), 1)),
-        failures=(KeyFailure("gone", "NotFound", "no such key"),),
+        artifacts=(ARTIFACT, Artifact("other", ("v9",), sha256_hex(b"x"), 1)),
+        failures=(ItemFailure("gone", "NotFound", "no such key"),),
     )
 
     summary = manifest.summary
@@ -210,12 +217,12 @@ def test_a_summary_tells_the_counts_of_its_manifest_and_survives_json() -> None:
 
 
 def test_where_the_store_put_a_key_survives_the_manifests_json() -> None:
-    placed = KeyArtifact("Signing-Key", ("v1",), sha256_hex(BACKUP), len(BACKUP), "kb-s-a-0f0f-3")
+    placed = Artifact("Signing-Key", ("v1",), sha256_hex(BACKUP), len(BACKUP), "kb-s-a-0f0f-3")
     manifest = manifest_of(placed, ARTIFACT)
 
     again = Manifest.from_json(manifest.to_json())
 
-    assert again.keys == (placed, ARTIFACT)
+    assert again.artifacts == (placed, ARTIFACT)
     assert b'"location"' not in manifest_of(ARTIFACT).to_json()  # as 0.1 wrote them
 
 
@@ -270,10 +277,10 @@ def test_a_manifest_recording_a_key_larger_than_any_key_backup_is_refused() -> N
 
 
 def test_a_manifest_of_more_keys_than_its_bound_holds_is_refused_before_it_is_written() -> None:
-    artifact = KeyArtifact("k" * 127, ("v" * 64,) * 100, "0" * 64, 1)
+    artifact = Artifact("k" * 127, ("v" * 64,) * 100, "0" * 64, 1)
     keys = tuple(artifact for _ in range(MANIFEST_MAX_BYTES // 6000 + 1))
 
-    with pytest.raises(TooLargeError, match="back up fewer keys"):
+    with pytest.raises(TooLargeError, match="back up fewer items"):
         manifest_of(*keys).to_json()
 
 
@@ -339,3 +346,82 @@ def test_a_summary_found_under_another_snapshot_is_refused() -> None:
     with pytest.raises(IntegrityError, match="whose place it is in"):
         summary.require_found_at("20240501-120000-ffff", "blob b")
     summary.require_found_at(SNAPSHOT_ID, "blob b")
+
+
+SECRET = Artifact("Signing-Key", ("s1",), sha256_hex(b"secret"), 6, "", ItemKind.SECRET)
+CERTIFICATE = Artifact("api-tls", ("c1", "c2"), sha256_hex(b"cert"), 4, "", ItemKind.CERTIFICATE)
+
+
+def test_a_manifest_of_every_kind_keeps_each_artifacts_kind_through_json() -> None:
+    manifest = manifest_of(ARTIFACT, SECRET, CERTIFICATE)
+
+    again = Manifest.from_json(manifest.to_json())
+
+    assert again.artifacts == (ARTIFACT, SECRET, CERTIFICATE)
+    # A key and a secret of the same name are two artifacts, each found by its kind.
+    assert again.artifact(ItemKind.KEY, "signing-key") == ARTIFACT
+    assert again.artifact(ItemKind.SECRET, "signing-key") == SECRET
+    document = json.loads(manifest.to_json())
+    assert [entry["kind"] for entry in document["secrets"]] == ["secret"]
+    assert [entry["kind"] for entry in document["certificates"]] == ["certificate"]
+
+
+def test_a_keys_only_manifest_written_before_other_kinds_reads_as_keys() -> None:
+    document = json.loads(manifest_of(ARTIFACT).to_json())
+    for entry in document["keys"]:
+        del entry["kind"]
+
+    again = Manifest.from_json(json.dumps(document).encode())
+
+    assert again.artifacts == (ARTIFACT,)
+    assert "secrets" not in json.loads(manifest_of(ARTIFACT).to_json())
+
+
+def test_a_secret_that_is_not_in_the_snapshot_is_not_found_under_its_kind() -> None:
+    with pytest.raises(NotFoundError) as refused:
+        manifest_of(ARTIFACT).artifact(ItemKind.SECRET, "signing-key")
+
+    assert refused.value.reason == "SecretNotInSnapshot"
+
+
+@pytest.mark.parametrize(
+    ("listed_in", "kind"), [("secrets", "key"), ("keys", "secret"), ("keys", "vault")]
+)
+def test_an_entry_whose_kind_is_not_its_lists_is_refused_as_unreadable(
+    listed_in: str, kind: str
+) -> None:
+    document = json.loads(manifest_of(ARTIFACT).to_json())
+    entry = document["keys"].pop()
+    document[listed_in] = [{**entry, "kind": kind}]
+
+    with pytest.raises(IntegrityError, match="unreadable"):
+        Manifest.from_json(json.dumps(document).encode())
+
+
+def test_a_summary_counts_each_kind_and_one_written_for_keys_only_still_reads() -> None:
+    manifest = Manifest(
+        snapshot_id=SNAPSHOT_ID,
+        keybackup=REF,
+        vault_url="https://payments.vault.azure.net",
+        start_time=MOMENT,
+        completion_time=MOMENT,
+        operator_version="0.3.0",
+        artifacts=(ARTIFACT, SECRET, CERTIFICATE),
+        failures=(ItemFailure("gone", "NotFound", "no such secret", ItemKind.SECRET),),
+    )
+
+    summary = manifest.summary
+
+    assert [summary.stored(kind) for kind in ITEM_KINDS] == [1, 1, 1]
+    assert [summary.failed(kind) for kind in ITEM_KINDS] == [0, 1, 0]
+    assert (summary.items, summary.failed_items) == (3, 1)
+    assert SnapshotSummary.from_json(summary.to_json()) == summary
+    keys_only = manifest_of(ARTIFACT).summary.to_json()
+    assert set(json.loads(keys_only)) == {
+        "snapshotId",
+        "startTime",
+        "completionTime",
+        "keys",
+        "failedKeys",
+        "bytes",
+    }

@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
+from kvbackup.api.kinds import ItemKind
 from kvbackup.errors import InvalidSpecError
 
 # Every grammar here is written as the CRDs' patterns are (``^...$``) and checked with
@@ -219,22 +220,25 @@ def snapshot_choice(value: Any, path: str, *, latest: str) -> str:
     return value
 
 
-def key_name(value: Any, path: str) -> str:
+def item_name(value: Any, path: str, kind: ItemKind = ItemKind.KEY) -> str:
+    """A Key Vault name of ``kind``: keys, secrets and certificates share one grammar."""
     if not isinstance(value, str) or not KEY_NAME.fullmatch(value):
         raise InvalidSpecError(
-            f"{path} must be a Key Vault key name (1-127 letters, digits or dashes), not {value!r}"
+            f"{path} must be a Key Vault {kind} name (1-127 letters, digits or dashes), "
+            f"not {value!r}"
         )
     return value
 
 
-def key_names(value: Any, path: str) -> tuple[str, ...]:
-    """A non-empty list of distinct key names; Key Vault names are case-insensitive."""
+def item_names(value: Any, path: str, kind: ItemKind = ItemKind.KEY) -> tuple[str, ...]:
+    """A non-empty list of distinct names of ``kind``; Key Vault names are
+    case-insensitive."""
     if not isinstance(value, list) or not value:
-        raise InvalidSpecError(f"{path} must list at least one key name")
-    names = tuple(key_name(name, f"{path}[{i}]") for i, name in enumerate(value))
+        raise InvalidSpecError(f"{path} must list at least one {kind} name")
+    names = tuple(item_name(name, f"{path}[{i}]", kind) for i, name in enumerate(value))
     lowered = [name.lower() for name in names]
     if len(set(lowered)) != len(lowered):
-        raise InvalidSpecError(f"{path} lists a key twice (names are case-insensitive)")
+        raise InvalidSpecError(f"{path} lists a {kind} twice (names are case-insensitive)")
     return names
 
 

@@ -1,4 +1,5 @@
-"""The KeyBackup resource: which keys of which vault to back up, and where to keep them."""
+"""The KeyBackup resource: which keys, secrets and certificates of which vault to back up,
+and where to keep them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import re2
 
 from kvbackup.api import BACKUP_NOW_ANNOTATION, fields
+from kvbackup.api.kinds import ITEM_KINDS, ItemKind
 from kvbackup.api.schedule import Schedule, parse_duration, parse_time_zone
 from kvbackup.errors import InvalidSpecError, foreign_text
 
@@ -61,8 +63,9 @@ class NamePattern:
 
 
 @dataclass(frozen=True)
-class KeySelector:
-    """Chooses keys among all keys of the vault; an empty selector chooses every key."""
+class ItemSelector:
+    """Chooses items of one kind among all the vault's items of that kind; an empty
+    selector chooses every one."""
 
     name_pattern: NamePattern | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -75,11 +78,12 @@ class KeySelector:
 
 
 @dataclass(frozen=True)
-class KeyChoice:
-    """Exactly one of: explicit ``names``, or a ``selector`` over the vault's keys."""
+class ItemChoice:
+    """Exactly one of: explicit ``names``, or a ``selector`` over the vault's items of
+    one kind."""
 
     names: tuple[str, ...] | None = None
-    selector: KeySelector | None = None
+    selector: ItemSelector | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,8 @@ class Retention:
 @dataclass(frozen=True)
 class KeyBackupSpec:
     vault_url: str
-    keys: KeyChoice
+    #: What to back up of each kind the spec selects (at least one), in ITEM_KINDS order.
+    choices: Mapping[ItemKind, ItemChoice]
     destination: Destination
     credentials_secret: str | None = None
     schedule: Schedule | None = None
@@ -142,7 +147,7 @@ def parse_spec(
     spec = fields.mapping(spec, "spec")
     return KeyBackupSpec(
         vault_url=fields.vault_url(spec.get("vaultUrl"), "spec.vaultUrl"),
-        keys=_parse_keys(fields.mapping(spec.get("keys"), "spec.keys")),
+        choices=_parse_choices(spec),
         destination=parse_destination(spec),
         credentials_secret=fields.secret_ref(spec.get("credentials"), "spec.credentials"),
         schedule=_parse_schedule(spec, min_schedule_interval),
@@ -166,21 +171,33 @@ def backup_now_token(annotations: Mapping[str, str]) -> str | None:
     return annotations.get(BACKUP_NOW_ANNOTATION) or None
 
 
-def _parse_keys(keys: Mapping[str, Any]) -> KeyChoice:
-    has_names = "names" in keys
-    has_selector = "selector" in keys
+def _parse_choices(spec: Mapping[str, Any]) -> dict[ItemKind, ItemChoice]:
+    choices = {
+        kind: _parse_choice(fields.mapping(spec[kind.plural], f"spec.{kind.plural}"), kind)
+        for kind in ITEM_KINDS
+        if spec.get(kind.plural) is not None
+    }
+    if not choices:
+        raise InvalidSpecError("spec must select at least one of keys, secrets or certificates")
+    return choices
+
+
+def _parse_choice(choice: Mapping[str, Any], kind: ItemKind) -> ItemChoice:
+    path = f"spec.{kind.plural}"
+    has_names = "names" in choice
+    has_selector = "selector" in choice
     if has_names == has_selector:
-        raise InvalidSpecError("spec.keys must set exactly one of names or selector")
+        raise InvalidSpecError(f"{path} must set exactly one of names or selector")
     if has_names:
-        return KeyChoice(names=fields.key_names(keys["names"], "spec.keys.names"))
-    selector = fields.mapping(keys["selector"], "spec.keys.selector")
+        return ItemChoice(names=fields.item_names(choice["names"], f"{path}.names", kind))
+    selector = fields.mapping(choice["selector"], f"{path}.selector")
     pattern = selector.get("namePattern")
     compiled = None
     if pattern is not None:
-        compiled = NamePattern.compile(str(pattern), "spec.keys.selector.namePattern")
-    tags = fields.mapping(selector.get("tags"), "spec.keys.selector.tags")
-    return KeyChoice(
-        selector=KeySelector(name_pattern=compiled, tags={str(k): str(v) for k, v in tags.items()})
+        compiled = NamePattern.compile(str(pattern), f"{path}.selector.namePattern")
+    tags = fields.mapping(selector.get("tags"), f"{path}.selector.tags")
+    return ItemChoice(
+        selector=ItemSelector(name_pattern=compiled, tags={str(k): str(v) for k, v in tags.items()})
     )
 
 

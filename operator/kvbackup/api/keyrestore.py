@@ -1,4 +1,5 @@
-"""The KeyRestore resource: what to bring back, from which snapshot, into which vault."""
+"""The KeyRestore resource: what to bring back (keys, secrets, certificates), from which
+snapshot, into which vault."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from enum import StrEnum
 from typing import Any
 
 from kvbackup.api import fields
+from kvbackup.api.kinds import ITEM_KINDS, ItemKind
 from kvbackup.errors import InvalidSpecError
 
 LATEST = "latest"
 
 
 class Strategy(StrEnum):
-    #: Active key -> onConflict; soft-deleted -> recover; absent -> restore from the backup.
+    #: Active item -> onConflict; soft-deleted -> recover; absent -> restore from the backup.
     AUTO = "Auto"
     RESTORE_ONLY = "RestoreOnly"
     RECOVER_ONLY = "RecoverOnly"
@@ -51,11 +53,14 @@ class BlobSnapshotSource:
 class KeyRestoreSpec:
     vault_url: str
     source: SnapshotSource | BlobSnapshotSource
-    keys: tuple[str, ...] | None = None
+    #: The names to bring back, per kind; None: every item of the snapshot. A kind the
+    #: mapping lacks is not restored.
+    items: Mapping[ItemKind, tuple[str, ...]] | None = None
     strategy: Strategy = Strategy.AUTO
     on_conflict: OnConflict = OnConflict.SKIP
-    #: Purge a soft-deleted key and restore it from the backup instead of recovering it.
-    purge_deleted: bool = False
+    #: Kinds whose soft-deleted items are purged and restored from the backup instead of
+    #: recovered (``purgeDeletedKeys``, ``purgeDeletedSecrets``, ``purgeDeletedCertificates``).
+    purge_deleted: frozenset[ItemKind] = frozenset()
     credentials_secret: str | None = None
     #: Read the snapshot and the vault, verify every backup and report what would be done,
     #: changing nothing.
@@ -65,20 +70,32 @@ class KeyRestoreSpec:
 def parse_spec(spec: Mapping[str, Any]) -> KeyRestoreSpec:
     """Validate a KeyRestore spec; every refusal names the field at fault."""
     spec = fields.mapping(spec, "spec")
-    raw_keys = spec.get("keys")
-    keys = None if raw_keys is None else fields.key_names(raw_keys, "spec.keys")
+    items = {
+        kind: fields.item_names(spec[kind.plural], f"spec.{kind.plural}", kind)
+        for kind in ITEM_KINDS
+        if spec.get(kind.plural) is not None
+    }
     return KeyRestoreSpec(
         vault_url=fields.vault_url(spec.get("vaultUrl"), "spec.vaultUrl"),
         source=_parse_source(fields.mapping(spec.get("source"), "spec.source")),
-        keys=keys,
+        items=items or None,
         strategy=fields.enum(Strategy, spec.get("strategy"), Strategy.AUTO, "spec.strategy"),
         on_conflict=fields.enum(
             OnConflict, spec.get("onConflict"), OnConflict.SKIP, "spec.onConflict"
         ),
-        purge_deleted=fields.boolean(spec.get("purgeDeletedKeys"), "spec.purgeDeletedKeys"),
+        purge_deleted=frozenset(
+            kind
+            for kind in ITEM_KINDS
+            if fields.boolean(spec.get(purge_field(kind)), f"spec.{purge_field(kind)}")
+        ),
         credentials_secret=fields.secret_ref(spec.get("credentials"), "spec.credentials"),
         dry_run=fields.boolean(spec.get("dryRun"), "spec.dryRun"),
     )
+
+
+def purge_field(kind: ItemKind) -> str:
+    """The spec's switch that purges soft-deleted items of ``kind`` before restoring."""
+    return f"purgeDeleted{kind.camel}s"
 
 
 def _parse_source(source: Mapping[str, Any]) -> SnapshotSource | BlobSnapshotSource:

@@ -1,28 +1,30 @@
-"""One backup run: choose the keys, store each key's backup bytes, then the manifest."""
+"""One backup run: choose the items (keys, secrets, certificates), store each one's backup
+bytes, then the manifest."""
 
 from __future__ import annotations
 
 import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from kvbackup import __version__
 from kvbackup.api.conditions import Phase
 from kvbackup.api.keybackup import KeyBackupRef, KeyBackupSpec
+from kvbackup.api.kinds import ITEM_KINDS, ItemKind, ItemRef
 from kvbackup.errors import InvalidSpecError, KvBackupError
-from kvbackup.services.outcomes import KeyOutcome, KeyResult, phase_of
-from kvbackup.services.ports import Clock, SnapshotStore, VaultKeys
+from kvbackup.services.outcomes import ItemOutcome, ItemResult, phase_of
+from kvbackup.services.ports import Clock, SnapshotStore, VaultItems, VaultReads
 from kvbackup.services.progress import Progress
 from kvbackup.services.retention import collect_garbage
 from kvbackup.services.snapshot import (
-    KeyArtifact,
-    KeyFailure,
+    Artifact,
+    ItemFailure,
     Manifest,
     SnapshotSummary,
     sha256_hex,
 )
-from kvbackup.services.workers import DEFAULT_CONCURRENCY, for_each_key
+from kvbackup.services.workers import DEFAULT_CONCURRENCY, for_each_item
 
 
 @dataclass(frozen=True)
@@ -37,36 +39,74 @@ class BackupReport:
     snapshot_id: str
     start_time: datetime.datetime
     completion_time: datetime.datetime
-    keys: list[KeyOutcome]
+    #: One per item, keys first, then secrets, then certificates.
+    outcomes: list[ItemOutcome]
     location: str
-    #: False when no key could be stored: then no manifest was written.
+    #: False when no item could be stored: then no manifest was written.
     manifest_written: bool
     #: The complete snapshots retention kept, newest first; None when it did not run.
     kept: tuple[KeptSnapshot, ...] | None = None
     #: Why retention failed; what was stored is kept all the same.
     retention_error: KvBackupError | None = None
+    #: Keys and secrets the selectors matched that back a certificate this run did not
+    #: back up: Key Vault backs them up only with their certificate, so they are not covered.
+    left_out: Mapping[ItemKind, int] = field(default_factory=dict)
 
     @property
     def phase(self) -> Phase:
-        return phase_of(self.keys)
+        return phase_of(self.outcomes)
 
     @property
     def total_bytes(self) -> int:
-        return sum(outcome.size for outcome in self.keys)
+        return sum(outcome.size for outcome in self.outcomes)
 
 
-async def selected_keys(spec: KeyBackupSpec, vault: VaultKeys) -> AsyncIterator[str]:
-    """The vault's keys the selector matches, as its listing yields them page by page."""
-    selector = spec.keys.selector
-    assert selector is not None, "parse_spec guarantees names or selector"
-    async for info in vault.list_keys():
-        if not info.managed and selector.matches(info.name, info.tags):
-            yield info.name
+class _Listing:
+    """The items a spec chooses, in ITEM_KINDS order, and the managed items its selectors
+    matched (keys and secrets that back a certificate), which are not backed up alone."""
+
+    def __init__(self, spec: KeyBackupSpec, vault: VaultReads) -> None:
+        self._spec = spec
+        self._vault = vault
+        #: Lowercased names of managed items per kind.
+        self.managed: dict[ItemKind, set[str]] = {}
+
+    async def items(self, on_listed: Callable[[], None] | None = None) -> AsyncIterator[ItemRef]:
+        """Named items first as named; a selector's matches as the vault lists them page
+        by page (``on_listed`` is called for each: the total grows as the listing goes)."""
+        for kind, choice in self._spec.choices.items():
+            if choice.names is not None:
+                for name in choice.names:
+                    yield ItemRef(kind, name)
+                continue
+            selector = choice.selector
+            assert selector is not None, "parse_spec guarantees names or selector"
+            async for info in self._vault.list_items(kind):
+                if not selector.matches(info.name, info.tags):
+                    continue
+                if info.managed:
+                    self.managed.setdefault(kind, set()).add(info.name.lower())
+                    continue
+                if on_listed is not None:
+                    on_listed()
+                yield ItemRef(kind, info.name)
+
+    def left_out(self, outcomes: Sequence[ItemOutcome]) -> dict[ItemKind, int]:
+        """Managed items whose certificate is not among this run's certificates."""
+        certificates = {o.name.lower() for o in outcomes if o.kind is ItemKind.CERTIFICATE}
+        counts = {kind: len(names - certificates) for kind, names in self.managed.items()}
+        return {kind: count for kind, count in counts.items() if count}
 
 
-def no_keys_matched(spec: KeyBackupSpec) -> InvalidSpecError:
+def nothing_matched(spec: KeyBackupSpec) -> InvalidSpecError:
+    """The run's error when every kind is chosen by a selector and none matched anything."""
+    if list(spec.choices) == [ItemKind.KEY]:
+        return InvalidSpecError(
+            f"spec.keys.selector matches no key in {spec.vault_url}", reason="NoKeysMatched"
+        )
+    selectors = ", ".join(f"spec.{kind.plural}.selector" for kind in spec.choices)
     return InvalidSpecError(
-        f"spec.keys.selector matches no key in {spec.vault_url}", reason="NoKeysMatched"
+        f"{selectors} match nothing in {spec.vault_url}", reason="NothingMatched"
     )
 
 
@@ -74,7 +114,7 @@ async def run_backup(
     spec: KeyBackupSpec,
     keybackup: KeyBackupRef,
     snapshot_id: str,
-    vault: VaultKeys,
+    vault: VaultItems,
     store: SnapshotStore,
     *,
     clock: Clock,
@@ -82,22 +122,25 @@ async def run_backup(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[int], Progress] | None = None,
 ) -> BackupReport:
-    """Back up every chosen key into snapshot ``snapshot_id``, ``concurrency`` at a time;
-    ``progress`` makes the tracker of a run of that many keys. With ``incomplete_grace``,
+    """Back up every chosen item into snapshot ``snapshot_id``, ``concurrency`` at a time;
+    ``progress`` makes the tracker of a run of that many items. With ``incomplete_grace``,
     retention follows once a snapshot was kept (see ``_retained``).
 
-    Writes are idempotent per (snapshot, key), so a run interrupted by a crash can be
-    redone under the same snapshot id without leaving duplicates. Backup bytes are
+    Writes are idempotent per (snapshot, kind, name), so a run interrupted by a crash can
+    be redone under the same snapshot id without leaving duplicates. Backup bytes are
     handed to the store as soon as they arrive and are not kept, so memory stays flat
-    however many keys the vault holds.
+    however many items the vault holds.
     """
     start = clock()
     # A wrong container or credential fails here, before any work is done in the vault.
     await store.list_stored(keybackup.namespace, keybackup.name)
     # A resumed run (same snapshot id) keeps what the interrupted one stored and checked.
-    stored_before = {a.name.lower(): a for a in await store.resumable(keybackup, snapshot_id)}
-    back_up = partial(_back_up_key, vault, store, keybackup, snapshot_id, stored_before)
-    outcomes = await _each_chosen_key(spec, vault, back_up, concurrency, progress)
+    stored_before = {
+        (a.kind, a.name.lower()): a for a in await store.resumable(keybackup, snapshot_id)
+    }
+    back_up = partial(_back_up_item, vault, store, keybackup, snapshot_id, stored_before)
+    listing = _Listing(spec, vault)
+    outcomes = await _each_chosen_item(spec, listing, back_up, concurrency, progress)
     stored = [o for o in outcomes if not o.failed]
     completion = clock()
     if stored:
@@ -108,76 +151,81 @@ async def run_backup(
         snapshot_id=snapshot_id,
         start_time=start,
         completion_time=completion,
-        keys=outcomes,
+        outcomes=outcomes,
         location=store.location(keybackup.namespace, keybackup.name, snapshot_id),
         manifest_written=bool(stored),
+        left_out=listing.left_out(outcomes),
     )
     if incomplete_grace is None or not report.manifest_written:
         return report
     return await _retained(report, spec, keybackup, store, clock(), incomplete_grace)
 
 
-async def _back_up_key(
-    vault: VaultKeys,
+async def _back_up_item(
+    vault: VaultItems,
     store: SnapshotStore,
     keybackup: KeyBackupRef,
     snapshot_id: str,
-    stored_before: Mapping[str, KeyArtifact],
-    name: str,
-) -> KeyOutcome:
-    earlier = stored_before.get(name.lower())
+    stored_before: Mapping[tuple[ItemKind, str], Artifact],
+    item: ItemRef,
+) -> ItemOutcome:
+    kind, name = item
+    earlier = stored_before.get((kind, name.lower()))
     if earlier is not None:
-        return KeyOutcome(
+        return ItemOutcome(
             name,
-            KeyResult.SUCCEEDED,
+            ItemResult.SUCCEEDED,
             earlier.versions,
             earlier.sha256,
             earlier.size,
             location=earlier.location,
+            kind=kind,
         )
-    versions = await vault.list_versions(name)
-    data = await vault.backup_key(name)
-    location = await store.write_artifact(keybackup, snapshot_id, name, data, versions)
-    return KeyOutcome(
+    versions = await vault.list_versions(kind, name)
+    data = await vault.backup(kind, name)
+    location = await store.write_artifact(keybackup, snapshot_id, kind, name, data, versions)
+    return ItemOutcome(
         name=name,
-        result=KeyResult.SUCCEEDED,
+        result=ItemResult.SUCCEEDED,
         versions=versions,
         sha256=sha256_hex(data),
         size=len(data),
         location=location,
+        kind=kind,
     )
 
 
-async def _each_chosen_key(
+async def _each_chosen_item(
     spec: KeyBackupSpec,
-    vault: VaultKeys,
-    back_up: Callable[[str], Awaitable[KeyOutcome]],
+    listing: _Listing,
+    back_up: Callable[[ItemRef], Awaitable[ItemOutcome]],
     concurrency: int,
     progress: Callable[[int], Progress] | None,
-) -> list[KeyOutcome]:
-    """``back_up`` of the keys the spec names, or of those its selector matches in name
-    order, as the vault lists them page by page."""
-    explicit = spec.keys.names
-    tracker = progress(len(explicit) if explicit is not None else 0) if progress else None
+) -> list[ItemOutcome]:
+    """``back_up`` of the items the spec names, and of those its selectors match, kind by
+    kind, as the vault lists them page by page."""
+    named = sum(len(choice.names) for choice in spec.choices.values() if choice.names)
+    tracker = progress(named) if progress else None
 
-    async def listed() -> AsyncIterator[str]:
+    def listed() -> None:
         # Backups start with the first page; the total grows as the listing goes on.
-        async for name in selected_keys(spec, vault):
-            if tracker is not None:
-                tracker.total += 1
-            yield name
+        if tracker is not None:
+            tracker.total += 1
 
-    outcomes = await for_each_key(
-        explicit if explicit is not None else listed(),
+    outcomes = await for_each_item(
+        listing.items(listed),
         back_up,
         concurrency=concurrency,
-        on_done=tracker.key_done if tracker else None,
+        on_done=tracker.item_done if tracker else None,
     )
-    if explicit is None:
-        if not outcomes:
-            raise no_keys_matched(spec)
-        # Listed keys are kept in name order, whatever order the vault lists them in.
-        outcomes.sort(key=lambda outcome: outcome.name.lower())
+    selected = {kind for kind, choice in spec.choices.items() if choice.selector is not None}
+    if selected == set(spec.choices) and not outcomes:
+        raise nothing_matched(spec)
+    # Kind by kind; listed items in name order, whatever order the vault lists them in,
+    # named ones as named (the sort is stable).
+    outcomes.sort(
+        key=lambda o: (ITEM_KINDS.index(o.kind), o.name.lower() if o.kind in selected else "")
+    )
     return outcomes
 
 
@@ -187,7 +235,7 @@ def _manifest(
     snapshot_id: str,
     start: datetime.datetime,
     completion: datetime.datetime,
-    outcomes: Sequence[KeyOutcome],
+    outcomes: Sequence[ItemOutcome],
 ) -> Manifest:
     return Manifest(
         snapshot_id=snapshot_id,
@@ -196,12 +244,14 @@ def _manifest(
         start_time=start,
         completion_time=completion,
         operator_version=__version__,
-        keys=tuple(
-            KeyArtifact(o.name, o.versions, o.sha256, o.size, o.location)
+        artifacts=tuple(
+            Artifact(o.name, o.versions, o.sha256, o.size, o.location, o.kind)
             for o in outcomes
             if not o.failed
         ),
-        failures=tuple(KeyFailure(o.name, o.reason, o.message) for o in outcomes if o.failed),
+        failures=tuple(
+            ItemFailure(o.name, o.reason, o.message, o.kind) for o in outcomes if o.failed
+        ),
     )
 
 

@@ -1,4 +1,4 @@
-"""Per-key outcomes of a run and the phase they add up to."""
+"""Per-item outcomes of a run and the phase they add up to."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from kvbackup.api.conditions import Phase
+from kvbackup.api.kinds import ItemKind
 
 
-class KeyResult(StrEnum):
+class ItemResult(StrEnum):
     SUCCEEDED = "Succeeded"
     RESTORED = "Restored"
     RECOVERED = "Recovered"
     SKIPPED = "Skipped"
     FAILED = "Failed"
-    #: What a dry run found a real restore would do with a key.
+    #: What a dry run found a real restore would do with an item.
     WOULD_RESTORE = "WouldRestore"
     WOULD_RECOVER = "WouldRecover"
     WOULD_SKIP = "WouldSkip"
@@ -23,20 +24,21 @@ class KeyResult(StrEnum):
 
     @property
     def failed(self) -> bool:
-        return self in (KeyResult.FAILED, KeyResult.WOULD_FAIL)
+        return self in (ItemResult.FAILED, ItemResult.WOULD_FAIL)
 
 
 @dataclass(frozen=True, slots=True)
-class KeyOutcome:
+class ItemOutcome:
     name: str
-    result: KeyResult
+    result: ItemResult
     versions: tuple[str, ...] = ()
     sha256: str = ""
     size: int = 0
     reason: str = ""
     message: str = ""
-    #: Where a backed-up key's bytes were stored (see ``KeyArtifact.location``).
+    #: Where a backed-up item's bytes were stored (see ``Artifact.location``).
     location: str = ""
+    kind: ItemKind = ItemKind.KEY
 
     @property
     def failed(self) -> bool:
@@ -44,8 +46,8 @@ class KeyOutcome:
         return self.result.failed
 
 
-def phase_of(outcomes: Sequence[KeyOutcome]) -> Phase:
-    """All keys fine -> Succeeded; none -> Failed; some -> PartiallyFailed."""
+def phase_of(outcomes: Sequence[ItemOutcome]) -> Phase:
+    """All items fine -> Succeeded; none -> Failed; some -> PartiallyFailed."""
     failed = sum(1 for outcome in outcomes if outcome.failed)
     if not outcomes or failed == len(outcomes):
         return Phase.FAILED

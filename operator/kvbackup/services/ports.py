@@ -11,10 +11,11 @@ from typing import Protocol
 
 from kvbackup.api.keybackup import Destination, KeyBackupRef
 from kvbackup.api.keyrestore import BlobSnapshotSource
+from kvbackup.api.kinds import ItemKind
 from kvbackup.services.byte_budget import ByteBudget
 from kvbackup.services.snapshot import (
     ARTIFACT_MAX_BYTES,
-    KeyArtifact,
+    Artifact,
     Manifest,
     SnapshotSummary,
 )
@@ -28,17 +29,17 @@ def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-class KeyState(StrEnum):
+class ItemState(StrEnum):
     ACTIVE = "Active"
     SOFT_DELETED = "SoftDeleted"
     ABSENT = "Absent"
 
 
 @dataclass(frozen=True)
-class KeyInfo:
+class ItemInfo:
     name: str
     tags: dict[str, str] = field(default_factory=dict)
-    #: Keys that back a certificate are backed up with the certificate, not on their own.
+    #: Keys and secrets that back a certificate: backed up with the certificate, not alone.
     managed: bool = False
 
 
@@ -51,25 +52,30 @@ class StoredSnapshot:
 
 
 class VaultReads(Protocol):
-    """The operations of one vault that change nothing: all a dry run is given."""
+    """The operations of one vault that change nothing: all a dry run is given. Each names
+    the kind of item it concerns: keys, secrets and certificates have names of their own."""
 
-    def list_keys(self) -> AsyncIterator[KeyInfo]: ...
+    def list_items(self, kind: ItemKind) -> AsyncIterator[ItemInfo]: ...
 
-    async def list_versions(self, name: str) -> tuple[str, ...]: ...
+    async def list_versions(self, kind: ItemKind, name: str) -> tuple[str, ...]: ...
 
-    async def key_state(self, name: str) -> KeyState: ...
+    async def item_state(self, kind: ItemKind, name: str) -> ItemState: ...
 
 
-class VaultKeys(VaultReads, Protocol):
-    """The key operations of one vault, under one identity."""
+class VaultItems(VaultReads, Protocol):
+    """The operations of one vault, under one identity, on items of every kind."""
 
-    async def backup_key(self, name: str) -> bytes: ...
+    async def backup(self, kind: ItemKind, name: str) -> bytes:
+        """Exactly the bytes Key Vault's backup of the item returned."""
+        ...
 
-    async def restore_key(self, backup: bytes) -> str: ...
+    async def restore(self, kind: ItemKind, backup: bytes) -> str:
+        """Restores an item from its backup; returns the restored item's name."""
+        ...
 
-    async def recover_key(self, name: str) -> None: ...
+    async def recover(self, kind: ItemKind, name: str) -> None: ...
 
-    async def purge_key(self, name: str) -> None: ...
+    async def purge(self, kind: ItemKind, name: str) -> None: ...
 
 
 class SnapshotStore(Protocol):
@@ -79,20 +85,22 @@ class SnapshotStore(Protocol):
         self,
         keybackup: KeyBackupRef,
         snapshot_id: str,
-        key_name: str,
+        kind: ItemKind,
+        name: str,
         data: bytes,
         versions: tuple[str, ...] = (),
     ) -> str:
-        """Store one key's backup bytes, recording their sha256 and the key's versions
+        """Store one item's backup bytes, recording their sha256 and the item's versions
         beside them, so that a resumed run can check them instead of backing up again.
+        Items of different kinds may share a name: a store keeps them apart.
 
-        A store may gather several keys into one write; everything handed to it is
+        A store may gather several items into one write; everything handed to it is
         stored by the time ``write_manifest`` returns. Returns where the bytes went
-        (``KeyArtifact.location``), recorded in the manifest.
+        (``Artifact.location``), recorded in the manifest.
         """
         ...
 
-    async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[KeyArtifact]:
+    async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[Artifact]:
         """The artifacts a snapshot already holds whose bytes still match the sha256
         recorded with them (an interrupted run's work); empty for a new snapshot."""
         ...
@@ -110,7 +118,7 @@ class SnapshotStore(Protocol):
         ...
 
     async def read_artifact(
-        self, namespace: str, keybackup: str, snapshot_id: str, artifact: KeyArtifact
+        self, namespace: str, keybackup: str, snapshot_id: str, artifact: Artifact
     ) -> bytes: ...
 
     async def list_stored(self, namespace: str, keybackup: str) -> list[StoredSnapshot]:
@@ -137,11 +145,11 @@ class OpenedSnapshot:
     """A chosen snapshot: its manifest and how to read the artifacts it lists."""
 
     manifest: Manifest
-    read_artifact: Callable[[KeyArtifact], Awaitable[bytes]]
+    read_artifact: Callable[[Artifact], Awaitable[bytes]]
     budget: ByteBudget = field(default_factory=lambda: ByteBudget(ARTIFACT_BYTES_IN_USE))
 
     @asynccontextmanager
-    async def verified(self, artifact: KeyArtifact) -> AsyncIterator[bytes]:
+    async def verified(self, artifact: Artifact) -> AsyncIterator[bytes]:
         """The artifact's bytes, once their sha256 and size match the manifest's, for as
         long as they are in use; the bytes in use at once are bounded by ``budget``."""
         async with self.budget.held(artifact.size):

@@ -1,7 +1,7 @@
 """How far a run has come, told at most every few seconds.
 
-A run of 10,000 keys lasts minutes; users watch ``status.activeRun`` to see it move, but
-a status write per key would put 10,000 writes on the API server's hot path.
+A run of 10,000 items lasts minutes; users watch ``status.activeRun`` to see it move, but
+a status write per item would put 10,000 writes on the API server's hot path.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 #: Shortest time between two progress reports of one run.
 REPORT_INTERVAL_SECONDS = 5.0
 
-#: Tells the world that ``done`` of ``total`` keys are through.
+#: Tells the world that ``done`` of ``total`` items (of every kind) are through.
 ProgressSink = Callable[[int, int], Awaitable[None]]
 
 
@@ -27,8 +27,8 @@ class Progress:
     done: int = 0
     _reported_at: float = field(default=-math.inf, repr=False)
 
-    async def key_done(self) -> None:
-        """One more key is through; reports when the interval has passed. The last key
+    async def item_done(self) -> None:
+        """One more item is through; reports when the interval has passed. The last one
         is not reported: the run's outcome says it."""
         self.done += 1
         moment = self.clock()

@@ -1,4 +1,5 @@
-"""One restore: for each key, recover it, restore it from the snapshot, or leave it be."""
+"""One restore: for each item (key, secret, certificate), recover it, restore it from the
+snapshot, or leave it be."""
 
 from __future__ import annotations
 
@@ -18,21 +19,23 @@ from kvbackup.api.keyrestore import (
     OnConflict,
     SnapshotSource,
     Strategy,
+    purge_field,
 )
+from kvbackup.api.kinds import ITEM_KINDS, ItemRef
 from kvbackup.errors import ConflictError, KvBackupError, MissingReferenceError
 from kvbackup.services.journal import RestoreJournal
-from kvbackup.services.outcomes import KeyOutcome, KeyResult, phase_of
+from kvbackup.services.outcomes import ItemOutcome, ItemResult, phase_of
 from kvbackup.services.ports import (
     Clock,
-    KeyState,
+    ItemState,
     OpenedSnapshot,
     SnapshotStores,
-    VaultKeys,
+    VaultItems,
     VaultReads,
 )
 from kvbackup.services.progress import Progress
-from kvbackup.services.snapshot import KeyArtifact, SnapshotSummary
-from kvbackup.services.workers import DEFAULT_CONCURRENCY, for_each_key
+from kvbackup.services.snapshot import Artifact, SnapshotSummary
+from kvbackup.services.workers import DEFAULT_CONCURRENCY, for_each_item
 
 
 class Action(StrEnum):
@@ -52,40 +55,42 @@ class Decision:
 
 
 def decide(
-    spec: KeyRestoreSpec, name: str, state: KeyState, *, restored_earlier: bool = False
+    spec: KeyRestoreSpec, item: ItemRef, state: ItemState, *, restored_earlier: bool = False
 ) -> Decision:
-    """What to do with one key, given its state in the target vault.
+    """What to do with one item, given its state in the target vault.
 
-    ``restored_earlier``: the key is active with exactly the snapshot's versions while an
+    ``restored_earlier``: the item is active with exactly the snapshot's versions while an
     interrupted attempt of this same restore is being resumed, so that attempt brought it
     back; it is neither a conflict nor to be done again.
     """
-    if state is KeyState.ACTIVE and restored_earlier:
+    kind = item.kind.camel
+    if state is ItemState.ACTIVE and restored_earlier:
         return Decision(
             Action.ALREADY_RESTORED,
             "Restored",
             "an interrupted attempt of this restore brought it back with the snapshot's versions",
         )
-    if state is KeyState.ACTIVE:
+    if state is ItemState.ACTIVE:
         if spec.on_conflict is OnConflict.SKIP:
-            return Decision(Action.SKIP, "KeyExists", f"key {name} is active; onConflict is Skip")
-        return Decision(Action.REFUSE, "KeyExists", f"key {name} is active; onConflict is Fail")
-    if state is KeyState.SOFT_DELETED:
-        if spec.purge_deleted and spec.strategy is not Strategy.RECOVER_ONLY:
+            return Decision(Action.SKIP, f"{kind}Exists", f"{item} is active; onConflict is Skip")
+        return Decision(Action.REFUSE, f"{kind}Exists", f"{item} is active; onConflict is Fail")
+    if state is ItemState.SOFT_DELETED:
+        if item.kind in spec.purge_deleted and spec.strategy is not Strategy.RECOVER_ONLY:
             return Decision(Action.PURGE_AND_RESTORE)
         if spec.strategy is Strategy.RESTORE_ONLY:
             return Decision(
                 Action.REFUSE,
-                "KeySoftDeleted",
-                f"key {name} is soft-deleted; strategy RestoreOnly cannot restore over it "
-                "(set purgeDeletedKeys: true to purge it first, or use Auto to recover it)",
+                f"{kind}SoftDeleted",
+                f"{item} is soft-deleted; strategy RestoreOnly cannot restore over it "
+                f"(set {purge_field(item.kind)}: true to purge it first, or use Auto to "
+                "recover it)",
             )
         return Decision(Action.RECOVER)
     if spec.strategy is Strategy.RECOVER_ONLY:
         return Decision(
             Action.REFUSE,
-            "KeyNotDeleted",
-            f"key {name} is neither active nor soft-deleted; strategy RecoverOnly has nothing "
+            f"{kind}NotDeleted",
+            f"{item} is neither active nor soft-deleted; strategy RecoverOnly has nothing "
             "to recover",
         )
     return Decision(Action.RESTORE)
@@ -141,52 +146,54 @@ class RestoreReport:
     snapshot_id: str
     start_time: datetime.datetime
     completion_time: datetime.datetime
-    keys: list[KeyOutcome]
-    #: Nothing was changed: ``keys`` tell what a real restore would do.
+    outcomes: list[ItemOutcome]
+    #: Nothing was changed: ``outcomes`` tell what a real restore would do.
     dry_run: bool = False
 
     @property
     def phase(self) -> Phase:
-        # A dry run succeeds when it could tell about every key, whatever it found.
-        return Phase.SUCCEEDED if self.dry_run else phase_of(self.keys)
+        # A dry run succeeds when it could tell about every item, whatever it found.
+        return Phase.SUCCEEDED if self.dry_run else phase_of(self.outcomes)
 
 
 async def _assess(
-    spec: KeyRestoreSpec, vault: VaultReads, artifact: KeyArtifact, *, resumed: bool
+    spec: KeyRestoreSpec, vault: VaultReads, artifact: Artifact, *, resumed: bool
 ) -> Decision:
-    """The decision for one key from its state in the vault: reads only."""
-    name = artifact.name
-    state = await vault.key_state(name)
+    """The decision for one item from its state in the vault: reads only."""
+    item = ItemRef(artifact.kind, artifact.name)
+    state = await vault.item_state(*item)
     restored_earlier = (
         resumed
-        and state is KeyState.ACTIVE
-        and set(await vault.list_versions(name)) == set(artifact.versions)
+        and state is ItemState.ACTIVE
+        and set(await vault.list_versions(*item)) == set(artifact.versions)
     )
-    return decide(spec, name, state, restored_earlier=restored_earlier)
+    return decide(spec, item, state, restored_earlier=restored_earlier)
 
 
-def _from_backup(artifact: KeyArtifact) -> str:
+def _from_backup(artifact: Artifact) -> str:
     return f"{len(artifact.versions)} version(s) from the backup"
 
 
-#: A dry run's result for each action a real restore would take, with its reason.
+#: A dry run's result for each action a real restore would take, with its reason (after
+#: the item's kind: ``KeyAbsent``, ``SecretSoftDeleted``).
 _PREVIEWS = {
-    Action.RESTORE: (KeyResult.WOULD_RESTORE, "KeyAbsent"),
-    Action.PURGE_AND_RESTORE: (KeyResult.WOULD_RESTORE, "KeySoftDeleted"),
-    Action.RECOVER: (KeyResult.WOULD_RECOVER, "KeySoftDeleted"),
-    Action.SKIP: (KeyResult.WOULD_SKIP, ""),
-    Action.REFUSE: (KeyResult.WOULD_FAIL, ""),
+    Action.RESTORE: (ItemResult.WOULD_RESTORE, "Absent"),
+    Action.PURGE_AND_RESTORE: (ItemResult.WOULD_RESTORE, "SoftDeleted"),
+    Action.RECOVER: (ItemResult.WOULD_RECOVER, "SoftDeleted"),
+    Action.SKIP: (ItemResult.WOULD_SKIP, ""),
+    Action.REFUSE: (ItemResult.WOULD_FAIL, ""),
 }
 
 
-async def _preview_key(
-    spec: KeyRestoreSpec, snapshot: OpenedSnapshot, vault: VaultReads, name: str
-) -> KeyOutcome:
-    """What a real restore would do with one key, from the same verification and the same
-    decision, with reads only. A backup that fails its checksum fails the key, as in a
-    real run, except under RecoverOnly, which never uses the backup: the key's message then
-    tells of it."""
-    artifact = snapshot.manifest.artifact(name)
+async def _preview_item(
+    spec: KeyRestoreSpec, snapshot: OpenedSnapshot, vault: VaultReads, item: ItemRef
+) -> ItemOutcome:
+    """What a real restore would do with one item, from the same verification and the same
+    decision, with reads only. A backup that fails its checksum fails the item, as in a
+    real run, except under RecoverOnly, which never uses the backup: the item's message
+    then tells of it."""
+    kind, name = item
+    artifact = snapshot.manifest.artifact(kind, name)
     unusable: KvBackupError | None = None
     try:
         async with snapshot.verified(artifact):
@@ -198,38 +205,45 @@ async def _preview_key(
     decision = await _assess(spec, vault, artifact, resumed=False)
     result, reason = _PREVIEWS[decision.action]
     versions: tuple[str, ...] = ()
-    message = decision.message  # why a key is skipped or refused
+    message = decision.message  # why an item is skipped or refused
     if decision.action is Action.RESTORE:
         versions, message = artifact.versions, f"would restore {_from_backup(artifact)}"
     elif decision.action is Action.PURGE_AND_RESTORE:
         versions = artifact.versions
-        message = f"would purge the soft-deleted key and restore {_from_backup(artifact)}"
+        message = f"would purge the soft-deleted {kind} and restore {_from_backup(artifact)}"
     elif decision.action is Action.RECOVER:
-        message = "would recover the soft-deleted key"
+        message = f"would recover the soft-deleted {kind}"
     if unusable is not None:
         message = f"{message}; its backup is unusable: {unusable.message}"
-    return KeyOutcome(name, result, versions, reason=reason or decision.reason, message=message)
+    return ItemOutcome(
+        name,
+        result,
+        versions,
+        reason=f"{kind.camel}{reason}" if reason else decision.reason,
+        message=message,
+        kind=kind,
+    )
 
 
 @dataclass(frozen=True)
 class _RestoreRun:
-    """What every key of one (real) restore attempt works with."""
+    """What every item of one (real) restore attempt works with."""
 
     spec: KeyRestoreSpec
     snapshot: OpenedSnapshot
-    vault: VaultKeys
-    #: What each key came to in earlier attempts; this one's results are recorded in it.
+    vault: VaultItems
+    #: What each item came to in earlier attempts; this one's results are recorded in it.
     journal: RestoreJournal
-    #: Each key's place in the journal.
-    places: Mapping[str, int]
-    #: An earlier attempt was interrupted, and may have restored keys it did not record.
+    #: Each item's place in the journal.
+    places: Mapping[ItemRef, int]
+    #: An earlier attempt was interrupted, and may have restored items it did not record.
     resumed: bool
 
 
 async def run_restore(
     spec: KeyRestoreSpec,
     snapshot: OpenedSnapshot,
-    vault: VaultKeys,
+    vault: VaultItems,
     *,
     clock: Clock,
     resumed: bool = False,
@@ -237,125 +251,143 @@ async def run_restore(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[int], Progress] | None = None,
 ) -> RestoreReport:
-    """Bring back every chosen key; ``resumed`` when an earlier attempt was interrupted.
+    """Bring back every chosen item; ``resumed`` when an earlier attempt was interrupted.
 
-    With ``spec.dry_run``, only read: every key gets the decision a real run would take,
+    With ``spec.dry_run``, only read: every item gets the decision a real run would take,
     told as ``Would...``, and the vault is left as it was.
 
-    ``journal`` holds what each key came to in earlier attempts, and records this one's:
-    a key restored, recovered or skipped before is reported so without a call to the vault.
+    ``journal`` holds what each item came to in earlier attempts, and records this one's:
+    an item restored, recovered or skipped before is reported so without a call to the
+    vault.
     """
     start = clock()
     manifest = snapshot.manifest
-    names = list(spec.keys) if spec.keys else [artifact.name for artifact in manifest.keys]
-    work: Callable[[str], Awaitable[KeyOutcome]]
+    items = chosen_items(spec, snapshot)
+    work: Callable[[ItemRef], Awaitable[ItemOutcome]]
     if spec.dry_run:  # a dry run changes nothing, so it has nothing to carry over
-        work = partial(_preview_key, spec, snapshot, vault)
+        work = partial(_preview_item, spec, snapshot, vault)
     else:
         journal = journal if journal is not None else RestoreJournal()
-        journal.begin(manifest.snapshot_id, len(names))
-        places = {name: index for index, name in enumerate(names)}
-        work = partial(_restore_key, _RestoreRun(spec, snapshot, vault, journal, places, resumed))
-    tracker = progress(len(names)) if progress else None
-    outcomes = await for_each_key(
-        names, work, concurrency=concurrency, on_done=tracker.key_done if tracker else None
+        journal.begin(manifest.snapshot_id, len(items))
+        places = {item: index for index, item in enumerate(items)}
+        work = partial(_restore_item, _RestoreRun(spec, snapshot, vault, journal, places, resumed))
+    tracker = progress(len(items)) if progress else None
+    outcomes = await for_each_item(
+        items, work, concurrency=concurrency, on_done=tracker.item_done if tracker else None
     )
     if spec.dry_run:
-        # A key that could not be assessed (not in the snapshot, refused by the vault)
+        # An item that could not be assessed (not in the snapshot, refused by the vault)
         # would fail in a real run too.
         outcomes = [
-            replace(o, result=KeyResult.WOULD_FAIL) if o.result is KeyResult.FAILED else o
+            replace(o, result=ItemResult.WOULD_FAIL) if o.result is ItemResult.FAILED else o
             for o in outcomes
         ]
     return RestoreReport(manifest.snapshot_id, start, clock(), outcomes, dry_run=spec.dry_run)
 
 
-async def _restore_key(run: _RestoreRun, name: str) -> KeyOutcome:
-    """One key: as an earlier attempt left it, or brought back now and recorded."""
-    place = run.places[name]
+def chosen_items(spec: KeyRestoreSpec, snapshot: OpenedSnapshot) -> list[ItemRef]:
+    """The items the spec names, kind by kind; without names, every item of the snapshot."""
+    if spec.items is None:
+        return [ItemRef(a.kind, a.name) for a in snapshot.manifest.artifacts]
+    return [ItemRef(kind, name) for kind in ITEM_KINDS for name in spec.items.get(kind, ())]
+
+
+async def _restore_item(run: _RestoreRun, item: ItemRef) -> ItemOutcome:
+    """One item: as an earlier attempt left it, or brought back now and recorded."""
+    place = run.places[item]
     earlier = run.journal.earlier(place)
-    if earlier is not None and earlier is not KeyResult.FAILED:
-        return await _carried(run, name, earlier)
-    # A key that failed is tried again: it may have been a key-scoped refusal since lifted.
-    outcome = await _bring_back(run, name, unrecorded=earlier is None)
+    if earlier is not None and earlier is not ItemResult.FAILED:
+        return await _carried(run, item, earlier)
+    # An item that failed is tried again: it may have been an item-scoped refusal since
+    # lifted.
+    outcome = await _bring_back(run, item, unrecorded=earlier is None)
     run.journal.record(place, outcome.result)
     return outcome
 
 
-async def _carried(run: _RestoreRun, name: str, result: KeyResult) -> KeyOutcome:
-    """A key an earlier attempt restored, recovered or skipped, reported as it was done."""
-    artifact = run.snapshot.manifest.artifact(name)
-    if result is KeyResult.RESTORED:
+async def _carried(run: _RestoreRun, item: ItemRef, result: ItemResult) -> ItemOutcome:
+    """An item an earlier attempt restored, recovered or skipped, reported as it was done."""
+    kind, name = item
+    artifact = run.snapshot.manifest.artifact(kind, name)
+    if result is ItemResult.RESTORED:
         message = f"restored {len(artifact.versions)} version(s) by an earlier attempt"
-        return KeyOutcome(name, result, artifact.versions, reason="Restored", message=message)
-    if result is KeyResult.RECOVERED:
-        versions = await run.vault.list_versions(name)
-        message = "recovered the soft-deleted key in an earlier attempt"
-        return KeyOutcome(name, result, versions, reason="Recovered", message=message)
-    skip = decide(run.spec, name, KeyState.ACTIVE)
-    return KeyOutcome(name, result, reason=skip.reason, message=skip.message)
+        return ItemOutcome(
+            name, result, artifact.versions, reason="Restored", message=message, kind=kind
+        )
+    if result is ItemResult.RECOVERED:
+        versions = await run.vault.list_versions(kind, name)
+        message = f"recovered the soft-deleted {kind} in an earlier attempt"
+        return ItemOutcome(name, result, versions, reason="Recovered", message=message, kind=kind)
+    skip = decide(run.spec, item, ItemState.ACTIVE)
+    return ItemOutcome(name, result, reason=skip.reason, message=skip.message, kind=kind)
 
 
-def _restored(name: str, artifact: KeyArtifact) -> KeyOutcome:
+def _restored(item: ItemRef, artifact: Artifact) -> ItemOutcome:
     # A restore brings back exactly the versions the backup holds.
-    return KeyOutcome(
-        name,
-        KeyResult.RESTORED,
+    return ItemOutcome(
+        item.name,
+        ItemResult.RESTORED,
         artifact.versions,
         reason="Restored",
         message=f"restored {_from_backup(artifact)}",
+        kind=artifact.kind,
     )
 
 
-async def _bring_back(run: _RestoreRun, name: str, *, unrecorded: bool) -> KeyOutcome:
-    """Recover the key, restore it from the snapshot, or leave it be, as its state in the
-    vault decides; ``unrecorded``: no attempt recorded what this key came to."""
+async def _bring_back(run: _RestoreRun, item: ItemRef, *, unrecorded: bool) -> ItemOutcome:
+    """Recover the item, restore it from the snapshot, or leave it be, as its state in the
+    vault decides; ``unrecorded``: no attempt recorded what this item came to."""
     spec, snapshot, vault = run.spec, run.snapshot, run.vault
-    artifact = snapshot.manifest.artifact(name)  # a key the snapshot lacks fails before the vault
+    kind, name = item
+    # An item the snapshot lacks fails before the vault is called.
+    artifact = snapshot.manifest.artifact(kind, name)
     if spec.strategy is not Strategy.RECOVER_ONLY:
-        # Most restores go into a vault that lacks the key, where restoring at once is
+        # Most restores go into a vault that lacks the item, where restoring at once is
         # one call instead of three. Key Vault refuses it when the name is taken,
-        # active or soft-deleted; then the key's state decides, as for every key.
+        # active or soft-deleted; then the item's state decides, as for every item.
         async with snapshot.verified(artifact) as data:
             try:
-                await vault.restore_key(data)
+                await vault.restore(kind, data)
             except KvBackupError as refusal:
                 if refusal.temporary:
                     raise
             else:
-                return _restored(name, artifact)
-    # An interrupted attempt may have restored a key without recording it (the key it
+                return _restored(item, artifact)
+    # An interrupted attempt may have restored an item without recording it (the one it
     # was working on when the error came, or the last seconds before a crash).
     decision = await _assess(spec, vault, artifact, resumed=run.resumed and unrecorded)
     if decision.action is Action.ALREADY_RESTORED:
-        return KeyOutcome(
+        return ItemOutcome(
             name,
-            KeyResult.RESTORED,
+            ItemResult.RESTORED,
             artifact.versions,
             reason=decision.reason,
             message=decision.message,
+            kind=kind,
         )
-    if decision.action is Action.SKIP:
-        return KeyOutcome(name, KeyResult.SKIPPED, reason=decision.reason, message=decision.message)
-    if decision.action is Action.REFUSE:
-        return KeyOutcome(name, KeyResult.FAILED, reason=decision.reason, message=decision.message)
+    if decision.action in (Action.SKIP, Action.REFUSE):
+        result = ItemResult.SKIPPED if decision.action is Action.SKIP else ItemResult.FAILED
+        return ItemOutcome(
+            name, result, reason=decision.reason, message=decision.message, kind=kind
+        )
     if decision.action is Action.RECOVER:
-        await vault.recover_key(name)
-        return KeyOutcome(
+        await vault.recover(kind, name)
+        return ItemOutcome(
             name,
-            KeyResult.RECOVERED,
-            await vault.list_versions(name),
+            ItemResult.RECOVERED,
+            await vault.list_versions(kind, name),
             reason="Recovered",
-            message="recovered the soft-deleted key",
+            message=f"recovered the soft-deleted {kind}",
+            kind=kind,
         )
-    # Read and verify before purging: a key must never be purged for a bad backup.
+    # Read and verify before purging: an item must never be purged for a bad backup.
     async with snapshot.verified(artifact) as data:
         if decision.action is Action.PURGE_AND_RESTORE:
-            await vault.purge_key(name)
+            await vault.purge(kind, name)
         try:
-            await vault.restore_key(data)
+            await vault.restore(kind, data)
         except ConflictError as error:
             raise ConflictError(
-                f"key {name} appeared in the vault while restoring: {error.message}"
+                f"{item} appeared in the vault while restoring: {error.message}"
             ) from None
-    return _restored(name, artifact)
+    return _restored(item, artifact)

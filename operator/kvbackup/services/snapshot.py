@@ -1,4 +1,5 @@
-"""A snapshot: one artifact per key (the exact bytes ``backup_key`` returned) plus a manifest.
+"""A snapshot: one artifact per item (the exact bytes Key Vault's backup of a key, secret
+or certificate returned) plus a manifest that records each artifact's kind.
 
 The manifest is written last, so a snapshot without one is incomplete and is never
 offered for restore. Its summary (times and counts) is stored beside it, small enough
@@ -24,6 +25,7 @@ from kvbackup.api import API_VERSION
 from kvbackup.api.conditions import timestamp
 from kvbackup.api.fields import KEY_NAME, NAMESPACE_NAME, OBJECT_NAME, SNAPSHOT_ID
 from kvbackup.api.keybackup import KeyBackupRef
+from kvbackup.api.kinds import ITEM_KINDS, ItemKind
 from kvbackup.errors import IntegrityError, NotFoundError, TooLargeError, foreign_text
 
 MANIFEST_KIND = "SnapshotManifest"
@@ -77,8 +79,8 @@ def sha256_hex(data: bytes) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class KeyArtifact:
-    """One backed-up key: its versions and the digest and size of its stored bytes."""
+class Artifact:
+    """One backed-up item: its versions and the digest and size of its stored bytes."""
 
     name: str
     versions: tuple[str, ...]
@@ -87,21 +89,31 @@ class KeyArtifact:
     #: Where the store put the bytes (e.g. the Secrets holding them); empty when the store
     #: finds them by key name alone, as in snapshots written before packing.
     location: str = ""
+    kind: ItemKind = ItemKind.KEY
 
     def verify(self, data: bytes) -> None:
         digest = sha256_hex(data)
         if digest != self.sha256 or len(data) != self.size:
             raise IntegrityError(
-                f"stored backup of key {self.name} has sha256 {digest} and {len(data)} bytes; "
-                f"the manifest recorded {self.sha256} and {self.size} bytes"
+                f"stored backup of {self.kind} {self.name} has sha256 {digest} and "
+                f"{len(data)} bytes; the manifest recorded {self.sha256} and {self.size} bytes"
             )
 
 
 @dataclass(frozen=True, slots=True)
-class KeyFailure:
+class ItemFailure:
     name: str
     reason: str
     message: str
+    kind: ItemKind = ItemKind.KEY
+
+
+#: A summary's count of stored and of failed items, per kind, as its JSON names them.
+_COUNT_FIELDS = {
+    ItemKind.KEY: ("keys", "failedKeys"),
+    ItemKind.SECRET: ("secrets", "failedSecrets"),
+    ItemKind.CERTIFICATE: ("certificates", "failedCertificates"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,24 +126,54 @@ class SnapshotSummary:
     keys: int
     failed_keys: int
     total_bytes: int
+    secrets: int = 0
+    failed_secrets: int = 0
+    certificates: int = 0
+    failed_certificates: int = 0
+
+    def stored(self, kind: ItemKind) -> int:
+        """How many items of ``kind`` the snapshot holds."""
+        return {
+            ItemKind.KEY: self.keys,
+            ItemKind.SECRET: self.secrets,
+            ItemKind.CERTIFICATE: self.certificates,
+        }[kind]
+
+    def failed(self, kind: ItemKind) -> int:
+        """How many items of ``kind`` the run that wrote it could not back up."""
+        return {
+            ItemKind.KEY: self.failed_keys,
+            ItemKind.SECRET: self.failed_secrets,
+            ItemKind.CERTIFICATE: self.failed_certificates,
+        }[kind]
+
+    @property
+    def items(self) -> int:
+        """Items of every kind the snapshot holds."""
+        return self.keys + self.secrets + self.certificates
+
+    @property
+    def failed_items(self) -> int:
+        return self.failed_keys + self.failed_secrets + self.failed_certificates
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "snapshotId": self.snapshot_id,
-                "startTime": timestamp(self.start_time),
-                "completionTime": timestamp(self.completion_time),
-                "keys": self.keys,
-                "failedKeys": self.failed_keys,
-                "bytes": self.total_bytes,
-            },
-            separators=(",", ":"),
-            sort_keys=True,
-        ).encode()
+        document: dict[str, Any] = {
+            "snapshotId": self.snapshot_id,
+            "startTime": timestamp(self.start_time),
+            "completionTime": timestamp(self.completion_time),
+            "bytes": self.total_bytes,
+        }
+        for kind, (stored, failed) in _COUNT_FIELDS.items():
+            # Keys are always counted, so that a keys-only summary reads as it always did.
+            if kind is ItemKind.KEY or self.stored(kind) or self.failed(kind):
+                document[stored] = self.stored(kind)
+                document[failed] = self.failed(kind)
+        return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, raw: bytes | str, *, found_in: str = "") -> SnapshotSummary:
-        """The summary ``raw`` holds; ``found_in`` names where it was read, for errors."""
+        """The summary ``raw`` holds; ``found_in`` names where it was read, for errors.
+        Counts of secrets and certificates are absent from summaries of keys-only runs."""
         what = f"the snapshot summary in {found_in}" if found_in else "the snapshot summary"
         if len(raw) > SUMMARY_MAX_BYTES:
             raise TooLargeError(
@@ -139,6 +181,8 @@ class SnapshotSummary:
             )
         try:
             document = json.loads(raw)
+            if not isinstance(document, dict):
+                raise ValueError("it is not an object")
             return cls(
                 snapshot_id=_checked(SNAPSHOT_ID, document["snapshotId"], "a snapshot id"),
                 start_time=_parse_time(document["startTime"]),
@@ -146,6 +190,12 @@ class SnapshotSummary:
                 keys=_count(document["keys"], "keys"),
                 failed_keys=_count(document["failedKeys"], "failedKeys"),
                 total_bytes=_count(document["bytes"], "bytes"),
+                secrets=_count(document.get("secrets", 0), "secrets"),
+                failed_secrets=_count(document.get("failedSecrets", 0), "failedSecrets"),
+                certificates=_count(document.get("certificates", 0), "certificates"),
+                failed_certificates=_count(
+                    document.get("failedCertificates", 0), "failedCertificates"
+                ),
             )
         except (ValueError, KeyError, TypeError) as error:
             raise IntegrityError(f"{what} is unreadable: {foreign_text(str(error))}") from None
@@ -167,42 +217,59 @@ class Manifest:
     start_time: datetime.datetime
     completion_time: datetime.datetime
     operator_version: str
-    keys: tuple[KeyArtifact, ...]
-    failures: tuple[KeyFailure, ...] = field(default=())
-    #: Built by the first lookup: a restore looks up every key, a backup none.
-    _by_name: dict[str, KeyArtifact] | None = field(
+    #: Every item stored, of every kind, in the order they were listed.
+    artifacts: tuple[Artifact, ...]
+    failures: tuple[ItemFailure, ...] = field(default=())
+    #: Built by the first lookup: a restore looks up every item, a backup none.
+    _by_name: dict[tuple[ItemKind, str], Artifact] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
-    def artifact(self, key_name: str) -> KeyArtifact:
-        """The key's artifact; Key Vault names are case-insensitive, so the lookup is too."""
+    def artifact(self, kind: ItemKind, name: str) -> Artifact:
+        """The item's artifact; Key Vault names are case-insensitive, so the lookup is too."""
         by_name = self._by_name
         if by_name is None:
-            by_name = {artifact.name.lower(): artifact for artifact in self.keys}
+            by_name = {(a.kind, a.name.lower()): a for a in self.artifacts}
             object.__setattr__(self, "_by_name", by_name)
         try:
-            return by_name[key_name.lower()]
+            return by_name[(kind, name.lower())]
         except KeyError:
             raise NotFoundError(
-                f"key {key_name} is not in snapshot {self.snapshot_id}", reason="KeyNotInSnapshot"
+                f"{kind} {name} is not in snapshot {self.snapshot_id}",
+                reason=f"{kind.camel}NotInSnapshot",
             ) from None
+
+    def of_kind(self, kind: ItemKind) -> tuple[Artifact, ...]:
+        return tuple(artifact for artifact in self.artifacts if artifact.kind is kind)
 
     @property
     def total_bytes(self) -> int:
-        return sum(artifact.size for artifact in self.keys)
+        return sum(artifact.size for artifact in self.artifacts)
 
     @property
     def summary(self) -> SnapshotSummary:
+        def stored(kind: ItemKind) -> int:
+            return sum(1 for artifact in self.artifacts if artifact.kind is kind)
+
+        def failed(kind: ItemKind) -> int:
+            return sum(1 for failure in self.failures if failure.kind is kind)
+
         return SnapshotSummary(
             snapshot_id=self.snapshot_id,
             start_time=self.start_time,
             completion_time=self.completion_time,
-            keys=len(self.keys),
-            failed_keys=len(self.failures),
+            keys=stored(ItemKind.KEY),
+            failed_keys=failed(ItemKind.KEY),
             total_bytes=self.total_bytes,
+            secrets=stored(ItemKind.SECRET),
+            failed_secrets=failed(ItemKind.SECRET),
+            certificates=stored(ItemKind.CERTIFICATE),
+            failed_certificates=failed(ItemKind.CERTIFICATE),
         )
 
     def to_json(self) -> bytes:
+        """One list per kind (``keys``, ``secrets``, ``certificates``), each entry naming its
+        kind: a keys-only manifest reads as it did before there were other kinds."""
         document: dict[str, Any] = {
             "apiVersion": API_VERSION,
             "kind": MANIFEST_KIND,
@@ -216,25 +283,32 @@ class Manifest:
             "startTime": timestamp(self.start_time),
             "completionTime": timestamp(self.completion_time),
             "operatorVersion": self.operator_version,
-            "keys": [],
-            "failures": [
-                {"name": f.name, "reason": f.reason, "message": f.message} for f in self.failures
-            ],
+            "failures": [_failure_document(f) for f in self.failures],
         }
-        # The keys are written one entry at a time into the document's empty list, so a
-        # manifest of many keys is never held as a document of dicts besides its text.
-        head, _, tail = _compact_json(document).partition(b'"keys":[]')
-        text = bytearray(head + b'"keys":[')
-        for index, artifact in enumerate(self.keys):
-            if index:
-                text += b","
-            text += _compact_json(_artifact_document(artifact))
-        text += b"]" + tail
+        present = [k for k in ITEM_KINDS if k is ItemKind.KEY or any(self.of_kind(k))]
+        for kind in present:
+            document[kind.plural] = []
+        # The items are written one entry at a time into the document's empty lists, so a
+        # manifest of many items is never held as a document of dicts besides its text.
+        skeleton = _compact_json(document)
+        lists = sorted(
+            (skeleton.index(f'"{kind.plural}":['.encode()) + len(kind.plural) + 4, kind)
+            for kind in present
+        )
+        text, copied = bytearray(), 0
+        for at, kind in lists:
+            text += skeleton[copied:at]
+            copied = at
+            for index, artifact in enumerate(self.of_kind(kind)):
+                if index:
+                    text += b","
+                text += _compact_json(_artifact_document(artifact))
+        text += skeleton[copied:]
         if len(text) > MANIFEST_MAX_BYTES:
             # Refused now rather than written: no store would read it back.
             raise TooLargeError(
                 f"the manifest of snapshot {self.snapshot_id} is {len(text)} bytes, more than "
-                f"the {MANIFEST_MAX_BYTES} a manifest may have; back up fewer keys per KeyBackup"
+                f"the {MANIFEST_MAX_BYTES} a manifest may have; back up fewer items per KeyBackup"
             )
         return bytes(text)
 
@@ -247,14 +321,24 @@ class Manifest:
                 f"{what} is {len(raw)} bytes; a manifest is at most {MANIFEST_MAX_BYTES}"
             )
         try:
-            # Each key's entry becomes its artifact as soon as it is parsed, so a manifest
-            # of many keys is never held as dicts and artifacts at once.
+            # Each item's entry becomes its artifact as soon as it is parsed, so a manifest
+            # of many items is never held as dicts and artifacts at once.
             document = json.loads(raw, object_hook=_artifact_or_object)
             if not isinstance(document, dict) or document.get("kind") != MANIFEST_KIND:
                 raise ValueError(f"not a {MANIFEST_KIND}")
-            keys = document["keys"]
-            if not isinstance(keys, list) or not all(isinstance(k, KeyArtifact) for k in keys):
-                raise ValueError("a key's entry lacks its name, versions, sha256 or size")
+            artifacts: list[Artifact] = []
+            for kind in ITEM_KINDS:
+                listed = (
+                    document[kind.plural] if kind is ItemKind.KEY else document.get(kind.plural, [])
+                )
+                if not isinstance(listed, list) or not all(
+                    isinstance(a, Artifact) and a.kind is kind for a in listed
+                ):
+                    raise ValueError(
+                        f"an entry of {kind.plural} lacks its name, versions, sha256 or size, "
+                        f"or is not of kind {kind}"
+                    )
+                artifacts.extend(listed)
             ref = document["keyBackup"]
             namespace = _checked(NAMESPACE_NAME, ref["namespace"], "a namespace's name")
             name = _checked(OBJECT_NAME, ref["name"], "a KeyBackup's name")
@@ -267,12 +351,13 @@ class Manifest:
                 start_time=_parse_time(document["startTime"]),
                 completion_time=_parse_time(document["completionTime"]),
                 operator_version=_text(document.get("operatorVersion", ""), "operatorVersion"),
-                keys=tuple(keys),
+                artifacts=tuple(artifacts),
                 failures=tuple(
-                    KeyFailure(
+                    ItemFailure(
                         _text(f["name"], "a failure's name"),
                         _text(f["reason"], "a failure's reason"),
                         _text(f["message"], "a failure's message"),
+                        _kind(f.get("kind", ItemKind.KEY.value)),
                     )
                     for f in document.get("failures", [])
                 ),
@@ -302,8 +387,18 @@ def _compact_json(document: dict[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
 
-def _artifact_document(artifact: KeyArtifact) -> dict[str, Any]:
+def _failure_document(failure: ItemFailure) -> dict[str, Any]:
+    return {
+        "kind": failure.kind.value,
+        "name": failure.name,
+        "reason": failure.reason,
+        "message": failure.message,
+    }
+
+
+def _artifact_document(artifact: Artifact) -> dict[str, Any]:
     document: dict[str, Any] = {
+        "kind": artifact.kind.value,
         "name": artifact.name,
         "versions": list(artifact.versions),
         "sha256": artifact.sha256,
@@ -317,25 +412,37 @@ def _artifact_document(artifact: KeyArtifact) -> dict[str, Any]:
 def _artifact_or_object(entry: dict[str, Any]) -> Any:
     if not {"name", "versions", "sha256", "size"} <= entry.keys():
         return entry
-    # A manifest is read back from storage a tenant may write to, and a key's name
+    # A manifest is read back from storage a tenant may write to, and an item's name
     # becomes part of the path its backup is read from: only Key Vault's names pass.
-    name = _checked(KEY_NAME, entry["name"], "a Key Vault key name")
+    kind = _kind(entry.get("kind", ItemKind.KEY.value))
+    name = _checked(KEY_NAME, entry["name"], f"a Key Vault {kind} name")
     versions = entry["versions"]
     if not isinstance(versions, list):
-        raise ValueError(f"the versions of key {name} are not a list")
-    size = _count(entry["size"], f"the size of key {name}")
+        raise ValueError(f"the versions of {kind} {name} are not a list")
+    size = _count(entry["size"], f"the size of {kind} {name}")
     if size > ARTIFACT_MAX_BYTES:
         raise TooLargeError(
-            f"it records {size} bytes for key {name}, more than the {ARTIFACT_MAX_BYTES} "
-            "a key backup may have"
+            f"it records {size} bytes for {kind} {name}, more than the {ARTIFACT_MAX_BYTES} "
+            "a backup may have"
         )
-    return KeyArtifact(
+    return Artifact(
         name,
-        tuple(_checked(VERSION_ID, version, f"a version id (key {name})") for version in versions),
-        _checked(SHA256_HEX, entry["sha256"], f"a sha256 digest (key {name})"),
+        tuple(
+            _checked(VERSION_ID, version, f"a version id ({kind} {name})") for version in versions
+        ),
+        _checked(SHA256_HEX, entry["sha256"], f"a sha256 digest ({kind} {name})"),
         size,
-        _text(entry.get("location", ""), f"where key {name} is kept"),
+        _text(entry.get("location", ""), f"where {kind} {name} is kept"),
+        kind,
     )
+
+
+def _kind(value: Any) -> ItemKind:
+    if not isinstance(value, str) or value not in ITEM_KINDS:
+        raise ValueError(
+            f"{foreign_text(repr(value))} is not a kind of item (key, secret or certificate)"
+        )
+    return ItemKind(value)
 
 
 def _checked(grammar: re.Pattern[str], value: Any, rule: str) -> str:

@@ -1,32 +1,33 @@
-"""Running one coroutine per key, a bounded number at a time, with per-key failures kept
-per key."""
+"""Running one coroutine per item, a bounded number at a time, with per-item failures kept
+per item."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 
+from kvbackup.api.kinds import ItemRef
 from kvbackup.config import DEFAULT_KEYS_PER_RUN
 from kvbackup.errors import AccessDeniedError, KeyAccessDeniedError, KvBackupError
-from kvbackup.services.outcomes import KeyOutcome, KeyResult
+from kvbackup.services.outcomes import ItemOutcome, ItemResult
 
 #: Keys in progress at once in one run, unless the caller says otherwise.
 DEFAULT_CONCURRENCY = DEFAULT_KEYS_PER_RUN
 
 
-async def for_each_key(
-    names: Iterable[str] | AsyncIterable[str],
-    work: Callable[[str], Awaitable[KeyOutcome]],
+async def for_each_item(
+    items: Iterable[ItemRef] | AsyncIterable[ItemRef],
+    work: Callable[[ItemRef], Awaitable[ItemOutcome]],
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     on_done: Callable[[], Awaitable[None]] | None = None,
-) -> list[KeyOutcome]:
-    """Run ``work`` for every key, at most ``concurrency`` keys at a time; the outcomes
-    come back in the order of ``names``. ``on_done`` is awaited after each key.
+) -> list[ItemOutcome]:
+    """Run ``work`` for every item, at most ``concurrency`` at a time; the outcomes come
+    back in the order of ``items``. ``on_done`` is awaited after each item.
 
     Workers pull the next name as they free up, so no task, coroutine or buffer exists
     for a key before its turn: memory follows the concurrency, not the vault's size.
-    ``names`` may be asynchronous, such as a vault's listing: keys are then worked on
+    ``items`` may be asynchronous, such as a vault's listing: keys are then worked on
     while later pages are still being listed.
 
     A key's permanent error fails that key only. A temporary error (vault unreachable,
@@ -36,22 +37,26 @@ async def for_each_key(
     of the run is refused: a vault that serves none of them denies the identity as a
     whole, which is raised as ``AccessDeniedError``, as a vault-wide 403 is.
     """
-    pending = _numbered(names)
+    pending = _numbered(items)
     # One worker at a time advances the names: an async generator cannot be re-entered.
     turn = asyncio.Lock()
-    outcomes: dict[int, KeyOutcome] = {}
+    outcomes: dict[int, ItemOutcome] = {}
     refused: list[KeyAccessDeniedError] = []
 
-    async def guarded(name: str) -> KeyOutcome:
+    async def guarded(item: ItemRef) -> ItemOutcome:
         try:
-            return await work(name)
+            return await work(item)
         except KvBackupError as error:
             if error.temporary:
                 raise
             if isinstance(error, KeyAccessDeniedError):
                 refused.append(error)
-            return KeyOutcome(
-                name=name, result=KeyResult.FAILED, reason=error.reason, message=error.message
+            return ItemOutcome(
+                name=item.name,
+                result=ItemResult.FAILED,
+                reason=error.reason,
+                message=error.message,
+                kind=item.kind,
             )
 
     async def worker() -> None:
@@ -60,8 +65,8 @@ async def for_each_key(
                 numbered = await anext(pending, None)
             if numbered is None:
                 return
-            index, name = numbered
-            outcomes[index] = await guarded(name)
+            index, item = numbered
+            outcomes[index] = await guarded(item)
             if on_done is not None:
                 await on_done()
 
@@ -74,19 +79,21 @@ async def for_each_key(
         raise group.exceptions[0] from None
     if refused and len(refused) == len(outcomes):
         raise AccessDeniedError(
-            f"the vault refused every key of the run ({len(refused)}), so it denies this "
+            f"the vault refused every item of the run ({len(refused)}), so it denies this "
             f"identity as a whole; the first refusal: {refused[0].message}"
         )
     return [outcomes[index] for index in range(len(outcomes))]
 
 
-async def _numbered(names: Iterable[str] | AsyncIterable[str]) -> AsyncIterator[tuple[int, str]]:
+async def _numbered(
+    items: Iterable[ItemRef] | AsyncIterable[ItemRef],
+) -> AsyncIterator[tuple[int, ItemRef]]:
     index = 0
-    if isinstance(names, AsyncIterable):
-        async for name in names:
-            yield index, name
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield index, item
             index += 1
         return
-    for name in names:
-        yield index, name
+    for item in items:
+        yield index, item
         index += 1
