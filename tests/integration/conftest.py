@@ -21,9 +21,11 @@ from azure.storage.blob.aio import ContainerClient
 from kvbackup.adapters.blob_store import BlobSnapshotStore, container_client
 from kvbackup.adapters.kubernetes import KubernetesApi
 from kvbackup.adapters.secret_store import SecretSnapshotStore
+from kvbackup.api import KEYBACKUP_LABEL, ROLE_LABEL, SNAPSHOT_LABEL
 from kvbackup.api.keybackup import KeyBackupRef
+from kvbackup.api.kinds import ItemKind, ItemRef
 from kvbackup.services.ports import SnapshotStore
-from kvbackup.services.snapshot import Manifest
+from kvbackup.services.snapshot import Artifact, Manifest, sha256_hex
 from tests.harness import azurite as azurite_harness
 from tests.harness import lowkey as lowkey_harness
 from tests.harness.azurite import Azurite
@@ -34,7 +36,7 @@ from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, start_operator
 from tests.harness.vault import Vault
 from tests.integration.objects import credentials_secret
-from tests.unit.fakes import artifacts_of, manifest_of
+from tests.unit.fakes import manifest_of
 
 
 @contextmanager
@@ -415,6 +417,24 @@ class Cluster:
             json.dumps({"data": {entry: encoded}}),
         )
 
+    def create_secret(
+        self,
+        name: str,
+        labels: Mapping[str, str],
+        data: Mapping[str, bytes],
+        annotations: Mapping[str, str] | None = None,
+    ) -> None:
+        """A Secret as a tenant may create one in its own namespace, named and labelled as
+        it likes (created, not applied: kubectl apply would keep a copy of a large one in
+        an annotation, which cannot hold it)."""
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "labels": labels, "annotations": annotations or {}},
+            "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+        }
+        self.plane.kubectl("create", "-n", self.namespace, "-f", "-", input=json.dumps(secret))
+
     def ready_condition(self, kind: str, name: str) -> dict[str, Any]:
         for condition in self.status(kind, name).get("conditions", []):
             if condition.get("type") == "Ready":
@@ -442,19 +462,37 @@ def secret_store(api: KubernetesApi) -> SecretSnapshotStore:
     return SecretSnapshotStore(api)
 
 
+def backup_labels(keybackup: str, snapshot_id: str, role: str) -> dict[str, str]:
+    """The labels the operator gives each Secret of a snapshot it keeps in Secrets."""
+    return {KEYBACKUP_LABEL: keybackup, SNAPSHOT_LABEL: snapshot_id, ROLE_LABEL: role}
+
+
 #: The snapshot id a storage test writes under when one snapshot is all it needs.
 SNAPSHOT = "20261128-010203-abcd"
 
 
 async def store_snapshot(
-    store: SnapshotStore, ref: KeyBackupRef, snapshot_id: str, artifacts: dict[str, bytes]
+    store: SnapshotStore, ref: KeyBackupRef, snapshot_id: str, artifacts: Mapping[str, bytes]
 ) -> Manifest:
-    """A complete snapshot as a backup run leaves it: artifacts, then the manifest."""
-    locations = {
-        name: await store.write_artifact(ref, snapshot_id, name, data, ("v1", "v2"))
-        for name, data in artifacts.items()
-    }
-    manifest = manifest_of(*artifacts_of(artifacts, locations), ref=ref, snapshot_id=snapshot_id)
+    """A complete snapshot of the keys ``artifacts`` (backup bytes by name)."""
+    keys = {ItemRef(ItemKind.KEY, name): data for name, data in artifacts.items()}
+    return await store_items(store, ref, snapshot_id, keys)
+
+
+async def store_items(
+    store: SnapshotStore, ref: KeyBackupRef, snapshot_id: str, items: Mapping[ItemRef, bytes]
+) -> Manifest:
+    """A complete snapshot as a backup run leaves it: each item's backup bytes (versions
+    v1 and v2), then the manifest."""
+    stored = []
+    for item, data in items.items():
+        location = await store.write_artifact(
+            ref, snapshot_id, item.kind, item.name, data, ("v1", "v2")
+        )
+        stored.append(
+            Artifact(item.name, ("v1", "v2"), sha256_hex(data), len(data), location, item.kind)
+        )
+    manifest = manifest_of(*stored, ref=ref, snapshot_id=snapshot_id)
     await store.write_manifest(manifest)
     return manifest
 
@@ -464,4 +502,6 @@ async def leave_leftover(store: SnapshotStore, ref: KeyBackupRef, snapshot_id: s
 
     A key larger than a Secret is stored at once by either store, not gathered first.
     """
-    await store.write_artifact(ref, snapshot_id, "app-key", os.urandom(1_200_000), ("v1",))
+    await store.write_artifact(
+        ref, snapshot_id, ItemKind.KEY, "app-key", os.urandom(1_200_000), ("v1",)
+    )

@@ -14,6 +14,7 @@ from azure.storage.blob.aio import BlobClient, ContainerClient
 from kvbackup.adapters import blob_store
 from kvbackup.adapters.blob_store import BlobSnapshotStore, container_client
 from kvbackup.api.keybackup import KeyBackupRef
+from kvbackup.api.kinds import ItemKind, ItemRef
 from kvbackup.errors import (
     AccessDeniedError,
     IntegrityError,
@@ -23,17 +24,17 @@ from kvbackup.errors import (
     TooLargeError,
 )
 from kvbackup.services.ports import StoredSnapshot
-from kvbackup.services.snapshot import MANIFEST_MAX_BYTES, KeyArtifact, sha256_hex
+from kvbackup.services.snapshot import MANIFEST_MAX_BYTES, Artifact, sha256_hex
 from tests.harness.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
 from tests.harness.hostile import gzip_bomb
-from tests.integration.conftest import SNAPSHOT, store_snapshot
+from tests.integration.conftest import SNAPSHOT, store_items, store_snapshot
 from tests.unit.fakes import artifacts_of, manifest_of
 
 pytestmark = pytest.mark.integration
 
 NAMESPACE = "payments"
 #: A key the manifest lists but the store never received.
-GONE = KeyArtifact("gone", ("v1",), "0" * 64, 1)
+GONE = Artifact("gone", ("v1",), "0" * 64, 1)
 REF = KeyBackupRef(NAMESPACE, "payments-keys", "uid-1")
 PREFIX = "backups/prod"
 
@@ -58,7 +59,7 @@ async def test_a_snapshot_round_trips_byte_exact_under_the_documented_layout(
     assert manifest == manifest_of(*artifacts_of(artifacts), ref=REF, snapshot_id=SNAPSHOT)
     assert summary == manifest.summary
     for name, data in artifacts.items():
-        artifact = manifest.artifact(name)
+        artifact = manifest.artifact(ItemKind.KEY, name)
         stored = await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, artifact)
         assert stored == data
         artifact.verify(stored)
@@ -68,6 +69,30 @@ async def test_a_snapshot_round_trips_byte_exact_under_the_documented_layout(
         f"{folder}/keys/wrapping-key",
         f"{folder}/manifest.json",
     ]
+
+
+async def test_each_kind_is_kept_in_its_own_folder_with_its_kind_recorded(
+    store: BlobSnapshotStore, container: ContainerClient
+) -> None:
+    items = {
+        ItemRef(ItemKind.KEY, "db-password"): b"a key's backup",
+        ItemRef(ItemKind.SECRET, "DB-Password"): b"a secret's backup",
+        ItemRef(ItemKind.CERTIFICATE, "db-password"): b"a certificate's backup",
+    }
+    await store_items(store, REF, SNAPSHOT, items)
+
+    folder = f"backups/prod/payments/payments-keys/{SNAPSHOT}"
+    assert await _blob_names(container) == [
+        f"{folder}/certificates/db-password",
+        f"{folder}/keys/db-password",
+        f"{folder}/manifest.json",
+        f"{folder}/secrets/db-password",
+    ]
+    for item, data in items.items():
+        blob = container.get_blob_client(f"{folder}/{item.kind.plural}/db-password")
+        assert await (await blob.download_blob()).readall() == data
+        recorded = (await blob.get_blob_properties()).metadata
+        assert (recorded["kind"], recorded["name"]) == (item.kind.value, item.name)
 
 
 async def test_an_empty_prefix_puts_snapshots_at_the_root_of_the_container(
@@ -101,8 +126,8 @@ async def test_a_folder_the_store_did_not_write_is_not_taken_for_a_snapshot(
 async def test_redoing_an_interrupted_run_overwrites_instead_of_duplicating(
     store: BlobSnapshotStore, container: ContainerClient
 ) -> None:
-    await store.write_artifact(REF, SNAPSHOT, "k", b"first attempt")
-    await store.write_artifact(REF, SNAPSHOT, "K", b"second attempt")
+    await store.write_artifact(REF, SNAPSHOT, ItemKind.KEY, "k", b"first attempt")
+    await store.write_artifact(REF, SNAPSHOT, ItemKind.KEY, "K", b"second attempt")
     await store.write_manifest(
         manifest_of(*artifacts_of({"k": b"second attempt"}), ref=REF, snapshot_id=SNAPSHOT)
     )
@@ -111,7 +136,8 @@ async def test_redoing_an_interrupted_run_overwrites_instead_of_duplicating(
     )
 
     manifest = await store.read_manifest(NAMESPACE, "payments-keys", SNAPSHOT)
-    stored = await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, manifest.keys[0])
+    artifact = manifest.artifacts[0]
+    stored = await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, artifact)
     assert stored == b"second attempt"
     assert len(await _blob_names(container)) == 2
 
@@ -158,18 +184,27 @@ async def test_a_deletion_that_stops_halfway_never_leaves_a_snapshot_that_looks_
 async def test_a_downloaded_artifact_is_exactly_what_key_vault_returned(
     store: BlobSnapshotStore,
 ) -> None:
-    backup = os.urandom(30_000)
-    await store_snapshot(store, REF, SNAPSHOT, {"card-signing": backup})
+    backups = {
+        ItemRef(ItemKind.KEY, "card-signing"): os.urandom(30_000),
+        ItemRef(ItemKind.SECRET, "db-password"): os.urandom(3_000),
+        ItemRef(ItemKind.CERTIFICATE, "api-tls"): os.urandom(10_000),
+    }
+    await store_items(store, REF, SNAPSHOT, backups)
 
     # What a person does with the location from the KeyBackup's status and the Azure tools.
     location = store.location(NAMESPACE, "payments-keys", SNAPSHOT)
-    blob = BlobClient.from_blob_url(
-        f"{location}keys/card-signing",
-        credential={"account_name": ACCOUNT_NAME, "account_key": ACCOUNT_KEY},
-    )
-    async with blob:
-        downloaded = await (await blob.download_blob()).readall()
-    assert downloaded == backup
+    for path, backup in (
+        ("keys/card-signing", backups[ItemRef(ItemKind.KEY, "card-signing")]),
+        ("secrets/db-password", backups[ItemRef(ItemKind.SECRET, "db-password")]),
+        ("certificates/api-tls", backups[ItemRef(ItemKind.CERTIFICATE, "api-tls")]),
+    ):
+        blob = BlobClient.from_blob_url(
+            f"{location}{path}",
+            credential={"account_name": ACCOUNT_NAME, "account_key": ACCOUNT_KEY},
+        )
+        async with blob:
+            downloaded = await (await blob.download_blob()).readall()
+        assert downloaded == backup
 
 
 async def test_a_snapshot_is_read_by_its_path_alone_once_the_keybackup_is_gone(
@@ -193,8 +228,8 @@ async def test_a_snapshot_is_read_by_its_path_alone_once_the_keybackup_is_gone(
             assert manifest == manifest_of(
                 *artifacts_of({"card-signing": backup}), ref=REF, snapshot_id=SNAPSHOT
             )
-            stored = await fresh.read_artifact_at(path, manifest.artifact("card-signing"))
-            manifest.artifact("card-signing").verify(stored)
+            artifact = manifest.artifact(ItemKind.KEY, "card-signing")
+            artifact.verify(await fresh.read_artifact_at(path, artifact))
         with pytest.raises(MissingReferenceError) as raised:
             await fresh.read_manifest_at("backups/prod/payments/payments-keys/20990101-000000-none")
         assert raised.value.reason == "SourceNotFound"
@@ -238,7 +273,7 @@ async def test_a_missing_container_is_reported_by_its_name(azurite: Azurite) -> 
     async with client:
         store = BlobSnapshotStore(client, PREFIX)
         with pytest.raises(MissingReferenceError, match="container no-such-container") as raised:
-            await store.write_artifact(REF, SNAPSHOT, "k", b"x")
+            await store.write_artifact(REF, SNAPSHOT, ItemKind.KEY, "k", b"x")
         assert raised.value.reason == "ContainerNotFound"
         with pytest.raises(MissingReferenceError, match="container no-such-container"):
             await store.list_snapshots(NAMESPACE, "payments-keys")
@@ -259,7 +294,7 @@ async def test_a_wrong_account_key_is_access_denied(
     async with client:
         store = BlobSnapshotStore(client, PREFIX)
         with pytest.raises(AccessDeniedError):
-            await store.write_artifact(REF, SNAPSHOT, "k", b"x")
+            await store.write_artifact(REF, SNAPSHOT, ItemKind.KEY, "k", b"x")
         with pytest.raises(AccessDeniedError):
             await store.list_snapshots(NAMESPACE, "payments-keys")
 
@@ -267,8 +302,10 @@ async def test_a_wrong_account_key_is_access_denied(
 async def test_an_interrupted_runs_blobs_are_resumable_only_while_they_match_their_sha256(
     store: BlobSnapshotStore, container: ContainerClient
 ) -> None:
-    await store.write_artifact(REF, SNAPSHOT, "Signing", b"signing bytes", ("v1", "v2"))
-    await store.write_artifact(REF, SNAPSHOT, "wrapping", b"wrapping bytes", ("w1",))
+    await store.write_artifact(
+        REF, SNAPSHOT, ItemKind.KEY, "Signing", b"signing bytes", ("v1", "v2")
+    )
+    await store.write_artifact(REF, SNAPSHOT, ItemKind.KEY, "wrapping", b"wrapping bytes", ("w1",))
 
     found = {a.name: a for a in await store.resumable(REF, SNAPSHOT)}
     assert set(found) == {"Signing", "wrapping"}
@@ -338,8 +375,9 @@ async def test_an_artifact_larger_than_its_manifest_records_is_too_large_and_nev
     await container.get_blob_client(f"{FOLDER}/keys/k").create_page_blob(300 * MiB)
     before = _peak_rss_mib()
 
+    artifact = manifest.artifact(ItemKind.KEY, "k")
     with pytest.raises(TooLargeError, match="the size the manifest records for key k") as refused:
-        await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, manifest.artifact("k"))
+        await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, artifact)
 
     assert f"{FOLDER}/keys/k holds more than {len(b'the real backup')} bytes" in (
         refused.value.message
@@ -353,7 +391,7 @@ async def test_an_empty_artifact_reads_as_no_bytes(
     manifest = await store_snapshot(store, REF, SNAPSHOT, {"k": b"x"})
     await container.upload_blob(f"{FOLDER}/keys/k", b"", overwrite=True)
 
-    stored = await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, manifest.keys[0])
+    stored = await store.read_artifact(NAMESPACE, "payments-keys", SNAPSHOT, manifest.artifacts[0])
 
     assert stored == b""
 
@@ -438,7 +476,7 @@ async def test_a_manifest_naming_another_place_than_its_folder_is_refused(
         ref=KeyBackupRef(namespace, keybackup, "uid-b"),
         snapshot_id=SNAPSHOT,
     )
-    await store.write_artifact(REF, SNAPSHOT, "k", b"x")
+    await store.write_artifact(REF, SNAPSHOT, ItemKind.KEY, "k", b"x")
     await container.upload_blob(f"{FOLDER}/manifest.json", foreign.to_json())
 
     with pytest.raises(IntegrityError, match="whose place it is in") as refused:
@@ -458,7 +496,7 @@ async def test_a_snapshot_path_shorter_than_namespace_keybackup_snapshot_is_refu
 async def test_a_resumed_run_takes_a_blob_only_under_the_name_its_key_maps_to(
     store: BlobSnapshotStore, container: ContainerClient
 ) -> None:
-    await store.write_artifact(REF, SNAPSHOT, "signing", b"signing bytes", ("v1",))
+    await store.write_artifact(REF, SNAPSHOT, ItemKind.KEY, "signing", b"signing bytes", ("v1",))
     # Another key's record beside bytes that match it, under a name it does not map to.
     await container.upload_blob(
         f"{FOLDER}/keys/decoy",
@@ -469,6 +507,31 @@ async def test_a_resumed_run_takes_a_blob_only_under_the_name_its_key_maps_to(
     assert [a.name for a in await store.resumable(REF, SNAPSHOT)] == ["signing"]
 
 
+@pytest.mark.parametrize(
+    ("blob", "kind"),
+    [
+        pytest.param("keys/db", "secret", id="a-secret-among-keys"),
+        pytest.param("secrets/db", "key", id="a-key-among-secrets"),
+        pytest.param("secrets/db", None, id="no-kind-among-secrets"),
+        pytest.param("passwords/db", "password", id="an-unknown-kind"),
+        pytest.param("secrets/db", "Secret", id="a-kind-in-another-case"),
+    ],
+)
+async def test_a_resumed_run_takes_a_blob_only_in_the_folder_of_the_kind_it_records(
+    store: BlobSnapshotStore, container: ContainerClient, blob: str, kind: str | None
+) -> None:
+    data = b"what the blob claims is a backup"
+    recorded = {"sha256": sha256_hex(data), "versions": "v1"}
+    # Written before there were other kinds: a key's name as keyname, no kind.
+    names = {"name": "db", "kind": kind} if kind else {"keyname": "db"}
+    await container.upload_blob(f"{FOLDER}/{blob}", data, metadata=recorded | names)
+    await store.write_artifact(REF, SNAPSHOT, ItemKind.CERTIFICATE, "db", b"cert", ("c1",))
+
+    resumed = await store.resumable(REF, SNAPSHOT)
+
+    assert [(a.kind, a.name) for a in resumed] == [(ItemKind.CERTIFICATE, "db")]
+
+
 async def test_an_id_that_is_not_a_snapshot_id_never_becomes_a_blob_name(
     store: BlobSnapshotStore, container: ContainerClient
 ) -> None:
@@ -476,6 +539,6 @@ async def test_an_id_that_is_not_a_snapshot_id_never_becomes_a_blob_name(
         with pytest.raises(IntegrityError, match="which is not a snapshot id"):
             await store.delete_snapshot(NAMESPACE, "payments-keys", forged)
         with pytest.raises(IntegrityError, match="which is not a snapshot id"):
-            await store.write_artifact(REF, forged, "k", b"x")
+            await store.write_artifact(REF, forged, ItemKind.KEY, "k", b"x")
 
     assert await _blob_names(container) == []

@@ -27,9 +27,10 @@ from typing import Any
 import pytest
 from azure.storage.blob import ContainerClient, ContentSettings
 
+from kvbackup.adapters.secret_store import INDEX_DATA_KEY, pack_secret_name
 from kvbackup.api.fields import SNAPSHOT_ID
 from kvbackup.api.keybackup import KeyBackupRef
-from kvbackup.services.snapshot import Manifest
+from kvbackup.services.snapshot import Manifest, sha256_hex
 from tests.harness import azurite as azurite_harness
 from tests.harness import identity
 from tests.harness.azurite import Azurite
@@ -39,7 +40,7 @@ from tests.harness.hostile import gzip_bomb, peak_rss_mib, zeros
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess
 from tests.harness.vault import Vault, create_keys
-from tests.integration.conftest import Cluster, Operators, new_namespaces
+from tests.integration.conftest import Cluster, Operators, backup_labels, new_namespaces
 from tests.integration.objects import keybackup, keyrestore
 from tests.unit.fakes import artifacts_of, manifest_of
 
@@ -56,6 +57,10 @@ OLD, OLDER = "20200101-000000-0001", "20200101-000000-0000"
 TEAM_B_KEYS = [f"team-b-{n:02d}" for n in range(20)]
 #: A backup key's bytes that the huge artifact's manifest records.
 RECORDED = bytes(4096)
+#: The snapshot a KeyBackup's run resumes, where a pack claims its key under no known kind.
+RESUMED = "20200101-000000-0002"
+#: What that pack holds for the key, with its sha256 in the forged index entry.
+CLAIMED = b"not a-key's backup"
 
 
 @dataclass
@@ -84,8 +89,10 @@ class Scene:
 
 def _put_snapshot(container: ContainerClient, folder: str, manifest: Manifest) -> None:
     """A snapshot as the store lays it out, with whatever summary ``manifest`` gives."""
-    for artifact in manifest.keys:
-        container.upload_blob(f"{folder}/keys/{artifact.name}", bytes(artifact.size))
+    for artifact in manifest.artifacts:
+        container.upload_blob(
+            f"{folder}/{artifact.kind.plural}/{artifact.name}", bytes(artifact.size)
+        )
     container.upload_blob(
         f"{folder}/manifest.json",
         manifest.to_json(),
@@ -134,28 +141,24 @@ def _hostile_storage(scene: Scene, ns_a: str, ns_b: str) -> None:
     stolen = manifest_of(ref=KeyBackupRef(ns_b, "keys", ""), snapshot_id=OLD)
     team_a.upload_blob(f"{ns_a}/keys/{OLD}/manifest.json", stolen.to_json())
     # (f) a Secret named and labelled as a manifest Secret, holding 1 MiB of junk.
-    junk = base64.b64encode(os.urandom(MiB - 4096)).decode()
-    scene.plane.kubectl(
-        "create",
-        "-n",
-        ns_a,
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {
-                    "name": f"in-secrets-{OLD}",
-                    "labels": {
-                        "kvbackup.io/keybackup": "in-secrets",
-                        "kvbackup.io/snapshot": OLD,
-                        "kvbackup.io/role": "manifest",
-                    },
-                },
-                "data": {"summary.json": junk},
-            }
-        ),
+    scene.team_a.create_secret(
+        f"in-secrets-{OLD}",
+        backup_labels("in-secrets", OLD, "manifest"),
+        {"summary.json": os.urandom(MiB - 4096)},
+    )
+    # (g) a pack of the snapshot a run of KeyBackup "resumed" resumes (see its test), whose
+    # index claims a-key under a kind that is none, beside bytes that match the claim.
+    claim = {
+        "name": "a-key",
+        "versions": ["v1"],
+        "sha256": sha256_hex(CLAIMED),
+        "size": len(CLAIMED),
+    }
+    index = [claim | {"kind": "password", "chunk": 0, "chunks": 1}]
+    scene.team_a.create_secret(
+        pack_secret_name("resumed", RESUMED, "dead", 0),
+        backup_labels("resumed", RESUMED, "artifact"),
+        {INDEX_DATA_KEY: json.dumps(index).encode(), "a-key": CLAIMED, "password_a-key": CLAIMED},
     )
 
 
@@ -295,6 +298,10 @@ def _apply_everything(scene: Scene, vault_a: Vault, vault_b: Vault) -> None:
             suspend=True,
         )
     )
+    # (g) one into Secrets that has not run either; its status gets the id of RESUMED below.
+    team_a.apply(
+        keybackup("resumed", vault_a.url, keys=["a-key"], schedule="@every 1h", suspend=True)
+    )
 
 
 def _operator_requests(scene: Scene) -> list[tuple[str, str, str]]:
@@ -382,19 +389,20 @@ def test_a_manifest_naming_another_namespace_fails_its_restore(scene: Scene) -> 
     assert "whose place it is in" in ready["message"]
 
 
-def test_a_climbing_snapshot_id_patched_into_status_is_never_used(scene: Scene) -> None:
+def _resume_run_of(scene: Scene, name: str, snapshot_id: str) -> dict[str, Any]:
+    """The status once suspended KeyBackup ``name`` has run, asked to as if a run that
+    wrote ``snapshot_id`` had been interrupted (what its status then records)."""
     team_a = scene.team_a
     team_a.wait_until(
         "the KeyBackup waits, suspended",
-        lambda: team_a.ready_condition("keybackup", "patched").get("reason") == "Suspended",
+        lambda: team_a.ready_condition("keybackup", name).get("reason") == "Suspended",
     )
-    generation = team_a.get("keybackup", "patched")["metadata"]["generation"]
-    forged = _escape("0", scene.containers["victim"].container_name, "x")
-    active = {"generation": generation, "trigger": "now-1", "slot": None, "snapshotId": forged}
+    generation = team_a.get("keybackup", name)["metadata"]["generation"]
+    active = {"generation": generation, "trigger": "now-1", "slot": None, "snapshotId": snapshot_id}
     scene.plane.kubectl(
         "patch",
         "keybackup",
-        "patched",
+        name,
         "-n",
         team_a.namespace,
         "--subresource=status",
@@ -403,19 +411,49 @@ def test_a_climbing_snapshot_id_patched_into_status_is_never_used(scene: Scene) 
         json.dumps({"status": {"activeRun": active}}),
     )
     scene.plane.kubectl(
-        "annotate", "keybackup", "patched", "-n", team_a.namespace, "kvbackup.io/backup-now=now-1"
+        "annotate", "keybackup", name, "-n", team_a.namespace, "kvbackup.io/backup-now=now-1"
     )
-
     team_a.wait_until(
         "the backup asked for runs",
-        lambda: team_a.status("keybackup", "patched").get("lastHandledTrigger") == "now-1",
+        lambda: team_a.status("keybackup", name).get("lastHandledTrigger") == "now-1",
     )
-    snapshot_id = team_a.status("keybackup", "patched")["lastSnapshot"]["id"]
+    return team_a.status("keybackup", name)
+
+
+def test_a_climbing_snapshot_id_patched_into_status_is_never_used(scene: Scene) -> None:
+    team_a = scene.team_a
+    forged = _escape("0", scene.containers["victim"].container_name, "x")
+
+    snapshot_id = _resume_run_of(scene, "patched", forged)["lastSnapshot"]["id"]
     assert SNAPSHOT_ID.fullmatch(snapshot_id)
     written = [name for name in scene.names("team-a") if "/patched/" in name]
     assert written
     assert all(name.startswith(f"{team_a.namespace}/patched/{snapshot_id}/") for name in written)
     assert scene.names("victim") == scene.victim_before
+
+
+def test_a_pack_entry_of_no_known_kind_is_not_trusted_and_its_key_is_backed_up_again(
+    scene: Scene,
+) -> None:
+    team_a = scene.team_a
+
+    status = _resume_run_of(scene, "resumed", RESUMED)
+
+    assert status["lastSnapshot"]["id"] == RESUMED
+    assert status["phase"] == "Succeeded"
+    part = team_a.plane.kubectl(
+        "get",
+        "secret",
+        "-n",
+        team_a.namespace,
+        f"resumed-{RESUMED}-m0",
+        "-o",
+        r"jsonpath={.data.manifest\.json}",
+    )
+    (key,) = json.loads(base64.b64decode(part.stdout))["keys"]
+    assert (key["kind"], key["name"]) == ("key", "a-key")
+    assert key["sha256"] != sha256_hex(CLAIMED)
+    assert pack_secret_name("resumed", RESUMED, "dead", 0) not in key["location"]
 
 
 def test_a_manifest_secret_of_junk_fails_retention_and_its_restore_naming_it(scene: Scene) -> None:

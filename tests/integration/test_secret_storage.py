@@ -10,12 +10,23 @@ from typing import Any
 import pytest
 
 from kvbackup.adapters.kubernetes import KubernetesApi
-from kvbackup.adapters.secret_store import INDEX_DATA_KEY, SecretSnapshotStore
+from kvbackup.adapters.secret_store import (
+    INDEX_DATA_KEY,
+    SecretSnapshotStore,
+    legacy_artifact_name,
+)
 from kvbackup.api.keybackup import KeyBackupRef
+from kvbackup.api.kinds import ItemKind, ItemRef
 from kvbackup.errors import IntegrityError, TooLargeError
 from kvbackup.services.ports import StoredSnapshot
-from kvbackup.services.snapshot import KeyArtifact, sha256_hex
-from tests.integration.conftest import SNAPSHOT, Cluster, store_snapshot
+from kvbackup.services.snapshot import Artifact, sha256_hex
+from tests.integration.conftest import (
+    SNAPSHOT,
+    Cluster,
+    backup_labels,
+    store_items,
+    store_snapshot,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +53,7 @@ async def test_a_snapshot_round_trips_byte_exact_and_is_found_by_label(
     assert (summary.keys, summary.total_bytes) == (2, 21000)
     manifest = await secret_store.read_manifest(cluster.namespace, "payments", SNAPSHOT)
     for name, data in artifacts.items():
-        artifact = manifest.artifact(name)
+        artifact = manifest.artifact(ItemKind.KEY, name)
         stored = await secret_store.read_artifact(cluster.namespace, "payments", SNAPSHOT, artifact)
         assert stored == data
         artifact.verify(stored)
@@ -64,7 +75,7 @@ async def test_many_keys_are_packed_into_few_secrets_each_under_the_size_limit(
     assert 3 <= len(packs) <= 4
     assert all(_data_size(pack) < SECRET_DATA_LIMIT for pack in packs)
     manifest = await secret_store.read_manifest(cluster.namespace, "payments", SNAPSHOT)
-    for artifact in manifest.keys:
+    for artifact in manifest.artifacts:
         stored = await secret_store.read_artifact(cluster.namespace, "payments", SNAPSHOT, artifact)
         assert stored == artifacts[artifact.name]
 
@@ -83,8 +94,8 @@ async def test_a_key_larger_than_a_secret_holds_is_split_and_reassembled_beside_
     assert len(packs) == 4  # three for the large key's parts, one for the small keys
     assert all(_data_size(pack) < SECRET_DATA_LIMIT for pack in packs)
     manifest = await secret_store.read_manifest(cluster.namespace, "payments", SNAPSHOT)
-    assert len(manifest.artifact("many-versions").location.split(",")) == 3
-    for artifact in manifest.keys:
+    assert len(manifest.artifact(ItemKind.KEY, "many-versions").location.split(",")) == 3
+    for artifact in manifest.artifacts:
         stored = await secret_store.read_artifact(cluster.namespace, "payments", SNAPSHOT, artifact)
         assert stored == artifacts[artifact.name]
 
@@ -132,11 +143,12 @@ async def test_an_interrupted_runs_backups_are_resumable_only_while_they_match_t
 ) -> None:
     store = SecretSnapshotStore(api, pack_size=10_000)
     small, large = os.urandom(3000), os.urandom(25_000)  # the large one in three parts
-    await store.write_artifact(ref, SNAPSHOT, "small", small, ("s1",))
-    await store.write_artifact(ref, SNAPSHOT, "unrecorded", b"no versions")
-    await store.write_artifact(ref, SNAPSHOT, "large", large, ("l1", "l2"))
+    key = ItemKind.KEY
+    await store.write_artifact(ref, SNAPSHOT, key, "small", small, ("s1",))
+    await store.write_artifact(ref, SNAPSHOT, key, "unrecorded", b"no versions")
+    await store.write_artifact(ref, SNAPSHOT, key, "large", large, ("l1", "l2"))
     # Fills the first pack, which is written; this key waits in the next (as at a crash).
-    await store.write_artifact(ref, SNAPSHOT, "pending", os.urandom(8000), ("p1",))
+    await store.write_artifact(ref, SNAPSHOT, key, "pending", os.urandom(8000), ("p1",))
 
     resumed = SecretSnapshotStore(api)
     found = {a.name: a for a in await resumed.resumable(ref, SNAPSHOT)}
@@ -152,51 +164,56 @@ async def test_an_interrupted_runs_backups_are_resumable_only_while_they_match_t
     assert await resumed.resumable(ref, "20261128-235959-0000") == []
 
 
-async def test_a_pack_index_names_every_key_it_holds(
+async def test_a_pack_index_names_every_item_it_holds_with_its_kind(
     secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
 ) -> None:
-    await store_snapshot(secret_store, ref, SNAPSHOT, {"a": b"1", "b": b"22"})
+    items = {
+        ItemRef(ItemKind.KEY, "a"): b"1",
+        ItemRef(ItemKind.KEY, "b"): b"22",
+        ItemRef(ItemKind.SECRET, "a"): b"333",
+        ItemRef(ItemKind.CERTIFICATE, "a"): b"4444",
+    }
+    await store_items(secret_store, ref, SNAPSHOT, items)
 
     [pack] = cluster.secrets("kvbackup.io/keybackup=payments,kvbackup.io/role=artifact")
     index = json.loads(base64.b64decode(pack["data"][INDEX_DATA_KEY]))
-    assert sorted((e["name"], e["size"], e["versions"]) for e in index) == [
-        ("a", 1, ["v1", "v2"]),
-        ("b", 2, ["v1", "v2"]),
+    assert sorted((e["kind"], e["name"], e["size"], e["versions"]) for e in index) == [
+        ("certificate", "a", 4, ["v1", "v2"]),
+        ("key", "a", 1, ["v1", "v2"]),
+        ("key", "b", 2, ["v1", "v2"]),
+        ("secret", "a", 3, ["v1", "v2"]),
     ]
-    assert sorted(pack["data"]) == sorted(["a", "b", INDEX_DATA_KEY])
+    # A key's entry is its name, as before there were other kinds.
+    assert sorted(pack["data"]) == sorted(["a", "b", "secret_a", "certificate_a", INDEX_DATA_KEY])
 
 
-def _secret(
-    cluster: Cluster,
-    name: str,
-    labels: dict[str, str],
-    data: dict[str, bytes],
+async def test_kubectl_finds_a_secret_and_a_certificate_under_their_kinds_entries(
+    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
 ) -> None:
-    """A Secret as a tenant may create one in its own namespace (created, not applied:
-    kubectl apply would keep a copy of a large one in an annotation, which cannot hold it)."""
-    cluster.plane.kubectl(
-        "create",
-        "-n",
-        cluster.namespace,
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": name, "labels": labels},
-                "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
-            }
-        ),
-    )
-
-
-def _labels(snapshot_id: str, role: str, keybackup: str = "payments") -> dict[str, str]:
-    return {
-        "kvbackup.io/keybackup": keybackup,
-        "kvbackup.io/snapshot": snapshot_id,
-        "kvbackup.io/role": role,
+    password, tls = os.urandom(3000), os.urandom(1_200_000)  # the certificate split in two
+    items = {
+        ItemRef(ItemKind.KEY, "db-password"): os.urandom(3000),
+        ItemRef(ItemKind.SECRET, "db-password"): password,
+        ItemRef(ItemKind.CERTIFICATE, "api-tls"): tls,
     }
+    await store_items(secret_store, ref, SNAPSHOT, items)
+
+    # The break-glass steps: one command per entry, without the operator.
+    def entry(name: str) -> bytes:
+        out = cluster.plane.kubectl(
+            "get",
+            "secrets",
+            "-n",
+            cluster.namespace,
+            "-l",
+            f"kvbackup.io/keybackup=payments,kvbackup.io/snapshot={SNAPSHOT}",
+            "-o",
+            f"jsonpath={{range .items[*]}}{{.data.{name}}}{{end}}",
+        )
+        return base64.b64decode(out.stdout)
+
+    assert entry("secret_db-password") == password
+    assert entry(r"certificate_api-tls\.0") + entry(r"certificate_api-tls\.1") == tls
 
 
 async def test_a_manifest_secret_of_junk_fails_the_listing_naming_it_and_nothing_else(
@@ -204,10 +221,9 @@ async def test_a_manifest_secret_of_junk_fails_the_listing_naming_it_and_nothing
 ) -> None:
     await store_snapshot(secret_store, ref, SNAPSHOT, {"k": b"x"})
     junk = "20261128-020000-bbbb"
-    _secret(
-        cluster,
+    cluster.create_secret(
         f"payments-{junk}",
-        _labels(junk, "manifest"),
+        backup_labels("payments", junk, "manifest"),
         {"summary.json": os.urandom(SECRET_DATA_LIMIT - 64)},
     )
 
@@ -233,7 +249,9 @@ async def test_a_manifest_secret_whose_name_and_label_disagree_is_refused_naming
 ) -> None:
     written = await store_snapshot(secret_store, ref, SNAPSHOT, {"k": b"x"})
     summary = written.summary.to_json()
-    _secret(cluster, name, _labels(label, "manifest"), {"summary.json": summary})
+    cluster.create_secret(
+        name, backup_labels("payments", label, "manifest"), {"summary.json": summary}
+    )
 
     with pytest.raises(IntegrityError, match=f"Secret {cluster.namespace}/{name}"):
         await secret_store.list_snapshots(cluster.namespace, "payments")
@@ -244,10 +262,9 @@ async def test_a_summary_naming_another_snapshot_than_its_secret_is_refused(
 ) -> None:
     written = await store_snapshot(secret_store, ref, SNAPSHOT, {"k": b"x"})
     other = "20261128-020000-bbbb"
-    _secret(
-        cluster,
+    cluster.create_secret(
         f"payments-{other}",
-        _labels(other, "manifest"),
+        backup_labels("payments", other, "manifest"),
         {"summary.json": written.summary.to_json()},
     )
 
@@ -259,8 +276,12 @@ async def test_secrets_labelled_with_what_is_not_a_snapshot_id_are_never_taken_f
     secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
 ) -> None:
     await store_snapshot(secret_store, ref, SNAPSHOT, {"k": b"x"})
-    _secret(cluster, "payments-notes", _labels("latest", "artifact"), {"k": b"x"})
-    _secret(cluster, "db-password", _labels("20261128-020000-bbbb", "artifact"), {"k": b"x"})
+    cluster.create_secret(
+        "payments-notes", backup_labels("payments", "latest", "artifact"), {"k": b"x"}
+    )
+    cluster.create_secret(
+        "db-password", backup_labels("payments", "20261128-020000-bbbb", "artifact"), {"k": b"x"}
+    )
 
     assert await secret_store.list_stored(cluster.namespace, "payments") == [
         StoredSnapshot(SNAPSHOT, complete=True)
@@ -272,17 +293,17 @@ async def test_a_manifest_location_naming_another_secret_is_refused_before_it_is
 ) -> None:
     await store_snapshot(secret_store, ref, SNAPSHOT, {"k": b"x"})
     password = b"the database password"
-    _secret(cluster, "db-credentials", {}, {"k": password})
+    cluster.create_secret("db-credentials", {}, {"k": password})
     # A pack's name, but not of this snapshot; and a Secret named like a pack, unlabelled.
     lookalike = f"payments-{SNAPSHOT}-a-beef-9"
-    _secret(cluster, lookalike, {}, {"k": password})
+    cluster.create_secret(lookalike, {}, {"k": password})
     for location in ("db-credentials", "payments-20261128-020000-bbbb-a-beef-0"):
-        artifact = KeyArtifact("k", ("v1",), sha256_hex(password), len(password), location)
+        artifact = Artifact("k", ("v1",), sha256_hex(password), len(password), location)
         with pytest.raises(IntegrityError, match="not packs of that snapshot") as refused:
             await secret_store.read_artifact(cluster.namespace, "payments", SNAPSHOT, artifact)
         assert sha256_hex(password) not in refused.value.message
 
-    artifact = KeyArtifact("k", ("v1",), sha256_hex(password), len(password), lookalike)
+    artifact = Artifact("k", ("v1",), sha256_hex(password), len(password), lookalike)
     with pytest.raises(IntegrityError, match="is not labelled as the artifact") as refused:
         await secret_store.read_artifact(cluster.namespace, "payments", SNAPSHOT, artifact)
     assert str(len(password)) not in refused.value.message
@@ -292,12 +313,14 @@ async def test_a_pack_holding_more_than_the_manifest_records_for_a_key_is_too_la
     secret_store: SecretSnapshotStore, api: KubernetesApi, cluster: Cluster, ref: KeyBackupRef
 ) -> None:
     manifest = await store_snapshot(secret_store, ref, SNAPSHOT, {"k": b"small"})
-    location = manifest.artifact("k").location
-    cluster.patch_secret_data(location, "k", os.urandom(50_000))
+    artifact = manifest.artifact(ItemKind.KEY, "k")
+    cluster.patch_secret_data(artifact.location, "k", os.urandom(50_000))
 
-    with pytest.raises(TooLargeError, match=f"Secret {cluster.namespace}/{location} holds more"):
+    with pytest.raises(
+        TooLargeError, match=f"Secret {cluster.namespace}/{artifact.location} holds more"
+    ):
         await SecretSnapshotStore(api).read_artifact(
-            cluster.namespace, "payments", SNAPSHOT, manifest.artifact("k")
+            cluster.namespace, "payments", SNAPSHOT, artifact
         )
 
 
@@ -327,24 +350,65 @@ async def test_a_junk_pack_among_a_resumed_runs_packs_is_left_out_and_the_rest_r
     api: KubernetesApi, cluster: Cluster, ref: KeyBackupRef
 ) -> None:
     store = SecretSnapshotStore(api, pack_size=10_000)
-    await store.write_artifact(ref, SNAPSHOT, "small", b"small bytes", ("s1",))
-    await store.write_artifact(ref, SNAPSHOT, "large", os.urandom(25_000), ("l1",))
+    await store.write_artifact(ref, SNAPSHOT, ItemKind.KEY, "small", b"small bytes", ("s1",))
+    await store.write_artifact(ref, SNAPSHOT, ItemKind.KEY, "large", os.urandom(25_000), ("l1",))
     junk_index = json.dumps(
         [{"name": "x", "versions": ["v"], "sha256": "0" * 64, "chunk": 0, "chunks": 2}] * 3000
     )
-    _secret(
-        cluster,
+    cluster.create_secret(
         f"payments-{SNAPSHOT}-a-dead-0",
-        _labels(SNAPSHOT, "artifact"),
+        backup_labels("payments", SNAPSHOT, "artifact"),
         {INDEX_DATA_KEY: junk_index.encode(), "x.0": os.urandom(400_000)},
     )
-    _secret(
-        cluster,
+    cluster.create_secret(
         f"payments-{SNAPSHOT}-a-dead-1",
-        _labels(SNAPSHOT, "artifact"),
+        backup_labels("payments", SNAPSHOT, "artifact"),
         {INDEX_DATA_KEY: os.urandom(1000)},
     )
 
     found = await SecretSnapshotStore(api).resumable(ref, SNAPSHOT)
 
     assert sorted(a.name for a in found) == ["large"]  # "small" still waits in an open pack
+
+
+async def test_pack_index_entries_of_no_known_kind_are_left_out_and_their_items_redone(
+    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
+) -> None:
+    data = b"what the entry claims is a backup"
+    recorded = {"name": "db", "versions": ["v1"], "sha256": sha256_hex(data), "chunk": 0}
+    index = [
+        recorded | {"kind": "password", "chunks": 1},
+        recorded | {"kind": ["key"], "chunks": 1},
+        recorded | {"kind": "KEY", "chunks": 1},
+        recorded | {"kind": "secret", "chunks": 1},
+    ]
+    cluster.create_secret(
+        f"payments-{SNAPSHOT}-a-dead-0",
+        backup_labels("payments", SNAPSHOT, "artifact"),
+        {
+            INDEX_DATA_KEY: json.dumps(index).encode(),
+            "db": data,
+            "password_db": data,
+            "secret_db": data,
+        },
+    )
+
+    found = await secret_store.resumable(ref, SNAPSHOT)
+
+    assert [(a.kind, a.name) for a in found] == [(ItemKind.SECRET, "db")]
+
+
+async def test_a_secret_the_manifest_keeps_in_no_pack_is_refused_not_read_as_a_key(
+    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
+) -> None:
+    # A key of a snapshot written before packing, found by its name alone.
+    key = b"the key's backup"
+    cluster.create_secret(
+        legacy_artifact_name("payments", SNAPSHOT, "db", 0),
+        backup_labels("payments", SNAPSHOT, "artifact"),
+        {"backup": key},
+    )
+    secret = Artifact("db", ("v1",), sha256_hex(key), len(key), "", ItemKind.SECRET)
+
+    with pytest.raises(IntegrityError, match="does not say which Secrets keep secret db"):
+        await secret_store.read_artifact(cluster.namespace, "payments", SNAPSHOT, secret)

@@ -3,12 +3,18 @@
 Layout, for KeyBackup ``kb`` in namespace ``ns`` and snapshot ``s``, under the store's
 ``prefix`` (may be empty)::
 
-    <prefix>/ns/kb/s/keys/<key-name>   the exact bytes backup_key returned, one blob per key
-    <prefix>/ns/kb/s/manifest.json     the manifest, written last
+    <prefix>/ns/kb/s/keys/<name>           the exact bytes Key Vault's backup of a key
+    <prefix>/ns/kb/s/secrets/<name>        ... of a secret
+    <prefix>/ns/kb/s/certificates/<name>   ... of a certificate
+    <prefix>/ns/kb/s/manifest.json         the manifest, written last
 
-A downloaded ``keys/<key-name>`` blob is a file ``az keyvault key restore --file`` accepts.
-Key Vault names are case-insensitive, so ``<key-name>`` is the lower-cased name: a redone
-run, or a read with another casing, finds the same blob. The manifest has the exact name.
+One blob per item, in the folder of its kind, so that items of different kinds sharing a
+name stay apart. A downloaded blob is a file ``az keyvault key restore --file`` (``secret
+restore``, ``certificate restore``) accepts. Key Vault names are case-insensitive, so
+``<name>`` is the lower-cased name: a redone run, or a read with another casing, finds the
+same blob. The manifest has the exact name. Each blob's metadata records the item's kind,
+name, sha256 and versions, for a resumed run to check; a blob written before there were
+other kinds records no kind (and its name as ``keyname``), and is a key.
 
 A snapshot can also be read by its path alone (``read_manifest_at``, ``read_artifact_at``),
 for restores after the KeyBackup, or the whole cluster, is gone.
@@ -40,6 +46,7 @@ from kvbackup.adapters.request_checks import AllowedHostsPolicy
 from kvbackup.api.fields import KEY_NAME, SNAPSHOT_ID, require_secure_transport
 from kvbackup.api.hosts import HostAllowList, endpoint
 from kvbackup.api.keybackup import KeyBackupRef
+from kvbackup.api.kinds import ITEM_KINDS, ItemKind, ItemRef
 from kvbackup.errors import (
     IntegrityError,
     InvalidSpecError,
@@ -55,7 +62,7 @@ from kvbackup.services.snapshot import (
     SHA256_HEX,
     SNAPSHOT_KEYS_MAX,
     VERSION_ID,
-    KeyArtifact,
+    Artifact,
     Manifest,
     SnapshotSummary,
     require_snapshot_id,
@@ -65,7 +72,14 @@ from kvbackup.services.snapshot import (
 MANIFEST_BLOB = "manifest.json"
 #: Metadata of the manifest blob: its summary, so snapshots are listed without reading them.
 SUMMARY_METADATA = "summary"
-KEYS_FOLDER = "keys"
+#: Metadata of a backup blob: what a resumed run checks it by.
+KIND_METADATA = "kind"
+NAME_METADATA = "name"
+SHA256_METADATA = "sha256"
+VERSIONS_METADATA = "versions"
+#: Where a blob written before there were other kinds (and so recording no kind) records
+#: its key's name.
+LEGACY_NAME_METADATA = "keyname"
 #: Blob metadata holds 8 KiB in all; a longer list of versions is not recorded.
 VERSIONS_METADATA_LIMIT = 6000
 #: Blobs per listing page: the service's default of 5,000 is tens of MiB once parsed.
@@ -167,8 +181,9 @@ def _same_url(one: str, other: str) -> bool:
     return reached and urlsplit(one).path.rstrip("/") == urlsplit(other).path.rstrip("/")
 
 
-def artifact_blob(snapshot_folder: str, key_name: str) -> str:
-    return f"{snapshot_folder}/{KEYS_FOLDER}/{key_name.lower()}"
+def artifact_blob(snapshot_folder: str, kind: ItemKind, name: str) -> str:
+    """The blob of one item's backup: in its kind's folder, under its lower-cased name."""
+    return f"{snapshot_folder}/{kind.plural}/{name.lower()}"
 
 
 def manifest_blob(snapshot_folder: str) -> str:
@@ -217,7 +232,7 @@ async def _each_at_most(
 @dataclass(frozen=True)
 class _Found:
     """What a snapshot's folder holds: a manifest (with the summary recorded in its blob's
-    metadata, if any) or key backups only."""
+    metadata, if any) or item backups only."""
 
     complete: bool
     summary: str | None = None
@@ -249,38 +264,41 @@ class BlobSnapshotStore:
         self,
         keybackup: KeyBackupRef,
         snapshot_id: str,
-        key_name: str,
+        kind: ItemKind,
+        name: str,
         data: bytes,
         versions: tuple[str, ...] = (),
     ) -> str:
         folder = self._snapshot(keybackup.namespace, keybackup.name, snapshot_id)
-        recorded = {"keyname": key_name, "sha256": sha256_hex(data)}
+        recorded = {
+            KIND_METADATA: kind.value,
+            NAME_METADATA: name,
+            SHA256_METADATA: sha256_hex(data),
+        }
         joined = ",".join(versions)
         if len(joined) <= VERSIONS_METADATA_LIMIT:  # else a resumed run backs it up again
-            recorded["versions"] = joined
-        name = artifact_blob(folder, key_name)
-        await self._upload(name, data, "application/octet-stream", recorded)
-        return ""  # found by key name
+            recorded[VERSIONS_METADATA] = joined
+        blob = artifact_blob(folder, kind, name)
+        await self._upload(blob, data, "application/octet-stream", recorded)
+        return ""  # found by kind and name
 
-    async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[KeyArtifact]:
+    async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[Artifact]:
         """Read one blob at a time; a blob whose name, metadata or size is not what this
-        store writes is left out (its key is backed up again)."""
+        store writes is left out (its item is backed up again)."""
         folder = self._snapshot(keybackup.namespace, keybackup.name, snapshot_id)
-        found: list[KeyArtifact] = []
-        listing = self._blobs(
-            f"{folder}/{KEYS_FOLDER}/", f"list stored backups in {self._url}/{folder}/", True
-        )
+        found: list[Artifact] = []
+        listing = self._blobs(f"{folder}/", f"list stored backups in {self._url}/{folder}/", True)
         async with aclosing(listing) as blobs:
             async for blob in blobs:
                 recorded = _resumable_record(blob, folder)
                 if recorded is None:
                     continue
-                key_name, digest, versions = recorded
+                item, digest, versions = recorded
                 data = await self._download(
-                    blob.name, ARTIFACT_MAX_BYTES, "the most a key backup may have"
+                    blob.name, ARTIFACT_MAX_BYTES, "the most a backup may have"
                 )
                 if sha256_hex(data) == digest:
-                    found.append(KeyArtifact(key_name, versions, digest, len(data)))
+                    found.append(Artifact(item.name, versions, digest, len(data), "", item.kind))
                     if len(found) >= SNAPSHOT_KEYS_MAX:
                         break
         return found
@@ -312,7 +330,7 @@ class BlobSnapshotStore:
         return await self.read_manifest_at(self._snapshot(namespace, keybackup, snapshot_id))
 
     async def read_artifact(
-        self, namespace: str, keybackup: str, snapshot_id: str, artifact: KeyArtifact
+        self, namespace: str, keybackup: str, snapshot_id: str, artifact: Artifact
     ) -> bytes:
         folder = self._snapshot(namespace, keybackup, snapshot_id)
         return await self.read_artifact_at(folder, artifact)
@@ -367,12 +385,13 @@ class BlobSnapshotStore:
             return _Found(complete=True, summary=(properties.metadata or {}).get(SUMMARY_METADATA))
         except NotFoundError:
             pass
-        listing = self._blobs(
-            f"{folder}/{KEYS_FOLDER}/", f"list stored backups in {self._url}/{folder}/", page=1
-        )
-        async with aclosing(listing) as blobs:
-            async for _ in blobs:
-                return _Found(complete=False)
+        for kind in ITEM_KINDS:
+            listing = self._blobs(
+                f"{folder}/{kind.plural}/", f"list stored backups in {self._url}/{folder}/", page=1
+            )
+            async with aclosing(listing) as blobs:
+                async for _ in blobs:
+                    return _Found(complete=False)
         return None
 
     async def delete_snapshot(self, namespace: str, keybackup: str, snapshot_id: str) -> None:
@@ -409,19 +428,19 @@ class BlobSnapshotStore:
         manifest = await self.read_manifest_at(snapshot_path)
         return OpenedSnapshot(manifest, partial(self.read_artifact_at, snapshot_path))
 
-    async def read_artifact_at(self, snapshot_path: str, artifact: KeyArtifact) -> bytes:
-        """The backup of one key in the snapshot at ``snapshot_path`` (as for the manifest):
-        only from the blob its key's name maps to, and no more bytes than the manifest
+    async def read_artifact_at(self, snapshot_path: str, artifact: Artifact) -> bytes:
+        """The backup of one item in the snapshot at ``snapshot_path`` (as for the manifest):
+        only from the blob its kind and name map to, and no more bytes than the manifest
         records for it."""
-        key_name = artifact.name
-        name = artifact_blob(self._snapshot_folder(snapshot_path), key_name)
+        item = ItemRef(artifact.kind, artifact.name)
+        name = artifact_blob(self._snapshot_folder(snapshot_path), item.kind, item.name)
         try:
             return await self._download(
-                name, artifact.size, f"the size the manifest records for key {key_name}"
+                name, artifact.size, f"the size the manifest records for {item}"
             )
         except NotFoundError:
             raise NotFoundError(
-                f"backup of key {key_name} is missing (blob {self._url}/{name})",
+                f"backup of {item} is missing (blob {self._url}/{name})",
                 reason="ArtifactMissing",
             ) from None
 
@@ -545,19 +564,26 @@ class BlobSnapshotStore:
                 raise
 
 
-def _resumable_record(blob: BlobProperties, folder: str) -> tuple[str, str, tuple[str, ...]] | None:
-    """The key name, sha256 and versions recorded with a key backup blob, when they are
-    what ``write_artifact`` records, the blob is the one its key name maps to, and it is
-    no larger than a key backup may be; None otherwise."""
+def _resumable_record(
+    blob: BlobProperties, folder: str
+) -> tuple[ItemRef, str, tuple[str, ...]] | None:
+    """The item, sha256 and versions recorded with a backup blob, when they are what
+    ``write_artifact`` records, the blob is the one its kind and name map to, and it is
+    no larger than a backup may be; None otherwise. A blob recording no kind is a key's,
+    written before there were other kinds, with its name as ``keyname``."""
     recorded = blob.metadata or {}
-    key_name, digest = recorded.get("keyname", ""), recorded.get("sha256", "")
-    versions = tuple(recorded.get("versions", "").split(","))
+    kind = recorded.get(KIND_METADATA)
+    name = recorded.get(NAME_METADATA if kind else LEGACY_NAME_METADATA, "")
+    digest = recorded.get(SHA256_METADATA, "")
+    versions = tuple(recorded.get(VERSIONS_METADATA, "").split(","))
+    kind = kind or ItemKind.KEY.value
     if (
-        KEY_NAME.fullmatch(key_name)
-        and blob.name == artifact_blob(folder, key_name)
+        kind in ITEM_KINDS
+        and KEY_NAME.fullmatch(name)
+        and blob.name == artifact_blob(folder, ItemKind(kind), name)
         and (blob.size or 0) <= ARTIFACT_MAX_BYTES
         and SHA256_HEX.fullmatch(digest)
         and all(VERSION_ID.fullmatch(version) for version in versions)
     ):
-        return key_name, digest, versions
+        return ItemRef(ItemKind(kind), name), digest, versions
     return None

@@ -2,19 +2,23 @@
 
 Layout, for KeyBackup ``kb`` and snapshot ``s``:
 
-* ``kb-s-a-<run>-<n>`` (role ``artifact``): a pack of many keys, up to ``pack_size``
-  bytes. Data entry ``<key-name>`` holds the exact bytes ``backup_key`` returned for that
-  key; ``kvbackup.index.json`` lists each entry's versions and sha256, so a resumed run
-  can check the pack instead of backing its keys up again. A key larger than a pack is
-  split over packs of its own, as entries ``<key-name>.0``, ``<key-name>.1``, ...
-  (Key Vault names hold only letters, digits and dashes, so no key name has a dot.)
+* ``kb-s-a-<run>-<n>`` (role ``artifact``): a pack of many items (keys, secrets and
+  certificates alike), up to ``pack_size`` bytes. Each item's data entry holds the exact
+  bytes Key Vault's backup of it returned: ``<name>`` for a key (as before there were
+  other kinds), ``secret_<name>`` for a secret, ``certificate_<name>`` for a certificate,
+  so that items of different kinds sharing a name stay apart. ``kvbackup.index.json``
+  lists each entry's kind, versions and sha256, so a resumed run can check the pack
+  instead of backing its items up again (an entry without a kind is a key's, as packs
+  written before there were other kinds have). An item larger than a pack is split over
+  packs of its own, as entries ``<entry>.0``, ``<entry>.1``, ... (Key Vault names hold
+  only letters, digits and dashes, so no name has a dot or an underscore.)
 * ``kb-s-m<i>`` (role ``manifest-part``): part ``i`` of the manifest (``manifest.json``);
-  the manifest records which Secrets hold each key.
+  the manifest records which Secrets hold each item.
 * ``kb-s`` (role ``manifest``): the snapshot's summary (``summary.json``), with the
   number and sha256 of the manifest parts; written last, it makes the snapshot complete.
 
 Snapshots written before packing (one Secret ``kb-s-k<hash>-p<i>`` per key part, and
-the whole manifest in ``kb-s``) are still listed and restored.
+the whole manifest in ``kb-s``) are still listed and restored; they hold keys only.
 
 Every Secret carries the labels ``kvbackup.io/keybackup``, ``kvbackup.io/snapshot`` and
 ``kvbackup.io/role``, and no owner reference, so backups outlive the KeyBackup object.
@@ -45,6 +49,7 @@ from kvbackup.adapters.kubernetes import KubernetesApi
 from kvbackup.api import KEYBACKUP_LABEL, ROLE_LABEL, SNAPSHOT_LABEL
 from kvbackup.api.fields import KEY_NAME, SNAPSHOT_ID
 from kvbackup.api.keybackup import KeyBackupRef
+from kvbackup.api.kinds import ITEM_KINDS, ItemKind, ItemRef
 from kvbackup.errors import (
     ConflictError,
     IntegrityError,
@@ -60,7 +65,7 @@ from kvbackup.services.snapshot import (
     SNAPSHOT_KEYS_MAX,
     SUMMARY_MAX_BYTES,
     VERSION_ID,
-    KeyArtifact,
+    Artifact,
     Manifest,
     SnapshotSummary,
     require_snapshot_id,
@@ -77,13 +82,13 @@ MANIFEST_SHA256_ANNOTATION = "kvbackup.io/manifest-sha256"
 #: Longest a pack stays open before it is written, full or not: what a crash can lose
 #: of a slow run, since a resumed run keeps only what was written.
 PACK_MAX_AGE_SECONDS = 5.0
-#: Packs kept decoded while restoring: keys are read roughly in the order they were packed.
+#: Packs kept decoded while restoring: items are read roughly in the order they were packed.
 CACHED_PACKS = 4
 #: Packs per page when a resumed run reads back what its snapshot holds.
 RESUME_PAGE = 2
-#: Chunks of split keys a resumed run holds while it waits for their other chunks (the
+#: Chunks of split items a resumed run holds while it waits for their other chunks (the
 #: listing gives packs in name order, not in the order they were written): two of the
-#: largest key backups.
+#: largest backups.
 RESUME_PENDING_MAX = 2 * ARTIFACT_MAX_BYTES
 #: Manifest Secrets per page when snapshots are listed: each is a small summary, but one a
 #: tenant wrote may hold up to the API server's 1 MiB.
@@ -93,13 +98,13 @@ MANIFEST_PAGE = 8
 _CHUNK_BOOKKEEPING = 1024
 #: The most bytes one data entry of a Secret holds: the API server's limit on its data.
 SECRET_DATA_MAX = 1_048_576
-#: The most packs one key is split over: a key backup of ``ARTIFACT_MAX_BYTES`` in packs of
+#: The most packs one item is split over: a backup of ``ARTIFACT_MAX_BYTES`` in packs of
 #: 128 KiB or more.
-PACKS_PER_KEY_MAX = 64
+PACKS_PER_ITEM_MAX = 64
 #: The most parts one manifest is split over: ``MANIFEST_MAX_BYTES`` in parts of 32 KiB or
 #: more.
 MANIFEST_PARTS_MAX = 256
-#: Index bytes reserved per key beside its name and versions.
+#: Index bytes reserved per item beside its kind, name and versions.
 INDEX_ENTRY_OVERHEAD = 160
 #: The layout before packing: part ``i`` of one key in data key ``backup``.
 LEGACY_DATA_KEY = "backup"
@@ -123,9 +128,12 @@ def pack_secret_name(keybackup: str, snapshot_id: str, run: str, number: int) ->
     return f"{keybackup}-{snapshot_id}-a-{run}-{number}"
 
 
-def entry_name(key_name: str, chunk: int, chunks: int) -> str:
-    """The data key of one key's bytes, or of one chunk of a key split over packs."""
-    return key_name if chunks == 1 else f"{key_name}.{chunk}"
+def entry_name(kind: ItemKind, name: str, chunk: int, chunks: int) -> str:
+    """The data key of one item's bytes, or of one chunk of an item split over packs: a
+    key's is its name, as in packs written before there were other kinds; another kind's
+    starts with the kind (``secret_db-password``), which no Key Vault name holds."""
+    whole = name if kind is ItemKind.KEY else f"{kind.value}_{name}"
+    return whole if chunks == 1 else f"{whole}.{chunk}"
 
 
 @dataclass
@@ -158,16 +166,22 @@ class SecretSnapshotStore:
         self,
         keybackup: KeyBackupRef,
         snapshot_id: str,
-        key_name: str,
+        kind: ItemKind,
+        name: str,
         data: bytes,
         versions: tuple[str, ...] = (),
     ) -> str:
         require_snapshot_id(snapshot_id, f"a request for snapshots of {keybackup.name}")
-        entry = {"name": key_name, "versions": list(versions), "sha256": sha256_hex(data)}
+        entry = {
+            "kind": kind.value,
+            "name": name,
+            "versions": list(versions),
+            "sha256": sha256_hex(data),
+        }
         room = self._pack_size - INDEX_ENTRY_OVERHEAD - len(json.dumps(entry))
         if len(data) > room:
             return await self._write_split(keybackup, snapshot_id, entry, data, room)
-        # Bookkeeping first, writes after: other keys join the next pack meanwhile.
+        # Bookkeeping first, writes after: other items join the next pack meanwhile.
         slot = (keybackup.namespace, keybackup.name, snapshot_id)
         ready = []
         pack = self._open.get(slot)
@@ -176,7 +190,7 @@ class SecretSnapshotStore:
             pack = None
         if pack is None:
             pack = self._open[slot] = self._new_pack(keybackup, snapshot_id)
-        pack.data[key_name] = data
+        pack.data[entry_name(kind, name, 0, 1)] = data
         pack.index.append({**entry, "size": len(data), "chunk": 0, "chunks": 1})
         pack.size += self._pack_size - room + len(data)
         if pack.stale:
@@ -185,28 +199,29 @@ class SecretSnapshotStore:
             await self._write_pack(keybackup, snapshot_id, finished)
         return pack.name
 
-    async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[KeyArtifact]:
-        """Each pack is checked as it is listed: a key's bytes are hashed as soon as all
-        its chunks are in, and only chunks of keys still incomplete are kept, up to
+    async def resumable(self, keybackup: KeyBackupRef, snapshot_id: str) -> list[Artifact]:
+        """Each pack is checked as it is listed: an item's bytes are hashed as soon as all
+        its chunks are in, and only chunks of items still incomplete are kept, up to
         ``RESUME_PENDING_MAX`` bytes. What does not check out is left out (redone)."""
         require_snapshot_id(snapshot_id, f"a request for snapshots of {keybackup.name}")
         packs = _pack_names(keybackup.name, snapshot_id)
         waiting = _Waiting()
-        found: dict[str, KeyArtifact] = {}
-        async for item in self._api.list_secrets(
+        found: dict[ItemRef, Artifact] = {}
+        async for secret in self._api.list_secrets(
             f"list stored backups of snapshot {snapshot_id}",
             keybackup.namespace,
             _selector(keybackup.name, snapshot_id, "artifact"),
             page_size=RESUME_PAGE,
         ):
-            pack_name = str((item.get("metadata") or {}).get("name", ""))
+            pack_name = str((secret.get("metadata") or {}).get("name", ""))
             if not packs.fullmatch(pack_name):
                 continue
-            data = item.get("data") or {}
+            data = secret.get("data") or {}
             for entry in _pack_index(data):
-                name = entry["name"]
-                encoded = data.get(entry_name(name, entry["chunk"], entry["chunks"]))
-                if name.lower() in found or not isinstance(encoded, str):
+                kind = _entry_kind(entry)
+                item = ItemRef(kind, entry["name"].lower())  # names are case-insensitive
+                encoded = data.get(entry_name(kind, entry["name"], entry["chunk"], entry["chunks"]))
+                if item in found or not isinstance(encoded, str):
                     continue
                 try:
                     piece = _decoded(encoded, ARTIFACT_MAX_BYTES, "", "")
@@ -214,7 +229,7 @@ class SecretSnapshotStore:
                     continue
                 artifact = waiting.add(entry, piece, pack_name)
                 if artifact is not None:
-                    found[name.lower()] = artifact
+                    found[item] = artifact
                     if len(found) >= SNAPSHOT_KEYS_MAX:
                         return list(found.values())
         return list(found.values())
@@ -226,7 +241,7 @@ class SecretSnapshotStore:
         if pack is not None and pack.data:
             await self._write_pack(ref, manifest.snapshot_id, pack)
         if self._write_failure is not None:
-            # Keys already counted as stored were in the pack that failed: no manifest may
+            # Items already counted as stored were in the pack that failed: no manifest may
             # claim them. The run is retried and resumes from the packs that did land.
             raise self._write_failure
         document = manifest.to_json()
@@ -331,35 +346,36 @@ class SecretSnapshotStore:
         return manifest
 
     async def read_artifact(
-        self, namespace: str, keybackup: str, snapshot_id: str, artifact: KeyArtifact
+        self, namespace: str, keybackup: str, snapshot_id: str, artifact: Artifact
     ) -> bytes:
         """Only from packs of this very snapshot: a ``location`` naming any other Secret is
         refused before it is read, and a pack is used only once its labels agree."""
         require_snapshot_id(snapshot_id, f"a request for snapshots of {keybackup}")
         if not artifact.location:
             return await self._read_legacy(namespace, keybackup, snapshot_id, artifact)
+        item = ItemRef(artifact.kind, artifact.name)
         packs = artifact.location.split(",")
         ours = _pack_names(keybackup, snapshot_id)
-        if len(packs) > PACKS_PER_KEY_MAX or not all(ours.fullmatch(pack) for pack in packs):
+        if len(packs) > PACKS_PER_ITEM_MAX or not all(ours.fullmatch(pack) for pack in packs):
             raise IntegrityError(
-                f"the manifest of snapshot {snapshot_id} keeps key {artifact.name} in Secrets "
+                f"the manifest of snapshot {snapshot_id} keeps {item} in Secrets "
                 f"that are not packs of that snapshot"
             )
         chunks = []
         size = 0
         for chunk, pack_name in enumerate(packs):
-            data = await self._pack_data(namespace, keybackup, snapshot_id, pack_name, artifact)
-            encoded = data.get(entry_name(artifact.name, chunk, len(packs)))
+            data = await self._pack_data(namespace, keybackup, snapshot_id, pack_name, item)
+            encoded = data.get(entry_name(item.kind, item.name, chunk, len(packs)))
             if encoded is None:
                 raise NotFoundError(
-                    f"backup of key {artifact.name} is missing from Secret {namespace}/{pack_name}",
+                    f"backup of {item} is missing from Secret {namespace}/{pack_name}",
                     reason="ArtifactMissing",
                 )
             piece = _decoded(
                 encoded,
                 artifact.size - size,
                 f"Secret {namespace}/{pack_name}",
-                f"the size the manifest records for key {artifact.name}",
+                f"the size the manifest records for {item}",
             )
             size += len(piece)
             chunks.append(piece)
@@ -417,12 +433,12 @@ class SecretSnapshotStore:
         data: bytes,
         room: int,
     ) -> str:
-        """A key too large for one pack: each chunk in a pack of its own, written now."""
+        """An item too large for one pack: each chunk in a pack of its own, written now."""
         chunks = [data[i : i + room] for i in range(0, len(data), room)]
         names = []
         for chunk, piece in enumerate(chunks):
             pack = self._new_pack(keybackup, snapshot_id)
-            pack.data[entry_name(entry["name"], chunk, len(chunks))] = piece
+            pack.data[entry_name(_entry_kind(entry), entry["name"], chunk, len(chunks))] = piece
             pack.index.append({**entry, "size": len(data), "chunk": chunk, "chunks": len(chunks)})
             await self._write_pack(keybackup, snapshot_id, pack)
             names.append(pack.name)
@@ -447,7 +463,7 @@ class SecretSnapshotStore:
         keybackup: str,
         snapshot_id: str,
         pack_name: str,
-        artifact: KeyArtifact,
+        item: ItemRef,
     ) -> Mapping[str, str]:
         """A pack's data entries, still base64-encoded; the last few packs are kept."""
         slot = (namespace, pack_name)
@@ -456,12 +472,10 @@ class SecretSnapshotStore:
             self._cached.move_to_end(slot)
             return cached
         try:
-            secret = await self._api.read_secret(
-                f"read backup of key {artifact.name}", namespace, pack_name
-            )
+            secret = await self._api.read_secret(f"read backup of {item}", namespace, pack_name)
         except NotFoundError:
             raise NotFoundError(
-                f"backup of key {artifact.name} is missing (Secret {namespace}/{pack_name})",
+                f"backup of {item} is missing (Secret {namespace}/{pack_name})",
                 reason="ArtifactMissing",
             ) from None
         found_in = f"Secret {namespace}/{pack_name}"
@@ -473,8 +487,15 @@ class SecretSnapshotStore:
         return data
 
     async def _read_legacy(
-        self, namespace: str, keybackup: str, snapshot_id: str, artifact: KeyArtifact
+        self, namespace: str, keybackup: str, snapshot_id: str, artifact: Artifact
     ) -> bytes:
+        """A key of a snapshot written before packing, found by its name alone. Only keys
+        were stored so: another kind's artifact must say which packs hold it."""
+        if artifact.kind is not ItemKind.KEY:
+            raise IntegrityError(
+                f"the manifest of snapshot {snapshot_id} does not say which Secrets keep "
+                f"{artifact.kind} {artifact.name}"
+            )
         key_name = artifact.name
         chunks: list[bytes] = []
         size = 0
@@ -495,7 +516,7 @@ class SecretSnapshotStore:
             _require_part_of(secret, keybackup, snapshot_id, "artifact", found_in)
             annotations = (secret.get("metadata") or {}).get("annotations") or {}
             total = _bounded_count(
-                annotations.get(LEGACY_PARTS_ANNOTATION, "1"), PACKS_PER_KEY_MAX, found_in
+                annotations.get(LEGACY_PARTS_ANNOTATION, "1"), PACKS_PER_ITEM_MAX, found_in
             )
             piece = _decoded(
                 (secret.get("data") or {}).get(LEGACY_DATA_KEY, ""),
@@ -534,42 +555,42 @@ class SecretSnapshotStore:
 
 
 class _Waiting:
-    """Chunks of split keys whose other chunks are still to come, up to
+    """Chunks of split items whose other chunks are still to come, up to
     ``RESUME_PENDING_MAX`` bytes in all (each chunk counted with its bookkeeping); a
-    chunk beyond that is left out, and its key is backed up again."""
+    chunk beyond that is left out, and its item is backed up again."""
 
     def __init__(self) -> None:
-        self._chunks: dict[str, dict[int, tuple[bytes, str]]] = {}
-        self._entries: dict[str, dict[str, Any]] = {}
+        self._chunks: dict[ItemRef, dict[int, tuple[bytes, str]]] = {}
+        self._entries: dict[ItemRef, dict[str, Any]] = {}
         self._bytes = 0
 
-    def add(self, entry: dict[str, Any], piece: bytes, pack_name: str) -> KeyArtifact | None:
-        """The key's artifact once this chunk completes it and its bytes match the sha256
+    def add(self, entry: dict[str, Any], piece: bytes, pack_name: str) -> Artifact | None:
+        """The item's artifact once this chunk completes it and its bytes match the sha256
         recorded; None until then, or when they do not."""
-        name, total = entry["name"], entry["chunks"]
+        item, total = ItemRef(_entry_kind(entry), entry["name"]), entry["chunks"]
         cost = len(piece) + _CHUNK_BOOKKEEPING
         if self._bytes + cost > RESUME_PENDING_MAX:
             return None
-        recorded = self._entries.setdefault(name, entry)
-        chunks = self._chunks.setdefault(name, {})
+        recorded = self._entries.setdefault(item, entry)
+        chunks = self._chunks.setdefault(item, {})
         if entry["chunk"] in chunks or recorded["chunks"] != total:
             return None  # written again by a later run, or split otherwise: the first counts
         chunks[entry["chunk"]] = (piece, pack_name)
         self._bytes += cost
         if len(chunks) < total:
             return None
-        del self._chunks[name], self._entries[name]
+        del self._chunks[item], self._entries[item]
         self._bytes -= sum(len(piece) + _CHUNK_BOOKKEEPING for piece, _ in chunks.values())
         whole = b"".join(chunks[i][0] for i in range(total))
         if recorded["sha256"] != sha256_hex(whole):
             return None
         location = ",".join(chunks[i][1] for i in range(total))
         versions = tuple(recorded["versions"])
-        return KeyArtifact(name, versions, recorded["sha256"], len(whole), location)
+        return Artifact(item.name, versions, recorded["sha256"], len(whole), location, item.kind)
 
 
 def _pack_index(data: Mapping[str, str]) -> list[dict[str, Any]]:
-    """A pack's index; entries that do not check out are left out (their keys are redone)."""
+    """A pack's index; entries that do not check out are left out (their items are redone)."""
     try:
         raw = _decoded(data.get(INDEX_DATA_KEY, ""), SECRET_DATA_MAX, "", "")
         entries = json.loads(raw or b"[]")
@@ -583,6 +604,8 @@ def _pack_index(data: Mapping[str, str]) -> list[dict[str, Any]]:
 def _is_index_entry(entry: Any) -> bool:
     return (
         isinstance(entry, dict)
+        and isinstance(entry.get("kind", ItemKind.KEY.value), str)
+        and entry.get("kind", ItemKind.KEY.value) in ITEM_KINDS
         and isinstance(entry.get("name"), str)
         and bool(KEY_NAME.fullmatch(entry["name"]))
         and isinstance(entry.get("versions"), list)
@@ -592,8 +615,14 @@ def _is_index_entry(entry: Any) -> bool:
         and bool(SHA256_HEX.fullmatch(entry["sha256"]))
         and isinstance(entry.get("chunk"), int)
         and isinstance(entry.get("chunks"), int)
-        and 0 <= entry["chunk"] < entry["chunks"] <= PACKS_PER_KEY_MAX
+        and 0 <= entry["chunk"] < entry["chunks"] <= PACKS_PER_ITEM_MAX
     )
+
+
+def _entry_kind(entry: Mapping[str, Any]) -> ItemKind:
+    """The kind of item an index entry (one ``_is_index_entry`` passed) is for: a key's
+    when it names none, as entries written before there were other kinds do."""
+    return ItemKind(entry.get("kind", ItemKind.KEY.value))
 
 
 def _pack_names(keybackup: str, snapshot_id: str) -> re.Pattern[str]:
