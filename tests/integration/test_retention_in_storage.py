@@ -9,6 +9,7 @@ import pytest
 from kvbackup.adapters.blob_store import BlobSnapshotStore
 from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api.keybackup import KeyBackupRef, Retention
+from kvbackup.api.kinds import ItemKind
 from kvbackup.services.ports import SnapshotStore, StoredSnapshot
 from kvbackup.services.retention import collect_garbage
 from tests.integration.conftest import Cluster, leave_leftover, store_snapshot
@@ -50,7 +51,7 @@ async def test_keep_last_two_leaves_exactly_the_two_newest_and_cleans_crash_left
     ]
     manifest = await store.read_manifest(cluster.namespace, "nightly", "20261128-090000-bbbb")
     remaining = await store.read_artifact(
-        cluster.namespace, "nightly", "20261128-090000-bbbb", manifest.artifact("app-key")
+        cluster.namespace, "nightly", "20261128-090000-bbbb", manifest.artifact(ItemKind.KEY, "app-key")
     )
     assert remaining == b"20261128-090000-bbbb"
 
