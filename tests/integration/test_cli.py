@@ -10,25 +10,31 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from azure.keyvault.certificates import CertificateClient
+from azure.keyvault.keys import KeyClient
+from azure.keyvault.secrets import SecretClient
 from azure.storage.blob.aio import ContainerClient
 
 from kvbackup.adapters.blob_store import BlobSnapshotStore
 from kvbackup.adapters.kubernetes import KubernetesApi
 from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api.keybackup import KeyBackupRef
+from kvbackup.api.kinds import ItemKind, ItemRef
 from kvbackup.services.ports import SnapshotStore
-from kvbackup.services.snapshot import KeyArtifact
+from kvbackup.services.snapshot import Artifact
 from tests.harness.azurite import Azurite
 from tests.harness.controlplane import REPO, ControlPlane
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess
-from tests.integration.conftest import Cluster, VaultUnderTest, store_snapshot
+from tests.harness.vault import SELF_SIGNED, certificate_client, secret_client
+from tests.integration.conftest import Cluster, VaultUnderTest, store_items, store_snapshot
 from tests.integration.objects import keybackup
 
 pytestmark = pytest.mark.integration
@@ -81,19 +87,22 @@ def test_export_then_purge_then_restore_brings_every_version_back_and_the_plain_
     export = kvbackup("export", "latest", str(exported), *source, "--keybackup", "keys")
 
     assert export.returncode == 0, export.stderr
-    assert sorted(p.name for p in exported.iterdir()) == [
-        "card-signing.bak",
+    assert sorted(str(p.relative_to(exported)) for p in exported.rglob("*")) == [
+        "keys",
+        "keys/card-signing.bak",
+        "keys/token-wrapping.bak",
         "manifest.json",
-        "token-wrapping.bak",
     ]
     [pack] = cluster.secrets("kvbackup.io/keybackup=keys,kvbackup.io/role=artifact")
     for name in versions:  # the exact bytes backup_key returned, as the Secret holds them
-        assert (exported / f"{name}.bak").read_bytes() == base64.b64decode(pack["data"][name])
+        assert (exported / "keys" / f"{name}.bak").read_bytes() == base64.b64decode(
+            pack["data"][name]
+        )
     for name in versions:
         vault.delete_and_purge(name)
 
     with vault.client as client:  # the plain SDK, as a person without kvbackup would
-        client.restore_key_backup((exported / "card-signing.bak").read_bytes())
+        client.restore_key_backup((exported / "keys/card-signing.bak").read_bytes())
     assert vault.version_ids("card-signing") == versions["card-signing"]
 
     target = ("--vault-url", vault.url)
@@ -123,8 +132,43 @@ def test_export_then_purge_then_restore_brings_every_version_back_and_the_plain_
     )  # fmt: skip
     document = json.loads(recover.stdout)
     assert recover.returncode == 0, recover.stderr
-    assert document["counts"] == {"restored": 0, "recovered": 1, "skipped": 0, "failed": 0}
+    counts = {"restored": 0, "recovered": 1, "skipped": 0, "failed": 0}
+    assert document["counts"] == {**counts, "keys": counts}
     assert [entry["result"] for entry in document["keys"]] == ["Recovered"]
+
+
+@dataclass
+class PlainClients:
+    """The plain Azure SDK for each kind, as a person without kvbackup has it."""
+
+    keys: KeyClient
+    secrets: SecretClient
+    certificates: CertificateClient
+
+
+@contextmanager
+def plain_clients(vault: VaultUnderTest) -> Iterator[PlainClients]:
+    with (
+        vault.client as keys,
+        secret_client(vault) as secrets,
+        certificate_client(vault) as certificates,
+    ):
+        yield PlainClients(keys, secrets, certificates)
+
+
+def secret_versions(clients: PlainClients, name: str) -> dict[str, str]:
+    """Each version's id and value, as the plain SDK reads them back."""
+    return {
+        props.version or "": clients.secrets.get_secret(name, props.version).value or ""
+        for props in clients.secrets.list_properties_of_secret_versions(name)
+    }
+
+
+def certificate_versions(clients: PlainClients, name: str) -> set[str]:
+    return {
+        props.version or ""
+        for props in clients.certificates.list_properties_of_certificate_versions(name)
+    }
 
 
 @dataclass
@@ -135,7 +179,7 @@ class Storage:
     store: SnapshotStore
     arguments: list[str]
     env: dict[str, str]
-    alter: Callable[[KeyArtifact, bytes], Awaitable[None]]
+    alter: Callable[[Artifact, bytes], Awaitable[None]]
 
 
 @pytest.fixture(params=["secrets", "blob"])
@@ -151,7 +195,7 @@ def storage(
     where = ["-n", namespace, "-b", "payments"]
     if request.param == "secrets":
 
-        async def alter_entry(artifact: KeyArtifact, data: bytes) -> None:
+        async def alter_entry(artifact: Artifact, data: bytes) -> None:
             await api.call(
                 "alter a stored backup",
                 api.core.patch_namespaced_secret,
@@ -167,9 +211,11 @@ def storage(
             alter_entry,
         )
 
-    async def alter_blob(artifact: KeyArtifact, data: bytes) -> None:
+    async def alter_blob(artifact: Artifact, data: bytes) -> None:
         folder = blob_store.folder(namespace, "payments", COMPLETE)
-        await container.upload_blob(f"{folder}/keys/{artifact.name}", data, overwrite=True)
+        await container.upload_blob(
+            f"{folder}/{artifact.kind.plural}/{artifact.name}", data, overwrite=True
+        )
 
     blob = ["--account-url", azurite.blob_endpoint, "--container", container.container_name]
     return Storage(
@@ -180,6 +226,102 @@ def storage(
     )
 
 
+async def test_a_mixed_export_restores_with_the_plain_sdk_and_kvbackup_restores_a_subset(
+    storage: Storage, namespace: str, lowkey: Lowkey, vault: VaultUnderTest, tmp_path: Path
+) -> None:
+    """A key and a secret of one name and a self-signed certificate: exported, lost, then
+    brought back from the files by the plain SDK and by ``kvbackup restore``."""
+    key_versions = vault.create_rsa_key("signing", versions=2)
+    with plain_clients(vault) as clients:
+        for value in ("first", "second", "third"):
+            clients.secrets.set_secret("signing", f"{value} password")
+        clients.certificates.begin_create_certificate("api-tls", SELF_SIGNED).wait()
+        secrets, certificates = (
+            secret_versions(clients, "signing"),
+            certificate_versions(clients, "api-tls"),
+        )
+        backups = {
+            ItemRef(ItemKind.KEY, "signing"): clients.keys.backup_key("signing"),
+            ItemRef(ItemKind.SECRET, "signing"): clients.secrets.backup_secret("signing"),
+            ItemRef(ItemKind.CERTIFICATE, "api-tls"): clients.certificates.backup_certificate(
+                "api-tls"
+            ),
+        }
+    await store_items(
+        storage.store, KeyBackupRef(namespace, "payments", "uid-1"), COMPLETE, backups
+    )
+    exported = tmp_path / "export"
+
+    export = kvbackup("export", "latest", str(exported), *storage.arguments, env=storage.env)
+
+    assert export.returncode == 0, export.stderr
+    assert [line.split(":")[0] for line in lines_of(export)] == [
+        "key signing", "secret signing", "certificate api-tls", "3 exported, 0 failed"
+    ]  # fmt: skip
+    assert sorted(str(p.relative_to(exported)) for p in exported.rglob("*.*")) == [
+        "certificates/api-tls.bak", "keys/signing.bak", "manifest.json", "secrets/signing.bak"
+    ]  # fmt: skip
+    for item, backup in backups.items():  # exactly what each kind's backup call returned
+        assert (exported / item.kind.plural / f"{item.name}.bak").read_bytes() == backup
+    listed = kvbackup("snapshots", "list", *storage.arguments, env=storage.env)
+    assert lines_of(listed)[0].split()[3:6] == ["KEYS", "SECRETS", "CERTIFICATES"]
+    assert lines_of(listed)[1].split()[3:7] == ["1", "1", "1", "0"]
+    verified = kvbackup("snapshots", "verify", "--directory", str(exported), "-o", "json")
+    assert verified.returncode == 0, verified.stderr
+    assert [(e["kind"], e["name"]) for e in json.loads(verified.stdout)["certificates"]] == [
+        ("certificate", "api-tls")
+    ]
+
+    with plain_clients(vault) as clients:
+        vault.delete_and_purge("signing")
+        clients.secrets.begin_delete_secret("signing").wait()
+        clients.secrets.purge_deleted_secret("signing")
+        clients.certificates.begin_delete_certificate("api-tls").wait()
+        clients.certificates.purge_deleted_certificate("api-tls")
+        # The plain SDK takes the exported files as they are.
+        clients.secrets.restore_secret_backup((exported / "secrets/signing.bak").read_bytes())
+        clients.certificates.restore_certificate_backup(
+            (exported / "certificates/api-tls.bak").read_bytes()
+        )
+        assert secret_versions(clients, "signing") == secrets
+        assert certificate_versions(clients, "api-tls") == certificates
+        clients.secrets.begin_delete_secret("signing").wait()  # soft-deleted, recoverable
+    target = (str(exported), "--vault-url", vault.url, "--keys", "signing", "--secrets", "signing")
+
+    preview = kvbackup("restore", *target, "--dry-run", env=lowkey.operator_env())
+
+    assert preview.returncode == 0, preview.stderr
+    assert [line.split(" - ")[0] for line in lines_of(preview)[:-1]] == [
+        "key signing: WouldRestore (KeyAbsent)",
+        "secret signing: WouldRecover (SecretSoftDeleted)",
+    ]
+    restore = kvbackup(
+        "-o", "json", "restore", *target, "--purge-deleted-secrets", env=lowkey.operator_env()
+    )  # fmt: skip
+
+    assert restore.returncode == 0, restore.stderr
+    document = json.loads(restore.stdout)
+    assert [(e["kind"], e["name"], e["result"]) for e in document["keys"]] == [
+        ("key", "signing", "Restored")
+    ]
+    assert [(e["kind"], e["name"], e["result"]) for e in document["secrets"]] == [
+        ("secret", "signing", "Restored")  # purged, then restored from the file
+    ]
+    assert document["certificates"] == []  # not chosen
+    assert vault.version_ids("signing") == key_versions
+    with plain_clients(vault) as clients:
+        assert secret_versions(clients, "signing") == secrets
+    everything = kvbackup(
+        "restore", str(exported), "--vault-url", vault.url, env=lowkey.operator_env()
+    )
+    assert everything.returncode == 0, everything.stderr
+    assert [line.split(" - ")[0] for line in lines_of(everything)[:-1]] == [
+        "key signing: Skipped (KeyExists)",
+        "secret signing: Skipped (SecretExists)",
+        "certificate api-tls: Skipped (CertificateExists)",
+    ]
+
+
 async def test_snapshots_list_shows_each_snapshot_complete_or_not_newest_first(
     storage: Storage, namespace: str
 ) -> None:
@@ -187,7 +329,7 @@ async def test_snapshots_list_shows_each_snapshot_complete_or_not_newest_first(
     ref = KeyBackupRef(namespace, "payments", "uid-1")
     await store_snapshot(store, ref, COMPLETE, {"card-signing": b"x" * 100, "tokens": b"y" * 20})
     # An interrupted run: a key's backup stored, no manifest.
-    await store.write_artifact(ref, INCOMPLETE, "card-signing", os.urandom(PACK_SIZE))
+    await store.write_artifact(ref, INCOMPLETE, ItemKind.KEY, "card-signing", os.urandom(PACK_SIZE))
 
     text = kvbackup("snapshots", "list", *where, env=env)
     listed = kvbackup("-o", "json", "snapshots", "list", *where, env=env)
@@ -195,11 +337,12 @@ async def test_snapshots_list_shows_each_snapshot_complete_or_not_newest_first(
     assert text.returncode == 0, text.stderr
     header, newest, oldest = lines_of(text)
     assert header.split() == [
-        "SNAPSHOT", "STARTED", "COMPLETED", "KEYS", "FAILED", "BYTES", "COMPLETE"
+        "SNAPSHOT", "STARTED", "COMPLETED", "KEYS", "SECRETS", "CERTIFICATES", "FAILED", "BYTES",
+        "COMPLETE",
     ]  # fmt: skip
-    assert newest.split() == [INCOMPLETE, "2026-11-28T02:00:00Z", "-", "-", "-", "-", "no"]
+    assert newest.split() == [INCOMPLETE, "2026-11-28T02:00:00Z", *["-"] * 6, "no"]
     assert oldest.split()[0] == COMPLETE
-    assert oldest.split()[3:] == ["2", "0", "120", "yes"]
+    assert oldest.split()[3:] == ["2", "0", "0", "0", "120", "yes"]
     assert [(s["id"], s["complete"]) for s in json.loads(listed.stdout)["snapshots"]] == [
         (INCOMPLETE, False),
         (COMPLETE, True),
@@ -217,7 +360,7 @@ async def test_verify_passes_an_intact_snapshot_and_names_the_key_whose_backup_w
     assert lines_of(intact)[-1] == "2 verified, 0 failed"
 
     manifest = await store.read_manifest(namespace, "payments", COMPLETE)
-    await storage.alter(manifest.artifact("card-signing"), b"z" * 300)  # same size
+    await storage.alter(manifest.artifact(ItemKind.KEY, "card-signing"), b"z" * 300)  # same size
 
     altered = kvbackup("snapshots", "verify", COMPLETE, *where, "-o", "json", env=env)
 
@@ -245,7 +388,7 @@ async def test_a_snapshot_found_by_its_url_alone_is_verified_and_exported(
 
     assert verified.returncode == 0, verified.stderr
     assert exported.returncode == 0, exported.stderr
-    assert (tmp_path / "out" / "card-signing.bak").read_bytes() == b"x" * 300
+    assert (tmp_path / "out" / "keys" / "card-signing.bak").read_bytes() == b"x" * 300
 
 
 async def test_a_forged_manifest_cannot_make_export_write_outside_its_directory(
@@ -286,6 +429,11 @@ def test_every_hostile_argument_is_refused_before_anything_is_read(tmp_path: Pat
          "https://a.blob.core.windows.net", "--container", "c1c"],
         ["restore", str(tmp_path), "--vault-url", "https://user@v.vault.azure.net"],
         ["restore", str(tmp_path), "--vault-url", "https://v.vault.azure.net", "--keys", "a/b"],
+        ["restore", str(tmp_path), "--vault-url", "https://v.vault.azure.net",
+         "--secrets", "a,b/c"],
+        ["restore", str(tmp_path), "--vault-url", "https://v.vault.azure.net",
+         "--strategy", "RecoverOnly", "--purge-deleted-certificates"],
+        ["snapshots", "verify", "latest", "--directory", str(tmp_path)],
         ["restore", str(tmp_path), "--vault-url", "https://v.vault.azure.net",
          "--strategy", "RecoverOnly", "--purge-deleted-keys"],
     ]  # fmt: skip
@@ -410,5 +558,12 @@ def test_the_completion_script_completes_commands_options_choices_and_paths(shel
     ]  # fmt: skip
     options = _completed(shell, script, "kvbackup", "-o", "json", "snapshots", "verify", "--k")
     assert options == ["--keybackup", "--kubeconfig"]
+    assert _completed(shell, script, "kvbackup", "restore", "--purge") == [
+        "--purge-deleted-keys", "--purge-deleted-secrets", "--purge-deleted-certificates"
+    ]  # fmt: skip
+    assert _completed(shell, script, "kvbackup", "restore", "--s") == ["--secrets", "--strategy"]
+    # An export's directory, to verify, is a path too.
+    directory = ("kvbackup", "snapshots", "verify", "--directory", "kvb")
+    assert _completed(shell, script, *directory) == ["kvbackup-operator"]
     # DIR of export is a path: the files where the shell stands.
     assert _completed(shell, script, "kvbackup", "export", "latest", "kvb") == ["kvbackup-operator"]

@@ -1,6 +1,6 @@
-"""What the command line prints: one line per key as the status words it, tables, JSON
-and YAML documents, text from storage made harmless on a terminal; the name it goes by,
-and the namespace it reads without -n."""
+"""What the command line prints: one line per item as the status words it, named by kind
+once a snapshot holds more than keys, tables, JSON and YAML documents, text from storage
+made harmless on a terminal; the name it goes by, and the namespace it reads without -n."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from kvbackup.adapters.kubernetes import context_namespace
+from kvbackup.api.kinds import ItemKind
 from kvbackup.cli import parser, program_name
 from kvbackup.cli.output import (
     JSON,
@@ -18,20 +19,88 @@ from kvbackup.cli.output import (
     YAML,
     ExitCode,
     exit_code_of,
+    item_documents,
+    item_lines,
     printable,
     rendered,
     show_error,
     table,
 )
-from kvbackup.presentation.key_results import key_line
-from kvbackup.services.outcomes import KeyOutcome, KeyResult
+from kvbackup.services.outcomes import ItemOutcome, ItemResult
+from kvbackup.services.snapshot import Artifact
+from tests.unit.fakes import manifest_of
+
+KEY, SECRET, CERTIFICATE = ItemKind.KEY, ItemKind.SECRET, ItemKind.CERTIFICATE
+KEYS_ONLY = manifest_of(
+    Artifact("tokens", ("v1",), "0" * 64, 1), Artifact("a", ("v1",), "1" * 64, 1)
+)
+MIXED = manifest_of(
+    Artifact("tokens", ("v1",), "0" * 64, 1),
+    Artifact("tokens", ("v1",), "1" * 64, 1, kind=SECRET),
+    Artifact("api-tls", ("v1",), "2" * 64, 1, kind=CERTIFICATE),
+)
 
 
-def test_a_key_line_gives_result_reason_and_message_and_leaves_out_a_repeated_reason() -> None:
-    assert key_line(KeyOutcome("tokens", KeyResult.SKIPPED, reason="KeyExists", message="m")) == (
-        "tokens: Skipped (KeyExists) - m"
-    )
-    assert key_line(KeyOutcome("a", KeyResult.RESTORED, reason="Restored")) == "a: Restored"
+def test_a_keys_only_snapshots_lines_read_as_before_other_kinds() -> None:
+    outcomes = [
+        ItemOutcome("tokens", ItemResult.SKIPPED, reason="KeyExists", message="m"),
+        ItemOutcome("a", ItemResult.RESTORED, reason="Restored"),
+    ]
+
+    assert item_lines(outcomes, KEYS_ONLY) == ["tokens: Skipped (KeyExists) - m", "a: Restored"]
+
+
+def test_once_a_snapshot_holds_other_kinds_each_line_names_its_kind_kind_by_kind() -> None:
+    outcomes = [
+        ItemOutcome(
+            "api-tls", ItemResult.WOULD_RESTORE, reason="CertificateAbsent", kind=CERTIFICATE
+        ),
+        ItemOutcome("tokens", ItemResult.RESTORED, reason="Restored", kind=SECRET),
+        ItemOutcome("tokens", ItemResult.SKIPPED, reason="KeyExists"),
+    ]
+
+    assert item_lines(outcomes, MIXED) == [
+        "key tokens: Skipped (KeyExists)",
+        "secret tokens: Restored",
+        "certificate api-tls: WouldRestore (CertificateAbsent)",
+    ]
+    # Even when only keys were chosen from it: the reader cannot tell a key from a secret.
+    assert item_lines(outcomes[2:], MIXED) == ["key tokens: Skipped (KeyExists)"]
+
+
+def test_documents_list_each_kinds_entries_apart_each_naming_its_kind() -> None:
+    outcomes = [
+        ItemOutcome("tokens", ItemResult.SUCCEEDED, ("v1",), "0" * 64, 1, reason="Verified"),
+        ItemOutcome("tokens", ItemResult.FAILED, reason="IntegrityCheckFailed", kind=SECRET),
+    ]
+
+    document = item_documents(outcomes)
+
+    assert document == {
+        "keys": [
+            {
+                "kind": "key",
+                "name": "tokens",
+                "result": "Succeeded",
+                "versionCount": 1,
+                "versions": ["v1"],
+                "sha256": "0" * 64,
+                "size": 1,
+                "reason": "Verified",
+            }
+        ],
+        "secrets": [
+            {
+                "kind": "secret",
+                "name": "tokens",
+                "result": "Failed",
+                "versionCount": 0,
+                "versions": [],
+                "reason": "IntegrityCheckFailed",
+            }
+        ],
+        "certificates": [],
+    }
 
 
 def test_control_characters_from_storage_are_shown_as_escapes_not_sent_to_the_terminal() -> None:
@@ -47,11 +116,12 @@ def test_a_table_aligns_its_columns_under_the_header() -> None:
     ]
 
 
-def test_the_exit_code_says_whether_any_key_failed_or_would_fail() -> None:
-    fine = KeyOutcome("a", KeyResult.WOULD_RESTORE)
+def test_the_exit_code_says_whether_any_item_of_any_kind_failed_or_would_fail() -> None:
+    fine = ItemOutcome("a", ItemResult.WOULD_RESTORE)
     assert exit_code_of([fine]) is ExitCode.OK
-    assert exit_code_of([fine, KeyOutcome("b", KeyResult.WOULD_FAIL)]) is ExitCode.KEYS_FAILED
-    assert exit_code_of([KeyOutcome("b", KeyResult.FAILED)]) is ExitCode.KEYS_FAILED
+    assert exit_code_of([fine, ItemOutcome("b", ItemResult.WOULD_FAIL)]) is ExitCode.ITEMS_FAILED
+    failed = ItemOutcome("b", ItemResult.FAILED, kind=CERTIFICATE)
+    assert exit_code_of([fine, failed]) is ExitCode.ITEMS_FAILED
 
 
 def test_json_and_yaml_print_the_same_document_with_control_characters_escaped() -> None:

@@ -1,57 +1,244 @@
-"""A snapshot exported to files: exact bytes per key, the manifest last, and nothing read
-or written outside the directory whatever a manifest names."""
+"""A snapshot exported to files: a folder per kind with each item's exact bytes, the
+manifest last, the keys-only layout of earlier exports still read, and nothing read or
+written outside the directory whatever a manifest or the directory holds."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from kvbackup.adapters.directory import backup_file, directory_snapshot, export_directory
+from kvbackup.api.kinds import ItemKind, ItemRef
 from kvbackup.errors import ConflictError, InvalidSpecError, KvBackupError, NotFoundError
-from kvbackup.services.inspection import export_snapshot
-from tests.unit.fakes import InMemoryStore, opened, take_snapshot
+from kvbackup.services.inspection import export_snapshot, verify_snapshot
+from kvbackup.services.ports import OpenedSnapshot
+from kvbackup.services.snapshot import MANIFEST_MAX_BYTES, Artifact, Manifest, sha256_hex
+from tests.unit.fakes import manifest_of
+
+KEY, SECRET, CERTIFICATE = ItemKind.KEY, ItemKind.SECRET, ItemKind.CERTIFICATE
+#: Two keys, a secret of the same name as one of them, and a certificate.
+MIXED = {
+    ItemRef(KEY, "signing"): b"key backup of signing",
+    ItemRef(KEY, "Wrapping"): b"key backup of Wrapping",
+    ItemRef(SECRET, "signing"): b"secret backup of signing",
+    ItemRef(CERTIFICATE, "api-tls"): b"certificate backup of api-tls",
+}
 
 
-async def test_an_export_holds_each_keys_exact_bytes_and_reads_back_as_the_same_snapshot(
+def stored(items: dict[ItemRef, bytes]) -> OpenedSnapshot:
+    """A snapshot holding ``items``, read from memory as a store would hand it over."""
+    manifest = manifest_of(
+        *(
+            Artifact(ref.name, ("v1",), sha256_hex(data), len(data), kind=ref.kind)
+            for ref, data in items.items()
+        )
+    )
+    return OpenedSnapshot(manifest, reading(items))
+
+
+def reading(items: dict[ItemRef, bytes]) -> Callable[[Artifact], Awaitable[bytes]]:
+    async def read(artifact: Artifact) -> bytes:
+        return items[ItemRef(artifact.kind, artifact.name)]
+
+    return read
+
+
+async def exported(items: dict[ItemRef, bytes], directory: Path) -> Manifest:
+    snapshot = stored(items)
+    with export_directory(directory) as target:
+        await export_snapshot(snapshot, target)
+    return snapshot.manifest
+
+
+def files_under(directory: Path) -> list[str]:
+    return sorted(str(path.relative_to(directory)) for path in directory.rglob("*"))
+
+
+async def test_an_export_keeps_each_kind_in_its_folder_with_the_exact_bytes(
     tmp_path: Path,
 ) -> None:
-    store = InMemoryStore()
-    manifest = await take_snapshot(store, ("signing", ("s1", "s2")), ("Wrapping", ("w1",)))
+    snapshot = stored(MIXED)
 
     with export_directory(tmp_path / "out") as target:
-        outcomes = await export_snapshot(opened(store, manifest), target)
+        outcomes = await export_snapshot(snapshot, target)
 
-    assert [(o.name, o.reason) for o in outcomes] == [
-        ("signing", "Exported"),
-        ("Wrapping", "Exported"),
+    assert [(o.kind, o.name, o.reason) for o in outcomes] == [
+        (KEY, "signing", "Exported"),
+        (KEY, "Wrapping", "Exported"),
+        (SECRET, "signing", "Exported"),
+        (CERTIFICATE, "api-tls", "Exported"),
     ]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "Wrapping.bak",
+    assert files_under(tmp_path / "out") == [
+        "certificates",
+        "certificates/api-tls.bak",
+        "keys",
+        "keys/Wrapping.bak",
+        "keys/signing.bak",
         "manifest.json",
-        "signing.bak",
+        "secrets",
+        "secrets/signing.bak",
     ]
-    with directory_snapshot(tmp_path / "out") as exported:
-        assert exported.manifest == manifest
-        for artifact in manifest.keys:
-            stored = await opened(store, manifest).read_artifact(artifact)
-            async with exported.verified(artifact) as data:
-                assert data == stored
+    assert (tmp_path / "out/secrets/signing.bak").read_bytes() == b"secret backup of signing"
+    assert (tmp_path / "out/keys/signing.bak").read_bytes() == b"key backup of signing"
+    assert outcomes[2].message == (
+        f"wrote {tmp_path / 'out/secrets/signing.bak'} ({len(b'secret backup of signing')} bytes)"
+    )
 
 
-async def test_an_altered_backup_is_not_exported_and_fails_by_name(tmp_path: Path) -> None:
-    store = InMemoryStore()
-    manifest = await take_snapshot(store, ("signing", ("s1",)), ("tokens", ("t1",)))
-    store.replace_artifact("signing", b"altered")
+async def test_an_export_reads_back_as_the_same_snapshot_item_by_item_of_every_kind(
+    tmp_path: Path,
+) -> None:
+    manifest = await exported(MIXED, tmp_path)
+
+    with directory_snapshot(tmp_path) as read_back:
+        assert read_back.manifest == manifest
+        for artifact in manifest.artifacts:
+            async with read_back.verified(artifact) as data:
+                assert data == MIXED[ItemRef(artifact.kind, artifact.name)]
+        verified = await verify_snapshot(read_back)
+
+    assert [(o.kind, o.name, o.failed) for o in verified] == [
+        (KEY, "signing", False),
+        (KEY, "Wrapping", False),
+        (SECRET, "signing", False),
+        (CERTIFICATE, "api-tls", False),
+    ]
+
+
+async def test_an_export_has_folders_only_for_the_kinds_its_snapshot_holds(
+    tmp_path: Path,
+) -> None:
+    await exported({ItemRef(SECRET, "db-password"): b"s"}, tmp_path)
+
+    assert files_under(tmp_path) == ["manifest.json", "secrets", "secrets/db-password.bak"]
+
+
+async def test_an_export_of_the_keys_only_layout_before_other_kinds_is_still_read(
+    tmp_path: Path,
+) -> None:
+    """As the export wrote them before secrets and certificates: ``<key>.bak`` beside the
+    manifest, no folder."""
+    keys = {ItemRef(KEY, "signing"): b"one", ItemRef(KEY, "tokens"): b"two"}
+    manifest = stored(keys).manifest
+    (tmp_path / "manifest.json").write_bytes(manifest.to_json())
+    (tmp_path / "signing.bak").write_bytes(b"one")
+    (tmp_path / "tokens.bak").write_bytes(b"two")
+
+    with directory_snapshot(tmp_path) as read_back:
+        verified = await verify_snapshot(read_back)
+        async with read_back.verified(manifest.artifact(KEY, "tokens")) as data:
+            assert data == b"two"
+
+    assert [(o.name, o.reason) for o in verified] == [
+        ("signing", "Verified"),
+        ("tokens", "Verified"),
+    ]
+
+
+async def test_an_altered_backup_is_not_exported_and_fails_by_kind_and_name(
+    tmp_path: Path,
+) -> None:
+    manifest = stored(MIXED).manifest
+    altered = OpenedSnapshot(manifest, reading({**MIXED, ItemRef(SECRET, "signing"): b"altered"}))
 
     with export_directory(tmp_path) as target:
-        outcomes = await export_snapshot(opened(store, manifest), target)
+        outcomes = await export_snapshot(altered, target)
 
-    assert [(o.name, o.failed, o.reason) for o in outcomes] == [
-        ("signing", True, "IntegrityCheckFailed"),
-        ("tokens", False, "Exported"),
+    assert [(o.kind, o.name) for o in outcomes if o.failed] == [(SECRET, "signing")]
+    assert [o.reason for o in outcomes if o.failed] == ["IntegrityCheckFailed"]
+    assert not (tmp_path / "secrets/signing.bak").exists()
+    assert (tmp_path / "keys/signing.bak").exists()
+
+
+async def test_a_file_that_was_altered_or_grown_after_the_export_fails_verification(
+    tmp_path: Path,
+) -> None:
+    await exported(MIXED, tmp_path)
+    (tmp_path / "certificates/api-tls.bak").write_bytes(b"x" * 10)
+    (tmp_path / "secrets/signing.bak").write_bytes(b"secret backup of signing, and more")
+
+    with directory_snapshot(tmp_path) as read_back:
+        outcomes = await verify_snapshot(read_back)
+
+    failed = {(o.kind, o.name): o for o in outcomes if o.failed}
+    assert set(failed) == {(SECRET, "signing"), (CERTIFICATE, "api-tls")}
+    assert {o.reason for o in failed.values()} == {"IntegrityCheckFailed"}
+    assert "holds more than the 24 bytes the manifest records" in (
+        failed[(SECRET, "signing")].message
+    )
+
+
+async def test_a_missing_folder_fails_the_items_of_its_kind_alone(tmp_path: Path) -> None:
+    await exported(MIXED, tmp_path)
+    for file in (tmp_path / "secrets").iterdir():
+        file.unlink()
+    (tmp_path / "secrets").rmdir()
+
+    with directory_snapshot(tmp_path) as read_back:
+        outcomes = await verify_snapshot(read_back)
+
+    assert [(o.kind, o.name, o.reason) for o in outcomes if o.failed] == [
+        (SECRET, "signing", "ArtifactMissing")
     ]
-    assert not (tmp_path / "signing.bak").exists()
+
+
+@pytest.mark.parametrize("planted", ["link", "file"])
+async def test_a_kind_folder_that_is_a_link_or_a_file_is_never_followed(
+    tmp_path: Path, planted: str
+) -> None:
+    await exported(MIXED, tmp_path / "out")
+    elsewhere = tmp_path / "elsewhere"
+    (tmp_path / "out/secrets").rename(elsewhere)
+    if planted == "link":
+        (tmp_path / "out/secrets").symlink_to(elsewhere)
+    else:
+        (tmp_path / "out/secrets").write_bytes(b"a file")
+
+    with directory_snapshot(tmp_path / "out") as read_back:
+        outcomes = await verify_snapshot(read_back)
+
+    [refused] = [o for o in outcomes if o.failed]
+    assert (refused.kind, refused.reason) == (SECRET, "FileError")
+    assert "not a folder" in refused.message
+
+
+async def test_a_backup_file_that_is_a_link_is_not_followed(tmp_path: Path) -> None:
+    manifest = await exported(MIXED, tmp_path / "out")
+    (tmp_path / "elsewhere").write_bytes(b"certificate backup of api-tls")
+    (tmp_path / "out/certificates/api-tls.bak").unlink()
+    (tmp_path / "out/certificates/api-tls.bak").symlink_to(tmp_path / "elsewhere")
+
+    with directory_snapshot(tmp_path / "out") as read_back, pytest.raises(KvBackupError) as refused:
+        await read_back.read_artifact(manifest.artifact(CERTIFICATE, "api-tls"))
+
+    assert refused.value.reason == "FileError"
+
+
+async def test_a_backup_that_is_no_regular_file_is_refused_without_waiting_on_it(
+    tmp_path: Path,
+) -> None:
+    """A FIFO would block a read until someone writes to it."""
+    manifest = await exported(MIXED, tmp_path)
+    (tmp_path / "keys/signing.bak").unlink()
+    os.mkfifo(tmp_path / "keys/signing.bak")
+
+    with directory_snapshot(tmp_path) as read_back, pytest.raises(KvBackupError) as refused:
+        await read_back.read_artifact(manifest.artifact(KEY, "signing"))
+
+    assert refused.value.reason == "FileError"
+    assert "not a regular file" in refused.value.message
+
+
+def test_a_manifest_larger_than_a_manifest_may_be_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_bytes(b" " * (MANIFEST_MAX_BYTES + 1))
+
+    with pytest.raises(KvBackupError) as refused, directory_snapshot(tmp_path):
+        pass
+
+    assert refused.value.reason == "TooLarge"
 
 
 def test_an_export_into_a_directory_that_holds_anything_is_refused(tmp_path: Path) -> None:
@@ -85,38 +272,22 @@ def test_an_export_into_a_file_is_refused(tmp_path: Path) -> None:
         pass
 
 
+@pytest.mark.parametrize("kind", [KEY, SECRET, CERTIFICATE])
 @pytest.mark.parametrize("name", ["../escaped", "a/b", "", ".", "x.bak/../../y", "ключ"])
-def test_only_a_key_vault_key_name_ever_names_a_file(name: str) -> None:
-    with pytest.raises(InvalidSpecError, match="no file is named after it"):
-        backup_file(name)
+def test_only_a_key_vault_name_ever_names_a_file(kind: ItemKind, name: str) -> None:
+    with pytest.raises(InvalidSpecError, match=f"Key Vault {kind} name.*no file is named"):
+        backup_file(kind, name)
 
 
-async def test_a_key_written_twice_never_overwrites_the_first_file(tmp_path: Path) -> None:
-    store = InMemoryStore()
-    manifest = await take_snapshot(store, ("signing", ("s1",)))
-    [artifact] = manifest.keys
+async def test_an_item_written_twice_never_overwrites_the_first_file(tmp_path: Path) -> None:
+    [artifact] = stored({ItemRef(SECRET, "db-password"): b"first"}).manifest.artifacts
 
     with export_directory(tmp_path) as target:
         await target.write_backup(artifact, b"first")
         with pytest.raises(ConflictError):
             await target.write_backup(artifact, b"second")
 
-    assert (tmp_path / "signing.bak").read_bytes() == b"first"
-
-
-async def test_a_backup_file_that_is_a_link_is_not_followed(tmp_path: Path) -> None:
-    store = InMemoryStore()
-    manifest = await take_snapshot(store, ("signing", ("s1",)))
-    with export_directory(tmp_path / "out") as target:
-        await export_snapshot(opened(store, manifest), target)
-    (tmp_path / "elsewhere").write_bytes(b"outside")
-    (tmp_path / "out" / "signing.bak").unlink()
-    (tmp_path / "out" / "signing.bak").symlink_to(tmp_path / "elsewhere")
-
-    with directory_snapshot(tmp_path / "out") as exported, pytest.raises(KvBackupError) as refused:
-        await exported.read_artifact(manifest.keys[0])
-
-    assert refused.value.reason == "FileError"
+    assert (tmp_path / "secrets/db-password.bak").read_bytes() == b"first"
 
 
 def test_a_directory_without_a_manifest_is_not_taken_for_a_snapshot(tmp_path: Path) -> None:
@@ -124,19 +295,3 @@ def test_a_directory_without_a_manifest_is_not_taken_for_a_snapshot(tmp_path: Pa
         pass
 
     assert missing.value.reason == "SourceNotFound"
-
-
-async def test_a_backup_file_altered_after_the_export_fails_verification_when_read_back(
-    tmp_path: Path,
-) -> None:
-    store = InMemoryStore()
-    manifest = await take_snapshot(store, ("signing", ("s1",)))
-    with export_directory(tmp_path) as target:
-        await export_snapshot(opened(store, manifest), target)
-    (tmp_path / "signing.bak").write_bytes(b"altered")
-
-    with directory_snapshot(tmp_path) as exported, pytest.raises(KvBackupError) as refused:
-        async with exported.verified(manifest.keys[0]):
-            pass
-
-    assert refused.value.reason == "IntegrityCheckFailed"

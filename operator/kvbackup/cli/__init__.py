@@ -1,6 +1,7 @@
-"""``kvbackup``: snapshots and restores without the operator, for the day it, or the
-cluster, is gone. Built on the services and adapters the operator uses, so it finds,
-verifies and restores exactly as a KeyRestore does; it never imports kopf."""
+"""``kvbackup``: snapshots and restores of keys, secrets and certificates without the
+operator, for the day it, or the cluster, is gone. Built on the services and adapters the
+operator uses, so it finds, verifies and restores exactly as a KeyRestore does; it never
+imports kopf."""
 
 from __future__ import annotations
 
@@ -14,16 +15,26 @@ from pathlib import Path
 from kvbackup import __version__
 from kvbackup.adapters.kubernetes import context_namespace
 from kvbackup.api.keyrestore import OnConflict, Strategy
+from kvbackup.api.kinds import ITEM_KINDS, ItemKind
 from kvbackup.cli import commands, completion
-from kvbackup.cli.output import OUTPUTS, TEXT, ExitCode, Result, progress_bar, show, show_error
+from kvbackup.cli.output import (
+    OUTPUTS,
+    TEXT,
+    ExitCode,
+    ProgressFactory,
+    Result,
+    progress_bar,
+    show,
+    show_error,
+)
 from kvbackup.cli.sources import CONNECTION_STRING_VARIABLE, StorageOptions
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError, KvBackupError, NotPermittedError, UnexpectedError
 
 EPILOG = f"""\
 exit codes:
-  0  done, every key as asked (a dry run: no key would fail)
-  1  done, but a key failed, would fail, or failed verification (its line says why)
+  0  done, every item as asked (a dry run: no item would fail)
+  1  done, but an item failed, would fail, or failed verification (its line says why)
   2  a bad argument: a name, URL, path or option refused before anything was read
   3  nothing could be done: the snapshot, storage or vault could not be found or reached
 
@@ -93,7 +104,10 @@ def program_name(argv0: str) -> str:
 def parser(prog: str = "kvbackup") -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog=prog,
-        description="Azure Key Vault key snapshots and restores, without the operator.",
+        description=(
+            "Azure Key Vault snapshots and restores of keys, secrets and certificates, "
+            "without the operator."
+        ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -107,21 +121,32 @@ def parser(prog: str = "kvbackup") -> argparse.ArgumentParser:
     snapshots = command.add_parser("snapshots", help="list or verify a KeyBackup's snapshots")
     of_snapshots = snapshots.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = of_snapshots.add_parser(
-        "list", parents=[output], help="id, times, keys, bytes and whether complete, newest first"
+        "list",
+        parents=[output],
+        help="id, times, keys, secrets, certificates, bytes and whether complete, newest first",
     )
     _storage_arguments(listing)
     verifying = of_snapshots.add_parser(
         "verify",
         parents=[output],
-        help="every key's stored backup against the manifest's sha256 and size",
+        help="every item's stored backup against the manifest's sha256 and size",
     )
-    verifying.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
+    verifying.add_argument(
+        "snapshot", metavar="SNAPSHOT", nargs="?", help=f"{SNAPSHOT_HELP}; or --directory"
+    )
+    verifying.add_argument(
+        "--directory",
+        metavar="DIR",
+        type=Path,
+        help="what export wrote, instead of a stored SNAPSHOT (e.g. after copying it elsewhere)",
+    )
     _storage_arguments(verifying)
 
     exporting = command.add_parser(
         "export",
         parents=[output],
-        help="each key's exact backup bytes into DIR/<key>.bak, and manifest.json",
+        help="each item's exact backup bytes into DIR/keys/, DIR/secrets/ and "
+        "DIR/certificates/ (<name>.bak), and DIR/manifest.json",
     )
     exporting.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
     exporting.add_argument("directory", metavar="DIR", type=Path, help="a new or empty directory")
@@ -130,11 +155,23 @@ def parser(prog: str = "kvbackup") -> argparse.ArgumentParser:
     restoring = command.add_parser(
         "restore",
         parents=[output],
-        help="bring an exported snapshot's keys back, as a KeyRestore does",
+        help="bring an exported snapshot's items back, as a KeyRestore does",
     )
     restoring.add_argument("directory", metavar="DIR", type=Path, help="what export wrote")
     restoring.add_argument("--vault-url", required=True, help="the target vault")
-    restoring.add_argument("--keys", nargs="+", metavar="KEY", help="only these keys")
+    chosen = restoring.add_argument_group(
+        "what to bring back",
+        "names of each kind, as NAME,NAME or NAME NAME; without --keys, --secrets or "
+        "--certificates, every item of the snapshot",
+    )
+    for kind in ITEM_KINDS:
+        chosen.add_argument(
+            f"--{kind.plural}",
+            nargs="+",
+            action="extend",
+            metavar=kind.upper(),
+            help=f"only these {kind.plural}",
+        )
     restoring.add_argument(
         "--strategy", choices=[s.value for s in Strategy], default=Strategy.AUTO.value
     )
@@ -142,13 +179,16 @@ def parser(prog: str = "kvbackup") -> argparse.ArgumentParser:
         "--on-conflict",
         choices=[c.value for c in OnConflict],
         default=OnConflict.SKIP.value,
-        help="for a key active in the vault (default: Skip)",
+        help="for an item active in the vault (default: Skip)",
     )
-    restoring.add_argument(
-        "--purge-deleted-keys",
-        action="store_true",
-        help="purge a soft-deleted key and restore it instead of recovering it",
-    )
+    for kind in ITEM_KINDS:
+        restoring.add_argument(
+            commands.purge_option(kind),
+            action="append_const",
+            dest="purge_deleted",
+            const=kind,
+            help=f"purge a soft-deleted {kind} and restore it instead of recovering it",
+        )
     restoring.add_argument(
         "--dry-run", action="store_true", help="only read, and say what would be done"
     )
@@ -161,27 +201,67 @@ def parser(prog: str = "kvbackup") -> argparse.ArgumentParser:
     return main
 
 
+def names_given(arguments: argparse.Namespace) -> dict[ItemKind, list[str]]:
+    """The names given per kind, ``a,b`` split (Key Vault names have no commas); only the
+    kinds given."""
+    return {
+        kind: [name for value in values for name in value.split(",")]
+        for kind in ITEM_KINDS
+        if (values := getattr(arguments, kind.plural)) is not None
+    }
+
+
+def _storage_given(arguments: argparse.Namespace) -> list[str]:
+    """The storage options given, which a directory does not take."""
+    options = (
+        "namespace",
+        "keybackup",
+        "kubeconfig",
+        "context",
+        "account_url",
+        "container",
+        "prefix",
+    )
+    return [f"--{name.replace('_', '-')}" for name in options if getattr(arguments, name)]
+
+
+async def _verify(
+    arguments: argparse.Namespace, settings: Settings, progress: ProgressFactory | None
+) -> Result:
+    if arguments.directory is None:
+        if arguments.snapshot is None:
+            raise InvalidSpecError("name a SNAPSHOT, or an export's --directory")
+        return await commands.verify(_storage(arguments), arguments.snapshot, settings, progress)
+    if arguments.snapshot is not None:
+        raise InvalidSpecError("--directory takes no SNAPSHOT: it holds one")
+    if given := _storage_given(arguments):
+        raise InvalidSpecError(
+            f"--directory reads no stored snapshot: leave out {', '.join(given)}"
+        )
+    return await commands.verify_directory(arguments.directory, settings, progress)
+
+
 async def _run(arguments: argparse.Namespace, settings: Settings) -> Result:
-    with progress_bar("keys", enabled=arguments.output == TEXT) as progress:
+    with progress_bar("items", enabled=arguments.output == TEXT) as progress:
         if arguments.command == "restore":
             return await commands.restore(
                 arguments.directory,
                 vault_url=arguments.vault_url,
-                keys=arguments.keys,
+                names=names_given(arguments),
                 strategy=arguments.strategy,
                 on_conflict=arguments.on_conflict,
-                purge_deleted=arguments.purge_deleted_keys,
+                purge_deleted=frozenset(arguments.purge_deleted or ()),
                 dry_run=arguments.dry_run,
                 settings=settings,
                 progress=progress,
             )
+        if arguments.command == "snapshots" and arguments.action == "verify":
+            return await _verify(arguments, settings, progress)
         storage = _storage(arguments)
         if arguments.command == "export":
             return await commands.export(
                 storage, arguments.snapshot, arguments.directory, settings, progress
             )
-        if arguments.action == "verify":
-            return await commands.verify(storage, arguments.snapshot, settings, progress)
         return await commands.list_snapshots(storage, settings)
 
 

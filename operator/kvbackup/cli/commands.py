@@ -3,14 +3,23 @@ returns what it found for ``output`` to print."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from kvbackup.adapters.directory import directory_snapshot, export_directory
 from kvbackup.api import fields
 from kvbackup.api.conditions import timestamp
 from kvbackup.api.keyrestore import KeyRestoreSpec, OnConflict, SnapshotSource, Strategy
-from kvbackup.cli.output import ProgressFactory, Result, exit_code_of, table
+from kvbackup.api.kinds import ITEM_KINDS, ItemKind
+from kvbackup.cli.output import (
+    ProgressFactory,
+    Result,
+    exit_code_of,
+    item_documents,
+    item_lines,
+    table,
+)
 from kvbackup.cli.sources import (
     StorageOptions,
     keybackup_location,
@@ -20,14 +29,17 @@ from kvbackup.cli.sources import (
 )
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError
-from kvbackup.presentation.key_results import key_entries, key_line, restore_counts, restore_summary
+from kvbackup.presentation.item_results import restore_counts, restore_summary
 from kvbackup.services.inspection import export_snapshot, list_all_snapshots, verify_snapshot
-from kvbackup.services.outcomes import KeyOutcome
-from kvbackup.services.ports import utc_now
+from kvbackup.services.outcomes import ItemOutcome
+from kvbackup.services.ports import OpenedSnapshot, utc_now
 from kvbackup.services.restore import run_restore
+from kvbackup.services.snapshot import Manifest
 
 
 async def list_snapshots(options: StorageOptions, settings: Settings) -> Result:
+    """Every snapshot, newest first, with its count of each kind; FAILED counts the items
+    of every kind that the run could not back up (the JSON tells them per kind)."""
     location = keybackup_location(options)
     async with opened_storage(options, settings) as storage:
         listed = await list_all_snapshots(storage.snapshots, location.namespace, location.keybackup)
@@ -41,41 +53,50 @@ async def list_snapshots(options: StorageOptions, settings: Settings) -> Result:
             "startTime": started or None,
             "complete": snapshot.complete,
         }
+        counts = ["-"] * (len(ITEM_KINDS) + 1)
         if summary is not None:
-            document |= {
-                "completionTime": timestamp(summary.completion_time),
-                "keys": summary.keys,
-                "failedKeys": summary.failed_keys,
-                "bytes": summary.total_bytes,
-            }
+            document["completionTime"] = timestamp(summary.completion_time)
+            for kind in ITEM_KINDS:  # as a summary's JSON names them: keys, failedKeys, ...
+                document[kind.plural] = summary.stored(kind)
+                document[f"failed{kind.camel}s"] = summary.failed(kind)
+            document["bytes"] = summary.total_bytes
+            counts = [str(summary.stored(kind)) for kind in ITEM_KINDS]
+            counts.append(str(summary.failed_items))
         documents.append(document)
         rows.append(
             [
                 snapshot.snapshot_id,
                 started,
                 timestamp(summary.completion_time) if summary else "-",
-                str(summary.keys) if summary else "-",
-                str(summary.failed_keys) if summary else "-",
+                *counts,
                 str(summary.total_bytes) if summary else "-",
                 "yes" if snapshot.complete else "no",
             ]
         )
-    header = ["SNAPSHOT", "STARTED", "COMPLETED", "KEYS", "FAILED", "BYTES", "COMPLETE"]
+    header = [
+        "SNAPSHOT",
+        "STARTED",
+        "COMPLETED",
+        *(kind.plural.upper() for kind in ITEM_KINDS),
+        "FAILED",
+        "BYTES",
+        "COMPLETE",
+    ]
     return Result(table(header, rows) if rows else ["no snapshots"], {"snapshots": documents})
 
 
-def _key_result(
-    snapshot_id: str, outcomes: Sequence[KeyOutcome], done: str, **document: object
+def _item_result(
+    manifest: Manifest, outcomes: Sequence[ItemOutcome], done: str, **document: object
 ) -> Result:
-    """Per-key lines and entries, as a KeyRestore's status lists them."""
+    """Per-item lines and entries, as a KeyRestore's status lists them."""
     failed = sum(1 for o in outcomes if o.failed)
     summary = f"{len(outcomes) - failed} {done}, {failed} failed"
     return Result(
-        [key_line(o) for o in outcomes] + [summary],
+        [*item_lines(outcomes, manifest), summary],
         {
-            "snapshot": snapshot_id,
+            "snapshot": manifest.snapshot_id,
             **document,
-            "keys": key_entries(outcomes, None, with_version_ids=True),
+            **item_documents(outcomes),
             done: len(outcomes) - failed,
             "failed": failed,
         },
@@ -87,10 +108,25 @@ async def verify(
     options: StorageOptions, snapshot: str, settings: Settings, progress: ProgressFactory | None
 ) -> Result:
     async with opened_source(options, snapshot, settings) as opened:
-        outcomes = await verify_snapshot(
-            opened, concurrency=settings.keys_per_run, progress=progress
-        )
-    return _key_result(opened.manifest.snapshot_id, outcomes, "verified")
+        return await _verified(opened, settings, progress)
+
+
+async def verify_directory(
+    directory: Path, settings: Settings, progress: ProgressFactory | None
+) -> Result:
+    """An export's files against its manifest, e.g. after copying them elsewhere."""
+    with directory_snapshot(directory) as opened:
+        return await _verified(opened, settings, progress, directory=str(directory))
+
+
+async def _verified(
+    opened: OpenedSnapshot,
+    settings: Settings,
+    progress: ProgressFactory | None,
+    **document: object,
+) -> Result:
+    outcomes = await verify_snapshot(opened, concurrency=settings.keys_per_run, progress=progress)
+    return _item_result(opened.manifest, outcomes, "verified", **document)
 
 
 async def export(
@@ -105,35 +141,45 @@ async def export(
             outcomes = await export_snapshot(
                 opened, target, concurrency=settings.keys_per_run, progress=progress
             )
-    return _key_result(opened.manifest.snapshot_id, outcomes, "exported", directory=str(directory))
+    return _item_result(opened.manifest, outcomes, "exported", directory=str(directory))
+
+
+def purge_option(kind: ItemKind) -> str:
+    """The switch that purges soft-deleted items of ``kind`` before restoring them."""
+    return f"--purge-deleted-{kind.plural}"
 
 
 async def restore(
     directory: Path,
     *,
     vault_url: str,
-    keys: list[str] | None,
+    names: Mapping[ItemKind, Sequence[str]],
     strategy: str,
     on_conflict: str,
-    purge_deleted: bool,
+    purge_deleted: frozenset[ItemKind],
     dry_run: bool,
     settings: Settings,
     progress: ProgressFactory | None,
 ) -> Result:
+    """The exported snapshot's items, or only the ``names`` given per kind (none given:
+    every item of every kind), brought back as a KeyRestore does."""
     chosen = fields.enum(Strategy, strategy, Strategy.AUTO, "--strategy")
     if purge_deleted and chosen is Strategy.RECOVER_ONLY:
-        raise InvalidSpecError(
-            "--purge-deleted-keys cannot be combined with --strategy RecoverOnly"
-        )
+        switches = ", ".join(purge_option(kind) for kind in ITEM_KINDS if kind in purge_deleted)
+        raise InvalidSpecError(f"{switches} cannot be combined with --strategy RecoverOnly")
     checked_url = fields.vault_url(vault_url, "--vault-url")
-    checked_keys = None if keys is None else fields.key_names(keys, "--keys")
+    checked_names = {
+        kind: fields.item_names(list(names[kind]), f"--{kind.plural}", kind)
+        for kind in ITEM_KINDS
+        if kind in names
+    }
     with directory_snapshot(directory) as opened:
         manifest = opened.manifest
         spec = KeyRestoreSpec(
             vault_url=checked_url,
             # Where the files came from; the restore reads the files it is given.
             source=SnapshotSource(manifest.keybackup.name, manifest.snapshot_id),
-            keys=checked_keys,
+            items=checked_names or None,
             strategy=chosen,
             on_conflict=fields.enum(OnConflict, on_conflict, OnConflict.SKIP, "--on-conflict"),
             purge_deleted=purge_deleted,
@@ -148,17 +194,26 @@ async def restore(
                 concurrency=settings.keys_per_run,
                 progress=progress,
             )
-    counts = {
-        k: v for k, v in restore_counts(report.keys, dry_run=dry_run).items() if v is not None
-    }
+    outcomes = report.outcomes
+    counts = restore_counts(outcomes, dry_run=dry_run)
     return Result(
-        [key_line(o) for o in report.keys] + [restore_summary(report.keys, dry_run=dry_run)],
+        [*item_lines(outcomes, manifest), restore_summary(outcomes, dry_run=dry_run)],
         {
             "snapshot": report.snapshot_id,
             "vaultUrl": spec.vault_url,
             "dryRun": dry_run,
-            "counts": {name: n for name, n in counts.items() if n is not None},
-            "keys": key_entries(report.keys, None, with_version_ids=True),
+            "counts": _given(counts),
+            **item_documents(outcomes),
         },
-        exit_code_of(report.keys),
+        exit_code_of(outcomes),
     )
+
+
+def _given(counts: Mapping[str, Any]) -> dict[str, Any]:
+    """The counts of the restore's mode and of the kinds it handled: a status's None
+    (which removes a field from it) means nothing to a script, and is left out."""
+    return {
+        name: _given(value) if isinstance(value, Mapping) else value
+        for name, value in counts.items()
+        if value is not None
+    }

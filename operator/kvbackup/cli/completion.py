@@ -17,7 +17,7 @@ SHELLS = ("bash", "zsh")
 #: The names the command is installed under: its own, and kubectl's plugin name.
 COMMANDS = ("kvbackup", "kubectl-kvbackup")
 #: Options whose value is a file.
-FILE_OPTIONS = ("--kubeconfig",)
+FILE_OPTIONS = ("--kubeconfig", "--directory")
 
 
 @dataclass

@@ -18,8 +18,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as Bar
 
-from kvbackup.services.outcomes import KeyOutcome
+from kvbackup.api.kinds import ITEM_KINDS, ItemKind
+from kvbackup.presentation.item_results import beyond_keys, item_entries, item_line, of_kind
+from kvbackup.services.outcomes import ItemOutcome
 from kvbackup.services.progress import Progress
+from kvbackup.services.snapshot import Manifest
 
 #: How often the bar moves.
 BAR_INTERVAL_SECONDS = 0.1
@@ -29,18 +32,44 @@ OUTPUTS = (TEXT, JSON, YAML)
 
 
 class ExitCode(IntEnum):
-    #: Done, and every key as asked (a dry run: no key would fail).
+    #: Done, and every item as asked (a dry run: no item would fail).
     OK = 0
-    #: Done, but at least one key failed, would fail, or failed verification.
-    KEYS_FAILED = 1
+    #: Done, but at least one item failed, would fail, or failed verification.
+    ITEMS_FAILED = 1
     #: A bad argument: a name, URL, path or option the command refuses.
     INVALID_INPUT = 2
     #: Nothing could be done: the snapshot, storage or vault could not be read or reached.
     NOT_DONE = 3
 
 
-def exit_code_of(outcomes: Sequence[KeyOutcome]) -> ExitCode:
-    return ExitCode.KEYS_FAILED if any(o.failed for o in outcomes) else ExitCode.OK
+def exit_code_of(outcomes: Sequence[ItemOutcome]) -> ExitCode:
+    return ExitCode.ITEMS_FAILED if any(o.failed for o in outcomes) else ExitCode.OK
+
+
+def item_lines(outcomes: Sequence[ItemOutcome], manifest: Manifest) -> list[str]:
+    """One line per item, worded as a status words it. When the snapshot holds secrets or
+    certificates, the lines go kind by kind and each names its kind (``secret db-password:
+    Restored``): a key and a secret may share a name. A keys-only snapshot's lines are as
+    they were before there were other kinds."""
+    with_kind = beyond_keys(outcomes) or any(
+        artifact.kind is not ItemKind.KEY for artifact in manifest.artifacts
+    )
+    if with_kind:
+        outcomes = sorted(outcomes, key=lambda outcome: ITEM_KINDS.index(outcome.kind))
+    return [item_line(outcome, with_kind=with_kind) for outcome in outcomes]
+
+
+def item_documents(outcomes: Sequence[ItemOutcome]) -> dict[str, list[dict[str, Any]]]:
+    """Each kind's entries under its plural (``keys``, ``secrets``, ``certificates``), as a
+    status lists them (failures first), each naming its kind. Every kind is there, empty
+    when the snapshot has none, so that scripts find one shape whatever the snapshot."""
+    return {
+        kind.plural: [
+            {"kind": kind.value, **entry}
+            for entry in item_entries(of_kind(outcomes, kind), None, with_version_ids=True)
+        ]
+        for kind in ITEM_KINDS
+    }
 
 
 @dataclass(frozen=True)
@@ -97,7 +126,7 @@ ProgressFactory = Callable[[int], Progress]
 
 @contextmanager
 def progress_bar(what: str, *, enabled: bool) -> Iterator[ProgressFactory | None]:
-    """A bar on stderr while keys are worked on, when stderr is a terminal; none for
+    """A bar on stderr while items are worked on, when stderr is a terminal; none for
     scripts (``--output json`` or ``yaml``) or a redirected stderr."""
     console = Console(stderr=True)
     if not (enabled and console.is_terminal):

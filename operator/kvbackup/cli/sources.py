@@ -1,4 +1,4 @@
-"""Where the command line reads snapshots and restores keys: a KeyBackup's Secrets
+"""Where the command line reads snapshots and restores items: a KeyBackup's Secrets
 through a kubeconfig, or a blob container; a vault; each under the usual Azure
 authentication, with every given name and URL checked as the operator checks a spec."""
 
@@ -20,7 +20,7 @@ from kvbackup.api.keybackup import BlobDestination, Destination, SecretDestinati
 from kvbackup.api.keyrestore import LATEST, BlobSnapshotSource, SnapshotSource
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError
-from kvbackup.services.ports import OpenedSnapshot, SnapshotStore, VaultKeys
+from kvbackup.services.ports import OpenedSnapshot, SnapshotStore, VaultItems
 from kvbackup.services.restore import opened_snapshot
 
 #: A connection string for the blob container, instead of the Azure identity.
@@ -162,13 +162,13 @@ async def opened_source(
 
 
 @asynccontextmanager
-async def opened_vault(vault_url: str, settings: Settings) -> AsyncIterator[VaultKeys]:
+async def opened_vault(vault_url: str, settings: Settings) -> AsyncIterator[VaultItems]:
     """The vault under the Azure identity (DefaultAzureCredential: environment, workload
     or managed identity, the Azure CLI's login, ...)."""
     clients = KeyVaultClients(settings)
     identity = credentials.default_credential()
     try:
-        yield clients.keys(vault_url, identity)
+        yield clients.vault(vault_url, identity)
     finally:
         await clients.close()
         await identity.close()

@@ -1,5 +1,5 @@
 """Looking at stored snapshots without a KeyBackup run: which are there, whether each
-key's backup is intact, and copying them out to files."""
+item's backup (key, secret or certificate) is intact, and copying them out to files."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from kvbackup.services.outcomes import KeyOutcome, KeyResult
+from kvbackup.api.kinds import ITEM_KINDS, ItemRef
+from kvbackup.services.outcomes import ItemOutcome, ItemResult
 from kvbackup.services.ports import OpenedSnapshot, SnapshotStore
 from kvbackup.services.progress import Progress
-from kvbackup.services.snapshot import KeyArtifact, Manifest, SnapshotSummary, snapshot_time
-from kvbackup.services.workers import DEFAULT_CONCURRENCY, for_each_key
+from kvbackup.services.snapshot import Artifact, Manifest, SnapshotSummary, snapshot_time
+from kvbackup.services.workers import DEFAULT_CONCURRENCY, for_each_item
 
 
 @dataclass(frozen=True)
@@ -42,15 +43,16 @@ async def list_all_snapshots(
     return [ListedSnapshot(snapshot_id, summaries.get(snapshot_id)) for snapshot_id in ids]
 
 
-def _intact(artifact: KeyArtifact, reason: str, message: str) -> KeyOutcome:
-    return KeyOutcome(
+def _intact(artifact: Artifact, reason: str, message: str) -> ItemOutcome:
+    return ItemOutcome(
         artifact.name,
-        KeyResult.SUCCEEDED,
+        ItemResult.SUCCEEDED,
         artifact.versions,
         artifact.sha256,
         artifact.size,
         reason=reason,
         message=message,
+        kind=artifact.kind,
     )
 
 
@@ -59,23 +61,23 @@ async def verify_snapshot(
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[int], Progress] | None = None,
-) -> list[KeyOutcome]:
-    """Every key's stored bytes against the sha256 and size its manifest records."""
+) -> list[ItemOutcome]:
+    """Every item's stored bytes against the sha256 and size its manifest records."""
     manifest = snapshot.manifest
 
-    async def verify(name: str) -> KeyOutcome:
-        artifact = manifest.artifact(name)
+    async def verify(item: ItemRef) -> ItemOutcome:
+        artifact = manifest.artifact(*item)
         async with snapshot.verified(artifact):
             return _intact(artifact, "Verified", "sha256 and size match the manifest")
 
-    return await _each_key(manifest, verify, concurrency, progress)
+    return await _each_item(manifest, verify, concurrency, progress)
 
 
 class ExportTarget(Protocol):
-    """Where an exported snapshot goes: each key's exact bytes, then the manifest."""
+    """Where an exported snapshot goes: each item's exact bytes, then the manifest."""
 
-    async def write_backup(self, artifact: KeyArtifact, data: bytes) -> str:
-        """Store one key's bytes; returns where they went, for people to read."""
+    async def write_backup(self, artifact: Artifact, data: bytes) -> str:
+        """Store one item's bytes; returns where they went, for people to read."""
         ...
 
     async def write_manifest(self, manifest: Manifest) -> None: ...
@@ -87,30 +89,33 @@ async def export_snapshot(
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[int], Progress] | None = None,
-) -> list[KeyOutcome]:
-    """Each key's verified backup into ``target``, then the manifest. A key whose backup
-    fails verification is not written and fails alone."""
+) -> list[ItemOutcome]:
+    """Each item's verified backup into ``target``, then the manifest. An item whose
+    backup fails verification is not written and fails alone."""
     manifest = snapshot.manifest
 
-    async def export(name: str) -> KeyOutcome:
-        artifact = manifest.artifact(name)
+    async def export(item: ItemRef) -> ItemOutcome:
+        artifact = manifest.artifact(*item)
         async with snapshot.verified(artifact) as data:
             where = await target.write_backup(artifact, data)
         return _intact(artifact, "Exported", f"wrote {where} ({artifact.size} bytes)")
 
-    outcomes = await _each_key(manifest, export, concurrency, progress)
+    outcomes = await _each_item(manifest, export, concurrency, progress)
     await target.write_manifest(manifest)
     return outcomes
 
 
-async def _each_key(
+async def _each_item(
     manifest: Manifest,
-    work: Callable[[str], Awaitable[KeyOutcome]],
+    work: Callable[[ItemRef], Awaitable[ItemOutcome]],
     concurrency: int,
     progress: Callable[[int], Progress] | None,
-) -> list[KeyOutcome]:
-    names = [artifact.name for artifact in manifest.keys]
-    tracker = progress(len(names)) if progress else None
-    return await for_each_key(
-        names, work, concurrency=concurrency, on_done=tracker.key_done if tracker else None
+) -> list[ItemOutcome]:
+    """``work`` for every item of the manifest, kind by kind, each in the manifest's order."""
+    items = [
+        ItemRef(kind, artifact.name) for kind in ITEM_KINDS for artifact in manifest.of_kind(kind)
+    ]
+    tracker = progress(len(items)) if progress else None
+    return await for_each_item(
+        items, work, concurrency=concurrency, on_done=tracker.item_done if tracker else None
     )
