@@ -17,7 +17,7 @@ from azure.storage.blob.aio import ContainerClient
 
 from kvbackup.adapters.secret_store import legacy_artifact_name
 from kvbackup.api.keybackup import KeyBackupRef
-from kvbackup.services.snapshot import KeyArtifact, Manifest, sha256_hex
+from kvbackup.services.snapshot import Artifact, Manifest, sha256_hex
 from tests.harness.azurite import Azurite
 from tests.harness.operator import OperatorProcess
 from tests.integration.conftest import Cluster, VaultUnderTest
@@ -152,7 +152,7 @@ async def test_a_snapshot_written_before_packing_still_restores(
         start_time=datetime.datetime(2026, 11, 1, 2, tzinfo=datetime.UTC),
         completion_time=datetime.datetime(2026, 11, 1, 2, 1, tzinfo=datetime.UTC),
         operator_version="0.1.0",
-        keys=(KeyArtifact("card-signing", tuple(originals), sha256_hex(backup), len(backup)),),
+        artifacts=(Artifact("card-signing", tuple(originals), sha256_hex(backup), len(backup)),),
     )
     labels = {"kvbackup.io/keybackup": "payments", "kvbackup.io/snapshot": snapshot}
     for name, role, data, recorded in (

@@ -11,6 +11,7 @@ import pytest
 from kvbackup.api.fields import BlobContainer
 from kvbackup.api.keybackup import BlobDestination, Destination, SecretDestination
 from kvbackup.api.keyrestore import BlobSnapshotSource, SnapshotSource
+from kvbackup.api.kinds import ItemKind
 from kvbackup.errors import MissingReferenceError
 from kvbackup.services.ports import OpenedSnapshot, SnapshotStore
 from kvbackup.services.restore import opened_snapshot
@@ -53,7 +54,7 @@ class InMemoryStores:
 
 async def chosen(stores: InMemoryStores, source: SnapshotSource | BlobSnapshotSource) -> str:
     async with opened_snapshot(stores, NAMESPACE, source) as snapshot:
-        await snapshot.read_artifact(snapshot.manifest.artifact("app-key"))
+        await snapshot.read_artifact(snapshot.manifest.artifact(ItemKind.KEY, "app-key"))
         return snapshot.manifest.snapshot_id
 
 
