@@ -27,7 +27,7 @@ from kvbackup.api.keyrestore import BlobSnapshotSource
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError, MissingReferenceError, NotFoundError
 from kvbackup.services.leadership import Leadership, Timing
-from kvbackup.services.ports import Clock, OpenedSnapshot, SnapshotStore, VaultKeys, utc_now
+from kvbackup.services.ports import Clock, OpenedSnapshot, SnapshotStore, VaultItems, utc_now
 from kvbackup.services.tenancy import (
     require_blob_allowed,
     require_manifest_namespace_allowed,
@@ -84,16 +84,16 @@ class Runtime:
     @asynccontextmanager
     async def vault(
         self, namespace: str, vault_url: str, credentials_secret: str | None
-    ) -> AsyncIterator[VaultKeys]:
-        """The vault's keys under the object's own credentials, or the operator's identity."""
+    ) -> AsyncIterator[VaultItems]:
+        """The vault's items under the object's own credentials, or the operator's identity."""
         if credentials_secret is None:
             require_vault_allowed(self.settings.default_identity_rules, namespace, vault_url)
-            yield self.vaults.keys(vault_url, self.default_credential, namespace)
+            yield self.vaults.vault(vault_url, self.default_credential, namespace)
             return
         data = await self._secret_data(namespace, credentials_secret)
         credential = credentials.service_principal(credentials_secret, data)
         try:
-            yield self.vaults.keys(vault_url, credential, namespace)
+            yield self.vaults.vault(vault_url, credential, namespace)
         finally:
             await self.vaults.release(credential)
             await credential.close()

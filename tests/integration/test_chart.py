@@ -1092,35 +1092,40 @@ ALERT_CASES: dict[str, Any] = {
             ],
         },
         {
-            # One call in ten to "busy" is answered 429 (over 5 %), one in a hundred to "calm".
+            # One call in ten to "busy" is answered 429 (over 5 %), one in a hundred to "calm";
+            # a vault's calls count together, whatever the operation and kind of item.
             "interval": "1m",
             "input_series": [
                 series(
                     "kvbackup_keyvault_calls_total",
                     "0+90x60",
                     vault="busy",
-                    operation="backup_key",
+                    operation="backup",
+                    kind="key",
                     code="2xx",
                 ),
                 series(
                     "kvbackup_keyvault_calls_total",
                     "0+10x60",
                     vault="busy",
-                    operation="backup_key",
+                    operation="backup",
+                    kind="secret",
                     code="429",
                 ),
                 series(
                     "kvbackup_keyvault_calls_total",
                     "0+99x60",
                     vault="calm",
-                    operation="backup_key",
+                    operation="backup",
+                    kind="certificate",
                     code="2xx",
                 ),
                 series(
                     "kvbackup_keyvault_calls_total",
                     "0+1x60",
                     vault="calm",
-                    operation="backup_key",
+                    operation="list",
+                    kind="key",
                     code="429",
                 ),
             ],

@@ -73,8 +73,8 @@ def tenants(control_plane: ControlPlane, lowkey: Lowkey, tmp_path: Path) -> Iter
 def backup_runs(operator: OperatorProcess) -> tuple[float, float]:
     """How many backup runs have finished, and their total duration in seconds."""
     samples = operator.metrics()
-    count = samples.get("kvbackup_run_duration_seconds_count", kind="backup") or 0.0
-    total = samples.get("kvbackup_run_duration_seconds_sum", kind="backup") or 0.0
+    count = samples.get("kvbackup_run_duration_seconds_count", run="backup") or 0.0
+    total = samples.get("kvbackup_run_duration_seconds_sum", run="backup") or 0.0
     return count, total
 
 

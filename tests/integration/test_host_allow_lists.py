@@ -28,6 +28,7 @@ from cryptography.x509.oid import NameOID
 from kvbackup.adapters.blob_store import BlobSnapshotStore, container_client
 from kvbackup.adapters.keyvault import KeyVaultClients
 from kvbackup.api.hosts import HostAllowList
+from kvbackup.api.kinds import ItemKind
 from kvbackup.config import Settings
 from kvbackup.errors import KvBackupError
 from tests.harness.controlplane import free_port
@@ -168,7 +169,7 @@ async def test_a_vault_that_redirects_elsewhere_is_not_followed(
     credential = ClientSecretCredential("tenant", "client", "never-asked")
     try:
         with pytest.raises(KvBackupError, match="a redirect: not followed") as refused:
-            await vaults.keys(proxy.url, credential).backup_key("k")
+            await vaults.vault(proxy.url, credential).backup(ItemKind.KEY, "k")
     finally:
         await vaults.close()
         await credential.close()

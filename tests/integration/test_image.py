@@ -384,7 +384,7 @@ def test_the_images_operator_backs_up_and_restores_a_three_version_key_as_uid_65
         assert vault.version_ids("signing") == originals
         # The image's operator serves its metrics (prometheus-client is in the image).
         samples = operator.metrics()
-        assert samples.get("kvbackup_runs_total", kind="backup", result="Succeeded") == 1
+        assert samples.get("kvbackup_runs_total", run="backup", result="Succeeded") == 1
     finally:
         operator.stop()
         control_plane.kubectl("delete", "clusterrolebinding", f"{namespace}-kvbackup", check=False)

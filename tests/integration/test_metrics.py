@@ -1,6 +1,7 @@
 """The operator's /metrics, scraped from the running process as Prometheus would, while
-and after it backs up and restores against the Key Vault emulator: the numbers a user
-graphs and alerts on. Each test runs an operator of its own, so every count is its own."""
+and after it backs up and restores keys, secrets and certificates against the Key Vault
+emulator: the numbers a user graphs and alerts on. Each test runs an operator of its own,
+so every count is its own."""
 
 from __future__ import annotations
 
@@ -18,13 +19,20 @@ from tests.harness.fault_proxy import FaultProxy, Faults
 from tests.harness.lowkey import Lowkey
 from tests.harness.metrics import Samples
 from tests.harness.operator import OperatorProcess
-from tests.harness.vault import Vault
+from tests.harness.vault import (
+    Vault,
+    create_certificates,
+    create_secrets,
+    purge_certificates,
+    purge_secrets,
+)
 from tests.integration.conftest import Cluster
-from tests.integration.objects import keybackup, keyrestore
+from tests.integration.objects import EVERY, keybackup, keyrestore, vault_backup
 
 pytestmark = pytest.mark.integration
 
 KEYS = [f"key-{index:02d}" for index in range(20)]
+SECRETS = [f"secret-{index:02d}" for index in range(4)]
 PER_KEYBACKUP = (
     "kvbackup_keybackup_last_success_timestamp_seconds",
     "kvbackup_keybackup_schedule_interval_seconds",
@@ -53,6 +61,15 @@ def wait_for_metrics(
     return seen[-1]
 
 
+def succeeded_run_counted(cluster: Cluster, run: str) -> Samples:
+    """The first scrape that counts one succeeded ``run`` (backup, restore, dry-run)."""
+    return wait_for_metrics(
+        cluster,
+        f"the {run} is counted",
+        lambda samples: samples.get("kvbackup_runs_total", run=run, result="Succeeded") == 1,
+    )
+
+
 def vault_label(url: str) -> str:
     return url.removeprefix("https://")
 
@@ -75,15 +92,15 @@ def test_a_backup_a_restore_and_a_dry_run_are_graphed_while_they_run_and_after_t
         "kopf_version": importlib.metadata.version("kopf"),
     }
     assert before.get("kvbackup_build_info", **dict(build)) == 1
-    assert before.get("kvbackup_runs_in_flight", kind="backup") == 0
-    assert before.get("kvbackup_runs_total", kind="backup", result="Succeeded") == 0
+    assert before.get("kvbackup_runs_in_flight", run="backup") == 0
+    assert before.get("kvbackup_runs_total", run="backup", result="Succeeded") == 0
 
     applied = time.time()
     cluster.apply(keybackup("payments", proxy.url))
     wait_for_metrics(
         cluster,
         "the backup is in flight",
-        lambda samples: samples.get("kvbackup_runs_in_flight", kind="backup") == 1,
+        lambda samples: samples.get("kvbackup_runs_in_flight", run="backup") == 1,
     )
     status = cluster.wait_for_phase("keybackup", "payments", "Succeeded", timeout=120)
     finished = time.time()
@@ -92,19 +109,21 @@ def test_a_backup_a_restore_and_a_dry_run_are_graphed_while_they_run_and_after_t
         cluster,
         "the backup is counted and its KeyBackup's gauges are set",
         lambda samples: (
-            samples.get("kvbackup_runs_total", kind="backup", result="Succeeded") == 1
+            samples.get("kvbackup_runs_total", run="backup", result="Succeeded") == 1
             and samples.get(PER_KEYBACKUP[0], namespace=cluster.namespace, name="payments")
             is not None
         ),
     )
-    assert samples.get("kvbackup_runs_in_flight", kind="backup") == 0
-    assert samples.get("kvbackup_run_duration_seconds_count", kind="backup") == 1
-    duration = samples.get("kvbackup_run_duration_seconds_sum", kind="backup")
+    assert samples.get("kvbackup_runs_in_flight", run="backup") == 0
+    assert samples.get("kvbackup_run_duration_seconds_count", run="backup") == 1
+    duration = samples.get("kvbackup_run_duration_seconds_sum", run="backup")
     assert duration is not None
     assert 0 < duration < finished - applied
     # Every key of the vault backed up, none failed.
-    assert samples.get("kvbackup_keys_total", kind="backup", result="Succeeded") == len(KEYS)
-    assert samples.get("kvbackup_keys_total", kind="backup", result="Failed") == 0
+    assert samples.get("kvbackup_items_total", run="backup", kind="key", result="Succeeded") == len(
+        KEYS
+    )
+    assert samples.get("kvbackup_items_total", run="backup", kind="key", result="Failed") == 0
     # The last success is the status' own, inside the run's window.
     ours = {"namespace": cluster.namespace, "name": "payments"}
     last_success = samples.get(PER_KEYBACKUP[0], **ours)
@@ -122,12 +141,10 @@ def test_a_backup_a_restore_and_a_dry_run_are_graphed_while_they_run_and_after_t
     assert samples.get("kvbackup_keybackup_schedule_interval_seconds", **ours) is None
     # Key Vault calls by operation, as the vault (the proxy) received them.
     received = proxy.counts().by_operation
-    calls = {"vault": host, "code": "2xx"}
-    assert samples.get("kvbackup_keyvault_calls_total", operation="backup_key", **calls) == len(
-        KEYS
-    )
+    calls = {"vault": host, "kind": "key", "code": "2xx"}
+    assert samples.get("kvbackup_keyvault_calls_total", operation="backup", **calls) == len(KEYS)
     assert (
-        samples.get("kvbackup_keyvault_calls_total", operation="backup_key", **calls)
+        samples.get("kvbackup_keyvault_calls_total", operation="backup", **calls)
         == (received["POST /keys/*/backup"])
     )
     assert (
@@ -137,9 +154,11 @@ def test_a_backup_a_restore_and_a_dry_run_are_graphed_while_they_run_and_after_t
     # The SDK's first request to a vault is its unauthenticated challenge (401), which
     # the operator never sees as a call of its own: the listing's answers are compared.
     assert (
-        samples.get("kvbackup_keyvault_calls_total", operation="list_keys", **calls)
+        samples.get("kvbackup_keyvault_calls_total", operation="list", **calls)
         == (proxy.counts().answered["GET /keys 200"])
     )
+    # A KeyBackup of keys alone asks nothing about the vault's other kinds.
+    assert samples.label_values("kvbackup_keyvault_calls_total", "kind") == {"key"}
     assert samples.total("kvbackup_keyvault_calls_total", code="429") == 0
     assert samples.get("kvbackup_keyvault_pace_rate", vault=host) == 200.0
     # No key name is a label anywhere.
@@ -150,27 +169,27 @@ def test_a_backup_a_restore_and_a_dry_run_are_graphed_while_they_run_and_after_t
     vault.delete_and_purge("key-00")
     cluster.apply(keyrestore("payments", proxy.url, keybackup="payments"))
     cluster.wait_for_phase("keyrestore", "payments", "Succeeded", timeout=120)
-    samples = wait_for_metrics(
-        cluster,
-        "the restore is counted",
-        lambda samples: samples.get("kvbackup_runs_total", kind="restore", result="Succeeded") == 1,
+    samples = succeeded_run_counted(cluster, "restore")
+    assert samples.get("kvbackup_runs_in_flight", run="restore") == 0
+    assert samples.get("kvbackup_items_total", run="restore", kind="key", result="Restored") == 1
+    assert (
+        samples.get("kvbackup_items_total", run="restore", kind="key", result="Skipped")
+        == len(KEYS) - 1
     )
-    assert samples.get("kvbackup_runs_in_flight", kind="restore") == 0
-    assert samples.get("kvbackup_keys_total", kind="restore", result="Restored") == 1
-    assert samples.get("kvbackup_keys_total", kind="restore", result="Skipped") == len(KEYS) - 1
-    assert samples.get("kvbackup_keyvault_calls_total", operation="restore_key", **calls) == 1
+    assert samples.get("kvbackup_keyvault_calls_total", operation="restore", **calls) == 1
 
     # A dry run is counted apart: restores count only what was restored.
     cluster.apply(keyrestore("preview", proxy.url, keybackup="payments", dryRun=True))
     cluster.wait_for_phase("keyrestore", "preview", "Succeeded", timeout=120)
-    samples = wait_for_metrics(
-        cluster,
-        "the dry run is counted",
-        lambda samples: samples.get("kvbackup_runs_total", kind="dry-run", result="Succeeded") == 1,
+    samples = succeeded_run_counted(cluster, "dry-run")
+    assert samples.get(
+        "kvbackup_items_total", run="dry-run", kind="key", result="WouldSkip"
+    ) == len(KEYS)
+    assert samples.get("kvbackup_runs_total", run="restore", result="Succeeded") == 1
+    assert (
+        samples.get("kvbackup_items_total", run="restore", kind="key", result="Skipped")
+        == len(KEYS) - 1
     )
-    assert samples.get("kvbackup_keys_total", kind="dry-run", result="WouldSkip") == len(KEYS)
-    assert samples.get("kvbackup_runs_total", kind="restore", result="Succeeded") == 1
-    assert samples.get("kvbackup_keys_total", kind="restore", result="Skipped") == len(KEYS) - 1
 
     cluster.plane.kubectl("delete", "keybackup", "payments", "-n", cluster.namespace)
     gone = wait_for_metrics(
@@ -178,7 +197,66 @@ def test_a_backup_a_restore_and_a_dry_run_are_graphed_while_they_run_and_after_t
         "the deleted KeyBackup's series are removed",
         lambda samples: all(samples.get(name, **ours) is None for name in PER_KEYBACKUP),
     )
-    assert gone.get("kvbackup_keys_total", kind="backup", result="Succeeded") == len(KEYS)
+    assert gone.get("kvbackup_items_total", run="backup", kind="key", result="Succeeded") == len(
+        KEYS
+    )
+
+
+def test_a_backup_and_a_restore_of_every_kind_count_each_kinds_items_and_calls_apart(
+    own_operator: Callable[..., Cluster], lowkey: Lowkey, proxy: FaultProxy
+) -> None:
+    cluster = own_operator("metrics-kinds")
+    vault, host = Vault(proxy.url, lowkey.certificate), vault_label(proxy.url)
+    vault.create_ec_keys(KEYS[:3])
+    create_secrets(vault, SECRETS)
+    # Its key and its secret are the certificate's: backed up with it, not counted alone.
+    create_certificates(vault, ["tls"])
+
+    cluster.apply(vault_backup("all", proxy.url, keys=EVERY, secrets=EVERY, certificates=EVERY))
+    cluster.wait_for_phase("keybackup", "all", "Succeeded", timeout=120)
+    samples = succeeded_run_counted(cluster, "backup")
+
+    def items(run: str, kind: str, result: str) -> float | None:
+        return samples.get("kvbackup_items_total", run=run, kind=kind, result=result)
+
+    def calls(operation: str, kind: str) -> float | None:
+        return samples.get(
+            "kvbackup_keyvault_calls_total", vault=host, operation=operation, kind=kind, code="2xx"
+        )
+
+    assert [items("backup", kind, "Succeeded") for kind in ("key", "secret", "certificate")] == [
+        3,
+        len(SECRETS),
+        1,
+    ]
+    assert [calls("backup", kind) for kind in ("key", "secret", "certificate")] == [
+        3,
+        len(SECRETS),
+        1,
+    ]
+    answered = proxy.counts().answered
+    assert [calls("list", kind) for kind in ("key", "secret", "certificate")] == [
+        answered["GET /keys 200"],
+        answered["GET /secrets 200"],
+        answered["GET /certificates 200"],
+    ]
+
+    purge_secrets(vault, SECRETS[:1])
+    purge_certificates(vault, ["tls"])
+    cluster.apply(keyrestore("all", proxy.url, keybackup="all"))
+    cluster.wait_for_phase("keyrestore", "all", "Succeeded", timeout=120)
+    samples = succeeded_run_counted(cluster, "restore")
+    assert [items("restore", kind, "Restored") for kind in ("key", "secret", "certificate")] == [
+        0,
+        1,
+        1,
+    ]
+    assert [items("restore", kind, "Skipped") for kind in ("key", "secret", "certificate")] == [
+        3,
+        len(SECRETS) - 1,
+        0,
+    ]
+    assert [calls("restore", kind) for kind in ("key", "secret", "certificate")] == [None, 1, 1]
 
 
 def test_429s_are_counted_and_slow_the_vaults_pace(
@@ -194,14 +272,12 @@ def test_429s_are_counted_and_slow_the_vaults_pace(
 
     throttled = proxy.counts().throttled
     assert throttled >= 3
-    samples = wait_for_metrics(
-        cluster,
-        "the run is counted",
-        lambda samples: samples.get("kvbackup_runs_total", kind="backup", result="Succeeded") == 1,
-    )
+    samples = succeeded_run_counted(cluster, "backup")
     assert samples.total("kvbackup_keyvault_calls_total", vault=host, code="429") == throttled
     assert samples.label_values("kvbackup_keyvault_calls_total", "code") == {"2xx", "429"}
-    assert samples.get("kvbackup_keys_total", kind="backup", result="Succeeded") == len(KEYS)
+    assert samples.get("kvbackup_items_total", run="backup", kind="key", result="Succeeded") == len(
+        KEYS
+    )
     # Each 429 without Retry-After halved the pace; the successes since add back a little.
     rate = samples.get("kvbackup_keyvault_pace_rate", vault=host)
     assert rate is not None
@@ -266,7 +342,7 @@ def test_a_failing_keybackup_is_flagged_until_a_run_succeeds(
         "the KeyBackup is failing",
         lambda samples: samples.get("kvbackup_keybackup_failing", **ours) == 1,
     )
-    assert samples.total("kvbackup_runs_total", kind="backup", result="Failed") >= 1
+    assert samples.total("kvbackup_runs_total", run="backup", result="Failed") >= 1
 
     cluster.apply(keybackup("flaky", proxy.url, keys=["only"]))
     wait_for_metrics(

@@ -28,8 +28,8 @@ async def test_a_vault_outside_the_list_gets_no_client() -> None:
     vaults, credential = KeyVaultClients(Settings()), unused_credential()
     try:
         with pytest.raises(HostNotAllowedError, match="KVBACKUP_VAULT_HOSTS"):
-            vaults.keys("https://kubernetes.default.svc", credential)
-        vaults.keys("https://payments.vault.azure.net", credential)  # allowed: a client, no call
+            vaults.vault("https://kubernetes.default.svc", credential)
+        vaults.vault("https://payments.vault.azure.net", credential)  # allowed: a client, no call
     finally:
         await vaults.close()
         await credential.close()

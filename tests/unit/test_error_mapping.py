@@ -110,10 +110,10 @@ def test_an_azure_error_maps_to_its_class_temporariness_and_reason(
         ),
     ],
 )
-def test_only_a_403_about_one_key_refuses_that_key_alone(
+def test_only_a_403_about_one_item_refuses_that_item_alone(
     error: Exception, mapped: type[errors.KvBackupError], temporary: bool
 ) -> None:
-    result = map_azure_error(error, "back up key payroll", about_one_key=True)
+    result = map_azure_error(error, "back up secret payroll", about_one_item=True)
 
     assert type(result) is mapped
     assert result.temporary is temporary

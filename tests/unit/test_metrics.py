@@ -1,5 +1,6 @@
 """The operator's metrics: what a KeyBackup's gauges read from its status and schedule,
-how runs and Key Vault calls are counted, and that a deleted object leaves no series."""
+how runs, their items of each kind and Key Vault calls are counted, and that a deleted
+object leaves no series."""
 
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kvbackup import __version__
 from kvbackup.adapters.fairshare import FairSlots
-from kvbackup.adapters.keyvault import KeyVaultKeys, vault_host
-from kvbackup.adapters.metrics import BACKUP, OperatorMetrics
+from kvbackup.adapters.keyvault import KeyVaultItems, vault_host
+from kvbackup.adapters.metrics import BACKUP, OperatorMetrics, VaultOperation
 from kvbackup.adapters.ratelimit import VaultPace
+from kvbackup.api.kinds import ITEM_KINDS, ItemKind
 from kvbackup.errors import KvBackupError
 from kvbackup.presentation.gauges import keybackup_readings
 from kvbackup.presentation.keybackup_status import read_keybackup_status
-from kvbackup.services.outcomes import KeyOutcome, KeyResult
+from kvbackup.services.outcomes import ItemOutcome, ItemResult
 from kvbackup.services.readings import KeyBackupReadings
 from kvbackup.services.retry_policy import retry_per_call
 from kvbackup.services.triggers import plan_run
@@ -118,23 +120,38 @@ def test_no_interval_without_a_running_schedule(fields: dict[str, Any]) -> None:
 # --- recording ---------------------------------------------------------------------
 
 
-def test_a_finished_run_counts_its_result_duration_and_keys() -> None:
+def test_a_finished_run_counts_its_result_duration_and_items_of_each_kind() -> None:
     metrics = OperatorMetrics()
     outcomes = [
-        KeyOutcome("a", KeyResult.SUCCEEDED),
-        KeyOutcome("b", KeyResult.SUCCEEDED),
-        KeyOutcome("c", KeyResult.FAILED, reason="KeyAccessDenied"),
+        ItemOutcome("a", ItemResult.SUCCEEDED),
+        ItemOutcome("b", ItemResult.SUCCEEDED),
+        ItemOutcome("c", ItemResult.FAILED, reason="KeyAccessDenied"),
+        ItemOutcome("a", ItemResult.SUCCEEDED, kind=ItemKind.SECRET),
+        ItemOutcome("tls", ItemResult.FAILED, kind=ItemKind.CERTIFICATE),
     ]
 
     with metrics.run(BACKUP) as run:
-        assert value(metrics, "kvbackup_runs_in_flight", kind="backup") == 1
+        assert value(metrics, "kvbackup_runs_in_flight", run="backup") == 1
         run.finished("PartiallyFailed", outcomes)
 
-    assert value(metrics, "kvbackup_runs_in_flight", kind="backup") == 0
-    assert value(metrics, "kvbackup_runs_total", kind="backup", result="PartiallyFailed") == 1
-    assert value(metrics, "kvbackup_run_duration_seconds_count", kind="backup") == 1
-    assert value(metrics, "kvbackup_keys_total", kind="backup", result="Succeeded") == 2
-    assert value(metrics, "kvbackup_keys_total", kind="backup", result="Failed") == 1
+    assert value(metrics, "kvbackup_runs_in_flight", run="backup") == 0
+    assert value(metrics, "kvbackup_runs_total", run="backup", result="PartiallyFailed") == 1
+    assert value(metrics, "kvbackup_run_duration_seconds_count", run="backup") == 1
+    counted = {
+        (kind, result): value(
+            metrics, "kvbackup_items_total", run="backup", kind=kind, result=result
+        )
+        for kind in ITEM_KINDS
+        for result in ("Succeeded", "Failed")
+    }
+    assert counted == {
+        ("key", "Succeeded"): 2,
+        ("key", "Failed"): 1,
+        ("secret", "Succeeded"): 1,
+        ("secret", "Failed"): 0,
+        ("certificate", "Succeeded"): 0,
+        ("certificate", "Failed"): 1,
+    }
 
 
 def test_an_interrupted_run_leaves_flight_but_is_not_counted() -> None:
@@ -143,19 +160,31 @@ def test_an_interrupted_run_leaves_flight_but_is_not_counted() -> None:
     with pytest.raises(asyncio.CancelledError), metrics.run(BACKUP):
         raise asyncio.CancelledError
 
-    assert value(metrics, "kvbackup_runs_in_flight", kind="backup") == 0
-    assert value(metrics, "kvbackup_run_duration_seconds_count", kind="backup") == 0
+    assert value(metrics, "kvbackup_runs_in_flight", run="backup") == 0
+    assert value(metrics, "kvbackup_run_duration_seconds_count", run="backup") == 0
     assert sum(v for (name, _), v in samples(metrics).items() if name == "kvbackup_runs_total") == 0
 
 
 def test_every_result_a_user_graphs_exists_at_zero_from_the_start() -> None:
     metrics = OperatorMetrics()
-    for kind in ("backup", "restore", "dry-run"):
-        assert value(metrics, "kvbackup_runs_in_flight", kind=kind) == 0
+    for run in ("backup", "restore", "dry-run"):
+        assert value(metrics, "kvbackup_runs_in_flight", run=run) == 0
         for result in ("Succeeded", "PartiallyFailed", "Failed"):
-            assert value(metrics, "kvbackup_runs_total", kind=kind, result=result) == 0
-    assert value(metrics, "kvbackup_keys_total", kind="restore", result="Recovered") == 0
-    assert value(metrics, "kvbackup_keys_total", kind="dry-run", result="WouldRestore") == 0
+            assert value(metrics, "kvbackup_runs_total", run=run, result=result) == 0
+    for kind in ("key", "secret", "certificate"):
+        assert value(metrics, "kvbackup_items_total", run="backup", kind=kind, result="Failed") == 0
+        assert (
+            value(metrics, "kvbackup_items_total", run="restore", kind=kind, result="Recovered")
+            == 0
+        )
+        assert (
+            value(metrics, "kvbackup_items_total", run="dry-run", kind=kind, result="WouldRestore")
+            == 0
+        )
+    # Only the results a run can report: a backup restores nothing.
+    assert (
+        value(metrics, "kvbackup_items_total", run="backup", kind="key", result="Restored") is None
+    )
 
 
 def test_a_running_keybackup_keeps_its_failing_flag_and_a_deleted_one_leaves_no_series() -> None:
@@ -187,7 +216,7 @@ def test_a_replica_that_stops_leading_drops_every_keybackups_series_and_says_it_
 
     assert value(metrics, "kvbackup_leader") == 0
     assert not [labels for (_, labels) in samples(metrics) if ("namespace", "payments") in labels]
-    assert value(metrics, "kvbackup_runs_total", kind="backup", result="Succeeded") == 0
+    assert value(metrics, "kvbackup_runs_total", run="backup", result="Succeeded") == 0
 
 
 def test_the_build_info_names_the_operator_python_and_kopf_versions() -> None:
@@ -215,15 +244,15 @@ async def _no_sleep(_: float) -> None:
     return None
 
 
-async def test_every_attempt_at_a_call_is_counted_by_operation_and_status(
+async def test_every_attempt_at_a_call_is_counted_by_operation_kind_and_status(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(
         "kvbackup.adapters.keyvault.retry_per_call", partial(retry_per_call, sleep=_no_sleep)
     )
     metrics = OperatorMetrics()
-    keys = KeyVaultKeys(
-        client=None,  # type: ignore[arg-type]  # only _request is used
+    items = KeyVaultItems(
+        sdk={},  # only _request is used
         pace=VaultPace(100.0),
         slots=FairSlots(1),
         calls=metrics.vault("v.vault.azure.net"),
@@ -243,24 +272,29 @@ async def test_every_attempt_at_a_call_is_counted_by_operation_and_status(
         return answer
 
     with pytest.raises(KvBackupError, match="HTTP 404"):
-        await keys._request("get_key", "read key a", send)
+        await items._request(VaultOperation.GET, ItemKind.KEY, "read key a", send)
     with pytest.raises(KvBackupError, match="cannot reach"):
-        await keys._request("backup_key", "back up key a", send)
-    assert await keys._request("backup_key", "back up key a", send) == b"backup"
+        await items._request(VaultOperation.BACKUP, ItemKind.SECRET, "back up secret a", send)
+    assert (
+        await items._request(VaultOperation.BACKUP, ItemKind.SECRET, "back up secret a", send)
+        == b"backup"
+    )
 
-    def calls(operation: str, code: str) -> float | None:
+    def calls(operation: str, kind: str, code: str) -> float | None:
         return value(
             metrics,
             "kvbackup_keyvault_calls_total",
             vault="v.vault.azure.net",
             operation=operation,
+            kind=kind,
             code=code,
         )
 
-    assert [calls("get_key", code) for code in ("429", "503", "404")] == [1, 1, 1]
-    assert [calls("backup_key", code) for code in ("none", "2xx")] == [1, 1]
+    assert [calls("get", "key", code) for code in ("429", "503", "404")] == [1, 1, 1]
+    assert [calls("backup", "secret", code) for code in ("none", "2xx")] == [1, 1]
+    assert calls("backup", "key", "2xx") is None
     # The 429 without Retry-After halved the vault's pace.
-    assert keys._pace.rate < 100.0
+    assert items._pace.rate < 100.0
 
 
 def test_each_vaults_pace_is_read_when_scraped() -> None:

@@ -20,6 +20,7 @@ from kvbackup.adapters.blob_store import container_client
 from kvbackup.adapters.keyvault import KeyVaultClients
 from kvbackup.adapters.request_checks import AllowedHostsPolicy, BoundedPages
 from kvbackup.api.hosts import HostAllowList
+from kvbackup.api.kinds import ItemKind
 from kvbackup.config import Settings
 from kvbackup.errors import HostNotAllowedError, KvBackupError, ThrottledError, TooLargeError
 
@@ -189,7 +190,8 @@ async def listed(answer_service: HostileService) -> list[str]:
     settings = Settings(verify_challenge_resource=False, vault_rate_limit=1e6)
     vaults = KeyVaultClients(settings)
     try:
-        return [key.name async for key in vaults.keys(VAULT, _StaticToken()).list_keys()]
+        keys = vaults.vault(VAULT, _StaticToken()).list_items(ItemKind.KEY)
+        return [key.name async for key in keys]
     finally:
         await vaults.close()
 

@@ -74,12 +74,13 @@ NO_IDENTITY = (
 
 
 def map_azure_error(
-    error: Exception, what: str, *, about_one_key: bool = False
+    error: Exception, what: str, *, about_one_item: bool = False
 ) -> errors.KvBackupError:
-    """Translate one SDK exception raised while doing ``what`` (e.g. "back up key x").
+    """Translate one SDK exception raised while doing ``what`` (e.g. "back up secret x").
 
-    ``about_one_key``: the call concerns one key, so a 403 may refuse that key alone (a
-    role assignment scoped to keys); a 401 never does, it refuses the identity itself.
+    ``about_one_item``: the call concerns one vault item (a key, a secret, a certificate),
+    so a 403 may refuse that item alone (a role assignment scoped to it); a 401 never
+    does, it refuses the identity itself.
     """
     if isinstance(error, errors.KvBackupError):
         return error
@@ -98,7 +99,7 @@ def map_azure_error(
     if isinstance(error, HttpResponseError):
         status = error.status_code or 0
         message = f"{what}: {_service_message(error)}"
-        if status == 403 and about_one_key:
+        if status == 403 and about_one_item:
             return errors.KeyAccessDeniedError(message)
         if status == 403:
             return errors.AccessDeniedError(message)
@@ -136,10 +137,10 @@ def answered_status(error: errors.KvBackupError) -> int | None:
 
 
 @contextmanager
-def azure_errors(what: str, *, about_one_key: bool = False) -> Iterator[None]:
+def azure_errors(what: str, *, about_one_item: bool = False) -> Iterator[None]:
     try:
         yield
     except errors.KvBackupError:
         raise
     except Exception as error:  # mapped or re-raised unchanged by map_azure_error
-        raise map_azure_error(error, what, about_one_key=about_one_key) from error
+        raise map_azure_error(error, what, about_one_item=about_one_item) from error

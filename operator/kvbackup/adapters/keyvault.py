@@ -1,10 +1,12 @@
-"""Key Vault keys through the async SDK, bounded in rate per vault and in concurrency per
-process, shared fairly between namespaces (fairshare.py).
+"""Key Vault's keys, secrets and certificates through the async SDK, bounded in rate per
+vault and in concurrency per process, shared fairly between namespaces (fairshare.py).
 
 A call first takes a token of its vault's pace, then a process-wide slot: a call that
-waits for a paused or slowed vault holds no slot. Every page of a listing is a call of its
-own. A vault's pace, its metric series and its default-identity clients are forgotten once
-unused for ``IDLE_VAULT_SECONDS``, so vault names that come and go leave nothing behind.
+waits for a paused or slowed vault holds no slot. Key Vault throttles a vault whatever
+kind of item a call concerns, so the three kinds share the vault's one pace. Every page
+of a listing is a call of its own. A vault's pace, its metric series and its
+default-identity clients are forgotten once unused for ``IDLE_VAULT_SECONDS``, so vault
+names that come and go leave nothing behind.
 """
 
 from __future__ import annotations
@@ -12,25 +14,35 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from azure.core.async_paging import AsyncPageIterator
+from azure.core.async_paging import AsyncItemPaged, AsyncPageIterator
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.keyvault.certificates.aio import CertificateClient
 from azure.keyvault.keys.aio import KeyClient
+from azure.keyvault.secrets.aio import SecretClient
 
 from kvbackup.adapters.azure_errors import answered_status, azure_errors
 from kvbackup.adapters.fairshare import COMMAND_LINE, FairSlots
 from kvbackup.adapters.http import SharedSession
-from kvbackup.adapters.metrics import ANSWERED_OK, NO_ANSWER, OperatorMetrics, VaultCalls
+from kvbackup.adapters.metrics import (
+    ANSWERED_OK,
+    NO_ANSWER,
+    OperatorMetrics,
+    VaultCalls,
+    VaultOperation,
+)
 from kvbackup.adapters.proxies import proxies_for
 from kvbackup.adapters.ratelimit import VaultPace
 from kvbackup.adapters.request_checks import AllowedHostsPolicy, BoundedPages
+from kvbackup.api.kinds import ItemKind
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError, KvBackupError, NotFoundError, ThrottledError
-from kvbackup.services.ports import KeyInfo, KeyState
+from kvbackup.services.ports import ItemInfo, ItemState
 from kvbackup.services.retry_policy import retry_per_call
 
 _T = TypeVar("_T")
@@ -42,19 +54,91 @@ PURGE_WAIT_SECONDS = 120.0
 IDLE_VAULT_SECONDS = 15 * 60.0
 
 
-class KeyVaultKeys:
-    """``VaultKeys`` for one vault under one credential."""
+@dataclass(frozen=True)
+class KindCalls:
+    """One kind's SDK calls, under the names every kind shares. Each call's answer that
+    matters: a listing's items (``name``, ``tags``, ``created_on``, ``version``, and for
+    keys and secrets ``managed``), a backup's bytes, a restored item's ``name``."""
+
+    listing: Callable[[], AsyncItemPaged[Any]]
+    version_listing: Callable[[str], AsyncItemPaged[Any]]
+    get: Callable[[str], Awaitable[object]]
+    get_deleted: Callable[[str], Awaitable[object]]
+    backup: Callable[[str], Awaitable[bytes]]
+    restore: Callable[[bytes], Awaitable[Any]]
+    recover: Callable[[str], Awaitable[object]]
+    purge: Callable[[str], Awaitable[None]]
+    #: Keys and secrets say whether a certificate manages them; a certificate has no such
+    #: flag, as nothing manages it.
+    flags_managed: bool = True
+
+
+class SdkClients:
+    """The SDK's three clients of one vault under one credential, one per kind of item."""
+
+    def __init__(
+        self, keys: KeyClient, secrets: SecretClient, certificates: CertificateClient
+    ) -> None:
+        self.keys, self.secrets, self.certificates = keys, secrets, certificates
+        self.calls: Mapping[ItemKind, KindCalls] = {
+            ItemKind.KEY: KindCalls(
+                listing=keys.list_properties_of_keys,
+                version_listing=keys.list_properties_of_key_versions,
+                get=keys.get_key,
+                get_deleted=keys.get_deleted_key,
+                backup=keys.backup_key,
+                restore=keys.restore_key_backup,
+                recover=keys.recover_deleted_key,
+                purge=keys.purge_deleted_key,
+            ),
+            ItemKind.SECRET: KindCalls(
+                listing=secrets.list_properties_of_secrets,
+                version_listing=secrets.list_properties_of_secret_versions,
+                get=secrets.get_secret,
+                get_deleted=secrets.get_deleted_secret,
+                backup=secrets.backup_secret,
+                restore=secrets.restore_secret_backup,
+                recover=secrets.recover_deleted_secret,
+                purge=secrets.purge_deleted_secret,
+            ),
+            ItemKind.CERTIFICATE: KindCalls(
+                # A certificate whose first version is still being issued has nothing to
+                # back up yet. Said, not left to each service's default: the emulator's
+                # is to list them.
+                listing=partial(
+                    certificates.list_properties_of_certificates, include_pending=False
+                ),
+                version_listing=certificates.list_properties_of_certificate_versions,
+                get=certificates.get_certificate,
+                get_deleted=certificates.get_deleted_certificate,
+                backup=certificates.backup_certificate,
+                restore=certificates.restore_certificate_backup,
+                recover=certificates.recover_deleted_certificate,
+                purge=certificates.purge_deleted_certificate,
+                flags_managed=False,
+            ),
+        }
+
+    async def close(self) -> None:
+        await self.keys.close()
+        await self.secrets.close()
+        await self.certificates.close()
+
+
+class KeyVaultItems:
+    """``VaultItems`` for one vault under one credential: its keys, secrets and
+    certificates, every call paced by the vault's one pace."""
 
     def __init__(
         self,
-        client: KeyClient,
+        sdk: Mapping[ItemKind, KindCalls],
         pace: VaultPace,
         slots: FairSlots,
         calls: VaultCalls,
         *,
         namespace: str = COMMAND_LINE,
     ) -> None:
-        self._client = client
+        self._sdk = sdk
         self._pace = pace
         self._slots = slots
         self._calls = calls
@@ -62,30 +146,31 @@ class KeyVaultKeys:
 
     async def _request(
         self,
-        operation: str,
+        operation: VaultOperation,
+        kind: ItemKind,
         what: str,
         send: Callable[[], Awaitable[_T]],
         *,
-        about_one_key: bool = True,
+        about_one_item: bool = True,
     ) -> _T:
         """One call to the vault: a token of the vault's pace, then a slot of the namespace's
-        share, the SDK's errors mapped, each attempt counted under ``operation``; retried
-        on its own when throttled or overloaded. Every call but the listing of the vault's
-        keys concerns one key (``about_one_key``)."""
+        share, the SDK's errors mapped, each attempt counted under ``operation`` and
+        ``kind``; retried on its own when throttled or overloaded. Every call but the
+        listing of a kind's items concerns one item (``about_one_item``)."""
 
         async def attempt() -> _T:
             await self._pace.acquire()
             async with self._slots.slot(self._namespace):
                 try:
-                    with azure_errors(what, about_one_key=about_one_key):
+                    with azure_errors(what, about_one_item=about_one_item):
                         answer = await send()
                 except KvBackupError as error:
                     status = answered_status(error)
-                    self._calls.count(operation, str(status) if status else NO_ANSWER)
+                    self._calls.count(operation, kind, str(status) if status else NO_ANSWER)
                     if isinstance(error, ThrottledError):
                         self._pace.throttled(error.retry_after)
                     raise
-            self._calls.count(operation, ANSWERED_OK)
+            self._calls.count(operation, kind, ANSWERED_OK)
             self._pace.succeeded()
             return answer
 
@@ -93,11 +178,12 @@ class KeyVaultKeys:
 
     async def _pages(
         self,
-        operation: str,
+        operation: VaultOperation,
+        kind: ItemKind,
         what: str,
         pages: AsyncIterator[AsyncIterator[_T]],
         *,
-        about_one_key: bool = True,
+        about_one_item: bool = True,
     ) -> AsyncIterator[AsyncIterator[_T]]:
         """A listing (``by_page()``) page by page, each page a call of its own: paced,
         holding a slot only while it is fetched, and fetched again when throttled instead
@@ -106,72 +192,90 @@ class KeyVaultKeys:
         bounded = BoundedPages(pages, what)
         while (
             page := await self._request(
-                operation, what, partial(_next_page, bounded), about_one_key=about_one_key
+                operation, kind, what, partial(_next_page, bounded), about_one_item=about_one_item
             )
         ) is not None:
             yield page
             if cast(AsyncPageIterator[_T], pages).continuation_token is None:
                 return
 
-    async def list_keys(self) -> AsyncIterator[KeyInfo]:
-        pages = self._client.list_properties_of_keys().by_page()
-        async for page in self._pages("list_keys", "list keys", pages, about_one_key=False):
+    async def list_items(self, kind: ItemKind) -> AsyncIterator[ItemInfo]:
+        calls = self._sdk[kind]
+        pages = calls.listing().by_page()
+        async for page in self._pages(
+            VaultOperation.LIST, kind, f"list {kind.plural}", pages, about_one_item=False
+        ):
             async for props in page:
-                yield KeyInfo(
-                    name=props.name or "", tags=dict(props.tags or {}), managed=bool(props.managed)
+                yield ItemInfo(
+                    name=props.name or "",
+                    tags=dict(props.tags or {}),
+                    managed=calls.flags_managed and bool(props.managed),
                 )
 
-    async def list_versions(self, name: str) -> tuple[str, ...]:
-        pages = self._client.list_properties_of_key_versions(name).by_page()
+    async def list_versions(self, kind: ItemKind, name: str) -> tuple[str, ...]:
+        pages = self._sdk[kind].version_listing(name).by_page()
         versions: list[tuple[Any, str]] = []
-        async for page in self._pages("list_versions", f"list versions of key {name}", pages):
+        what = f"list versions of {kind} {name}"
+        async for page in self._pages(VaultOperation.LIST_VERSIONS, kind, what, pages):
             versions.extend([(props.created_on, props.version or "") async for props in page])
         return tuple(version for _, version in sorted(versions, key=_created_then_id))
 
-    async def backup_key(self, name: str) -> bytes:
+    async def backup(self, kind: ItemKind, name: str) -> bytes:
         return await self._request(
-            "backup_key", f"back up key {name}", partial(self._client.backup_key, name)
+            VaultOperation.BACKUP,
+            kind,
+            f"back up {kind} {name}",
+            partial(self._sdk[kind].backup, name),
         )
 
-    async def key_state(self, name: str) -> KeyState:
+    async def item_state(self, kind: ItemKind, name: str) -> ItemState:
         try:
-            await self._request("get_key", f"read key {name}", partial(self._client.get_key, name))
-            return KeyState.ACTIVE
+            await self._request(
+                VaultOperation.GET, kind, f"read {kind} {name}", partial(self._sdk[kind].get, name)
+            )
+            return ItemState.ACTIVE
         except NotFoundError:
             pass
         try:
-            await self._deleted(name)
-            return KeyState.SOFT_DELETED
+            await self._deleted(kind, name)
+            return ItemState.SOFT_DELETED
         except NotFoundError:
-            return KeyState.ABSENT
+            return ItemState.ABSENT
 
-    async def _deleted(self, name: str) -> None:
+    async def _deleted(self, kind: ItemKind, name: str) -> None:
         await self._request(
-            "get_deleted_key",
-            f"read deleted key {name}",
-            partial(self._client.get_deleted_key, name),
+            VaultOperation.GET_DELETED,
+            kind,
+            f"read deleted {kind} {name}",
+            partial(self._sdk[kind].get_deleted, name),
         )
 
-    async def restore_key(self, backup: bytes) -> str:
-        key = await self._request(
-            "restore_key", "restore a key backup", partial(self._client.restore_key_backup, backup)
+    async def restore(self, kind: ItemKind, backup: bytes) -> str:
+        restored = await self._request(
+            VaultOperation.RESTORE,
+            kind,
+            f"restore a {kind} backup",
+            partial(self._sdk[kind].restore, backup),
         )
-        return key.name or ""
+        return str(restored.name or "")
 
-    async def recover_key(self, name: str) -> None:
+    async def recover(self, kind: ItemKind, name: str) -> None:
         await self._request(
-            "recover_key", f"recover key {name}", partial(self._client.recover_deleted_key, name)
+            VaultOperation.RECOVER,
+            kind,
+            f"recover {kind} {name}",
+            partial(self._sdk[kind].recover, name),
         )
 
-    async def purge_key(self, name: str) -> None:
+    async def purge(self, kind: ItemKind, name: str) -> None:
         await self._request(
-            "purge_key", f"purge key {name}", partial(self._client.purge_deleted_key, name)
+            VaultOperation.PURGE, kind, f"purge {kind} {name}", partial(self._sdk[kind].purge, name)
         )
         # Purging completes asynchronously; a restore under the same name fails until then.
         deadline = asyncio.get_running_loop().time() + PURGE_WAIT_SECONDS
         while asyncio.get_running_loop().time() < deadline:
             try:
-                await self._deleted(name)
+                await self._deleted(kind, name)
             except NotFoundError:
                 return
             await asyncio.sleep(2)
@@ -207,7 +311,7 @@ def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
 
 
 class KeyVaultClients:
-    """Builds one ``KeyVaultKeys`` per (vault, credential), sharing the per-vault limiter.
+    """Builds one ``KeyVaultItems`` per (vault, credential), sharing the per-vault limiter.
 
     Every client sends through one HTTP session whose connector holds the one TLS context.
     Given ``connection_verify`` as a path instead, azure-core would build a new context
@@ -229,11 +333,12 @@ class KeyVaultClients:
         self._paces: dict[str, tuple[VaultPace, VaultCalls]] = {}
         self._metrics = metrics if metrics is not None else OperatorMetrics()
         self._metrics.follow_paces(self.pace_rates)
-        self._clients: dict[tuple[str, int], KeyClient] = {}
+        self._clients: dict[tuple[str, int], SdkClients] = {}
         self._http = SharedSession(tls_context(settings.ca_bundle))
 
-    def _client_options(self) -> dict[str, Any]:
+    def _client_options(self, vault_url: str) -> dict[str, Any]:
         options: dict[str, Any] = {
+            "proxies": proxies_for(vault_url),
             "verify_challenge_resource": self._settings.verify_challenge_resource,
             "transport": self._http.transport(),
             # 429s and 5xx answers are retried per call by retry_per_call, after the
@@ -248,20 +353,31 @@ class KeyVaultClients:
             options["api_version"] = self._settings.keyvault_api_version
         return options
 
-    def keys(
+    def _sdk_clients(self, vault_url: str, credential: AsyncTokenCredential) -> SdkClients:
+        keys = KeyClient(vault_url, credential, **self._client_options(vault_url))
+        # Every kind speaks the REST API version the keys client does: the configured one,
+        # else the keys SDK's default. Left to themselves, the secrets and certificates
+        # SDKs default to a newer version than the keys SDK knows (2026-04-01 against
+        # 2025-07-01), which a service that answers the keys' may refuse: Lowkey Vault does.
+        same_version = {**self._client_options(vault_url), "api_version": keys.api_version}
+        return SdkClients(
+            keys,
+            SecretClient(vault_url, credential, **same_version),
+            CertificateClient(vault_url, credential, **same_version),
+        )
+
+    def vault(
         self, vault_url: str, credential: AsyncTokenCredential, namespace: str = COMMAND_LINE
-    ) -> KeyVaultKeys:
-        """The vault's keys, for calls on behalf of ``namespace``; HostNotAllowedError,
-        before anything is sent, for a vault outside KVBACKUP_VAULT_HOSTS."""
+    ) -> KeyVaultItems:
+        """The vault's items of every kind, for calls on behalf of ``namespace``;
+        HostNotAllowedError, before anything is sent, for a vault outside
+        KVBACKUP_VAULT_HOSTS."""
         self._settings.vault_hosts.check(vault_url, "vault")
         self._forget_idle_vaults()
         cache_key = (vault_url, id(credential))
-        client = self._clients.get(cache_key)
-        if client is None:
-            client = KeyClient(
-                vault_url, credential, proxies=proxies_for(vault_url), **self._client_options()
-            )
-            self._clients[cache_key] = client
+        sdk = self._clients.get(cache_key)
+        if sdk is None:
+            sdk = self._clients[cache_key] = self._sdk_clients(vault_url, credential)
         host = vault_host(vault_url)
         paced = self._paces.get(host)
         if paced is None:
@@ -269,7 +385,7 @@ class KeyVaultClients:
             paced = pace, self._metrics.vault(host)
             self._paces[host] = paced
         pace, calls = paced
-        return KeyVaultKeys(client, pace, self._slots, calls, namespace=namespace)
+        return KeyVaultItems(sdk.calls, pace, self._slots, calls, namespace=namespace)
 
     def _forget_idle_vaults(self) -> None:
         """Drops the pace, metric series and clients of every vault unused (and not
@@ -294,7 +410,7 @@ class KeyVaultClients:
             await self._clients.pop(cache_key).close()
 
     async def close(self) -> None:
-        for client in self._clients.values():
-            await client.close()
+        for sdk in self._clients.values():
+            await sdk.close()
         self._clients.clear()
         await self._http.close()

@@ -1,11 +1,11 @@
 """The operator's Prometheus metrics, how the operator records them, and the endpoint
 that serves them (README, "Metrics and alerts", lists each one).
 
-Labels are bounded: kinds, results and operations are fixed words, a vault is its host
-(its series removed once the vault has gone unused for a while, keyvault.py), and only
-the per-KeyBackup gauges carry an object's namespace and name, removed when the object
-is deleted and when the replica stops leading (the leader alone shows them). No key name
-is ever a label. Recording a Key Vault call costs a dict lookup and an increment; the
+Labels are bounded: runs, item kinds, results and operations are fixed words, a vault is
+its host (its series removed once the vault has gone unused for a while, keyvault.py), and
+only the per-KeyBackup gauges carry an object's namespace and name, removed when the
+object is deleted and when the replica stops leading (the leader alone shows them). No
+item name is ever a label. Recording a Key Vault call costs a dict lookup and an increment; the
 vaults' pace rates are read only when scraped.
 """
 
@@ -15,9 +15,10 @@ import collections
 import importlib.metadata
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from prometheus_client import (
@@ -33,28 +34,29 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from kvbackup import __version__
-from kvbackup.services.outcomes import KeyOutcome, KeyResult
+from kvbackup.api.kinds import ITEM_KINDS, ItemKind
+from kvbackup.services.outcomes import ItemOutcome, ItemResult
 from kvbackup.services.readings import KeyBackupReadings
 
 BACKUP = "backup"
 RESTORE = "restore"
-#: A KeyRestore with spec.dryRun: reads only, its keys' results are Would...
+#: A KeyRestore with spec.dryRun: reads only, its items' results are Would...
 DRY_RUN = "dry-run"
 #: What a run that finished can end as (a run interrupted by shutdown or deletion is not
 #: counted): the phases a status shows; a run that raised is Failed.
 RUN_RESULTS = ("Succeeded", "PartiallyFailed", "Failed")
-#: The per-key results each kind of run reports.
-KEY_RESULTS = {
-    BACKUP: (KeyResult.SUCCEEDED, KeyResult.FAILED),
-    RESTORE: (KeyResult.RESTORED, KeyResult.RECOVERED, KeyResult.SKIPPED, KeyResult.FAILED),
+#: The per-item results each run reports.
+ITEM_RESULTS = {
+    BACKUP: (ItemResult.SUCCEEDED, ItemResult.FAILED),
+    RESTORE: (ItemResult.RESTORED, ItemResult.RECOVERED, ItemResult.SKIPPED, ItemResult.FAILED),
     DRY_RUN: (
-        KeyResult.WOULD_RESTORE,
-        KeyResult.WOULD_RECOVER,
-        KeyResult.WOULD_SKIP,
-        KeyResult.WOULD_FAIL,
+        ItemResult.WOULD_RESTORE,
+        ItemResult.WOULD_RECOVER,
+        ItemResult.WOULD_SKIP,
+        ItemResult.WOULD_FAIL,
     ),
 }
-#: Runs last from a fraction of a second (a few keys) to many minutes (100,000 keys).
+#: Runs last from a fraction of a second (a few items) to many minutes (100,000 items).
 RUN_DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 #: The ``code`` of a Key Vault call that succeeded: the SDK does not hand back the exact
 #: status, and ``2xx`` still matches the usual ``code=~"2.."``.
@@ -66,42 +68,56 @@ NO_ANSWER = "none"
 PaceRates = Callable[[], Iterable[tuple[str, float]]]
 
 
+class VaultOperation(StrEnum):
+    """What a Key Vault call does, to an item of any kind (``kvbackup_keyvault_calls``'s
+    ``operation``; its ``kind`` says which)."""
+
+    LIST = "list"
+    LIST_VERSIONS = "list_versions"
+    GET = "get"
+    GET_DELETED = "get_deleted"
+    BACKUP = "backup"
+    RESTORE = "restore"
+    RECOVER = "recover"
+    PURGE = "purge"
+
+
 @dataclass
 class RunRecord:
     """How one run ended; left unset, the run is not counted (it was interrupted)."""
 
     result: str | None = None
-    keys: collections.Counter[str] = field(default_factory=collections.Counter)
+    #: How many items of each kind ended with each result.
+    items: collections.Counter[tuple[ItemKind, str]] = field(default_factory=collections.Counter)
 
-    def finished(self, phase: str, outcomes: Sequence[KeyOutcome]) -> None:
+    def finished(self, phase: str, outcomes: Iterable[ItemOutcome]) -> None:
         self.result = phase
-        self.keys.update(outcome.result.value for outcome in outcomes)
+        self.items.update((outcome.kind, outcome.result.value) for outcome in outcomes)
 
     def failed(self) -> None:
         self.result = "Failed"
 
 
 class VaultCalls:
-    """Counts one vault's calls; each (operation, code) pair's child is looked up once."""
+    """Counts one vault's calls; each (operation, kind, code) child is looked up once."""
 
     def __init__(self, counter: Counter, vault: str) -> None:
         self._counter = counter
         self._vault = vault
-        self._children: dict[tuple[str, str], Any] = {}
+        self._children: dict[tuple[VaultOperation, ItemKind, str], Any] = {}
 
-    def count(self, operation: str, code: str) -> None:
-        child = self._children.get((operation, code))
+    def count(self, operation: VaultOperation, kind: ItemKind, code: str) -> None:
+        labels = operation, kind, code
+        child = self._children.get(labels)
         if child is None:
-            child = self._children[(operation, code)] = self._counter.labels(
-                self._vault, operation, code
-            )
+            child = self._children[labels] = self._counter.labels(self._vault, *labels)
         child.inc()
 
     def forget(self) -> None:
         """Removes the vault's series, once the vault has gone unused long enough that
         keeping them would let vault names that come and go grow the registry for ever."""
-        for operation, code in self._children:
-            self._counter.remove(self._vault, operation, code)
+        for labels in self._children:
+            self._counter.remove(self._vault, *labels)
         self._children.clear()
 
 
@@ -133,32 +149,33 @@ class OperatorMetrics:
         registry = self.registry
         self.runs = Counter(
             "kvbackup_runs",
-            "Runs that finished, by kind (backup, restore, dry-run) and result.",
-            ["kind", "result"],
+            "Runs that finished, by run (backup, restore, dry-run) and result.",
+            ["run", "result"],
             registry=registry,
         )
         self.run_duration = Histogram(
             "kvbackup_run_duration_seconds",
-            "How long runs that finished took, by kind.",
-            ["kind"],
+            "How long runs that finished took, by run.",
+            ["run"],
             buckets=RUN_DURATION_BUCKETS,
             registry=registry,
         )
         self.runs_in_flight = Gauge(
-            "kvbackup_runs_in_flight", "Runs going on now, by kind.", ["kind"], registry=registry
+            "kvbackup_runs_in_flight", "Runs going on now, by run.", ["run"], registry=registry
         )
-        self.keys = Counter(
-            "kvbackup_keys",
-            "Keys handled by finished runs, by kind and per-key result (backup: Succeeded, "
-            "Failed; restore: Restored, Recovered, Skipped, Failed; dry-run: Would...).",
-            ["kind", "result"],
+        self.items = Counter(
+            "kvbackup_items",
+            "Vault items handled by finished runs, by run, item kind (key, secret, "
+            "certificate) and per-item result (backup: Succeeded, Failed; restore: Restored, "
+            "Recovered, Skipped, Failed; dry-run: Would...).",
+            ["run", "kind", "result"],
             registry=registry,
         )
         self.vault_calls = Counter(
             "kvbackup_keyvault_calls",
-            "Key Vault calls by vault host, operation and HTTP status code "
+            "Key Vault calls by vault host, operation, item kind and HTTP status code "
             "(2xx: succeeded; none: no answer). Each retry of a call counts.",
-            ["vault", "operation", "code"],
+            ["vault", "operation", "kind", "code"],
             registry=registry,
         )
         self.build_info = Gauge(
@@ -205,13 +222,14 @@ class OperatorMetrics:
         self._paces = _PaceCollector()
         registry.register(self._paces)
         # Every series a user graphs exists from the start, so rate() sees the first run.
-        for kind, results in KEY_RESULTS.items():
-            self.runs_in_flight.labels(kind).set(0)
-            self.run_duration.labels(kind)
+        for run, item_results in ITEM_RESULTS.items():
+            self.runs_in_flight.labels(run).set(0)
+            self.run_duration.labels(run)
             for run_result in RUN_RESULTS:
-                self.runs.labels(kind, run_result)
-            for key_result in results:
-                self.keys.labels(kind, key_result.value)
+                self.runs.labels(run, run_result)
+            for kind in ITEM_KINDS:
+                for item_result in item_results:
+                    self.items.labels(run, kind, item_result.value)
 
     def serve(self, port: int, address: str) -> None:
         """Serves /metrics on ``address`` (0.0.0.0: every IPv4 address) from a thread of its
@@ -225,20 +243,21 @@ class OperatorMetrics:
         return VaultCalls(self.vault_calls, host)
 
     @contextmanager
-    def run(self, kind: str) -> Iterator[RunRecord]:
-        """Counts the run in flight while it lasts, then its result, duration and keys."""
+    def run(self, run: str) -> Iterator[RunRecord]:
+        """Counts the run (BACKUP, RESTORE or DRY_RUN) in flight while it lasts, then its
+        result, duration and items."""
         record, started = RunRecord(), time.monotonic()
-        in_flight = self.runs_in_flight.labels(kind)
+        in_flight = self.runs_in_flight.labels(run)
         in_flight.inc()
         try:
             yield record
         finally:
             in_flight.dec()
             if record.result is not None:
-                self.runs.labels(kind, record.result).inc()
-                self.run_duration.labels(kind).observe(time.monotonic() - started)
-                for key_result, count in record.keys.items():
-                    self.keys.labels(kind, key_result).inc(count)
+                self.runs.labels(run, record.result).inc()
+                self.run_duration.labels(run).observe(time.monotonic() - started)
+                for (kind, item_result), count in record.items.items():
+                    self.items.labels(run, kind, item_result).inc(count)
 
     def observe_keybackup(self, namespace: str, name: str, readings: KeyBackupReadings) -> None:
         for gauge, value in (
