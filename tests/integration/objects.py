@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from kvbackup.adapters.credentials import CREDENTIALS_LABEL
 
@@ -14,15 +14,39 @@ if TYPE_CHECKING:
 API_VERSION = "kvbackup.io/v1alpha1"
 
 
+#: A kind's choice in ``vault_backup``: every item of that kind (a selector of {}).
+EVERY: Final = "every"
+#: Named items, EVERY item, or (None) none of that kind.
+Choice = list[str] | Literal["every"] | None
+
+
 def keybackup(name: str, vault_url: str, *, keys: list[str] | None = None, **spec: Any) -> str:
     """A KeyBackup of the named ``keys``, or of every key when none are named."""
-    chosen: dict[str, Any] = {"names": keys} if keys is not None else {"selector": {}}
+    return vault_backup(name, vault_url, keys=EVERY if keys is None else keys, **spec)
+
+
+def vault_backup(
+    name: str,
+    vault_url: str,
+    *,
+    keys: Choice = None,
+    secrets: Choice = None,
+    certificates: Choice = None,
+    **spec: Any,
+) -> str:
+    """A KeyBackup of the kinds given, each of its named items or of EVERY item of it; a
+    kind left None is not chosen."""
+    chosen: dict[str, dict[str, Any]] = {
+        plural: {"names": choice} if isinstance(choice, list) else {"selector": {}}
+        for plural, choice in (("keys", keys), ("secrets", secrets), ("certificates", certificates))
+        if choice is not None
+    }
     return json.dumps(
         {
             "apiVersion": API_VERSION,
             "kind": "KeyBackup",
             "metadata": {"name": name},
-            "spec": {"vaultUrl": vault_url, "keys": chosen, **spec},
+            "spec": {"vaultUrl": vault_url, **chosen, **spec},
         }
     )
 
@@ -55,7 +79,19 @@ def credentials_secret(name: str, **data: str) -> str:
 
 def key_results(status: dict[str, Any]) -> dict[str, str]:
     """Each key's result in a status, by name."""
-    return {entry["name"]: entry["result"] for entry in status.get("keys", [])}
+    return item_results(status, "keys")
+
+
+def keys_counted(**counts: int) -> dict[str, Any]:
+    """A KeyRestore's ``status.counts`` when every item it handled is a key: the totals,
+    and the same counts for keys alone."""
+    return {**counts, "keys": counts}
+
+
+def item_results(status: dict[str, Any], plural: str) -> dict[str, str]:
+    """Each item's result in a status's list of one kind (keys, secrets, certificates), by
+    name."""
+    return {entry["name"]: entry["result"] for entry in status.get(plural) or []}
 
 
 def blob_destination(

@@ -23,6 +23,10 @@ from tests.unit.test_spec_parsing import ACCOUNT, ESCAPING_FOLDERS
 pytestmark = pytest.mark.integration
 
 VAULT = "https://myvault.vault.azure.net"
+#: A KeyBackup's and a KeyRestore's fields that choose items, one per kind.
+KINDS = ("keys", "secrets", "certificates")
+#: A KeyRestore's switches that purge soft-deleted items, one per kind.
+PURGES = ("purgeDeletedKeys", "purgeDeletedSecrets", "purgeDeletedCertificates")
 VALID_BACKUP_SPEC: dict[str, Any] = {"vaultUrl": VAULT, "keys": {"names": ["app-key"]}}
 VALID_RESTORE_SPEC: dict[str, Any] = {"vaultUrl": VAULT, "source": {"keyBackupRef": {"name": "kb"}}}
 BLOB = {"accountUrl": ACCOUNT, "container": "team-a"}
@@ -159,6 +163,55 @@ def test_a_name_pattern_longer_than_its_bound_is_refused(
     assert f"may not be more than {NAME_PATTERN_MAX_LENGTH} bytes" in error
 
 
+def test_a_keybackup_that_selects_no_kind_is_refused_saying_what_it_must_select(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    manifest = _object("KeyBackup", {"vaultUrl": VAULT}, "kb")
+
+    accepted, error = _apply(control_plane, namespace, manifest)
+
+    assert not accepted
+    assert "spec must select at least one of keys, secrets or certificates" in error
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param({"secrets": {"selector": {}}}, id="secrets alone"),
+        pytest.param({"certificates": {"names": ["api-tls"]}}, id="certificates alone"),
+        pytest.param(
+            {
+                "keys": {"selector": {}},
+                "secrets": {"selector": {"namePattern": "db-.*", "tags": {"env": "prod"}}},
+                "certificates": {"names": ["api-tls"]},
+            },
+            id="every kind",
+        ),
+    ],
+)
+def test_a_keybackup_of_any_kinds_without_keys_is_accepted(
+    control_plane: ControlPlane, namespace: str, spec: dict[str, Any]
+) -> None:
+    accepted, error = _apply(
+        control_plane, namespace, _object("KeyBackup", {"vaultUrl": VAULT, **spec}, "kb")
+    )
+
+    assert accepted, error
+
+
+@pytest.mark.parametrize("plural", ["secrets", "certificates"])
+def test_a_keyrestore_with_a_bad_name_of_another_kind_is_refused_naming_it(
+    control_plane: ControlPlane, namespace: str, plural: str
+) -> None:
+    spec = _restore(**{plural: ["db-password", "db_password"]})
+
+    accepted, error = _apply(control_plane, namespace, _object("KeyRestore", spec, "kr"))
+
+    assert not accepted
+    assert f"spec.{plural}[1]: Invalid value" in error
+    assert MATCH in error
+
+
 def test_a_keybackup_name_longer_than_a_label_value_is_refused(
     control_plane: ControlPlane, namespace: str
 ) -> None:
@@ -175,7 +228,7 @@ def test_defaults_live_in_the_schema_so_gitops_tools_see_no_drift(cluster: Clust
     restore = cluster.get("keyrestore", "kr")["spec"]
     assert restore["strategy"] == "Auto"
     assert restore["onConflict"] == "Skip"
-    assert restore["purgeDeletedKeys"] is False
+    assert [restore[purge] for purge in PURGES] == [False, False, False]
     assert restore["source"]["keyBackupRef"]["snapshot"] == "latest"
 
 
@@ -215,6 +268,50 @@ def _blob_restore(**changes: Any) -> dict[str, Any]:
     )
 
 
+def _choice_refusals(plural: str) -> list[tuple[str, str, dict[str, Any], str]]:
+    """How a KeyBackup's choice of one kind (keys, secrets or certificates) is refused."""
+
+    def choosing(choice: Any) -> dict[str, Any]:
+        return _backup(**{plural: choice})
+
+    exactly_one = f"set exactly one of {plural}.names or {plural}.selector"
+    names, selector = f"{plural}.names", f"{plural}.selector"
+    return [
+        ("KeyBackup", plural, choosing({}), exactly_one),
+        ("KeyBackup", plural, choosing({"names": ["a"], "selector": {}}), exactly_one),
+        ("KeyBackup", plural, choosing(["a"]), "must be of type object"),
+        ("KeyBackup", names, choosing({"names": []}), "should have at least 1 items"),
+        ("KeyBackup", names, choosing({"names": ["a", "a"]}), "Duplicate value"),
+        ("KeyBackup", names, choosing({"names": ["bad_name"]}), MATCH),
+        ("KeyBackup", names, choosing({"names": ["app-key\n"]}), MATCH),
+        (
+            "KeyBackup",
+            names,
+            choosing({"names": [f"k{i}" for i in range(10_001)]}),
+            "must have at most 10000 items",
+        ),
+        ("KeyBackup", selector, choosing({"selector": "all"}), "must be of type object"),
+        (
+            "KeyBackup",
+            f"{selector}.namePattern",
+            choosing({"selector": {"namePattern": "(a)\\1"}}),
+            "must be a regular expression in RE2 syntax",
+        ),
+        (
+            "KeyBackup",
+            f"{selector}.namePattern",
+            choosing({"selector": {"namePattern": "a" * 257}}),
+            "may not be more than 256 bytes",
+        ),
+        (
+            "KeyBackup",
+            f"{selector}.tags",
+            choosing({"selector": {"tags": {"team": 7}}}),
+            "must be of type string",
+        ),
+    ]
+
+
 #: (kind, field, spec, what the API server's message must say besides the field).
 REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
     ("KeyBackup", "vaultUrl", _backup(vaultUrl=None), "Required value"),
@@ -224,45 +321,9 @@ REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
     ("KeyBackup", "credentials", _backup(credentials={}), "Required value"),
     ("KeyBackup", "credentials.name", _backup(credentials={"name": "Bad_Name"}), MATCH),
     ("KeyBackup", "credentials.name", _backup(credentials={"name": "a" * 254}), "253"),
-    ("KeyBackup", "keys", _backup(keys=None), "Required value"),
-    ("KeyBackup", "keys", _backup(keys={}), "set exactly one of keys.names or keys.selector"),
-    ("KeyBackup", "keys.names", _backup(keys={"names": []}), "should have at least 1 items"),
-    ("KeyBackup", "keys.names", _backup(keys={"names": ["a", "a"]}), "Duplicate value"),
-    ("KeyBackup", "keys.names", _backup(keys={"names": ["bad_name"]}), MATCH),
-    ("KeyBackup", "keys.names", _backup(keys={"names": ["app-key\n"]}), MATCH),
-    (
-        "KeyBackup",
-        "keys.names",
-        _backup(keys={"names": [f"k{i}" for i in range(10_001)]}),
-        "must have at most 10000 items",
-    ),
-    ("KeyBackup", "keys.selector", _backup(keys={"selector": "all"}), "must be of type object"),
-    (
-        "KeyBackup",
-        "keys.selector.namePattern",
-        _backup(keys={"selector": {"namePattern": "(a)\\1"}}),
-        "must be a regular expression in RE2 syntax",
-    ),
-    (
-        "KeyBackup",
-        "keys.selector.namePattern",
-        _backup(keys={"selector": {"namePattern": "a" * 257}}),
-        "may not be more than 256 bytes",
-    ),
-    (
-        "KeyBackup",
-        "keys.selector.tags",
-        _backup(keys={"selector": {"tags": {"team": 7}}}),
-        "must be of type string",
-    ),
+    *(refusal for plural in KINDS for refusal in _choice_refusals(plural)),
     ("KeyBackup", "destination", _backup(destination={}), "exactly one of secret or blob"),
     ("KeyBackup", "destination", _backup(destination={"s3": {}}), 'unknown field "spec.dest'),
-    (
-        "KeyBackup",
-        "keys",
-        _backup(keys={"names": ["a"], "selector": {}}),
-        "set exactly one of keys.names or keys.selector",
-    ),
     ("KeyBackup", "destination.secret", _backup(destination={"secret": 1}), "of type object"),
     ("KeyBackup", "destination.blob", _backup(destination={"blob": {}}), "Required value"),
     ("KeyBackup", "destination.blob.accountUrl", _blob_backup(accountUrl=f"{ACCOUNT}/x"), MATCH),
@@ -364,18 +425,31 @@ REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
         _blob_restore(path=f"https://a\nb/c/{SNAPSHOT_PATH}"),
         MATCH,
     ),
-    ("KeyRestore", "keys", _restore(keys=[]), "should have at least 1 items"),
-    ("KeyRestore", "keys", _restore(keys=["a", "a"]), "Duplicate value"),
-    ("KeyRestore", "keys", _restore(keys=["bad_name"]), MATCH),
+    *(
+        ("KeyRestore", plural, _restore(**{plural: names}), rule)
+        for plural in KINDS
+        for names, rule in (
+            ([], "should have at least 1 items"),
+            (["a", "a"], "Duplicate value"),
+            (["bad_name"], MATCH),
+            (["a\n"], MATCH),
+        )
+    ),
     ("KeyRestore", "strategy", _restore(strategy="Whatever"), '"Auto", "RestoreOnly"'),
     ("KeyRestore", "onConflict", _restore(onConflict="Overwrite"), '"Skip", "Fail"'),
-    ("KeyRestore", "purgeDeletedKeys", _restore(purgeDeletedKeys="true"), "of type boolean"),
     ("KeyRestore", "dryRun", _restore(dryRun="true"), "of type boolean"),
-    (
-        "KeyRestore",
-        "purgeDeletedKeys",
-        {**VALID_RESTORE_SPEC, "strategy": "RecoverOnly", "purgeDeletedKeys": True},
-        "purgeDeletedKeys cannot be combined with strategy RecoverOnly",
+    *(
+        refusal
+        for purge in PURGES
+        for refusal in (
+            ("KeyRestore", purge, _restore(**{purge: "true"}), "of type boolean"),
+            (
+                "KeyRestore",
+                purge,
+                _restore(strategy="RecoverOnly", **{purge: True}),
+                f"{purge} cannot be combined with strategy RecoverOnly",
+            ),
+        )
     ),
 ]
 
@@ -464,6 +538,18 @@ def test_every_refused_value_is_refused_naming_its_field_and_the_rule(
             {**VALID_RESTORE_SPEC, "keys": ["App-Key", "app-key"]},
             "spec.keys",
             id="a key to restore named twice in two cases",
+        ),
+        pytest.param(
+            "KeyBackup",
+            {**VALID_BACKUP_SPEC, "secrets": {"names": ["Db-Password", "db-password"]}},
+            "spec.secrets.names",
+            id="a secret named twice in two cases",
+        ),
+        pytest.param(
+            "KeyRestore",
+            {**VALID_RESTORE_SPEC, "certificates": ["Api-Tls", "api-tls"]},
+            "spec.certificates",
+            id="a certificate to restore named twice in two cases",
         ),
         pytest.param(
             "KeyBackup",

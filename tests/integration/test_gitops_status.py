@@ -30,9 +30,16 @@ from tests.harness.gitops import (
 )
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess
-from tests.harness.vault import Vault
+from tests.harness.vault import Vault, create_certificate, create_secrets
 from tests.integration.conftest import Cluster, VaultUnderTest, on_the_terminal
-from tests.integration.objects import keybackup, keyrestore
+from tests.integration.objects import (
+    EVERY,
+    item_results,
+    key_results,
+    keybackup,
+    keyrestore,
+    vault_backup,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -138,6 +145,67 @@ def test_a_succeeded_one_shot_backup_and_its_restore_are_current_and_healthy(
     wide = cluster.plane.kubectl("get", "kb", "done", "-n", cluster.namespace, "-o", "wide")
     assert "MESSAGE" in wide.stdout
     assert "backed up 1 of 1 key(s) into snapshot" in wide.stdout
+
+
+def _one_of_each_kind(vault: VaultUnderTest) -> None:
+    """Key app-key, secret db-password and certificate api-tls, whose key and secret Key
+    Vault keeps beside it (managed, under its name)."""
+    vault.create_rsa_key("app-key")
+    create_secrets(vault, ["db-password"])
+    create_certificate(vault, "api-tls")
+
+
+def test_a_backup_of_every_key_is_healthy_and_says_it_left_out_a_certificates_key(
+    operator: OperatorProcess, cluster: Cluster, vault: VaultUnderTest, tools: Tools
+) -> None:
+    _one_of_each_kind(vault)
+    cluster.apply(keybackup("keys-only", vault.url))
+    document = _settled(cluster, "keybackup", "keys-only", "Succeeded")
+
+    status = document["status"]
+    assert key_results(status) == {"app-key": "Succeeded"}
+    left_out = status["lastRun"]["leftOut"]
+    assert {k: v for k, v in left_out.items() if k != "message"} == {"keys": 1}
+    assert "select the certificate in spec.certificates" in left_out["message"]
+    (ready,) = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert ready["message"].endswith(left_out["message"])
+    assert "backed up 1 of 1 key(s) into snapshot" in ready["message"]
+    assert tools.judge(document) == ("Current", "Healthy")
+    (event,) = [e for e in cluster.events_for("keys-only") if e["reason"] == "BackupSucceeded"]
+    assert event["message"] == ready["message"]
+
+
+def test_a_backup_of_every_kind_and_a_dry_run_of_a_subset_are_current_and_healthy(
+    operator: OperatorProcess, cluster: Cluster, vault: VaultUnderTest, tools: Tools
+) -> None:
+    _one_of_each_kind(vault)
+    everything = vault_backup("whole", vault.url, keys=EVERY, secrets=EVERY, certificates=EVERY)
+    cluster.apply(everything)
+    backup = _settled(cluster, "keybackup", "whole", "Succeeded")
+    subset = {"secrets": ["db-password"], "certificates": ["api-tls"]}
+    cluster.apply(keyrestore("preview", vault.url, keybackup="whole", dryRun=True, **subset))
+    preview = _settled(cluster, "keyrestore", "preview", "Succeeded")
+
+    status = backup["status"]
+    # The certificate's own key and secret are in its backup, not backed up alone.
+    assert [item_results(status, plural) for plural in ("keys", "secrets", "certificates")] == [
+        {"app-key": "Succeeded"},
+        {"db-password": "Succeeded"},
+        {"api-tls": "Succeeded"},
+    ]
+    assert "leftOut" not in status["lastRun"]
+    assert (status["lastSnapshot"]["secrets"], status["lastSnapshot"]["certificates"]) == (1, 1)
+    counts = preview["status"]["counts"]
+    assert (counts["wouldSkip"], counts["secrets"]["wouldSkip"]) == (2, 1)
+    assert "keys" not in counts
+    assert "keys" not in preview["status"]
+    (ready,) = [c for c in preview["status"]["conditions"] if c["type"] == "Ready"]
+    assert ready["message"] == (
+        "dry run: would restore 0, recover 0, skip 2 (1 secret, 1 certificate), fail 0; "
+        "nothing was changed"
+    )
+    for document in (backup, preview):
+        assert tools.judge(document) == ("Current", "Healthy")
 
 
 def test_a_partially_failed_backup_is_stalled_naming_the_missing_key(

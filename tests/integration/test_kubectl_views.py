@@ -15,6 +15,7 @@ from tests.integration.conftest import Cluster
 pytestmark = pytest.mark.integration
 
 VAULT = "https://myvault.vault.azure.net"
+KINDS = ("keys", "secrets", "certificates")
 FIELD_LINE = re.compile(r"^  (\S+)\t<(.+?)>")
 #: What kubectl explain prints in place of a missing description.
 NO_DESCRIPTION = {"", "<empty>", "<no description>"}
@@ -88,18 +89,41 @@ def test_kubectl_explain_reaches_every_status_field(
 def test_kubectl_explain_describes_a_keybackups_last_run_field_by_field(cluster: Cluster) -> None:
     description, fields = _explained(cluster, "keybackup.status.lastRun")
 
-    assert description == "The latest finished run."
+    assert description.startswith("The latest finished run, with the counts of each kind")
     assert fields["keysFailed"] == ("integer", "Keys that failed.")
+    assert fields["secretsTotal"] == (
+        "integer",
+        "Secrets the run handled; absent when it handled no secret.",
+    )
     assert set(fields) == {
         "snapshotId",
         "startTime",
         "completionTime",
         "phase",
-        "keysTotal",
-        "keysSucceeded",
-        "keysFailed",
+        *(f"{kind}{count}" for kind in KINDS for count in ("Total", "Succeeded", "Failed")),
         "bytes",
+        "leftOut",
     }
+
+
+def test_kubectl_explain_says_how_to_cover_what_a_run_left_out(cluster: Cluster) -> None:
+    description, fields = _explained(cluster, "keybackup.status.lastRun.leftOut")
+
+    said = " ".join(description.split())  # kubectl explain wraps long descriptions
+    assert "select the certificate in spec.certificates to cover them" in said
+    assert set(fields) == {"keys", "secrets", "message"}
+
+
+@pytest.mark.parametrize("kind", ["keybackup", "keyrestore"])
+def test_kubectl_explain_lists_each_kinds_results_apart(cluster: Cluster, kind: str) -> None:
+    _, fields = _explained(cluster, f"{kind}.status")
+
+    for plural in KINDS:
+        assert fields[plural][0] == "[]Object"
+        assert (
+            f"absent when the {'run' if kind == 'keybackup' else 'restore'} handled no"
+            in (fields[plural][1])
+        )
 
 
 def test_kubectl_explain_says_the_time_zone_defaults_to_utc(cluster: Cluster) -> None:

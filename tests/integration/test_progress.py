@@ -30,8 +30,8 @@ def test_a_running_backup_shows_its_keys_done_out_of_the_total_every_few_seconds
         if status.get("phase") == "Succeeded":
             break
         active = status.get("activeRun") or {}
-        if "keysDone" in active:
-            seen.append((active["keysDone"], active["keysTotal"]))
+        if "itemsDone" in active:
+            seen.append((active["itemsDone"], active["itemsTotal"]))
         time.sleep(1)
 
     final = cluster.status("keybackup", "watched")

@@ -11,7 +11,7 @@ from tests.harness.fault_proxy import FaultProxy, Faults
 from tests.harness.lowkey import Lowkey
 from tests.harness.vault import Vault
 from tests.integration.conftest import Cluster
-from tests.integration.objects import keybackup, keyrestore
+from tests.integration.objects import keybackup, keyrestore, keys_counted
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ def test_a_restore_throttled_midway_and_attempted_again_reports_each_key_as_it_w
         timeout=60,
     )
     # The failed attempt left what each key came to for the next one.
-    assert cluster.status("keyrestore", "back")["activeRun"]["keyResults"]
+    assert cluster.status("keyrestore", "back")["activeRun"]["itemResults"]
     proxy.set_faults(Faults())
 
     status = cluster.wait_for_phase("keyrestore", "back", "PartiallyFailed", timeout=120)
@@ -61,8 +61,8 @@ def test_a_restore_throttled_midway_and_attempted_again_reports_each_key_as_it_w
         **{name: ("Recovered", "Recovered") for name in DELETED},
         **{name: ("Restored", "Restored") for name in LOST},
     }
-    assert status["counts"] == {"restored": 12, "recovered": 4, "skipped": 0, "failed": 4}
-    assert "keyResults" not in (status.get("activeRun") or {})
+    assert status["counts"] == keys_counted(restored=12, recovered=4, skipped=0, failed=4)
+    assert "itemResults" not in (status.get("activeRun") or {})
     assert vault.key_names() == set(KEYS)
     started = [e for e in cluster.events_for("back") if e["reason"] == "RestoreStarted"]
     assert sum(e.get("count", 1) for e in started) >= 2  # two attempts, at least

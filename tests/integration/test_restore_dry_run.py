@@ -14,7 +14,7 @@ from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess
 from tests.harness.vault import Vault
 from tests.integration.conftest import Cluster
-from tests.integration.objects import key_results, keybackup, keyrestore
+from tests.integration.objects import key_results, keybackup, keyrestore, keys_counted
 
 pytestmark = pytest.mark.integration
 
@@ -64,12 +64,9 @@ def test_a_dry_run_changes_nothing_and_then_the_same_object_restores_once_when_i
     assert entry(status, "card-signing")["versions"] == versions
     assert entry(status, "card-signing")["reason"] == "KeyAbsent"
     assert entry(status, "payroll")["reason"] == "KeyExists"
-    assert status["counts"] == {
-        "wouldRestore": 1,
-        "wouldRecover": 1,
-        "wouldSkip": 1,
-        "wouldFail": 0,
-    }
+    assert status["counts"] == keys_counted(
+        wouldRestore=1, wouldRecover=1, wouldSkip=1, wouldFail=0
+    )
     ready = cluster.ready_condition("keyrestore", "preview")
     assert (ready["status"], ready["reason"]) == ("True", "DryRunSucceeded")
     assert "no key was changed" in ready["message"]
@@ -94,7 +91,7 @@ def test_a_dry_run_changes_nothing_and_then_the_same_object_restores_once_when_i
         "token-wrapping": "Recovered",
         "payroll": "Skipped",
     }
-    assert status["counts"] == {"restored": 1, "recovered": 1, "skipped": 1, "failed": 0}
+    assert status["counts"] == keys_counted(restored=1, recovered=1, skipped=1, failed=0)
     assert vault.version_ids("card-signing") == versions
     assert not vault.is_soft_deleted("token-wrapping")
     assert printed_cell(cluster, "kr", "preview", "DRY RUN") == "false"

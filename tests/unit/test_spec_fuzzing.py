@@ -96,6 +96,11 @@ VALID_BACKUPS: list[dict[str, Any]] = [
         "deletionPolicy": "Delete",
     },
     {"vaultUrl": "https://v.vault.azure.net", "keys": {"selector": {}}, "schedule": "@every 6h"},
+    {
+        "vaultUrl": "https://v.vault.azure.net",
+        "secrets": {"names": ["db-password"]},
+        "certificates": {"selector": {"namePattern": "api-.*", "tags": {"env": "prod"}}},
+    },
 ]
 VALID_RESTORES: list[dict[str, Any]] = [
     {"vaultUrl": "https://v.vault.azure.net", "source": {"keyBackupRef": {"name": "kb"}}},
@@ -113,6 +118,15 @@ VALID_RESTORES: list[dict[str, Any]] = [
         "onConflict": "Fail",
         "purgeDeletedKeys": True,
         "credentials": {"name": "sp"},
+    },
+    {
+        "vaultUrl": "https://v.vault.azure.net",
+        "source": {"keyBackupRef": {"name": "kb", "snapshot": "20261128-010203-abcd"}},
+        "secrets": ["db-password"],
+        "certificates": ["api-tls", "web-tls"],
+        "purgeDeletedSecrets": True,
+        "purgeDeletedCertificates": False,
+        "dryRun": True,
     },
 ]
 

@@ -14,12 +14,14 @@ import yaml
 from kvbackup.api import fields, keybackup, keyrestore
 from kvbackup.api.keybackup import (
     DeletionPolicy,
-    KeySelector,
+    ItemChoice,
+    ItemSelector,
     NamePattern,
     Retention,
     SecretDestination,
 )
 from kvbackup.api.keyrestore import OnConflict, SnapshotSource, Strategy
+from kvbackup.api.kinds import ITEM_KINDS, ItemKind
 from kvbackup.errors import InvalidSpecError
 
 VAULT = "https://myvault.vault.azure.net"
@@ -49,19 +51,21 @@ def test_a_keybackup_with_key_names_parses_into_its_dataclass() -> None:
     )
 
     assert spec.vault_url == VAULT
-    assert spec.keys.names == ("signing-key", "Encryption-2")
-    assert spec.keys.selector is None
+    assert spec.choices == {ItemKind.KEY: ItemChoice(names=("signing-key", "Encryption-2"))}
     assert spec.destination == SecretDestination()
     assert spec.credentials_secret == "vault-sp"
 
 
-def test_a_keybackup_with_a_selector_compiles_its_pattern_and_keeps_its_tags() -> None:
-    spec = keybackup.parse_spec(
-        backup(keys={"selector": {"namePattern": "app-.*", "tags": {"env": "prod"}}})
-    )
+@pytest.mark.parametrize("kind", ITEM_KINDS)
+def test_a_keybackup_with_a_selector_compiles_its_pattern_and_keeps_its_tags(
+    kind: ItemKind,
+) -> None:
+    chosen = {"selector": {"namePattern": "app-.*", "tags": {"env": "prod"}}}
+    spec = keybackup.parse_spec({"vaultUrl": VAULT, kind.plural: chosen})
 
-    selector = spec.keys.selector
-    assert spec.keys.names is None
+    assert list(spec.choices) == [kind]
+    selector = spec.choices[kind].selector
+    assert spec.choices[kind].names is None
     assert selector is not None
     assert selector.name_pattern is not None
     assert selector.name_pattern.text == "app-.*"
@@ -105,25 +109,56 @@ def test_a_vault_url_with_an_out_of_range_port_is_refused_naming_the_field() -> 
     )
 
 
+def test_a_keybackup_of_keys_secrets_and_certificates_chooses_each_in_its_own_way() -> None:
+    spec = keybackup.parse_spec(
+        backup(
+            keys={"selector": {}},
+            secrets={"selector": {"tags": {"env": "prod"}}},
+            certificates={"names": ["api-tls"]},
+        )
+    )
+
+    assert list(spec.choices) == list(ITEM_KINDS)
+    assert spec.choices[ItemKind.KEY] == ItemChoice(selector=ItemSelector())
+    assert spec.choices[ItemKind.SECRET] == ItemChoice(selector=ItemSelector(tags={"env": "prod"}))
+    assert spec.choices[ItemKind.CERTIFICATE] == ItemChoice(names=("api-tls",))
+
+
+def test_a_keybackup_that_chooses_no_kind_is_refused() -> None:
+    message = refusal(keybackup.parse_spec, {"vaultUrl": VAULT})
+
+    assert message == "spec must select at least one of keys, secrets or certificates"
+
+
+@pytest.mark.parametrize("kind", ITEM_KINDS)
 @pytest.mark.parametrize(
     "bad_name",
     [pytest.param("signing_key", id="underscore"), pytest.param("k" * 128, id="128-chars")],
 )
-def test_a_bad_key_name_is_refused_naming_its_position(bad_name: str) -> None:
-    message = refusal(keybackup.parse_spec, backup(keys={"names": ["ok", bad_name]}))
+def test_a_bad_item_name_is_refused_naming_its_kind_and_position(
+    kind: ItemKind, bad_name: str
+) -> None:
+    spec = {"vaultUrl": VAULT, kind.plural: {"names": ["ok", bad_name]}}
 
-    assert "spec.keys.names[1]" in message
+    message = refusal(keybackup.parse_spec, spec)
+
+    assert message.startswith(f"spec.{kind.plural}.names[1] must be a Key Vault {kind} name")
 
 
+@pytest.mark.parametrize("kind", ITEM_KINDS)
 @pytest.mark.parametrize(
-    "keys",
+    "choice",
     [
         pytest.param({"names": ["a"], "selector": {}}, id="both"),
         pytest.param({}, id="neither"),
     ],
 )
-def test_keys_must_set_exactly_one_of_names_or_selector(keys: dict[str, Any]) -> None:
-    assert "exactly one of names or selector" in refusal(keybackup.parse_spec, backup(keys=keys))
+def test_each_kind_must_set_exactly_one_of_names_or_selector(
+    kind: ItemKind, choice: dict[str, Any]
+) -> None:
+    message = refusal(keybackup.parse_spec, {"vaultUrl": VAULT, kind.plural: choice})
+
+    assert message == f"spec.{kind.plural} must set exactly one of names or selector"
 
 
 def test_a_key_listed_twice_in_different_case_is_refused() -> None:
@@ -133,10 +168,11 @@ def test_a_key_listed_twice_in_different_case_is_refused() -> None:
     assert "twice" in message
 
 
-def test_an_invalid_name_pattern_is_refused_naming_the_field() -> None:
-    message = refusal(keybackup.parse_spec, backup(keys={"selector": {"namePattern": "app-(["}}))
+@pytest.mark.parametrize("kind", ITEM_KINDS)
+def test_an_invalid_name_pattern_is_refused_naming_the_field(kind: ItemKind) -> None:
+    spec = {"vaultUrl": VAULT, kind.plural: {"selector": {"namePattern": "app-(["}}}
 
-    assert "spec.keys.selector.namePattern" in message
+    assert f"spec.{kind.plural}.selector.namePattern" in refusal(keybackup.parse_spec, spec)
 
 
 def test_credentials_naming_another_namespace_are_refused() -> None:
@@ -262,33 +298,41 @@ def test_a_keyrestore_with_every_field_parses_into_its_dataclass() -> None:
         restore(
             source={"keyBackupRef": {"name": "nightly", "snapshot": "20240501-120000-abcd"}},
             keys=["k1", "K2"],
+            secrets=["db-password"],
+            certificates=["api-tls"],
             strategy="RestoreOnly",
             onConflict="Fail",
             purgeDeletedKeys=True,
+            purgeDeletedSecrets=False,
+            purgeDeletedCertificates=True,
             credentials={"name": "vault-sp"},
             dryRun=True,
         )
     )
 
     assert spec.source == SnapshotSource("nightly", "20240501-120000-abcd")
-    assert spec.keys == ("k1", "K2")
+    assert spec.items == {
+        ItemKind.KEY: ("k1", "K2"),
+        ItemKind.SECRET: ("db-password",),
+        ItemKind.CERTIFICATE: ("api-tls",),
+    }
     assert spec.strategy is Strategy.RESTORE_ONLY
     assert spec.on_conflict is OnConflict.FAIL
-    assert spec.purge_deleted is True
+    assert spec.purge_deleted == {ItemKind.KEY, ItemKind.CERTIFICATE}
     assert spec.credentials_secret == "vault-sp"
     assert spec.dry_run is True
 
 
-def test_a_minimal_keyrestore_restores_every_key_of_the_latest_snapshot_with_auto_and_skip() -> (
+def test_a_minimal_keyrestore_restores_every_item_of_the_latest_snapshot_with_auto_and_skip() -> (
     None
 ):
     spec = keyrestore.parse_spec(restore())
 
     assert spec.source == SnapshotSource("nightly", "latest")
-    assert spec.keys is None
+    assert spec.items is None
     assert spec.strategy is Strategy.AUTO
     assert spec.on_conflict is OnConflict.SKIP
-    assert spec.purge_deleted is False
+    assert spec.purge_deleted == frozenset()
     assert spec.dry_run is False
 
 
@@ -298,6 +342,12 @@ def test_a_minimal_keyrestore_restores_every_key_of_the_latest_snapshot_with_aut
         pytest.param({"strategy": "Overwrite"}, "spec.strategy", id="strategy"),
         pytest.param({"onConflict": "Replace"}, "spec.onConflict", id="onConflict"),
         pytest.param({"keys": ["ok", "bad.name"]}, "spec.keys[1]", id="key-name"),
+        pytest.param({"secrets": ["ok", "bad_name"]}, "spec.secrets[1]", id="secret-name"),
+        pytest.param({"certificates": []}, "spec.certificates", id="certificates-empty"),
+        pytest.param({"purgeDeletedSecrets": "yes"}, "spec.purgeDeletedSecrets", id="purge"),
+        pytest.param(
+            {"purgeDeletedCertificates": 1}, "spec.purgeDeletedCertificates", id="purge-number"
+        ),
         pytest.param({"source": {}}, "spec.source", id="source"),
         pytest.param({"source": {"keyBackupRef": {}}}, "spec.source.keyBackupRef", id="ref-name"),
         # Each becomes part of a label selector or a Secret's name: nothing else may pass.
@@ -318,37 +368,46 @@ def test_a_bad_keyrestore_field_is_refused_by_name(change: dict[str, Any], field
     assert field in refusal(keyrestore.parse_spec, restore(**change))
 
 
-def test_a_keyrestore_listing_a_key_twice_in_different_case_is_refused() -> None:
-    assert "spec.keys" in refusal(keyrestore.parse_spec, restore(keys=["App-Key", "app-key"]))
+@pytest.mark.parametrize("kind", ITEM_KINDS)
+def test_a_keyrestore_listing_an_item_twice_in_different_case_is_refused(kind: ItemKind) -> None:
+    message = refusal(keyrestore.parse_spec, restore(**{kind.plural: ["App-1", "app-1"]}))
+
+    assert message == f"spec.{kind.plural} lists a {kind} twice (names are case-insensitive)"
+
+
+def test_a_keyrestore_of_secrets_alone_restores_no_key() -> None:
+    spec = keyrestore.parse_spec(restore(secrets=["db-password"]))
+
+    assert spec.items == {ItemKind.SECRET: ("db-password",)}
 
 
 @pytest.mark.parametrize(
     ("selector", "name", "tags", "chosen"),
     [
-        pytest.param(KeySelector(), "anything", None, True, id="empty-selector-matches-all"),
+        pytest.param(ItemSelector(), "anything", None, True, id="empty-selector-matches-all"),
         pytest.param(
-            KeySelector(name_pattern=NamePattern.compile("app-[0-9]+", "namePattern")),
+            ItemSelector(name_pattern=NamePattern.compile("app-[0-9]+", "namePattern")),
             "app-12",
             {},
             True,
             id="pattern-matches-the-whole-name",
         ),
         pytest.param(
-            KeySelector(name_pattern=NamePattern.compile("app-[0-9]+", "namePattern")),
+            ItemSelector(name_pattern=NamePattern.compile("app-[0-9]+", "namePattern")),
             "app-12-old",
             {},
             False,
             id="pattern-must-match-the-whole-name",
         ),
         pytest.param(
-            KeySelector(tags={"env": "prod", "team": "a"}),
+            ItemSelector(tags={"env": "prod", "team": "a"}),
             "k",
             {"env": "prod", "team": "a", "extra": "x"},
             True,
             id="all-tags-present",
         ),
         pytest.param(
-            KeySelector(tags={"env": "prod", "team": "a"}),
+            ItemSelector(tags={"env": "prod", "team": "a"}),
             "k",
             {"env": "prod", "team": "b"},
             False,
@@ -357,7 +416,7 @@ def test_a_keyrestore_listing_a_key_twice_in_different_case_is_refused() -> None
     ],
 )
 def test_a_selector_matches_a_key_only_by_full_name_pattern_and_every_tag(
-    selector: KeySelector, name: str, tags: dict[str, str] | None, chosen: bool
+    selector: ItemSelector, name: str, tags: dict[str, str] | None, chosen: bool
 ) -> None:
     assert selector.matches(name, tags) is chosen
 
@@ -510,12 +569,22 @@ def test_the_api_server_refuses_blob_folders_by_the_operators_own_pattern(
     assert _crd_property(crd, *names)["pattern"] == pattern.pattern
 
 
-def test_the_api_server_bounds_a_name_pattern_as_the_operator_does() -> None:
+@pytest.mark.parametrize("kind", ITEM_KINDS)
+def test_the_api_server_bounds_a_name_pattern_as_the_operator_does(kind: ItemKind) -> None:
     name_pattern = _crd_property(
-        "keybackups.kvbackup.io.yaml", "spec", "keys", "selector", "namePattern"
+        "keybackups.kvbackup.io.yaml", "spec", kind.plural, "selector", "namePattern"
     )
 
     assert name_pattern["maxLength"] == keybackup.NAME_PATTERN_MAX_LENGTH
+
+
+@pytest.mark.parametrize("kind", ITEM_KINDS)
+def test_the_api_server_refuses_item_names_by_the_operators_own_pattern(kind: ItemKind) -> None:
+    backed_up = _crd_property("keybackups.kvbackup.io.yaml", "spec", kind.plural, "names")
+    restored = _crd_property("keyrestores.kvbackup.io.yaml", "spec", kind.plural)
+
+    for names in (backed_up, restored):
+        assert names["items"]["pattern"] == fields.KEY_NAME.pattern
 
 
 @pytest.mark.parametrize(

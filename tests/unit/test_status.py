@@ -7,18 +7,20 @@ import datetime
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
+from unittest.mock import ANY
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from kvbackup.api.conditions import Condition, timestamp
+from kvbackup.api.kinds import ItemKind
 from kvbackup.api.schedule import Schedule
 from kvbackup.api.statuses import ConditionDocument, KeyBackupStatus, KeyRestoreStatus
 from kvbackup.errors import AccessDeniedError, InvalidSpecError, TransientError
 from kvbackup.presentation import keybackup_status, keyrestore_status, status
 from kvbackup.services.backup import BackupReport, KeptSnapshot, run_backup
 from kvbackup.services.journal import RestoreJournal
-from kvbackup.services.outcomes import KeyOutcome, KeyResult
+from kvbackup.services.outcomes import ItemOutcome, ItemResult
 from kvbackup.services.restore import RestoreReport, run_restore
 from kvbackup.services.retry_policy import Verdict
 from kvbackup.services.snapshot import Manifest
@@ -39,19 +41,28 @@ from tests.unit.fakes import (
 LATER = MOMENT + datetime.timedelta(minutes=5)
 SLOT = datetime.datetime(2024, 5, 1, 11, 0, 0, tzinfo=datetime.UTC)
 BY_GENERATION = RunRequest(1)
-STORED = KeyOutcome("stored", KeyResult.SUCCEEDED, ("v1",), "ab" * 32, 120)
-RESTORED = KeyOutcome("restored", KeyResult.RESTORED, ("v1", "v2"))
+STORED = ItemOutcome("stored", ItemResult.SUCCEEDED, ("v1",), "ab" * 32, 120)
+RESTORED = ItemOutcome("restored", ItemResult.RESTORED, ("v1", "v2"))
 HOURLY = Schedule.parse("@hourly", ZoneInfo("UTC"), "spec.schedule")
-LOST = KeyOutcome("lost", KeyResult.FAILED, reason="NotFound", message="key lost not found")
+LOST = ItemOutcome("lost", ItemResult.FAILED, reason="NotFound", message="key lost not found")
 
 
-def backup_report(*outcomes: KeyOutcome) -> BackupReport:
-    stored = any(not o.failed for o in outcomes)
-    return BackupReport(SNAPSHOT_ID, MOMENT, LATER, list(outcomes), "memory://x", stored)
+def backup_report(
+    *outcomes: ItemOutcome, left_out: dict[ItemKind, int] | None = None
+) -> BackupReport:
+    return BackupReport(
+        snapshot_id=SNAPSHOT_ID,
+        start_time=MOMENT,
+        completion_time=LATER,
+        outcomes=list(outcomes),
+        location="memory://x",
+        manifest_written=any(not o.failed for o in outcomes),
+        left_out=left_out or {},
+    )
 
 
-def restore_report(*outcomes: KeyOutcome) -> RestoreReport:
-    return RestoreReport(SNAPSHOT_ID, MOMENT, LATER, list(outcomes))
+def restore_report(*outcomes: ItemOutcome, dry_run: bool = False) -> RestoreReport:
+    return RestoreReport(SNAPSHOT_ID, MOMENT, LATER, list(outcomes), dry_run=dry_run)
 
 
 def condition(document: KeyBackupStatus | KeyRestoreStatus, kind: str) -> ConditionDocument:
@@ -77,7 +88,7 @@ def standing(document: KeyBackupStatus | KeyRestoreStatus) -> dict[str, str]:
     ],
 )
 def test_a_finished_backup_is_ready_only_when_it_succeeded(
-    outcomes: tuple[KeyOutcome, ...], phase: str, is_ready: str
+    outcomes: tuple[ItemOutcome, ...], phase: str, is_ready: str
 ) -> None:
     document = keybackup_status.backup_finished(
         {}, backup_report(*outcomes), RunRequest(7, trigger="now-1"), 100, None
@@ -100,7 +111,7 @@ def test_a_finished_backup_is_ready_only_when_it_succeeded(
     ],
 )
 def test_a_finished_restore_is_ready_only_when_it_succeeded(
-    outcomes: tuple[KeyOutcome, ...], phase: str, is_ready: str
+    outcomes: tuple[ItemOutcome, ...], phase: str, is_ready: str
 ) -> None:
     document = keyrestore_status.restore_finished(
         {}, restore_report(*outcomes), "nightly", 2, 100
@@ -120,10 +131,10 @@ def test_a_restore_started_again_for_the_same_generation_resumes_its_interrupted
     assert first["activeRun"] == {
         "generation": 2,
         "startTime": timestamp(MOMENT),
-        "keysDone": None,
-        "keysTotal": None,
+        "itemsDone": None,
+        "itemsTotal": None,
         "snapshotId": None,
-        "keyResults": None,
+        "itemResults": None,
     }
 
     assert keyrestore_status.read_keyrestore_status(first).resumes(2)
@@ -137,7 +148,7 @@ def test_a_restore_started_again_for_the_same_generation_resumes_its_interrupted
 def test_a_temporary_failure_leaves_each_keys_result_for_the_next_attempt() -> None:
     journal = RestoreJournal()
     journal.begin(SNAPSHOT_ID, 3)
-    journal.record(1, KeyResult.RESTORED)
+    journal.record(1, ItemResult.RESTORED)
     running = keyrestore_status.restore_started({}, 2, MOMENT, dry_run=False).status
     failed = keyrestore_status.restore_failed(
         running, Verdict(TransientError("down"), 20.0), 2, MOMENT, journal
@@ -147,7 +158,7 @@ def test_a_temporary_failure_leaves_each_keys_result_for_the_next_attempt() -> N
     carried = keyrestore_status.read_keyrestore_status(merged).journal(2)
     carried.begin(SNAPSHOT_ID, 3)
 
-    assert [carried.earlier(i) for i in range(3)] == [None, KeyResult.RESTORED, None]
+    assert [carried.earlier(i) for i in range(3)] == [None, ItemResult.RESTORED, None]
     final = keyrestore_status.restore_failed(
         running, Verdict(TransientError("x"), None), 2, MOMENT, journal
     )
@@ -177,17 +188,17 @@ def test_a_backup_that_kept_nothing_reports_no_last_snapshot() -> None:
 
 
 def test_the_per_key_list_is_bounded_and_lists_failures_first() -> None:
-    outcomes = [KeyOutcome(f"key-{i}", KeyResult.SUCCEEDED, ("v1",)) for i in range(5)]
+    outcomes = [ItemOutcome(f"key-{i}", ItemResult.SUCCEEDED, ("v1",)) for i in range(5)]
     failures = [
-        KeyOutcome("z-failed", KeyResult.FAILED, reason="NotFound"),
-        KeyOutcome("a-failed", KeyResult.FAILED, reason="TooLarge"),
+        ItemOutcome("z-failed", ItemResult.FAILED, reason="NotFound"),
+        ItemOutcome("a-failed", ItemResult.FAILED, reason="TooLarge"),
     ]
 
     document = keybackup_status.backup_finished(
         {}, backup_report(*outcomes, *failures), BY_GENERATION, 3, None
     ).status
 
-    assert [entry["name"] for entry in document["keys"]] == ["a-failed", "z-failed", "key-0"]
+    assert [entry["name"] for entry in document["keys"] or []] == ["a-failed", "z-failed", "key-0"]
     assert document["lastRun"]["keysTotal"] == 7
     assert document["lastRun"]["keysFailed"] == 2
 
@@ -453,22 +464,25 @@ async def test_no_backup_bytes_reach_either_status() -> None:
     assert not any(isinstance(value, bytes | bytearray) for value in leaves)
     assert not any(data.decode() in text for text in texts)
     assert not any(base64.b64encode(data).decode() in text for text in texts)
-    assert documents[0]["keys"][0]["sha256"] == store.manifests[0].keys[0].sha256
+    assert documents[0]["keys"] == [
+        {"name": "signing", "result": "Succeeded", "versionCount": 2, "sha256": ANY, "size": ANY}
+    ]
+    assert documents[0]["keys"][0]["sha256"] == store.manifests[0].artifacts[0].sha256
 
 
-WOULD_RESTORE = KeyOutcome("signing", KeyResult.WOULD_RESTORE, ("v1",), reason="KeyAbsent")
-WOULD_FAIL = KeyOutcome("tokens", KeyResult.WOULD_FAIL, reason="KeyExists", message="active")
+WOULD_RESTORE = ItemOutcome("signing", ItemResult.WOULD_RESTORE, ("v1",), reason="KeyAbsent")
+WOULD_FAIL = ItemOutcome("tokens", ItemResult.WOULD_FAIL, reason="KeyExists", message="active")
 
 
 def test_a_dry_run_is_ready_says_it_was_a_dry_run_and_counts_what_would_be_done() -> None:
-    report = RestoreReport(SNAPSHOT_ID, MOMENT, LATER, [WOULD_RESTORE, WOULD_FAIL], dry_run=True)
+    report = restore_report(WOULD_RESTORE, WOULD_FAIL, dry_run=True)
 
     update = keyrestore_status.restore_finished({}, report, "nightly", 3, 100)
 
     document = update.status
     assert document["phase"] == "Succeeded"
     assert document["dryRun"] is True
-    assert document["counts"] == {
+    would: dict[str, int | None] = {
         "wouldRestore": 1,
         "wouldRecover": 0,
         "wouldSkip": 0,
@@ -478,7 +492,8 @@ def test_a_dry_run_is_ready_says_it_was_a_dry_run_and_counts_what_would_be_done(
         "skipped": None,
         "failed": None,
     }
-    assert [entry["result"] for entry in document["keys"]] == ["WouldFail", "WouldRestore"]
+    assert document["counts"] == {**would, "keys": would, "secrets": None, "certificates": None}
+    assert [entry["result"] for entry in document["keys"] or []] == ["WouldFail", "WouldRestore"]
     condition = ready(document)
     assert (condition["status"], condition["reason"]) == ("True", "DryRunSucceeded")
     assert condition["message"] == (
@@ -500,7 +515,7 @@ def test_a_real_restore_after_a_dry_run_clears_the_dry_runs_counts_and_flag() ->
 
 FAILED_RUN = Verdict(AccessDeniedError("the identity lacks keys/list"), None)
 RETRIED_RUN = Verdict(TransientError("the vault did not answer"), 20.0)
-DRY_RUN = RestoreReport(SNAPSHOT_ID, MOMENT, LATER, [WOULD_RESTORE], dry_run=True)
+DRY_RUN = restore_report(WOULD_RESTORE, dry_run=True)
 #: A run under way and a retry waiting alike.
 RUNNING = RETRYING = {"Ready": "False", "Reconciling": "True", "Stalled": "False"}
 SUCCEEDED = {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
@@ -637,7 +652,7 @@ def test_a_stalled_message_names_a_bounded_number_of_failed_keys() -> None:
     ).status
 
     message = condition(document, "Stalled")["message"]
-    assert message.count(": Failed (NotFound)") == status.FAILED_KEYS_IN_MESSAGE
+    assert message.count(": Failed (NotFound)") == status.FAILED_ITEMS_IN_MESSAGE
     assert message.endswith("; 7 more in status.keys")
 
 
@@ -698,3 +713,267 @@ def test_a_ready_left_at_an_older_generation_is_said_of_the_current_one() -> Non
         keybackup_status.schedule_acknowledged(dict(left_behind) | dict(patch), 2, SLOT, LATER)
         is None
     )
+
+
+KEY = ItemOutcome("signing", ItemResult.SUCCEEDED, ("v1",), "ab" * 32, 100)
+SECRET = replace(KEY, name="db-password", size=20, kind=ItemKind.SECRET)
+CERTIFICATE = replace(KEY, name="api-tls", size=300, kind=ItemKind.CERTIFICATE)
+LOST_SECRET = ItemOutcome(
+    "gone", ItemResult.FAILED, reason="SecretNotFound", message="x", kind=ItemKind.SECRET
+)
+
+
+def test_a_mixed_backup_lists_and_counts_each_kind_apart() -> None:
+    report = backup_report(KEY, SECRET, LOST_SECRET, CERTIFICATE)
+
+    document = keybackup_status.backup_finished({}, report, BY_GENERATION, 100, None).status
+
+    assert [e["name"] for e in document["keys"] or []] == ["signing"]
+    assert [e["name"] for e in document["secrets"] or []] == ["gone", "db-password"]
+    assert [e["name"] for e in document["certificates"] or []] == ["api-tls"]
+    assert document["lastRun"] == {
+        "snapshotId": SNAPSHOT_ID,
+        "startTime": timestamp(MOMENT),
+        "completionTime": timestamp(LATER),
+        "phase": "PartiallyFailed",
+        "keysTotal": 1,
+        "keysSucceeded": 1,
+        "keysFailed": 0,
+        "secretsTotal": 2,
+        "secretsSucceeded": 1,
+        "secretsFailed": 1,
+        "certificatesTotal": 1,
+        "certificatesSucceeded": 1,
+        "certificatesFailed": 0,
+        "bytes": 420,
+        "leftOut": None,
+    }
+    assert document["lastSnapshot"] | {"location": ""} == {
+        "id": SNAPSHOT_ID,
+        "startTime": timestamp(MOMENT),
+        "completionTime": timestamp(LATER),
+        "keys": 1,
+        "secrets": 1,
+        "certificates": 1,
+        "bytes": 420,
+        "location": "",
+    }
+    assert ready(document)["message"] == (
+        f"backed up 1 of 1 key(s), 1 of 2 secret(s) and 1 of 1 certificate(s) into snapshot "
+        f"{SNAPSHOT_ID}"
+    )
+    assert condition(document, "Stalled")["message"].endswith(
+        "; secret gone: Failed (SecretNotFound)"
+    )
+
+
+def test_a_keys_only_backup_removes_what_an_earlier_run_said_of_other_kinds() -> None:
+    document = keybackup_status.backup_finished(
+        {}, backup_report(STORED), BY_GENERATION, 100, None
+    ).status
+
+    assert {k: v for k, v in document["lastRun"].items() if v is None} == {
+        "secretsTotal": None,
+        "secretsSucceeded": None,
+        "secretsFailed": None,
+        "certificatesTotal": None,
+        "certificatesSucceeded": None,
+        "certificatesFailed": None,
+        "leftOut": None,
+    }
+    assert (document["secrets"], document["certificates"]) == (None, None)
+    assert (document["lastSnapshot"]["secrets"], document["lastSnapshot"]["certificates"]) == (
+        None,
+        None,
+    )
+    assert ready(document)["message"] == f"backed up 1 of 1 key(s) into snapshot {SNAPSHOT_ID}"
+
+
+def test_a_secrets_only_backup_counts_no_keys() -> None:
+    document = keybackup_status.backup_finished(
+        {}, backup_report(SECRET), BY_GENERATION, 100, None
+    ).status
+
+    assert document["lastRun"]["keysTotal"] is None
+    assert document["lastRun"]["secretsSucceeded"] == 1
+    assert document["keys"] is None
+    assert document["lastSnapshot"]["keys"] == 0
+    assert ready(document)["message"] == f"backed up 1 of 1 secret(s) into snapshot {SNAPSHOT_ID}"
+
+
+def test_keys_that_back_an_unselected_certificate_are_counted_and_said_to_be_left_out() -> None:
+    report = backup_report(STORED, left_out={ItemKind.KEY: 2})
+
+    update = keybackup_status.backup_finished({}, report, BY_GENERATION, 100, None)
+
+    left_out = update.status["lastRun"]["leftOut"]
+    assert left_out is not None
+    assert (left_out["keys"], left_out["secrets"]) == (2, None)
+    assert left_out["message"].startswith(
+        "left out 2 key(s) that back a certificate this KeyBackup does not back up"
+    )
+    assert "select the certificate in spec.certificates" in left_out["message"]
+    message = ready(update.status)["message"]
+    assert message == (
+        f"backed up 1 of 1 key(s) into snapshot {SNAPSHOT_ID}; {left_out['message']}"
+    )
+    assert ready(update.status)["status"] == "True"
+    assert [(e.type, e.reason, e.message) for e in update.events] == [
+        ("Normal", "BackupSucceeded", message)
+    ]
+
+
+def test_keys_and_secrets_left_out_are_counted_per_kind() -> None:
+    report = backup_report(KEY, SECRET, left_out={ItemKind.KEY: 1, ItemKind.SECRET: 3})
+
+    left_out = keybackup_status.backup_finished({}, report, BY_GENERATION, 100, None).status[
+        "lastRun"
+    ]["leftOut"]
+
+    assert left_out is not None
+    assert (left_out["keys"], left_out["secrets"]) == (1, 3)
+    assert left_out["message"].startswith("left out 1 key(s) and 3 secret(s) that back")
+
+
+def test_each_kinds_list_is_bounded_on_its_own_and_lists_its_failures_first() -> None:
+    keys = [replace(KEY, name=f"key-{i}") for i in range(3)]
+    secrets = [replace(SECRET, name=f"secret-{i}") for i in range(3)]
+
+    document = keybackup_status.backup_finished(
+        {}, backup_report(*keys, *secrets, LOST_SECRET), BY_GENERATION, 2, None
+    ).status
+
+    assert [e["name"] for e in document["keys"] or []] == ["key-0", "key-1"]
+    assert [e["name"] for e in document["secrets"] or []] == ["gone", "secret-0"]
+    assert document["certificates"] is None
+
+
+def test_a_stalled_message_says_which_lists_hold_the_failures_it_does_not_name() -> None:
+    lost = [replace(LOST_SECRET, name=f"gone-{n}") for n in range(6)]
+    lost_certificate = replace(LOST_SECRET, name="tls", kind=ItemKind.CERTIFICATE)
+
+    document = keyrestore_status.restore_finished(
+        {}, restore_report(replace(LOST, kind=ItemKind.KEY), *lost, lost_certificate), "kb", 1, 100
+    ).status
+
+    message = condition(document, "Stalled")["message"]
+    assert "; key lost: Failed (NotFound); secret gone-0: Failed (SecretNotFound)" in message
+    assert message.endswith("; 3 more in status.secrets and status.certificates")
+
+
+def test_snapshot_entries_count_secrets_and_certificates_only_when_a_run_handled_some() -> None:
+    base = manifest_at(SNAPSHOT_ID).summary
+    mixed = replace(base, secrets=2, failed_secrets=0, certificates=0, failed_certificates=1)
+
+    entries = keybackup_status.snapshot_entries(
+        [KeptSnapshot(mixed, "at/mixed"), KeptSnapshot(base, "at/keys")]
+    )
+
+    assert entries[0] == {
+        "id": SNAPSHOT_ID,
+        "completionTime": timestamp(base.completion_time),
+        "keys": 1,
+        "failedKeys": 0,
+        "secrets": 2,
+        "failedSecrets": 0,
+        "certificates": 0,
+        "failedCertificates": 1,
+        "bytes": 10,
+        "location": "at/mixed",
+    }
+    assert set(entries[1]) == {"id", "completionTime", "keys", "failedKeys", "bytes", "location"}
+
+
+def test_progress_counts_items_of_every_kind() -> None:
+    assert keybackup_status.backup_progress(3, 7).status == {
+        "activeRun": {"itemsDone": 3, "itemsTotal": 7}
+    }
+    journal = RestoreJournal()
+    journal.begin(SNAPSHOT_ID, 7)
+    assert keyrestore_status.restore_progress(3, 7, journal).status == {
+        "activeRun": {
+            "itemsDone": 3,
+            "itemsTotal": 7,
+            "snapshotId": SNAPSHOT_ID,
+            "itemResults": journal.encoded(),
+        }
+    }
+
+
+RESTORED_SECRET = replace(RESTORED, name="db-password", kind=ItemKind.SECRET)
+RECOVERED_CERTIFICATE = ItemOutcome(
+    "api-tls", ItemResult.RECOVERED, ("c1",), kind=ItemKind.CERTIFICATE
+)
+
+
+def test_a_mixed_restore_counts_every_item_and_each_kind_and_lists_each_kind() -> None:
+    report = restore_report(RESTORED, RESTORED_SECRET, RECOVERED_CERTIFICATE)
+
+    update = keyrestore_status.restore_finished({}, report, "nightly", 2, 100)
+
+    document = update.status
+    counts = document["counts"]
+    assert (counts["restored"], counts["recovered"], counts["skipped"], counts["failed"]) == (
+        2,
+        1,
+        0,
+        0,
+    )
+    assert counts["keys"] == {
+        "restored": 1,
+        "recovered": 0,
+        "skipped": 0,
+        "failed": 0,
+        "wouldRestore": None,
+        "wouldRecover": None,
+        "wouldSkip": None,
+        "wouldFail": None,
+    }
+    assert (counts["secrets"] or {}).get("restored") == 1
+    assert (counts["certificates"] or {}).get("recovered") == 1
+    assert [e["name"] for e in document["secrets"] or []] == ["db-password"]
+    assert (document["certificates"] or [{}])[0]["versions"] == ["c1"]
+    message = "2 restored (1 key, 1 secret), 1 recovered (1 certificate), 0 skipped, 0 failed"
+    assert ready(document)["message"] == message
+    assert [(e.reason, e.message) for e in update.events] == [("RestoreSucceeded", message)]
+
+
+def test_a_keys_only_restore_says_what_it_always_said_and_counts_no_other_kind() -> None:
+    document = keyrestore_status.restore_finished(
+        {}, restore_report(RESTORED, LOST), "nightly", 2, 100
+    ).status
+
+    assert ready(document)["message"] == "1 restored, 0 recovered, 0 skipped, 1 failed"
+    assert (document["counts"]["secrets"], document["counts"]["certificates"]) == (None, None)
+    assert (document["secrets"], document["certificates"]) == (None, None)
+
+
+def test_a_mixed_dry_run_names_the_kinds_it_would_change_and_says_nothing_was_changed() -> None:
+    would_recover = ItemOutcome(
+        "api-tls",
+        ItemResult.WOULD_RECOVER,
+        kind=ItemKind.CERTIFICATE,
+        reason="CertificateSoftDeleted",
+    )
+    report = restore_report(
+        WOULD_RESTORE, replace(WOULD_RESTORE, kind=ItemKind.SECRET), would_recover, dry_run=True
+    )
+
+    document = keyrestore_status.restore_finished({}, report, "nightly", 3, 100).status
+
+    assert ready(document)["message"] == (
+        "dry run: would restore 2 (1 key, 1 secret), recover 1 (1 certificate), skip 0, "
+        "fail 0; nothing was changed"
+    )
+    assert (document["counts"]["certificates"] or {}).get("wouldRecover") == 1
+    assert (document["counts"]["certificates"] or {}).get("recovered", 0) is None
+
+
+def test_a_restore_of_secrets_alone_names_their_kind() -> None:
+    document = keyrestore_status.restore_finished(
+        {}, restore_report(RESTORED_SECRET), "nightly", 2, 100
+    ).status
+
+    assert ready(document)["message"] == "1 restored (1 secret), 0 recovered, 0 skipped, 0 failed"
+    assert document["keys"] is None
+    assert document["counts"]["keys"] is None

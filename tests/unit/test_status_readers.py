@@ -9,9 +9,13 @@ from typing import Any
 import pytest
 
 from kvbackup.presentation.keybackup_status import backup_started, read_keybackup_status
-from kvbackup.presentation.keyrestore_status import read_keyrestore_status, restore_started
+from kvbackup.presentation.keyrestore_status import (
+    read_keyrestore_status,
+    restore_progress,
+    restore_started,
+)
 from kvbackup.services.journal import CarriedJournal, RestoreJournal
-from kvbackup.services.outcomes import KeyResult
+from kvbackup.services.outcomes import ItemResult
 from kvbackup.services.triggers import InterruptedRun, KeyBackupStatusView, RunRequest
 from tests.unit.fakes import MOMENT, SNAPSHOT_ID
 
@@ -75,10 +79,10 @@ def test_an_active_run_with_a_field_that_does_not_read_back_is_no_interrupted_ru
 def test_a_keyrestore_status_reads_back_its_attempt_and_its_journal() -> None:
     journal = RestoreJournal()
     journal.begin(SNAPSHOT_ID, 2)
-    journal.record(1, KeyResult.SKIPPED)
+    journal.record(1, ItemResult.SKIPPED)
     status: dict[str, Any] = dict(restore_started({}, 2, MOMENT, dry_run=False).status)
-    attempt = {"snapshotId": SNAPSHOT_ID, "keyResults": journal.encoded()}
-    status["activeRun"] = {**status["activeRun"], **attempt}
+    progress = restore_progress(1, 2, journal).status["activeRun"] or {}
+    status["activeRun"] = {**status["activeRun"], **progress}
 
     read = read_keyrestore_status(status)
     carried = read.journal(2)
@@ -86,7 +90,7 @@ def test_a_keyrestore_status_reads_back_its_attempt_and_its_journal() -> None:
 
     assert read.resumes(2)
     assert not read.finished(2)
-    assert [carried.earlier(i) for i in range(2)] == [None, KeyResult.SKIPPED]
+    assert [carried.earlier(i) for i in range(2)] == [None, ItemResult.SKIPPED]
 
 
 def test_a_keyrestore_status_of_the_wrong_types_reads_as_no_attempt() -> None:

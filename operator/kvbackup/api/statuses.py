@@ -2,7 +2,8 @@
 declare them.
 
 Builders return merge patches of these shapes: a field set to ``None`` is removed, and a
-field left out is kept as it is.
+field left out is kept as it is. Nested objects are merged too, so a count of a kind the
+latest run did not handle is set to ``None``, never left out.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ class ConditionDocument(TypedDict):
     lastTransitionTime: str
 
 
-class KeyEntry(TypedDict, total=False):
-    """One key's outcome in a run."""
+class ItemEntry(TypedDict, total=False):
+    """One item's outcome in a run, in the list of its kind (keys, secrets, certificates)."""
 
     name: str
     result: str
@@ -32,6 +33,15 @@ class KeyEntry(TypedDict, total=False):
     message: str
 
 
+class ItemEntries(TypedDict):
+    """Each kind's bounded list of outcomes, failures first; None for a kind the run did
+    not handle, which removes an earlier run's list."""
+
+    keys: list[ItemEntry] | None
+    secrets: list[ItemEntry] | None
+    certificates: list[ItemEntry] | None
+
+
 class BackupRunRequest(TypedDict, total=False):
     """Why a run was started, and, while it runs, the snapshot it writes."""
 
@@ -40,39 +50,69 @@ class BackupRunRequest(TypedDict, total=False):
     slot: str | None
     snapshotId: str
     startTime: str
-    #: How far the run has come, updated every few seconds.
-    keysDone: int
-    keysTotal: int
+    #: How far the run has come (items of every kind), updated every few seconds.
+    itemsDone: int
+    itemsTotal: int
 
 
-class BackupRunSummary(TypedDict):
+class LeftOut(TypedDict, total=False):
+    """Keys and secrets the selectors matched that back a certificate the run did not
+    back up: Key Vault backs them up only with their certificate."""
+
+    keys: int | None
+    secrets: int | None
+    message: str
+
+
+class BackupRunSummary(TypedDict, total=False):
+    """The latest finished run; each kind's counts are present when the run handled that
+    kind, else None."""
+
     snapshotId: str
     startTime: str
     completionTime: str
     phase: str
-    keysTotal: int
-    keysSucceeded: int
-    keysFailed: int
+    keysTotal: int | None
+    keysSucceeded: int | None
+    keysFailed: int | None
+    secretsTotal: int | None
+    secretsSucceeded: int | None
+    secretsFailed: int | None
+    certificatesTotal: int | None
+    certificatesSucceeded: int | None
+    certificatesFailed: int | None
     bytes: int
+    #: None unless some were left out.
+    leftOut: LeftOut | None
 
 
-class SnapshotSummaryDocument(TypedDict):
+class SnapshotSummaryDocument(TypedDict, total=False):
     """One snapshot as a KeyBackup's status lists it (``services.snapshot.SnapshotSummary``
-    is the summary as stored beside the snapshot)."""
+    is the summary as stored beside the snapshot). Keys are always counted; secrets and
+    certificates when the snapshot's run stored or failed some."""
 
     id: str
     completionTime: str
     keys: int
     failedKeys: int
+    secrets: int
+    failedSecrets: int
+    certificates: int
+    failedCertificates: int
     bytes: int
     location: str
 
 
-class LastSnapshot(TypedDict):
+class LastSnapshot(TypedDict, total=False):
+    """The newest kept snapshot; ``secrets`` and ``certificates`` are None when it holds
+    none, which removes an earlier snapshot's counts."""
+
     id: str
     startTime: str
     completionTime: str
     keys: int
+    secrets: int | None
+    certificates: int | None
     bytes: int
     location: str
 
@@ -88,7 +128,9 @@ class KeyBackupStatus(TypedDict, total=False):
     lastRun: BackupRunSummary
     lastSnapshot: LastSnapshot
     lastSuccessfulTime: str
-    keys: list[KeyEntry]
+    keys: list[ItemEntry] | None
+    secrets: list[ItemEntry] | None
+    certificates: list[ItemEntry] | None
     snapshots: list[SnapshotSummaryDocument]
 
 
@@ -97,13 +139,13 @@ class RestoreAttempt(TypedDict, total=False):
 
     generation: int
     startTime: str
-    #: How far the attempt has come, updated every few seconds.
-    keysDone: int | None
-    keysTotal: int | None
-    #: What each key came to so far, for the next attempt (see services/journal.py),
+    #: How far the attempt has come (items of every kind), updated every few seconds.
+    itemsDone: int | None
+    itemsTotal: int | None
+    #: What each item came to so far, for the next attempt (see services/journal.py),
     #: and the snapshot it is of.
     snapshotId: str | None
-    keyResults: str | None
+    itemResults: str | None
 
 
 class RestoreSource(TypedDict):
@@ -111,9 +153,9 @@ class RestoreSource(TypedDict):
     snapshotId: str
 
 
-class RestoreCounts(TypedDict, total=False):
+class RestoreResultCounts(TypedDict, total=False):
     """A real restore's counts, or a dry run's (``would...``); a merge patch sets the other
-    kind's to None, which removes them."""
+    mode's to None, which removes them."""
 
     restored: int | None
     recovered: int | None
@@ -125,6 +167,15 @@ class RestoreCounts(TypedDict, total=False):
     wouldFail: int | None
 
 
+class RestoreCounts(RestoreResultCounts, total=False):
+    """Every item's counts, and each kind's apart: None for a kind the restore did not
+    handle."""
+
+    keys: RestoreResultCounts | None
+    secrets: RestoreResultCounts | None
+    certificates: RestoreResultCounts | None
+
+
 class KeyRestoreStatus(TypedDict, total=False):
     phase: str
     observedGeneration: int
@@ -134,6 +185,8 @@ class KeyRestoreStatus(TypedDict, total=False):
     completionTime: str
     source: RestoreSource
     counts: RestoreCounts
-    keys: list[KeyEntry]
+    keys: list[ItemEntry] | None
+    secrets: list[ItemEntry] | None
+    certificates: list[ItemEntry] | None
     #: Whether the last finished run was a dry run, which changed nothing.
     dryRun: bool

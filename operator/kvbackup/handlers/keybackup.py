@@ -109,9 +109,9 @@ async def _attempt(
             log.failed(verdict)
             await write(status.backup_failed(existing, verdict, request, runtime.clock()))
             return verdict.retry_in
-        run.finished(report.phase.value, report.keys)
-        keys_limit, next_slot = runtime.settings.status_keys_limit, plan.next_slot_after(request)
-        finished = status.backup_finished(existing, report, request, keys_limit, next_slot)
+        run.finished(report.phase.value, report.outcomes)
+        items_limit, next_slot = runtime.settings.status_keys_limit, plan.next_slot_after(request)
+        finished = status.backup_finished(existing, report, request, items_limit, next_slot)
         log.finished(finished)
         await write(finished)
     return None

@@ -104,12 +104,12 @@ async def _attempt(
             await write(status.restore_failed(existing, verdict, generation, now, journal))
             return verdict.retry_in
         keybackup = snapshot.manifest.keybackup.name
-        keys_limit = runtime.settings.status_keys_limit
-        finished = status.restore_finished(existing, report, keybackup, generation, keys_limit)
+        items_limit = runtime.settings.status_keys_limit
+        finished = status.restore_finished(existing, report, keybackup, generation, items_limit)
         await write(finished)
         # Logged and counted once told: an attempt whose end could not be written is
         # attempted again.
         log.finished(finished)
-        run.finished(report.phase.value, report.keys)
+        run.finished(report.phase.value, report.outcomes)
     watched.carried = None
     return None

@@ -10,9 +10,23 @@ from typing import Any
 
 from kvbackup.api.conditions import READY, Phase, Standing, all_of_generation, restamped, timestamp
 from kvbackup.api.fields import SNAPSHOT_ID
-from kvbackup.api.statuses import BackupRunRequest, KeyBackupStatus, SnapshotSummaryDocument
+from kvbackup.api.kinds import ItemKind
+from kvbackup.api.statuses import (
+    BackupRunRequest,
+    BackupRunSummary,
+    KeyBackupStatus,
+    LastSnapshot,
+    LeftOut,
+    SnapshotSummaryDocument,
+)
 from kvbackup.errors import InvalidSpecError
-from kvbackup.presentation.key_results import count, key_entries
+from kvbackup.presentation.item_results import (
+    count,
+    entries_by_kind,
+    joined,
+    kinds_of,
+    of_kind,
+)
 from kvbackup.presentation.status import (
     PHASE_STANDING,
     Event,
@@ -24,8 +38,9 @@ from kvbackup.presentation.status import (
     merged_conditions,
 )
 from kvbackup.services.backup import BackupReport, KeptSnapshot
-from kvbackup.services.outcomes import KeyResult
+from kvbackup.services.outcomes import ItemOutcome, ItemResult
 from kvbackup.services.retry_policy import Verdict
+from kvbackup.services.snapshot import SnapshotSummary
 from kvbackup.services.triggers import (
     InterruptedRun,
     KeyBackupStatusView,
@@ -95,17 +110,26 @@ def _handled(request: RunRequest) -> KeyBackupStatus:
 
 
 def snapshot_entries(kept: Sequence[KeptSnapshot]) -> list[SnapshotSummaryDocument]:
-    return [
-        {
-            "id": k.summary.snapshot_id,
-            "completionTime": timestamp(k.summary.completion_time),
-            "keys": k.summary.keys,
-            "failedKeys": k.summary.failed_keys,
-            "bytes": k.summary.total_bytes,
-            "location": k.location,
+    return [_snapshot_entry(k.summary, k.location) for k in kept[:SNAPSHOTS_IN_STATUS]]
+
+
+def _snapshot_entry(summary: SnapshotSummary, location: str) -> SnapshotSummaryDocument:
+    """Keys are always counted, as they always were; secrets and certificates when the
+    snapshot's run stored or failed some (a list entry is replaced whole, never merged)."""
+    entry: SnapshotSummaryDocument = {
+        "id": summary.snapshot_id,
+        "completionTime": timestamp(summary.completion_time),
+        "keys": summary.keys,
+        "failedKeys": summary.failed_keys,
+    }
+    if summary.secrets or summary.failed_secrets:
+        entry |= {"secrets": summary.secrets, "failedSecrets": summary.failed_secrets}
+    if summary.certificates or summary.failed_certificates:
+        entry |= {
+            "certificates": summary.certificates,
+            "failedCertificates": summary.failed_certificates,
         }
-        for k in kept[:SNAPSHOTS_IN_STATUS]
-    ]
+    return entry | {"bytes": summary.total_bytes, "location": location}
 
 
 def schedule_status(next_slot: datetime.datetime | None) -> KeyBackupStatus:
@@ -177,61 +201,137 @@ def backup_started(
 
 
 def backup_progress(done: int, total: int) -> Update[KeyBackupStatus]:
-    return Update({"activeRun": {"keysDone": done, "keysTotal": total}})
+    """``done`` of ``total`` items, of every kind the run backs up."""
+    return Update({"activeRun": {"itemsDone": done, "itemsTotal": total}})
 
 
 def backup_finished(
     existing: Mapping[str, Any],
     report: BackupReport,
     request: RunRequest,
-    keys_limit: int,
+    items_limit: int,
     next_slot: datetime.datetime | None,
 ) -> Update[KeyBackupStatus]:
+    """The run's outcome; each kind's list holds at most ``items_limit`` entries."""
     moment = report.completion_time
     phase = report.phase
     reason, ready = PHASE_STANDING.get(phase, ("Failed", False))
-    failed = count(report.keys, KeyResult.FAILED)
-    succeeded = len(report.keys) - failed
-    message = f"backed up {succeeded} of {len(report.keys)} key(s) into snapshot " + (
+    outcomes = report.outcomes
+    left_out = left_out_message(report.left_out)
+    message = f"backed up {_backed_up(outcomes)} into snapshot " + (
         report.snapshot_id if report.manifest_written else f"{report.snapshot_id} (not kept)"
     )
-    standing = finished_standing(reason, ready, message, report.keys)
-    status: KeyBackupStatus = (
-        _handled(request)
-        | schedule_status(next_slot)
-        | {
-            "phase": phase.value,
-            "conditions": merged_conditions(existing, standing, request.generation, moment),
-            "lastRun": {
-                "snapshotId": report.snapshot_id,
-                "startTime": timestamp(report.start_time),
-                "completionTime": timestamp(moment),
-                "phase": phase.value,
-                "keysTotal": len(report.keys),
-                "keysSucceeded": succeeded,
-                "keysFailed": failed,
-                "bytes": report.total_bytes,
-            },
-            "keys": key_entries(report.keys, keys_limit, with_version_ids=False),
-        }
-    )
+    if left_out:
+        message = f"{message}; {left_out}"
+    standing = finished_standing(reason, ready, message, outcomes)
+    last_run: BackupRunSummary = {
+        "snapshotId": report.snapshot_id,
+        "startTime": timestamp(report.start_time),
+        "completionTime": timestamp(moment),
+        "phase": phase.value,
+        **_run_counts(outcomes),
+        "bytes": report.total_bytes,
+        "leftOut": _left_out(report.left_out, left_out),
+    }
+    status: KeyBackupStatus = {
+        **_handled(request),
+        **schedule_status(next_slot),
+        "phase": phase.value,
+        "conditions": merged_conditions(existing, standing, request.generation, moment),
+        "lastRun": last_run,
+        **entries_by_kind(outcomes, items_limit, with_version_ids=False),
+    }
     if report.kept is not None:
         status["snapshots"] = snapshot_entries(report.kept)
     if report.manifest_written:
-        status["lastSnapshot"] = {
-            "id": report.snapshot_id,
-            "startTime": timestamp(report.start_time),
-            "completionTime": timestamp(moment),
-            "keys": succeeded,
-            "bytes": report.total_bytes,
-            "location": report.location,
-        }
+        status["lastSnapshot"] = _last_snapshot(report)
     if phase is Phase.SUCCEEDED:
         status["lastSuccessfulTime"] = timestamp(moment)
     events = [finished_event("Backup", phase, message)]
     if report.retention_error is not None:
         events.append(Event("Warning", "RetentionFailed", report.retention_error.message))
     return Update(status, tuple(events))
+
+
+def _backed_up(outcomes: Sequence[ItemOutcome]) -> str:
+    """``1 of 2 key(s)``, or ``3 of 3 key(s), 2 of 3 secret(s) and 1 of 1 certificate(s)``."""
+    parts = []
+    for kind in kinds_of(outcomes):
+        chosen = of_kind(outcomes, kind)
+        stored = len(chosen) - count(chosen, ItemResult.FAILED)
+        parts.append(f"{stored} of {len(chosen)} {kind}(s)")
+    return joined(parts) or "nothing"
+
+
+def _run_counts(outcomes: Sequence[ItemOutcome]) -> BackupRunSummary:
+    """Total, succeeded and failed items of each kind the run handled; None for the others,
+    which removes an earlier run's counts of them."""
+
+    def counts(kind: ItemKind) -> tuple[int | None, int | None, int | None]:
+        chosen = of_kind(outcomes, kind)
+        if not chosen:
+            return None, None, None
+        failed = count(chosen, ItemResult.FAILED)
+        return len(chosen), len(chosen) - failed, failed
+
+    keys, secrets, certificates = (
+        counts(ItemKind.KEY),
+        counts(ItemKind.SECRET),
+        counts(ItemKind.CERTIFICATE),
+    )
+    return {
+        "keysTotal": keys[0],
+        "keysSucceeded": keys[1],
+        "keysFailed": keys[2],
+        "secretsTotal": secrets[0],
+        "secretsSucceeded": secrets[1],
+        "secretsFailed": secrets[2],
+        "certificatesTotal": certificates[0],
+        "certificatesSucceeded": certificates[1],
+        "certificatesFailed": certificates[2],
+    }
+
+
+def left_out_message(left_out: Mapping[ItemKind, int]) -> str:
+    """What a run left out and how to cover it; empty when it left nothing out."""
+    parts = [f"{n} {kind}(s)" for kind, n in left_out.items() if n]
+    if not parts:
+        return ""
+    return (
+        f"left out {joined(parts)} that back a certificate this KeyBackup does not back up: "
+        "Key Vault backs them up only with their certificate, so select the certificate "
+        "in spec.certificates to cover them"
+    )
+
+
+def _left_out(left_out: Mapping[ItemKind, int], message: str) -> LeftOut | None:
+    if not message:
+        return None
+    return {
+        "keys": left_out.get(ItemKind.KEY) or None,
+        "secrets": left_out.get(ItemKind.SECRET) or None,
+        "message": message,
+    }
+
+
+def _last_snapshot(report: BackupReport) -> LastSnapshot:
+    """What the snapshot the run kept holds; secrets and certificates are None when it
+    holds none of them, which removes an earlier snapshot's counts."""
+
+    def stored(kind: ItemKind) -> int:
+        chosen = of_kind(report.outcomes, kind)
+        return len(chosen) - count(chosen, ItemResult.FAILED)
+
+    return {
+        "id": report.snapshot_id,
+        "startTime": timestamp(report.start_time),
+        "completionTime": timestamp(report.completion_time),
+        "keys": stored(ItemKind.KEY),
+        "secrets": stored(ItemKind.SECRET) or None,
+        "certificates": stored(ItemKind.CERTIFICATE) or None,
+        "bytes": report.total_bytes,
+        "location": report.location,
+    }
 
 
 def backup_failed(

@@ -11,7 +11,7 @@ from typing import Any
 from kvbackup.api.conditions import Phase, Standing, timestamp
 from kvbackup.api.fields import SNAPSHOT_ID
 from kvbackup.api.statuses import KeyRestoreStatus, RestoreAttempt
-from kvbackup.presentation.key_results import key_entries, restore_counts, restore_summary
+from kvbackup.presentation.item_results import entries_by_kind, restore_counts, restore_summary
 from kvbackup.presentation.status import (
     PHASE_STANDING,
     Event,
@@ -44,14 +44,14 @@ def read_keyrestore_status(status: Mapping[str, Any]) -> KeyRestoreStatusView:
         observed_generation=observed if isinstance(observed, int) else None,
         attempt_generation=generation if isinstance(generation, int) else None,
         journal_snapshot_id=snapshot_id,
-        key_results=str(attempt.get("keyResults") or "") if snapshot_id else "",
+        item_results=str(attempt.get("itemResults") or "") if snapshot_id else "",
     )
 
 
 def _journal_fields(journal: RestoreJournal) -> RestoreAttempt:
     if not journal.begun:  # this attempt got no further than the earlier one
         return {}
-    return {"snapshotId": journal.snapshot_id, "keyResults": journal.encoded()}
+    return {"snapshotId": journal.snapshot_id, "itemResults": journal.encoded()}
 
 
 def restore_started(
@@ -62,8 +62,12 @@ def restore_started(
     if read_keyrestore_status(existing).resumes(generation):
         attempt["startTime"] = started = existing["activeRun"].get("startTime", started)
     else:  # nothing of an attempt at another generation carries over
-        attempt |= {"keysDone": None, "keysTotal": None, "snapshotId": None, "keyResults": None}
-    doing = "dry run: reading the snapshot and the vault" if dry_run else "restoring keys"
+        attempt |= {"itemsDone": None, "itemsTotal": None, "snapshotId": None, "itemResults": None}
+    doing = (
+        "dry run: reading the snapshot and the vault"
+        if dry_run
+        else "restoring from the snapshot into the vault"
+    )
     standing = Standing(False, RESTORE_RUNNING, doing, reconciling=RESTORE_RUNNING)
     return Update(
         {
@@ -76,7 +80,9 @@ def restore_started(
 
 
 def restore_progress(done: int, total: int, journal: RestoreJournal) -> Update[KeyRestoreStatus]:
-    return Update({"activeRun": {"keysDone": done, "keysTotal": total} | _journal_fields(journal)})
+    """``done`` of ``total`` items, of every kind the restore brings back, and the journal."""
+    attempt: RestoreAttempt = {"itemsDone": done, "itemsTotal": total, **_journal_fields(journal)}
+    return Update({"activeRun": attempt})
 
 
 def restore_source_opened(snapshot_id: str, *, dry_run: bool) -> Event:
@@ -94,17 +100,19 @@ def restore_finished(
     report: RestoreReport,
     keybackup: str,
     generation: int,
-    keys_limit: int,
+    items_limit: int,
 ) -> Update[KeyRestoreStatus]:
+    """The restore's outcome; each kind's list holds at most ``items_limit`` entries."""
     moment = report.completion_time
     phase = report.phase
     reason, ready = PHASE_STANDING.get(phase, ("Failed", False))
-    message = restore_summary(report.keys, dry_run=report.dry_run)
+    outcomes = report.outcomes
+    message = restore_summary(outcomes, dry_run=report.dry_run)
     event = finished_event("Restore", phase, message)
     if report.dry_run:
         reason = "DryRunSucceeded"
         event = Event(event.type, reason, message)
-    standing = finished_standing(reason, ready, message, report.keys)
+    standing = finished_standing(reason, ready, message, outcomes)
     return Update(
         {
             "phase": phase.value,
@@ -114,8 +122,8 @@ def restore_finished(
             "startTime": timestamp(report.start_time),
             "completionTime": timestamp(moment),
             "source": {"keyBackup": keybackup, "snapshotId": report.snapshot_id},
-            "counts": restore_counts(report.keys, dry_run=report.dry_run),
-            "keys": key_entries(report.keys, keys_limit, with_version_ids=True),
+            "counts": restore_counts(outcomes, dry_run=report.dry_run),
+            **entries_by_kind(outcomes, items_limit, with_version_ids=True),
             "conditions": merged_conditions(existing, standing, generation, moment),
         },
         (event,),
@@ -130,7 +138,7 @@ def restore_failed(
     journal: RestoreJournal,
 ) -> Update[KeyRestoreStatus]:
     """A restore that could not finish; a final verdict ends this generation, and any other
-    leaves what each key came to for the next attempt."""
+    leaves what each item came to for the next attempt."""
     conditions = merged_conditions(existing, failed_standing(verdict), generation, moment)
     status: KeyRestoreStatus = {"phase": Phase.FAILED.value, "conditions": conditions}
     if verdict.final:

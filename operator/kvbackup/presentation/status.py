@@ -16,11 +16,13 @@ from typing import Any, Generic, TypeVar
 
 from kvbackup.api.conditions import RETRY_SCHEDULED, Phase, Standing
 from kvbackup.api.statuses import ConditionDocument, KeyBackupStatus, KeyRestoreStatus
-from kvbackup.services.outcomes import KeyOutcome
+from kvbackup.presentation.item_results import beyond_keys, item_label, joined, kinds_of
+from kvbackup.services.outcomes import ItemOutcome
 from kvbackup.services.retry_policy import Verdict
 
-#: How many failed keys a Stalled condition's message names (status.keys lists more).
-FAILED_KEYS_IN_MESSAGE = 5
+#: How many failed items a Stalled condition's message names (status.keys, status.secrets
+#: and status.certificates list more).
+FAILED_ITEMS_IN_MESSAGE = 5
 
 #: The reason and readiness of a run that ended in each phase.
 PHASE_STANDING = {
@@ -53,19 +55,24 @@ def merged_conditions(
 
 
 def finished_standing(
-    reason: str, ready: bool, message: str, keys: Sequence[KeyOutcome]
+    reason: str, ready: bool, message: str, outcomes: Sequence[ItemOutcome]
 ) -> Standing:
-    """A run that ended: Ready, or Stalled naming the keys that failed, since running the
-    same spec again would fail them again."""
+    """A run that ended: Ready, or Stalled naming the items that failed, since running the
+    same spec again would fail them again. Items are named after their kind once the run
+    handled secrets or certificates."""
     if ready:
         return Standing(True, reason, message)
-    failed = [key for key in keys if key.result.failed]
+    with_kind = beyond_keys(outcomes)
+    failed = [outcome for outcome in outcomes if outcome.result.failed]
     named = [
-        f"{key.name}: {key.result.value}" + (f" ({key.reason})" if key.reason else "")
-        for key in failed[:FAILED_KEYS_IN_MESSAGE]
+        f"{item_label(item, with_kind=with_kind)}: {item.result.value}"
+        + (f" ({item.reason})" if item.reason else "")
+        for item in failed[:FAILED_ITEMS_IN_MESSAGE]
     ]
-    if len(failed) > FAILED_KEYS_IN_MESSAGE:
-        named.append(f"{len(failed) - FAILED_KEYS_IN_MESSAGE} more in status.keys")
+    unnamed = failed[FAILED_ITEMS_IN_MESSAGE:]
+    if unnamed:
+        lists = joined([f"status.{kind.plural}" for kind in kinds_of(unnamed)])
+        named.append(f"{len(unnamed)} more in {lists}")
     return Standing(False, reason, message, stalled="; ".join([message, *named]))
 
 

@@ -22,14 +22,14 @@ import binascii
 import zlib
 from dataclasses import dataclass, field
 
-from kvbackup.services.outcomes import KeyResult
+from kvbackup.services.outcomes import ItemResult
 
 _PENDING = ord(".")
 _LETTERS = {
-    KeyResult.RESTORED: ord("R"),
-    KeyResult.RECOVERED: ord("V"),
-    KeyResult.SKIPPED: ord("S"),
-    KeyResult.FAILED: ord("F"),
+    ItemResult.RESTORED: ord("R"),
+    ItemResult.RECOVERED: ord("V"),
+    ItemResult.SKIPPED: ord("S"),
+    ItemResult.FAILED: ord("F"),
 }
 _RESULTS = {letter: result for result, letter in _LETTERS.items()}
 
@@ -59,11 +59,11 @@ class RestoreJournal:
     def begun(self) -> bool:
         return self._begun
 
-    def earlier(self, index: int) -> KeyResult | None:
+    def earlier(self, index: int) -> ItemResult | None:
         """What the key at ``index`` came to before; None when it was not done."""
         return _RESULTS.get(self._letters[index])
 
-    def record(self, index: int, result: KeyResult) -> None:
+    def record(self, index: int, result: ItemResult) -> None:
         self._letters[index] = _LETTERS[result]
 
     def encoded(self) -> str:
@@ -96,8 +96,8 @@ class KeyRestoreStatusView:
     attempt_generation: int | None = None
     #: The snapshot that attempt's journal is of; empty unless a snapshot id in full.
     journal_snapshot_id: str = ""
-    #: The journal as that attempt left it, encoded.
-    key_results: str = ""
+    #: The journal as that attempt left it, encoded (``activeRun.itemResults``).
+    item_results: str = ""
 
     def finished(self, generation: int) -> bool:
         """Whether this generation ended already (restored, or failed for good): a restart
@@ -113,7 +113,7 @@ class KeyRestoreStatusView:
         """What each key came to in the interrupted attempt at this generation, if any."""
         if not self.resumes(generation) or not self.journal_snapshot_id:
             return RestoreJournal()
-        return RestoreJournal(snapshot_id=self.journal_snapshot_id, carried=self.key_results)
+        return RestoreJournal(snapshot_id=self.journal_snapshot_id, carried=self.item_results)
 
 
 @dataclass(frozen=True)
