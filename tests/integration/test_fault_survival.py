@@ -116,11 +116,11 @@ async def verified_snapshots(
             found[f"incomplete {stored.snapshot_id}"] = set()
             continue
         manifest = await store.read_manifest(namespace, name, stored.snapshot_id)
-        for artifact in manifest.keys:
+        for artifact in manifest.artifacts:
             data = await store.read_artifact(namespace, name, manifest.snapshot_id, artifact)
             assert sha256_hex(data) == artifact.sha256, artifact.name
-        found[stored.snapshot_id] = {artifact.name for artifact in manifest.keys}
-        assert len(found[stored.snapshot_id]) == len(manifest.keys), "a key stored twice"
+        found[stored.snapshot_id] = {artifact.name for artifact in manifest.artifacts}
+        assert len(found[stored.snapshot_id]) == len(manifest.artifacts), "a key stored twice"
     return found
 
 

@@ -63,6 +63,6 @@ def test_a_vault_that_refuses_every_key_fails_the_run_and_tries_again(
     status = cluster.status("keybackup", "denied")
     ready = cluster.ready_condition("keybackup", "denied")
     assert status["phase"] == "Failed"
-    assert "refused every key of the run (3)" in ready["message"]
+    assert "refused every item of the run (3)" in ready["message"]
     assert "retrying in" in ready["message"]
     assert "lastSnapshot" not in status

@@ -51,7 +51,10 @@ async def test_keep_last_two_leaves_exactly_the_two_newest_and_cleans_crash_left
     ]
     manifest = await store.read_manifest(cluster.namespace, "nightly", "20261128-090000-bbbb")
     remaining = await store.read_artifact(
-        cluster.namespace, "nightly", "20261128-090000-bbbb", manifest.artifact(ItemKind.KEY, "app-key")
+        cluster.namespace,
+        "nightly",
+        "20261128-090000-bbbb",
+        manifest.artifact(ItemKind.KEY, "app-key"),
     )
     assert remaining == b"20261128-090000-bbbb"
 

@@ -92,4 +92,4 @@ async def test_a_schedule_with_keep_last_two_keeps_exactly_the_two_newest_blob_s
     assert sorted(entry["id"] for entry in listed) == sorted(s.snapshot_id for s in stored)
     for summary in await blob_store.list_snapshots(cluster.namespace, "often"):
         manifest = await blob_store.read_manifest(cluster.namespace, "often", summary.snapshot_id)
-        assert [artifact.name for artifact in manifest.keys] == ["signing"]
+        assert [artifact.name for artifact in manifest.artifacts] == ["signing"]

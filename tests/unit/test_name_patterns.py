@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from kvbackup.api import keybackup
-from kvbackup.api.keybackup import NAME_PATTERN_MAX_LENGTH, KeySelector, NamePattern
+from kvbackup.api.keybackup import NAME_PATTERN_MAX_LENGTH, ItemSelector, NamePattern
 from kvbackup.errors import InvalidSpecError
 
 FIELD = "spec.keys.selector.namePattern"
@@ -46,7 +46,7 @@ def stall_fails_after(seconds: float) -> Iterator[None]:
 
 
 def test_a_catastrophic_backtracking_pattern_over_many_long_names_gives_the_right_answers() -> None:
-    selector = KeySelector(name_pattern=NamePattern.compile("(a+)+$", FIELD))
+    selector = ItemSelector(name_pattern=NamePattern.compile("(a+)+$", FIELD))
     names = ["a" * 126 + "b", "a" * 127] * 5_000
 
     with stall_fails_after(30):

@@ -19,7 +19,7 @@ async def test_progress_is_reported_at_most_once_per_interval() -> None:
 
     for _ in range(100):
         now[0] += 0.25  # a key every quarter second: 25 s in all
-        await progress.key_done()
+        await progress.item_done()
 
     assert reports.seen == [(1, 100), (21, 100), (41, 100), (61, 100), (81, 100)]
     assert REPORT_INTERVAL_SECONDS == 5.0
@@ -29,6 +29,6 @@ async def test_the_last_key_is_left_to_the_runs_outcome() -> None:
     reports = Reports()
     progress = Progress(1, reports, clock=lambda: 100.0)
 
-    await progress.key_done()
+    await progress.item_done()
 
     assert reports.seen == []

@@ -13,7 +13,7 @@ from kvbackup.errors import IntegrityError, InvalidSpecError
 from kvbackup.presentation import keyrestore_status
 from kvbackup.presentation.keybackup_status import read_keybackup_status
 from kvbackup.services.journal import RestoreJournal
-from kvbackup.services.outcomes import KeyResult
+from kvbackup.services.outcomes import ItemResult
 from kvbackup.services.snapshot import require_snapshot_id
 from kvbackup.services.triggers import RunRequest, snapshot_id_for
 from tests.unit.fakes import MOMENT, SNAPSHOT_ID
@@ -73,8 +73,8 @@ def test_an_interrupted_runs_own_snapshot_id_in_status_is_resumed() -> None:
 def _interrupted_restore(snapshot_id: Any) -> dict[str, Any]:
     journal = RestoreJournal()
     journal.begin(SNAPSHOT_ID, 2)
-    journal.record(0, KeyResult.RESTORED)
-    attempt = {"generation": 2, "snapshotId": snapshot_id, "keyResults": journal.encoded()}
+    journal.record(0, ItemResult.RESTORED)
+    attempt = {"generation": 2, "snapshotId": snapshot_id, "itemResults": journal.encoded()}
     return {"activeRun": attempt}
 
 
@@ -91,7 +91,7 @@ def test_a_restore_journal_under_its_own_snapshot_id_carries_each_keys_result() 
     carried = keyrestore_status.read_keyrestore_status(_interrupted_restore(SNAPSHOT_ID)).journal(2)
     carried.begin(SNAPSHOT_ID, 2)
 
-    assert [carried.earlier(i) for i in range(2)] == [KeyResult.RESTORED, None]
+    assert [carried.earlier(i) for i in range(2)] == [ItemResult.RESTORED, None]
 
 
 @pytest.mark.parametrize(

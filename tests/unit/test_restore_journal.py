@@ -9,9 +9,9 @@ import zlib
 import pytest
 
 from kvbackup.services.journal import RestoreJournal
-from kvbackup.services.outcomes import KeyResult
+from kvbackup.services.outcomes import ItemResult
 
-RESULTS = [KeyResult.RESTORED, KeyResult.RECOVERED, KeyResult.SKIPPED, KeyResult.FAILED]
+RESULTS = [ItemResult.RESTORED, ItemResult.RECOVERED, ItemResult.SKIPPED, ItemResult.FAILED]
 
 
 def carried(journal: RestoreJournal) -> RestoreJournal:
@@ -22,18 +22,18 @@ def carried(journal: RestoreJournal) -> RestoreJournal:
 def test_the_next_attempt_reads_each_keys_result_and_the_keys_not_yet_done() -> None:
     first = RestoreJournal()
     first.begin("snap-1", 4)
-    first.record(0, KeyResult.RESTORED)
-    first.record(2, KeyResult.SKIPPED)
-    first.record(3, KeyResult.FAILED)
+    first.record(0, ItemResult.RESTORED)
+    first.record(2, ItemResult.SKIPPED)
+    first.record(3, ItemResult.FAILED)
 
     second = carried(first)
     second.begin("snap-1", 4)
 
     assert [second.earlier(i) for i in range(4)] == [
-        KeyResult.RESTORED,
+        ItemResult.RESTORED,
         None,
-        KeyResult.SKIPPED,
-        KeyResult.FAILED,
+        ItemResult.SKIPPED,
+        ItemResult.FAILED,
     ]
 
 
@@ -43,17 +43,17 @@ def test_an_attempt_again_in_this_process_keeps_what_it_recorded_though_the_stat
     # The status took the first two results; the API server went away before the rest.
     journal = RestoreJournal()
     journal.begin("snap-1", 3)
-    journal.record(0, KeyResult.RESTORED)
-    journal.record(1, KeyResult.RECOVERED)
+    journal.record(0, ItemResult.RESTORED)
+    journal.record(1, ItemResult.RECOVERED)
     journal.carried = journal.encoded()
-    journal.record(2, KeyResult.RESTORED)
+    journal.record(2, ItemResult.RESTORED)
 
     journal.begin("snap-1", 3)
 
     assert [journal.earlier(i) for i in range(3)] == [
-        KeyResult.RESTORED,
-        KeyResult.RECOVERED,
-        KeyResult.RESTORED,
+        ItemResult.RESTORED,
+        ItemResult.RECOVERED,
+        ItemResult.RESTORED,
     ]
 
 
@@ -66,7 +66,7 @@ def test_results_of_another_snapshot_or_list_of_keys_are_not_carried(
 ) -> None:
     first = RestoreJournal()
     first.begin("snap-1", 4)
-    first.record(0, KeyResult.RESTORED)
+    first.record(0, ItemResult.RESTORED)
 
     second = carried(first)
     second.begin(snapshot, total)
@@ -105,6 +105,6 @@ def test_the_journal_of_10000_keys_stays_small_enough_for_a_status(alike: bool, 
     journal.begin("snap-1", 10_000)
     chosen = random.Random(7)
     for index in range(10_000):
-        journal.record(index, KeyResult.RESTORED if alike else chosen.choice(RESULTS))
+        journal.record(index, ItemResult.RESTORED if alike else chosen.choice(RESULTS))
 
     assert len(journal.encoded()) < bound
