@@ -93,11 +93,11 @@ class CredentialUnavailableError(KvBackupError):
     temporary = True
 
 
-class KeyAccessDeniedError(AccessDeniedError):
-    """The vault refused one key to an identity it otherwise serves (403 on a call about
-    that key: a role assignment scoped to keys, a key's own policy).
+class ItemAccessDeniedError(AccessDeniedError):
+    """The vault refused one item to an identity it otherwise serves (403 on a call about
+    that key, secret or certificate: a role assignment scoped to one kind or one item).
 
-    Permanent for that key in the run, which goes on with the others. Only when every key
+    Permanent for that item in the run, which goes on with the others. Only when every item
     of a run is refused is the vault taken to deny the identity as a whole, and the run
     fails with ``AccessDeniedError`` (see ``kvbackup.services.workers``).
     """

@@ -13,7 +13,7 @@ from kvbackup.api.kinds import ItemKind
 from kvbackup.errors import (
     AccessDeniedError,
     InvalidSpecError,
-    KeyAccessDeniedError,
+    ItemAccessDeniedError,
     TransientError,
 )
 from kvbackup.services.backup import run_backup
@@ -145,7 +145,7 @@ async def test_a_key_the_vault_refuses_fails_alone_with_its_reason_and_the_other
     vault.fail(
         "list_versions",
         "payroll-key",
-        KeyAccessDeniedError(
+        ItemAccessDeniedError(
             "list versions of key payroll-key: Forbidden: caller is not authorized"
         ),
     )
@@ -173,7 +173,7 @@ async def test_a_vault_that_refuses_every_key_fails_the_run_as_access_denied() -
     vault, store = InMemoryVault(), InMemoryStore()
     for name in ("app-key", "web-key"):
         vault.add(name)
-        vault.fail("list_versions", name, KeyAccessDeniedError(f"list versions of key {name}"))
+        vault.fail("list_versions", name, ItemAccessDeniedError(f"list versions of key {name}"))
 
     with pytest.raises(AccessDeniedError) as caught:
         await run_backup(

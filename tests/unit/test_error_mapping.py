@@ -103,7 +103,7 @@ def test_an_azure_error_maps_to_its_class_temporariness_and_reason(
 @pytest.mark.parametrize(
     ("error", "mapped", "temporary"),
     [
-        pytest.param(http_error(403), errors.KeyAccessDeniedError, False, id="403"),
+        pytest.param(http_error(403), errors.ItemAccessDeniedError, False, id="403"),
         pytest.param(http_error(401), errors.AccessDeniedError, True, id="401"),
         pytest.param(
             service_refusal(401), errors.AccessDeniedError, True, id="client-authentication"

@@ -10,7 +10,7 @@ import pytest
 
 from kvbackup.api.conditions import Phase
 from kvbackup.api.keyrestore import OnConflict, Strategy
-from kvbackup.errors import KeyAccessDeniedError
+from kvbackup.errors import ItemAccessDeniedError
 from kvbackup.services.outcomes import ItemResult
 from kvbackup.services.ports import ItemState
 from kvbackup.services.restore import run_restore
@@ -82,7 +82,7 @@ async def test_a_dry_run_says_per_key_what_it_found_and_why_and_succeeds_as_a_ru
     )
     vault.add("wrapping", deleted=True)
     vault.add("tokens")
-    vault.fail("key_state", "payroll", KeyAccessDeniedError("read key payroll: 403"))
+    vault.fail("key_state", "payroll", ItemAccessDeniedError("read key payroll: 403"))
 
     report = await run_restore(
         restore_spec(dry_run=True), opened(store, manifest), vault, clock=clock

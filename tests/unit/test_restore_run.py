@@ -9,7 +9,7 @@ import pytest
 from kvbackup.api.conditions import Phase
 from kvbackup.api.keyrestore import OnConflict, Strategy
 from kvbackup.api.kinds import ItemKind
-from kvbackup.errors import KeyAccessDeniedError, TransientError
+from kvbackup.errors import ItemAccessDeniedError, TransientError
 from kvbackup.services.journal import RestoreJournal
 from kvbackup.services.outcomes import ItemOutcome, ItemResult
 from kvbackup.services.ports import ItemState
@@ -165,7 +165,7 @@ async def test_a_key_the_vault_refuses_fails_alone_while_the_others_are_restored
     store, target = InMemoryStore(), InMemoryVault()
     manifest = await take_snapshot(store, SIGNING, ENCRYPTION)
     for operation in ("restore_key", "key_state"):
-        target.fail(operation, "signing", KeyAccessDeniedError(f"{operation} signing: Forbidden"))
+        target.fail(operation, "signing", ItemAccessDeniedError(f"{operation} signing: Forbidden"))
 
     report = await run_restore(restore_spec(), opened(store, manifest), target, clock=clock)
 
@@ -301,7 +301,7 @@ async def test_a_restore_attempted_again_reports_each_key_as_the_interrupted_att
 async def test_a_key_that_failed_is_tried_again_by_the_next_attempt() -> None:
     store, target = InMemoryStore(), InMemoryVault()
     manifest = await take_snapshot(store, SIGNING, ENCRYPTION)
-    target.fail("restore_key", "signing", KeyAccessDeniedError("not this key"))
+    target.fail("restore_key", "signing", ItemAccessDeniedError("not this key"))
     target.fail("restore_key", "encryption", TransientError("vault unreachable"))
     journal = RestoreJournal()
     with pytest.raises(TransientError):

@@ -100,7 +100,7 @@ def map_azure_error(
         status = error.status_code or 0
         message = f"{what}: {_service_message(error)}"
         if status == 403 and about_one_item:
-            return errors.KeyAccessDeniedError(message)
+            return errors.ItemAccessDeniedError(message)
         if status == 403:
             return errors.AccessDeniedError(message)
         if status == 401:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 
 from kvbackup.api.kinds import ItemRef
 from kvbackup.config import DEFAULT_KEYS_PER_RUN
-from kvbackup.errors import AccessDeniedError, KeyAccessDeniedError, KvBackupError
+from kvbackup.errors import AccessDeniedError, ItemAccessDeniedError, KvBackupError
 from kvbackup.services.outcomes import ItemOutcome, ItemResult
 
 #: Keys in progress at once in one run, unless the caller says otherwise.
@@ -25,23 +25,23 @@ async def for_each_item(
     """Run ``work`` for every item, at most ``concurrency`` at a time; the outcomes come
     back in the order of ``items``. ``on_done`` is awaited after each item.
 
-    Workers pull the next name as they free up, so no task, coroutine or buffer exists
-    for a key before its turn: memory follows the concurrency, not the vault's size.
-    ``items`` may be asynchronous, such as a vault's listing: keys are then worked on
+    Workers pull the next item as they free up, so no task, coroutine or buffer exists
+    for an item before its turn: memory follows the concurrency, not the vault's size.
+    ``items`` may be asynchronous, such as a vault's listing: items are then worked on
     while later pages are still being listed.
 
-    A key's permanent error fails that key only. A temporary error (vault unreachable,
+    An item's permanent error fails that item only. A temporary error (vault unreachable,
     access denied, throttled beyond the per-call retries) aborts the whole run and is
-    raised: retrying later is all that helps, and the other keys would hit the same wall.
-    A key the vault refuses (``KeyAccessDeniedError``) fails alone too, unless every key
+    raised: retrying later is all that helps, and the other items would hit the same wall.
+    An item the vault refuses (``ItemAccessDeniedError``) fails alone too, unless every item
     of the run is refused: a vault that serves none of them denies the identity as a
     whole, which is raised as ``AccessDeniedError``, as a vault-wide 403 is.
     """
     pending = _numbered(items)
-    # One worker at a time advances the names: an async generator cannot be re-entered.
+    # One worker at a time advances the items: an async generator cannot be re-entered.
     turn = asyncio.Lock()
     outcomes: dict[int, ItemOutcome] = {}
-    refused: list[KeyAccessDeniedError] = []
+    refused: list[ItemAccessDeniedError] = []
 
     async def guarded(item: ItemRef) -> ItemOutcome:
         try:
@@ -49,7 +49,7 @@ async def for_each_item(
         except KvBackupError as error:
             if error.temporary:
                 raise
-            if isinstance(error, KeyAccessDeniedError):
+            if isinstance(error, ItemAccessDeniedError):
                 refused.append(error)
             return ItemOutcome(
                 name=item.name,
@@ -61,7 +61,7 @@ async def for_each_item(
 
     async def worker() -> None:
         while True:
-            async with turn:  # shared: each name goes to exactly one worker
+            async with turn:  # shared: each item goes to exactly one worker
                 numbered = await anext(pending, None)
             if numbered is None:
                 return
