@@ -7,6 +7,7 @@ The tests arrange and inspect keys with it; the demo uses its command line:
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,7 @@ from azure.keyvault.certificates import (
     KeyType,
 )
 from azure.keyvault.keys import KeyClient
-from azure.keyvault.keys.crypto import CryptographyClient, EncryptionAlgorithm
+from azure.keyvault.keys.crypto import CryptographyClient, EncryptionAlgorithm, SignatureAlgorithm
 from azure.keyvault.secrets import SecretClient
 
 from tests.harness.lowkey import AnyToken
@@ -239,6 +240,91 @@ def purge_secrets(vault: Vault, names: list[str], threads: int = 8) -> None:
 def purge_certificates(vault: Vault, names: list[str], threads: int = 8) -> None:
     """The certificates go, and with each the key and the secret that back it."""
     _purge(vault, names, threads, certificate_client, "certificate")
+
+
+def set_secret_values(vault: Vault, name: str, values: list[str]) -> list[str]:
+    """A secret with one version per value, set in that order; the versions' ids in it."""
+    with secret_client(vault) as client:
+        return [client.set_secret(name, value).properties.version or "" for value in values]
+
+
+def secret_values(vault: Vault, name: str) -> dict[str, str]:
+    """Each version's id and the value read back from that very version."""
+    with secret_client(vault) as client:
+        return {
+            props.version or "": client.get_secret(name, props.version).value or ""
+            for props in client.list_properties_of_secret_versions(name)
+        }
+
+
+def create_certificate(vault: Vault, name: str, versions: int = 1) -> dict[str, bytes]:
+    """A self-signed certificate (``SELF_SIGNED``) made ``versions`` times by Key Vault;
+    ``certificate_versions`` of it."""
+    with certificate_client(vault) as client:
+        for _ in range(versions):
+            client.begin_create_certificate(name, SELF_SIGNED).wait()
+    return certificate_versions(vault, name)
+
+
+def certificate_versions(vault: Vault, name: str) -> dict[str, bytes]:
+    """Each version's id and its X.509 certificate (DER), which holds its public key."""
+    with certificate_client(vault) as client:
+        versions = [p.version or "" for p in client.list_properties_of_certificate_versions(name)]
+        return {v: bytes(client.get_certificate_version(name, v).cer or b"") for v in versions}
+
+
+def sign_with_certificate(vault: Vault, name: str, version: str, message: bytes) -> bytes:
+    """An RS256 signature of ``message`` made in the vault by the key of that version of
+    the certificate (the key Key Vault keeps for it, found through the certificate)."""
+    with certificate_client(vault) as client:
+        key_id = client.get_certificate_version(name, version).key_id or ""
+    with CryptographyClient(
+        key_id,
+        AnyToken(),
+        verify_challenge_resource=False,
+        connection_verify=str(vault.certificate),
+    ) as crypto:
+        return crypto.sign(SignatureAlgorithm.rs256, hashlib.sha256(message).digest()).signature
+
+
+def delete_secret(vault: Vault, name: str) -> None:
+    """Soft-delete: the secret can still be recovered."""
+    with secret_client(vault) as client:
+        client.begin_delete_secret(name).wait()
+
+
+def active_items(vault: Vault) -> dict[str, set[str]]:
+    """The names of the vault's active keys, secrets and certificates, leaving out the keys
+    and secrets that back a certificate (Key Vault marks them managed)."""
+    with (
+        vault.client as keys,
+        secret_client(vault) as secrets,
+        certificate_client(vault) as certificates,
+    ):
+        return {
+            "keys": {p.name or "" for p in keys.list_properties_of_keys() if not p.managed},
+            "secrets": {
+                p.name or "" for p in secrets.list_properties_of_secrets() if not p.managed
+            },
+            "certificates": {p.name or "" for p in certificates.list_properties_of_certificates()},
+        }
+
+
+def deleted_items(vault: Vault) -> dict[str, set[str]]:
+    """The names of the vault's soft-deleted keys, secrets and certificates, leaving out
+    those that back a certificate."""
+    with (
+        vault.client as keys,
+        secret_client(vault) as secrets,
+        certificate_client(vault) as certificates,
+    ):
+        return {
+            "keys": {d.name or "" for d in keys.list_deleted_keys() if not d.properties.managed},
+            "secrets": {
+                d.name or "" for d in secrets.list_deleted_secrets() if not d.properties.managed
+            },
+            "certificates": {d.name or "" for d in certificates.list_deleted_certificates()},
+        }
 
 
 def main(argv: list[str]) -> None:
