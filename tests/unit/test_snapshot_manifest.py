@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import re
@@ -399,16 +400,8 @@ def test_an_entry_whose_kind_is_not_its_lists_is_refused_as_unreadable(
 
 
 def test_a_summary_counts_each_kind_and_one_written_for_keys_only_still_reads() -> None:
-    manifest = Manifest(
-        snapshot_id=SNAPSHOT_ID,
-        keybackup=REF,
-        vault_url="https://payments.vault.azure.net",
-        start_time=MOMENT,
-        completion_time=MOMENT,
-        operator_version="0.3.0",
-        artifacts=(ARTIFACT, SECRET, CERTIFICATE),
-        failures=(ItemFailure("gone", "NotFound", "no such secret", ItemKind.SECRET),),
-    )
+    gone = ItemFailure("gone", "NotFound", "no such secret", ItemKind.SECRET)
+    manifest = dataclasses.replace(manifest_of(ARTIFACT, SECRET, CERTIFICATE), failures=(gone,))
 
     summary = manifest.summary
 
