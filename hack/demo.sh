@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: a local control plane, Lowkey Vault (a Key Vault emulator), the CRDs and the
-# operator; then the worked example of the README: back up two keys, lose one for good,
-# bring it back.
+# operator; then the worked example of the README: back up two keys, a secret and a
+# certificate, lose a key and the secret for good and delete the certificate, bring them back.
 # `make demo-down`: stops everything this started, last started first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ down() {
   echo "demo stopped"
 }
 
-vault() {  # the plain Azure SDK against the emulator: create, delete-and-purge, versions
+vault() {  # the plain Azure SDK against the emulator (tests/harness/vault.py's commands)
   "$python" -m tests.harness.vault "$LOWKEY_VAULT_URL" "$KVBACKUP_CA_BUNDLE" "$@"
 }
 
@@ -32,6 +32,13 @@ wait_ready() {  # $1: kind/name; on a timeout, shows why instead of only "timed 
     look_around
     exit 1
   fi
+}
+
+results() {  # $1: a KeyRestore; a line per item of each kind, as its status lists them
+  local kind
+  for kind in keys secrets certificates; do
+    kubectl get kr "$1" -n "$namespace" -o jsonpath="{range .status.$kind[*]}${kind%s} {.name}: {.result} {.reason}{\"\\n\"}{end}"
+  done
 }
 
 look_around() {
@@ -71,23 +78,31 @@ up() {
     nohup "$python" -m kvbackup >"$dir/operator.log" 2>&1 &
   echo $! >"$dir/operator.pid"
 
-  echo "== two keys in the vault: card-signing (3 versions) and token-wrapping"
-  originals="$(vault create card-signing 3)"
+  echo "== in the vault: keys card-signing (3 versions) and token-wrapping, secret db-password"
+  echo "   (3 versions), certificate api-tls (self-signed)"
+  key_before="$(vault create card-signing 3)"
   vault create token-wrapping 1 >/dev/null
+  vault set-secret db-password s3cret-2024 s3cret-2025 s3cret-2026 >/dev/null
+  secret_before="$(vault secret-values db-password)"
+  certificate_before="$(vault create-certificate api-tls)"
 
   echo "== kubectl apply -f examples/keybackup.yaml, and wait until it is Ready"
   kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   example keybackup.yaml | kubectl apply -f -
   wait_ready kb/payments-keys
+  kubectl get kb payments-keys -n "$namespace" \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}{"\n"}'
 
-  echo "== disaster: card-signing is deleted and purged"
+  echo "== disaster: key card-signing and secret db-password are deleted and purged,"
+  echo "   certificate api-tls is deleted"
   vault delete-and-purge card-signing
+  vault delete-and-purge-secret db-password
+  vault delete-certificate api-tls
 
   echo "== kubectl apply -f examples/keyrestore-dry-run.yaml: what would a restore do?"
   example keyrestore-dry-run.yaml | kubectl apply -f -
   wait_ready kr/payments-keys-preview
-  kubectl get kr payments-keys-preview -n "$namespace" \
-    -o jsonpath='{range .status.keys[*]}{.name}: {.result} {.reason}{"\n"}{end}'
+  results payments-keys-preview
   kubectl get kr payments-keys-preview -n "$namespace" \
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}{"\n"}'
 
@@ -97,12 +112,17 @@ up() {
 
   echo "== kubectl get kb,kr -n $namespace"
   kubectl get kb,kr -n "$namespace"
-  echo "== per-key results of the restore"
-  kubectl get kr payments-keys-restore -n "$namespace" \
-    -o jsonpath='{range .status.keys[*]}{.name}: {.result} {.reason}{"\n"}{end}'
-  echo "== card-signing's versions"
-  echo "before: $originals"
+  echo "== per-item results of the restore"
+  results payments-keys-restore
+  echo "== key card-signing's versions"
+  echo "before: $key_before"
   echo "after:  $(vault versions card-signing)"
+  echo "== secret db-password's versions and their values, read back"
+  echo "before: $secret_before"
+  echo "after:  $(vault secret-values db-password)"
+  echo "== certificate api-tls's versions"
+  echo "before: $certificate_before"
+  echo "after:  $(vault certificate-versions api-tls)"
   echo
   look_around
 }

@@ -1,8 +1,10 @@
 """A vault as a person sees it through the plain Azure SDK: no kvbackup code involved.
 
-The tests arrange and inspect keys with it; the demo uses its command line:
-``python -m tests.harness.vault URL CA_BUNDLE create NAME VERSIONS | delete-and-purge NAME
-| versions NAME``.
+The tests arrange and inspect keys, secrets and certificates with it; the demo uses its
+command line: ``python -m tests.harness.vault URL CA_BUNDLE COMMAND NAME ...`` (keys:
+``create``, ``delete-and-purge``, ``versions``; secrets: ``set-secret``, ``secret-values``,
+``delete-and-purge-secret``; certificates: ``create-certificate``,
+``certificate-versions``, ``delete-certificate``; see ``main``).
 """
 
 from __future__ import annotations
@@ -327,6 +329,12 @@ def deleted_items(vault: Vault) -> dict[str, set[str]]:
         }
 
 
+def delete_certificate(vault: Vault, name: str) -> None:
+    """Soft-delete: the certificate, with its key and secret, can still be recovered."""
+    with certificate_client(vault) as client:
+        client.begin_delete_certificate(name).wait()
+
+
 def main(argv: list[str]) -> None:
     url, certificate, command, name, *rest = argv[1:]
     vault = Vault(url, Path(certificate))
@@ -336,8 +344,26 @@ def main(argv: list[str]) -> None:
         vault.delete_and_purge(name)
     elif command == "versions":
         print(" ".join(vault.version_ids(name)))
+    elif command == "set-secret":
+        print(" ".join(set_secret_values(vault, name, rest)))
+    elif command == "secret-values":
+        # Sorted by version id, so that two readings of the same versions print alike.
+        print(" ".join(f"{v}={value}" for v, value in sorted(secret_values(vault, name).items())))
+    elif command == "delete-and-purge-secret":
+        purge_secrets(vault, [name], threads=1)
+    elif command == "create-certificate":
+        print(" ".join(create_certificate(vault, name)))
+    elif command == "certificate-versions":
+        print(" ".join(sorted(certificate_versions(vault, name))))
+    elif command == "delete-certificate":
+        delete_certificate(vault, name)
     else:
-        raise SystemExit(f"usage: {argv[0]} URL CA_BUNDLE create|delete-and-purge|versions NAME")
+        raise SystemExit(
+            f"usage: {argv[0]} URL CA_BUNDLE create NAME [VERSIONS] | delete-and-purge NAME"
+            " | versions NAME | set-secret NAME VALUE... | secret-values NAME"
+            " | delete-and-purge-secret NAME | create-certificate NAME"
+            " | certificate-versions NAME | delete-certificate NAME"
+        )
 
 
 if __name__ == "__main__":
