@@ -83,7 +83,10 @@ class RecordingClient:
 
             def listing(*args: Any, **kwargs: Any) -> SimpleNamespace:
                 self.called.append((method, args, kwargs))
-                pages = Pages([self.answers.get(method, [])], failures={})
+                answer = self.answers.get(method, [])
+                if isinstance(answer, BaseException):
+                    return SimpleNamespace(by_page=lambda: _refused(answer))
+                pages = Pages([answer], failures={})
                 return SimpleNamespace(by_page=lambda: pages)
 
             return listing
@@ -154,6 +157,7 @@ async def test_every_operation_on_an_item_goes_to_the_sdk_client_of_its_kind_alo
             f"backup_{noun}": b"backup",
             f"restore_{noun}_backup": restored,
             f"get_deleted_{noun}": not_found(),
+            f"list_properties_of_{versions}": [SimpleNamespace(version="v1", created_on=None)],
         }
     )
     clients = {kind: ours} | {other: RecordingClient() for other in ITEM_KINDS if other != kind}
@@ -161,7 +165,7 @@ async def test_every_operation_on_an_item_goes_to_the_sdk_client_of_its_kind_alo
     items = items_of(sdk, VaultPace(100.0), FairSlots(2), "a", OperatorMetrics())
 
     assert [info async for info in items.list_items(kind)] == []
-    assert await items.list_versions(kind, "x") == ()
+    assert await items.list_versions(kind, "x") == ("v1",)
     assert await items.backup(kind, "x") == b"backup"
     assert await items.item_state(kind, "x") is ItemState.ACTIVE
     assert await items.restore(kind, b"backup") == "x"
@@ -172,7 +176,7 @@ async def test_every_operation_on_an_item_goes_to_the_sdk_client_of_its_kind_alo
         listing,
         f"list_properties_of_{versions}",
         f"backup_{noun}",
-        f"get_{noun}",
+        f"list_properties_of_{versions}",  # the item's state, told by its versions
         f"restore_{noun}_backup",
         f"recover_deleted_{noun}",
         f"purge_deleted_{noun}",
@@ -216,15 +220,39 @@ async def test_an_error_names_the_kind_of_item_the_call_was_about(
 
 
 async def test_a_soft_deleted_certificate_is_read_back_as_such_naming_its_kind() -> None:
-    certificates = RecordingClient(get_certificate=not_found(), get_deleted_certificate=object())
+    certificates = RecordingClient(
+        list_properties_of_certificate_versions=not_found(), get_deleted_certificate=object()
+    )
     metrics = OperatorMetrics()
     items = items_of(
         sdk_of(certificates=certificates), VaultPace(100.0), FairSlots(2), "a", metrics
     )
 
     assert await items.item_state(CERTIFICATE, "tls") is ItemState.SOFT_DELETED
-    assert call_count(metrics, "get", "404", CERTIFICATE) == 1
+    assert call_count(metrics, "list_versions", "404", CERTIFICATE) == 1
     assert call_count(metrics, "get_deleted", "2xx", CERTIFICATE) == 1
+
+
+async def test_an_active_secret_is_told_by_its_versions_without_reading_its_value() -> None:
+    secrets = RecordingClient(
+        list_properties_of_secret_versions=[SimpleNamespace(version="v1", created_on=None)]
+    )
+    items = items_of(
+        sdk_of(secrets=secrets), VaultPace(100.0), FairSlots(2), "a", OperatorMetrics()
+    )
+
+    assert await items.item_state(SECRET, "db-password") is ItemState.ACTIVE
+    # A secret's value is never asked for, and a disabled one (whose value Key Vault
+    # refuses to hand out) is active all the same.
+    assert secrets.methods() == ["list_properties_of_secret_versions"]
+
+
+async def test_an_item_without_versions_is_not_active() -> None:
+    keys = RecordingClient(get_deleted_key=not_found())
+    items = items_of(sdk_of(keys=keys), VaultPace(100.0), FairSlots(2), "a", OperatorMetrics())
+
+    assert await items.item_state(KEY, "gone") is ItemState.ABSENT
+    assert keys.methods() == ["list_properties_of_key_versions", "get_deleted_key"]
 
 
 def listed(name: str, managed: bool | None = None) -> SimpleNamespace:
@@ -289,7 +317,7 @@ async def test_calls_waiting_for_a_paused_vault_hold_no_slot_and_others_go_on() 
     other = items_of({}, VaultPace(100.0), slots, "a", metrics)
 
     def read(items: KeyVaultItems) -> Any:
-        return items._request(VaultOperation.GET, SECRET, "read secret s", _answer)
+        return items._request(VaultOperation.GET_DELETED, SECRET, "read secret s", _answer)
 
     blocked = [asyncio.create_task(read(waiting)) for _ in range(5)]
     await asyncio.sleep(0.01)
@@ -312,7 +340,7 @@ async def test_a_call_holds_its_slot_only_while_it_is_sent() -> None:
     async def send() -> None:
         held_while_sent.append(slots.held("a"))
 
-    await items._request(VaultOperation.GET, KEY, "read key k", send)
+    await items._request(VaultOperation.GET_DELETED, KEY, "read key k", send)
 
     assert held_while_sent == [1]
     assert slots.held("a") == 0
@@ -346,6 +374,11 @@ class Pages:
         page, self._next = self._pages[self._next], self._next + 1
         self.continuation_token = None if self._next == len(self._pages) else f"page {self._next}"
         return _items(page)
+
+
+async def _refused(error: BaseException) -> AsyncIterator[Any]:
+    raise error
+    yield  # an async generator that fails at its first page
 
 
 async def _items(page: list[Any]) -> AsyncIterator[Any]:
@@ -506,10 +539,10 @@ async def test_a_vault_unused_for_long_is_forgotten_with_its_series_and_clients(
 ) -> None:
     vaults, metrics, time = clients_at
     first = vaults.vault("https://gone.vault.azure.net", credential, "a")
-    await first._request(VaultOperation.GET, KEY, "read key k", _answer)
+    await first._request(VaultOperation.GET_DELETED, KEY, "read key k", _answer)
     time.now += IDLE_VAULT_SECONDS / 2
     await vaults.vault("https://kept.vault.azure.net", credential, "a")._request(
-        VaultOperation.GET, CERTIFICATE, "read certificate c", _answer
+        VaultOperation.GET_DELETED, CERTIFICATE, "read certificate c", _answer
     )
     assert vault_series(metrics) == {"gone.vault.azure.net", "kept.vault.azure.net"}
 

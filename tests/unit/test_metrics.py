@@ -272,7 +272,7 @@ async def test_every_attempt_at_a_call_is_counted_by_operation_kind_and_status(
         return answer
 
     with pytest.raises(KvBackupError, match="HTTP 404"):
-        await items._request(VaultOperation.GET, ItemKind.KEY, "read key a", send)
+        await items._request(VaultOperation.GET_DELETED, ItemKind.KEY, "read key a", send)
     with pytest.raises(KvBackupError, match="cannot reach"):
         await items._request(VaultOperation.BACKUP, ItemKind.SECRET, "back up secret a", send)
     assert (
@@ -290,7 +290,7 @@ async def test_every_attempt_at_a_call_is_counted_by_operation_kind_and_status(
             code=code,
         )
 
-    assert [calls("get", "key", code) for code in ("429", "503", "404")] == [1, 1, 1]
+    assert [calls("get_deleted", "key", code) for code in ("429", "503", "404")] == [1, 1, 1]
     assert [calls("backup", "secret", code) for code in ("none", "2xx")] == [1, 1]
     assert calls("backup", "key", "2xx") is None
     # The 429 without Retry-After halved the vault's pace.

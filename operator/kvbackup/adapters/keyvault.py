@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -62,7 +63,6 @@ class KindCalls:
 
     listing: Callable[[], AsyncItemPaged[Any]]
     version_listing: Callable[[str], AsyncItemPaged[Any]]
-    get: Callable[[str], Awaitable[object]]
     get_deleted: Callable[[str], Awaitable[object]]
     backup: Callable[[str], Awaitable[bytes]]
     restore: Callable[[bytes], Awaitable[Any]]
@@ -84,7 +84,6 @@ class SdkClients:
             ItemKind.KEY: KindCalls(
                 listing=keys.list_properties_of_keys,
                 version_listing=keys.list_properties_of_key_versions,
-                get=keys.get_key,
                 get_deleted=keys.get_deleted_key,
                 backup=keys.backup_key,
                 restore=keys.restore_key_backup,
@@ -94,7 +93,6 @@ class SdkClients:
             ItemKind.SECRET: KindCalls(
                 listing=secrets.list_properties_of_secrets,
                 version_listing=secrets.list_properties_of_secret_versions,
-                get=secrets.get_secret,
                 get_deleted=secrets.get_deleted_secret,
                 backup=secrets.backup_secret,
                 restore=secrets.restore_secret_backup,
@@ -109,7 +107,6 @@ class SdkClients:
                     certificates.list_properties_of_certificates, include_pending=False
                 ),
                 version_listing=certificates.list_properties_of_certificate_versions,
-                get=certificates.get_certificate,
                 get_deleted=certificates.get_deleted_certificate,
                 backup=certificates.backup_certificate,
                 restore=certificates.restore_certificate_backup,
@@ -184,7 +181,7 @@ class KeyVaultItems:
         pages: AsyncIterator[AsyncIterator[_T]],
         *,
         about_one_item: bool = True,
-    ) -> AsyncIterator[AsyncIterator[_T]]:
+    ) -> AsyncGenerator[AsyncIterator[_T], None]:
         """A listing (``by_page()``) page by page, each page a call of its own: paced,
         holding a slot only while it is fetched, and fetched again when throttled instead
         of listing from the start. After a page without a link to the next, nothing more
@@ -229,18 +226,31 @@ class KeyVaultItems:
         )
 
     async def item_state(self, kind: ItemKind, name: str) -> ItemState:
-        try:
-            await self._request(
-                VaultOperation.GET, kind, f"read {kind} {name}", partial(self._sdk[kind].get, name)
-            )
+        if await self._has_versions(kind, name):
             return ItemState.ACTIVE
-        except NotFoundError:
-            pass
         try:
             await self._deleted(kind, name)
             return ItemState.SOFT_DELETED
         except NotFoundError:
             return ItemState.ABSENT
+
+    async def _has_versions(self, kind: ItemKind, name: str) -> bool:
+        """Whether the item is active, told by the first page of its versions' properties:
+        reading the item itself would send back a secret's value, which nothing here
+        needs, and Key Vault refuses (403) to read a disabled secret at all."""
+        pages = self._sdk[kind].version_listing(name).by_page()
+        what = f"list versions of {kind} {name}"
+        try:
+            async with aclosing(
+                self._pages(VaultOperation.LIST_VERSIONS, kind, what, pages)
+            ) as listed:
+                async for page in listed:
+                    async for _ in page:
+                        return True
+                    return False
+        except NotFoundError:
+            pass
+        return False
 
     async def _deleted(self, kind: ItemKind, name: str) -> None:
         await self._request(

@@ -74,7 +74,6 @@ class VaultOperation(StrEnum):
 
     LIST = "list"
     LIST_VERSIONS = "list_versions"
-    GET = "get"
     GET_DELETED = "get_deleted"
     BACKUP = "backup"
     RESTORE = "restore"
