@@ -214,6 +214,23 @@ def test_a_purged_secret_comes_back_with_its_three_values_and_a_soft_deleted_one
     }
 
 
+def test_a_disabled_secret_in_the_target_vault_is_an_existing_secret_not_a_refusal(
+    operator: OperatorProcess, cluster: Cluster, vault: VaultUnderTest
+) -> None:
+    [version] = set_secret_values(vault, "rotated", ["old value"])
+    cluster.apply(vault_backup("rotated", vault.url, secrets=["rotated"]))
+    cluster.wait_for_phase("keybackup", "rotated", "Succeeded")
+    with secret_client(vault) as client:
+        # Key Vault refuses (403) to read a disabled secret's value.
+        client.update_secret_properties("rotated", version, enabled=False)
+
+    cluster.apply(keyrestore("over-disabled", vault.url, keybackup="rotated", strategy="Auto"))
+    restored = cluster.wait_for_phase("keyrestore", "over-disabled", "Succeeded")
+
+    assert item_results(restored, "secrets") == {"rotated": "Skipped"}
+    assert entry(restored, "secrets", "rotated")["reason"] == "SecretExists"
+
+
 def test_a_purged_certificate_comes_back_with_its_versions_and_its_key_still_signs(
     operator: OperatorProcess, cluster: Cluster, vault: VaultUnderTest
 ) -> None:
