@@ -62,11 +62,15 @@ HOP_BY_HOP = frozenset(
         "proxy-connection",
     }
 )
-#: Only Key Vault's key operations are faulted, not the management API or /ping.
-FAULTABLE_ROOTS = frozenset({"keys", "deletedkeys"})
-#: Words that follow a key name in a path; any other word there is a version id.
+#: The roots of Key Vault's items (keys, secrets, certificates) and of its deleted items.
+_ITEM_ROOTS = frozenset({"keys", "secrets", "certificates"})
+_DELETED_ROOTS = frozenset({f"deleted{root}" for root in _ITEM_ROOTS})
+#: Only Key Vault's item operations are faulted, not the management API or /ping.
+FAULTABLE_ROOTS = _ITEM_ROOTS | _DELETED_ROOTS
+#: Words that follow an item's name in a path; any other word there is a version id.
 _KEY_SUBRESOURCES = frozenset(
     {"backup", "versions", "create", "import", "rotate", "rotationpolicy", "release"}
+    | {"pending", "policy"}  # a certificate's
 )
 _MAX_BODY = 16 * 1024 * 1024
 _UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=60, connect=10)
@@ -101,8 +105,9 @@ class Faults:
 
     Latency applies to every request, including the 401 challenge and the proxy's own 429s
     and 503s. Throttling and unavailability apply only to faultable requests: those under
-    ``/keys`` or ``/deletedkeys`` that carry an Authorization header (so never the challenge
-    round trip). Both shares are of the faultable requests, and together at most 1.
+    ``/keys``, ``/secrets``, ``/certificates`` or their ``/deleted...`` roots that carry an
+    Authorization header (so never the challenge round trip). Both shares are of the
+    faultable requests, and together at most 1.
     """
 
     latency_seconds: float = 0.0
@@ -178,7 +183,7 @@ def operation(method: str, path: str) -> str:
         return f"{method} /"
     root, rest = segments[0], segments[1:]
     shape = [root]
-    if root == "keys" and rest:
+    if root in _ITEM_ROOTS and rest:
         if rest[0] == "restore" and len(rest) == 1:
             shape.append("restore")
         else:
@@ -189,7 +194,7 @@ def operation(method: str, path: str) -> str:
                 # After a version comes a crypto operation name (encrypt, sign, ...).
                 shape.append(rest[2] if rest[2].isalpha() and len(rest[2]) <= 32 else "*")
             shape.extend("*" for _ in rest[3:])
-    elif root == "deletedkeys" and rest:
+    elif root in _DELETED_ROOTS and rest:
         shape.append("*")
         if len(rest) > 1:
             shape.append(rest[1] if rest[1] == "recover" else "*")
@@ -205,9 +210,12 @@ def _is_faultable(request: web.Request) -> bool:
 
 
 def _key_of(request: web.Request) -> str | None:
-    """The key a request under /keys or /deletedkeys is about, lower-cased."""
+    """The key a request under /keys or /deletedkeys is about, lower-cased; None for a
+    request about anything else."""
     segments = [s for s in request.path.split("/") if s]
-    return segments[1].lower() if len(segments) > 1 else None
+    if len(segments) < 2 or segments[0] not in ("keys", "deletedkeys"):
+        return None
+    return segments[1].lower()
 
 
 def _spread(n: int, share: float) -> bool:

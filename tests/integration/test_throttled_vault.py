@@ -11,9 +11,9 @@ import pytest
 from tests.harness.fault_proxy import FaultProxy, Faults
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess
-from tests.harness.vault import Vault
+from tests.harness.vault import Vault, create_certificates, create_secrets
 from tests.integration.conftest import Cluster
-from tests.integration.objects import keybackup
+from tests.integration.objects import EVERY, keybackup, vault_backup
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +43,45 @@ def test_a_backup_with_one_request_in_ten_throttled_completes_every_key_in_one_r
     # Every key was backed up once; the throttled backups were sent again, nothing more.
     backups = counts.by_operation["POST /keys/*/backup"]
     assert len(KEYS) < backups <= len(KEYS) + counts.throttled
+
+
+def test_a_backup_of_every_kind_with_one_request_in_ten_throttled_completes_every_item(
+    operator: OperatorProcess, cluster: Cluster, lowkey: Lowkey, proxy: FaultProxy
+) -> None:
+    vault = Vault(proxy.url, lowkey.certificate)
+    vault.create_ec_keys(KEYS[:20])
+    create_secrets(vault, [f"secret-{index:02d}" for index in range(20)])
+    create_certificates(vault, ["tls-a", "tls-b"])
+    proxy.set_faults(Faults(throttle_share=0.1, retry_after_seconds=1.0))
+
+    cluster.apply(
+        vault_backup("all-kinds", proxy.url, keys=EVERY, secrets=EVERY, certificates=EVERY)
+    )
+    status = cluster.wait_for_phase("keybackup", "all-kinds", "Succeeded", timeout=180)
+
+    counts = proxy.counts()
+    run = status["lastRun"]
+    assert (run["keysSucceeded"], run["secretsSucceeded"], run["certificatesSucceeded"]) == (
+        20,
+        20,
+        2,
+    )
+    # Calls of every kind were throttled, and each throttled backup was sent again once:
+    # the secrets and certificates clients retry nothing behind the operator's back.
+    throttled = {
+        kind: sum(
+            n
+            for answer, n in counts.answered.items()
+            if answer.endswith(" 429") and f"/{kind}" in answer
+        )
+        for kind in ("keys", "secrets", "certificates")
+    }
+    assert throttled["keys"] > 0, throttled
+    assert throttled["secrets"] > 0, throttled
+    for kind, items in (("keys", 20), ("secrets", 20), ("certificates", 2)):
+        backups = counts.by_operation[f"POST /{kind}/*/backup"]
+        assert items <= backups <= items + throttled[kind], (kind, backups)
+    assert cluster.event_count("all-kinds", "BackupStarted") == 1
 
 
 def test_a_call_throttled_every_time_is_sent_six_times_then_the_run_backs_off(
