@@ -49,7 +49,7 @@ class Figures:
 def report(figures: Figures) -> None:
     settings, results, idle, ready = figures.settings, figures.results, figures.idle, figures.ready
     print()
-    throttling = f"{settings.throttle:.0%} of key calls answered 429" + (
+    throttling = f"{settings.throttle:.0%} of item calls answered 429" + (
         f" (Retry-After {settings.retry_after} s)"
         if settings.throttle and settings.retry_after
         else ""

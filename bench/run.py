@@ -1,7 +1,7 @@
 """``make bench``: the operator against sequential SDK loops, as a user would measure them.
 
 Starts the control plane, Lowkey Vault behind the fault proxy (latency per request, and
-optionally a share of 429s on key calls), and the operator as a real process; creates N
+optionally a share of 429s on item calls), and the operator as a real process; creates N
 one-version EC keys; then measures, side by side and through the same proxy:
 
 * the operator's KeyBackup of every key into Secrets, from apply to Ready, and the same
@@ -23,7 +23,7 @@ its snapshot holds every item, and a restore brings every item back.
 Prints a table and writes the figures to ``bench-results.json``. Settings come from the
 environment: BENCH_KEYS (default 1000), BENCH_SECRETS (1000), BENCH_CERTIFICATES (200; 0 and
 BENCH_SECRETS=0 skip the mixed run), BENCH_LATENCY_MS (30), BENCH_RATE (400, the operator's
-KVBACKUP_VAULT_RATE_LIMIT), BENCH_THROTTLE_SHARE (0; the proxy throttles key calls only)
+KVBACKUP_VAULT_RATE_LIMIT), BENCH_THROTTLE_SHARE (0; of the calls about items)
 with BENCH_RETRY_AFTER (seconds; unset sends 429s without it), BENCH_LOOP_KEYS (2000: each
 sequential loop runs over at most this many items of its kind, as its pace per item does not
 change with the vault's size), BENCH_IDLE_KEYBACKUPS (1000) and BENCH_IDLE_SECONDS (300) for
