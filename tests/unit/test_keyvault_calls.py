@@ -94,6 +94,8 @@ class RecordingClient:
         async def call(*args: Any, **kwargs: Any) -> Any:
             self.called.append((method, args, kwargs))
             answer = self.answers.get(method)
+            if isinstance(answer, list):  # one answer per call, in turn
+                answer = answer.pop(0)
             if isinstance(answer, BaseException):
                 raise answer
             return answer
@@ -160,7 +162,11 @@ async def test_every_operation_on_an_item_goes_to_the_sdk_client_of_its_kind_alo
             f"list_properties_of_{versions}": [SimpleNamespace(version="v1", created_on=None)],
         }
     )
-    clients = {kind: ours} | {other: RecordingClient() for other in ITEM_KINDS if other != kind}
+    clients = {kind: ours} | {
+        other: RecordingClient(**{f"get_deleted_{other}": not_found()})
+        for other in ITEM_KINDS
+        if other != kind
+    }
     sdk = sdk_of(clients[KEY], clients[SECRET], clients[CERTIFICATE])
     items = items_of(sdk, VaultPace(100.0), FairSlots(2), "a", OperatorMetrics())
 
@@ -183,7 +189,29 @@ async def test_every_operation_on_an_item_goes_to_the_sdk_client_of_its_kind_alo
         # The purge is over once the deleted item is no more.
         f"get_deleted_{noun}",
     ]
-    assert not any(clients[other].called for other in ITEM_KINDS if other != kind)
+    # Only a certificate's purge looks at other kinds: at its key's and secret's deleted
+    # entries, gone with it.
+    parts = {KEY: "get_deleted_key", SECRET: "get_deleted_secret"}
+    assert {other: clients[other].methods() for other in ITEM_KINDS if other != kind} == {
+        other: [parts[other]] if kind is CERTIFICATE else []
+        for other in ITEM_KINDS
+        if other != kind
+    }
+
+
+async def test_a_certificates_purge_is_over_once_its_key_and_secret_are_purged_too() -> None:
+    certificates = RecordingClient(get_deleted_certificate=not_found())
+    keys = RecordingClient(get_deleted_key=[object(), not_found()])  # purged a moment later
+    secrets = RecordingClient(get_deleted_secret=not_found())
+    items = items_of(
+        sdk_of(keys, secrets, certificates), VaultPace(100.0), FairSlots(2), "a", OperatorMetrics()
+    )
+
+    await items.purge(CERTIFICATE, "api-tls")
+
+    assert certificates.methods() == ["purge_deleted_certificate", "get_deleted_certificate"]
+    assert keys.methods() == ["get_deleted_key", "get_deleted_key"]
+    assert secrets.methods() == ["get_deleted_secret"]
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,8 @@ _T = TypeVar("_T")
 
 #: How long a purge may take to finish before the purged name can be restored.
 PURGE_WAIT_SECONDS = 120.0
+#: The items Key Vault keeps for a certificate, under its name, managed by it.
+CERTIFICATE_PARTS = (ItemKind.KEY, ItemKind.SECRET)
 #: A vault unused for this long (and not paused) is forgotten: its pace, metric series
 #: and clients. Its next run starts again at the configured rate.
 IDLE_VAULT_SECONDS = 15 * 60.0
@@ -282,12 +284,16 @@ class KeyVaultItems:
             VaultOperation.PURGE, kind, f"purge {kind} {name}", partial(self._sdk[kind].purge, name)
         )
         # Purging completes asynchronously; a restore under the same name fails until then.
+        # A certificate's purge takes its key and secret with it, and restoring the
+        # certificate brings them back, so their deleted entries must be gone too.
+        purged = [kind, *(CERTIFICATE_PARTS if kind is ItemKind.CERTIFICATE else ())]
         deadline = asyncio.get_running_loop().time() + PURGE_WAIT_SECONDS
-        while asyncio.get_running_loop().time() < deadline:
+        while purged and asyncio.get_running_loop().time() < deadline:
             try:
-                await self._deleted(kind, name)
+                await self._deleted(purged[0], name)
             except NotFoundError:
-                return
+                purged.pop(0)
+                continue
             await asyncio.sleep(2)
 
 
