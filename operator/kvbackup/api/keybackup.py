@@ -109,6 +109,10 @@ class DeletionPolicy(StrEnum):
     DELETE = "Delete"
 
 
+#: ``spec.fullBackupEvery`` when unset.
+DEFAULT_FULL_BACKUP_EVERY = datetime.timedelta(hours=24)
+
+
 @dataclass(frozen=True)
 class Retention:
     """How many snapshots to keep; None means no bound of that kind."""
@@ -128,6 +132,9 @@ class KeyBackupSpec:
     suspend: bool = False
     retention: Retention = Retention()
     deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
+    #: Every item is backed up afresh at least this often, changed or not: what an
+    #: incremental run cannot see in the listing is caught within this long.
+    full_backup_every: datetime.timedelta = DEFAULT_FULL_BACKUP_EVERY
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from kvbackup.api.conditions import Phase
 from kvbackup.api.keybackup import KeyBackupRef, KeyBackupSpec
 from kvbackup.api.kinds import ITEM_KINDS, ItemKind, ItemRef
 from kvbackup.errors import InvalidSpecError, KvBackupError
-from kvbackup.services.outcomes import ItemOutcome, ItemResult, phase_of
+from kvbackup.services.outcomes import Freshness, ItemOutcome, ItemResult, phase_of
 from kvbackup.services.ports import Clock, SnapshotStore, VaultItems, VaultReads
 from kvbackup.services.progress import Progress
 from kvbackup.services.retention import collect_garbage
@@ -23,6 +23,7 @@ from kvbackup.services.snapshot import (
     Manifest,
     SnapshotSummary,
     sha256_hex,
+    snapshot_time,
 )
 from kvbackup.services.workers import DEFAULT_CONCURRENCY, for_each_item
 
@@ -32,6 +33,9 @@ class KeptSnapshot:
     summary: SnapshotSummary
     #: Where a user finds it, e.g. a label selector or a blob path.
     location: str
+    #: The kept snapshots that refer to this one's artifacts or manifest, when retention's
+    #: policy alone would have removed it: it is kept for them (newest first).
+    held_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,13 @@ class BackupReport:
     #: Keys and secrets the selectors matched that back a certificate this run did not
     #: back up: Key Vault backs them up only with their certificate, so they are not covered.
     left_out: Mapping[ItemKind, int] = field(default_factory=dict)
+    #: Why every item was backed up afresh (a full run), e.g. "requested by backup-now";
+    #: empty for an incremental run, which compared the items with snapshot ``compared_with``.
+    full_reason: str = ""
+    #: The previous snapshot whose records the items were compared with; empty in a full run.
+    compared_with: str = ""
+    #: The whole manifest the written one lists differences from; empty when it is whole.
+    manifest_base: str = ""
 
     @property
     def phase(self) -> Phase:
@@ -58,7 +69,27 @@ class BackupReport:
 
     @property
     def total_bytes(self) -> int:
+        """Bytes of every item the snapshot holds, wherever they are stored."""
         return sum(outcome.size for outcome in self.outcomes)
+
+    @property
+    def new_bytes(self) -> int:
+        """Bytes this run stored: the items it backed up, not those it carried forward."""
+        return sum(o.size for o in self.outcomes if not o.stored_in)
+
+    def counted(self, freshness: Freshness) -> int:
+        """Items stored in this snapshot that came by their artifact so."""
+        return sum(1 for o in self.outcomes if not o.failed and o.freshness is freshness)
+
+    @property
+    def oldest_artifact(self) -> datetime.datetime | None:
+        """When the oldest backup the snapshot holds was taken (the start of the run that
+        took it); None when it holds none."""
+        taken = [
+            snapshot_time(o.stored_in or self.snapshot_id) for o in self.outcomes if not o.failed
+        ]
+        known = [moment for moment in taken if moment is not None]
+        return min(known, default=None)
 
 
 class _Listing:

@@ -8,6 +8,7 @@ from enum import StrEnum
 
 from kvbackup.api.conditions import Phase
 from kvbackup.api.kinds import ItemKind
+from kvbackup.services.snapshot import ChangeRecord
 
 
 class ItemResult(StrEnum):
@@ -27,6 +28,17 @@ class ItemResult(StrEnum):
         return self in (ItemResult.FAILED, ItemResult.WOULD_FAIL)
 
 
+class Freshness(StrEnum):
+    """How a backup run came by an item's artifact."""
+
+    #: Backed up: new, changed since the previous snapshot, or without a record to tell.
+    BACKED_UP = "BackedUp"
+    #: Unchanged since the previous snapshot: its artifact there was carried forward.
+    UNCHANGED = "Unchanged"
+    #: Unchanged, but backed up afresh: by the full-backup rule or a full run asked for.
+    REFRESHED = "Refreshed"
+
+
 @dataclass(frozen=True, slots=True)
 class ItemOutcome:
     name: str
@@ -39,6 +51,10 @@ class ItemOutcome:
     #: Where a backed-up item's bytes were stored (see ``Artifact.location``).
     location: str = ""
     kind: ItemKind = ItemKind.KEY
+    #: Of a backed-up item: the earlier snapshot holding its bytes, when carried forward.
+    stored_in: str = ""
+    change: ChangeRecord | None = None
+    freshness: Freshness = Freshness.BACKED_UP
 
     @property
     def failed(self) -> bool:

@@ -6,6 +6,7 @@ import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from enum import StrEnum
 from typing import Protocol
 
@@ -16,8 +17,10 @@ from kvbackup.services.byte_budget import ByteBudget
 from kvbackup.services.snapshot import (
     ARTIFACT_MAX_BYTES,
     Artifact,
+    ChangeRecord,
     Manifest,
     SnapshotSummary,
+    whole_manifest,
 )
 
 #: The current time in UTC; passed in, so that a run's timing can be tested.
@@ -41,6 +44,17 @@ class ItemInfo:
     tags: dict[str, str] = field(default_factory=dict)
     #: Keys and secrets that back a certificate: backed up with the certificate, not alone.
     managed: bool = False
+    #: What the listing says of the item, to tell whether it changed since a snapshot.
+    change: ChangeRecord | None = None
+
+
+@dataclass(frozen=True)
+class ItemVersions:
+    """An item's versions, oldest first, and the record of what their listing said: it
+    changes with any version's attributes, so it tells a named item's changes apart."""
+
+    ids: tuple[str, ...]
+    change: ChangeRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -57,7 +71,7 @@ class VaultReads(Protocol):
 
     def list_items(self, kind: ItemKind) -> AsyncIterator[ItemInfo]: ...
 
-    async def list_versions(self, kind: ItemKind, name: str) -> tuple[str, ...]: ...
+    async def list_versions(self, kind: ItemKind, name: str) -> ItemVersions: ...
 
     async def item_state(self, kind: ItemKind, name: str) -> ItemState: ...
 
@@ -105,8 +119,10 @@ class SnapshotStore(Protocol):
         recorded with them (an interrupted run's work); empty for a new snapshot."""
         ...
 
-    async def write_manifest(self, manifest: Manifest) -> None:
-        """Finish storing the artifacts, then write the manifest: the snapshot is complete."""
+    async def write_manifest(self, manifest: Manifest, summary: SnapshotSummary) -> None:
+        """Finish storing the artifacts, then write the manifest (whole or differential, as
+        given) and beside it ``summary`` (of the whole snapshot, for listings): the
+        snapshot is complete."""
         ...
 
     async def list_snapshots(self, namespace: str, keybackup: str) -> list[SnapshotSummary]:
@@ -114,19 +130,24 @@ class SnapshotStore(Protocol):
         ...
 
     async def read_manifest(self, namespace: str, keybackup: str, snapshot_id: str) -> Manifest:
-        """The whole manifest of a complete snapshot."""
+        """The manifest of a complete snapshot as stored: a differential one still needs
+        merging onto its base (``snapshot.whole_manifest``)."""
         ...
 
     async def read_artifact(
         self, namespace: str, keybackup: str, snapshot_id: str, artifact: Artifact
-    ) -> bytes: ...
+    ) -> bytes:
+        """The bytes of an artifact listed by snapshot ``snapshot_id``; from the storage of
+        ``artifact.stored_in`` when it names an earlier snapshot of the same KeyBackup."""
+        ...
 
     async def list_stored(self, namespace: str, keybackup: str) -> list[StoredSnapshot]:
         """Every snapshot id with anything stored, complete or not (for garbage collection)."""
         ...
 
     async def delete_snapshot(self, namespace: str, keybackup: str, snapshot_id: str) -> None:
-        """Remove the manifest first, so a half-deleted snapshot never looks complete."""
+        """Remove the manifest first, so a half-deleted snapshot never looks complete.
+        Retention calls this only for snapshots no kept snapshot refers to."""
         ...
 
     def location(self, namespace: str, keybackup: str, snapshot_id: str) -> str:
@@ -156,6 +177,14 @@ class OpenedSnapshot:
             data = await self.read_artifact(artifact)
             artifact.verify(data)
             yield data
+
+
+async def read_whole_manifest(
+    store: SnapshotStore, namespace: str, keybackup: str, snapshot_id: str
+) -> Manifest:
+    """The manifest of a complete snapshot listing every item it holds."""
+    manifest = await store.read_manifest(namespace, keybackup, snapshot_id)
+    return await whole_manifest(manifest, partial(store.read_manifest, namespace, keybackup))
 
 
 class SnapshotStores(Protocol):

@@ -1,6 +1,15 @@
 """A snapshot: one artifact per item (the exact bytes Key Vault's backup of a key, secret
 or certificate returned) plus a manifest that records each artifact's kind.
 
+Snapshots are incremental. An item whose listing entry is unchanged since the previous
+snapshot is not backed up again: the new manifest refers to the artifact an earlier
+snapshot stored (``Artifact.stored_in``), with the same bytes and sha256. A manifest is
+either whole (it lists every item) or differential: it names a whole manifest as its
+``base`` and lists only what differs from it (items added, changed or carried from
+elsewhere, and ``removed`` ones), so a run that changes little writes little. Reading a
+snapshot merges a differential manifest onto its base (``whole_manifest``); a base is
+always whole, so that takes one more read, never a chain.
+
 The manifest is written last, so a snapshot without one is incomplete and is never
 offered for restore. Its summary (times and counts) is stored beside it, small enough
 to list every snapshot of a KeyBackup without reading their per-key lists.
@@ -18,14 +27,15 @@ import hashlib
 import json
 import re
 import secrets
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kvbackup.api import API_VERSION
 from kvbackup.api.conditions import timestamp
 from kvbackup.api.fields import KEY_NAME, NAMESPACE_NAME, OBJECT_NAME, SNAPSHOT_ID
 from kvbackup.api.keybackup import KeyBackupRef
-from kvbackup.api.kinds import ITEM_KINDS, ItemKind
+from kvbackup.api.kinds import ITEM_KINDS, ItemKind, ItemRef
 from kvbackup.errors import IntegrityError, NotFoundError, TooLargeError, foreign_text
 
 MANIFEST_KIND = "SnapshotManifest"
@@ -34,15 +44,17 @@ MANIFEST_KIND = "SnapshotManifest"
 #: (its wrapped key material), so the largest backup it returns is a few MiB. Twice that
 #: leaves room, and bounds what one artifact read may cost.
 ARTIFACT_MAX_BYTES = 8 * 1024 * 1024
-#: The largest manifest written or read back. A key's entry takes about 200 bytes (name,
-#: a few version ids, digest, size, where it is kept), so this holds some 40,000 keys;
-#: and a hostile manifest of this size still parses into well under 100 MiB.
+#: The largest manifest written or read back. A key's entry takes about 300 bytes (name,
+#: a few version ids, digest, size, where it is kept, its change record), so this holds
+#: some 25,000 keys; and a hostile manifest of this size still parses into well under
+#: 100 MiB.
 MANIFEST_MAX_BYTES = 8 * 1024 * 1024
 #: The largest snapshot summary read back; one is about 200 bytes.
 SUMMARY_MAX_BYTES = 1024
 #: A key version's id as Key Vault makes them (32 hex digits); emulators use shorter ones.
 VERSION_ID = re.compile(r"[0-9A-Za-z]{1,64}")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+FINGERPRINT_HEX = re.compile(r"[0-9a-f]{32}")
 #: The most keys one snapshot holds: a key's manifest entry takes at least some 100 bytes
 #: (a digest, a size, a version id), so no manifest within its bound lists more.
 SNAPSHOT_KEYS_MAX = MANIFEST_MAX_BYTES // 100
@@ -79,6 +91,32 @@ def sha256_hex(data: bytes) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """What a vault's listing said of an item when its backup was taken: when its current
+    version was last updated, and a digest of that and of every attribute the listing
+    gave (enabled, expiry, tags, creation time...). Two equal records mean nothing the
+    listing shows has changed in between."""
+
+    updated: datetime.datetime
+    fingerprint: str
+
+    @classmethod
+    def of(cls, updated: datetime.datetime, facts: Iterable[object]) -> ChangeRecord:
+        """The record of a listing entry: ``facts`` are what it gave besides ``updated``,
+        in an order fixed per kind. Key Vault keeps times to the second, so ``updated``
+        is too, whatever a client parsed."""
+        second = updated.astimezone(datetime.UTC).replace(microsecond=0)
+        text = json.dumps([timestamp(second), *facts], default=str, sort_keys=True)
+        return cls(second, hashlib.sha256(text.encode()).hexdigest()[:32])
+
+    def settled_before(self, moment: datetime.datetime) -> bool:
+        """Whether a later change must show as another ``updated``: only when the item was
+        last updated in a whole second before ``moment`` (the start of the run that read
+        the listing). A change within the same second as the last would not show."""
+        return self.updated < moment.astimezone(datetime.UTC).replace(microsecond=0)
+
+
+@dataclass(frozen=True, slots=True)
 class Artifact:
     """One backed-up item: its versions and the digest and size of its stored bytes."""
 
@@ -90,6 +128,24 @@ class Artifact:
     #: finds them by key name alone, as in snapshots written before packing.
     location: str = ""
     kind: ItemKind = ItemKind.KEY
+    #: The snapshot whose storage holds the bytes, when it is not the manifest's own: the
+    #: item was unchanged, so its earlier backup was carried forward.
+    stored_in: str = ""
+    #: The listing's record of the item when the bytes were taken; None when there is none
+    #: to trust (the next run backs the item up again).
+    change: ChangeRecord | None = None
+
+    @property
+    def ref(self) -> ItemRef:
+        return ItemRef(self.kind, self.name)
+
+    def home(self, snapshot_id: str) -> str:
+        """The snapshot holding the bytes, for an artifact listed by ``snapshot_id``."""
+        return self.stored_in or snapshot_id
+
+    def carried_from(self, snapshot_id: str) -> Artifact:
+        """This artifact, as listed by ``snapshot_id``, when a later snapshot refers to it."""
+        return replace(self, stored_in=self.home(snapshot_id))
 
     def verify(self, data: bytes) -> None:
         digest = sha256_hex(data)
@@ -130,6 +186,13 @@ class SnapshotSummary:
     failed_secrets: int = 0
     certificates: int = 0
     failed_certificates: int = 0
+    #: Bytes the snapshot stored itself; the rest it refers to in earlier snapshots. None
+    #: in summaries written before snapshots were incremental: all of ``total_bytes``.
+    new_bytes: int | None = None
+
+    @property
+    def stored_bytes(self) -> int:
+        return self.total_bytes if self.new_bytes is None else self.new_bytes
 
     def stored(self, kind: ItemKind) -> int:
         """How many items of ``kind`` the snapshot holds."""
@@ -163,6 +226,8 @@ class SnapshotSummary:
             "completionTime": timestamp(self.completion_time),
             "bytes": self.total_bytes,
         }
+        if self.new_bytes is not None:
+            document["newBytes"] = self.new_bytes
         for kind, (stored, failed) in _COUNT_FIELDS.items():
             # Keys are always counted, so that a keys-only summary reads as it always did.
             if kind is ItemKind.KEY or self.stored(kind) or self.failed(kind):
@@ -196,6 +261,11 @@ class SnapshotSummary:
                 failed_certificates=_count(
                     document.get("failedCertificates", 0), "failedCertificates"
                 ),
+                new_bytes=(
+                    None
+                    if document.get("newBytes") is None
+                    else _count(document["newBytes"], "newBytes")
+                ),
             )
         except (ValueError, KeyError, TypeError) as error:
             raise IntegrityError(f"{what} is unreadable: {foreign_text(str(error))}") from None
@@ -217,37 +287,118 @@ class Manifest:
     start_time: datetime.datetime
     completion_time: datetime.datetime
     operator_version: str
-    #: Every item stored, of every kind, in the order they were listed.
+    #: The items stored, of every kind, in the order they were listed: all of them in a
+    #: whole manifest, only those that differ from the base in a differential one.
     artifacts: tuple[Artifact, ...]
     failures: tuple[ItemFailure, ...] = field(default=())
+    #: The whole manifest this one lists differences from; empty when it is whole itself.
+    base: str = ""
+    #: Items of the base that this snapshot does not hold (differential manifests only).
+    removed: tuple[ItemRef, ...] = ()
     #: Built by the first lookup: a restore looks up every item, a backup none.
     _by_name: dict[tuple[ItemKind, str], Artifact] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
-    def artifact(self, kind: ItemKind, name: str) -> Artifact:
-        """The item's artifact; Key Vault names are case-insensitive, so the lookup is too."""
+    def find(self, kind: ItemKind, name: str) -> Artifact | None:
+        """The item's artifact, or None; Key Vault names are case-insensitive, so the
+        lookup is too."""
         by_name = self._by_name
         if by_name is None:
             by_name = {(a.kind, a.name.lower()): a for a in self.artifacts}
             object.__setattr__(self, "_by_name", by_name)
-        try:
-            return by_name[(kind, name.lower())]
-        except KeyError:
+        return by_name.get((kind, name.lower()))
+
+    def artifact(self, kind: ItemKind, name: str) -> Artifact:
+        """The item's artifact; NotFoundError (``<Kind>NotInSnapshot``) when it has none."""
+        found = self.find(kind, name)
+        if found is None:
             raise NotFoundError(
                 f"{kind} {name} is not in snapshot {self.snapshot_id}",
                 reason=f"{kind.camel}NotInSnapshot",
-            ) from None
+            )
+        return found
 
     def of_kind(self, kind: ItemKind) -> tuple[Artifact, ...]:
         return tuple(artifact for artifact in self.artifacts if artifact.kind is kind)
+
+    @property
+    def differential(self) -> bool:
+        return bool(self.base)
+
+    @property
+    def references(self) -> frozenset[str]:
+        """The earlier snapshots this one needs: its base, and those holding bytes it
+        refers to. Retention keeps them while this snapshot is kept."""
+        homes = {artifact.stored_in for artifact in self.artifacts} | {self.base}
+        return frozenset(homes - {"", self.snapshot_id})
 
     @property
     def total_bytes(self) -> int:
         return sum(artifact.size for artifact in self.artifacts)
 
     @property
+    def new_bytes(self) -> int:
+        """Bytes of the artifacts this snapshot stored itself."""
+        return sum(artifact.size for artifact in self.artifacts if not artifact.stored_in)
+
+    def merged_onto(self, base: Manifest) -> Manifest:
+        """The whole manifest of this differential one, given its base (read from the same
+        KeyBackup's storage): the base's items, less those removed, with this manifest's
+        own entries in place of the base's. The base's own artifacts are kept where the
+        base stored them."""
+        if not self.differential:
+            return self
+        found_in = f"the base of snapshot {self.snapshot_id}"
+        if base.snapshot_id != self.base or base.keybackup != self.keybackup:
+            raise IntegrityError(
+                f"{found_in} is snapshot {self.base}, but snapshot {base.snapshot_id} of "
+                f"{base.keybackup.namespace}/{base.keybackup.name} was read for it"
+            )
+        if base.differential:
+            raise IntegrityError(f"{found_in}, snapshot {self.base}, is not a whole manifest")
+        if base.vault_url != self.vault_url:
+            raise IntegrityError(
+                f"{found_in}, snapshot {self.base}, is of vault {base.vault_url}, not "
+                f"{self.vault_url}"
+            )
+        merged = {
+            (a.kind, a.name.lower()): a.carried_from(base.snapshot_id) for a in base.artifacts
+        }
+        for kind, name in self.removed:
+            merged.pop((kind, name.lower()), None)
+        for artifact in self.artifacts:
+            merged[(artifact.kind, artifact.name.lower())] = artifact
+        ordered = sorted(merged.values(), key=lambda a: ITEM_KINDS.index(a.kind))
+        return replace(self, artifacts=tuple(ordered), removed=())
+
+    def differences_from(self, base: Manifest) -> Manifest:
+        """This whole manifest as a differential one on ``base`` (a whole manifest of an
+        earlier snapshot): only the entries that differ from the base's, and the base's
+        items this one does not hold."""
+        own: list[Artifact] = []
+        for artifact in self.artifacts:
+            earlier = base.find(artifact.kind, artifact.name)
+            if earlier is None or earlier.carried_from(base.snapshot_id) != artifact:
+                own.append(artifact)
+        removed = tuple(a.ref for a in base.artifacts if self.find(a.kind, a.name) is None)
+        return replace(self, artifacts=tuple(own), base=base.snapshot_id, removed=removed)
+
+    def self_contained(self) -> Manifest:
+        """This whole manifest as one whose every artifact lies beside it, as in an export."""
+        return replace(
+            self,
+            artifacts=tuple(replace(a, stored_in="", location="") for a in self.artifacts),
+            base="",
+            removed=(),
+        )
+
+    @property
     def summary(self) -> SnapshotSummary:
+        """Of a whole manifest only: a differential one does not list every item."""
+        if self.differential:
+            raise ValueError(f"snapshot {self.snapshot_id}'s manifest is differential")
+
         def stored(kind: ItemKind) -> int:
             return sum(1 for artifact in self.artifacts if artifact.kind is kind)
 
@@ -265,6 +416,7 @@ class Manifest:
             failed_secrets=failed(ItemKind.SECRET),
             certificates=stored(ItemKind.CERTIFICATE),
             failed_certificates=failed(ItemKind.CERTIFICATE),
+            new_bytes=self.new_bytes,
         )
 
     def to_json(self) -> bytes:
@@ -285,6 +437,9 @@ class Manifest:
             "operatorVersion": self.operator_version,
             "failures": [_failure_document(f) for f in self.failures],
         }
+        if self.differential:
+            document["base"] = self.base
+            document["removed"] = [{"kind": k.value, "name": n} for k, n in self.removed]
         present = [k for k in ITEM_KINDS if k is ItemKind.KEY or any(self.of_kind(k))]
         for kind in present:
             document[kind.plural] = []
@@ -339,6 +494,12 @@ class Manifest:
                         f"or is not of kind {kind}"
                     )
                 artifacts.extend(listed)
+            base = document.get("base", "")
+            if base:
+                _checked(SNAPSHOT_ID, base, "a snapshot id")
+            removed = document.get("removed", [])
+            if not isinstance(removed, list) or len(removed) > SNAPSHOT_KEYS_MAX:
+                raise ValueError("removed is not a list of items")
             ref = document["keyBackup"]
             namespace = _checked(NAMESPACE_NAME, ref["namespace"], "a namespace's name")
             name = _checked(OBJECT_NAME, ref["name"], "a KeyBackup's name")
@@ -361,6 +522,8 @@ class Manifest:
                     )
                     for f in document.get("failures", [])
                 ),
+                base=base,
+                removed=tuple(_removed_item(entry) for entry in removed),
             )
         except TooLargeError as error:
             raise TooLargeError(f"{what} is refused: {error.message}") from None
@@ -380,6 +543,16 @@ class Manifest:
                 f"{ref.namespace}/{ref.name}, not of snapshot {snapshot_id} of KeyBackup "
                 f"{namespace}/{keybackup} whose place it is in"
             )
+
+
+async def whole_manifest(
+    manifest: Manifest, read_base: Callable[[str], Awaitable[Manifest]]
+) -> Manifest:
+    """``manifest`` with every item listed: merged onto its base when it is differential.
+    ``read_base`` reads a manifest of the same KeyBackup by snapshot id, as stored."""
+    if not manifest.differential:
+        return manifest
+    return manifest.merged_onto(await read_base(manifest.base))
 
 
 def _compact_json(document: dict[str, Any]) -> bytes:
@@ -406,7 +579,19 @@ def _artifact_document(artifact: Artifact) -> dict[str, Any]:
     }
     if artifact.location:
         document["location"] = artifact.location
+    if artifact.stored_in:
+        document["storedIn"] = artifact.stored_in
+    if artifact.change is not None:
+        document["updated"] = timestamp(artifact.change.updated)
+        document["fingerprint"] = artifact.change.fingerprint
     return document
+
+
+def _removed_item(entry: Any) -> ItemRef:
+    if not isinstance(entry, dict):
+        raise ValueError("an entry of removed is not an object")
+    kind = _kind(entry.get("kind"))
+    return ItemRef(kind, _checked(KEY_NAME, entry.get("name"), f"a Key Vault {kind} name"))
 
 
 def _artifact_or_object(entry: dict[str, Any]) -> Any:
@@ -425,6 +610,15 @@ def _artifact_or_object(entry: dict[str, Any]) -> Any:
             f"it records {size} bytes for {kind} {name}, more than the {ARTIFACT_MAX_BYTES} "
             "a backup may have"
         )
+    stored_in = entry.get("storedIn", "")
+    if stored_in:
+        _checked(SNAPSHOT_ID, stored_in, f"a snapshot id (where {kind} {name} is stored)")
+    change = None
+    if "updated" in entry or "fingerprint" in entry:
+        change = ChangeRecord(
+            _parse_time(_text(entry.get("updated"), f"the updated time of {kind} {name}")),
+            _checked(FINGERPRINT_HEX, entry.get("fingerprint"), f"a fingerprint ({kind} {name})"),
+        )
     return Artifact(
         name,
         tuple(
@@ -434,6 +628,8 @@ def _artifact_or_object(entry: dict[str, Any]) -> Any:
         size,
         _text(entry.get("location", ""), f"where {kind} {name} is kept"),
         kind,
+        stored_in,
+        change,
     )
 
 
