@@ -12,13 +12,20 @@ from kvbackup import __version__
 from kvbackup.api.conditions import Phase
 from kvbackup.api.keybackup import KeyBackupRef, KeyBackupSpec
 from kvbackup.api.kinds import ITEM_KINDS, ItemKind, ItemRef
-from kvbackup.errors import InvalidSpecError, KvBackupError
+from kvbackup.errors import (
+    IntegrityError,
+    InvalidSpecError,
+    KvBackupError,
+    NotFoundError,
+    TooLargeError,
+)
 from kvbackup.services.outcomes import Freshness, ItemOutcome, ItemResult, phase_of
 from kvbackup.services.ports import Clock, SnapshotStore, VaultItems, VaultReads
 from kvbackup.services.progress import Progress
 from kvbackup.services.retention import collect_garbage
 from kvbackup.services.snapshot import (
     Artifact,
+    ChangeRecord,
     ItemFailure,
     Manifest,
     SnapshotSummary,
@@ -101,6 +108,12 @@ class _Listing:
         self._vault = vault
         #: Lowercased names of managed items per kind.
         self.managed: dict[ItemKind, set[str]] = {}
+        #: The listing's record of each listed item not yet taken by its backup.
+        self._changes: dict[ItemRef, ChangeRecord] = {}
+
+    def change_of(self, item: ItemRef) -> ChangeRecord | None:
+        """What the listing said of ``item``; None for a named item, which is not listed."""
+        return self._changes.pop(item, None)
 
     async def items(self, on_listed: Callable[[], None] | None = None) -> AsyncIterator[ItemRef]:
         """Named items first as named; a selector's matches as the vault lists them page
@@ -120,7 +133,10 @@ class _Listing:
                     continue
                 if on_listed is not None:
                     on_listed()
-                yield ItemRef(kind, info.name)
+                item = ItemRef(kind, info.name)
+                if info.change is not None:
+                    self._changes[item] = info.change
+                yield item
 
     def left_out(self, outcomes: Sequence[ItemOutcome]) -> dict[ItemKind, int]:
         """Managed items whose certificate is not among this run's certificates."""
@@ -141,6 +157,71 @@ def nothing_matched(spec: KeyBackupSpec) -> InvalidSpecError:
     )
 
 
+@dataclass(frozen=True)
+class _Previous:
+    """The latest complete snapshot, which a run compares each item with."""
+
+    #: Its manifest, listing every item.
+    whole: Manifest
+    #: The whole manifest a differential manifest of this run would be based on: the
+    #: previous snapshot's own when it is whole, else its base.
+    base: Manifest
+
+    def home_time(self, artifact: Artifact) -> datetime.datetime | None:
+        """When the run that took ``artifact`` (listed by this snapshot) started."""
+        return snapshot_time(artifact.home(self.whole.snapshot_id))
+
+
+async def _previous(
+    spec: KeyBackupSpec, keybackup: KeyBackupRef, snapshot_id: str, store: SnapshotStore
+) -> tuple[_Previous | None, str]:
+    """The snapshot to compare with, or None and why there is none. A previous snapshot
+    that cannot be read, or is of another vault, makes the run a full one rather than
+    fail it: a full run needs nothing from it."""
+    namespace, name = keybackup.namespace, keybackup.name
+    summaries = await store.list_snapshots(namespace, name)
+    latest = next((s.snapshot_id for s in summaries if s.snapshot_id != snapshot_id), None)
+    if latest is None:
+        return None, "no earlier snapshot"
+    try:
+        stored = await store.read_manifest(namespace, name, latest)
+        base = await store.read_manifest(namespace, name, stored.base) if stored.base else stored
+        whole = stored.merged_onto(base)
+    except (IntegrityError, NotFoundError, TooLargeError) as error:
+        return None, f"snapshot {latest} cannot be compared with: {error.message}"
+    if whole.vault_url != spec.vault_url:
+        return None, f"snapshot {latest} is of vault {whole.vault_url}"
+    if not any(artifact.change for artifact in whole.artifacts):
+        return None, f"snapshot {latest} records no changes to compare with"
+    return _Previous(whole, base), ""
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What backing up one item needs to know of the run."""
+
+    spec: KeyBackupSpec
+    keybackup: KeyBackupRef
+    snapshot_id: str
+    vault: VaultItems
+    store: SnapshotStore
+    start: datetime.datetime
+    listing: _Listing
+    #: Items a resumed run (same snapshot id) finds stored and checked already.
+    stored_before: Mapping[tuple[ItemKind, str], Artifact]
+    previous: _Previous | None
+    #: Every item is backed up afresh (a full run was asked for).
+    full: bool
+
+    def unchanged(self, known: Artifact | None, change: ChangeRecord) -> bool:
+        """Whether ``known`` (the previous snapshot's artifact of the item) is still a
+        backup of it: the listing says the same, and the full-backup rule is not due."""
+        if self.full or known is None or known.change != change or self.previous is None:
+            return False
+        taken = self.previous.home_time(known)
+        return taken is not None and self.start - taken < self.spec.full_backup_every
+
+
 async def run_backup(
     spec: KeyBackupSpec,
     keybackup: KeyBackupRef,
@@ -152,10 +233,16 @@ async def run_backup(
     incomplete_grace: datetime.timedelta | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[int], Progress] | None = None,
+    full_requested: bool = False,
 ) -> BackupReport:
     """Back up every chosen item into snapshot ``snapshot_id``, ``concurrency`` at a time;
     ``progress`` makes the tracker of a run of that many items. With ``incomplete_grace``,
     retention follows once a snapshot was kept (see ``_retained``).
+
+    Incremental: an item whose listing entry is what the previous snapshot recorded, and
+    whose backup there is younger than ``spec.full_backup_every``, is not backed up again;
+    the new manifest refers to the artifact already stored. ``full_requested`` backs up
+    every item afresh.
 
     Writes are idempotent per (snapshot, kind, name), so a run interrupted by a crash can
     be redone under the same snapshot id without leaving duplicates. Backup bytes are
@@ -165,19 +252,37 @@ async def run_backup(
     start = clock()
     # A wrong container or credential fails here, before any work is done in the vault.
     await store.list_stored(keybackup.namespace, keybackup.name)
+    previous, full_reason = await _previous(spec, keybackup, snapshot_id, store)
+    if full_requested:
+        full_reason = "asked for by backup-now"
     # A resumed run (same snapshot id) keeps what the interrupted one stored and checked.
     stored_before = {
         (a.kind, a.name.lower()): a for a in await store.resumable(keybackup, snapshot_id)
     }
-    back_up = partial(_back_up_item, vault, store, keybackup, snapshot_id, stored_before)
     listing = _Listing(spec, vault)
-    outcomes = await _each_chosen_item(spec, listing, back_up, concurrency, progress)
+    run = _Run(
+        spec,
+        keybackup,
+        snapshot_id,
+        vault,
+        store,
+        start,
+        listing,
+        stored_before,
+        previous,
+        full_requested,
+    )
+    outcomes = await _each_chosen_item(
+        spec, listing, partial(_back_up_item, run), concurrency, progress
+    )
     stored = [o for o in outcomes if not o.failed]
     completion = clock()
+    manifest_base = ""
     if stored:
-        await store.write_manifest(
-            _manifest(spec, keybackup, snapshot_id, start, completion, outcomes)
-        )
+        whole = _manifest(spec, keybackup, snapshot_id, start, completion, outcomes)
+        written = _as_written(whole, previous)
+        manifest_base = written.base
+        await store.write_manifest(written, whole.summary)
     report = BackupReport(
         snapshot_id=snapshot_id,
         start_time=start,
@@ -186,22 +291,33 @@ async def run_backup(
         location=store.location(keybackup.namespace, keybackup.name, snapshot_id),
         manifest_written=bool(stored),
         left_out=listing.left_out(outcomes),
+        full_reason=full_reason,
+        compared_with=previous.whole.snapshot_id if previous and not full_reason else "",
+        manifest_base=manifest_base,
     )
     if incomplete_grace is None or not report.manifest_written:
         return report
     return await _retained(report, spec, keybackup, store, clock(), incomplete_grace)
 
 
-async def _back_up_item(
-    vault: VaultItems,
-    store: SnapshotStore,
-    keybackup: KeyBackupRef,
-    snapshot_id: str,
-    stored_before: Mapping[tuple[ItemKind, str], Artifact],
-    item: ItemRef,
-) -> ItemOutcome:
+#: A differential manifest is written while it lists at most this share of the items;
+#: beyond it, a whole one costs little more and gives later runs a new base.
+DIFFERENTIAL_SHARE_MAX = 0.25
+
+
+def _as_written(whole: Manifest, previous: _Previous | None) -> Manifest:
+    """The manifest to store: differential on the previous snapshot's base while the
+    differences are few, else whole."""
+    if previous is None:
+        return whole
+    differences = whole.differences_from(previous.base)
+    listed = len(differences.artifacts) + len(differences.removed)
+    return differences if listed <= DIFFERENTIAL_SHARE_MAX * len(whole.artifacts) else whole
+
+
+async def _back_up_item(run: _Run, item: ItemRef) -> ItemOutcome:
     kind, name = item
-    earlier = stored_before.get((kind, name.lower()))
+    earlier = run.stored_before.get((kind, name.lower()))
     if earlier is not None:
         return ItemOutcome(
             name,
@@ -212,17 +328,50 @@ async def _back_up_item(
             location=earlier.location,
             kind=kind,
         )
-    versions = await vault.list_versions(kind, name)
-    data = await vault.backup(kind, name)
-    location = await store.write_artifact(keybackup, snapshot_id, kind, name, data, versions)
+    known = run.previous.whole.find(kind, name) if run.previous else None
+    change = run.listing.change_of(item)
+    if known is not None and change is not None and run.unchanged(known, change):
+        return _carried(run, known)
+    versions = await run.vault.list_versions(kind, name)
+    if change is None:
+        # A named item is not listed: its versions' record tells its changes instead.
+        change = versions.change
+        if known is not None and change is not None and run.unchanged(known, change):
+            return _carried(run, known)
+    data = await run.vault.backup(kind, name)
+    location = await run.store.write_artifact(
+        run.keybackup, run.snapshot_id, kind, name, data, versions.ids
+    )
+    same = known is not None and change is not None and known.change == change
     return ItemOutcome(
         name=name,
         result=ItemResult.SUCCEEDED,
-        versions=versions,
+        versions=versions.ids,
         sha256=sha256_hex(data),
         size=len(data),
         location=location,
         kind=kind,
+        # A record read in the run's first second could miss a change later that second.
+        change=change if change is not None and change.settled_before(run.start) else None,
+        freshness=Freshness.REFRESHED if same else Freshness.BACKED_UP,
+    )
+
+
+def _carried(run: _Run, known: Artifact) -> ItemOutcome:
+    """The outcome of an unchanged item: the previous snapshot's artifact, where it is."""
+    assert run.previous is not None, "only a previous snapshot's artifact is carried"
+    carried = known.carried_from(run.previous.whole.snapshot_id)
+    return ItemOutcome(
+        name=carried.name,
+        result=ItemResult.SUCCEEDED,
+        versions=carried.versions,
+        sha256=carried.sha256,
+        size=carried.size,
+        location=carried.location,
+        kind=carried.kind,
+        stored_in=carried.stored_in,
+        change=carried.change,
+        freshness=Freshness.UNCHANGED,
     )
 
 
@@ -276,7 +425,9 @@ def _manifest(
         completion_time=completion,
         operator_version=__version__,
         artifacts=tuple(
-            Artifact(o.name, o.versions, o.sha256, o.size, o.location, o.kind)
+            Artifact(
+                o.name, o.versions, o.sha256, o.size, o.location, o.kind, o.stored_in, o.change
+            )
             for o in outcomes
             if not o.failed
         ),
@@ -304,7 +455,11 @@ async def _retained(
     return replace(
         report,
         kept=tuple(
-            KeptSnapshot(summary, store.location(namespace, name, summary.snapshot_id))
-            for summary in kept
+            KeptSnapshot(
+                left.summary,
+                store.location(namespace, name, left.summary.snapshot_id),
+                left.held_by,
+            )
+            for left in kept
         ),
     )

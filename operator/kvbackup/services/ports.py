@@ -6,8 +6,8 @@ import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from enum import StrEnum
+from functools import partial
 from typing import Protocol
 
 from kvbackup.api.keybackup import Destination, KeyBackupRef
