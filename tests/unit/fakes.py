@@ -26,9 +26,16 @@ from kvbackup.api.keyrestore import LATEST, KeyRestoreSpec, OnConflict, Snapshot
 from kvbackup.api.kinds import ItemKind
 from kvbackup.errors import ConflictError, InvalidSpecError, KvBackupError, NotFoundError
 from kvbackup.services.backup import run_backup
-from kvbackup.services.ports import ItemInfo, ItemState, OpenedSnapshot, StoredSnapshot
+from kvbackup.services.ports import (
+    ItemInfo,
+    ItemState,
+    ItemVersions,
+    OpenedSnapshot,
+    StoredSnapshot,
+)
 from kvbackup.services.snapshot import (
     Artifact,
+    ChangeRecord,
     ItemFailure,
     Manifest,
     SnapshotSummary,
@@ -48,6 +55,10 @@ def clock() -> datetime.datetime:
     return MOMENT
 
 
+#: When the items of an ``InMemoryVault`` were last updated, unless a test changes them.
+UPDATED = MOMENT - datetime.timedelta(days=1)
+
+
 @dataclass
 class StoredItem:
     name: str
@@ -55,6 +66,19 @@ class StoredItem:
     tags: dict[str, str] = field(default_factory=dict)
     managed: bool = False
     deleted: bool = False
+    updated: datetime.datetime = UPDATED
+    #: Attributes of versions before the current one, which a listing does not show.
+    older_attributes: str = ""
+
+    @property
+    def listed(self) -> ChangeRecord:
+        """What a listing of the vault's items says of it."""
+        return ChangeRecord.of(self.updated, [self.versions[-1:], sorted(self.tags.items())])
+
+    @property
+    def versions_listed(self) -> ChangeRecord:
+        """What a listing of its versions says of it: every version's attributes."""
+        return ChangeRecord.of(self.updated, [self.versions, self.older_attributes])
 
 
 def operation(verb: str, kind: ItemKind) -> str:
@@ -97,6 +121,28 @@ class InMemoryVault:
         for kind in (ItemKind.KEY, ItemKind.SECRET):
             self.add(name, versions=versions, managed=True, kind=kind)
 
+    def change(
+        self,
+        name: str,
+        at: datetime.datetime,
+        *,
+        versions: tuple[str, ...] | None = None,
+        tags: Mapping[str, str] | None = None,
+        older_attributes: str | None = None,
+        kind: ItemKind = ItemKind.KEY,
+    ) -> None:
+        """Change an item at ``at``: a new version, its tags, or an older version's
+        attributes (which leaves the listing's ``updated`` as it was, as Key Vault does)."""
+        item = self.items[(kind, name.lower())]
+        if versions is not None:
+            item.versions = versions
+        if tags is not None:
+            item.tags = dict(tags)
+        if older_attributes is not None:
+            item.older_attributes = older_attributes
+        else:
+            item.updated = at
+
     def state_of(self, name: str, kind: ItemKind = ItemKind.KEY) -> ItemState:
         item = self.items.get((kind, name.lower()))
         if item is None:
@@ -125,16 +171,23 @@ class InMemoryVault:
     async def list_items(self, kind: ItemKind) -> AsyncIterator[ItemInfo]:
         for (of_kind, _), item in list(self.items.items()):
             if of_kind is kind and not item.deleted:
-                yield ItemInfo(item.name, dict(item.tags), item.managed)
+                yield ItemInfo(item.name, dict(item.tags), item.managed, item.listed)
 
-    async def list_versions(self, kind: ItemKind, name: str) -> tuple[str, ...]:
+    async def list_versions(self, kind: ItemKind, name: str) -> ItemVersions:
         self._enter("list_versions", kind, name)
-        return self._active(kind, name).versions
+        item = self._active(kind, name)
+        return ItemVersions(item.versions, item.versions_listed)
 
     async def backup(self, kind: ItemKind, name: str) -> bytes:
         self._enter("backup", kind, name)
         item = self._active(kind, name)
-        document = {"kind": kind.value, "name": item.name, "versions": list(item.versions)}
+        document = {
+            "kind": kind.value,
+            "name": item.name,
+            "versions": list(item.versions),
+            "tags": item.tags,
+            "older": item.older_attributes,
+        }
         return json.dumps(document).encode()
 
     async def item_state(self, kind: ItemKind, name: str) -> ItemState:
@@ -178,7 +231,10 @@ class InMemoryStore:
         self.artifacts: dict[tuple[str, str, str, str], bytes] = {}
         #: What was recorded beside each artifact when it was written.
         self.recorded: dict[tuple[str, str, str, str], Artifact] = {}
+        #: Manifests as written: whole or differential.
         self.manifests: list[Manifest] = []
+        #: The summary written beside each manifest, by (namespace, keybackup, snapshot id).
+        self.summaries: dict[tuple[str, str, str], SnapshotSummary] = {}
         self.writes: list[str] = []
         #: Raised by ``list_stored``, as by a store whose container or credential is wrong.
         self.unavailable: KvBackupError | None = None
@@ -210,7 +266,7 @@ class InMemoryStore:
             and sha256_hex(self.artifacts.get(stored, b"")) == artifact.sha256
         ]
 
-    async def write_manifest(self, manifest: Manifest) -> None:
+    async def write_manifest(self, manifest: Manifest, summary: SnapshotSummary) -> None:
         """Replaces a manifest of the same snapshot, as a redone run's does in storage."""
         self.writes.append("manifest")
         ref = manifest.keybackup
@@ -220,9 +276,14 @@ class InMemoryStore:
             if not _of_snapshot(m, ref.namespace, ref.name, manifest.snapshot_id)
         ]
         self.manifests.append(manifest)
+        self.summaries[(ref.namespace, ref.name, manifest.snapshot_id)] = summary
 
     async def list_snapshots(self, namespace: str, keybackup: str) -> list[SnapshotSummary]:
-        return [m.summary for m in self._manifests_of(namespace, keybackup)]
+        """The summaries written; of a manifest a test added directly, its own."""
+        return [
+            self.summaries.get((namespace, keybackup, m.snapshot_id)) or m.summary
+            for m in self._manifests_of(namespace, keybackup)
+        ]
 
     async def read_manifest(self, namespace: str, keybackup: str, snapshot_id: str) -> Manifest:
         for manifest in self._manifests_of(namespace, keybackup):
@@ -242,7 +303,7 @@ class InMemoryStore:
         self, namespace: str, keybackup: str, snapshot_id: str, artifact: Artifact
     ) -> bytes:
         stored = _stored_name(artifact.kind, artifact.name)
-        data = self.artifacts.get((namespace, keybackup, snapshot_id, stored))
+        data = self.artifacts.get((namespace, keybackup, artifact.home(snapshot_id), stored))
         if data is None:
             raise NotFoundError(
                 f"backup of {artifact.kind} {artifact.name} is missing", reason="ArtifactMissing"

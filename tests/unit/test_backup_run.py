@@ -52,9 +52,15 @@ async def test_every_named_key_is_stored_and_the_manifest_is_written_last() -> N
         REF,
         VAULT_URL,
     )
-    # The manifest records where the store said it put the bytes.
+    # The manifest records where the store said it put the bytes, and what the item's
+    # versions said of it, for the next run to compare with.
     assert manifest.artifact(ItemKind.KEY, "signing") == Artifact(
-        "Signing", ("v1", "v2"), sha256_hex(stored), len(stored), "memory:signing"
+        "Signing",
+        ("v1", "v2"),
+        sha256_hex(stored),
+        len(stored),
+        "memory:signing",
+        change=vault.items[(ItemKind.KEY, "signing")].versions_listed,
     )
     assert manifest.failures == ()
     assert report.total_bytes == sum(len(data) for data in store.artifacts.values())

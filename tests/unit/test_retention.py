@@ -157,7 +157,7 @@ async def test_collect_garbage_deletes_through_the_store_and_returns_what_remain
 
     kept = await collect_garbage(store, NAMESPACE, REF.name, Retention(keep_last=2), NOW, GRACE)
 
-    assert [m.snapshot_id for m in kept] == [DAY_1, DAY_2]
+    assert [(left.summary.snapshot_id, left.held_by) for left in kept] == [(DAY_1, ()), (DAY_2, ())]
     assert await store.list_stored(NAMESPACE, REF.name) == [
         StoredSnapshot(running, False),
         StoredSnapshot(DAY_1, True),

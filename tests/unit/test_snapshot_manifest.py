@@ -409,7 +409,7 @@ def test_a_summary_counts_each_kind_and_one_written_for_keys_only_still_reads() 
     assert [summary.failed(kind) for kind in ITEM_KINDS] == [0, 1, 0]
     assert (summary.items, summary.failed_items) == (3, 1)
     assert SnapshotSummary.from_json(summary.to_json()) == summary
-    keys_only = manifest_of(ARTIFACT).summary.to_json()
+    keys_only = dataclasses.replace(manifest_of(ARTIFACT).summary, new_bytes=None).to_json()
     assert set(json.loads(keys_only)) == {
         "snapshotId",
         "startTime",
