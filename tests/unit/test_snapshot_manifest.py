@@ -16,13 +16,14 @@ from kvbackup.adapters.secret_store import (
     manifest_secret_name,
     pack_secret_name,
 )
-from kvbackup.api.kinds import ITEM_KINDS, ItemKind
+from kvbackup.api.kinds import ITEM_KINDS, ItemKind, ItemRef
 from kvbackup.errors import IntegrityError, NotFoundError, TooLargeError
 from kvbackup.services.snapshot import (
     ARTIFACT_MAX_BYTES,
     MANIFEST_MAX_BYTES,
     SUMMARY_MAX_BYTES,
     Artifact,
+    ChangeRecord,
     ItemFailure,
     Manifest,
     SnapshotSummary,
@@ -418,3 +419,105 @@ def test_a_summary_counts_each_kind_and_one_written_for_keys_only_still_reads() 
         "failedKeys",
         "bytes",
     }
+
+
+EARLIER = "20240430-120000-beef"
+RECORD = ChangeRecord.of(MOMENT - datetime.timedelta(days=1), ["enabled", True])
+
+
+def chain() -> tuple[Manifest, Manifest]:
+    """A whole manifest and a differential one on it: one item changed, one removed."""
+    kept = dataclasses.replace(ARTIFACT, name="kept", change=RECORD)
+    gone = dataclasses.replace(ARTIFACT, name="gone")
+    changed = dataclasses.replace(ARTIFACT, name="changed", versions=("v1",))
+    base = manifest_of(kept, gone, changed, snapshot_id=EARLIER)
+    newer = dataclasses.replace(changed, versions=("v1", "v2"), sha256="1" * 64)
+    whole = manifest_of(kept.carried_from(EARLIER), newer)
+    return base, whole.differences_from(base)
+
+
+class TestDifferentialManifests:
+    def test_a_differential_manifest_lists_what_differs_and_survives_json(self) -> None:
+        _, differential = chain()
+
+        assert differential.base == EARLIER
+        assert [a.name for a in differential.artifacts] == ["changed"]
+        assert differential.removed == (ItemRef(ItemKind.KEY, "gone"),)
+        assert Manifest.from_json(differential.to_json()) == differential
+
+    def test_merged_onto_its_base_it_lists_every_item_where_its_bytes_are(self) -> None:
+        base, differential = chain()
+
+        whole = differential.merged_onto(base)
+
+        assert {a.name: a.stored_in for a in whole.artifacts} == {"kept": EARLIER, "changed": ""}
+        assert whole.artifact(ItemKind.KEY, "kept").change == RECORD
+        assert whole.summary.keys == 2
+        assert whole.references == differential.references == frozenset({EARLIER})
+
+    def test_a_base_of_another_keybackup_is_refused(self) -> None:
+        base, differential = chain()
+        foreign = dataclasses.replace(base, keybackup=dataclasses.replace(REF, name="other"))
+
+        with pytest.raises(IntegrityError, match="was read for it"):
+            differential.merged_onto(foreign)
+
+    def test_a_base_that_is_itself_differential_is_refused(self) -> None:
+        base, differential = chain()
+
+        with pytest.raises(IntegrityError, match="not a whole manifest"):
+            differential.merged_onto(dataclasses.replace(base, base=EARLIER))
+
+    def test_a_base_of_another_vault_is_refused(self) -> None:
+        base, differential = chain()
+
+        with pytest.raises(IntegrityError, match="is of vault"):
+            differential.merged_onto(
+                dataclasses.replace(base, vault_url="https://x.vault.azure.net")
+            )
+
+    def test_a_differential_manifest_has_no_summary_of_its_own(self) -> None:
+        _, differential = chain()
+
+        with pytest.raises(ValueError, match="differential"):
+            _ = differential.summary
+
+    def test_an_export_lists_every_artifact_beside_the_manifest(self) -> None:
+        base, differential = chain()
+
+        exported = differential.merged_onto(base).self_contained()
+
+        assert {(a.stored_in, a.location) for a in exported.artifacts} == {("", "")}
+        assert (exported.base, exported.removed) == ("", ())
+
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [
+            ("storedIn", "../other"),
+            ("storedIn", "20240430-120000-beef/x"),
+            ("fingerprint", "not-hex"),
+            ("updated", "yesterday"),
+        ],
+    )
+    def test_an_entry_naming_a_bad_place_or_record_is_refused(self, field: str, value: str) -> None:
+        document = json.loads(manifest_of(dataclasses.replace(ARTIFACT, change=RECORD)).to_json())
+        document["keys"][0][field] = value
+
+        with pytest.raises(IntegrityError, match="unreadable"):
+            Manifest.from_json(json.dumps(document).encode())
+
+    def test_a_base_that_is_not_a_snapshot_id_is_refused(self) -> None:
+        _, differential = chain()
+        document = json.loads(differential.to_json())
+        document["base"] = "../../other-tenant"
+
+        with pytest.raises(IntegrityError, match="not a snapshot id"):
+            Manifest.from_json(json.dumps(document).encode())
+
+    def test_a_removed_entry_that_is_not_an_item_is_refused(self) -> None:
+        _, differential = chain()
+        document = json.loads(differential.to_json())
+        document["removed"] = [{"kind": "key", "name": "a/b"}]
+
+        with pytest.raises(IntegrityError, match="not a Key Vault key name"):
+            Manifest.from_json(json.dumps(document).encode())

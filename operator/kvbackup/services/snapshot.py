@@ -346,7 +346,7 @@ class Manifest:
         """The whole manifest of this differential one, given its base (read from the same
         KeyBackup's storage): the base's items, less those removed, with this manifest's
         own entries in place of the base's. The base's own artifacts are kept where the
-        base stored them."""
+        base stored them; the result names no base, as it needs none."""
         if not self.differential:
             return self
         found_in = f"the base of snapshot {self.snapshot_id}"
@@ -370,7 +370,7 @@ class Manifest:
         for artifact in self.artifacts:
             merged[(artifact.kind, artifact.name.lower())] = artifact
         ordered = sorted(merged.values(), key=lambda a: ITEM_KINDS.index(a.kind))
-        return replace(self, artifacts=tuple(ordered), removed=())
+        return replace(self, artifacts=tuple(ordered), base="", removed=())
 
     def differences_from(self, base: Manifest) -> Manifest:
         """This whole manifest as a differential one on ``base`` (a whole manifest of an
