@@ -224,7 +224,9 @@ def test_a_keybackup_name_longer_than_a_label_value_is_refused(
 def test_defaults_live_in_the_schema_so_gitops_tools_see_no_drift(cluster: Cluster) -> None:
     cluster.apply(_object("KeyBackup", VALID_BACKUP_SPEC, "kb"))
     cluster.apply(_object("KeyRestore", VALID_RESTORE_SPEC, "kr"))
-    assert cluster.get("keybackup", "kb")["spec"]["destination"] == {"secret": {}}
+    backup = cluster.get("keybackup", "kb")["spec"]
+    assert backup["destination"] == {"secret": {}}
+    assert backup["fullBackupEvery"] == "24h"
     restore = cluster.get("keyrestore", "kr")["spec"]
     assert restore["strategy"] == "Auto"
     assert restore["onConflict"] == "Skip"
@@ -373,6 +375,10 @@ REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
     ("KeyBackup", "retention.maxAge", _backup(retention={"maxAge": "30d\n"}), MATCH),
     ("KeyBackup", "retention.maxAge", _backup(retention={"maxAge": "99999999999d"}), MATCH),
     ("KeyBackup", "retention.maxAge", _backup(retention={"maxAge": "1d" + "0" * 31}), "32"),
+    ("KeyBackup", "fullBackupEvery", _backup(fullBackupEvery="1 day"), MATCH),
+    ("KeyBackup", "fullBackupEvery", _backup(fullBackupEvery=24), "must be of type string"),
+    ("KeyBackup", "fullBackupEvery", _backup(fullBackupEvery="h"), "at least 2"),
+    ("KeyBackup", "fullBackupEvery", _backup(fullBackupEvery="24h\n"), MATCH),
     ("KeyBackup", "deletionPolicy", _backup(deletionPolicy="Keep"), '"Retain", "Delete"'),
     ("KeyRestore", "vaultUrl", _restore(vaultUrl=f"{VAULT}/keys"), MATCH),
     ("KeyRestore", "vaultUrl", _restore(vaultUrl=None), "Required value"),
@@ -562,6 +568,12 @@ def test_every_refused_value_is_refused_naming_its_field_and_the_rule(
             {**VALID_BACKUP_SPEC, "retention": {"maxAge": "999999999d"}},
             "spec.retention.maxAge",
             id="a maximum age before the year 1",
+        ),
+        pytest.param(
+            "KeyBackup",
+            {**VALID_BACKUP_SPEC, "fullBackupEvery": "0h"},
+            "spec.fullBackupEvery",
+            id="a full backup every no time at all",
         ),
     ],
 )

@@ -101,7 +101,13 @@ def test_kubectl_explain_describes_a_keybackups_last_run_field_by_field(cluster:
         "completionTime",
         "phase",
         *(f"{kind}{count}" for kind in KINDS for count in ("Total", "Succeeded", "Failed")),
+        "backedUp",
+        "refreshed",
+        "unchanged",
+        "fullRun",
+        "comparedWith",
         "bytes",
+        "newBytes",
         "leftOut",
     }
 

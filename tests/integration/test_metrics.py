@@ -37,6 +37,7 @@ PER_KEYBACKUP = (
     "kvbackup_keybackup_last_success_timestamp_seconds",
     "kvbackup_keybackup_schedule_interval_seconds",
     "kvbackup_keybackup_snapshot_bytes",
+    "kvbackup_keybackup_oldest_artifact_timestamp_seconds",
     "kvbackup_keybackup_failing",
 )
 
@@ -124,6 +125,12 @@ def test_a_backup_a_restore_and_a_dry_run_are_graphed_while_they_run_and_after_t
         KEYS
     )
     assert samples.get("kvbackup_items_total", run="backup", kind="key", result="Failed") == 0
+    # The first run had no snapshot to compare with: every key was backed up.
+    freshness = {
+        label: samples.get("kvbackup_item_freshness_total", kind="key", freshness=label)
+        for label in ("BackedUp", "Refreshed", "Unchanged")
+    }
+    assert freshness == {"BackedUp": len(KEYS), "Refreshed": 0, "Unchanged": 0}
     # The last success is the status' own, inside the run's window.
     ours = {"namespace": cluster.namespace, "name": "payments"}
     last_success = samples.get(PER_KEYBACKUP[0], **ours)
@@ -137,6 +144,13 @@ def test_a_backup_a_restore_and_a_dry_run_are_graphed_while_they_run_and_after_t
         == (status["lastSnapshot"]["bytes"])
     )
     assert samples.get("kvbackup_keybackup_failing", **ours) == 0
+    # Every backup in the snapshot was taken by its own run, which started it.
+    oldest = parse_time(status["lastSnapshot"]["oldestArtifactTime"])
+    assert oldest is not None
+    assert samples.get("kvbackup_keybackup_oldest_artifact_timestamp_seconds", **ours) == (
+        oldest.timestamp()
+    )
+    assert int(applied) - 1 <= oldest.timestamp() <= last_success
     # Unscheduled: no interval to compare the last success with.
     assert samples.get("kvbackup_keybackup_schedule_interval_seconds", **ours) is None
     # Key Vault calls by operation, as the vault (the proxy) received them.

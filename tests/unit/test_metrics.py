@@ -19,13 +19,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from kvbackup import __version__
 from kvbackup.adapters.fairshare import FairSlots
 from kvbackup.adapters.keyvault import KeyVaultItems, vault_host
-from kvbackup.adapters.metrics import BACKUP, OperatorMetrics, VaultOperation
+from kvbackup.adapters.metrics import BACKUP, RESTORE, OperatorMetrics, VaultOperation
 from kvbackup.adapters.ratelimit import VaultPace
 from kvbackup.api.kinds import ITEM_KINDS, ItemKind
 from kvbackup.errors import KvBackupError
 from kvbackup.presentation.gauges import keybackup_readings
 from kvbackup.presentation.keybackup_status import read_keybackup_status
-from kvbackup.services.outcomes import ItemOutcome, ItemResult
+from kvbackup.services.outcomes import Freshness, ItemOutcome, ItemResult
 from kvbackup.services.readings import KeyBackupReadings
 from kvbackup.services.retry_policy import retry_per_call
 from kvbackup.services.triggers import plan_run
@@ -78,6 +78,25 @@ def test_the_last_success_and_snapshot_size_are_the_status_own() -> None:
 
 def test_a_keybackup_that_never_succeeded_has_no_last_success_or_snapshot() -> None:
     assert readings({}) == KeyBackupReadings()
+
+
+@pytest.mark.parametrize(
+    ("written", "oldest"),
+    [
+        pytest.param(
+            "2026-11-24T12:00:00Z",
+            datetime.datetime(2026, 11, 24, 12, tzinfo=datetime.UTC).timestamp(),
+            id="a time",
+        ),
+        pytest.param(None, None, id="absent: a snapshot from before incremental runs"),
+        pytest.param("yesterday", None, id="edited by hand"),
+        pytest.param(1764000000, None, id="a number"),
+    ],
+)
+def test_the_oldest_artifact_is_the_last_snapshots_own(written: Any, oldest: float | None) -> None:
+    status = {"lastSnapshot": {"bytes": 4015, "oldestArtifactTime": written}}
+
+    assert readings(status).oldest_artifact == oldest
 
 
 @pytest.mark.parametrize(
@@ -154,6 +173,45 @@ def test_a_finished_run_counts_its_result_duration_and_items_of_each_kind() -> N
     }
 
 
+def test_a_finished_backup_counts_the_items_it_stored_of_each_kind_by_freshness() -> None:
+    metrics = OperatorMetrics()
+    outcomes = [
+        ItemOutcome("new", ItemResult.SUCCEEDED),
+        ItemOutcome("same", ItemResult.SUCCEEDED, stored_in="x", freshness=Freshness.UNCHANGED),
+        ItemOutcome("same-2", ItemResult.SUCCEEDED, freshness=Freshness.UNCHANGED),
+        ItemOutcome(
+            "due", ItemResult.SUCCEEDED, kind=ItemKind.SECRET, freshness=Freshness.REFRESHED
+        ),
+        ItemOutcome("lost", ItemResult.FAILED, kind=ItemKind.CERTIFICATE),
+    ]
+
+    with metrics.run(BACKUP) as run:
+        run.finished("PartiallyFailed", outcomes)
+
+    counted = {
+        (kind, freshness.value): value(
+            metrics, "kvbackup_item_freshness_total", kind=kind, freshness=freshness.value
+        )
+        for kind in ITEM_KINDS
+        for freshness in Freshness
+    }
+    assert {labels: n for labels, n in counted.items() if n} == {
+        ("key", "BackedUp"): 1,
+        ("key", "Unchanged"): 2,
+        ("secret", "Refreshed"): 1,
+    }
+    assert set(counted.values()) == {0, 1, 2}  # every series exists from the start
+
+
+def test_a_restore_counts_no_freshness() -> None:
+    metrics = OperatorMetrics()
+
+    with metrics.run(RESTORE) as run:
+        run.finished("Succeeded", [ItemOutcome("a", ItemResult.RESTORED)])
+
+    assert value(metrics, "kvbackup_item_freshness_total", kind="key", freshness="BackedUp") == 0
+
+
 def test_an_interrupted_run_leaves_flight_but_is_not_counted() -> None:
     metrics = OperatorMetrics()
 
@@ -191,13 +249,14 @@ def test_a_running_keybackup_keeps_its_failing_flag_and_a_deleted_one_leaves_no_
     metrics = OperatorMetrics()
     ours = {"namespace": "payments", "name": "keys"}
     metrics.observe_keybackup(
-        "payments", "keys", KeyBackupReadings(1.0e9, 86400.0, 4015, failing=True)
+        "payments", "keys", KeyBackupReadings(1.0e9, 86400.0, 4015, 0.9e9, failing=True)
     )
-    metrics.observe_keybackup("payments", "keys", KeyBackupReadings(1.0e9, None, 4015))
+    metrics.observe_keybackup("payments", "keys", KeyBackupReadings(1.0e9, None, 4015, 0.9e9))
 
     assert value(metrics, "kvbackup_keybackup_failing", **ours) == 1
     assert value(metrics, "kvbackup_keybackup_schedule_interval_seconds", **ours) is None
     assert value(metrics, "kvbackup_keybackup_last_success_timestamp_seconds", **ours) == 1.0e9
+    assert value(metrics, "kvbackup_keybackup_oldest_artifact_timestamp_seconds", **ours) == 0.9e9
 
     metrics.forget_keybackup("payments", "keys")
 
@@ -209,7 +268,9 @@ def test_a_replica_that_stops_leading_drops_every_keybackups_series_and_says_it_
     assert value(metrics, "kvbackup_leader") == 0
     metrics.started_leading()
     for name in ("keys", "tokens"):
-        metrics.observe_keybackup("payments", name, KeyBackupReadings(1.0e9, 86400.0, 4015, True))
+        metrics.observe_keybackup(
+            "payments", name, KeyBackupReadings(1.0e9, 86400.0, 4015, 0.9e9, True)
+        )
     assert value(metrics, "kvbackup_leader") == 1
 
     metrics.stopped_leading()

@@ -211,6 +211,53 @@ def test_a_keybackup_without_the_new_fields_runs_per_change_keeps_everything_and
     assert spec.suspend is False
     assert spec.retention == Retention(keep_last=None, max_age=None)
     assert spec.deletion_policy is DeletionPolicy.RETAIN
+    assert (
+        spec.full_backup_every
+        == keybackup.DEFAULT_FULL_BACKUP_EVERY
+        == datetime.timedelta(hours=24)
+    )
+
+
+@pytest.mark.parametrize(
+    ("written", "every"),
+    [
+        pytest.param("30d", datetime.timedelta(days=30), id="days"),
+        pytest.param("12h", datetime.timedelta(hours=12), id="hours"),
+        pytest.param("1h30m", datetime.timedelta(hours=1, minutes=30), id="hours-and-minutes"),
+        pytest.param("1d12h", datetime.timedelta(days=1, hours=12), id="days-and-hours"),
+    ],
+)
+def test_full_backup_every_is_a_duration(written: str, every: datetime.timedelta) -> None:
+    assert keybackup.parse_spec(backup(fullBackupEvery=written)).full_backup_every == every
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        pytest.param("24", id="no-unit"),
+        pytest.param(24, id="number"),
+        pytest.param("", id="empty"),
+        pytest.param("0h", id="zero"),
+        pytest.param("1 day", id="words"),
+        pytest.param("99999999999d", id="overflow"),
+    ],
+)
+def test_a_full_backup_every_that_is_no_duration_is_refused_by_name(written: Any) -> None:
+    message = refusal(keybackup.parse_spec, backup(fullBackupEvery=written))
+
+    assert message.startswith("spec.fullBackupEvery ")
+
+
+def test_the_api_server_reads_full_backup_every_as_the_operator_does() -> None:
+    every = _crd_property("keybackups.kvbackup.io.yaml", "spec", "fullBackupEvery")
+    max_age = _crd_property("keybackups.kvbackup.io.yaml", "spec", "retention", "maxAge")
+
+    assert keybackup.parse_spec(backup(fullBackupEvery=every["default"])) == keybackup.parse_spec(
+        backup()
+    )
+    assert {k: every[k] for k in ("pattern", "minLength", "maxLength")} == {
+        k: max_age[k] for k in ("pattern", "minLength", "maxLength")
+    }
 
 
 @pytest.mark.parametrize(

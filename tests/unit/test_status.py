@@ -20,7 +20,7 @@ from kvbackup.errors import AccessDeniedError, InvalidSpecError, TransientError
 from kvbackup.presentation import keybackup_status, keyrestore_status, status
 from kvbackup.services.backup import BackupReport, KeptSnapshot, run_backup
 from kvbackup.services.journal import RestoreJournal
-from kvbackup.services.outcomes import ItemOutcome, ItemResult
+from kvbackup.services.outcomes import Freshness, ItemOutcome, ItemResult
 from kvbackup.services.restore import RestoreReport, run_restore
 from kvbackup.services.retry_policy import Verdict
 from kvbackup.services.snapshot import Manifest
@@ -384,6 +384,7 @@ def test_snapshot_entries_describe_only_the_ten_newest_snapshots_the_store_lists
         "keys": 1,
         "failedKeys": 1,
         "bytes": 10,
+        "newBytes": 10,
         "location": "at/20240512-020000-abcd",
     }
     assert entries[1]["failedKeys"] == 0
@@ -745,7 +746,13 @@ def test_a_mixed_backup_lists_and_counts_each_kind_apart() -> None:
         "certificatesTotal": 1,
         "certificatesSucceeded": 1,
         "certificatesFailed": 0,
+        "backedUp": 3,
+        "refreshed": 0,
+        "unchanged": 0,
+        "fullRun": None,
+        "comparedWith": None,
         "bytes": 420,
+        "newBytes": 420,
         "leftOut": None,
     }
     assert document["lastSnapshot"] | {"location": ""} == {
@@ -756,6 +763,7 @@ def test_a_mixed_backup_lists_and_counts_each_kind_apart() -> None:
         "secrets": 1,
         "certificates": 1,
         "bytes": 420,
+        "oldestArtifactTime": timestamp(MOMENT),
         "location": "",
     }
     assert ready(document)["message"] == (
@@ -779,6 +787,8 @@ def test_a_keys_only_backup_removes_what_an_earlier_run_said_of_other_kinds() ->
         "certificatesTotal": None,
         "certificatesSucceeded": None,
         "certificatesFailed": None,
+        "fullRun": None,
+        "comparedWith": None,
         "leftOut": None,
     }
     assert (document["secrets"], document["certificates"]) == (None, None)
@@ -879,9 +889,18 @@ def test_snapshot_entries_count_secrets_and_certificates_only_when_a_run_handled
         "certificates": 0,
         "failedCertificates": 1,
         "bytes": 10,
+        "newBytes": 10,
         "location": "at/mixed",
     }
-    assert set(entries[1]) == {"id", "completionTime", "keys", "failedKeys", "bytes", "location"}
+    assert set(entries[1]) == {
+        "id",
+        "completionTime",
+        "keys",
+        "failedKeys",
+        "bytes",
+        "newBytes",
+        "location",
+    }
 
 
 def test_progress_counts_items_of_every_kind() -> None:
@@ -977,3 +996,100 @@ def test_a_restore_of_secrets_alone_names_their_kind() -> None:
     assert ready(document)["message"] == "1 restored (1 secret), 0 recovered, 0 skipped, 0 failed"
     assert document["keys"] is None
     assert document["counts"]["keys"] is None
+
+
+# --- incremental runs ------------------------------------------------------------------
+
+PREVIOUS_ID = "20240430-120000-beef"
+OLDEST_ID = "20240429-060000-cafe"
+CHANGED = replace(KEY, name="changed")
+DUE = replace(KEY, name="due", freshness=Freshness.REFRESHED)
+CARRIED = replace(KEY, name="carried", freshness=Freshness.UNCHANGED, stored_in=PREVIOUS_ID)
+CARRIED_LONGEST = replace(CARRIED, name="carried-longest", stored_in=OLDEST_ID)
+
+
+def test_an_incremental_run_counts_what_it_backed_up_refreshed_and_carried_forward() -> None:
+    report = replace(
+        backup_report(CHANGED, DUE, CARRIED, CARRIED_LONGEST, LOST), compared_with=PREVIOUS_ID
+    )
+
+    update = keybackup_status.backup_finished({}, report, BY_GENERATION, 100, None)
+
+    last_run = update.status["lastRun"]
+    assert {field: last_run[field] for field in ("backedUp", "refreshed", "unchanged")} == {
+        "backedUp": 1,
+        "refreshed": 1,
+        "unchanged": 2,
+    }
+    assert (last_run["fullRun"], last_run["comparedWith"]) == (None, PREVIOUS_ID)
+    assert (last_run["bytes"], last_run["newBytes"]) == (400, 200)
+    assert update.status["lastSnapshot"]["oldestArtifactTime"] == "2024-04-29T06:00:00Z"
+    message = (
+        f"backed up 1 and refreshed 1 of 5 item(s) into snapshot {SNAPSHOT_ID}; "
+        f"2 unchanged since snapshot {PREVIOUS_ID}, 1 failed"
+    )
+    assert ready(update.status)["message"] == message
+    assert [(e.reason, e.message) for e in update.events] == [("BackupPartiallyFailed", message)]
+
+
+def test_an_incremental_run_of_a_large_vault_says_its_counts_with_thousands_separators() -> None:
+    changed = [replace(CHANGED, name=f"changed-{n}") for n in range(100)]
+    carried = [replace(CARRIED, name=f"carried-{n}") for n in range(9_900)]
+    report = replace(backup_report(*changed, *carried), compared_with=PREVIOUS_ID)
+
+    update = keybackup_status.backup_finished({}, report, BY_GENERATION, 100, None)
+
+    assert ready(update.status)["message"] == (
+        f"backed up 100 and refreshed 0 of 10,000 item(s) into snapshot {SNAPSHOT_ID}; "
+        f"9,900 unchanged since snapshot {PREVIOUS_ID}"
+    )
+
+
+def test_a_full_run_says_why_and_removes_what_an_incremental_one_compared_with() -> None:
+    report = replace(backup_report(STORED), full_reason="asked for by backup-now")
+
+    update = keybackup_status.backup_finished({}, report, BY_GENERATION, 100, None)
+
+    assert update.status["lastRun"]["fullRun"] == "asked for by backup-now"
+    assert update.status["lastRun"]["comparedWith"] is None
+    message = (
+        f"backed up 1 of 1 key(s) into snapshot {SNAPSHOT_ID} "
+        "in a full run (asked for by backup-now)"
+    )
+    assert ready(update.status)["message"] == message
+    assert [(e.reason, e.message) for e in update.events] == [("BackupSucceeded", message)]
+
+
+def test_a_run_that_kept_no_item_leaves_the_last_snapshots_oldest_artifact_as_it_was() -> None:
+    report = replace(backup_report(LOST), compared_with=PREVIOUS_ID)
+
+    document = keybackup_status.backup_finished({}, report, BY_GENERATION, 100, None).status
+
+    assert "lastSnapshot" not in document
+    assert ready(document)["message"] == (
+        f"backed up 0 and refreshed 0 of 1 item(s) into snapshot {SNAPSHOT_ID} (not kept); "
+        f"0 unchanged since snapshot {PREVIOUS_ID}, 1 failed"
+    )
+
+
+def test_a_snapshot_kept_only_for_newer_ones_says_which_hold_it() -> None:
+    summary = manifest_at(OLDEST_ID).summary
+
+    held, free = keybackup_status.snapshot_entries(
+        [
+            KeptSnapshot(summary, "at/held", held_by=(SNAPSHOT_ID, PREVIOUS_ID)),
+            KeptSnapshot(summary, "at/free"),
+        ]
+    )
+
+    assert held["heldBy"] == [SNAPSHOT_ID, PREVIOUS_ID]
+    assert "heldBy" not in free
+
+
+def test_a_snapshot_summary_from_before_incremental_runs_lists_no_new_bytes() -> None:
+    summary = replace(manifest_at(OLDEST_ID).summary, new_bytes=None)
+
+    (entry,) = keybackup_status.snapshot_entries([KeptSnapshot(summary, "at/old")])
+
+    assert "newBytes" not in entry
+    assert entry["bytes"] == summary.total_bytes

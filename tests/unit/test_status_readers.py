@@ -41,7 +41,11 @@ def test_a_keybackup_status_reads_back_what_its_writers_wrote() -> None:
         "lastHandledTrigger": "now-1",
         "lastScheduleTime": "2024-05-01T10:00:00Z",
         "lastSuccessfulTime": "2024-05-01T10:05:00Z",
-        "lastSnapshot": {"id": SNAPSHOT_ID, "bytes": 2048},
+        "lastSnapshot": {
+            "id": SNAPSHOT_ID,
+            "bytes": 2048,
+            "oldestArtifactTime": "2024-04-30T12:00:00Z",
+        },
     }
     written |= backup_started(written, request, SNAPSHOT_ID, MOMENT).status
 
@@ -52,6 +56,7 @@ def test_a_keybackup_status_reads_back_what_its_writers_wrote() -> None:
         last_schedule_time=SLOT - datetime.timedelta(hours=1),
         last_successful_time=SLOT - datetime.timedelta(minutes=55),
         last_snapshot_bytes=2048,
+        oldest_artifact_time=SLOT - datetime.timedelta(hours=23),
         interrupted=InterruptedRun(request, SNAPSHOT_ID),
     )
 

@@ -241,3 +241,31 @@ def test_an_invalid_spec_still_plans_one_run_per_generation_to_report_it() -> No
         ).request
         is None
     )
+
+
+@pytest.mark.parametrize(
+    ("request_", "full"),
+    [
+        pytest.param(RunRequest(3, trigger="full-2026-12-07"), True, id="full-dated"),
+        pytest.param(RunRequest(3, trigger="full"), True, id="full"),
+        pytest.param(RunRequest(3, trigger="2026-12-07"), False, id="dated"),
+        pytest.param(RunRequest(3, trigger="now-full"), False, id="full-not-first"),
+        pytest.param(RunRequest(3, trigger="Full-1"), False, id="capitalised"),
+        pytest.param(RunRequest(3), False, id="generation"),
+        pytest.param(RunRequest(3, slot=SLOT), False, id="slot"),
+    ],
+)
+def test_a_backup_now_value_starting_with_full_asks_for_a_full_run(
+    request_: RunRequest, full: bool
+) -> None:
+    assert request_.asks_full_run is full
+
+
+def test_a_full_run_asked_for_is_due_like_any_backup_now_value_and_resumes_as_one() -> None:
+    request = due(HANDLED, 3, "full-2026-12-07", schedule=HOURLY, suspended=True)
+
+    assert request is not None
+    assert request.asks_full_run
+    resumed = read_keybackup_status(interrupted(request)).interrupted
+    assert resumed is not None
+    assert resumed.request.asks_full_run

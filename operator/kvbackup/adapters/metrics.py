@@ -1,12 +1,12 @@
 """The operator's Prometheus metrics, how the operator records them, and the endpoint
 that serves them (README, "Metrics and alerts", lists each one).
 
-Labels are bounded: runs, item kinds, results and operations are fixed words, a vault is
-its host (its series removed once the vault has gone unused for a while, keyvault.py), and
-only the per-KeyBackup gauges carry an object's namespace and name, removed when the
-object is deleted and when the replica stops leading (the leader alone shows them). No
-item name is ever a label. Recording a Key Vault call costs a dict lookup and an increment; the
-vaults' pace rates are read only when scraped.
+Labels are bounded: runs, item kinds, results, freshness and operations are fixed words, a
+vault is its host (its series removed once the vault has gone unused for a while,
+keyvault.py), and only the per-KeyBackup gauges carry an object's namespace and name,
+removed when the object is deleted and when the replica stops leading (the leader alone
+shows them). No item name is ever a label. Recording a Key Vault call costs a dict lookup
+and an increment; the vaults' pace rates are read only when scraped.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import collections
 import importlib.metadata
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,7 +35,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from kvbackup import __version__
 from kvbackup.api.kinds import ITEM_KINDS, ItemKind
-from kvbackup.services.outcomes import ItemOutcome, ItemResult
+from kvbackup.services.outcomes import Freshness, ItemOutcome, ItemResult
 from kvbackup.services.readings import KeyBackupReadings
 
 BACKUP = "backup"
@@ -85,13 +85,20 @@ class VaultOperation(StrEnum):
 class RunRecord:
     """How one run ended; left unset, the run is not counted (it was interrupted)."""
 
+    run: str
     result: str | None = None
     #: How many items of each kind ended with each result.
     items: collections.Counter[tuple[ItemKind, str]] = field(default_factory=collections.Counter)
+    #: Of a backup: how many items of each kind it stored, by how it came by their artifacts.
+    freshness: collections.Counter[tuple[ItemKind, Freshness]] = field(
+        default_factory=collections.Counter
+    )
 
-    def finished(self, phase: str, outcomes: Iterable[ItemOutcome]) -> None:
+    def finished(self, phase: str, outcomes: Sequence[ItemOutcome]) -> None:
         self.result = phase
         self.items.update((outcome.kind, outcome.result.value) for outcome in outcomes)
+        if self.run == BACKUP:
+            self.freshness.update((o.kind, o.freshness) for o in outcomes if not o.failed)
 
     def failed(self) -> None:
         self.result = "Failed"
@@ -170,6 +177,15 @@ class OperatorMetrics:
             ["run", "kind", "result"],
             registry=registry,
         )
+        self.item_freshness = Counter(
+            "kvbackup_item_freshness",
+            "Vault items stored by finished backup runs, by item kind and by how the run came "
+            "by their artifacts: BackedUp (new or changed), Unchanged (carried forward from an "
+            "earlier snapshot, no Key Vault call), Refreshed (unchanged, backed up afresh by "
+            "spec.fullBackupEvery or a full run).",
+            ["kind", "freshness"],
+            registry=registry,
+        )
         self.vault_calls = Counter(
             "kvbackup_keyvault_calls",
             "Key Vault calls by vault host, operation, item kind and HTTP status code "
@@ -211,6 +227,14 @@ class OperatorMetrics:
             labels,
             registry=registry,
         )
+        self.oldest_artifact = Gauge(
+            "kvbackup_keybackup_oldest_artifact_timestamp_seconds",
+            "When the oldest backup in the KeyBackup's newest complete snapshot was taken "
+            "(status.lastSnapshot.oldestArtifactTime). While runs succeed, its age stays "
+            "within spec.fullBackupEvery and the time between runs.",
+            labels,
+            registry=registry,
+        )
         self.failing = Gauge(
             "kvbackup_keybackup_failing",
             "1 while the KeyBackup's latest run failed or partially failed (also while it "
@@ -229,6 +253,9 @@ class OperatorMetrics:
             for kind in ITEM_KINDS:
                 for item_result in item_results:
                     self.items.labels(run, kind, item_result.value)
+        for kind in ITEM_KINDS:
+            for freshness in Freshness:
+                self.item_freshness.labels(kind, freshness.value)
 
     def serve(self, port: int, address: str) -> None:
         """Serves /metrics on ``address`` (0.0.0.0: every IPv4 address) from a thread of its
@@ -245,7 +272,7 @@ class OperatorMetrics:
     def run(self, run: str) -> Iterator[RunRecord]:
         """Counts the run (BACKUP, RESTORE or DRY_RUN) in flight while it lasts, then its
         result, duration and items."""
-        record, started = RunRecord(), time.monotonic()
+        record, started = RunRecord(run), time.monotonic()
         in_flight = self.runs_in_flight.labels(run)
         in_flight.inc()
         try:
@@ -257,12 +284,15 @@ class OperatorMetrics:
                 self.run_duration.labels(run).observe(time.monotonic() - started)
                 for (kind, item_result), count in record.items.items():
                     self.items.labels(run, kind, item_result).inc(count)
+                for (kind, freshness), count in record.freshness.items():
+                    self.item_freshness.labels(kind, freshness.value).inc(count)
 
     def observe_keybackup(self, namespace: str, name: str, readings: KeyBackupReadings) -> None:
         for gauge, value in (
             (self.last_success, readings.last_success),
             (self.schedule_interval, readings.schedule_interval),
             (self.snapshot_bytes, readings.snapshot_bytes),
+            (self.oldest_artifact, readings.oldest_artifact),
         ):
             if value is None:
                 gauge.remove(namespace, name)
@@ -273,7 +303,13 @@ class OperatorMetrics:
             failing.set(int(readings.failing))
 
     def _keybackup_gauges(self) -> tuple[Gauge, ...]:
-        return (self.last_success, self.schedule_interval, self.snapshot_bytes, self.failing)
+        return (
+            self.last_success,
+            self.schedule_interval,
+            self.snapshot_bytes,
+            self.oldest_artifact,
+            self.failing,
+        )
 
     def forget_keybackup(self, namespace: str, name: str) -> None:
         """Removes a deleted KeyBackup's series."""

@@ -163,6 +163,7 @@ def parse_spec(
         deletion_policy=fields.enum(
             DeletionPolicy, spec.get("deletionPolicy"), DeletionPolicy.RETAIN, "spec.deletionPolicy"
         ),
+        full_backup_every=_parse_full_backup_every(spec.get("fullBackupEvery")),
     )
 
 
@@ -227,6 +228,12 @@ def _parse_retention(retention: Mapping[str, Any]) -> Retention:
         keep_last=keep_last,
         max_age=parse_duration(str(max_age), "spec.retention.maxAge") if max_age else None,
     )
+
+
+def _parse_full_backup_every(value: Any) -> datetime.timedelta:
+    if value is None:
+        return DEFAULT_FULL_BACKUP_EVERY
+    return parse_duration(str(value), "spec.fullBackupEvery")
 
 
 def _parse_destination(destination: Mapping[str, Any]) -> Destination:

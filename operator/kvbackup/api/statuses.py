@@ -81,7 +81,17 @@ class BackupRunSummary(TypedDict, total=False):
     certificatesTotal: int | None
     certificatesSucceeded: int | None
     certificatesFailed: int | None
+    #: Items stored, of every kind, by how the run came by their artifacts (Freshness).
+    backedUp: int
+    refreshed: int
+    unchanged: int
+    #: Why the run backed up every item afresh; None for an incremental run.
+    fullRun: str | None
+    #: The snapshot an incremental run compared the items with; None for a full run.
+    comparedWith: str | None
+    #: Bytes of every item the snapshot holds, and of those the run stored itself.
     bytes: int
+    newBytes: int
     #: None unless some were left out.
     leftOut: LeftOut | None
 
@@ -100,7 +110,11 @@ class SnapshotSummaryDocument(TypedDict, total=False):
     certificates: int
     failedCertificates: int
     bytes: int
+    #: Bytes the snapshot stored itself; absent in summaries older than incremental runs.
+    newBytes: int
     location: str
+    #: The newer kept snapshots that refer to this one, when only they keep it.
+    heldBy: list[str]
 
 
 class LastSnapshot(TypedDict, total=False):
@@ -114,6 +128,8 @@ class LastSnapshot(TypedDict, total=False):
     secrets: int | None
     certificates: int | None
     bytes: int
+    #: When the oldest backup it holds was taken; None when it holds none.
+    oldestArtifactTime: str | None
     location: str
 
 

@@ -99,6 +99,7 @@ async def _attempt(
                     clock=runtime.clock,
                     incomplete_grace=runtime.settings.incomplete_snapshot_grace,
                     concurrency=runtime.settings.keys_per_run,
+                    full_requested=request.asks_full_run,
                     progress=progress_of(
                         runtime.kubernetes, KEYBACKUP_PLURAL, body, status.backup_progress
                     ),

@@ -34,7 +34,7 @@ def longest_gap(schedule: Schedule, first_slot: datetime.datetime) -> float:
 
 def keybackup_readings(status: KeyBackupStatusView, plan: Plan) -> KeyBackupReadings:
     """The gauges of a KeyBackup with this status, planned as ``plan``."""
-    last_success = status.last_successful_time
+    last_success, oldest_artifact = status.last_successful_time, status.oldest_artifact_time
     schedule = plan.spec.schedule if plan.spec else None
     phase = status.phase
     return KeyBackupReadings(
@@ -45,5 +45,6 @@ def keybackup_readings(status: KeyBackupStatusView, plan: Plan) -> KeyBackupRead
             else None
         ),
         snapshot_bytes=status.last_snapshot_bytes,
+        oldest_artifact=oldest_artifact.timestamp() if oldest_artifact else None,
         failing=True if phase in _FAILING else False if phase == Phase.SUCCEEDED.value else None,
     )

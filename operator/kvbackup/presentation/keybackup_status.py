@@ -38,9 +38,8 @@ from kvbackup.presentation.status import (
     merged_conditions,
 )
 from kvbackup.services.backup import BackupReport, KeptSnapshot
-from kvbackup.services.outcomes import ItemOutcome, ItemResult
+from kvbackup.services.outcomes import Freshness, ItemOutcome, ItemResult
 from kvbackup.services.retry_policy import Verdict
-from kvbackup.services.snapshot import SnapshotSummary
 from kvbackup.services.triggers import (
     InterruptedRun,
     KeyBackupStatusView,
@@ -68,6 +67,7 @@ def read_keybackup_status(status: Mapping[str, Any]) -> KeyBackupStatusView:
         last_schedule_time=parse_time(status.get("lastScheduleTime")),
         last_successful_time=parse_time(status.get("lastSuccessfulTime")),
         last_snapshot_bytes=snapshot_bytes if isinstance(snapshot_bytes, int) else None,
+        oldest_artifact_time=parse_time(snapshot.get("oldestArtifactTime")),
         interrupted=_interrupted(_mapping(status.get("activeRun"))),
     )
 
@@ -110,12 +110,14 @@ def _handled(request: RunRequest) -> KeyBackupStatus:
 
 
 def snapshot_entries(kept: Sequence[KeptSnapshot]) -> list[SnapshotSummaryDocument]:
-    return [_snapshot_entry(k.summary, k.location) for k in kept[:SNAPSHOTS_IN_STATUS]]
+    return [_snapshot_entry(k) for k in kept[:SNAPSHOTS_IN_STATUS]]
 
 
-def _snapshot_entry(summary: SnapshotSummary, location: str) -> SnapshotSummaryDocument:
+def _snapshot_entry(kept: KeptSnapshot) -> SnapshotSummaryDocument:
     """Keys are always counted, as they always were; secrets and certificates when the
-    snapshot's run stored or failed some (a list entry is replaced whole, never merged)."""
+    snapshot's run stored or failed some (a list entry is replaced whole, never merged).
+    ``newBytes`` when its summary tells, ``heldBy`` when only newer snapshots keep it."""
+    summary = kept.summary
     entry: SnapshotSummaryDocument = {
         "id": summary.snapshot_id,
         "completionTime": timestamp(summary.completion_time),
@@ -129,7 +131,13 @@ def _snapshot_entry(summary: SnapshotSummary, location: str) -> SnapshotSummaryD
             "certificates": summary.certificates,
             "failedCertificates": summary.failed_certificates,
         }
-    return entry | {"bytes": summary.total_bytes, "location": location}
+    entry["bytes"] = summary.total_bytes
+    if summary.new_bytes is not None:
+        entry["newBytes"] = summary.new_bytes
+    entry["location"] = kept.location
+    if kept.held_by:
+        entry["heldBy"] = list(kept.held_by)
+    return entry
 
 
 def schedule_status(next_slot: datetime.datetime | None) -> KeyBackupStatus:
@@ -218,9 +226,7 @@ def backup_finished(
     reason, ready = PHASE_STANDING.get(phase, ("Failed", False))
     outcomes = report.outcomes
     left_out = left_out_message(report.left_out)
-    message = f"backed up {_backed_up(outcomes)} into snapshot " + (
-        report.snapshot_id if report.manifest_written else f"{report.snapshot_id} (not kept)"
-    )
+    message = _run_summary(report)
     if left_out:
         message = f"{message}; {left_out}"
     standing = finished_standing(reason, ready, message, outcomes)
@@ -230,7 +236,13 @@ def backup_finished(
         "completionTime": timestamp(moment),
         "phase": phase.value,
         **_run_counts(outcomes),
+        "backedUp": report.counted(Freshness.BACKED_UP),
+        "refreshed": report.counted(Freshness.REFRESHED),
+        "unchanged": report.counted(Freshness.UNCHANGED),
+        "fullRun": report.full_reason or None,
+        "comparedWith": report.compared_with or None,
         "bytes": report.total_bytes,
+        "newBytes": report.new_bytes,
         "leftOut": _left_out(report.left_out, left_out),
     }
     status: KeyBackupStatus = {
@@ -253,13 +265,34 @@ def backup_finished(
     return Update(status, tuple(events))
 
 
+def _run_summary(report: BackupReport) -> str:
+    """One sentence of what the run stored and how it came by it. A full run names each
+    kind: ``backed up 3 of 3 key(s) and 2 of 3 secret(s) into snapshot S in a full run
+    (no earlier snapshot)``. An incremental run says what it backed up itself, as
+    ``backed up 100 and refreshed 0 of 10,000 item(s) into snapshot S; 9,900 unchanged
+    since snapshot P``, and how many failed, if any."""
+    into = report.snapshot_id if report.manifest_written else f"{report.snapshot_id} (not kept)"
+    outcomes = report.outcomes
+    if not report.compared_with:
+        summary = f"backed up {_backed_up(outcomes)} into snapshot {into}"
+        return f"{summary} in a full run ({report.full_reason})" if report.full_reason else summary
+    failed = sum(1 for outcome in outcomes if outcome.failed)
+    summary = (
+        f"backed up {report.counted(Freshness.BACKED_UP):,} and refreshed "
+        f"{report.counted(Freshness.REFRESHED):,} of {len(outcomes):,} item(s) into snapshot "
+        f"{into}; {report.counted(Freshness.UNCHANGED):,} unchanged since snapshot "
+        f"{report.compared_with}"
+    )
+    return f"{summary}, {failed:,} failed" if failed else summary
+
+
 def _backed_up(outcomes: Sequence[ItemOutcome]) -> str:
     """``1 of 2 key(s)``, or ``3 of 3 key(s), 2 of 3 secret(s) and 1 of 1 certificate(s)``."""
     parts = []
     for kind in kinds_of(outcomes):
         chosen = of_kind(outcomes, kind)
         stored = len(chosen) - count(chosen, ItemResult.FAILED)
-        parts.append(f"{stored} of {len(chosen)} {kind}(s)")
+        parts.append(f"{stored:,} of {len(chosen):,} {kind}(s)")
     return joined(parts) or "nothing"
 
 
@@ -330,8 +363,14 @@ def _last_snapshot(report: BackupReport) -> LastSnapshot:
         "secrets": stored(ItemKind.SECRET) or None,
         "certificates": stored(ItemKind.CERTIFICATE) or None,
         "bytes": report.total_bytes,
+        "oldestArtifactTime": _oldest_artifact_time(report),
         "location": report.location,
     }
+
+
+def _oldest_artifact_time(report: BackupReport) -> str | None:
+    oldest = report.oldest_artifact
+    return timestamp(oldest) if oldest else None
 
 
 def backup_failed(

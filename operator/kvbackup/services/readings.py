@@ -13,5 +13,6 @@ class KeyBackupReadings:
     last_success: float | None = None
     schedule_interval: float | None = None
     snapshot_bytes: int | None = None
+    oldest_artifact: float | None = None
     #: None: this status does not tell (a run is going on); the gauge keeps its value.
     failing: bool | None = None

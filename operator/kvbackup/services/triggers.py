@@ -14,6 +14,10 @@ from kvbackup.api.schedule import Schedule
 from kvbackup.errors import InvalidSpecError
 from kvbackup.services.snapshot import new_snapshot_id
 
+#: How a backup-now value asks for a full run, e.g. ``full-2026-12-07``: every item
+#: backed up afresh, whatever the previous snapshot records of it.
+FULL_RUN_TRIGGER_PREFIX = "full"
+
 
 @dataclass(frozen=True)
 class RunRequest:
@@ -22,6 +26,11 @@ class RunRequest:
     generation: int
     trigger: str | None = None
     slot: datetime.datetime | None = None
+
+    @property
+    def asks_full_run(self) -> bool:
+        """Whether the backup-now value that started the run asks for a full run."""
+        return self.trigger is not None and self.trigger.startswith(FULL_RUN_TRIGGER_PREFIX)
 
     def as_status(self) -> dict[str, Any]:
         return {
@@ -55,6 +64,8 @@ class KeyBackupStatusView:
     last_schedule_time: datetime.datetime | None = None
     last_successful_time: datetime.datetime | None = None
     last_snapshot_bytes: int | None = None
+    #: When the oldest backup the newest kept snapshot holds was taken.
+    oldest_artifact_time: datetime.datetime | None = None
     #: None unless ``activeRun`` reads back in full, its snapshot id included.
     interrupted: InterruptedRun | None = None
 
