@@ -8,7 +8,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ from kvbackup.adapters.kubernetes import KubernetesApi
 from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api import KEYBACKUP_LABEL, ROLE_LABEL, SNAPSHOT_LABEL
 from kvbackup.api.keybackup import KeyBackupRef
-from kvbackup.api.kinds import ItemKind, ItemRef
+from kvbackup.api.kinds import ITEM_KINDS, ItemKind, ItemRef
 from kvbackup.services.ports import SnapshotStore
 from kvbackup.services.snapshot import Artifact, Manifest, sha256_hex
 from tests.harness import azurite as azurite_harness
@@ -493,8 +493,34 @@ async def store_items(
             Artifact(item.name, ("v1", "v2"), sha256_hex(data), len(data), location, item.kind)
         )
     manifest = manifest_of(*stored, ref=ref, snapshot_id=snapshot_id)
-    await store.write_manifest(manifest)
+    await store.write_manifest(manifest, manifest.summary)
     return manifest
+
+
+async def store_changes(
+    store: SnapshotStore,
+    ref: KeyBackupRef,
+    earlier: Manifest,
+    snapshot_id: str,
+    renewed: Mapping[ItemRef, bytes],
+    gone: Collection[ItemRef] = (),
+) -> Manifest:
+    """What an incremental run after ``earlier`` (a whole manifest) stores: the ``renewed``
+    items backed up anew (version v3), each other item of ``earlier`` but those ``gone``
+    carried from the snapshot holding it. Returns the whole manifest, not yet written: a
+    test writes it, or its differences from a base."""
+    fresh = []
+    for item, data in renewed.items():
+        location = await store.write_artifact(ref, snapshot_id, item.kind, item.name, data, ("v3",))
+        fresh.append(Artifact(item.name, ("v3",), sha256_hex(data), len(data), location, item.kind))
+    replaced = {(a.kind, a.name.lower()) for a in fresh} | {(i.kind, i.name.lower()) for i in gone}
+    carried = [
+        artifact.carried_from(earlier.snapshot_id)
+        for artifact in earlier.artifacts
+        if (artifact.kind, artifact.name.lower()) not in replaced
+    ]
+    listed = sorted([*carried, *fresh], key=lambda a: ITEM_KINDS.index(a.kind))  # as a run lists
+    return manifest_of(*listed, ref=ref, snapshot_id=snapshot_id)
 
 
 async def leave_leftover(store: SnapshotStore, ref: KeyBackupRef, snapshot_id: str) -> None:

@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import resource
+from dataclasses import replace
 
 import pytest
 from azure.storage.blob import ContainerSasPermissions, ContentSettings, generate_container_sas
@@ -21,13 +22,14 @@ from kvbackup.errors import (
     InvalidSpecError,
     KvBackupError,
     MissingReferenceError,
+    NotFoundError,
     TooLargeError,
 )
 from kvbackup.services.ports import StoredSnapshot
 from kvbackup.services.snapshot import MANIFEST_MAX_BYTES, Artifact, sha256_hex
 from tests.harness.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
 from tests.harness.hostile import gzip_bomb
-from tests.integration.conftest import SNAPSHOT, store_items, store_snapshot
+from tests.integration.conftest import SNAPSHOT, store_changes, store_items, store_snapshot
 from tests.unit.fakes import artifacts_of, manifest_of
 
 pytestmark = pytest.mark.integration
@@ -128,12 +130,9 @@ async def test_redoing_an_interrupted_run_overwrites_instead_of_duplicating(
 ) -> None:
     await store.write_artifact(REF, SNAPSHOT, ItemKind.KEY, "k", b"first attempt")
     await store.write_artifact(REF, SNAPSHOT, ItemKind.KEY, "K", b"second attempt")
-    await store.write_manifest(
-        manifest_of(*artifacts_of({"k": b"second attempt"}), ref=REF, snapshot_id=SNAPSHOT)
-    )
-    await store.write_manifest(
-        manifest_of(*artifacts_of({"k": b"second attempt"}), ref=REF, snapshot_id=SNAPSHOT)
-    )
+    manifest = manifest_of(*artifacts_of({"k": b"second attempt"}), ref=REF, snapshot_id=SNAPSHOT)
+    await store.write_manifest(manifest, manifest.summary)
+    await store.write_manifest(manifest, manifest.summary)
 
     manifest = await store.read_manifest(NAMESPACE, "payments-keys", SNAPSHOT)
     artifact = manifest.artifacts[0]
@@ -542,3 +541,67 @@ async def test_an_id_that_is_not_a_snapshot_id_never_becomes_a_blob_name(
             await store.write_artifact(REF, forged, ItemKind.KEY, "k", b"x")
 
     assert await _blob_names(container) == []
+
+
+EARLIER, LATER = "20261128-010000-aaaa", "20261128-020000-bbbb"
+SIGNING = ItemRef(ItemKind.KEY, "signing-key")
+PASSWORD = ItemRef(ItemKind.SECRET, "db-password")
+
+
+async def test_a_differential_snapshot_opened_by_its_path_alone_is_whole_and_reads_its_base(
+    store: BlobSnapshotStore, blob_client: ContainerClient, container: ContainerClient
+) -> None:
+    password, changed = os.urandom(800), os.urandom(700)
+    base = await store_items(store, REF, EARLIER, {SIGNING: os.urandom(3000), PASSWORD: password})
+    whole = await store_changes(store, REF, base, LATER, {SIGNING: changed})
+    await store.write_manifest(whole.differences_from(base), whole.summary)
+
+    fresh = BlobSnapshotStore(blob_client)  # no prefix: the path alone says where
+    snapshot = await fresh.open_at(store.location(NAMESPACE, "payments-keys", LATER))
+    assert set(snapshot.manifest.artifacts) == set(whole.artifacts)
+    for item, data in ((SIGNING, changed), (PASSWORD, password)):
+        async with snapshot.verified(snapshot.manifest.artifact(*item)) as stored:
+            assert stored == data
+    # Read from the folder of the snapshot holding it, named in the error once gone.
+    await container.delete_blob(
+        f"backups/prod/payments/payments-keys/{EARLIER}/secrets/db-password"
+    )
+    with pytest.raises(NotFoundError, match=f"db-password is missing from snapshot {EARLIER}"):
+        await fresh.read_artifact_at(
+            f"backups/prod/payments/payments-keys/{LATER}", snapshot.manifest.artifact(*PASSWORD)
+        )
+
+
+async def test_a_base_only_another_keybackup_has_is_never_read_for_a_snapshot_opened_by_path(
+    store: BlobSnapshotStore,
+) -> None:
+    ledger = KeyBackupRef(NAMESPACE, "ledger", "uid-2")
+    theirs = await store_items(store, ledger, EARLIER, {SIGNING: b"the ledger's backup"})
+    # Payments' differential manifest on a base of that id, which payments never stored.
+    differential = replace(manifest_of(ref=REF, snapshot_id=LATER), base=EARLIER)
+    await store.write_manifest(differential, replace(theirs.summary, snapshot_id=LATER))
+
+    with pytest.raises(MissingReferenceError) as refused:
+        await store.open_at(f"backups/prod/payments/payments-keys/{LATER}")
+
+    assert refused.value.message.startswith(
+        f"snapshot {LATER} lists only its differences from snapshot {EARLIER}, and there is no "
+        f"complete snapshot at {store.location(NAMESPACE, 'payments-keys', EARLIER)}: "
+    )
+    assert "ledger" not in refused.value.message
+
+
+async def test_a_differential_manifest_stored_without_a_summary_fails_the_listing_naming_it(
+    store: BlobSnapshotStore, container: ContainerClient
+) -> None:
+    base = await store_snapshot(store, REF, EARLIER, {"k": b"x"})
+    differential = manifest_of(ref=REF, snapshot_id=LATER).differences_from(base)
+    folder = f"backups/prod/payments/payments-keys/{LATER}"
+    await container.upload_blob(f"{folder}/manifest.json", differential.to_json())
+
+    with pytest.raises(
+        IntegrityError, match="holds a differential manifest and no summary"
+    ) as refused:
+        await store.list_snapshots(NAMESPACE, "payments-keys")
+
+    assert f"{folder}/manifest.json" in refused.value.message

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from kvbackup.adapters.http import SharedSession
 from kvbackup.api import keybackup, keyrestore
 from kvbackup.api.keybackup import BlobDestination, KeyBackupRef
 from kvbackup.api.keyrestore import BlobSnapshotSource
-from kvbackup.errors import InvalidSpecError
+from kvbackup.errors import IntegrityError, InvalidSpecError
 from kvbackup.services.snapshot import Manifest
 from tests.harness import azurite as azurite_harness
 from tests.harness.azurite import Azurite, BearerToken
@@ -101,7 +102,7 @@ async def _outcome(attempt: Awaitable[object]) -> object:
     asserted, so that an escape shows as what it wrote or read elsewhere."""
     try:
         return await attempt
-    except InvalidSpecError as error:
+    except (InvalidSpecError, IntegrityError) as error:
         return error
 
 
@@ -181,3 +182,23 @@ async def test_a_snapshot_path_that_climbs_out_of_its_container_reads_nothing_th
     assert not isinstance(outcome, Manifest), "another team's snapshot was read"
     assert isinstance(outcome, InvalidSpecError)
     assert outcome.message.startswith("spec.source.blob.path must be")
+
+
+async def test_a_stored_in_that_climbs_out_of_its_container_reads_nothing_there(
+    azurite: Azurite, containers: tuple[ContainerClient, ContainerClient]
+) -> None:
+    team_a, other = containers
+    async with _identity_store(azurite, other.container_name) as their_store:
+        await store_snapshot(their_store, REF, SNAPSHOT, {"app-key": b"another team's backup"})
+    async with _identity_store(azurite, team_a.container_name) as store:
+        [artifact] = (await store_snapshot(store, REF, SNAPSHOT, {"app-key": b"x"})).artifacts
+        # What no manifest parses to, handed to the store as if one had.
+        climbing = f"../../../{other.container_name}/team-b/keys/{SNAPSHOT}"
+
+        outcome = await _outcome(
+            store.read_artifact_at(f"team-b/keys/{SNAPSHOT}", replace(artifact, stored_in=climbing))
+        )
+
+    assert not isinstance(outcome, bytes), "another team's backup was read"
+    assert isinstance(outcome, IntegrityError)
+    assert "which is not a snapshot id" in outcome.message

@@ -9,10 +9,16 @@ import pytest
 from kvbackup.adapters.blob_store import BlobSnapshotStore
 from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api.keybackup import KeyBackupRef, Retention
-from kvbackup.api.kinds import ItemKind
-from kvbackup.services.ports import SnapshotStore, StoredSnapshot
+from kvbackup.api.kinds import ItemKind, ItemRef
+from kvbackup.services.ports import SnapshotStore, StoredSnapshot, read_whole_manifest
 from kvbackup.services.retention import collect_garbage
-from tests.integration.conftest import Cluster, leave_leftover, store_snapshot
+from tests.integration.conftest import (
+    Cluster,
+    leave_leftover,
+    store_changes,
+    store_items,
+    store_snapshot,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +49,7 @@ async def test_keep_last_two_leaves_exactly_the_two_newest_and_cleans_crash_left
         store, cluster.namespace, "nightly", Retention(keep_last=2), NOW, GRACE
     )
 
-    assert [m.snapshot_id for m in kept] == ["20261128-100000-cccc", "20261128-090000-bbbb"]
+    assert [r.summary.snapshot_id for r in kept] == ["20261128-100000-cccc", "20261128-090000-bbbb"]
     assert await store.list_stored(cluster.namespace, "nightly") == [
         StoredSnapshot("20261128-115900-face", complete=False),
         StoredSnapshot("20261128-100000-cccc", complete=True),
@@ -76,7 +82,41 @@ async def test_max_age_never_removes_the_newest_snapshot(
         GRACE,
     )
 
-    assert [m.snapshot_id for m in kept] == ["20261120-000000-aaaa"]
+    assert [r.summary.snapshot_id for r in kept] == ["20261120-000000-aaaa"]
     assert await store.list_stored(cluster.namespace, "stale") == [
         StoredSnapshot("20261120-000000-aaaa", complete=True)
     ]
+
+
+async def test_a_snapshot_a_kept_one_needs_is_held_and_goes_once_no_kept_one_needs_it(
+    store: SnapshotStore, cluster: Cluster
+) -> None:
+    ref = KeyBackupRef(cluster.namespace, "hourly", "")
+    first, second, third = "20261128-080000-aaaa", "20261128-090000-bbbb", "20261128-100000-cccc"
+    items = {
+        ItemRef(ItemKind.KEY, "app-key"): b"app-key as first backed up",
+        ItemRef(ItemKind.SECRET, "db-password"): b"db-password as first backed up",
+    }
+    base = await store_items(store, ref, first, items)
+    whole = await store_changes(
+        store, ref, base, second, {ItemRef(ItemKind.KEY, "app-key"): b"app-key changed"}
+    )
+    await store.write_manifest(whole.differences_from(base), whole.summary)
+
+    kept = await collect_garbage(
+        store, cluster.namespace, "hourly", Retention(keep_last=1), NOW, GRACE
+    )
+
+    assert [(r.summary.snapshot_id, r.held_by) for r in kept] == [(second, ()), (first, (second,))]
+    manifest = await read_whole_manifest(store, cluster.namespace, "hourly", second)
+    for artifact in manifest.artifacts:
+        artifact.verify(await store.read_artifact(cluster.namespace, "hourly", second, artifact))
+
+    # A whole snapshot of its own: nothing kept needs the two before it any more.
+    await store_items(store, ref, third, items)
+    kept = await collect_garbage(
+        store, cluster.namespace, "hourly", Retention(keep_last=1), NOW, GRACE
+    )
+
+    assert [(r.summary.snapshot_id, r.held_by) for r in kept] == [(third, ())]
+    assert await store.list_stored(cluster.namespace, "hourly") == [StoredSnapshot(third, True)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -24,9 +25,11 @@ from tests.integration.conftest import (
     SNAPSHOT,
     Cluster,
     backup_labels,
+    store_changes,
     store_items,
     store_snapshot,
 )
+from tests.unit.fakes import manifest_of
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +39,22 @@ SECRET_DATA_LIMIT = 1_048_576
 
 def _data_size(secret: dict[str, Any]) -> int:
     return sum(len(base64.b64decode(value)) for value in (secret.get("data") or {}).values())
+
+
+def _kubectl_entry(cluster: Cluster, snapshot_id: str, entry: str) -> bytes:
+    """An entry of the Secrets labelled as snapshot ``snapshot_id``'s, as the break-glass
+    steps read one: with kubectl alone."""
+    out = cluster.plane.kubectl(
+        "get",
+        "secrets",
+        "-n",
+        cluster.namespace,
+        "-l",
+        f"kvbackup.io/keybackup=payments,kvbackup.io/snapshot={snapshot_id}",
+        "-o",
+        f"jsonpath={{range .items[*]}}{{.data.{entry}}}{{end}}",
+    )
+    return base64.b64decode(out.stdout)
 
 
 @pytest.fixture
@@ -200,17 +219,7 @@ async def test_kubectl_finds_a_secret_and_a_certificate_under_their_kinds_entrie
 
     # The break-glass steps: one command per entry, without the operator.
     def entry(name: str) -> bytes:
-        out = cluster.plane.kubectl(
-            "get",
-            "secrets",
-            "-n",
-            cluster.namespace,
-            "-l",
-            f"kvbackup.io/keybackup=payments,kvbackup.io/snapshot={SNAPSHOT}",
-            "-o",
-            f"jsonpath={{range .items[*]}}{{.data.{name}}}{{end}}",
-        )
-        return base64.b64decode(out.stdout)
+        return _kubectl_entry(cluster, SNAPSHOT, name)
 
     assert entry("secret_db-password") == password
     assert entry(r"certificate_api-tls\.0") + entry(r"certificate_api-tls\.1") == tls
@@ -299,7 +308,7 @@ async def test_a_manifest_location_naming_another_secret_is_refused_before_it_is
     cluster.create_secret(lookalike, {}, {"k": password})
     for location in ("db-credentials", "payments-20261128-020000-bbbb-a-beef-0"):
         artifact = Artifact("k", ("v1",), sha256_hex(password), len(password), location)
-        with pytest.raises(IntegrityError, match="not packs of that snapshot") as refused:
+        with pytest.raises(IntegrityError, match=f"not packs of snapshot {SNAPSHOT}") as refused:
             await secret_store.read_artifact(cluster.namespace, "payments", SNAPSHOT, artifact)
         assert sha256_hex(password) not in refused.value.message
 
@@ -410,5 +419,59 @@ async def test_a_secret_the_manifest_keeps_in_no_pack_is_refused_not_read_as_a_k
     )
     secret = Artifact("db", ("v1",), sha256_hex(key), len(key), "", ItemKind.SECRET)
 
-    with pytest.raises(IntegrityError, match="does not say which Secrets keep secret db"):
+    with pytest.raises(
+        IntegrityError, match=f"does not say which Secrets of snapshot {SNAPSHOT} keep secret db"
+    ):
         await secret_store.read_artifact(cluster.namespace, "payments", SNAPSHOT, secret)
+
+
+EARLIER, LATER = "20261128-010000-aaaa", "20261128-020000-bbbb"
+
+
+async def test_kubectl_finds_a_carried_item_under_the_labels_of_the_snapshot_its_stored_in_names(
+    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
+) -> None:
+    password = os.urandom(3000)
+    items = {ItemRef(ItemKind.KEY, "signing"): os.urandom(2000)}
+    earlier = await store_items(
+        secret_store, ref, EARLIER, items | {ItemRef(ItemKind.SECRET, "db-password"): password}
+    )
+    later = await store_changes(secret_store, ref, earlier, LATER, items)
+    await secret_store.write_manifest(later, later.summary)
+
+    carried = later.artifact(ItemKind.SECRET, "db-password")
+    assert carried.stored_in == EARLIER
+    assert _kubectl_entry(cluster, carried.stored_in, "secret_db-password") == password
+    assert _kubectl_entry(cluster, LATER, "secret_db-password") == b""
+
+
+async def test_a_carried_item_said_to_be_in_packs_of_another_snapshot_than_its_own_is_refused(
+    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
+) -> None:
+    await store_snapshot(secret_store, ref, EARLIER, {"k": b"earlier bytes"})
+    [written] = (await store_snapshot(secret_store, ref, LATER, {"k": b"later bytes"})).artifacts
+    # Stored in the earlier snapshot, the manifest says, but in packs of the later one.
+    claim = replace(written, stored_in=EARLIER)
+
+    with pytest.raises(IntegrityError, match=f"not packs of snapshot {EARLIER}"):
+        await secret_store.read_artifact(cluster.namespace, "payments", LATER, claim)
+
+
+async def test_a_differential_manifest_stored_without_a_summary_fails_the_listing_naming_it(
+    secret_store: SecretSnapshotStore, cluster: Cluster, ref: KeyBackupRef
+) -> None:
+    base = await store_snapshot(secret_store, ref, EARLIER, {"k": b"x"})
+    differential = manifest_of(ref=ref, snapshot_id=LATER).differences_from(base)
+    # As the layout before packing kept a manifest: whole, in the manifest Secret itself.
+    cluster.create_secret(
+        f"payments-{LATER}",
+        backup_labels("payments", LATER, "manifest"),
+        {"manifest.json": differential.to_json()},
+    )
+
+    with pytest.raises(
+        IntegrityError, match="holds a differential manifest and no summary"
+    ) as refused:
+        await secret_store.list_snapshots(cluster.namespace, "payments")
+
+    assert refused.value.message.startswith(f"Secret {cluster.namespace}/payments-{LATER}")

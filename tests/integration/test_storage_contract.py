@@ -30,13 +30,14 @@ from kvbackup.adapters.secret_store import (
 from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.api.kinds import ITEM_KINDS, ItemKind, ItemRef
 from kvbackup.errors import IntegrityError, NotFoundError
-from kvbackup.services.ports import SnapshotStore, StoredSnapshot
+from kvbackup.services.ports import SnapshotStore, StoredSnapshot, read_whole_manifest
 from kvbackup.services.snapshot import Artifact, Manifest, sha256_hex
 from tests.integration.conftest import (
     SNAPSHOT,
     Cluster,
     backup_labels,
     leave_leftover,
+    store_changes,
     store_items,
     store_snapshot,
 )
@@ -396,3 +397,142 @@ async def test_a_snapshot_of_the_keys_only_layout_still_lists_reads_and_resumes_
     assert sorted((a.kind, a.name, a.sha256) for a in resumed) == sorted(
         (ItemKind.KEY, name, sha256_hex(data)) for name, data in keys.items()
     )
+
+
+#: The stores that keep artifacts of one snapshot for later ones to refer to.
+REAL_STORES = pytest.mark.parametrize("under_test", ["Secrets", "blobs"], indirect=True)
+EARLIER, LATER = "20261128-010000-aaaa", "20261128-020000-bbbb"
+SIGNING = ItemRef(ItemKind.KEY, "signing-key")
+PASSWORD = ItemRef(ItemKind.SECRET, "db-password")
+TLS = ItemRef(ItemKind.CERTIFICATE, "api-tls")
+TOKEN = ItemRef(ItemKind.SECRET, "api-token")
+
+
+async def _read_verified(
+    store: SnapshotStore, ref: KeyBackupRef, snapshot_id: str, artifact: Artifact
+) -> bytes:
+    data = await store.read_artifact(ref.namespace, ref.name, snapshot_id, artifact)
+    artifact.verify(data)
+    return data
+
+
+@REAL_STORES
+async def test_an_artifact_carried_from_an_earlier_snapshot_is_read_from_there_and_verifies(
+    under_test: StoreUnderTest,
+) -> None:
+    store, ref = under_test.store, under_test.ref()
+    items = {SIGNING: os.urandom(3000), PASSWORD: os.urandom(500), TLS: os.urandom(SPLIT)}
+    earlier = await store_items(store, ref, EARLIER, items)
+    changed = os.urandom(700)
+    later = await store_changes(store, ref, earlier, LATER, {SIGNING: changed})
+    await store.write_manifest(later, later.summary)
+
+    manifest = await store.read_manifest(ref.namespace, ref.name, LATER)
+    assert manifest == later
+    assert manifest.artifact(ItemKind.CERTIFICATE, "api-tls").stored_in == EARLIER
+    for item, data in (items | {SIGNING: changed}).items():
+        assert await _read_verified(store, ref, LATER, manifest.artifact(*item)) == data
+    newest, _ = await store.list_snapshots(ref.namespace, ref.name)
+    assert newest == later.summary
+    assert newest.new_bytes == len(changed)
+
+
+@REAL_STORES
+async def test_a_carried_artifact_whose_snapshot_is_gone_is_missing_from_that_snapshot(
+    under_test: StoreUnderTest,
+) -> None:
+    store, ref = under_test.store, under_test.ref()
+    earlier = await store_items(store, ref, EARLIER, {TLS: os.urandom(SPLIT)})
+    later = await store_changes(store, ref, earlier, LATER, {SIGNING: b"x"})
+    await store.write_manifest(later, later.summary)
+
+    await store.delete_snapshot(ref.namespace, ref.name, EARLIER)
+
+    with pytest.raises(NotFoundError, match=f"api-tls is missing from snapshot {EARLIER}") as gone:
+        await store.read_artifact(ref.namespace, ref.name, LATER, later.artifact(*TLS))
+    assert gone.value.reason == "ArtifactMissing"
+
+
+@REAL_STORES
+async def test_a_stored_in_is_only_a_snapshot_id_so_another_keybackups_snapshot_is_never_read(
+    under_test: StoreUnderTest,
+) -> None:
+    store, ref, other = under_test.store, under_test.ref(), under_test.ref("ledger")
+    planted = b"the ledger KeyBackup's backup of signing-key"
+    [theirs] = (await store_items(store, other, EARLIER, {SIGNING: planted})).artifacts
+    # Payments' manifest claims the ledger's artifact: where the ledger stores it, and
+    # where payments' own snapshot of that id would.
+    renamed = theirs.location.replace("ledger-", "payments-", 1)
+    for claim in (theirs, replace(theirs, location=renamed)):
+        forged = manifest_of(replace(claim, stored_in=EARLIER), ref=ref, snapshot_id=LATER)
+        await store.write_manifest(forged, forged.summary)
+        [artifact] = (await store.read_manifest(ref.namespace, ref.name, LATER)).artifacts
+
+        with pytest.raises((NotFoundError, IntegrityError)) as refused:
+            await store.read_artifact(ref.namespace, ref.name, LATER, artifact)
+
+        assert f"snapshot {EARLIER}" in refused.value.message
+        assert "ledger" not in refused.value.message
+    assert await _read_verified(store, other, EARLIER, theirs) == planted
+
+
+@REAL_STORES
+async def test_a_differential_manifest_reads_back_as_stored_and_whole_once_merged(
+    under_test: StoreUnderTest,
+) -> None:
+    store, ref = under_test.store, under_test.ref()
+    items = {SIGNING: os.urandom(3000), PASSWORD: os.urandom(500), TLS: os.urandom(SPLIT)}
+    base = await store_items(store, ref, EARLIER, items)
+    changed, added = os.urandom(700), os.urandom(90)
+    renewed = {SIGNING: changed, TOKEN: added}
+    whole = await store_changes(store, ref, base, LATER, renewed, gone={PASSWORD})
+    differential = whole.differences_from(base)
+    assert {a.ref for a in differential.artifacts} == {SIGNING, TOKEN}
+    assert differential.removed == (PASSWORD,)
+
+    await store.write_manifest(differential, whole.summary)
+
+    newest, _ = await store.list_snapshots(ref.namespace, ref.name)
+    assert newest == whole.summary
+    assert (newest.new_bytes, newest.total_bytes) == (790, 790 + SPLIT)
+    assert await store.read_manifest(ref.namespace, ref.name, LATER) == differential
+    merged = await read_whole_manifest(store, ref.namespace, ref.name, LATER)
+    assert set(merged.artifacts) == set(whole.artifacts)
+    assert merged.find(*PASSWORD) is None
+    for item, data in {TLS: items[TLS], **renewed}.items():
+        assert await _read_verified(store, ref, LATER, merged.artifact(*item)) == data
+
+
+@REAL_STORES
+@pytest.mark.parametrize(
+    "forged",
+    [
+        pytest.param("../ledger/20261128-010000-aaaa", id="climbing"),
+        pytest.param(f"{EARLIER}\n", id="trailing-newline"),
+        pytest.param("latest", id="not-an-id"),
+    ],
+)
+async def test_a_stored_in_that_is_not_a_snapshot_id_is_refused_by_the_store_before_any_read(
+    under_test: StoreUnderTest, forged: str
+) -> None:
+    store, ref = under_test.store, under_test.ref()
+    [artifact] = (await store_items(store, ref, EARLIER, {SIGNING: b"x"})).artifacts
+
+    with pytest.raises(IntegrityError, match="which is not a snapshot id"):
+        await store.read_artifact(
+            ref.namespace, ref.name, EARLIER, replace(artifact, stored_in=forged)
+        )
+
+
+@REAL_STORES
+async def test_a_summary_of_another_snapshot_is_refused_and_the_snapshot_stays_incomplete(
+    under_test: StoreUnderTest,
+) -> None:
+    store, ref = under_test.store, under_test.ref()
+    [artifact] = (await store_items(store, ref, EARLIER, {SIGNING: b"x"})).artifacts
+    manifest = manifest_of(artifact, ref=ref, snapshot_id=LATER)
+
+    with pytest.raises(IntegrityError, match=f"summary of snapshot {EARLIER}, not of snapshot"):
+        await store.write_manifest(manifest, replace(manifest.summary, snapshot_id=EARLIER))
+
+    assert [s.snapshot_id for s in await store.list_snapshots(ref.namespace, ref.name)] == [EARLIER]

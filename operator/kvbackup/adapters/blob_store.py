@@ -16,8 +16,14 @@ same blob. The manifest has the exact name. Each blob's metadata records the ite
 name, sha256 and versions, for a resumed run to check; a blob written before there were
 other kinds records no kind (and its name as ``keyname``), and is a key.
 
-A snapshot can also be read by its path alone (``read_manifest_at``, ``read_artifact_at``),
-for restores after the KeyBackup, or the whole cluster, is gone.
+An item unchanged since an earlier snapshot is not stored again: its manifest entry's
+``storedIn`` names the snapshot whose folder holds the bytes, a sibling in the same
+KeyBackup's folder (``<prefix>/ns/kb/<storedIn>/<kind>/<name>``), and that is where the
+item's blob is read and where a person downloads it from. A differential manifest names
+its ``base``, a whole manifest in a sibling folder too.
+
+A snapshot can also be read by its path alone (``read_manifest_at``, ``read_artifact_at``,
+``open_at``), for restores after the KeyBackup, or the whole cluster, is gone.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ from kvbackup.services.snapshot import (
     SnapshotSummary,
     require_snapshot_id,
     sha256_hex,
+    whole_manifest,
 )
 
 MANIFEST_BLOB = "manifest.json"
@@ -303,14 +310,17 @@ class BlobSnapshotStore:
                         break
         return found
 
-    async def write_manifest(self, manifest: Manifest) -> None:
+    async def write_manifest(self, manifest: Manifest, summary: SnapshotSummary) -> None:
         ref = manifest.keybackup
         folder = self._snapshot(ref.namespace, ref.name, manifest.snapshot_id)
+        # A summary naming another snapshot would fail every later listing of the KeyBackup.
+        found_in = f"what was given to store with the manifest of {ref.namespace}/{ref.name}"
+        summary.require_found_at(manifest.snapshot_id, found_in)
         await self._upload(
             manifest_blob(folder),
             manifest.to_json(),
             "application/json",
-            {SUMMARY_METADATA: manifest.summary.to_json().decode()},
+            {SUMMARY_METADATA: summary.to_json().decode()},
         )
 
     async def list_snapshots(self, namespace: str, keybackup: str) -> list[SnapshotSummary]:
@@ -408,7 +418,8 @@ class BlobSnapshotStore:
         return f"{self._url}/{self.folder(namespace, keybackup, snapshot_id)}/"
 
     async def read_manifest_at(self, snapshot_path: str) -> Manifest:
-        """The manifest of the snapshot at ``snapshot_path``, ignoring the store's prefix.
+        """The manifest of the snapshot at ``snapshot_path`` as stored (it may be
+        differential), ignoring the store's prefix.
 
         ``snapshot_path`` is the snapshot's folder in this container, or the URL that
         ``location`` gave for it. Its last three segments are the namespace, KeyBackup and
@@ -424,25 +435,50 @@ class BlobSnapshotStore:
         return manifest
 
     async def open_at(self, snapshot_path: str) -> OpenedSnapshot:
-        """The snapshot at ``snapshot_path`` (as for the manifest), ready to be read."""
-        manifest = await self.read_manifest_at(snapshot_path)
-        return OpenedSnapshot(manifest, partial(self.read_artifact_at, snapshot_path))
+        """The snapshot at ``snapshot_path`` (as for the manifest), ready to be read, with
+        its whole manifest: a differential one is merged onto its base, read from the
+        sibling folder the base's id names (and checked to be that snapshot's)."""
+        folder = self._snapshot_folder(snapshot_path)
+        manifest = await self.read_manifest_at(folder)
+
+        async def read_base(base: str) -> Manifest:
+            try:
+                return await self.read_manifest_at(self._sibling(folder, base))
+            except MissingReferenceError as error:
+                raise MissingReferenceError(
+                    f"snapshot {manifest.snapshot_id} lists only its differences from snapshot "
+                    f"{base}, and there is {error.message}",
+                    reason=error.reason,
+                ) from None
+
+        whole = await whole_manifest(manifest, read_base)
+        return OpenedSnapshot(whole, partial(self.read_artifact_at, folder))
 
     async def read_artifact_at(self, snapshot_path: str, artifact: Artifact) -> bytes:
-        """The backup of one item in the snapshot at ``snapshot_path`` (as for the manifest):
-        only from the blob its kind and name map to, and no more bytes than the manifest
-        records for it."""
+        """The backup of one item listed by the snapshot at ``snapshot_path`` (as for the
+        manifest): only from the blob its kind and name map to, in the folder of the
+        snapshot holding it (``artifact.home``: that one, or a sibling), and no more bytes
+        than the manifest records for it."""
         item = ItemRef(artifact.kind, artifact.name)
-        name = artifact_blob(self._snapshot_folder(snapshot_path), item.kind, item.name)
+        folder = self._snapshot_folder(snapshot_path)
+        home = artifact.home(folder.rpartition("/")[2])
+        name = artifact_blob(self._sibling(folder, home), item.kind, item.name)
         try:
             return await self._download(
                 name, artifact.size, f"the size the manifest records for {item}"
             )
         except NotFoundError:
             raise NotFoundError(
-                f"backup of {item} is missing (blob {self._url}/{name})",
+                f"backup of {item} is missing from snapshot {home} (blob {self._url}/{name})",
                 reason="ArtifactMissing",
             ) from None
+
+    def _sibling(self, snapshot_folder: str, snapshot_id: str) -> str:
+        """The folder of snapshot ``snapshot_id`` of the same KeyBackup as the snapshot in
+        ``snapshot_folder``. The id was checked when the manifest naming it was parsed,
+        and is again: it becomes a path segment."""
+        require_snapshot_id(snapshot_id, f"the manifest of {self._url}/{snapshot_folder}/")
+        return f"{snapshot_folder.rpartition('/')[0]}/{snapshot_id}"
 
     def _snapshot_folder(self, snapshot_path: str) -> str:
         path = snapshot_path.strip()
@@ -481,7 +517,14 @@ class BlobSnapshotStore:
             summary.require_found_at(snapshot_id, found_in)
             return summary
         manifest = await self._manifest_if_present(folder)
-        return manifest.summary if manifest else None
+        if manifest is None:
+            return None
+        if manifest.differential:  # the store writes a summary with every one of those
+            raise IntegrityError(
+                f"blob {self._url}/{manifest_blob(folder)} holds a differential manifest and "
+                "no summary of it"
+            )
+        return manifest.summary
 
     async def _blobs(
         self, prefix: str, what: str, metadata: bool = False, page: int = LISTING_PAGE_SIZE

@@ -20,6 +20,12 @@ Layout, for KeyBackup ``kb`` and snapshot ``s``:
 Snapshots written before packing (one Secret ``kb-s-k<hash>-p<i>`` per key part, and
 the whole manifest in ``kb-s``) are still listed and restored; they hold keys only.
 
+An item unchanged since an earlier snapshot is not stored again: its manifest entry's
+``storedIn`` names the snapshot whose packs hold the bytes, and those packs keep that
+snapshot's labels and names. So ``kubectl get secrets -l
+kvbackup.io/keybackup=<kb>,kvbackup.io/snapshot=<storedIn>`` finds them, and the
+break-glass commands read the item from there as from any snapshot's packs.
+
 Every Secret carries the labels ``kvbackup.io/keybackup``, ``kvbackup.io/snapshot`` and
 ``kvbackup.io/role``, and no owner reference, so backups outlive the KeyBackup object.
 
@@ -27,8 +33,10 @@ A tenant can create and edit Secrets in its namespace, so what is read back is c
 before it is used: a Secret is taken for part of a snapshot only when its name is the one
 this store gives that part and its labels say the same KeyBackup, snapshot and role; a
 snapshot id is read from a label only when it is a snapshot id, and every data entry is
-bounded before it is decoded. A manifest's ``location`` may name only packs of its own
-snapshot, so no other Secret is read, nor its digest or size reported.
+bounded before it is decoded. A manifest's ``location`` may name only packs of the
+snapshot holding the item (its own, or the one ``storedIn`` names, which is only a
+snapshot id and so always one of the same KeyBackup), so no other Secret is read, nor
+its digest or size reported.
 """
 
 from __future__ import annotations
@@ -234,9 +242,12 @@ class SecretSnapshotStore:
                         return list(found.values())
         return list(found.values())
 
-    async def write_manifest(self, manifest: Manifest) -> None:
+    async def write_manifest(self, manifest: Manifest, summary: SnapshotSummary) -> None:
         ref = manifest.keybackup
         require_snapshot_id(manifest.snapshot_id, f"a request for snapshots of {ref.name}")
+        # A summary naming another snapshot would fail every later listing of the KeyBackup.
+        found_in = f"what was given to store with the manifest of {ref.namespace}/{ref.name}"
+        summary.require_found_at(manifest.snapshot_id, found_in)
         pack = self._open.pop((ref.namespace, ref.name, manifest.snapshot_id), None)
         if pack is not None and pack.data:
             await self._write_pack(ref, manifest.snapshot_id, pack)
@@ -264,7 +275,7 @@ class SecretSnapshotStore:
             ref.namespace,
             manifest_secret_name(ref.name, manifest.snapshot_id),
             _labels(ref.name, manifest.snapshot_id, "manifest"),
-            {SUMMARY_DATA_KEY: manifest.summary.to_json()},
+            {SUMMARY_DATA_KEY: summary.to_json()},
             annotations={
                 MANIFEST_PARTS_ANNOTATION: str(len(parts)),
                 MANIFEST_SHA256_ANNOTATION: sha256_hex(document),
@@ -305,7 +316,7 @@ class SecretSnapshotStore:
                 )
                 manifest = Manifest.from_json(raw, found_in=found_in)
                 manifest.require_found_at(namespace, keybackup, snapshot_id, found_in)
-                summaries.append(manifest.summary)
+                summaries.append(_summary_of_whole(manifest, found_in))
         return sorted(summaries, key=lambda s: s.snapshot_id, reverse=True)
 
     async def read_manifest(self, namespace: str, keybackup: str, snapshot_id: str) -> Manifest:
@@ -348,29 +359,31 @@ class SecretSnapshotStore:
     async def read_artifact(
         self, namespace: str, keybackup: str, snapshot_id: str, artifact: Artifact
     ) -> bytes:
-        """Only from packs of this very snapshot: a ``location`` naming any other Secret is
-        refused before it is read, and a pack is used only once its labels agree."""
+        """Only from packs of the snapshot holding the item (``artifact.home``): a
+        ``location`` naming any other Secret is refused before it is read, and a pack is
+        used only once its labels name that snapshot of this KeyBackup."""
         require_snapshot_id(snapshot_id, f"a request for snapshots of {keybackup}")
+        # Checked when the manifest was parsed, and again here: it becomes part of names.
+        home = require_snapshot_id(
+            artifact.home(snapshot_id), f"the manifest of snapshot {snapshot_id} of {keybackup}"
+        )
         if not artifact.location:
-            return await self._read_legacy(namespace, keybackup, snapshot_id, artifact)
+            return await self._read_legacy(namespace, keybackup, home, artifact)
         item = ItemRef(artifact.kind, artifact.name)
         packs = artifact.location.split(",")
-        ours = _pack_names(keybackup, snapshot_id)
+        ours = _pack_names(keybackup, home)
         if len(packs) > PACKS_PER_ITEM_MAX or not all(ours.fullmatch(pack) for pack in packs):
             raise IntegrityError(
                 f"the manifest of snapshot {snapshot_id} keeps {item} in Secrets "
-                f"that are not packs of that snapshot"
+                f"that are not packs of snapshot {home}"
             )
         chunks = []
         size = 0
         for chunk, pack_name in enumerate(packs):
-            data = await self._pack_data(namespace, keybackup, snapshot_id, pack_name, item)
+            data = await self._pack_data(namespace, keybackup, home, pack_name, item)
             encoded = data.get(entry_name(item.kind, item.name, chunk, len(packs)))
             if encoded is None:
-                raise NotFoundError(
-                    f"backup of {item} is missing from Secret {namespace}/{pack_name}",
-                    reason="ArtifactMissing",
-                )
+                raise _missing(item, home, f"Secret {namespace}/{pack_name}")
             piece = _decoded(
                 encoded,
                 artifact.size - size,
@@ -465,7 +478,8 @@ class SecretSnapshotStore:
         pack_name: str,
         item: ItemRef,
     ) -> Mapping[str, str]:
-        """A pack's data entries, still base64-encoded; the last few packs are kept."""
+        """A pack of snapshot ``snapshot_id``: its data entries, still base64-encoded; the
+        last few packs are kept (a pack's name tells its KeyBackup and snapshot)."""
         slot = (namespace, pack_name)
         cached = self._cached.get(slot)
         if cached is not None:
@@ -474,10 +488,7 @@ class SecretSnapshotStore:
         try:
             secret = await self._api.read_secret(f"read backup of {item}", namespace, pack_name)
         except NotFoundError:
-            raise NotFoundError(
-                f"backup of {item} is missing (Secret {namespace}/{pack_name})",
-                reason="ArtifactMissing",
-            ) from None
+            raise _missing(item, snapshot_id, f"Secret {namespace}/{pack_name}") from None
         found_in = f"Secret {namespace}/{pack_name}"
         _require_part_of(secret, keybackup, snapshot_id, "artifact", found_in)
         data: Mapping[str, str] = secret.get("data") or {}
@@ -489,11 +500,12 @@ class SecretSnapshotStore:
     async def _read_legacy(
         self, namespace: str, keybackup: str, snapshot_id: str, artifact: Artifact
     ) -> bytes:
-        """A key of a snapshot written before packing, found by its name alone. Only keys
-        were stored so: another kind's artifact must say which packs hold it."""
+        """A key of snapshot ``snapshot_id`` written before packing, found by its name
+        alone. Only keys were stored so: another kind's artifact must say which packs hold
+        it."""
         if artifact.kind is not ItemKind.KEY:
             raise IntegrityError(
-                f"the manifest of snapshot {snapshot_id} does not say which Secrets keep "
+                f"the manifest does not say which Secrets of snapshot {snapshot_id} keep "
                 f"{artifact.kind} {artifact.name}"
             )
         key_name = artifact.name
@@ -508,11 +520,7 @@ class SecretSnapshotStore:
                     f"read backup of key {key_name}", namespace, name
                 )
             except NotFoundError:
-                raise NotFoundError(
-                    f"backup of key {key_name} is missing from snapshot {snapshot_id} "
-                    f"(Secret {name})",
-                    reason="ArtifactMissing",
-                ) from None
+                raise _missing(ItemRef(ItemKind.KEY, key_name), snapshot_id, found_in) from None
             _require_part_of(secret, keybackup, snapshot_id, "artifact", found_in)
             annotations = (secret.get("metadata") or {}).get("annotations") or {}
             total = _bounded_count(
@@ -587,6 +595,22 @@ class _Waiting:
         location = ",".join(chunks[i][1] for i in range(total))
         versions = tuple(recorded["versions"])
         return Artifact(item.name, versions, recorded["sha256"], len(whole), location, item.kind)
+
+
+def _missing(item: ItemRef, snapshot_id: str, found_in: str) -> NotFoundError:
+    """The error for an item's backup absent from the snapshot holding it."""
+    return NotFoundError(
+        f"backup of {item} is missing from snapshot {snapshot_id} ({found_in})",
+        reason="ArtifactMissing",
+    )
+
+
+def _summary_of_whole(manifest: Manifest, found_in: str) -> SnapshotSummary:
+    """The summary of a manifest stored without one, as before packing: only a whole
+    manifest can tell it, and only those were ever stored so."""
+    if manifest.differential:
+        raise IntegrityError(f"{found_in} holds a differential manifest and no summary of it")
+    return manifest.summary
 
 
 def _pack_index(data: Mapping[str, str]) -> list[dict[str, Any]]:
