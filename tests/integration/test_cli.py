@@ -28,13 +28,19 @@ from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.api.kinds import ItemKind, ItemRef
 from kvbackup.services.ports import SnapshotStore
-from kvbackup.services.snapshot import Artifact
+from kvbackup.services.snapshot import Artifact, Manifest
 from tests.harness.azurite import Azurite
 from tests.harness.controlplane import REPO, ControlPlane
 from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess
 from tests.harness.vault import SELF_SIGNED, certificate_client, secret_client
-from tests.integration.conftest import Cluster, VaultUnderTest, store_items, store_snapshot
+from tests.integration.conftest import (
+    Cluster,
+    VaultUnderTest,
+    store_changes,
+    store_items,
+    store_snapshot,
+)
 from tests.integration.objects import keybackup
 
 pytestmark = pytest.mark.integration
@@ -338,11 +344,11 @@ async def test_snapshots_list_shows_each_snapshot_complete_or_not_newest_first(
     header, newest, oldest = lines_of(text)
     assert header.split() == [
         "SNAPSHOT", "STARTED", "COMPLETED", "KEYS", "SECRETS", "CERTIFICATES", "FAILED", "BYTES",
-        "COMPLETE",
+        "NEW", "BYTES", "COMPLETE",
     ]  # fmt: skip
-    assert newest.split() == [INCOMPLETE, "2026-11-28T02:00:00Z", *["-"] * 6, "no"]
+    assert newest.split() == [INCOMPLETE, "2026-11-28T02:00:00Z", *["-"] * 7, "no"]
     assert oldest.split()[0] == COMPLETE
-    assert oldest.split()[3:] == ["2", "0", "0", "0", "120", "yes"]
+    assert oldest.split()[3:] == ["2", "0", "0", "0", "120", "120", "yes"]
     assert [(s["id"], s["complete"]) for s in json.loads(listed.stdout)["snapshots"]] == [
         (INCOMPLETE, False),
         (COMPLETE, True),
@@ -374,12 +380,118 @@ async def test_verify_passes_an_intact_snapshot_and_names_the_key_whose_backup_w
     assert lines_of(text)[0].startswith("card-signing: Failed (IntegrityCheckFailed) - ")
 
 
-async def test_a_snapshot_found_by_its_url_alone_is_verified_and_exported(
-    azurite: Azurite, container: ContainerClient, blob_store: BlobSnapshotStore, tmp_path: Path
+# --- incremental snapshots: items whose bytes an earlier snapshot stored ----------------
+
+#: A whole snapshot; then two differential on it, the last carrying items from the second.
+WHOLE, SECOND, THIRD = COMPLETE, "20261129-010203-bbbb", "20261130-010203-cccc"
+SIGNING, TOKENS, RETIRED = (ItemRef(ItemKind.KEY, n) for n in ("signing", "tokens", "retired"))
+DB_PASSWORD, API_KEY = (ItemRef(ItemKind.SECRET, n) for n in ("db-password", "api-key"))
+
+
+async def store_chain(store: SnapshotStore, ref: KeyBackupRef) -> dict[str, dict[ItemRef, bytes]]:
+    """Three snapshots of one KeyBackup; returns each one's items' bytes, by snapshot id.
+
+    WHOLE stores everything. SECOND stores a changed key and a new secret, carries the
+    others from WHOLE, and no longer holds ``retired``. THIRD stores a changed secret and
+    carries the rest: the changed key and the new secret from SECOND, the others from WHOLE.
+    Both later manifests are differential on WHOLE's."""
+    first = {
+        SIGNING: b"signing, first backup" * 20,
+        TOKENS: b"tokens, first backup" * 10,
+        RETIRED: b"retired" * 5,
+        DB_PASSWORD: b"db-password, first backup" * 4,
+    }
+    whole = await store_items(store, ref, WHOLE, first)
+    changed = {TOKENS: b"tokens, second backup" * 12, API_KEY: b"api-key" * 7}
+    second = await store_changes(store, ref, whole, SECOND, changed, gone=[RETIRED])
+    await store.write_manifest(second.differences_from(whole), second.summary)
+    rotated = {DB_PASSWORD: b"db-password, third backup" * 5}
+    third = await store_changes(store, ref, second, THIRD, rotated)
+    await store.write_manifest(third.differences_from(whole), third.summary)
+    return {
+        WHOLE: first,
+        SECOND: {SIGNING: first[SIGNING], DB_PASSWORD: first[DB_PASSWORD], **changed},
+        THIRD: {SIGNING: first[SIGNING], TOKENS: changed[TOKENS], API_KEY: changed[API_KEY],
+                **rotated},
+    }  # fmt: skip
+
+
+async def test_snapshots_whose_items_earlier_snapshots_stored_verify_list_and_export_whole(
+    storage: Storage, namespace: str, tmp_path: Path
 ) -> None:
-    ref = KeyBackupRef("payments", "payments-keys", "uid-1")
-    await store_snapshot(blob_store, ref, COMPLETE, {"card-signing": b"x" * 300})
-    url = blob_store.location("payments", "payments-keys", COMPLETE)
+    store, where, env = storage.store, storage.arguments, storage.env
+    ref = KeyBackupRef(namespace, "payments", "uid-1")
+    chain = await store_chain(store, ref)
+    as_stored = await store.read_manifest(namespace, "payments", THIRD)
+    assert (as_stored.base, {a.name for a in as_stored.artifacts}) == (
+        WHOLE, {"db-password", "tokens", "api-key"}
+    )  # fmt: skip
+
+    verified = {sid: kvbackup("snapshots", "verify", sid, *where, env=env) for sid in chain}
+
+    for snapshot_id, result in verified.items():
+        assert result.returncode == 0, (snapshot_id, result.stdout, result.stderr)
+        assert lines_of(result)[-1] == f"{len(chain[snapshot_id])} verified, 0 failed"
+    lines = lines_of(verified[THIRD])[:-1]
+    match = "sha256 and size match the manifest"
+    assert dict(line.split(": Succeeded (Verified) - ") for line in lines) == {
+        "key signing": f"{match}; stored with snapshot {WHOLE}",
+        "key tokens": f"{match}; stored with snapshot {SECOND}",
+        "secret api-key": f"{match}; stored with snapshot {SECOND}",
+        "secret db-password": match,
+    }
+
+    listed = kvbackup("snapshots", "list", *where, env=env)
+    as_json = kvbackup("-o", "json", "snapshots", "list", *where, env=env)
+
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = lines_of(listed)
+    assert header.split()[-4:] == ["BYTES", "NEW", "BYTES", "COMPLETE"]
+    stored_itself = {
+        WHOLE: chain[WHOLE].values(),
+        SECOND: [chain[SECOND][TOKENS], chain[SECOND][API_KEY]],
+        THIRD: [chain[THIRD][DB_PASSWORD]],
+    }
+    expected = {
+        snapshot_id: (sum(map(len, chain[snapshot_id].values())), sum(map(len, own)))
+        for snapshot_id, own in stored_itself.items()
+    }
+    assert {row.split()[0]: tuple(map(int, row.split()[-3:-1])) for row in rows} == expected
+    assert {
+        s["id"]: (s["bytes"], s["newBytes"]) for s in json.loads(as_json.stdout)["snapshots"]
+    } == expected
+
+    exported = tmp_path / "export"
+    export = kvbackup("export", "latest", str(exported), *where, env=env)
+
+    assert export.returncode == 0, export.stderr
+    assert lines_of(export)[-1] == "4 exported, 0 failed"
+    assert sorted(str(p.relative_to(exported)) for p in exported.rglob("*.*")) == sorted(
+        [f"{item.kind.plural}/{item.name}.bak" for item in chain[THIRD]] + ["manifest.json"]
+    )
+    for item, backup in chain[THIRD].items():  # the exact bytes, wherever they were stored
+        assert (exported / item.kind.plural / f"{item.name}.bak").read_bytes() == backup
+    manifest = Manifest.from_json((exported / "manifest.json").read_bytes())
+    assert (manifest.snapshot_id, manifest.base, manifest.references) == (THIRD, "", frozenset())
+    assert {(a.stored_in, a.location) for a in manifest.artifacts} == {("", "")}
+    assert {a.ref for a in manifest.artifacts} == set(chain[THIRD])
+    from_directory = kvbackup("snapshots", "verify", "--directory", str(exported))
+    assert from_directory.returncode == 0, from_directory.stderr
+    assert lines_of(from_directory)[-1] == "4 verified, 0 failed"
+
+
+@pytest.mark.parametrize("snapshot_id", [WHOLE, THIRD], ids=["whole", "differential"])
+async def test_a_snapshot_found_by_its_url_alone_is_verified_and_exported(
+    azurite: Azurite,
+    container: ContainerClient,
+    blob_store: BlobSnapshotStore,
+    tmp_path: Path,
+    snapshot_id: str,
+) -> None:
+    """Its manifest whole, or differential: then merged onto its base, and its items read
+    from the sibling folders of the snapshots holding them."""
+    chain = await store_chain(blob_store, KeyBackupRef("payments", "payments-keys", "uid-1"))
+    url = blob_store.location("payments", "payments-keys", snapshot_id)
     blob = ["--account-url", azurite.blob_endpoint, "--container", container.container_name]
     env = {"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string()}
 
@@ -387,8 +499,10 @@ async def test_a_snapshot_found_by_its_url_alone_is_verified_and_exported(
     exported = kvbackup("export", url, str(tmp_path / "out"), *blob, env=env)
 
     assert verified.returncode == 0, verified.stderr
+    assert lines_of(verified)[-1] == f"{len(chain[snapshot_id])} verified, 0 failed"
     assert exported.returncode == 0, exported.stderr
-    assert (tmp_path / "out" / "keys" / "card-signing.bak").read_bytes() == b"x" * 300
+    for item, backup in chain[snapshot_id].items():
+        assert (tmp_path / "out" / item.kind.plural / f"{item.name}.bak").read_bytes() == backup
 
 
 async def test_a_forged_manifest_cannot_make_export_write_outside_its_directory(

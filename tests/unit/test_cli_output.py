@@ -1,6 +1,7 @@
 """What the command line prints: one line per item as the status words it, named by kind
-once a snapshot holds more than keys, tables, JSON and YAML documents, text from storage
-made harmless on a terminal; the name it goes by, and the namespace it reads without -n."""
+once a snapshot holds more than keys, tables (the snapshots' with the bytes each stored
+itself), JSON and YAML documents, text from storage made harmless on a terminal; the name
+it goes by, and the namespace it reads without -n."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import yaml
 from kvbackup.adapters.kubernetes import context_namespace
 from kvbackup.api.kinds import ItemKind
 from kvbackup.cli import parser, program_name
+from kvbackup.cli.commands import snapshot_listing
 from kvbackup.cli.output import (
     JSON,
     TEXT,
@@ -26,8 +28,9 @@ from kvbackup.cli.output import (
     show_error,
     table,
 )
+from kvbackup.services.inspection import ListedSnapshot
 from kvbackup.services.outcomes import ItemOutcome, ItemResult
-from kvbackup.services.snapshot import Artifact
+from kvbackup.services.snapshot import Artifact, SnapshotSummary, snapshot_time
 from tests.unit.fakes import manifest_of
 
 KEY, SECRET, CERTIFICATE = ItemKind.KEY, ItemKind.SECRET, ItemKind.CERTIFICATE
@@ -113,6 +116,45 @@ def test_a_table_aligns_its_columns_under_the_header() -> None:
         "A      BEE",
         "long   1",
         "s      22",
+    ]
+
+
+def _summary(snapshot_id: str, total_bytes: int, new_bytes: int | None) -> SnapshotSummary:
+    started = snapshot_time(snapshot_id)
+    assert started is not None
+    return SnapshotSummary(
+        snapshot_id, started, started, 3, 0, total_bytes, secrets=1, new_bytes=new_bytes
+    )
+
+
+def test_the_listing_shows_beside_each_snapshots_bytes_those_it_stored_itself() -> None:
+    """An incremental snapshot stored a little and refers to the rest; one written before
+    snapshots were incremental stored all of its bytes."""
+    incomplete, incremental, before = (
+        "20261207-120000-bbbb",
+        "20261207-110000-aaaa",
+        "20261101-000000-cccc",
+    )
+    listed = [
+        ListedSnapshot(incomplete, None),
+        ListedSnapshot(incremental, _summary(incremental, 90_000, 1_200)),
+        ListedSnapshot(before, _summary(before, 88_000, None)),
+    ]
+
+    result = snapshot_listing(listed)
+
+    header, *rows = result.lines
+    assert header.split("   ")[-3:] == ["BYTES", "NEW BYTES", "COMPLETE"]
+    bytes_at, new_at = header.index("BYTES"), header.index("NEW BYTES")
+    assert [(row[bytes_at:new_at].strip(), row[new_at:].split()[0]) for row in rows] == [
+        ("-", "-"),
+        ("90000", "1200"),
+        ("88000", "88000"),
+    ]
+    assert [(s["id"], s.get("bytes"), s.get("newBytes")) for s in result.document["snapshots"]] == [
+        (incomplete, None, None),
+        (incremental, 90_000, 1_200),
+        (before, 88_000, 88_000),
     ]
 
 

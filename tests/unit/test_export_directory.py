@@ -1,18 +1,26 @@
-"""A snapshot exported to files: a folder per kind with each item's exact bytes, the
-manifest last, the keys-only layout of earlier exports still read, and nothing read or
-written outside the directory whatever a manifest or the directory holds."""
+"""A snapshot exported to files: a folder per kind with each item's exact bytes, wherever
+the store kept them, the manifest last and naming no other snapshot, the keys-only layout
+of earlier exports still read, and nothing read or written outside the directory whatever
+a manifest or the directory holds."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from kvbackup.adapters.directory import backup_file, directory_snapshot, export_directory
 from kvbackup.api.kinds import ItemKind, ItemRef
-from kvbackup.errors import ConflictError, InvalidSpecError, KvBackupError, NotFoundError
+from kvbackup.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidSpecError,
+    KvBackupError,
+    NotFoundError,
+)
 from kvbackup.services.inspection import export_snapshot, verify_snapshot
 from kvbackup.services.ports import OpenedSnapshot
 from kvbackup.services.snapshot import MANIFEST_MAX_BYTES, Artifact, Manifest, sha256_hex
@@ -106,6 +114,96 @@ async def test_an_export_reads_back_as_the_same_snapshot_item_by_item_of_every_k
         (SECRET, "signing", False),
         (CERTIFICATE, "api-tls", False),
     ]
+
+
+#: The snapshot that stored the bytes of items a later one carried forward.
+EARLIER = "20261101-000000-aaaa"
+
+
+async def test_an_export_of_items_stored_with_an_earlier_snapshot_stands_alone(
+    tmp_path: Path,
+) -> None:
+    """A snapshot whose signing key was carried from an earlier one, its manifest listing
+    where each item's bytes are: the export holds them all, and its manifest names no
+    other snapshot, nor where the store kept the bytes."""
+    stored_with = {ItemRef(KEY, "signing"): EARLIER, ItemRef(SECRET, "signing"): ""}
+    manifest = manifest_of(
+        *(
+            Artifact(
+                ref.name,
+                ("v1",),
+                sha256_hex(MIXED[ref]),
+                len(MIXED[ref]),
+                location=f"kvbackup-pack-{home or 'own'}",
+                kind=ref.kind,
+                stored_in=home,
+            )
+            for ref, home in stored_with.items()
+        ),
+    )
+    homes_read: list[str] = []
+
+    async def read(artifact: Artifact) -> bytes:
+        homes_read.append(artifact.home(manifest.snapshot_id))
+        return MIXED[ItemRef(artifact.kind, artifact.name)]
+
+    with export_directory(tmp_path) as target:
+        exported = await export_snapshot(OpenedSnapshot(manifest, read), target)
+
+    assert [o.failed for o in exported] == [False, False]
+    assert sorted(homes_read) == sorted([EARLIER, manifest.snapshot_id])
+    assert (tmp_path / "keys/signing.bak").read_bytes() == MIXED[ItemRef(KEY, "signing")]
+    written = Manifest.from_json((tmp_path / "manifest.json").read_bytes())
+    assert written == manifest.self_contained()
+    assert written.references == frozenset()
+    assert {(a.stored_in, a.location) for a in written.artifacts} == {("", "")}
+    with directory_snapshot(tmp_path) as read_back:
+        verified = await verify_snapshot(read_back)
+    assert [(o.kind, o.name, o.reason) for o in verified] == [
+        (KEY, "signing", "Verified"),
+        (SECRET, "signing", "Verified"),
+    ]
+
+
+async def test_verify_reads_a_carried_item_where_it_is_stored_and_says_which_snapshot(
+    tmp_path: Path,
+) -> None:
+    ref = ItemRef(KEY, "signing")
+    data = MIXED[ref]
+    carried = Artifact(ref.name, ("v1",), sha256_hex(data), len(data), stored_in=EARLIER)
+    manifest = manifest_of(carried)
+    by_home = {EARLIER: data, manifest.snapshot_id: b"not these bytes"}
+
+    async def read(artifact: Artifact) -> bytes:
+        return by_home[artifact.home(manifest.snapshot_id)]
+
+    [verified] = await verify_snapshot(OpenedSnapshot(manifest, read))
+
+    assert (verified.failed, verified.stored_in) == (False, EARLIER)
+    assert verified.message == (
+        f"sha256 and size match the manifest; stored with snapshot {EARLIER}"
+    )
+
+
+@pytest.mark.parametrize("elsewhere", ["base", "storedIn"])
+def test_a_manifest_in_a_directory_that_refers_to_another_snapshot_is_refused(
+    tmp_path: Path, elsewhere: str
+) -> None:
+    """It could not tell the whole snapshot: a differential one lists only what changed,
+    and an item stored with another snapshot is not beside it."""
+    [artifact] = stored({ItemRef(KEY, "signing"): b"one"}).manifest.artifacts
+    if elsewhere == "base":
+        manifest = replace(manifest_of(artifact), base=EARLIER)
+    else:
+        manifest = manifest_of(replace(artifact, stored_in=EARLIER))
+    (tmp_path / "manifest.json").write_bytes(manifest.to_json())
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys/signing.bak").write_bytes(b"one")
+
+    with pytest.raises(IntegrityError) as refused, directory_snapshot(tmp_path):
+        pass
+
+    assert f"refers to snapshot {EARLIER} for some of its items" in refused.value.message
 
 
 async def test_an_export_has_folders_only_for_the_kinds_its_snapshot_holds(

@@ -4,8 +4,14 @@ Layout: a folder per kind, ``keys/``, ``secrets/`` and ``certificates/``, made f
 kinds the snapshot holds, with ``<name>.bak`` per item: exactly the bytes Key Vault's
 backup returned (a file ``az keyvault key|secret|certificate restore --file`` and the SDKs'
 ``restore_key_backup``, ``restore_secret_backup`` and ``restore_certificate_backup``
-accept as it is); and ``manifest.json``, the snapshot's manifest, written last. A key and
-a secret may share a name: their folders keep them apart.
+accept as it is); and ``manifest.json``, the snapshot's whole manifest, written last. A
+key and a secret may share a name: their folders keep them apart.
+
+An export stands alone: its manifest lists every item the snapshot holds, and each
+item's file lies beside it, even when the store kept the bytes with an earlier snapshot
+(``Manifest.self_contained``). A manifest there that names another snapshot (a base it
+lists differences from, or where an item is stored) is refused: it would not tell the
+whole snapshot.
 
 An export made before there were other kinds than keys holds ``<key-name>.bak`` beside
 the manifest, with no ``keys/`` folder; it is read as it is.
@@ -142,7 +148,9 @@ def directory_snapshot(directory: Path) -> Iterator[OpenedSnapshot]:
                 f"{directory} holds no {MANIFEST_FILE}: not an exported snapshot",
                 reason="SourceNotFound",
             ) from None
-        manifest = Manifest.from_json(raw, found_in=str(directory / MANIFEST_FILE))
+        manifest = _self_contained(
+            Manifest.from_json(raw, found_in=str(directory / MANIFEST_FILE)), directory
+        )
         places = {kind: _folder_of(directory, kind, descriptor, opened) for kind in ITEM_KINDS}
         if isinstance(places[ItemKind.KEY], NotFoundError):
             # The layout before other kinds: keys beside the manifest, in no folder.
@@ -166,6 +174,19 @@ def directory_snapshot(directory: Path) -> Iterator[OpenedSnapshot]:
             return data
 
         yield OpenedSnapshot(manifest, read_backup)
+
+
+def _self_contained(manifest: Manifest, directory: Path) -> Manifest:
+    """``manifest`` when it needs nothing but ``directory``, as an export writes it."""
+    elsewhere = sorted(manifest.references)
+    if elsewhere:
+        # A forged manifest may name thousands: a few say enough.
+        named = ", ".join(elsewhere[:3]) + (", ..." if len(elsewhere) > 3 else "")
+        raise IntegrityError(
+            f"{directory / MANIFEST_FILE} refers to snapshot {named} for some of its items; "
+            "an export holds every item beside its manifest"
+        )
+    return manifest
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,8 @@ def parser(prog: str = "kvbackup") -> argparse.ArgumentParser:
     listing = of_snapshots.add_parser(
         "list",
         parents=[output],
-        help="id, times, keys, secrets, certificates, bytes and whether complete, newest first",
+        help="id, times, keys, secrets, certificates, bytes (all, and those the snapshot "
+        "stored itself) and whether complete, newest first",
     )
     _storage_arguments(listing)
     verifying = of_snapshots.add_parser(

@@ -30,7 +30,12 @@ from kvbackup.cli.sources import (
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError
 from kvbackup.presentation.item_results import restore_counts, restore_summary
-from kvbackup.services.inspection import export_snapshot, list_all_snapshots, verify_snapshot
+from kvbackup.services.inspection import (
+    ListedSnapshot,
+    export_snapshot,
+    list_all_snapshots,
+    verify_snapshot,
+)
 from kvbackup.services.outcomes import ItemOutcome
 from kvbackup.services.ports import OpenedSnapshot, utc_now
 from kvbackup.services.restore import run_restore
@@ -38,11 +43,19 @@ from kvbackup.services.snapshot import Manifest
 
 
 async def list_snapshots(options: StorageOptions, settings: Settings) -> Result:
-    """Every snapshot, newest first, with its count of each kind; FAILED counts the items
-    of every kind that the run could not back up (the JSON tells them per kind)."""
+    """Every snapshot of a KeyBackup, complete or not, newest first."""
     location = keybackup_location(options)
     async with opened_storage(options, settings) as storage:
         listed = await list_all_snapshots(storage.snapshots, location.namespace, location.keybackup)
+    return snapshot_listing(listed)
+
+
+def snapshot_listing(listed: Sequence[ListedSnapshot]) -> Result:
+    """Each snapshot with its count of each kind; FAILED counts the items of every kind
+    that the run could not back up (the JSON tells them per kind). BYTES are those of every
+    item the snapshot holds, NEW BYTES those it stored itself: the rest it refers to in
+    earlier snapshots, which stored them (all of BYTES in a snapshot before incremental
+    runs)."""
     documents = []
     rows = []
     for snapshot in listed:
@@ -53,23 +66,27 @@ async def list_snapshots(options: StorageOptions, settings: Settings) -> Result:
             "startTime": started or None,
             "complete": snapshot.complete,
         }
-        counts = ["-"] * (len(ITEM_KINDS) + 1)
+        figures = ["-"] * (len(ITEM_KINDS) + 3)
         if summary is not None:
             document["completionTime"] = timestamp(summary.completion_time)
             for kind in ITEM_KINDS:  # as a summary's JSON names them: keys, failedKeys, ...
                 document[kind.plural] = summary.stored(kind)
                 document[f"failed{kind.camel}s"] = summary.failed(kind)
             document["bytes"] = summary.total_bytes
-            counts = [str(summary.stored(kind)) for kind in ITEM_KINDS]
-            counts.append(str(summary.failed_items))
+            document["newBytes"] = summary.stored_bytes
+            figures = [
+                *(str(summary.stored(kind)) for kind in ITEM_KINDS),
+                str(summary.failed_items),
+                str(summary.total_bytes),
+                str(summary.stored_bytes),
+            ]
         documents.append(document)
         rows.append(
             [
                 snapshot.snapshot_id,
                 started,
                 timestamp(summary.completion_time) if summary else "-",
-                *counts,
-                str(summary.total_bytes) if summary else "-",
+                *figures,
                 "yes" if snapshot.complete else "no",
             ]
         )
@@ -80,6 +97,7 @@ async def list_snapshots(options: StorageOptions, settings: Settings) -> Result:
         *(kind.plural.upper() for kind in ITEM_KINDS),
         "FAILED",
         "BYTES",
+        "NEW BYTES",
         "COMPLETE",
     ]
     return Result(table(header, rows) if rows else ["no snapshots"], {"snapshots": documents})

@@ -44,6 +44,8 @@ async def list_all_snapshots(
 
 
 def _intact(artifact: Artifact, reason: str, message: str) -> ItemOutcome:
+    if artifact.stored_in:
+        message = f"{message}; stored with snapshot {artifact.stored_in}"
     return ItemOutcome(
         artifact.name,
         ItemResult.SUCCEEDED,
@@ -53,6 +55,7 @@ def _intact(artifact: Artifact, reason: str, message: str) -> ItemOutcome:
         reason=reason,
         message=message,
         kind=artifact.kind,
+        stored_in=artifact.stored_in,
     )
 
 
@@ -62,7 +65,9 @@ async def verify_snapshot(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[int], Progress] | None = None,
 ) -> list[ItemOutcome]:
-    """Every item's stored bytes against the sha256 and size its manifest records."""
+    """Every item's stored bytes against the sha256 and size its manifest records, read
+    wherever they are stored: an item carried forward is read from the earlier snapshot
+    that holds it."""
     manifest = snapshot.manifest
 
     async def verify(item: ItemRef) -> ItemOutcome:
@@ -80,7 +85,10 @@ class ExportTarget(Protocol):
         """Store one item's bytes; returns where they went, for people to read."""
         ...
 
-    async def write_manifest(self, manifest: Manifest) -> None: ...
+    async def write_manifest(self, manifest: Manifest) -> None:
+        """Store the manifest, self-contained (``Manifest.self_contained``): it lists every
+        item, and each item's bytes lie beside it."""
+        ...
 
 
 async def export_snapshot(
@@ -90,8 +98,10 @@ async def export_snapshot(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[int], Progress] | None = None,
 ) -> list[ItemOutcome]:
-    """Each item's verified backup into ``target``, then the manifest. An item whose
-    backup fails verification is not written and fails alone."""
+    """Each item's verified backup into ``target``, wherever the store keeps it, then the
+    whole manifest as one that needs nothing but the export: every item's bytes beside it,
+    no earlier snapshot named. An item whose backup fails verification is not written and
+    fails alone."""
     manifest = snapshot.manifest
 
     async def export(item: ItemRef) -> ItemOutcome:
@@ -101,7 +111,7 @@ async def export_snapshot(
         return _intact(artifact, "Exported", f"wrote {where} ({artifact.size} bytes)")
 
     outcomes = await _each_item(manifest, export, concurrency, progress)
-    await target.write_manifest(manifest)
+    await target.write_manifest(manifest.self_contained())
     return outcomes
 
 
