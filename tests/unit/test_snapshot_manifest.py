@@ -489,6 +489,8 @@ class TestDifferentialManifests:
 
         assert {(a.stored_in, a.location) for a in exported.artifacts} == {("", "")}
         assert (exported.base, exported.removed) == ("", ())
+        with pytest.raises(ValueError, match="differential"):
+            differential.self_contained()
 
     @pytest.mark.parametrize(
         ("field", "value"),

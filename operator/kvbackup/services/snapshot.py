@@ -385,7 +385,10 @@ class Manifest:
         return replace(self, artifacts=tuple(own), base=base.snapshot_id, removed=removed)
 
     def self_contained(self) -> Manifest:
-        """This whole manifest as one whose every artifact lies beside it, as in an export."""
+        """This whole manifest as one whose every artifact lies beside it, as in an export.
+        A differential manifest does not list every item: it is refused."""
+        if self.differential:
+            raise ValueError(f"snapshot {self.snapshot_id}'s manifest is differential")
         return replace(
             self,
             artifacts=tuple(replace(a, stored_in="", location="") for a in self.artifacts),
