@@ -9,6 +9,7 @@ import asyncio
 import base64
 import datetime
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from functools import partial
 from types import SimpleNamespace
 from typing import Any
@@ -31,8 +32,9 @@ from kvbackup.adapters.ratelimit import VaultPace
 from kvbackup.api.kinds import ITEM_KINDS, ItemKind
 from kvbackup.config import Settings
 from kvbackup.errors import HostNotAllowedError, NotFoundError
-from kvbackup.services.ports import ItemInfo, ItemState
+from kvbackup.services.ports import ItemInfo, ItemState, ItemVersions
 from kvbackup.services.retry_policy import retry_per_call
+from kvbackup.services.snapshot import ChangeRecord
 from tests.unit.test_metrics import samples
 from tests.unit.test_request_checks import (
     ELSEWHERE,
@@ -159,7 +161,7 @@ async def test_every_operation_on_an_item_goes_to_the_sdk_client_of_its_kind_alo
             f"backup_{noun}": b"backup",
             f"restore_{noun}_backup": restored,
             f"get_deleted_{noun}": not_found(),
-            f"list_properties_of_{versions}": [SimpleNamespace(version="v1", created_on=None)],
+            f"list_properties_of_{versions}": [entry("x", version="v1")],
         }
     )
     clients = {kind: ours} | {
@@ -171,7 +173,7 @@ async def test_every_operation_on_an_item_goes_to_the_sdk_client_of_its_kind_alo
     items = items_of(sdk, VaultPace(100.0), FairSlots(2), "a", OperatorMetrics())
 
     assert [info async for info in items.list_items(kind)] == []
-    assert await items.list_versions(kind, "x") == ("v1",)
+    assert (await items.list_versions(kind, "x")).ids == ("v1",)
     assert await items.backup(kind, "x") == b"backup"
     assert await items.item_state(kind, "x") is ItemState.ACTIVE
     assert await items.restore(kind, b"backup") == "x"
@@ -263,7 +265,7 @@ async def test_a_soft_deleted_certificate_is_read_back_as_such_naming_its_kind()
 
 async def test_an_active_secret_is_told_by_its_versions_without_reading_its_value() -> None:
     secrets = RecordingClient(
-        list_properties_of_secret_versions=[SimpleNamespace(version="v1", created_on=None)]
+        list_properties_of_secret_versions=[entry("db-password", version="v1")]
     )
     items = items_of(
         sdk_of(secrets=secrets), VaultPace(100.0), FairSlots(2), "a", OperatorMetrics()
@@ -283,8 +285,36 @@ async def test_an_item_without_versions_is_not_active() -> None:
     assert keys.methods() == ["list_properties_of_key_versions", "get_deleted_key"]
 
 
+#: When the entries below were created and last updated, unless a test says otherwise.
+CREATED = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+def entry(name: str, version: str | None = None, **attributes: Any) -> SimpleNamespace:
+    """An entry of a listing (of items, or of an item's versions, when ``version`` is given)
+    as the SDK's properties of every kind carry it; ``attributes`` add to or replace those
+    every kind has."""
+    shared = {
+        "id": f"{VAULT}/items/{name}" + (f"/{version}" if version else ""),
+        "name": name,
+        "version": version,
+        "created_on": CREATED,
+        "updated_on": CREATED,
+        "enabled": True,
+        "not_before": None,
+        "expires_on": None,
+        "tags": None,
+        "recovery_level": "Recoverable+Purgeable",
+        "recoverable_days": 90,
+    }
+    return SimpleNamespace(**(shared | attributes))
+
+
 def listed(name: str, managed: bool | None = None) -> SimpleNamespace:
-    return SimpleNamespace(name=name, tags={"team": "a"}, managed=managed)
+    return entry(name, tags={"team": "a"}, managed=managed)
+
+
+def without_records(infos: list[ItemInfo]) -> list[ItemInfo]:
+    return [replace(info, change=None) for info in infos]
 
 
 async def test_keys_and_secrets_backing_a_certificate_are_listed_as_managed() -> None:
@@ -292,27 +322,169 @@ async def test_keys_and_secrets_backing_a_certificate_are_listed_as_managed() ->
     secrets = RecordingClient(list_properties_of_secrets=[listed("tls", True)])
     items = items_of(sdk_of(keys, secrets), VaultPace(100.0), FairSlots(2), "a", OperatorMetrics())
 
-    assert [info async for info in items.list_items(KEY)] == [
+    assert without_records([info async for info in items.list_items(KEY)]) == [
         ItemInfo("tls", {"team": "a"}, managed=True),
         ItemInfo("alone", {"team": "a"}, managed=False),
     ]
-    assert [info async for info in items.list_items(SECRET)] == [
+    assert without_records([info async for info in items.list_items(SECRET)]) == [
         ItemInfo("tls", {"team": "a"}, managed=True)
     ]
 
 
 async def test_certificates_are_listed_once_issued_and_never_as_managed() -> None:
     # A certificate's properties have no managed flag at all.
-    issued = SimpleNamespace(name="tls", tags=None)
+    issued = entry("tls", x509_thumbprint=b"\x01\x02")
     certificates = RecordingClient(list_properties_of_certificates=[issued])
     items = items_of(
         sdk_of(certificates=certificates), VaultPace(100.0), FairSlots(2), "a", OperatorMetrics()
     )
 
-    assert [info async for info in items.list_items(CERTIFICATE)] == [ItemInfo("tls")]
+    assert without_records([info async for info in items.list_items(CERTIFICATE)]) == [
+        ItemInfo("tls")
+    ]
     assert certificates.called == [
         ("list_properties_of_certificates", (), {"include_pending": False})
     ]
+
+
+# --- Change records --------------------------------------------------------------------
+
+LATER = CREATED + datetime.timedelta(days=30)
+#: An entry of each kind, with the attributes only that kind's properties carry.
+ENTRIES = {
+    KEY: entry("k", tags={"team": "a"}, managed=None, exportable=False),
+    SECRET: entry("k", tags={"team": "a"}, managed=None, content_type="text/plain"),
+    CERTIFICATE: entry("k", tags={"team": "a"}, x509_thumbprint=bytes.fromhex("0a0b")),
+}
+#: What may change in a listing entry of any kind, without or with a new ``updated``.
+CHANGES = {
+    "a tag's value": {"tags": {"team": "b"}},
+    "another tag": {"tags": {"team": "a", "tier": "gold"}},
+    "disabled": {"enabled": False},
+    "an expiry": {"expires_on": LATER},
+    "an activation date": {"not_before": LATER},
+    "updated": {"updated_on": CREATED + datetime.timedelta(seconds=1)},
+    "created again": {"created_on": LATER, "updated_on": LATER},
+    "its recovery level": {"recovery_level": "Recoverable"},
+}
+KIND_CHANGES = [
+    (SECRET, "its content type", {"content_type": "application/x-pkcs12"}),
+    (SECRET, "managed", {"managed": True}),
+    (KEY, "exportable", {"exportable": True}),
+    (CERTIFICATE, "its thumbprint", {"x509_thumbprint": bytes.fromhex("0a0c")}),
+]
+
+
+async def listing_record(kind: ItemKind, props: SimpleNamespace) -> ChangeRecord | None:
+    """The change record of ``props``, listed as the one item of its kind."""
+    client = RecordingClient(**{f"list_properties_of_{kind.plural}": [props]})
+    sdk = sdk_of(**{kind.plural: client})
+    items = items_of(sdk, VaultPace(100.0), FairSlots(2), "a", OperatorMetrics())
+    (info,) = [info async for info in items.list_items(kind)]
+    return info.change
+
+
+def changed(props: SimpleNamespace, **attributes: Any) -> SimpleNamespace:
+    return SimpleNamespace(**(vars(props) | attributes))
+
+
+@pytest.mark.parametrize(
+    ("kind", "change"),
+    [
+        *[
+            pytest.param(kind, change, id=f"{kind} {what}")
+            for kind in ITEM_KINDS
+            for what, change in CHANGES.items()
+        ],
+        *[pytest.param(kind, change, id=f"{kind} {what}") for kind, what, change in KIND_CHANGES],
+    ],
+)
+async def test_a_listing_entrys_record_changes_with_any_attribute_it_gives(
+    kind: ItemKind, change: dict[str, Any]
+) -> None:
+    before = await listing_record(kind, ENTRIES[kind])
+    after = await listing_record(kind, changed(ENTRIES[kind], **change))
+
+    assert before is not None
+    assert after is not None
+    assert after != before
+
+
+@pytest.mark.parametrize("kind", ITEM_KINDS)
+async def test_a_listing_entry_listed_again_unchanged_has_an_equal_record(kind: ItemKind) -> None:
+    tags = {"team": "a", "tier": "gold"}
+    first = await listing_record(kind, changed(ENTRIES[kind], tags=tags))
+    # The same attributes, read again: the tags in another order, the time a moment later
+    # within the same second.
+    again = changed(
+        ENTRIES[kind],
+        tags=dict(reversed(tags.items())),
+        updated_on=CREATED + datetime.timedelta(milliseconds=400),
+    )
+
+    assert await listing_record(kind, again) == first
+    assert first is not None
+    assert first.updated == CREATED
+
+
+async def test_a_listing_entry_without_an_updated_time_has_no_record() -> None:
+    assert await listing_record(KEY, changed(ENTRIES[KEY], updated_on=None)) is None
+
+
+async def versions_record(listed: list[SimpleNamespace], *, per_page: int = 25) -> ItemVersions:
+    pages = Pages([listed[at : at + per_page] for at in range(0, len(listed), per_page)], {})
+    items = items_of(secret_versions(pages), VaultPace(100.0), FairSlots(2), "a", OperatorMetrics())
+    return await items.list_versions(SECRET, "s")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"enabled": False}, id="disabled"),
+        pytest.param({"tags": {"team": "b"}}, id="tagged"),
+        pytest.param({"expires_on": LATER}, id="an expiry"),
+        pytest.param({"not_before": LATER}, id="an activation date"),
+    ],
+)
+async def test_the_versions_record_changes_when_an_older_versions_attribute_changes(
+    change: dict[str, Any],
+) -> None:
+    oldest, current = versions("v1", "v2", tags={"team": "a"})
+    before = await versions_record([oldest, current])
+    # Only the attribute: the record must change even when no time does.
+    after = await versions_record([changed(oldest, **change), current])
+
+    assert before.change is not None
+    assert after.change is not None
+    assert after.change != before.change
+    assert after.ids == before.ids == ("v1", "v2")
+
+
+async def test_the_versions_record_was_updated_when_any_version_last_was() -> None:
+    oldest, current = versions("v1", "v2")
+    updated_on = current.updated_on + datetime.timedelta(minutes=5)
+
+    listed = await versions_record([changed(oldest, enabled=False, updated_on=updated_on), current])
+
+    assert listed.change is not None
+    assert listed.change.updated == updated_on
+
+
+async def test_the_versions_record_stays_equal_whatever_order_and_pages_they_come_in() -> None:
+    listed = versions("v1", "v2", "v3", tags={"team": "a"})
+
+    first = await versions_record(listed)
+    again = await versions_record(list(reversed(listed)), per_page=2)
+
+    assert again == first
+    assert first.change is not None
+    assert first.change.updated == listed[-1].updated_on
+
+
+async def test_versions_without_an_updated_time_have_no_record() -> None:
+    listed = versions("v1", "v2", updated_on=None)
+
+    assert await versions_record(listed) == ItemVersions(("v1", "v2"), None)
 
 
 # --- Pace before slot ------------------------------------------------------------------
@@ -414,15 +586,14 @@ async def _items(page: list[Any]) -> AsyncIterator[Any]:
         yield item
 
 
-def versions(*ids: str) -> list[SimpleNamespace]:
-    """Versions, each created a minute after the one before, in the order of its id."""
-    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
-    return [
-        SimpleNamespace(
-            created_on=start + datetime.timedelta(minutes=int(version[1:])), version=version
-        )
-        for version in ids
-    ]
+def versions(*ids: str, **attributes: Any) -> list[SimpleNamespace]:
+    """Versions of secret ``s``, each created (and last updated) a minute after the one
+    before, in the order of its id; ``attributes`` as ``entry``'s."""
+    listed = []
+    for version in ids:
+        at = CREATED + datetime.timedelta(minutes=int(version[1:]))
+        listed.append(entry("s", version, **({"created_on": at, "updated_on": at} | attributes)))
+    return listed
 
 
 class VersionsClient(RecordingClient):
@@ -446,7 +617,7 @@ async def test_every_page_of_a_versions_listing_is_a_paced_call_of_its_own() -> 
 
     listed_versions = await items.list_versions(SECRET, "s")
 
-    assert listed_versions == ("v1", "v2", "v3", "v4")
+    assert listed_versions.ids == ("v1", "v2", "v3", "v4")
     # Three pages, three tokens of the pace; nothing is sent after the last.
     assert time.now == pytest.approx(2.0)
     assert call_count(metrics, "list_versions", "2xx", SECRET) == 3
@@ -459,7 +630,7 @@ async def test_a_throttled_page_is_fetched_again_without_listing_from_the_start(
 
     listed_versions = await items.list_versions(SECRET, "s")
 
-    assert listed_versions == ("v1", "v2", "v3")
+    assert listed_versions.ids == ("v1", "v2", "v3")
     assert pages.fetched == [0, 1, 1, 1, 2]
     assert call_count(metrics, "list_versions", "429", SECRET) == 2
 

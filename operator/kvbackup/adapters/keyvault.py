@@ -43,8 +43,9 @@ from kvbackup.adapters.request_checks import AllowedHostsPolicy, BoundedPages
 from kvbackup.api.kinds import ItemKind
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError, KvBackupError, NotFoundError, ThrottledError
-from kvbackup.services.ports import ItemInfo, ItemState
+from kvbackup.services.ports import ItemInfo, ItemState, ItemVersions
 from kvbackup.services.retry_policy import retry_per_call
+from kvbackup.services.snapshot import ChangeRecord
 
 _T = TypeVar("_T")
 
@@ -60,8 +61,9 @@ IDLE_VAULT_SECONDS = 15 * 60.0
 @dataclass(frozen=True)
 class KindCalls:
     """One kind's SDK calls, under the names every kind shares. Each call's answer that
-    matters: a listing's items (``name``, ``tags``, ``created_on``, ``version``, and for
-    keys and secrets ``managed``), a backup's bytes, a restored item's ``name``."""
+    matters: a listing's items (``name``, ``tags``, ``version``, ``created_on``,
+    ``updated_on`` and every other attribute they carry, for the item's change record),
+    a backup's bytes, a restored item's ``name``."""
 
     listing: Callable[[], AsyncItemPaged[Any]]
     version_listing: Callable[[str], AsyncItemPaged[Any]]
@@ -205,19 +207,31 @@ class KeyVaultItems:
             VaultOperation.LIST, kind, f"list {kind.plural}", pages, about_one_item=False
         ):
             async for props in page:
+                updated = props.updated_on
                 yield ItemInfo(
                     name=props.name or "",
                     tags=dict(props.tags or {}),
                     managed=calls.flags_managed and bool(props.managed),
+                    change=ChangeRecord.of(updated, _listed_facts(props)) if updated else None,
                 )
 
-    async def list_versions(self, kind: ItemKind, name: str) -> tuple[str, ...]:
+    async def list_versions(self, kind: ItemKind, name: str) -> ItemVersions:
         pages = self._sdk[kind].version_listing(name).by_page()
-        versions: list[tuple[Any, str]] = []
+        listed: list[Any] = []
         what = f"list versions of {kind} {name}"
         async for page in self._pages(VaultOperation.LIST_VERSIONS, kind, what, pages):
-            versions.extend([(props.created_on, props.version or "") async for props in page])
-        return tuple(version for _, version in sorted(versions, key=_created_then_id))
+            listed.extend([props async for props in page])
+        by_id = sorted(listed, key=_version_id)
+        # Oldest first; versions created in the same second in the order of their ids.
+        oldest_first = sorted(by_id, key=_created_on)
+        updated = max(filter(None, (props.updated_on for props in listed)), default=None)
+        # Every version counts, not only the current one: a named item has no listing
+        # entry, and an older version's changed attributes must show too.
+        facts = [(props.version, props.updated_on, *_listed_facts(props)) for props in by_id]
+        return ItemVersions(
+            ids=tuple(_version_id(props) for props in oldest_first),
+            change=ChangeRecord.of(updated, facts) if updated else None,
+        )
 
     async def backup(self, kind: ItemKind, name: str) -> bytes:
         return await self._request(
@@ -304,9 +318,38 @@ async def _next_page(pages: AsyncIterator[AsyncIterator[_T]]) -> AsyncIterator[_
         return None
 
 
-def _created_then_id(item: tuple[Any, str]) -> tuple[float, str]:
-    created, version = item
-    return (created.timestamp() if created else 0.0, version)
+def _version_id(props: Any) -> str:
+    return str(props.version or "")
+
+
+def _created_on(props: Any) -> float:
+    """When a version was created; one without a creation time counts as the oldest."""
+    return props.created_on.timestamp() if props.created_on else 0.0
+
+
+def _listed_facts(props: Any) -> list[object]:
+    """All that a listing entry (of an item, or of one of its versions) says besides when it
+    was updated, in one order for every kind. What a kind's properties lack counts as
+    None: a secret has no thumbprint, a certificate no content type. Made for every item
+    of every run, so only attribute reads and the tags sorted: no parsing, no deep copies."""
+    thumbprint = getattr(props, "x509_thumbprint", None)
+    release_policy = getattr(props, "release_policy", None)
+    return [
+        props.id or props.name,
+        props.created_on,
+        props.enabled,
+        props.not_before,
+        props.expires_on,
+        sorted((props.tags or {}).items()),
+        props.recovery_level,
+        props.recoverable_days,
+        getattr(props, "managed", None),
+        getattr(props, "content_type", None),
+        thumbprint.hex() if thumbprint else None,
+        getattr(props, "exportable", None),
+        getattr(release_policy, "immutable", None),
+        getattr(props, "hsm_platform", None),
+    ]
 
 
 def vault_host(vault_url: str) -> str:

@@ -32,6 +32,7 @@ from kvbackup.services.ports import (
     SnapshotStores,
     VaultItems,
     VaultReads,
+    read_whole_manifest,
 )
 from kvbackup.services.progress import Progress
 from kvbackup.services.snapshot import Artifact, SnapshotSummary
@@ -136,7 +137,7 @@ async def opened_snapshot(
         )
         snapshot_id = chosen.snapshot_id
         yield OpenedSnapshot(
-            await store.read_manifest(namespace, source.keybackup, snapshot_id),
+            await read_whole_manifest(store, namespace, source.keybackup, snapshot_id),
             partial(store.read_artifact, namespace, source.keybackup, snapshot_id),
         )
 
@@ -165,7 +166,7 @@ async def _assess(
     restored_earlier = (
         resumed
         and state is ItemState.ACTIVE
-        and set(await vault.list_versions(*item)) == set(artifact.versions)
+        and set((await vault.list_versions(*item)).ids) == set(artifact.versions)
     )
     return decide(spec, item, state, restored_earlier=restored_earlier)
 
@@ -315,7 +316,7 @@ async def _carried(run: _RestoreRun, item: ItemRef, result: ItemResult) -> ItemO
             name, result, artifact.versions, reason="Restored", message=message, kind=kind
         )
     if result is ItemResult.RECOVERED:
-        versions = await run.vault.list_versions(kind, name)
+        versions = (await run.vault.list_versions(kind, name)).ids
         message = f"recovered the soft-deleted {kind} in an earlier attempt"
         return ItemOutcome(name, result, versions, reason="Recovered", message=message, kind=kind)
     skip = decide(run.spec, item, ItemState.ACTIVE)
@@ -375,7 +376,7 @@ async def _bring_back(run: _RestoreRun, item: ItemRef, *, unrecorded: bool) -> I
         return ItemOutcome(
             name,
             ItemResult.RECOVERED,
-            await vault.list_versions(kind, name),
+            (await vault.list_versions(kind, name)).ids,
             reason="Recovered",
             message=f"recovered the soft-deleted {kind}",
             kind=kind,
