@@ -23,7 +23,7 @@ from kvbackup.config import Settings
 from kvbackup.services.snapshot import ChangeRecord
 from tests.harness.vault import SELF_SIGNED, Vault, certificate_client, secret_client
 from tests.integration.conftest import VaultUnderTest
-from tests.unit.test_request_checks import _StaticToken
+from tests.unit.fakes import StaticToken
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ async def items(vault: VaultUnderTest) -> AsyncIterator[KeyVaultItems]:
     vaults = KeyVaultClients(settings)
     try:
         # Lowkey accepts any bearer token.
-        yield vaults.vault(vault.url, _StaticToken())
+        yield vaults.vault(vault.url, StaticToken())
     finally:
         await vaults.close()
 

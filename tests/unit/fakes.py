@@ -14,6 +14,9 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
+
+from azure.core.credentials import AccessToken, AccessTokenInfo
 
 from kvbackup.api.keybackup import (
     ItemChoice,
@@ -477,3 +480,23 @@ async def take_snapshot(store: InMemoryStore, *keys: tuple[str, tuple[str, ...]]
         backup_spec(*(name for name, _ in keys)), REF, SNAPSHOT_ID, source, store, clock=clock
     )
     return store.manifests[-1]
+
+
+class StaticToken:
+    """An async credential whose token never expires: for clients of the emulators and
+    of fakes, which accept any token."""
+
+    async def get_token(self, *_: Any, **__: Any) -> AccessToken:
+        return AccessToken("token", 2**31)
+
+    async def get_token_info(self, *_: Any, **__: Any) -> AccessTokenInfo:
+        return AccessTokenInfo("token", 2**31)
+
+    async def close(self) -> None:
+        pass
+
+    async def __aenter__(self) -> StaticToken:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        pass

@@ -35,13 +35,13 @@ from kvbackup.errors import HostNotAllowedError, NotFoundError
 from kvbackup.services.ports import ItemInfo, ItemState, ItemVersions
 from kvbackup.services.retry_policy import retry_per_call
 from kvbackup.services.snapshot import ChangeRecord
+from tests.unit.fakes import StaticToken
 from tests.unit.test_metrics import samples
 from tests.unit.test_request_checks import (
     ELSEWHERE,
     VAULT,
     HostileService,
     _Session,
-    _StaticToken,
 )
 from tests.unit.test_vault_pace import FakeTime
 
@@ -673,7 +673,7 @@ async def test_every_kind_is_asked_at_the_one_api_version_the_keys_client_speaks
     )
     vaults = KeyVaultClients(settings)
     try:
-        items = vaults.vault(VAULT, _StaticToken())
+        items = vaults.vault(VAULT, StaticToken())
         assert [await items.backup(kind, "x") for kind in ITEM_KINDS] == [b"backup"] * 3
     finally:
         await vaults.close()
@@ -697,7 +697,7 @@ async def test_a_next_page_link_to_another_host_is_refused_whatever_the_kind_lis
     vaults = KeyVaultClients(Settings(verify_challenge_resource=False, vault_rate_limit=1e6))
     try:
         with pytest.raises(HostNotAllowedError, match=r"attacker\.example\.com:443 is not in"):
-            [info async for info in vaults.vault(VAULT, _StaticToken()).list_items(kind)]
+            [info async for info in vaults.vault(VAULT, StaticToken()).list_items(kind)]
     finally:
         await vaults.close()
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure.core.pipeline import PipelineContext, PipelineRequest
 from azure.core.pipeline.transport import AsyncHttpTransport
 from azure.core.rest import HttpRequest
@@ -23,6 +22,7 @@ from kvbackup.api.hosts import HostAllowList
 from kvbackup.api.kinds import ItemKind
 from kvbackup.config import Settings
 from kvbackup.errors import HostNotAllowedError, KvBackupError, ThrottledError, TooLargeError
+from tests.unit.fakes import StaticToken
 
 VAULT = "https://payments.vault.azure.net"
 ELSEWHERE = "https://attacker.example.com"
@@ -148,23 +148,6 @@ class _Session:
         pass
 
 
-class _StaticToken:
-    async def get_token(self, *_: Any, **__: Any) -> AccessToken:
-        return AccessToken("token", 2**31)
-
-    async def get_token_info(self, *_: Any, **__: Any) -> AccessTokenInfo:
-        return AccessTokenInfo("token", 2**31)
-
-    async def close(self) -> None:
-        pass
-
-    async def __aenter__(self) -> _StaticToken:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        pass
-
-
 def keys_page(*names: str, next_link: str | None) -> dict[str, Any]:
     page: dict[str, Any] = {"value": [{"kid": f"{VAULT}/keys/{name}"} for name in names]}
     if next_link is not None:
@@ -190,7 +173,7 @@ async def listed(answer_service: HostileService) -> list[str]:
     settings = Settings(verify_challenge_resource=False, vault_rate_limit=1e6)
     vaults = KeyVaultClients(settings)
     try:
-        keys = vaults.vault(VAULT, _StaticToken()).list_items(ItemKind.KEY)
+        keys = vaults.vault(VAULT, StaticToken()).list_items(ItemKind.KEY)
         return [key.name async for key in keys]
     finally:
         await vaults.close()
