@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -13,9 +14,20 @@ from kvbackup.api.keybackup import BlobDestination, Destination, SecretDestinati
 from kvbackup.api.keyrestore import BlobSnapshotSource, SnapshotSource
 from kvbackup.api.kinds import ItemKind
 from kvbackup.errors import MissingReferenceError
+from kvbackup.services.backup import run_backup
+from kvbackup.services.outcomes import ItemResult
 from kvbackup.services.ports import OpenedSnapshot, SnapshotStore
-from kvbackup.services.restore import opened_snapshot
-from tests.unit.fakes import NAMESPACE, REF, InMemoryStore
+from kvbackup.services.restore import opened_snapshot, run_restore
+from tests.unit.fakes import (
+    MOMENT,
+    NAMESPACE,
+    REF,
+    InMemoryStore,
+    InMemoryVault,
+    backup_spec,
+    clock,
+    restore_spec,
+)
 
 OFFSITE = BlobDestination(BlobContainer("https://acct.blob.core.windows.net", "backups"), "prod")
 OLDER, NEWER = "20240501-020000-aaaa", "20240502-020000-bbbb"
@@ -93,3 +105,32 @@ async def test_a_blob_path_is_read_without_any_keybackup() -> None:
 
     assert await chosen(stores, BlobSnapshotSource(container, path)) == OLDER
     assert stores.paths_opened == [path]
+
+
+async def test_a_differential_snapshot_is_restored_whole_from_the_snapshots_holding_its_items() -> (
+    None
+):
+    store, target = InMemoryStore(), InMemoryVault()
+    source = InMemoryVault()
+    names = ("changed", "kept-1", "kept-2", "kept-3", "kept-4")
+    for name in names:
+        source.add(name, versions=(f"{name}-v1",))
+    first = await run_backup(backup_spec(*names), REF, OLDER, source, store, clock=clock)
+    source.change("changed", MOMENT, versions=("changed-v1", "changed-v2"))
+    await run_backup(backup_spec(*names), REF, NEWER, source, store, clock=later)
+    stores = InMemoryStores()
+    stores.stores[SecretDestination()] = store
+
+    async with opened_snapshot(stores, NAMESPACE, SnapshotSource(REF.name)) as snapshot:
+        report = await run_restore(restore_spec(), snapshot, target, clock=clock)
+
+    assert store.manifests[-1].base == first.snapshot_id
+    assert [(o.name, o.result, o.versions) for o in report.outcomes] == [
+        ("changed", ItemResult.RESTORED, ("changed-v1", "changed-v2")),
+        *((name, ItemResult.RESTORED, (f"{name}-v1",)) for name in names[1:]),
+    ]
+
+
+def later() -> datetime.datetime:
+    """An hour after ``clock``: within a day of OLDER's run, so nothing is due afresh."""
+    return MOMENT + datetime.timedelta(hours=1)
