@@ -44,6 +44,14 @@ class Measurement:
         return self.total_items / self.seconds if self.seconds else 0.0
 
     @property
+    def operator_cpu_ms_per_item(self) -> float | None:
+        """The operator's CPU time (user and system) over the run per item it handled, in
+        milliseconds; None for a loop, which the operator took no part in."""
+        if not self.by_operator or not self.total_items:
+            return None
+        return self.cpu_seconds["operator"] * 1000 / self.total_items
+
+    @property
     def vault_bound_rate(self) -> float:
         """Requests per second while the run was talking to the vault."""
         return self.vault_requests / self.vault_seconds if self.vault_seconds else 0.0
@@ -94,7 +102,7 @@ class CpuWatch:
 
     def stop(self) -> dict[str, float]:
         return {
-            name: round(cpu_seconds(pid) - self._start[name], 1) for name, pid in self.pids.items()
+            name: round(cpu_seconds(pid) - self._start[name], 3) for name, pid in self.pids.items()
         }
 
 

@@ -5,11 +5,20 @@ from __future__ import annotations
 import json
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.incremental import (
+    BUDGET_CALLS_PER_SECOND,
+    CHANGED,
+    SCHEDULE_SECONDS,
+    SCHEDULE_TARGET,
+    TARGETS,
+    UNCHANGED,
+    IncrementalFigures,
+)
 from bench.measure import Measurement
 from bench.stage import Settings
 from kvbackup.api.kinds import ItemKind
@@ -44,6 +53,104 @@ class Figures:
     idle: dict[str, float]
     #: Seconds from apply to Ready of one-key KeyBackups.
     ready: list[float]
+    #: The incremental row; None when it was not run.
+    incremental: IncrementalFigures | None = None
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """A Markdown table, as the README quotes it."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(map(str, row)) + " |")
+
+
+def _cpu_per_item(m: Measurement) -> str:
+    cpu = m.operator_cpu_ms_per_item
+    return "-" if cpu is None else f"{cpu:.2f} ms"
+
+
+def _against(share: float, target: float) -> str:
+    return f"{share:.1%} (target <= {target:.0%}: {'met' if share <= target else 'MISSED'})"
+
+
+def incremental_report(figures: IncrementalFigures) -> None:
+    """Each destination's runs side by side, the 1%-changed run against the targets, the
+    cost of a 5-minute schedule and the bytes per key that size etcd."""
+    print(
+        f"\nincremental: {figures.keys} keys (created in {figures.created_in:.0f} s, not "
+        f"measured); {figures.changed} of them given a new version after the full run"
+    )
+    header = (
+        "destination",
+        "run",
+        "Key Vault calls",
+        "bytes written",
+        "objects written",
+        "bytes/key",
+        "seconds",
+        "operator CPU/key",
+        "newBytes (status)",
+    )
+    _table(
+        header,
+        (
+            (
+                destination.name,
+                run.name,
+                run.measured.vault_requests,
+                run.written.bytes,
+                run.written.objects,
+                f"{run.written.bytes / figures.keys:.0f}",
+                f"{run.measured.seconds:.1f}",
+                _cpu_per_item(run.measured),
+                "-" if run.written.reported_new_bytes is None else run.written.reported_new_bytes,
+            )
+            for destination in figures.destinations
+            for run in destination.runs
+        ),
+    )
+    for destination in figures.destinations:
+        shares = destination.of_full(CHANGED)
+        print(
+            f"{destination.name}, the {CHANGED} run against the full run: "
+            + "; ".join(f"{what} {_against(shares[what], t)}" for what, t in TARGETS.items())
+        )
+    restore = figures.restore
+    print(
+        f"restore of the {CHANGED} Secret snapshot into the emptied vault: "
+        f"{figures.restored} of {figures.keys} keys back in {restore.seconds:.1f} s "
+        f"({restore.vault_requests} Key Vault calls)"
+    )
+    secrets = figures.destinations[0]
+    print(
+        f"@every {SCHEDULE_SECONDS // 60}m on this vault: a run with nothing changed makes "
+        f"{secrets.run(UNCHANGED).measured.vault_requests} Key Vault calls, "
+        f"{_against(secrets.schedule_cost, SCHEDULE_TARGET)} of "
+        f"{SCHEDULE_SECONDS} s x {BUDGET_CALLS_PER_SECOND} calls/s"
+    )
+    print(
+        "etcd sizing, Secret storage, bytes per key per snapshot (data and metadata): "
+        + ", ".join(f"{run.name} {run.written.bytes / figures.keys:.0f}" for run in secrets.runs)
+    )
+
+
+def _row(m: Measurement, results: Sequence[Measurement], rate: float) -> tuple[object, ...]:
+    ratio = versus_loops(m, results)
+    return (
+        m.what,
+        m.total_items,
+        f"{m.seconds:.1f}",
+        f"{m.items_per_second:.0f}",
+        f"{ratio:.1f}x" if ratio else "-",
+        f"{m.vault_bound_rate:.0f}",
+        f"{m.vault_bound_rate / rate:.0%}",
+        m.throttled,
+        f"{m.peak_rss_mib:.0f} MiB" if m.by_operator else "-",
+        f"{m.median_rss_mib:.0f} MiB" if m.by_operator else "-",
+        m.secrets_written if m.by_operator else "-",
+        _cpu_per_item(m),
+    )
 
 
 def report(figures: Figures) -> None:
@@ -54,9 +161,14 @@ def report(figures: Figures) -> None:
         if settings.throttle and settings.retry_after
         else ""
     )
+    stage = (
+        f"BENCH_ONLY={settings.only}"
+        if settings.only
+        else f"{settings.keys} keys, {settings.secrets} secrets, {settings.certificates} "
+        "certificates"
+    )
     print(
-        f"{settings.keys} keys, {settings.secrets} secrets, {settings.certificates} "
-        f"certificates; {settings.latency * 1000:.0f} ms per request, "
+        f"{stage}; {settings.latency * 1000:.0f} ms per request, "
         f"KVBACKUP_VAULT_RATE_LIMIT={settings.rate:.0f}, {throttling}; {os.cpu_count()} cores; "
         f"operator RSS at start {figures.operator_start_rss_mib:.0f} MiB"
     )
@@ -77,30 +189,20 @@ def report(figures: Figures) -> None:
         "peak RSS",
         "median RSS",
         "Secrets",
+        "operator CPU/item",
     )
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for m in results:
-        ratio = versus_loops(m, results)
-        print(
-            f"| {m.what} | {m.total_items} | {m.seconds:.1f} | {m.items_per_second:.0f} | "
-            f"{f'{ratio:.1f}x' if ratio else '-'} | "
-            f"{m.vault_bound_rate:.0f} | {m.vault_bound_rate / settings.rate:.0%} | "
-            f"{m.throttled} | "
-            f"{f'{m.peak_rss_mib:.0f} MiB' if m.by_operator else '-'} | "
-            f"{f'{m.median_rss_mib:.0f} MiB' if m.by_operator else '-'} | "
-            f"{m.secrets_written if m.by_operator else '-'} |"
-        )
+    _table(header, (_row(m, results, settings.rate) for m in results))
     print("\nCPU seconds during each run (2 cores = 2 CPU seconds per second):")
     processes = list(results[0].cpu_seconds)
-    print("| run | seconds | " + " | ".join(processes) + " |")
-    print("|" + "---|" * (len(processes) + 2))
-    for m in results:
-        print(
-            f"| {m.what} | {m.seconds:.1f} | "
-            + " | ".join(f"{m.cpu_seconds[p]:.1f}" for p in processes)
-            + " |"
-        )
+    _table(
+        ("run", "seconds", *processes),
+        (
+            (m.what, f"{m.seconds:.1f}", *(f"{m.cpu_seconds[p]:.1f}" for p in processes))
+            for m in results
+        ),
+    )
+    if figures.incremental is not None:
+        incremental_report(figures.incremental)
     if idle:
         print(
             f"\nidle: {idle['keybackups']:.0f} KeyBackups @every 24h over {idle['seconds']:.0f} s: "
@@ -119,6 +221,7 @@ def report(figures: Figures) -> None:
 def _as_json(figures: Figures) -> dict[str, Any]:
     settings, results = figures.settings, figures.results
     return {
+        "only": settings.only,
         "keys": settings.keys,
         "secrets": settings.secrets,
         "certificates": settings.certificates,
@@ -135,9 +238,45 @@ def _as_json(figures: Figures) -> dict[str, Any]:
                 "items_per_second": m.items_per_second,
                 "vs_loop": versus_loops(m, results),
                 "vault_bound_rate": m.vault_bound_rate,
+                "operator_cpu_ms_per_item": m.operator_cpu_ms_per_item,
             }
             for m in results
         ],
+        "incremental": _incremental_json(figures.incremental),
         "idle": figures.idle,
         "apply_to_ready_seconds": figures.ready,
+    }
+
+
+def _incremental_json(figures: IncrementalFigures | None) -> dict[str, Any] | None:
+    if figures is None:
+        return None
+    return {
+        "keys": figures.keys,
+        "changed": figures.changed,
+        "creation_seconds": figures.created_in,
+        "destinations": {
+            destination.name: {
+                "runs": {
+                    run.name: {
+                        "what": run.measured.what,
+                        "vault_requests": run.measured.vault_requests,
+                        "seconds": run.measured.seconds,
+                        "operator_cpu_ms_per_item": run.measured.operator_cpu_ms_per_item,
+                        "bytes_per_key": run.written.bytes / figures.keys,
+                    }
+                    | asdict(run.written)
+                    for run in destination.runs
+                },
+                "changed_of_full": destination.of_full(CHANGED),
+                "every_5m_share_of_budget": destination.schedule_cost,
+            }
+            for destination in figures.destinations
+        },
+        "targets": TARGETS | {"every_5m_share_of_budget": SCHEDULE_TARGET},
+        "restore": {
+            "seconds": figures.restore.seconds,
+            "vault_requests": figures.restore.vault_requests,
+            "restored": figures.restored,
+        },
     }

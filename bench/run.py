@@ -16,6 +16,12 @@ the mixed run (``bench/mixed.py``): one KeyBackup of all three kinds into Secret
 KeyRestore of its whole snapshot after every item is purged, against sequential loops of
 ``backup_secret``, ``backup_certificate`` and their restores.
 
+Then the incremental row (``bench/incremental.py``), on a vault of its own behind a proxy of
+its own: a full run into Secrets and into Blob, 1% of the keys given a new version, a second
+run of each, a third with nothing changed, and a restore of the second Secret snapshot into
+the emptied vault; it reports the second run's calls, bytes and time against the full run's,
+and what a schedule of ``@every 5m`` costs of a 200 calls/s budget.
+
 Each loop runs before the operator's run of its kind, so the emulator's JIT compiler has
 warmed up on that kind of call before the operator is timed. Each operator run is checked:
 its snapshot holds every item, and a restore brings every item back.
@@ -28,56 +34,46 @@ with BENCH_RETRY_AFTER (seconds; unset sends 429s without it), BENCH_LOOP_KEYS (
 sequential loop runs over at most this many items of its kind, as its pace per item does not
 change with the vault's size), BENCH_IDLE_KEYBACKUPS (1000) and BENCH_IDLE_SECONDS (300) for
 the idle cost, and BENCH_CONCURRENCY (the operator's KVBACKUP_MAX_CONCURRENCY; unset keeps
-its default). After the runs it measures the operator at rest with that many KeyBackups
-scheduled ``@every 24h``, and apply -> Ready for 20 one-key KeyBackups.
+its default); BENCH_INCREMENTAL_KEYS (10000; 0 skips the incremental row) and
+BENCH_INCREMENTAL_BLOB (1; 0 measures it into Secrets alone). After the runs it measures the
+operator at rest with that many KeyBackups scheduled ``@every 24h``, and apply -> Ready for
+20 one-key KeyBackups. BENCH_ONLY=incremental runs the incremental row alone.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
 import kubernetes
-from azure.storage.blob import BlobServiceClient
 
+from bench.incremental import IncrementalFigures, incremental_runs
 from bench.measure import Measurement, cpu_seconds, rss_kib
 from bench.mixed import mixed_runs
 from bench.report import Figures, report
-from bench.stage import GROUP, VERSION, Bench, Settings, keybackup_of, keyrestore_of
+from bench.stage import (
+    GROUP,
+    VERSION,
+    Bench,
+    Settings,
+    blob_destination,
+    keybackup_of,
+    keyrestore_of,
+)
 from kvbackup.api.kinds import ItemKind
 from tests.harness import azurite as azurite_harness
 from tests.harness import lowkey as lowkey_harness
-from tests.harness.azurite import Azurite
 from tests.harness.controlplane import ControlPlane, install_crds
 from tests.harness.controlplane import start as start_control_plane
-from tests.harness.fault_proxy import fault_proxy_for
+from tests.harness.fault_proxy import FaultProxy, fault_proxy_for
+from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess, start_operator
 from tests.harness.vault import Vault
-
-
-def blob_destination(plane: ControlPlane, azurite: Azurite, namespace: str) -> dict[str, Any]:
-    connection = base64.b64encode(azurite.connection_string().encode()).decode()
-    plane.kubectl("create", "namespace", namespace)
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "storage", "labels": {"kvbackup.io/credentials": "true"}},
-        "data": {"connectionString": connection},
-    }
-    plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(secret))
-    BlobServiceClient.from_connection_string(azurite.connection_string()).create_container("bench")
-    return {
-        "blob": {
-            "accountUrl": azurite.blob_endpoint,
-            "container": "bench",
-            "credentials": {"name": "storage"},
-        }
-    }
 
 
 def idle_cost(
@@ -169,7 +165,7 @@ def key_runs(bench: Bench, names: list[str], loop_items: int) -> list[Measuremen
         "all",
         bench.proxy.url,
         keys={"selector": {}},
-        destination=blob_destination(bench.plane, bench.azurite, blob_namespace),
+        destination=blob_destination(bench.plane, bench.azurite, blob_namespace, "bench"),
     )
     results.append(
         bench.operator_run(
@@ -193,28 +189,51 @@ def key_runs(bench: Bench, names: list[str], loop_items: int) -> list[Measuremen
     return results
 
 
+def incremental_row(
+    bench: Bench, lowkey: Lowkey, proxy: FaultProxy, settings: Settings
+) -> IncrementalFigures:
+    """The incremental row on a vault of its own behind ``proxy``, which counts its calls."""
+    lowkey.create_vault(proxy.url)
+    proxy.set_faults(bench.faults)
+    stage = replace(bench, proxy=proxy, vault=Vault(proxy.url, lowkey.certificate))
+
+    def empty_vault() -> None:
+        lowkey.delete_vault(proxy.url)
+        lowkey.create_vault(proxy.url)
+
+    return incremental_runs(
+        stage, settings.incremental_keys, settings.incremental_blob, empty_vault
+    )
+
+
 def main() -> None:
     settings = Settings.from_environment()
+    every_row = not settings.only
     work = Path(tempfile.mkdtemp(prefix="kvbackup-bench-"))
     names = [f"key-{index:06d}" for index in range(settings.keys)]
     results: list[Measurement] = []
     created_in: dict[ItemKind, float] = {}
     idle: dict[str, float] = {}
     ready: list[float] = []
+    incremental: IncrementalFigures | None = None
 
     plane = start_control_plane(work / "control-plane")
     lowkey = lowkey_harness.start(work / "lowkey", jvm_flags=lowkey_harness.THROUGHPUT_JVM_FLAGS)
     azurite = azurite_harness.start(work / "azurite", quiet=True)
     proxy = fault_proxy_for(lowkey, work / "proxy")
+    incremental_proxy = (
+        fault_proxy_for(lowkey, work / "proxy-incremental") if settings.incremental_keys else None
+    )
     operator: OperatorProcess | None = None
     try:
         install_crds(plane)
         lowkey.create_vault(proxy.url)
         vault = Vault(proxy.url, lowkey.certificate)
-        print(f"creating {settings.keys} keys ...", flush=True)
-        started = time.monotonic()
-        vault.create_ec_keys(names)
-        created_in[ItemKind.KEY] = time.monotonic() - started
+        if every_row:
+            print(f"creating {settings.keys} keys ...", flush=True)
+            started = time.monotonic()
+            vault.create_ec_keys(names)
+            created_in[ItemKind.KEY] = time.monotonic() - started
         operator = start_operator(
             plane.kubeconfig,
             work / "operator.log",
@@ -251,8 +270,9 @@ def main() -> None:
             ),
         )
         proxy.set_faults(bench.faults)
-        results += key_runs(bench, names, settings.loop_items)
-        if settings.secrets or settings.certificates:
+        if every_row:
+            results += key_runs(bench, names, settings.loop_items)
+        if every_row and (settings.secrets or settings.certificates):
             counts = {
                 ItemKind.SECRET: settings.secrets,
                 ItemKind.CERTIFICATE: settings.certificates,
@@ -260,9 +280,12 @@ def main() -> None:
             mixed = mixed_runs(bench, names, counts, settings.loop_items)
             results += mixed.measurements
             created_in |= mixed.created_in
+        if incremental_proxy is not None:
+            incremental = incremental_row(bench, lowkey, incremental_proxy, settings)
+            results += incremental.measurements
 
         with bench.unhurried():
-            if settings.idle_objects:
+            if every_row and settings.idle_objects:
                 print(
                     f"idle: {settings.idle_objects} KeyBackups @every 24h "
                     f"for {settings.idle_seconds:.0f} s ...",
@@ -271,17 +294,20 @@ def main() -> None:
                 idle = idle_cost(
                     plane, operator, proxy.url, settings.idle_objects, settings.idle_seconds
                 )
-            print("apply -> Ready of 20 one-key KeyBackups ...", flush=True)
-            ready = apply_to_ready(bench, 20)
+            if every_row:
+                print("apply -> Ready of 20 one-key KeyBackups ...", flush=True)
+                ready = apply_to_ready(bench, 20)
     finally:
         if operator is not None:
             operator.stop()
         proxy.stop()
+        if incremental_proxy is not None:
+            incremental_proxy.stop()
         azurite.stop()
         lowkey.stop()
         plane.stop()
 
-    report(Figures(settings, idle_rss, created_in, results, idle, ready))
+    report(Figures(settings, idle_rss, created_in, results, idle, ready, incremental))
 
 
 if __name__ == "__main__":

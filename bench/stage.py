@@ -4,6 +4,7 @@ backup written to a local file. Both go through the same fault proxy."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -19,8 +20,10 @@ from azure.core.exceptions import HttpResponseError
 from azure.keyvault.certificates import CertificateClient
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.secrets import SecretClient
+from azure.storage.blob import BlobServiceClient
 
 from bench.measure import Measurement, timed
+from kvbackup.api import BACKUP_NOW_ANNOTATION
 from kvbackup.api.kinds import ItemKind
 from tests.harness.azurite import Azurite
 from tests.harness.controlplane import ControlPlane
@@ -78,6 +81,12 @@ class Settings:
     loop_items: int
     idle_objects: int
     idle_seconds: float
+    #: The keys of the incremental row's own vault; 0 skips the row.
+    incremental_keys: int
+    #: Whether the incremental row is also measured into Blob, beside Secrets.
+    incremental_blob: bool
+    #: "incremental" runs the incremental row alone; empty runs every row.
+    only: str
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -93,6 +102,9 @@ class Settings:
             loop_items=int(os.environ.get("BENCH_LOOP_KEYS", "2000")),
             idle_objects=int(os.environ.get("BENCH_IDLE_KEYBACKUPS", "1000")),
             idle_seconds=float(os.environ.get("BENCH_IDLE_SECONDS", "300")),
+            incremental_keys=int(os.environ.get("BENCH_INCREMENTAL_KEYS", "10000")),
+            incremental_blob=os.environ.get("BENCH_INCREMENTAL_BLOB", "1") != "0",
+            only=_only(os.environ.get("BENCH_ONLY", "")),
         )
 
     def faults(self) -> Faults:
@@ -101,6 +113,44 @@ class Settings:
             throttle_share=self.throttle,
             retry_after_seconds=float(self.retry_after) if self.retry_after else None,
         )
+
+
+#: What BENCH_ONLY may name: the rows that run alone.
+ONLY_CHOICES = ("", "incremental")
+
+
+def _only(value: str) -> str:
+    if value not in ONLY_CHOICES:
+        raise SystemExit(
+            f"BENCH_ONLY is one of {', '.join(map(repr, ONLY_CHOICES))}, not {value!r}"
+        )
+    return value
+
+
+def blob_destination(
+    plane: ControlPlane, azurite: Azurite, namespace: str, container: str
+) -> dict[str, Any]:
+    """A KeyBackup's destination in a new ``container`` of Azurite, its credentials in a
+    Secret of the new ``namespace``."""
+    connection = base64.b64encode(azurite.connection_string().encode()).decode()
+    plane.kubectl("create", "namespace", namespace)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "storage", "labels": {"kvbackup.io/credentials": "true"}},
+        "data": {"connectionString": connection},
+    }
+    plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(secret))
+    BlobServiceClient.from_connection_string(azurite.connection_string()).create_container(
+        container
+    )
+    return {
+        "blob": {
+            "accountUrl": azurite.blob_endpoint,
+            "container": container,
+            "credentials": {"name": "storage"},
+        }
+    }
 
 
 def keybackup_of(name: str, vault_url: str, **spec: Any) -> dict[str, Any]:
@@ -112,13 +162,16 @@ def keybackup_of(name: str, vault_url: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def keyrestore_of(name: str, vault_url: str, keybackup: str) -> dict[str, Any]:
-    """A KeyRestore of the whole newest snapshot of ``keybackup``."""
+def keyrestore_of(
+    name: str, vault_url: str, keybackup: str, snapshot: str | None = None
+) -> dict[str, Any]:
+    """A KeyRestore of a whole snapshot of ``keybackup``: ``snapshot``, or the newest."""
+    source = {"name": keybackup} | ({"snapshot": snapshot} if snapshot else {})
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "KeyRestore",
         "metadata": {"name": name},
-        "spec": {"vaultUrl": vault_url, "source": {"keyBackupRef": {"name": keybackup}}},
+        "spec": {"vaultUrl": vault_url, "source": {"keyBackupRef": source}},
     }
 
 
@@ -174,14 +227,28 @@ class Bench:
         items: dict[ItemKind, int],
         manifest: dict[str, Any],
         namespace: str,
+        trigger: str | None = None,
     ) -> Measurement:
         """Apply ``manifest`` and wait for it to be Ready; the Secrets of ``namespace`` are
-        then counted, which is the snapshot's when it is the only one there."""
+        then counted, which is the snapshot's when it is the only one there. With
+        ``trigger``, the KeyBackup ``manifest`` (applied and Ready) runs again instead: its
+        backup-now annotation is set to ``trigger``, and the run is over once it is handled."""
         print(f"{what} ...", flush=True)
 
         def apply_and_wait() -> None:
-            self.plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
-            self.wait_ready(manifest, namespace, timeout=3600)
+            if trigger is None:
+                self.plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+            else:
+                self.plane.kubectl(
+                    "annotate",
+                    "--overwrite",
+                    "keybackup",
+                    manifest["metadata"]["name"],
+                    "-n",
+                    namespace,
+                    f"{BACKUP_NOW_ANNOTATION}={trigger}",
+                )
+            self.wait_ready(manifest, namespace, timeout=3600, trigger=trigger)
 
         measured = timed(
             self.proxy,
@@ -197,9 +264,16 @@ class Bench:
         )
         return measured
 
-    def wait_ready(self, manifest: dict[str, Any], namespace: str, timeout: float) -> None:
-        """Until the object is Ready; one that is Stalled (a run that failed, or failed some
-        items) raises with its message, as its figures would not be the whole run's."""
+    def wait_ready(
+        self,
+        manifest: dict[str, Any],
+        namespace: str,
+        timeout: float,
+        trigger: str | None = None,
+    ) -> None:
+        """Until the object is Ready (with ``trigger``: once its run of that backup-now value
+        is over); one that is Stalled (a run that failed, or failed some items) raises with
+        its message, as its figures would not be the whole run's."""
         plural = f"{str(manifest['kind']).lower()}s"
         name = manifest["metadata"]["name"]
         watch: Any = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
@@ -213,6 +287,8 @@ class Bench:
             timeout_seconds=int(timeout),
         ):
             status = event["object"].get("status") or {}
+            if trigger is not None and status.get("lastHandledTrigger") != trigger:
+                continue
             conditions = {c.get("type"): c for c in status.get("conditions") or []}
             if conditions.get("Ready", {}).get("status") == "True":
                 watch.stop()
