@@ -331,6 +331,23 @@ class TestRetentionKeepsWhatKeptSnapshotsNeed:
             (first.snapshot_id, (latest.snapshot_id,)),
         ]
 
+    async def test_a_snapshot_the_policy_keeps_is_not_said_to_be_held(self) -> None:
+        spec = selected(retention=Retention(keep_last=2))
+        vault, store, clock = vault_of(KEYS), InMemoryStore(), Ticking()
+        first = await back_up(spec, vault, store, clock, retention=True)
+        vault.change("key-00", clock(), tags={"a": "b"})
+        second = await back_up(spec, vault, store, clock, retention=True)
+        vault.change("key-01", clock(), tags={"a": "b"})
+
+        third = await back_up(spec, vault, store, clock, retention=True)
+
+        assert third.kept is not None
+        assert [(k.summary.snapshot_id, k.held_by) for k in third.kept] == [
+            (third.snapshot_id, ()),
+            (second.snapshot_id, ()),
+            (first.snapshot_id, (third.snapshot_id, second.snapshot_id)),
+        ]
+
     async def test_retention_deletes_nothing_when_a_kept_manifest_cannot_be_read(self) -> None:
         vault, store, clock = vault_of(KEYS[:2]), InMemoryStore(), Ticking()
         await back_up(selected(), vault, store, clock)

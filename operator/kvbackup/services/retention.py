@@ -75,10 +75,11 @@ async def collect_garbage(
     for snapshot_id in doomed:
         if snapshot_id not in needed:
             await store.delete_snapshot(namespace, keybackup, snapshot_id)
+    held = {snapshot_id: needed[snapshot_id] for snapshot_id in doomed if snapshot_id in needed}
     return [
-        Remaining(s, tuple(sorted(needed.get(s.snapshot_id, ()), reverse=True)))
+        Remaining(s, tuple(sorted(held.get(s.snapshot_id, ()), reverse=True)))
         for s in complete
-        if s.snapshot_id not in doomed or s.snapshot_id in needed
+        if s.snapshot_id not in doomed or s.snapshot_id in held
     ]
 
 
