@@ -1,22 +1,22 @@
-"""How each Key Vault call is made: every kind of item through its own SDK client, all
-of them at one REST API version, naming the kind in their errors and metrics; each call
-admitted by the vault's one pace first, then a slot of the namespace's share; every page
-of a listing on its own; and vaults unused for long forgotten, metric series and all."""
+"""How each Key Vault call is made: every kind of item through its own SDK client's
+pipeline, all of them at one REST API version, naming the kind in their errors and
+metrics; each call admitted by the vault's one pace first, then a slot of the namespace's
+share; every page of a listing on its own; the vault's answers read as hostile; and vaults
+unused for long forgotten, metric series and all. The clients are the operator's own,
+over a transport of the test's that answers as a vault would (test_request_checks)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
+import copy
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from functools import partial
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.identity.aio import ClientSecretCredential
 
 from kvbackup.adapters import keyvault
@@ -31,7 +31,12 @@ from kvbackup.adapters.metrics import OperatorMetrics, VaultOperation
 from kvbackup.adapters.ratelimit import VaultPace
 from kvbackup.api.kinds import ITEM_KINDS, ItemKind
 from kvbackup.config import Settings
-from kvbackup.errors import HostNotAllowedError, NotFoundError
+from kvbackup.errors import (
+    HostNotAllowedError,
+    IntegrityError,
+    ItemAccessDeniedError,
+    NotFoundError,
+)
 from kvbackup.services.ports import ItemInfo, ItemState, ItemVersions
 from kvbackup.services.retry_policy import retry_per_call
 from kvbackup.services.snapshot import ChangeRecord
@@ -46,6 +51,7 @@ from tests.unit.test_request_checks import (
 from tests.unit.test_vault_pace import FakeTime
 
 KEY, SECRET, CERTIFICATE = ITEM_KINDS
+Answer = tuple[int, dict[str, Any]]
 
 
 async def _no_sleep(_: float) -> None:
@@ -59,73 +65,66 @@ def retries_without_sleeping(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def throttled() -> HttpResponseError:
-    error = HttpResponseError(message="slow down", response=None)
-    error.status_code = 429
-    return error
+def refused(status: int, code: str = "Refused") -> Answer:
+    return status, {"error": {"code": code, "message": f"the vault says {status}"}}
 
 
-def not_found() -> ResourceNotFoundError:
-    error = ResourceNotFoundError(message="gone", response=None)
-    error.status_code = 404
-    return error
+NOT_FOUND = refused(404, "NotFound")
+THROTTLED = refused(429, "Throttled")
 
 
-class RecordingClient:
-    """Stands for an SDK client of any kind: records each method called, with its
-    arguments, and answers with ``answers[method]`` (raised when an exception; a listing
-    answers with one page of the items given)."""
+class Vault(HostileService):
+    """Answers each request by its route, ``"METHOD /path"`` (and `` $skiptoken`` when the
+    URL has one), with ``routes[route]``: one answer, or a list of answers given in turn;
+    404 for any other route. ``asked`` holds the routes asked for, in order, once the
+    client had its token."""
 
-    def __init__(self, **answers: Any) -> None:
-        self.answers = answers
-        self.called: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+    def __init__(self, routes: dict[str, Answer | list[Answer]]) -> None:
+        super().__init__(lambda url: NOT_FOUND)
+        self.routes = routes
+        self.asked: list[str] = []
 
-    def __getattr__(self, method: str) -> Callable[..., Any]:
-        if method.startswith("list_properties_of_"):
-
-            def listing(*args: Any, **kwargs: Any) -> SimpleNamespace:
-                self.called.append((method, args, kwargs))
-                answer = self.answers.get(method, [])
-                if isinstance(answer, BaseException):
-                    return SimpleNamespace(by_page=lambda: _refused(answer))
-                pages = Pages([answer], failures={})
-                return SimpleNamespace(by_page=lambda: pages)
-
-            return listing
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            self.called.append((method, args, kwargs))
-            answer = self.answers.get(method)
-            if isinstance(answer, list):  # one answer per call, in turn
-                answer = answer.pop(0)
-            if isinstance(answer, BaseException):
-                raise answer
-            return answer
-
-        return call
-
-    def methods(self) -> list[str]:
-        return [method for method, _, _ in self.called]
+    def respond(self, method: str, url: str) -> Answer:
+        parts = urlsplit(url)
+        route = f"{method} {parts.path}"
+        for token in parse_qs(parts.query).get("$skiptoken", []):
+            route += f" {token}"
+        self.asked.append(route)
+        answer = self.routes.get(route, NOT_FOUND)
+        if isinstance(answer, list):
+            return answer.pop(0) if len(answer) > 1 else answer[0]
+        return answer
 
 
-def sdk_of(
-    keys: RecordingClient | None = None,
-    secrets: RecordingClient | None = None,
-    certificates: RecordingClient | None = None,
-) -> SdkClients:
-    def client(given: RecordingClient | None) -> Any:
-        return given if given is not None else RecordingClient()
+@pytest.fixture
+async def vault_items(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Callable[..., KeyVaultItems]]:
+    """Opens the items of a vault the given service answers for, with the operator's own
+    clients; a pace and metrics of the test's when given."""
+    opened: list[tuple[KeyVaultClients, SdkClients]] = []
 
-    return SdkClients(client(keys), client(secrets), client(certificates))
+    def open_items(
+        service: HostileService,
+        pace: VaultPace | None = None,
+        metrics: OperatorMetrics | None = None,
+        slots: FairSlots | None = None,
+    ) -> KeyVaultItems:
+        monkeypatch.setattr(keyvault, "SharedSession", lambda _tls: _Session(service))
+        vaults = KeyVaultClients(Settings(verify_challenge_resource=False, vault_rate_limit=1e6))
+        sdk = vaults._sdk_clients(VAULT, StaticToken())
+        opened.append((vaults, sdk))
+        return KeyVaultItems(
+            sdk.calls,
+            pace if pace is not None else VaultPace(100.0),
+            slots if slots is not None else FairSlots(2),
+            (metrics if metrics is not None else OperatorMetrics()).vault("v.vault.azure.net"),
+        )
 
-
-def items_of(
-    sdk: Any, pace: VaultPace, slots: FairSlots, namespace: str, metrics: OperatorMetrics
-) -> KeyVaultItems:
-    calls = sdk.calls if isinstance(sdk, SdkClients) else sdk
-    return KeyVaultItems(
-        calls, pace, slots, metrics.vault("v.vault.azure.net"), namespace=namespace
-    )
+    yield open_items
+    for vaults, sdk in opened:
+        await sdk.close()
+        await vaults.close()
 
 
 def call_count(metrics: OperatorMetrics, operation: str, code: str, kind: ItemKind = KEY) -> float:
@@ -133,44 +132,76 @@ def call_count(metrics: OperatorMetrics, operation: str, code: str, kind: ItemKi
     return samples(metrics).get(("kvbackup_keyvault_calls_total", frozenset(labels.items())), 0.0)
 
 
+#: When the entries below were created and last updated (unix seconds), unless a test
+#: says otherwise.
+CREATED = 1_767_225_600
+
+
+def entry(kind: ItemKind, name: str, version: str | None = None, **members: Any) -> dict[str, Any]:
+    """An entry of a listing (of items, or of an item's versions, when ``version`` is given)
+    as Key Vault gives it; ``members`` add to or replace those every kind has."""
+    identifier = f"{VAULT}/{kind.plural}/{name}" + (f"/{version}" if version else "")
+    shared = {
+        "kid" if kind is KEY else "id": identifier,
+        "attributes": {
+            "enabled": True,
+            "created": CREATED,
+            "updated": CREATED,
+            "recoveryLevel": "Recoverable+Purgeable",
+            "recoverableDays": 90,
+        },
+    }
+    return shared | members
+
+
+def changed(listed: dict[str, Any], **attributes: Any) -> dict[str, Any]:
+    """``listed`` with ``attributes`` added to or replaced in its attributes."""
+    again = copy.deepcopy(listed)
+    again["attributes"].update(attributes)
+    return again
+
+
+def page(*entries: dict[str, Any], next_link: str | None = None) -> Answer:
+    answer: dict[str, Any] = {"value": list(entries)}
+    if next_link is not None:
+        answer["nextLink"] = next_link
+    return 200, answer
+
+
+def backup_answer(url: str = "") -> Answer:
+    """What a vault answers a backup of anything: its bytes, base64url-encoded."""
+    return 200, {"value": base64.urlsafe_b64encode(b"backup").decode().rstrip("=")}
+
+
+def bundle(kind: ItemKind, name: str) -> Answer:
+    """An item as Key Vault answers a restore, a recovery or a read of it."""
+    identifier = f"{VAULT}/{kind.plural}/{name}/v1"
+    if kind is KEY:
+        return 200, {"key": {"kid": identifier, "kty": "RSA"}, "attributes": {}}
+    return 200, {"id": identifier, "attributes": {}}
+
+
 # --- Each kind through its own client ---------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("kind", "noun", "listing", "versions"),
-    [
-        pytest.param(KEY, "key", "list_properties_of_keys", "key_versions", id="key"),
-        pytest.param(
-            SECRET, "secret", "list_properties_of_secrets", "secret_versions", id="secret"
-        ),
-        pytest.param(
-            CERTIFICATE,
-            "certificate",
-            "list_properties_of_certificates",
-            "certificate_versions",
-            id="certificate",
-        ),
-    ],
-)
-async def test_every_operation_on_an_item_goes_to_the_sdk_client_of_its_kind_alone(
-    kind: ItemKind, noun: str, listing: str, versions: str
+@pytest.mark.parametrize("kind", ITEM_KINDS)
+async def test_every_operation_on_an_item_goes_to_the_paths_of_its_kind_alone(
+    vault_items: Callable[..., KeyVaultItems], kind: ItemKind
 ) -> None:
-    restored = SimpleNamespace(name="x")
-    ours = RecordingClient(
-        **{
-            f"backup_{noun}": b"backup",
-            f"restore_{noun}_backup": restored,
-            f"get_deleted_{noun}": not_found(),
-            f"list_properties_of_{versions}": [entry("x", version="v1")],
+    plural = kind.plural
+    vault = Vault(
+        {
+            f"GET /{plural}": page(),
+            f"GET /{plural}/x/versions": page(entry(kind, "x", "v1")),
+            f"POST /{plural}/x/backup": backup_answer(),
+            f"POST /{plural}/restore": bundle(kind, "x"),
+            f"POST /deleted{plural}/x/recover": bundle(kind, "x"),
+            # The SDK's recovery waits until the item can be read again.
+            f"GET /{plural}/x/": bundle(kind, "x"),
+            f"DELETE /deleted{plural}/x": (204, {}),
         }
     )
-    clients = {kind: ours} | {
-        other: RecordingClient(**{f"get_deleted_{other}": not_found()})
-        for other in ITEM_KINDS
-        if other != kind
-    }
-    sdk = sdk_of(clients[KEY], clients[SECRET], clients[CERTIFICATE])
-    items = items_of(sdk, VaultPace(100.0), FairSlots(2), "a", OperatorMetrics())
+    items = vault_items(vault)
 
     assert [info async for info in items.list_items(kind)] == []
     assert (await items.list_versions(kind, "x")).ids == ("v1",)
@@ -180,40 +211,43 @@ async def test_every_operation_on_an_item_goes_to_the_sdk_client_of_its_kind_alo
     await items.recover(kind, "x")
     await items.purge(kind, "x")
 
-    assert ours.methods() == [
-        listing,
-        f"list_properties_of_{versions}",
-        f"backup_{noun}",
-        f"list_properties_of_{versions}",  # the item's state, told by its versions
-        f"restore_{noun}_backup",
-        f"recover_deleted_{noun}",
-        f"purge_deleted_{noun}",
-        # The purge is over once the deleted item is no more.
-        f"get_deleted_{noun}",
-    ]
     # Only a certificate's purge looks at other kinds: at its key's and secret's deleted
     # entries, gone with it.
-    parts = {KEY: "get_deleted_key", SECRET: "get_deleted_secret"}
-    assert {other: clients[other].methods() for other in ITEM_KINDS if other != kind} == {
-        other: [parts[other]] if kind is CERTIFICATE else []
-        for other in ITEM_KINDS
-        if other != kind
-    }
+    parts = ["GET /deletedkeys/x", "GET /deletedsecrets/x"] if kind is CERTIFICATE else []
+    assert vault.asked == [
+        f"GET /{plural}",
+        f"GET /{plural}/x/versions",
+        f"POST /{plural}/x/backup",
+        f"GET /{plural}/x/versions",  # the item's state, told by its versions
+        f"POST /{plural}/restore",
+        f"POST /deleted{plural}/x/recover",
+        f"GET /{plural}/x/",
+        f"DELETE /deleted{plural}/x",
+        # The purge is over once the deleted item is no more.
+        f"GET /deleted{plural}/x",
+        *parts,
+    ]
 
 
-async def test_a_certificates_purge_is_over_once_its_key_and_secret_are_purged_too() -> None:
-    certificates = RecordingClient(get_deleted_certificate=not_found())
-    keys = RecordingClient(get_deleted_key=[object(), not_found()])  # purged a moment later
-    secrets = RecordingClient(get_deleted_secret=not_found())
-    items = items_of(
-        sdk_of(keys, secrets, certificates), VaultPace(100.0), FairSlots(2), "a", OperatorMetrics()
+async def test_a_certificates_purge_is_over_once_its_key_and_secret_are_purged_too(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
+    deleted_key = 200, {"key": {"kid": f"{VAULT}/keys/api-tls/v1"}, "attributes": {}}
+    vault = Vault(
+        {
+            "DELETE /deletedcertificates/api-tls": (204, {}),
+            "GET /deletedkeys/api-tls": [deleted_key, NOT_FOUND],  # purged a moment later
+        }
     )
+    await vault_items(vault).purge(CERTIFICATE, "api-tls")
 
-    await items.purge(CERTIFICATE, "api-tls")
-
-    assert certificates.methods() == ["purge_deleted_certificate", "get_deleted_certificate"]
-    assert keys.methods() == ["get_deleted_key", "get_deleted_key"]
-    assert secrets.methods() == ["get_deleted_secret"]
+    assert vault.asked == [
+        "DELETE /deletedcertificates/api-tls",
+        "GET /deletedcertificates/api-tls",
+        "GET /deletedkeys/api-tls",
+        "GET /deletedkeys/api-tls",
+        "GET /deletedsecrets/api-tls",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -232,16 +266,10 @@ async def test_a_certificates_purge_is_over_once_its_key_and_secret_are_purged_t
     ],
 )
 async def test_an_error_names_the_kind_of_item_the_call_was_about(
-    kind: ItemKind, call: str, message: str
+    vault_items: Callable[..., KeyVaultItems], kind: ItemKind, call: str, message: str
 ) -> None:
-    failing = RecordingClient(
-        backup_secret=not_found(),
-        recover_deleted_certificate=not_found(),
-        purge_deleted_certificate=not_found(),
-    )
-    sdk = sdk_of(secrets=failing, certificates=failing)
     metrics = OperatorMetrics()
-    items = items_of(sdk, VaultPace(100.0), FairSlots(2), "a", metrics)
+    items = vault_items(Vault({}), metrics=metrics)
 
     with pytest.raises(NotFoundError, match=f"^{message}"):
         await getattr(items, call)(kind, "x")
@@ -249,78 +277,90 @@ async def test_an_error_names_the_kind_of_item_the_call_was_about(
     assert call_count(metrics, call, "404", kind) == 1
 
 
-async def test_a_soft_deleted_certificate_is_read_back_as_such_naming_its_kind() -> None:
-    certificates = RecordingClient(
-        list_properties_of_certificate_versions=not_found(), get_deleted_certificate=object()
-    )
+@pytest.mark.parametrize(
+    ("answer", "error", "message"),
+    [
+        pytest.param(
+            refused(403, "Forbidden"),
+            ItemAccessDeniedError,
+            "back up key x: Forbidden: the vault says 403",
+            id="403: this item refused",
+        ),
+        pytest.param(NOT_FOUND, NotFoundError, r"back up key x: not found \(NotFound", id="404"),
+    ],
+)
+async def test_a_refused_backup_is_told_as_the_sdk_would_have_raised_it(
+    vault_items: Callable[..., KeyVaultItems], answer: Answer, error: type[Exception], message: str
+) -> None:
+    items = vault_items(Vault({"POST /keys/x/backup": answer}))
+
+    with pytest.raises(error, match=f"^{message}"):
+        await items.backup(KEY, "x")
+
+
+async def test_a_soft_deleted_certificate_is_read_back_as_such_naming_its_kind(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
     metrics = OperatorMetrics()
-    items = items_of(
-        sdk_of(certificates=certificates), VaultPace(100.0), FairSlots(2), "a", metrics
-    )
+    deleted = 200, {"id": f"{VAULT}/certificates/tls/v1", "attributes": {}}
+    items = vault_items(Vault({"GET /deletedcertificates/tls": deleted}), metrics=metrics)
 
     assert await items.item_state(CERTIFICATE, "tls") is ItemState.SOFT_DELETED
     assert call_count(metrics, "list_versions", "404", CERTIFICATE) == 1
     assert call_count(metrics, "get_deleted", "2xx", CERTIFICATE) == 1
 
 
-async def test_an_active_secret_is_told_by_its_versions_without_reading_its_value() -> None:
-    secrets = RecordingClient(
-        list_properties_of_secret_versions=[entry("db-password", version="v1")]
-    )
-    items = items_of(
-        sdk_of(secrets=secrets), VaultPace(100.0), FairSlots(2), "a", OperatorMetrics()
-    )
+async def test_an_active_secret_is_told_by_its_versions_without_reading_its_value(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
+    vault = Vault({"GET /secrets/db-password/versions": page(entry(SECRET, "db-password", "v1"))})
 
-    assert await items.item_state(SECRET, "db-password") is ItemState.ACTIVE
+    assert await vault_items(vault).item_state(SECRET, "db-password") is ItemState.ACTIVE
     # A secret's value is never asked for, and a disabled one (whose value Key Vault
     # refuses to hand out) is active all the same.
-    assert secrets.methods() == ["list_properties_of_secret_versions"]
+    assert vault.asked == ["GET /secrets/db-password/versions"]
 
 
-async def test_an_item_without_versions_is_not_active() -> None:
-    keys = RecordingClient(get_deleted_key=not_found())
-    items = items_of(sdk_of(keys=keys), VaultPace(100.0), FairSlots(2), "a", OperatorMetrics())
+async def test_an_item_without_versions_is_not_active(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
+    vault = Vault({"GET /keys/gone/versions": page()})
 
-    assert await items.item_state(KEY, "gone") is ItemState.ABSENT
-    assert keys.methods() == ["list_properties_of_key_versions", "get_deleted_key"]
-
-
-#: When the entries below were created and last updated, unless a test says otherwise.
-CREATED = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    assert await vault_items(vault).item_state(KEY, "gone") is ItemState.ABSENT
+    assert vault.asked == ["GET /keys/gone/versions", "GET /deletedkeys/gone"]
 
 
-def entry(name: str, version: str | None = None, **attributes: Any) -> SimpleNamespace:
-    """An entry of a listing (of items, or of an item's versions, when ``version`` is given)
-    as the SDK's properties of every kind carry it; ``attributes`` add to or replace those
-    every kind has."""
-    shared = {
-        "id": f"{VAULT}/items/{name}" + (f"/{version}" if version else ""),
-        "name": name,
-        "version": version,
-        "created_on": CREATED,
-        "updated_on": CREATED,
-        "enabled": True,
-        "not_before": None,
-        "expires_on": None,
-        "tags": None,
-        "recovery_level": "Recoverable+Purgeable",
-        "recoverable_days": 90,
-    }
-    return SimpleNamespace(**(shared | attributes))
+async def test_an_item_whose_first_versions_page_is_empty_is_told_by_the_next(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
+    # Key Vault may answer a page with no entries and a link to more.
+    vault = Vault(
+        {
+            "GET /keys/k/versions": page(next_link=f"{VAULT}/keys/k/versions?$skiptoken=2"),
+            "GET /keys/k/versions 2": page(entry(KEY, "k", "v1")),
+        }
+    )
 
-
-def listed(name: str, managed: bool | None = None) -> SimpleNamespace:
-    return entry(name, tags={"team": "a"}, managed=managed)
+    assert await vault_items(vault).item_state(KEY, "k") is ItemState.ACTIVE
 
 
 def without_records(infos: list[ItemInfo]) -> list[ItemInfo]:
     return [replace(info, change=None) for info in infos]
 
 
-async def test_keys_and_secrets_backing_a_certificate_are_listed_as_managed() -> None:
-    keys = RecordingClient(list_properties_of_keys=[listed("tls", True), listed("alone", None)])
-    secrets = RecordingClient(list_properties_of_secrets=[listed("tls", True)])
-    items = items_of(sdk_of(keys, secrets), VaultPace(100.0), FairSlots(2), "a", OperatorMetrics())
+async def test_keys_and_secrets_backing_a_certificate_are_listed_as_managed(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
+    tags = {"team": "a"}
+    vault = Vault(
+        {
+            "GET /keys": page(
+                entry(KEY, "tls", tags=tags, managed=True), entry(KEY, "alone", tags=tags)
+            ),
+            "GET /secrets": page(entry(SECRET, "tls", tags=tags, managed=True)),
+        }
+    )
+    items = vault_items(vault)
 
     assert without_records([info async for info in items.list_items(KEY)]) == [
         ItemInfo("tls", {"team": "a"}, managed=True),
@@ -331,61 +371,136 @@ async def test_keys_and_secrets_backing_a_certificate_are_listed_as_managed() ->
     ]
 
 
-async def test_certificates_are_listed_once_issued_and_never_as_managed() -> None:
-    # A certificate's properties have no managed flag at all.
-    issued = entry("tls", x509_thumbprint=b"\x01\x02")
-    certificates = RecordingClient(list_properties_of_certificates=[issued])
-    items = items_of(
-        sdk_of(certificates=certificates), VaultPace(100.0), FairSlots(2), "a", OperatorMetrics()
-    )
+async def test_certificates_are_listed_once_issued_and_never_as_managed(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
+    # A certificate's entry has no managed flag: one that says so anyway is not believed.
+    vault = Vault({"GET /certificates": page(entry(CERTIFICATE, "tls", x5t="AQI", managed=True))})
 
-    assert without_records([info async for info in items.list_items(CERTIFICATE)]) == [
-        ItemInfo("tls")
-    ]
-    assert certificates.called == [
-        ("list_properties_of_certificates", (), {"include_pending": False})
-    ]
+    listed = [info async for info in vault_items(vault).list_items(CERTIFICATE)]
+
+    assert without_records(listed) == [ItemInfo("tls")]
+    assert {parse_qs(urlsplit(url).query)["includePending"][0] for url in vault.sent} == {"false"}
+
+
+async def test_a_listing_asks_for_full_pages(vault_items: Callable[..., KeyVaultItems]) -> None:
+    vault = Vault({"GET /keys": page(), "GET /secrets/s/versions": page()})
+    items = vault_items(vault)
+
+    assert [info async for info in items.list_items(KEY)] == []
+    assert (await items.list_versions(SECRET, "s")).ids == ()
+
+    assert {parse_qs(urlsplit(url).query)["maxresults"][0] for url in vault.sent} == {"25"}
+
+
+# --- Answers read as hostile ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        pytest.param({"value": {"kid": "x"}}, "value is not a list of objects", id="value"),
+        pytest.param({"value": ["x"]}, "value is not a list of objects", id="entries"),
+        pytest.param({"value": [], "nextLink": 7}, "nextLink is not a string", id="nextLink"),
+        pytest.param([], "not a JSON object", id="a list"),
+        pytest.param(
+            {"value": [{"kid": f"{VAULT}/keys/a%2Fb"}]},
+            "kid does not end in a Key Vault name",
+            id="a name with a slash",
+        ),
+        pytest.param(
+            {"value": [{"kid": f"{VAULT}/keys/{'k' * 128}"}]}, "does not end in", id="too long"
+        ),
+        pytest.param({"value": [{"id": f"{VAULT}/keys/k"}]}, "does not end in", id="no kid"),
+        pytest.param(
+            {"value": [{"kid": f"{VAULT}/keys/k", "tags": {"team": 1}}]},
+            "tags are not strings",
+            id="tags",
+        ),
+        pytest.param(
+            {"value": [{"kid": f"{VAULT}/keys/k", "attributes": {"updated": "now"}}]},
+            "updated time is not a number",
+            id="updated",
+        ),
+        pytest.param(
+            {"value": [{"kid": f"{VAULT}/keys/k", "attributes": {"updated": 1e30}}]},
+            "updated time is out of range",
+            id="updated far away",
+        ),
+    ],
+)
+async def test_a_listing_page_not_shaped_as_key_vaults_fails_naming_the_call(
+    vault_items: Callable[..., KeyVaultItems], answer: Any, message: str
+) -> None:
+    items = vault_items(Vault({"GET /keys": (200, answer)}))
+
+    with pytest.raises(IntegrityError, match=f"^list keys: .*{message}"):
+        [info async for info in items.list_items(KEY)]
+
+
+async def test_a_version_whose_id_does_not_end_in_a_version_fails_naming_the_call(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
+    vault = Vault({"GET /secrets/s/versions": page(entry(SECRET, "s", "v1.2"))})
+
+    with pytest.raises(IntegrityError, match=r"^list versions of secret s: .*name and version"):
+        await vault_items(vault).list_versions(SECRET, "s")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param({"value": "not+base64/url"}, id="base64, not base64url"),
+        pytest.param({"value": "A"}, id="one character too many"),
+        pytest.param({"value": 1}, id="a number"),
+        pytest.param({}, id="nothing"),
+    ],
+)
+async def test_a_backup_answer_without_base64url_bytes_fails_naming_the_call(
+    vault_items: Callable[..., KeyVaultItems], answer: dict[str, Any]
+) -> None:
+    items = vault_items(Vault({"POST /keys/k/backup": (200, answer)}))
+
+    with pytest.raises(IntegrityError, match=r"^back up key k: .*no base64url backup"):
+        await items.backup(KEY, "k")
 
 
 # --- Change records --------------------------------------------------------------------
 
-LATER = CREATED + datetime.timedelta(days=30)
-#: An entry of each kind, with the attributes only that kind's properties carry.
+LATER = CREATED + 30 * 86_400
+#: An entry of each kind, with the members only that kind's entries carry.
 ENTRIES = {
-    KEY: entry("k", tags={"team": "a"}, managed=None, exportable=False),
-    SECRET: entry("k", tags={"team": "a"}, managed=None, content_type="text/plain"),
-    CERTIFICATE: entry("k", tags={"team": "a"}, x509_thumbprint=bytes.fromhex("0a0b")),
+    KEY: changed(entry(KEY, "k", tags={"team": "a"}), exportable=False),
+    SECRET: entry(SECRET, "k", tags={"team": "a"}, contentType="text/plain"),
+    CERTIFICATE: entry(CERTIFICATE, "k", tags={"team": "a"}, x5t="Cgs"),
 }
-#: What may change in a listing entry of any kind, without or with a new ``updated``.
-CHANGES = {
-    "a tag's value": {"tags": {"team": "b"}},
-    "another tag": {"tags": {"team": "a", "tier": "gold"}},
-    "disabled": {"enabled": False},
-    "an expiry": {"expires_on": LATER},
-    "an activation date": {"not_before": LATER},
-    "updated": {"updated_on": CREATED + datetime.timedelta(seconds=1)},
-    "created again": {"created_on": LATER, "updated_on": LATER},
-    "its recovery level": {"recovery_level": "Recoverable"},
+#: What may change in a listing entry of any kind: its members, or its attributes.
+CHANGES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "a tag's value": ({"tags": {"team": "b"}}, {}),
+    "another tag": ({"tags": {"team": "a", "tier": "gold"}}, {}),
+    "disabled": ({}, {"enabled": False}),
+    "an expiry": ({}, {"exp": LATER}),
+    "an activation date": ({}, {"nbf": LATER}),
+    "updated": ({}, {"updated": CREATED + 1}),
+    "created again": ({}, {"created": LATER, "updated": LATER}),
+    "its recovery level": ({}, {"recoveryLevel": "Recoverable"}),
+    "an attribute unknown today": ({}, {"hsmPlatform": "2"}),
 }
 KIND_CHANGES = [
-    (SECRET, "its content type", {"content_type": "application/x-pkcs12"}),
-    (SECRET, "managed", {"managed": True}),
-    (KEY, "exportable", {"exportable": True}),
-    (CERTIFICATE, "its thumbprint", {"x509_thumbprint": bytes.fromhex("0a0c")}),
+    (SECRET, "its content type", ({"contentType": "application/x-pkcs12"}, {})),
+    (SECRET, "managed", ({"managed": True}, {})),
+    (KEY, "exportable", ({}, {"exportable": True})),
+    (CERTIFICATE, "its thumbprint", ({"x5t": "Cgw"}, {})),
 ]
 
 
-async def listing_record(kind: ItemKind, props: SimpleNamespace) -> ChangeRecord | None:
-    """The change record of ``props``, listed as the one item of its kind."""
-    client = RecordingClient(**{f"list_properties_of_{kind.plural}": [props]})
-    sdk = sdk_of(**{kind.plural: client})
-    items = items_of(sdk, VaultPace(100.0), FairSlots(2), "a", OperatorMetrics())
+async def listing_record(
+    vault_items: Callable[..., KeyVaultItems], kind: ItemKind, listed: dict[str, Any]
+) -> ChangeRecord | None:
+    """The change record of ``listed``, listed as the one item of its kind."""
+    items = vault_items(Vault({f"GET /{kind.plural}": page(listed)}))
     (info,) = [info async for info in items.list_items(kind)]
     return info.change
-
-
-def changed(props: SimpleNamespace, **attributes: Any) -> SimpleNamespace:
-    return SimpleNamespace(**(vars(props) | attributes))
 
 
 @pytest.mark.parametrize(
@@ -399,11 +514,14 @@ def changed(props: SimpleNamespace, **attributes: Any) -> SimpleNamespace:
         *[pytest.param(kind, change, id=f"{kind} {what}") for kind, what, change in KIND_CHANGES],
     ],
 )
-async def test_a_listing_entrys_record_changes_with_any_attribute_it_gives(
-    kind: ItemKind, change: dict[str, Any]
+async def test_a_listing_entrys_record_changes_with_anything_it_gives(
+    vault_items: Callable[..., KeyVaultItems],
+    kind: ItemKind,
+    change: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
-    before = await listing_record(kind, ENTRIES[kind])
-    after = await listing_record(kind, changed(ENTRIES[kind], **change))
+    members, attributes = change
+    before = await listing_record(vault_items, kind, ENTRIES[kind])
+    after = await listing_record(vault_items, kind, changed(ENTRIES[kind], **attributes) | members)
 
     assert before is not None
     assert after is not None
@@ -411,48 +529,77 @@ async def test_a_listing_entrys_record_changes_with_any_attribute_it_gives(
 
 
 @pytest.mark.parametrize("kind", ITEM_KINDS)
-async def test_a_listing_entry_listed_again_unchanged_has_an_equal_record(kind: ItemKind) -> None:
+async def test_a_listing_entry_listed_again_unchanged_has_an_equal_record(
+    vault_items: Callable[..., KeyVaultItems], kind: ItemKind
+) -> None:
     tags = {"team": "a", "tier": "gold"}
-    first = await listing_record(kind, changed(ENTRIES[kind], tags=tags))
-    # The same attributes, read again: the tags in another order, the time a moment later
-    # within the same second.
-    again = changed(
-        ENTRIES[kind],
-        tags=dict(reversed(tags.items())),
-        updated_on=CREATED + datetime.timedelta(milliseconds=400),
-    )
+    first = await listing_record(vault_items, kind, ENTRIES[kind] | {"tags": tags})
+    # The same entry, its members and tags in another order.
+    again = dict(reversed((ENTRIES[kind] | {"tags": dict(reversed(tags.items()))}).items()))
 
-    assert await listing_record(kind, again) == first
+    assert await listing_record(vault_items, kind, again) == first
     assert first is not None
-    assert first.updated == CREATED
+    assert first.updated.timestamp() == CREATED
 
 
-async def test_a_listing_entry_without_an_updated_time_has_no_record() -> None:
-    assert await listing_record(KEY, changed(ENTRIES[KEY], updated_on=None)) is None
+async def test_a_listing_entry_without_an_updated_time_has_no_record(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
+    listed = copy.deepcopy(ENTRIES[KEY])
+    del listed["attributes"]["updated"]
+
+    assert await listing_record(vault_items, KEY, listed) is None
 
 
-async def versions_record(listed: list[SimpleNamespace], *, per_page: int = 25) -> ItemVersions:
-    pages = Pages([listed[at : at + per_page] for at in range(0, len(listed), per_page)], {})
-    items = items_of(secret_versions(pages), VaultPace(100.0), FairSlots(2), "a", OperatorMetrics())
+def versions(*ids: str, **attributes: Any) -> list[dict[str, Any]]:
+    """Versions of secret ``s``, each created (and last updated) a minute after the one
+    before, in the order of its id; ``attributes`` added to or replacing theirs."""
+    listed = []
+    for version in ids:
+        at = CREATED + 60 * int(version[1:])
+        listed.append(
+            changed(entry(SECRET, "s", version), **({"created": at, "updated": at} | attributes))
+        )
+    return listed
+
+
+def versions_pages(*pages: list[dict[str, Any]]) -> dict[str, Answer | list[Answer]]:
+    """Routes answering the versions of secret ``s`` in these pages."""
+    routes: dict[str, Answer | list[Answer]] = {}
+    for at, entries in enumerate(pages):
+        route = "GET /secrets/s/versions" + (f" {at}" if at else "")
+        last = at == len(pages) - 1
+        next_link = None if last else f"{VAULT}/secrets/s/versions?$skiptoken={at + 1}"
+        routes[route] = page(*entries, next_link=next_link)
+    return routes
+
+
+async def versions_record(
+    vault_items: Callable[..., KeyVaultItems], listed: list[dict[str, Any]], *, per_page: int = 25
+) -> ItemVersions:
+    pages = [listed[at : at + per_page] for at in range(0, len(listed), per_page)]
+    items = vault_items(Vault(versions_pages(*pages)))
     return await items.list_versions(SECRET, "s")
 
 
 @pytest.mark.parametrize(
     "change",
     [
-        pytest.param({"enabled": False}, id="disabled"),
+        pytest.param({"attributes": {"enabled": False}}, id="disabled"),
         pytest.param({"tags": {"team": "b"}}, id="tagged"),
-        pytest.param({"expires_on": LATER}, id="an expiry"),
-        pytest.param({"not_before": LATER}, id="an activation date"),
+        pytest.param({"attributes": {"exp": LATER}}, id="an expiry"),
+        pytest.param({"attributes": {"nbf": LATER}}, id="an activation date"),
     ],
 )
 async def test_the_versions_record_changes_when_an_older_versions_attribute_changes(
-    change: dict[str, Any],
+    vault_items: Callable[..., KeyVaultItems], change: dict[str, Any]
 ) -> None:
-    oldest, current = versions("v1", "v2", tags={"team": "a"})
-    before = await versions_record([oldest, current])
+    oldest, current = (version | {"tags": {"team": "a"}} for version in versions("v1", "v2"))
+    before = await versions_record(vault_items, [oldest, current])
     # Only the attribute: the record must change even when no time does.
-    after = await versions_record([changed(oldest, **change), current])
+    after = await versions_record(
+        vault_items, [changed(oldest, **change.get("attributes", {})) | change, current]
+    )
 
     assert before.change is not None
     assert after.change is not None
@@ -460,31 +607,49 @@ async def test_the_versions_record_changes_when_an_older_versions_attribute_chan
     assert after.ids == before.ids == ("v1", "v2")
 
 
-async def test_the_versions_record_was_updated_when_any_version_last_was() -> None:
+async def test_the_versions_record_was_updated_when_any_version_last_was(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
     oldest, current = versions("v1", "v2")
-    updated_on = current.updated_on + datetime.timedelta(minutes=5)
+    updated = current["attributes"]["updated"] + 5 * 60
 
-    listed = await versions_record([changed(oldest, enabled=False, updated_on=updated_on), current])
+    listed = await versions_record(
+        vault_items, [changed(oldest, enabled=False, updated=updated), current]
+    )
 
     assert listed.change is not None
-    assert listed.change.updated == updated_on
+    assert listed.change.updated.timestamp() == updated
 
 
-async def test_the_versions_record_stays_equal_whatever_order_and_pages_they_come_in() -> None:
-    listed = versions("v1", "v2", "v3", tags={"team": "a"})
+async def test_the_versions_record_stays_equal_whatever_order_and_pages_they_come_in(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
+    listed = versions("v1", "v2", "v3")
 
-    first = await versions_record(listed)
-    again = await versions_record(list(reversed(listed)), per_page=2)
+    first = await versions_record(vault_items, listed)
+    again = await versions_record(vault_items, list(reversed(listed)), per_page=2)
 
     assert again == first
     assert first.change is not None
-    assert first.change.updated == listed[-1].updated_on
+    assert first.change.updated.timestamp() == listed[-1]["attributes"]["updated"]
 
 
-async def test_versions_without_an_updated_time_have_no_record() -> None:
-    listed = versions("v1", "v2", updated_on=None)
+async def test_versions_without_an_updated_time_have_no_record(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
+    listed = versions("v1", "v2")
+    for version in listed:
+        del version["attributes"]["updated"]
 
-    assert await versions_record(listed) == ItemVersions(("v1", "v2"), None)
+    assert await versions_record(vault_items, listed) == ItemVersions(("v1", "v2"), None)
+
+
+async def test_versions_created_in_the_same_second_are_in_the_order_of_their_ids(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
+    listed = versions("v3", "v1", "v2", created=CREATED)
+
+    assert (await versions_record(vault_items, listed)).ids == ("v1", "v2", "v3")
 
 
 # --- Pace before slot ------------------------------------------------------------------
@@ -494,13 +659,14 @@ async def _answer() -> str:
     return "answered"
 
 
-async def test_calls_of_every_kind_take_their_turn_at_the_vaults_one_pace() -> None:
+async def test_calls_of_every_kind_take_their_turn_at_the_vaults_one_pace(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
     time, metrics = FakeTime(), OperatorMetrics()
     # One call a second, and no burst: each further call waits one second.
     pace = VaultPace(1.0, clock=time.clock, sleep=time.sleep)
-    answers = {f"backup_{kind}": b"backup" for kind in ITEM_KINDS}
-    sdk = sdk_of(RecordingClient(**answers), RecordingClient(**answers), RecordingClient(**answers))
-    items = items_of(sdk, pace, FairSlots(2), "a", metrics)
+    vault = Vault({f"POST /{kind.plural}/x/backup": backup_answer() for kind in ITEM_KINDS})
+    items = vault_items(vault, pace=pace, metrics=metrics)
 
     for kind in ITEM_KINDS:
         await items.backup(kind, "x")
@@ -513,8 +679,8 @@ async def test_calls_waiting_for_a_paused_vault_hold_no_slot_and_others_go_on() 
     slots, metrics = FairSlots(2), OperatorMetrics()
     paused = VaultPace(100.0)
     paused.throttled(30.0)
-    waiting = items_of({}, paused, slots, "a", metrics)
-    other = items_of({}, VaultPace(100.0), slots, "a", metrics)
+    waiting = KeyVaultItems({}, paused, slots, metrics.vault("v.vault.azure.net"), namespace="a")
+    other = KeyVaultItems({}, VaultPace(100.0), slots, metrics.vault("v"), namespace="a")
 
     def read(items: KeyVaultItems) -> Any:
         return items._request(VaultOperation.GET_DELETED, SECRET, "read secret s", _answer)
@@ -535,7 +701,7 @@ async def test_calls_waiting_for_a_paused_vault_hold_no_slot_and_others_go_on() 
 async def test_a_call_holds_its_slot_only_while_it_is_sent() -> None:
     slots = FairSlots(4)
     held_while_sent: list[int] = []
-    items = items_of({}, VaultPace(100.0), slots, "a", OperatorMetrics())
+    items = KeyVaultItems({}, VaultPace(100.0), slots, OperatorMetrics().vault("v"), namespace="a")
 
     async def send() -> None:
         held_while_sent.append(slots.held("a"))
@@ -549,71 +715,13 @@ async def test_a_call_holds_its_slot_only_while_it_is_sent() -> None:
 # --- Every page paced ------------------------------------------------------------------
 
 
-class Pages:
-    """A listing's pages as the SDK's page iterator hands them out: a page that fails is
-    asked for again by the next ``anext``, not skipped."""
-
-    def __init__(self, pages: list[list[Any]], failures: dict[int, int]) -> None:
-        self._pages = pages
-        self._failures = dict(failures)
-        self._next = 0
-        self.fetched: list[int] = []
-        #: As the SDK's: None once the last page has been handed out.
-        self.continuation_token: str | None = "first"
-
-    def __aiter__(self) -> Pages:
-        return self
-
-    async def __anext__(self) -> AsyncIterator[Any]:
-        if self._next == len(self._pages):
-            raise StopAsyncIteration
-        self.fetched.append(self._next)
-        if self._failures.get(self._next, 0):
-            self._failures[self._next] -= 1
-            raise throttled()
-        page, self._next = self._pages[self._next], self._next + 1
-        self.continuation_token = None if self._next == len(self._pages) else f"page {self._next}"
-        return _items(page)
-
-
-async def _refused(error: BaseException) -> AsyncIterator[Any]:
-    raise error
-    yield  # an async generator that fails at its first page
-
-
-async def _items(page: list[Any]) -> AsyncIterator[Any]:
-    for item in page:
-        yield item
-
-
-def versions(*ids: str, **attributes: Any) -> list[SimpleNamespace]:
-    """Versions of secret ``s``, each created (and last updated) a minute after the one
-    before, in the order of its id; ``attributes`` as ``entry``'s."""
-    listed = []
-    for version in ids:
-        at = CREATED + datetime.timedelta(minutes=int(version[1:]))
-        listed.append(entry("s", version, **({"created_on": at, "updated_on": at} | attributes)))
-    return listed
-
-
-class VersionsClient(RecordingClient):
-    def __init__(self, pages: Pages) -> None:
-        super().__init__()
-        self.pages = pages
-
-    def list_properties_of_secret_versions(self, name: str) -> SimpleNamespace:
-        return SimpleNamespace(by_page=lambda: self.pages)
-
-
-def secret_versions(pages: Pages) -> SdkClients:
-    return sdk_of(secrets=VersionsClient(pages))
-
-
-async def test_every_page_of_a_versions_listing_is_a_paced_call_of_its_own() -> None:
+async def test_every_page_of_a_versions_listing_is_a_paced_call_of_its_own(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
     time, metrics = FakeTime(), OperatorMetrics()
     pace = VaultPace(1.0, clock=time.clock, sleep=time.sleep)
-    pages = Pages([versions("v3", "v1"), versions("v2"), versions("v4")], failures={})
-    items = items_of(secret_versions(pages), pace, FairSlots(2), "a", metrics)
+    vault = Vault(versions_pages(versions("v3", "v1"), versions("v2"), versions("v4")))
+    items = vault_items(vault, pace=pace, metrics=metrics)
 
     listed_versions = await items.list_versions(SECRET, "s")
 
@@ -623,24 +731,29 @@ async def test_every_page_of_a_versions_listing_is_a_paced_call_of_its_own() -> 
     assert call_count(metrics, "list_versions", "2xx", SECRET) == 3
 
 
-async def test_a_throttled_page_is_fetched_again_without_listing_from_the_start() -> None:
+async def test_a_throttled_page_is_fetched_again_without_listing_from_the_start(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
     metrics = OperatorMetrics()
-    pages = Pages([versions("v1"), versions("v2"), versions("v3")], failures={1: 2})
-    items = items_of(secret_versions(pages), VaultPace(100.0), FairSlots(2), "a", metrics)
+    routes = versions_pages(versions("v1"), versions("v2"), versions("v3"))
+    second = routes["GET /secrets/s/versions 1"]
+    assert not isinstance(second, list)
+    routes["GET /secrets/s/versions 1"] = [THROTTLED, THROTTLED, second]
+    vault = Vault(routes)
+    items = vault_items(vault, metrics=metrics)
 
     listed_versions = await items.list_versions(SECRET, "s")
 
     assert listed_versions.ids == ("v1", "v2", "v3")
-    assert pages.fetched == [0, 1, 1, 1, 2]
+    assert vault.asked == [
+        "GET /secrets/s/versions",
+        *["GET /secrets/s/versions 1"] * 3,
+        "GET /secrets/s/versions 2",
+    ]
     assert call_count(metrics, "list_versions", "429", SECRET) == 2
 
 
 # --- The clients of a vault ------------------------------------------------------------
-
-
-def backup_answer(url: str) -> tuple[int, dict[str, Any]]:
-    """What a vault answers a backup of anything: its bytes, base64url-encoded."""
-    return 200, {"value": base64.urlsafe_b64encode(b"backup").decode().rstrip("=")}
 
 
 @pytest.fixture
@@ -766,7 +879,7 @@ async def test_a_released_credential_leaves_no_client_of_any_kind_behind(
     closed: list[str] = []
     items = vaults.vault("https://payments.vault.azure.net", credential)
     for kind in ITEM_KINDS:
-        client = items._sdk[kind].backup.__self__  # type: ignore[attr-defined]
+        client = items._sdk[kind].client
         monkeypatch.setattr(client, "close", partial(_record_close, closed, kind))
 
     await vaults.release(credential)

@@ -1,5 +1,12 @@
-"""Key Vault's keys, secrets and certificates through the async SDK, bounded in rate per
-vault and in concurrency per process, shared fairly between namespaces (fairshare.py).
+"""Key Vault's keys, secrets and certificates through each kind's async SDK client, bounded
+in rate per vault and in concurrency per process, shared fairly between namespaces
+(fairshare.py).
+
+The calls of every backup run (listings and backups) are sent as plain requests through
+the client's own pipeline (``send_request``: authentication, the allowed-hosts check,
+proxies, transport) and their JSON read here: the SDK's models, deserialized anew on each
+property read, cost more of the operator's CPU than the rest of a key's backup. Restores,
+recoveries and purges, a few per run at most, go through the SDK's methods.
 
 A call first takes a token of its vault's pace, then a process-wide slot: a call that
 waits for a paused or slowed vault holds no slot. Key Vault throttles a vault whatever
@@ -12,21 +19,33 @@ names that come and go leave nothing behind.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import datetime
+import re
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit
+from typing import Any, Protocol, TypeVar
+from urllib.parse import quote, urlsplit
 
-from azure.core.async_paging import AsyncItemPaged, AsyncPageIterator
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    map_error,
+)
+from azure.core.rest import AsyncHttpResponse, HttpRequest
 from azure.keyvault.certificates.aio import CertificateClient
 from azure.keyvault.keys.aio import KeyClient
 from azure.keyvault.secrets.aio import SecretClient
 
+from kvbackup.adapters import request_checks
 from kvbackup.adapters.azure_errors import answered_status, azure_errors
 from kvbackup.adapters.fairshare import COMMAND_LINE, FairSlots
 from kvbackup.adapters.http import SharedSession
@@ -39,13 +58,21 @@ from kvbackup.adapters.metrics import (
 )
 from kvbackup.adapters.proxies import proxies_for
 from kvbackup.adapters.ratelimit import VaultPace
-from kvbackup.adapters.request_checks import AllowedHostsPolicy, BoundedPages
+from kvbackup.adapters.request_checks import AllowedHostsPolicy
+from kvbackup.api.fields import KEY_NAME
 from kvbackup.api.kinds import ItemKind
 from kvbackup.config import Settings
-from kvbackup.errors import InvalidSpecError, KvBackupError, NotFoundError, ThrottledError
+from kvbackup.errors import (
+    IntegrityError,
+    InvalidSpecError,
+    KvBackupError,
+    NotFoundError,
+    ThrottledError,
+    TooLargeError,
+)
 from kvbackup.services.ports import ItemInfo, ItemState, ItemVersions
 from kvbackup.services.retry_policy import retry_per_call
-from kvbackup.services.snapshot import ChangeRecord
+from kvbackup.services.snapshot import VERSION_ID, ChangeRecord
 
 _T = TypeVar("_T")
 
@@ -56,25 +83,55 @@ CERTIFICATE_PARTS = (ItemKind.KEY, ItemKind.SECRET)
 #: A vault unused for this long (and not paused) is forgotten: its pace, metric series
 #: and clients. Its next run starts again at the configured rate.
 IDLE_VAULT_SECONDS = 15 * 60.0
+#: Entries a listing page holds at most: Key Vault's own bound, and its default.
+PAGE_SIZE = 25
+#: What the SDK raises for each answer status, mapped in turn by azure_errors.
+ERROR_MAP: Mapping[int, type[HttpResponseError]] = {
+    401: ClientAuthenticationError,
+    404: ResourceNotFoundError,
+    409: ResourceExistsError,
+}
+#: A backup's bytes as Key Vault sends them: base64url, its padding left out.
+BASE64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+
+#: A listing entry, or any JSON object of an answer, as the service gave it.
+Entry = Mapping[str, Any]
+
+
+class VaultClient(Protocol):
+    """What every kind's SDK client offers for requests made here."""
+
+    @property
+    def vault_url(self) -> str: ...
+
+    def send_request(
+        self, request: HttpRequest, *, stream: bool = False, **kwargs: Any
+    ) -> Awaitable[AsyncHttpResponse]: ...
 
 
 @dataclass(frozen=True)
 class KindCalls:
-    """One kind's SDK calls, under the names every kind shares. Each call's answer that
-    matters: a listing's items (``name``, ``tags``, ``version``, ``created_on``,
-    ``updated_on`` and every other attribute they carry, for the item's change record),
-    a backup's bytes, a restored item's ``name``."""
+    """One kind's calls, under the names every kind shares: its client, for the requests
+    sent here, and the SDK's methods for the rest. A restored item's answer that matters:
+    its ``name``."""
 
-    listing: Callable[[], AsyncItemPaged[Any]]
-    version_listing: Callable[[str], AsyncItemPaged[Any]]
+    client: VaultClient
+    api_version: str
     get_deleted: Callable[[str], Awaitable[object]]
-    backup: Callable[[str], Awaitable[bytes]]
     restore: Callable[[bytes], Awaitable[Any]]
     recover: Callable[[str], Awaitable[object]]
     purge: Callable[[str], Awaitable[None]]
+    #: The member of a listing entry that holds its id: a key's is ``kid``.
+    id_member: str = "id"
+    #: Added to the listing's query.
+    listing_query: str = ""
     #: Keys and secrets say whether a certificate manages them; a certificate has no such
     #: flag, as nothing manages it.
     flags_managed: bool = True
+
+    def url(self, path: str, query: str = "") -> str:
+        """The vault's URL of ``path``, at the REST API version every kind speaks."""
+        return f"{self.client.vault_url}/{path}?api-version={self.api_version}{query}"
 
 
 class SdkClients:
@@ -84,38 +141,37 @@ class SdkClients:
         self, keys: KeyClient, secrets: SecretClient, certificates: CertificateClient
     ) -> None:
         self.keys, self.secrets, self.certificates = keys, secrets, certificates
+        # Every kind speaks the keys client's version (KeyVaultClients._sdk_clients).
+        version = keys.api_version
         self.calls: Mapping[ItemKind, KindCalls] = {
             ItemKind.KEY: KindCalls(
-                listing=keys.list_properties_of_keys,
-                version_listing=keys.list_properties_of_key_versions,
+                client=keys,
+                api_version=version,
                 get_deleted=keys.get_deleted_key,
-                backup=keys.backup_key,
                 restore=keys.restore_key_backup,
                 recover=keys.recover_deleted_key,
                 purge=keys.purge_deleted_key,
+                id_member="kid",
             ),
             ItemKind.SECRET: KindCalls(
-                listing=secrets.list_properties_of_secrets,
-                version_listing=secrets.list_properties_of_secret_versions,
+                client=secrets,
+                api_version=version,
                 get_deleted=secrets.get_deleted_secret,
-                backup=secrets.backup_secret,
                 restore=secrets.restore_secret_backup,
                 recover=secrets.recover_deleted_secret,
                 purge=secrets.purge_deleted_secret,
             ),
             ItemKind.CERTIFICATE: KindCalls(
-                # A certificate whose first version is still being issued has nothing to
-                # back up yet. Said, not left to each service's default: the emulator's
-                # is to list them.
-                listing=partial(
-                    certificates.list_properties_of_certificates, include_pending=False
-                ),
-                version_listing=certificates.list_properties_of_certificate_versions,
+                client=certificates,
+                api_version=version,
                 get_deleted=certificates.get_deleted_certificate,
-                backup=certificates.backup_certificate,
                 restore=certificates.restore_certificate_backup,
                 recover=certificates.recover_deleted_certificate,
                 purge=certificates.purge_deleted_certificate,
+                # A certificate whose first version is still being issued has nothing to
+                # back up yet. Said, not left to each service's default: the emulator's
+                # is to list them.
+                listing_query="&includePending=false",
                 flags_managed=False,
             ),
         }
@@ -177,69 +233,93 @@ class KeyVaultItems:
 
         return await retry_per_call(attempt)
 
-    async def _pages(
+    async def _listing(
         self,
         operation: VaultOperation,
         kind: ItemKind,
         what: str,
-        pages: AsyncIterator[AsyncIterator[_T]],
+        url: str,
         *,
         about_one_item: bool = True,
-    ) -> AsyncGenerator[AsyncIterator[_T], None]:
-        """A listing (``by_page()``) page by page, each page a call of its own: paced,
-        holding a slot only while it is fetched, and fetched again when throttled instead
-        of listing from the start. After a page without a link to the next, nothing more
-        is sent or paced; after MAX_LISTING_PAGES pages the listing fails."""
-        bounded = BoundedPages(pages, what)
-        while (
-            page := await self._request(
-                operation, kind, what, partial(_next_page, bounded), about_one_item=about_one_item
-            )
-        ) is not None:
-            yield page
-            if cast(AsyncPageIterator[_T], pages).continuation_token is None:
-                return
-
-    async def list_items(self, kind: ItemKind) -> AsyncIterator[ItemInfo]:
-        calls = self._sdk[kind]
-        pages = calls.listing().by_page()
-        async for page in self._pages(
-            VaultOperation.LIST, kind, f"list {kind.plural}", pages, about_one_item=False
-        ):
-            async for props in page:
-                updated = props.updated_on
-                yield ItemInfo(
-                    name=props.name or "",
-                    tags=dict(props.tags or {}),
-                    managed=calls.flags_managed and bool(props.managed),
-                    change=ChangeRecord.of(updated, _listed_facts(props)) if updated else None,
+    ) -> AsyncGenerator[list[Entry], None]:
+        """The entries of a listing that starts at ``url``, page by page, each page a call
+        of its own: paced, holding a slot only while it is fetched, and fetched again when
+        throttled instead of listing from the start. Each page's ``nextLink`` is followed as
+        given: the client's pipeline checks its host. After a page without one, nothing
+        more is sent or paced; a page that links on past MAX_LISTING_PAGES fails the
+        listing before the next is asked for."""
+        client = self._sdk[kind].client
+        next_url: str | None = url
+        pages = 0
+        while next_url is not None:
+            if pages == request_checks.MAX_LISTING_PAGES:
+                raise TooLargeError(
+                    f"{what}: stopped after {pages:,} pages, the most a listing may take; "
+                    "the service kept answering with a next page"
                 )
+            answer = await self._request(
+                operation,
+                kind,
+                what,
+                partial(_answered, client, "GET", next_url),
+                about_one_item=about_one_item,
+            )
+            pages += 1
+            entries, next_url = _page(_json_object(answer, what), what)
+            yield entries
+
+    async def list_items(self, kind: ItemKind) -> AsyncGenerator[ItemInfo, None]:
+        calls = self._sdk[kind]
+        what = f"list {kind.plural}"
+        url = calls.url(kind.plural, f"&maxresults={PAGE_SIZE}{calls.listing_query}")
+        async with aclosing(
+            self._listing(VaultOperation.LIST, kind, what, url, about_one_item=False)
+        ) as pages:
+            async for entries in pages:
+                for entry in entries:
+                    updated = _updated(entry, what)
+                    yield ItemInfo(
+                        name=_id_segments(entry, calls.id_member, 1, what)[0],
+                        tags=_tags(entry, what),
+                        managed=calls.flags_managed and entry.get("managed") is True,
+                        # Everything the listing gives of the item, as it gave it.
+                        change=ChangeRecord.of(updated, [entry]) if updated else None,
+                    )
+
+    def _versions_url(self, kind: ItemKind, name: str) -> str:
+        return self._sdk[kind].url(
+            f"{kind.plural}/{quote(name, safe='')}/versions", f"&maxresults={PAGE_SIZE}"
+        )
 
     async def list_versions(self, kind: ItemKind, name: str) -> ItemVersions:
-        pages = self._sdk[kind].version_listing(name).by_page()
-        listed: list[Any] = []
         what = f"list versions of {kind} {name}"
-        async for page in self._pages(VaultOperation.LIST_VERSIONS, kind, what, pages):
-            listed.extend([props async for props in page])
-        by_id = sorted(listed, key=_version_id)
+        id_member = self._sdk[kind].id_member
+        listed: list[tuple[str, Entry]] = []
+        async with aclosing(
+            self._listing(VaultOperation.LIST_VERSIONS, kind, what, self._versions_url(kind, name))
+        ) as pages:
+            async for entries in pages:
+                listed.extend((_version_of(entry, id_member, what), entry) for entry in entries)
+        by_id = sorted(listed, key=lambda version: version[0])
         # Oldest first; versions created in the same second in the order of their ids.
-        oldest_first = sorted(by_id, key=_created_on)
-        updated = max(filter(None, (props.updated_on for props in listed)), default=None)
+        oldest_first = sorted(by_id, key=lambda version: _created(version[1], what))
+        updated = max(filter(None, (_updated(entry, what) for _, entry in listed)), default=None)
         # Every version counts, not only the current one: a named item has no listing
         # entry, and an older version's changed attributes must show too.
-        facts = [(props.version, props.updated_on, *_listed_facts(props)) for props in by_id]
+        facts = [entry for _, entry in by_id]
         return ItemVersions(
-            ids=tuple(_version_id(props) for props in oldest_first),
+            ids=tuple(version for version, _ in oldest_first),
             change=ChangeRecord.of(updated, facts) if updated else None,
         )
 
     async def backup(self, kind: ItemKind, name: str) -> bytes:
-        return await self._request(
-            VaultOperation.BACKUP,
-            kind,
-            f"back up {kind} {name}",
-            partial(self._sdk[kind].backup, name),
+        calls = self._sdk[kind]
+        what = f"back up {kind} {name}"
+        url = calls.url(f"{kind.plural}/{quote(name, safe='')}/backup")
+        answer = await self._request(
+            VaultOperation.BACKUP, kind, what, partial(_answered, calls.client, "POST", url)
         )
+        return _backup_bytes(_json_object(answer, what), what)
 
     async def item_state(self, kind: ItemKind, name: str) -> ItemState:
         if await self._has_versions(kind, name):
@@ -251,19 +331,19 @@ class KeyVaultItems:
             return ItemState.ABSENT
 
     async def _has_versions(self, kind: ItemKind, name: str) -> bool:
-        """Whether the item is active, told by the first page of its versions' properties:
+        """Whether the item is active, told by the first entry of its versions' listing:
         reading the item itself would send back a secret's value, which nothing here
         needs, and Key Vault refuses (403) to read a disabled secret at all."""
-        pages = self._sdk[kind].version_listing(name).by_page()
         what = f"list versions of {kind} {name}"
         try:
             async with aclosing(
-                self._pages(VaultOperation.LIST_VERSIONS, kind, what, pages)
-            ) as listed:
-                async for page in listed:
-                    async for _ in page:
+                self._listing(
+                    VaultOperation.LIST_VERSIONS, kind, what, self._versions_url(kind, name)
+                )
+            ) as pages:
+                async for entries in pages:
+                    if entries:
                         return True
-                    return False
         except NotFoundError:
             pass
         return False
@@ -311,45 +391,116 @@ class KeyVaultItems:
             await asyncio.sleep(2)
 
 
-async def _next_page(pages: AsyncIterator[AsyncIterator[_T]]) -> AsyncIterator[_T] | None:
+async def _answered(client: VaultClient, method: str, url: str) -> AsyncHttpResponse:
+    """The vault's 2xx answer to ``method url``, read whole. Any other raises what the
+    SDK's own methods raise for it, for azure_errors to map alike."""
+    request = HttpRequest(method, url, headers={"Accept": "application/json"})
+    response = await client.send_request(request)
+    if not 200 <= response.status_code < 300:
+        map_error(response.status_code, response, ERROR_MAP)
+        raise HttpResponseError(response=response)
+    return response
+
+
+def _json_object(response: AsyncHttpResponse, what: str) -> Entry:
+    """A 2xx answer's body: a JSON object, or IntegrityError. Read once the call is over,
+    so its metric counts the answer as the 2xx it was."""
     try:
-        return await anext(pages)
-    except StopAsyncIteration:
+        answer = response.json()
+    except ValueError:
+        raise IntegrityError(f"{what}: the vault's answer is not JSON") from None
+    if not isinstance(answer, dict):
+        raise IntegrityError(f"{what}: the vault's answer is not a JSON object")
+    return answer
+
+
+def _page(answer: Entry, what: str) -> tuple[list[Entry], str | None]:
+    """A listing page's entries, and the link to the next page: None after the last."""
+    entries = answer.get("value")
+    if entries is None:
+        entries = []
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise IntegrityError(f"{what}: a listing page's value is not a list of objects")
+    next_link = answer.get("nextLink")
+    if next_link is not None and not isinstance(next_link, str):
+        raise IntegrityError(f"{what}: a listing page's nextLink is not a string")
+    return entries, next_link or None
+
+
+def _id_segments(entry: Entry, member: str, count: int, what: str) -> list[str]:
+    """The last ``count`` segments of the entry's id (an item's name, then its version),
+    each checked: a name against Key Vault's grammar, a version against VERSION_ID."""
+    identifier = entry.get(member)
+    # A query or a fragment after them fails their grammar.
+    segments = identifier.split("/")[-count:] if isinstance(identifier, str) else []
+    grammars = (KEY_NAME, VERSION_ID)[:count]
+    if len(segments) != count or not all(
+        grammar.fullmatch(segment) for grammar, segment in zip(grammars, segments, strict=True)
+    ):
+        raise IntegrityError(
+            f"{what}: a listing entry's {member} does not end in a Key Vault "
+            + ("name" if count == 1 else "name and version")
+        )
+    return segments
+
+
+def _version_of(entry: Entry, member: str, what: str) -> str:
+    return _id_segments(entry, member, 2, what)[1]
+
+
+def _attributes(entry: Entry, what: str) -> Entry:
+    attributes = entry.get("attributes")
+    if attributes is None:
+        return {}
+    if not isinstance(attributes, dict):
+        raise IntegrityError(f"{what}: a listing entry's attributes are not an object")
+    return attributes
+
+
+def _time(entry: Entry, member: str, what: str) -> datetime.datetime | None:
+    """An entry's ``attributes.<member>`` (unix seconds) as a time; None when absent."""
+    seconds = _attributes(entry, what).get(member)
+    if seconds is None:
         return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise IntegrityError(f"{what}: a listing entry's {member} time is not a number")
+    try:
+        return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        raise IntegrityError(f"{what}: a listing entry's {member} time is out of range") from None
 
 
-def _version_id(props: Any) -> str:
-    return str(props.version or "")
+def _updated(entry: Entry, what: str) -> datetime.datetime | None:
+    return _time(entry, "updated", what)
 
 
-def _created_on(props: Any) -> float:
+def _created(entry: Entry, what: str) -> float:
     """When a version was created; one without a creation time counts as the oldest."""
-    return props.created_on.timestamp() if props.created_on else 0.0
+    created = _time(entry, "created", what)
+    return created.timestamp() if created else 0.0
 
 
-def _listed_facts(props: Any) -> list[object]:
-    """All that a listing entry (of an item, or of one of its versions) says besides when it
-    was updated, in one order for every kind. What a kind's properties lack counts as
-    None: a secret has no thumbprint, a certificate no content type. Made for every item
-    of every run, so only attribute reads and the tags sorted: no parsing, no deep copies."""
-    thumbprint = getattr(props, "x509_thumbprint", None)
-    release_policy = getattr(props, "release_policy", None)
-    return [
-        props.id or props.name,
-        props.created_on,
-        props.enabled,
-        props.not_before,
-        props.expires_on,
-        sorted((props.tags or {}).items()),
-        props.recovery_level,
-        props.recoverable_days,
-        getattr(props, "managed", None),
-        getattr(props, "content_type", None),
-        thumbprint.hex() if thumbprint else None,
-        getattr(props, "exportable", None),
-        getattr(release_policy, "immutable", None),
-        getattr(props, "hsm_platform", None),
-    ]
+def _tags(entry: Entry, what: str) -> dict[str, str]:
+    tags = entry.get("tags")
+    if tags is None:
+        return {}
+    if not isinstance(tags, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in tags.items()
+    ):
+        raise IntegrityError(f"{what}: a listing entry's tags are not strings by name")
+    return tags
+
+
+def _backup_bytes(answer: Entry, what: str) -> bytes:
+    """A backup answer's bytes: its ``value``, base64url."""
+    value = answer.get("value")
+    if not isinstance(value, str) or not BASE64URL.fullmatch(value):
+        raise IntegrityError(f"{what}: the vault's answer holds no base64url backup")
+    unpadded = value.rstrip("=")
+    try:
+        return base64.urlsafe_b64decode(unpadded + "=" * (-len(unpadded) % 4))
+    except binascii.Error:
+        raise IntegrityError(f"{what}: the vault's answer holds no base64url backup") from None
 
 
 def vault_host(vault_url: str) -> str:

@@ -1,25 +1,22 @@
-"""Checks on every request an Azure SDK client sends, and a bound on every listing.
+"""Checks on every request an Azure SDK client sends, and the bound on every listing.
 
 A client is built only for an endpoint the allow-lists name (``HostAllowList.check``), but
 the SDK then goes where the service's answers lead it: an absolute ``nextLink`` of a Key
 Vault listing is requested as given, and a redirect would be too were it followed. So a
 vault inside the allow-list could send the operator, and the token it attaches, anywhere.
 ``AllowedHostsPolicy`` runs the allow-list and the https rule again on each request the
-transport is about to send, and ``BoundedPages`` stops a listing that pages for ever.
+transport is about to send, and no listing takes more than ``MAX_LISTING_PAGES`` pages.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 from kvbackup.api.hosts import HostAllowList, endpoint
-from kvbackup.errors import HostNotAllowedError, TooLargeError
-
-_Page = TypeVar("_Page")
+from kvbackup.errors import HostNotAllowedError
 
 #: Pages one listing may take. Key Vault answers 25 keys or versions a page, so this is
 #: 250,000 of them, far beyond the largest vaults, and Blob Storage 500 blobs a page
@@ -62,33 +59,3 @@ class AllowedHostsPolicy(SansIOHTTPPolicy[Any, Any]):
                 f"{refused}: plain http to {where}; only https is used (http only on loopback, "
                 "for an emulator)"
             )
-
-
-class BoundedPages(Generic[_Page]):
-    """The pages of ``pages`` (an SDK's ``by_page()``), failing with TooLargeError when a
-    page comes after the ``limit``-th (None: the module's ``MAX_LISTING_PAGES``); so a
-    listing of exactly ``limit`` pages ends as it should, and one more request at most is
-    sent to a service that pages for ever.
-
-    A class, not an async generator: a page that failed (a 429) is asked for again, and
-    an async generator that raised would end the listing silently instead.
-    """
-
-    def __init__(self, pages: AsyncIterator[_Page], what: str, limit: int | None = None) -> None:
-        self._pages = pages
-        self._what = what
-        self._limit = MAX_LISTING_PAGES if limit is None else limit
-        self._taken = 0
-
-    def __aiter__(self) -> BoundedPages[_Page]:
-        return self
-
-    async def __anext__(self) -> _Page:
-        page = await anext(self._pages)
-        self._taken += 1
-        if self._taken > self._limit:
-            raise TooLargeError(
-                f"{self._what}: stopped after {self._limit:,} pages, the most a listing may "
-                "take; the service kept answering with a next page"
-            )
-        return page
