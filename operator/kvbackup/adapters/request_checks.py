@@ -18,10 +18,9 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 from kvbackup.api.hosts import HostAllowList, endpoint
 from kvbackup.errors import HostNotAllowedError
 
-#: Pages one listing may take. Key Vault answers 25 keys or versions a page, so this is
-#: 250,000 of them, far beyond the largest vaults, and Blob Storage 500 blobs a page
-#: (``blob_store.LISTING_PAGE_SIZE``): 5 million. A service that pages on past it is
-#: broken or hostile, and the run fails instead of paging for ever.
+#: Pages one Key Vault listing may take. Key Vault answers 25 items or versions a page, so
+#: this is 250,000 of them, far beyond the largest vaults. A service that pages on past it
+#: is broken or hostile, and the run fails instead of paging for ever.
 MAX_LISTING_PAGES = 10_000
 
 
