@@ -6,6 +6,7 @@ import pytest
 from azure.storage.blob.aio import ContainerClient
 
 from kvbackup.adapters.blob_store import BlobSnapshotStore
+from kvbackup.services.ports import read_whole_manifest
 from tests.harness.azurite import Azurite
 from tests.harness.operator import OperatorProcess
 from tests.integration.conftest import Cluster, VaultUnderTest
@@ -41,7 +42,7 @@ def run_four_times_then_suspend(cluster: Cluster, name: str) -> dict[str, object
     return status
 
 
-def test_a_schedule_with_keep_last_two_keeps_exactly_the_two_newest_secret_snapshots(
+def test_a_schedule_keeping_two_keeps_the_two_newest_secret_snapshots_and_holds_the_first(
     operator: OperatorProcess, cluster: Cluster, vault: VaultUnderTest
 ) -> None:
     vault.create_rsa_key("signing", versions=2)
@@ -54,16 +55,21 @@ def test_a_schedule_with_keep_last_two_keeps_exactly_the_two_newest_secret_snaps
 
     manifests = cluster.secrets("kvbackup.io/keybackup=often,kvbackup.io/role=manifest")
     stored = sorted(item["metadata"]["labels"]["kvbackup.io/snapshot"] for item in manifests)
-    assert len(stored) == 2
+    first, *newest = stored
+    assert len(newest) == 2
     listed = status["snapshots"]
     assert isinstance(listed, list)
     assert sorted(entry["id"] for entry in listed) == stored
     assert all(entry["keys"] == 1 for entry in listed)
+    # The key never changed: the first snapshot holds its backup for the two newest, which
+    # refer to it, so retention holds it instead of deleting it; the others are gone.
+    held = {entry["id"]: entry.get("heldBy") for entry in listed}
+    assert held == {first: sorted(newest, reverse=True), **dict.fromkeys(newest)}
     artifacts = cluster.secrets("kvbackup.io/keybackup=often,kvbackup.io/role=artifact")
-    assert len(artifacts) == 2  # one key in each of the two kept snapshots
+    assert [a["metadata"]["labels"]["kvbackup.io/snapshot"] for a in artifacts] == [first]
 
 
-async def test_a_schedule_with_keep_last_two_keeps_exactly_the_two_newest_blob_snapshots(
+async def test_a_schedule_keeping_two_keeps_the_two_newest_blob_snapshots_and_holds_the_first(
     operator: OperatorProcess,
     cluster: Cluster,
     vault: VaultUnderTest,
@@ -86,10 +92,17 @@ async def test_a_schedule_with_keep_last_two_keeps_exactly_the_two_newest_blob_s
     status = run_four_times_then_suspend(cluster, "often")
 
     stored = await blob_store.list_stored(cluster.namespace, "often")
-    assert [snapshot.complete for snapshot in stored] == [True, True]
+    # The two newest, and the first, held for them: it holds the unchanged key's backup.
+    assert [snapshot.complete for snapshot in stored] == [True, True, True]
     listed = status["snapshots"]
     assert isinstance(listed, list)
     assert sorted(entry["id"] for entry in listed) == sorted(s.snapshot_id for s in stored)
+    first = stored[-1].snapshot_id
+    assert [e["id"] for e in listed if e.get("heldBy")] == [first]
     for summary in await blob_store.list_snapshots(cluster.namespace, "often"):
-        manifest = await blob_store.read_manifest(cluster.namespace, "often", summary.snapshot_id)
-        assert [artifact.name for artifact in manifest.artifacts] == ["signing"]
+        manifest = await read_whole_manifest(
+            blob_store, cluster.namespace, "often", summary.snapshot_id
+        )
+        assert [(a.name, a.home(summary.snapshot_id)) for a in manifest.artifacts] == [
+            ("signing", first)
+        ]

@@ -316,7 +316,7 @@ class InMemoryStore:
     async def list_stored(self, namespace: str, keybackup: str) -> list[StoredSnapshot]:
         if self.unavailable is not None:
             raise self.unavailable
-        complete = {m.snapshot_id for m in await self.list_snapshots(namespace, keybackup)}
+        complete = {m.snapshot_id for m in self._manifests_of(namespace, keybackup)}
         with_artifacts = {
             snapshot_id
             for (ns, name, snapshot_id, _) in self.artifacts

@@ -15,7 +15,7 @@ from kvbackup.services.backup import BackupReport, run_backup
 from kvbackup.services.outcomes import Freshness
 from kvbackup.services.ports import read_whole_manifest
 from kvbackup.services.retention import collect_garbage
-from kvbackup.services.snapshot import ChangeRecord, Manifest, new_snapshot_id
+from kvbackup.services.snapshot import ChangeRecord, Manifest, SnapshotSummary, new_snapshot_id
 from tests.unit.fakes import (
     MOMENT,
     NAMESPACE,
@@ -277,6 +277,24 @@ class TestAFullRunWhenThereIsNothingToCompareWith:
         second = await back_up(selected(), vault, store, clock)
 
         assert second.full_reason.startswith(f"snapshot {first.snapshot_id} cannot be compared")
+
+    async def test_earlier_snapshots_that_cannot_be_listed_make_a_full_run_not_a_failed_one(
+        self,
+    ) -> None:
+        vault, store, clock = vault_of(KEYS[:1]), InMemoryStore(), Ticking()
+        await back_up(selected(), vault, store, clock)
+
+        async def planted(namespace: str, keybackup: str) -> list[SnapshotSummary]:
+            raise IntegrityError("a summary names snapshot '../other'")
+
+        store.list_snapshots = planted  # type: ignore[method-assign]
+
+        second = await back_up(selected(), vault, store, clock)
+
+        assert second.full_reason == (
+            "the earlier snapshots cannot be listed: a summary names snapshot '../other'"
+        )
+        assert counts(second)["BackedUp"] == 1
 
 
 class TestRetentionKeepsWhatKeptSnapshotsNeed:

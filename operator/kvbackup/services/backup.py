@@ -179,7 +179,11 @@ async def _previous(
     that cannot be read, or is of another vault, makes the run a full one rather than
     fail it: a full run needs nothing from it."""
     namespace, name = keybackup.namespace, keybackup.name
-    summaries = await store.list_snapshots(namespace, name)
+    try:
+        summaries = await store.list_snapshots(namespace, name)
+    except (IntegrityError, NotFoundError, TooLargeError) as error:
+        # Retention, which lists them too, reports what is wrong with them.
+        return None, f"the earlier snapshots cannot be listed: {error.message}"
     latest = next((s.snapshot_id for s in summaries if s.snapshot_id != snapshot_id), None)
     if latest is None:
         return None, "no earlier snapshot"
