@@ -84,6 +84,19 @@ class Destination:
 
 
 @dataclass(frozen=True)
+class Listing:
+    """The plain SDK (azure-keyvault-keys' ``list_properties_of_keys``) listing the vault:
+    what any run that reads the listing, incremental or not, cannot go below."""
+
+    keys: int
+    calls: int
+    seconds: float
+
+    def of_full(self, destination: Destination) -> float:
+        return self.seconds / destination.run(FULL).measured.seconds
+
+
+@dataclass(frozen=True)
 class IncrementalFigures:
     keys: int
     changed: int
@@ -94,6 +107,8 @@ class IncrementalFigures:
     restore: Measurement
     #: Keys the vault held after it: every key, checked by name.
     restored: int
+    #: The vault listed by the plain SDK alone, through the same proxy and latency.
+    listing: Listing
 
     @property
     def into_secrets(self) -> Destination:
@@ -164,6 +179,7 @@ def incremental_runs(
         runs[name].append(_run(bench, run_name, measured, name, namespace))
         bench.check_snapshot(KEYBACKUP, namespace, every_key)
 
+    listing = _plain_listing(bench)
     by_destination = [Destination(name, runs[name]) for name in destinations]
     second = by_destination[0].run(CHANGED).written.snapshot_id
     print("incremental: emptying the vault ...", flush=True)
@@ -187,7 +203,19 @@ def incremental_runs(
         destinations=by_destination,
         restore=restore,
         restored=len(names),
+        listing=listing,
     )
+
+
+def _plain_listing(bench: Bench) -> Listing:
+    """The vault's keys listed by the plain SDK, at the bench's latency, timed."""
+    print("incremental: the vault listed by the plain SDK ...", flush=True)
+    before = bench.proxy.counts().requests
+    started = time.monotonic()
+    with bench.vault.client as client:
+        keys = sum(1 for _ in client.list_properties_of_keys())
+    seconds = time.monotonic() - started
+    return Listing(keys, bench.proxy.counts().requests - before, seconds)
 
 
 def _destinations(bench: Bench, with_blob: bool) -> dict[str, tuple[str, dict[str, Any]]]:

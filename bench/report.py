@@ -115,6 +115,16 @@ def incremental_report(figures: IncrementalFigures) -> None:
             f"{destination.name}, the {CHANGED} run against the full run: "
             + "; ".join(f"{what} {_against(shares[what], t)}" for what, t in TARGETS.items())
         )
+    listing = figures.listing
+    print(
+        f"the vault's listing alone, by the plain SDK: {listing.keys} keys in "
+        f"{listing.calls} calls and {listing.seconds:.1f} s, "
+        + ", ".join(
+            f"{listing.of_full(destination):.1%} of the full run into {destination.name}"
+            for destination in figures.destinations
+        )
+        + " (no run that reads the listing takes less)"
+    )
     restore = figures.restore
     print(
         f"restore of the {CHANGED} Secret snapshot into the emptied vault: "
@@ -274,6 +284,13 @@ def _incremental_json(figures: IncrementalFigures | None) -> dict[str, Any] | No
             for destination in figures.destinations
         },
         "every_5m_share_of_budget": figures.schedule_cost,
+        "plain_sdk_listing": asdict(figures.listing)
+        | {
+            "of_full": {
+                destination.name: figures.listing.of_full(destination)
+                for destination in figures.destinations
+            }
+        },
         "targets": TARGETS | {"every_5m_share_of_budget": SCHEDULE_TARGET},
         "restore": {
             "seconds": figures.restore.seconds,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from functools import partial
@@ -36,6 +37,7 @@ from kvbackup.errors import (
     IntegrityError,
     ItemAccessDeniedError,
     NotFoundError,
+    TooLargeError,
 )
 from kvbackup.services.ports import ItemInfo, ItemState, ItemVersions
 from kvbackup.services.retry_policy import retry_per_call
@@ -463,6 +465,37 @@ async def test_a_backup_answer_without_base64url_bytes_fails_naming_the_call(
 
     with pytest.raises(IntegrityError, match=r"^back up key k: .*no base64url backup"):
         await items.backup(KEY, "k")
+
+
+async def test_a_backup_answer_longer_than_any_backup_is_refused_as_too_large(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
+    endless = "A" * keyvault.ANSWER_MAX_BYTES
+    items = vault_items(Vault({"POST /keys/k/backup": (200, {"value": endless})}))
+
+    with pytest.raises(TooLargeError, match=r"^back up key k: the vault's answer runs past"):
+        await items.backup(KEY, "k")
+
+
+async def test_each_call_carries_a_client_request_id_of_its_own(
+    vault_items: Callable[..., KeyVaultItems],
+) -> None:
+    service = Vault({"POST /keys/k/backup": backup_answer()})
+    items = vault_items(service)
+    ids: list[str] = []
+    send = service.send
+
+    async def noting_ids(request: Any, **kwargs: Any) -> Any:
+        if "Authorization" in request.headers:
+            ids.append(request.headers["x-ms-client-request-id"])
+        return await send(request, **kwargs)
+
+    service.send = noting_ids  # type: ignore[method-assign]
+    await items.backup(KEY, "k")
+    await items.backup(KEY, "k")
+
+    assert len(set(ids)) == len(ids) == 2
+    assert all(uuid.UUID(sent).version == 4 for sent in ids)
 
 
 # --- Change records --------------------------------------------------------------------

@@ -70,6 +70,23 @@ def test_a_request_to_a_host_outside_the_list_is_refused_before_it_is_sent(
     assert "a Key Vault request was refused before it was sent" in refused.value.message
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param(f"{VAULT}.attacker.example.com/keys", id="the vault's host as a prefix"),
+        pytest.param(f"{VAULT}:8443/keys", id="the vault's host, other port"),
+        pytest.param(f"{VAULT}@attacker.example.com/x", id="the vault's host as userinfo"),
+        pytest.param(f"{ELSEWHERE}/keys", id="other host"),
+    ],
+)
+def test_a_request_elsewhere_is_refused_right_after_one_to_the_vault_went_on(url: str) -> None:
+    policy = AllowedHostsPolicy(HOSTS, "Key Vault")
+    check(policy, f"{VAULT}/keys?api-version=7.5")
+
+    with pytest.raises(HostNotAllowedError):
+        check(policy, url)
+
+
 def test_plain_http_is_refused_off_loopback_even_to_an_allowed_host() -> None:
     hosts = HostAllowList.of("KVBACKUP_BLOB_HOSTS", ["backups.example.com:*"])
 

@@ -46,7 +46,7 @@ from azure.storage.blob.aio import BlobPrefix, ContainerClient
 
 from kvbackup.adapters.azure_errors import azure_errors
 from kvbackup.adapters.completion import to_completion
-from kvbackup.adapters.http import SharedSession
+from kvbackup.adapters.http import SharedSession, request_id
 from kvbackup.adapters.proxies import proxies_for
 from kvbackup.adapters.request_checks import AllowedHostsPolicy
 from kvbackup.api.fields import KEY_NAME, SNAPSHOT_ID, require_secure_transport
@@ -552,6 +552,7 @@ class BlobSnapshotStore:
                     overwrite=True,
                     content_settings=ContentSettings(content_type=content_type),
                     metadata=metadata,
+                    client_request_id=request_id(),
                 )
             )
 

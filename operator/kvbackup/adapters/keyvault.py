@@ -22,6 +22,7 @@ import asyncio
 import base64
 import binascii
 import datetime
+import json
 import re
 import ssl
 import time
@@ -36,9 +37,9 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
+    ODataV4Format,
     ResourceExistsError,
     ResourceNotFoundError,
-    map_error,
 )
 from azure.core.rest import AsyncHttpResponse, HttpRequest
 from azure.keyvault.certificates.aio import CertificateClient
@@ -48,7 +49,7 @@ from azure.keyvault.secrets.aio import SecretClient
 from kvbackup.adapters import request_checks
 from kvbackup.adapters.azure_errors import answered_status, azure_errors
 from kvbackup.adapters.fairshare import COMMAND_LINE, FairSlots
-from kvbackup.adapters.http import SharedSession
+from kvbackup.adapters.http import SharedSession, request_id
 from kvbackup.adapters.metrics import (
     ANSWERED_OK,
     NO_ANSWER,
@@ -72,7 +73,7 @@ from kvbackup.errors import (
 )
 from kvbackup.services.ports import ItemInfo, ItemState, ItemVersions
 from kvbackup.services.retry_policy import retry_per_call
-from kvbackup.services.snapshot import VERSION_ID, ChangeRecord
+from kvbackup.services.snapshot import ARTIFACT_MAX_BYTES, VERSION_ID, ChangeRecord
 
 _T = TypeVar("_T")
 
@@ -91,6 +92,9 @@ ERROR_MAP: Mapping[int, type[HttpResponseError]] = {
     404: ResourceNotFoundError,
     409: ResourceExistsError,
 }
+#: The longest answer read from a vault: a backup of the largest artifact a snapshot may
+#: hold, base64url in its JSON, with room to spare. A listing page is far shorter.
+ANSWER_MAX_BYTES = ARTIFACT_MAX_BYTES * 4 // 3 + 64 * 1024
 #: A backup's bytes as Key Vault sends them: base64url, its padding left out.
 BASE64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
@@ -391,27 +395,71 @@ class KeyVaultItems:
             await asyncio.sleep(2)
 
 
-async def _answered(client: VaultClient, method: str, url: str) -> AsyncHttpResponse:
-    """The vault's 2xx answer to ``method url``, read whole. Any other raises what the
-    SDK's own methods raise for it, for azure_errors to map alike."""
-    request = HttpRequest(method, url, headers={"Accept": "application/json"})
-    response = await client.send_request(request)
-    if not 200 <= response.status_code < 300:
-        map_error(response.status_code, response, ERROR_MAP)
-        raise HttpResponseError(response=response)
-    return response
+@dataclass(frozen=True)
+class _Answer:
+    """A vault's 2xx answer: its body, or None when it ran past ANSWER_MAX_BYTES."""
+
+    body: bytes | None
 
 
-def _json_object(response: AsyncHttpResponse, what: str) -> Entry:
-    """A 2xx answer's body: a JSON object, or IntegrityError. Read once the call is over,
-    so its metric counts the answer as the 2xx it was."""
+async def _answered(client: VaultClient, method: str, url: str) -> _Answer:
+    """The vault's 2xx answer to ``method url``. Any other raises what the SDK's own methods
+    raise for it, for azure_errors to map alike. The body is streamed and read here, no
+    further than ANSWER_MAX_BYTES, rather than read whole (and parsed, unasked) by the
+    pipeline."""
+    request = HttpRequest(
+        method, url, headers={"Accept": "application/json", "Accept-Encoding": "identity"}
+    )
+    response = await client.send_request(request, stream=True, request_id=request_id())
     try:
-        answer = response.json()
+        body = await _bounded_body(response)
+    finally:
+        await response.close()
+    if 200 <= response.status_code < 300:
+        return _Answer(body)
+    raise _refusal(response, body)
+
+
+async def _bounded_body(response: AsyncHttpResponse) -> bytes | None:
+    parts: list[bytes] = []
+    size = 0
+    async for part in response.iter_bytes():
+        size += len(part)
+        if size > ANSWER_MAX_BYTES:
+            return None
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _refusal(response: AsyncHttpResponse, body: bytes | None) -> HttpResponseError:
+    """The SDK's exception for a non-2xx answer, with the service's error as its body
+    gives it (``{"error": {"code", "message"}}``)."""
+    error_type = ERROR_MAP.get(response.status_code, HttpResponseError)
+    try:
+        said = ODataV4Format(json.loads(body)) if body else None
+    except (ValueError, TypeError, AttributeError):
+        said = None
+    refusal = error_type(message=str(said) if said else None, response=response)
+    refusal.error = said
+    return refusal
+
+
+def _json_object(answer: _Answer, what: str) -> Entry:
+    """A 2xx answer's body: a JSON object, or IntegrityError (TooLargeError past
+    ANSWER_MAX_BYTES). Read once the call is over, so its metric counts the answer as the
+    2xx it was."""
+    if answer.body is None:
+        raise TooLargeError(
+            f"{what}: the vault's answer runs past {ANSWER_MAX_BYTES:,} bytes, more than "
+            "any backup or listing page holds"
+        )
+    try:
+        parsed = json.loads(answer.body)
     except ValueError:
         raise IntegrityError(f"{what}: the vault's answer is not JSON") from None
-    if not isinstance(answer, dict):
+    if not isinstance(parsed, dict):
         raise IntegrityError(f"{what}: the vault's answer is not a JSON object")
-    return answer
+    return parsed
 
 
 def _page(answer: Entry, what: str) -> tuple[list[Entry], str | None]:

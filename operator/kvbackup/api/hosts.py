@@ -132,6 +132,13 @@ class Endpoint:
         return self.host in LOOPBACK_HOSTS
 
 
+def origin(url: str) -> str:
+    """The scheme and authority ``url`` starts with, as written; "" when it has none.
+    ``endpoint`` reads nothing else of a URL, so URLs of one origin share its verdict."""
+    match = _URL.match(url)
+    return match.group(0) if match else ""
+
+
 def endpoint(url: str) -> Endpoint:
     """The endpoint of an absolute http(s) URL; ValueError saying why one is refused.
 
