@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import kopf
+import uvloop
 
 from kvbackup.adapters.metrics import OperatorMetrics
 from kvbackup.config import Settings
@@ -28,15 +31,19 @@ def main() -> None:
     # under "object".
     log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=False, log_format=log_format, log_prefix=None)
-    kopf.run(
-        clusterwide=not settings.watch_namespaces,
-        namespaces=settings.watch_namespaces,
-        standalone=True,
-        memo=kopf.Memo(metrics=metrics),
-        liveness_endpoint=(
-            f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
-        ),
-    )
+    # libuv's event loop and TLS cost less of the operator's CPU per request than asyncio's
+    # own; kopf picks it by itself only when run from its own command line.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        kopf.run(
+            loop=runner.get_loop(),
+            clusterwide=not settings.watch_namespaces,
+            namespaces=settings.watch_namespaces,
+            standalone=True,
+            memo=kopf.Memo(metrics=metrics),
+            liveness_endpoint=(
+                f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+            ),
+        )
 
 
 if __name__ == "__main__":

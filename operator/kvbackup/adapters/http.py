@@ -12,6 +12,7 @@ import uuid
 
 import aiohttp
 from azure.core.pipeline.transport import AioHttpTransport
+from azure.core.settings import settings
 
 
 class SharedSession:
@@ -21,6 +22,10 @@ class SharedSession:
     def __init__(self, tls: ssl.SSLContext | bool = True) -> None:
         self._tls = tls
         self._session: aiohttp.ClientSession | None = None
+        # Every Azure client sends through a shared session. The operator exports no
+        # traces, and left unset, azure-core looks its tracing setting up in the
+        # environment on every call of every client.
+        settings.tracing_enabled = False
 
     def transport(self) -> AioHttpTransport:
         if self._session is None:
