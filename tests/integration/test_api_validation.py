@@ -370,6 +370,13 @@ REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
         _backup(retention={"keepLast": 0}),
         "greater than or equal to 1",
     ),
+    (
+        "KeyBackup",
+        "retention.keepDaily",
+        _backup(retention={"keepDaily": 0}),
+        "greater than or equal to 1",
+    ),
+    ("KeyBackup", "retention.keepYearly", _backup(retention={"keepYearly": "2"}), "integer"),
     ("KeyBackup", "retention.maxAge", _backup(retention={"maxAge": "30 days"}), MATCH),
     ("KeyBackup", "retention.maxAge", _backup(retention={"maxAge": "d"}), "at least 2"),
     ("KeyBackup", "retention.maxAge", _backup(retention={"maxAge": "30d\n"}), MATCH),

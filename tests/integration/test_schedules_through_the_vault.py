@@ -65,6 +65,12 @@ def test_a_schedule_keeping_two_keeps_the_two_newest_secret_snapshots_and_holds_
     # refer to it, so retention holds it instead of deleting it; the others are gone.
     held = {entry["id"]: entry.get("heldBy") for entry in listed}
     assert held == {first: sorted(newest, reverse=True), **dict.fromkeys(newest)}
+    kept_for = {entry["id"]: entry.get("keptFor") for entry in listed}
+    assert kept_for == {
+        newest[1]: ["newest", "newestSuccessful", "keepLast"],
+        newest[0]: ["keepLast"],
+        first: None,
+    }
     artifacts = cluster.secrets("kvbackup.io/keybackup=often,kvbackup.io/role=artifact")
     assert [a["metadata"]["labels"]["kvbackup.io/snapshot"] for a in artifacts] == [first]
 

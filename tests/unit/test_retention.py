@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from kvbackup.api.keybackup import KeyBackupRef, Retention
 from kvbackup.services.ports import StoredSnapshot
-from kvbackup.services.retention import collect_garbage, expired
+from kvbackup.services.retention import collect_garbage, expired, kept_by_policy
 from kvbackup.services.snapshot import Manifest
 from tests.unit.fakes import NAMESPACE, REF, InMemoryStore, manifest_at
 
@@ -185,3 +186,150 @@ async def test_collect_garbage_with_nothing_stored_deletes_nothing() -> None:
 
     assert kept == []
     assert store.writes == []
+
+
+# --- Calendar tiers ----------------------------------------------------------------------
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def local_nights(first: datetime.date, last: datetime.date) -> list[str]:
+    """Snapshot ids of a run at 00:30 every night in Berlin from ``first`` to ``last``:
+    22:30 or 23:30 UTC the evening before, as daylight saving time comes and goes."""
+    ids = []
+    day = first
+    while day <= last:
+        local = datetime.datetime.combine(day, datetime.time(0, 30), tzinfo=BERLIN)
+        ids.append(new_id(local))
+        day += datetime.timedelta(days=1)
+    return ids
+
+
+def new_id(moment: datetime.datetime) -> str:
+    return f"{moment.astimezone(datetime.UTC):%Y%m%d-%H%M%S}-abcd"
+
+
+def night(month: int, day: int) -> str:
+    """The id of the 2026 night run of that local date."""
+    return new_id(datetime.datetime(2026, month, day, 0, 30, tzinfo=BERLIN))
+
+
+def kept(retention: Retention, ids: list[str], now: datetime.datetime) -> dict[str, set[str]]:
+    summaries = [m.summary for m in complete(*ids)]
+    return {sid: set(why) for sid, why in kept_by_policy(summaries, retention, now).items()}
+
+
+YEAR_END = datetime.datetime(2026, 12, 31, 12, 0, tzinfo=BERLIN)
+A_YEAR_OF_NIGHTS = local_nights(datetime.date(2026, 1, 1), datetime.date(2026, 12, 31))
+TYPICAL = Retention(
+    tiers={"keepDaily": 7, "keepWeekly": 4, "keepMonthly": 12, "keepYearly": 3},
+    time_zone=BERLIN,
+)
+
+
+def test_a_year_of_nights_keeps_7_days_4_weeks_and_12_months_by_the_calendar_of_its_zone() -> None:
+    # Worked out by hand on a 2026 calendar. 2026-12-31 is a Thursday in ISO week 53
+    # (28 Dec - 3 Jan); the weeks before end on Sundays 27, 20 and 13 December. Each month's
+    # newest night run is its last day's, 00:30 in Berlin: in summer that is 22:30 UTC the
+    # day before, which a calendar in UTC (or at a fixed offset) would put a day earlier,
+    # and the first of each month's run into the month before.
+    days = {night(12, d): {"keepDaily"} for d in (25, 26, 27, 28, 29, 30)}
+    weeks = {night(12, 20): {"keepWeekly"}, night(12, 13): {"keepWeekly"}}
+    months = {
+        night(month, last): {"keepMonthly"}
+        for month, last in (
+            (1, 31), (2, 28), (3, 31), (4, 30), (5, 31), (6, 30),
+            (7, 31), (8, 31), (9, 30), (10, 31), (11, 30),
+        )
+    }  # fmt: skip
+    expected = days | weeks | months
+    expected[night(12, 27)] = {"keepDaily", "keepWeekly"}
+    expected[night(12, 31)] = {
+        "newest",
+        "newestSuccessful",
+        "keepDaily",
+        "keepWeekly",
+        "keepMonthly",
+        "keepYearly",
+    }
+
+    assert kept(TYPICAL, A_YEAR_OF_NIGHTS, YEAR_END) == expected
+    assert len(expected) == 20
+
+
+def test_the_night_after_each_daylight_saving_change_counts_on_its_local_day() -> None:
+    # 29 March 2026: Berlin skips 02:00-03:00; 25 October: it lives 02:00-03:00 twice.
+    spring = [
+        new_id(datetime.datetime(2026, 3, 28, 23, 30, tzinfo=BERLIN)),
+        new_id(datetime.datetime(2026, 3, 29, 1, 30, tzinfo=BERLIN)),  # 00:30 UTC
+        new_id(datetime.datetime(2026, 3, 29, 3, 30, tzinfo=BERLIN)),  # 01:30 UTC
+        new_id(datetime.datetime(2026, 3, 30, 0, 30, tzinfo=BERLIN)),  # 22:30 UTC, 29th
+    ]
+    autumn = [
+        new_id(datetime.datetime(2026, 10, 25, 2, 30, fold=0, tzinfo=BERLIN)),  # 00:30 UTC
+        new_id(datetime.datetime(2026, 10, 25, 2, 30, fold=1, tzinfo=BERLIN)),  # 01:30 UTC
+        new_id(datetime.datetime(2026, 10, 26, 0, 30, tzinfo=BERLIN)),  # 23:30 UTC, 25th
+    ]
+    daily = Retention(tiers={"keepDaily": 2}, time_zone=BERLIN)
+
+    assert set(kept(daily, spring, datetime.datetime(2026, 3, 30, 9, tzinfo=BERLIN))) == {
+        spring[3],
+        spring[2],
+    }
+    assert set(kept(daily, autumn, datetime.datetime(2026, 10, 26, 9, tzinfo=BERLIN))) == {
+        autumn[2],
+        autumn[1],
+    }
+
+
+def test_a_tier_counts_only_the_periods_that_have_a_snapshot() -> None:
+    # Nights of 1-3 March, then none until 20 March: keepDaily 4 reaches back to 1 March.
+    ids = [night(3, d) for d in (1, 2, 3, 20)]
+    daily = Retention(tiers={"keepDaily": 4}, time_zone=BERLIN)
+
+    assert set(kept(daily, ids, datetime.datetime(2026, 3, 21, tzinfo=BERLIN))) == set(ids)
+
+
+def test_keep_last_and_the_tiers_keep_what_any_one_of_them_keeps() -> None:
+    ids = [new_id(datetime.datetime(2026, 5, 1, hour, tzinfo=BERLIN)) for hour in range(6)]
+    ids += [night(4, 10), night(3, 10)]
+    retention = Retention(keep_last=3, tiers={"keepMonthly": 2}, time_zone=BERLIN)
+
+    why = kept(retention, ids, datetime.datetime(2026, 5, 2, tzinfo=BERLIN))
+
+    newest_three = sorted(ids[:6], reverse=True)[:3]
+    assert set(why) == {*newest_three, night(4, 10)}
+    assert why[newest_three[0]] == {"newest", "newestSuccessful", "keepLast", "keepMonthly"}
+    assert why[night(4, 10)] == {"keepMonthly"}
+
+
+def test_max_age_removes_what_the_tiers_would_keep_when_it_is_older() -> None:
+    retention = Retention(
+        max_age=datetime.timedelta(days=45), tiers={"keepMonthly": 12}, time_zone=BERLIN
+    )
+
+    assert set(kept(retention, A_YEAR_OF_NIGHTS, YEAR_END)) == {night(12, 31), night(11, 30)}
+
+
+def test_without_a_keep_rule_every_snapshot_is_kept_for_that_reason() -> None:
+    ids = [night(6, d) for d in (1, 2)]
+
+    assert kept(Retention(), ids, YEAR_END) == {
+        night(6, 2): {"newest", "newestSuccessful", "noKeepRule"},
+        night(6, 1): {"noKeepRule"},
+    }
+
+
+async def test_collect_garbage_says_why_each_remaining_snapshot_is_kept() -> None:
+    store = InMemoryStore()
+    for sid in local_nights(datetime.date(2026, 12, 20), datetime.date(2026, 12, 31)):
+        store.add_snapshot(sid)
+    retention = Retention(tiers={"keepDaily": 2, "keepWeekly": 2}, time_zone=BERLIN)
+
+    remaining = await collect_garbage(store, NAMESPACE, REF.name, retention, YEAR_END, GRACE)
+
+    assert [(r.summary.snapshot_id, set(r.kept_for)) for r in remaining] == [
+        (night(12, 31), {"newest", "newestSuccessful", "keepDaily", "keepWeekly"}),
+        (night(12, 30), {"keepDaily"}),
+        (night(12, 27), {"keepWeekly"}),
+    ]

@@ -188,7 +188,7 @@ def test_a_scheduled_keybackup_with_retention_parses_into_its_dataclass() -> Non
             schedule="0 2 * * *",
             timeZone="Europe/Berlin",
             suspend=True,
-            retention={"keepLast": 7, "maxAge": "30d"},
+            retention={"keepLast": 7, "maxAge": "400d", "keepDaily": 14, "keepMonthly": 12},
             deletionPolicy="Delete",
         )
     )
@@ -200,7 +200,12 @@ def test_a_scheduled_keybackup_with_retention_parses_into_its_dataclass() -> Non
     )
     assert spec.schedule.interval is None
     assert spec.suspend is True
-    assert spec.retention == Retention(keep_last=7, max_age=datetime.timedelta(days=30))
+    assert spec.retention == Retention(
+        keep_last=7,
+        max_age=datetime.timedelta(days=400),
+        tiers={"keepDaily": 14, "keepMonthly": 12},
+        time_zone=ZoneInfo("Europe/Berlin"),
+    )
     assert spec.deletion_policy is DeletionPolicy.DELETE
 
 
@@ -300,6 +305,13 @@ def test_retention_may_bound_by_count_or_by_age_alone(retention: dict[str, Any])
         pytest.param({"schedule": "@every soon"}, "spec.schedule", id="every-no-duration"),
         pytest.param({"retention": {"keepLast": 0}}, "spec.retention.keepLast", id="keep-0"),
         pytest.param({"retention": {"keepLast": "3"}}, "spec.retention.keepLast", id="keep-text"),
+        pytest.param({"retention": {"keepDaily": 0}}, "spec.retention.keepDaily", id="daily-0"),
+        pytest.param(
+            {"retention": {"keepWeekly": True}}, "spec.retention.keepWeekly", id="weekly-bool"
+        ),
+        pytest.param(
+            {"retention": {"keepYearly": "1"}}, "spec.retention.keepYearly", id="yearly-text"
+        ),
         pytest.param({"retention": {"maxAge": "30"}}, "spec.retention.maxAge", id="age-no-unit"),
         pytest.param({"retention": {"maxAge": "0d"}}, "spec.retention.maxAge", id="age-zero"),
         pytest.param({"retention": {"maxAge": 30}}, "spec.retention.maxAge", id="age-number"),

@@ -22,6 +22,7 @@ from kvbackup.services.backup import BackupReport, KeptSnapshot, run_backup
 from kvbackup.services.journal import RestoreJournal
 from kvbackup.services.outcomes import Freshness, ItemOutcome, ItemResult
 from kvbackup.services.restore import RestoreReport, run_restore
+from kvbackup.services.retention import KeptFor
 from kvbackup.services.retry_policy import Verdict
 from kvbackup.services.snapshot import Manifest
 from kvbackup.services.triggers import RunRequest, due_run
@@ -1084,6 +1085,20 @@ def test_a_snapshot_kept_only_for_newer_ones_says_which_hold_it() -> None:
 
     assert held["heldBy"] == [SNAPSHOT_ID, PREVIOUS_ID]
     assert "heldBy" not in free
+
+
+def test_each_kept_snapshot_says_which_rules_of_retention_keep_it() -> None:
+    summary = manifest_at(OLDEST_ID).summary
+
+    kept, held = keybackup_status.snapshot_entries(
+        [
+            KeptSnapshot(summary, "at/kept", kept_for=(KeptFor.KEEP_DAILY, KeptFor.KEEP_MONTHLY)),
+            KeptSnapshot(summary, "at/held", held_by=(SNAPSHOT_ID,)),
+        ]
+    )
+
+    assert kept["keptFor"] == ["keepDaily", "keepMonthly"]
+    assert "keptFor" not in held
 
 
 def test_a_snapshot_summary_from_before_incremental_runs_lists_no_new_bytes() -> None:

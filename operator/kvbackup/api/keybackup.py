@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import re2
 
@@ -113,12 +114,29 @@ class DeletionPolicy(StrEnum):
 DEFAULT_FULL_BACKUP_EVERY = datetime.timedelta(hours=24)
 
 
+#: The zone of a KeyBackup without ``spec.timeZone``.
+UTC = ZoneInfo("UTC")
+#: The calendar tiers of a retention policy, finest first, each by its spec field.
+TIERS = ("keepDaily", "keepWeekly", "keepMonthly", "keepYearly")
+
+
 @dataclass(frozen=True)
 class Retention:
-    """How many snapshots to keep; None means no bound of that kind."""
+    """Which snapshots to keep. ``keep_last`` and the tiers are keep rules: a snapshot any
+    of them keeps is kept. With none set, every snapshot is. ``max_age`` bounds them all:
+    a snapshot older than it is removed, whatever keeps it."""
 
     keep_last: int | None = None
     max_age: datetime.timedelta | None = None
+    #: By tier (``TIERS``): the newest snapshot of each of the last N days, weeks (ISO,
+    #: from Monday), months or years that have one, as restic's ``forget`` keeps them.
+    tiers: Mapping[str, int] = field(default_factory=dict)
+    #: Whose calendar the tiers count in: the KeyBackup's ``spec.timeZone``.
+    time_zone: datetime.tzinfo = UTC
+
+    @property
+    def has_keep_rule(self) -> bool:
+        return self.keep_last is not None or bool(self.tiers)
 
 
 @dataclass(frozen=True)
@@ -159,7 +177,9 @@ def parse_spec(
         credentials_secret=fields.secret_ref(spec.get("credentials"), "spec.credentials"),
         schedule=_parse_schedule(spec, min_schedule_interval),
         suspend=fields.boolean(spec.get("suspend"), "spec.suspend"),
-        retention=_parse_retention(fields.mapping(spec.get("retention"), "spec.retention")),
+        retention=_parse_retention(
+            fields.mapping(spec.get("retention"), "spec.retention"), _time_zone(spec)
+        ),
         deletion_policy=fields.enum(
             DeletionPolicy, spec.get("deletionPolicy"), DeletionPolicy.RETAIN, "spec.deletionPolicy"
         ),
@@ -209,25 +229,35 @@ def _parse_choice(choice: Mapping[str, Any], kind: ItemKind) -> ItemChoice:
     )
 
 
+def _time_zone(spec: Mapping[str, Any]) -> ZoneInfo:
+    return parse_time_zone(str(spec.get("timeZone") or UTC.key), "spec.timeZone")
+
+
 def _parse_schedule(spec: Mapping[str, Any], min_interval: datetime.timedelta) -> Schedule | None:
-    zone = parse_time_zone(str(spec.get("timeZone") or "UTC"), "spec.timeZone")
     expression = spec.get("schedule")
     if not expression:
         return None
-    return Schedule.parse(str(expression), zone, "spec.schedule", min_interval=min_interval)
-
-
-def _parse_retention(retention: Mapping[str, Any]) -> Retention:
-    keep_last = retention.get("keepLast")
-    if keep_last is not None and (
-        isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1
-    ):
-        raise InvalidSpecError(f"spec.retention.keepLast must be at least 1, not {keep_last!r}")
-    max_age = retention.get("maxAge")
-    return Retention(
-        keep_last=keep_last,
-        max_age=parse_duration(str(max_age), "spec.retention.maxAge") if max_age else None,
+    return Schedule.parse(
+        str(expression), _time_zone(spec), "spec.schedule", min_interval=min_interval
     )
+
+
+def _parse_retention(retention: Mapping[str, Any], zone: datetime.tzinfo) -> Retention:
+    max_age = retention.get("maxAge")
+    keep_last = retention.get("keepLast")
+    return Retention(
+        keep_last=None if keep_last is None else _count(retention, "keepLast"),
+        max_age=parse_duration(str(max_age), "spec.retention.maxAge") if max_age else None,
+        tiers={tier: _count(retention, tier) for tier in TIERS if retention.get(tier) is not None},
+        time_zone=zone,
+    )
+
+
+def _count(retention: Mapping[str, Any], name: str) -> int:
+    value = retention.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidSpecError(f"spec.retention.{name} must be at least 1, not {value!r}")
+    return value
 
 
 def _parse_full_backup_every(value: Any) -> datetime.timedelta:

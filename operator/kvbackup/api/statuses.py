@@ -115,6 +115,8 @@ class SnapshotSummaryDocument(TypedDict, total=False):
     location: str
     #: The newer kept snapshots that refer to this one, when only they keep it.
     heldBy: list[str]
+    #: Why retention keeps it (``KeptFor``'s values); absent before retention ran.
+    keptFor: list[str]
 
 
 class LastSnapshot(TypedDict, total=False):

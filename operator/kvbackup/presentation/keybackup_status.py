@@ -116,7 +116,8 @@ def snapshot_entries(kept: Sequence[KeptSnapshot]) -> list[SnapshotSummaryDocume
 def _snapshot_entry(kept: KeptSnapshot) -> SnapshotSummaryDocument:
     """Keys are always counted, as they always were; secrets and certificates when the
     snapshot's run stored or failed some (a list entry is replaced whole, never merged).
-    ``newBytes`` when its summary tells, ``heldBy`` when only newer snapshots keep it."""
+    ``newBytes`` when its summary tells, ``heldBy`` when only newer snapshots keep it,
+    ``keptFor`` when retention's policy does."""
     summary = kept.summary
     entry: SnapshotSummaryDocument = {
         "id": summary.snapshot_id,
@@ -137,6 +138,8 @@ def _snapshot_entry(kept: KeptSnapshot) -> SnapshotSummaryDocument:
     entry["location"] = kept.location
     if kept.held_by:
         entry["heldBy"] = list(kept.held_by)
+    if kept.kept_for:
+        entry["keptFor"] = [str(reason) for reason in kept.kept_for]
     return entry
 
 

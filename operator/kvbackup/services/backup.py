@@ -22,7 +22,7 @@ from kvbackup.errors import (
 from kvbackup.services.outcomes import Freshness, ItemOutcome, ItemResult, phase_of
 from kvbackup.services.ports import Clock, SnapshotStore, VaultItems, VaultReads
 from kvbackup.services.progress import Progress
-from kvbackup.services.retention import collect_garbage
+from kvbackup.services.retention import KeptFor, collect_garbage
 from kvbackup.services.snapshot import (
     Artifact,
     ChangeRecord,
@@ -43,6 +43,8 @@ class KeptSnapshot:
     #: The kept snapshots that refer to this one's artifacts or manifest, when retention's
     #: policy alone would have removed it: it is kept for them (newest first).
     held_by: tuple[str, ...] = ()
+    #: Why retention's policy keeps it; empty when only ``held_by`` does.
+    kept_for: tuple[KeptFor, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -463,6 +465,7 @@ async def _retained(
                 left.summary,
                 store.location(namespace, name, left.summary.snapshot_id),
                 left.held_by,
+                left.kept_for,
             )
             for left in kept
         ),

@@ -1,7 +1,10 @@
 """Which snapshots retention removes, and removing them.
 
-The newest complete snapshot and the newest fully successful one are never removed,
-whatever the policy says: a bounded history must never lose the last good backup.
+The policy's keep rules (``keepLast``, and the calendar tiers ``keepDaily`` to
+``keepYearly`` with restic's meaning) each keep some snapshots; a snapshot none keeps is
+removed, and ``maxAge`` removes any older than it. The newest complete snapshot and the
+newest fully successful one are never removed, whatever the policy says: a bounded
+history must never lose the last good backup. Each kept snapshot says why it is kept.
 
 Snapshots are incremental: a kept snapshot may need an earlier one's artifacts or its
 manifest (``Manifest.references``). Before anything is deleted, every snapshot a kept one
@@ -13,11 +16,82 @@ so retention killed at any point has removed nothing a kept snapshot needs.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from kvbackup.api.keybackup import Retention
 from kvbackup.services.ports import SnapshotStore, StoredSnapshot
 from kvbackup.services.snapshot import SnapshotSummary, snapshot_time
+
+
+class KeptFor(StrEnum):
+    """Why the policy keeps a snapshot; the keep rules by their spec fields."""
+
+    NEWEST = "newest"
+    NEWEST_SUCCESSFUL = "newestSuccessful"
+    #: No keep rule is set: every snapshot younger than ``maxAge`` (if any) is kept.
+    NO_KEEP_RULE = "noKeepRule"
+    KEEP_LAST = "keepLast"
+    KEEP_DAILY = "keepDaily"
+    KEEP_WEEKLY = "keepWeekly"
+    KEEP_MONTHLY = "keepMonthly"
+    KEEP_YEARLY = "keepYearly"
+
+
+#: A tier's period of a local time: snapshots of one period share it.
+_PERIODS: dict[str, Callable[[datetime.datetime], tuple[int, ...]]] = {
+    "keepDaily": lambda local: (local.year, local.month, local.day),
+    "keepWeekly": lambda local: tuple(local.isocalendar()[:2]),
+    "keepMonthly": lambda local: (local.year, local.month),
+    "keepYearly": lambda local: (local.year,),
+}
+
+
+def kept_by_policy(
+    complete: list[SnapshotSummary], retention: Retention, now: datetime.datetime
+) -> dict[str, tuple[KeptFor, ...]]:
+    """Why each snapshot the policy keeps is kept, by id; ``complete`` is newest first, as
+    the stores list them. A snapshot absent from the answer is to be removed."""
+    reasons: dict[str, list[KeptFor]] = {s.snapshot_id: [] for s in complete}
+    if complete:
+        reasons[complete[0].snapshot_id].append(KeptFor.NEWEST)
+    newest_good = next((s for s in complete if not s.failed_keys), None)
+    if newest_good is not None:
+        reasons[newest_good.snapshot_id].append(KeptFor.NEWEST_SUCCESSFUL)
+
+    def young(summary: SnapshotSummary) -> bool:
+        max_age = retention.max_age
+        return max_age is None or now - summary.completion_time <= max_age
+
+    if not retention.has_keep_rule:
+        for summary in filter(young, complete):
+            reasons[summary.snapshot_id].append(KeptFor.NO_KEEP_RULE)
+    for summary in filter(young, complete[: retention.keep_last or 0]):
+        reasons[summary.snapshot_id].append(KeptFor.KEEP_LAST)
+    for tier, count in retention.tiers.items():
+        for summary in _newest_of_each_period(complete, tier, count, retention.time_zone):
+            if young(summary):
+                reasons[summary.snapshot_id].append(KeptFor(tier))
+    return {snapshot_id: tuple(why) for snapshot_id, why in reasons.items() if why}
+
+
+def _newest_of_each_period(
+    complete: list[SnapshotSummary], tier: str, count: int, zone: datetime.tzinfo
+) -> list[SnapshotSummary]:
+    """The newest snapshot of each of the last ``count`` periods (days, weeks...) that
+    have one, by when each started on ``zone``'s calendar."""
+    period_of = _PERIODS[tier]
+    chosen: list[SnapshotSummary] = []
+    last: tuple[int, ...] | None = None
+    for summary in complete:
+        if len(chosen) == count:
+            break
+        period = period_of(summary.start_time.astimezone(zone))
+        if period != last:
+            chosen.append(summary)
+            last = period
+    return chosen
 
 
 def expired(
@@ -27,19 +101,20 @@ def expired(
     now: datetime.datetime,
     incomplete_grace: datetime.timedelta,
 ) -> list[str]:
-    """Snapshot ids to delete; ``complete`` is newest first, as the stores list it."""
-    protected = {complete[0].snapshot_id} if complete else set()
-    newest_good = next((s for s in complete if not s.failed_keys), None)
-    if newest_good is not None:
-        protected.add(newest_good.snapshot_id)
-    doomed = []
-    for index, summary in enumerate(complete):
-        too_many = retention.keep_last is not None and index >= retention.keep_last
-        too_old = (
-            retention.max_age is not None and now - summary.completion_time > retention.max_age
-        )
-        if (too_many or too_old) and summary.snapshot_id not in protected:
-            doomed.append(summary.snapshot_id)
+    """Snapshot ids to delete; ``complete`` is newest first, as the stores list them."""
+    return _expired(
+        kept_by_policy(complete, retention, now), complete, stored, now, incomplete_grace
+    )
+
+
+def _expired(
+    kept: dict[str, tuple[KeptFor, ...]],
+    complete: list[SnapshotSummary],
+    stored: list[StoredSnapshot],
+    now: datetime.datetime,
+    incomplete_grace: datetime.timedelta,
+) -> list[str]:
+    doomed = [s.snapshot_id for s in complete if s.snapshot_id not in kept]
     # Leftovers of runs that died before their manifest: kept for a while in case the
     # run is resumed, then removed.
     for snapshot in stored:
@@ -57,6 +132,8 @@ class Remaining:
     #: The kept snapshots that need it, when the policy alone would have removed it
     #: (newest first); empty for a snapshot the policy keeps.
     held_by: tuple[str, ...] = ()
+    #: Why the policy keeps it; empty for a snapshot kept only because others need it.
+    kept_for: tuple[KeptFor, ...] = ()
 
 
 async def collect_garbage(
@@ -70,14 +147,19 @@ async def collect_garbage(
     """Apply retention; returns the complete snapshots that remain, newest first."""
     complete = await store.list_snapshots(namespace, keybackup)
     stored = await store.list_stored(namespace, keybackup)
-    doomed = expired(complete, stored, retention, now, incomplete_grace)
+    kept = kept_by_policy(complete, retention, now)
+    doomed = _expired(kept, complete, stored, now, incomplete_grace)
     needed = await _needed(store, namespace, keybackup, complete, set(doomed)) if doomed else {}
     for snapshot_id in doomed:
         if snapshot_id not in needed:
             await store.delete_snapshot(namespace, keybackup, snapshot_id)
     held = {snapshot_id: needed[snapshot_id] for snapshot_id in doomed if snapshot_id in needed}
     return [
-        Remaining(s, tuple(sorted(held.get(s.snapshot_id, ()), reverse=True)))
+        Remaining(
+            s,
+            tuple(sorted(held.get(s.snapshot_id, ()), reverse=True)),
+            kept.get(s.snapshot_id, ()),
+        )
         for s in complete
         if s.snapshot_id not in doomed or s.snapshot_id in held
     ]
