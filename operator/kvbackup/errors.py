@@ -57,6 +57,14 @@ class ConflictError(KvBackupError):
     reason = "Conflict"
 
 
+class DeletionRefusedError(KvBackupError):
+    """Storage refused to delete what retention removes: an immutability policy or legal
+    hold (WORM), or an identity that may write but not delete. What it keeps is kept, and
+    the next retention asks again."""
+
+    reason = "DeletionRefused"
+
+
 class IntegrityError(KvBackupError):
     """Stored backup bytes do not match the sha256 recorded in the snapshot manifest."""
 

@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.serialization import (
 from multidict import CIMultiDict
 from yarl import URL
 
+from tests.harness.azurite import Azurite
 from tests.harness.lowkey import Lowkey, _fetch
 
 #: Headers that describe one connection, not the message, so they are not passed on.
@@ -91,6 +92,14 @@ _FORBIDDEN = {
         "innererror": {"code": "ForbiddenByRbac"},
     }
 }
+#: Blob Storage's answer to a delete of an immutable blob: 409, its error code in the
+#: x-ms-error-code header and in an XML body (the service's documented error).
+IMMUTABLE_BLOB_CODE = "BlobImmutableDueToPolicy"
+_IMMUTABLE_BLOB = (
+    '<?xml version="1.0" encoding="utf-8"?><Error><Code>BlobImmutableDueToPolicy</Code>'
+    "<Message>This operation is not permitted as the blob is immutable due to a policy."
+    "</Message></Error>"
+)
 _UNAVAILABLE = {
     "error": {
         "code": "ServiceUnavailable",
@@ -136,6 +145,9 @@ class Faults:
     #: Faultable requests not otherwise faulted are held, unanswered, until
     #: ``FaultProxy.release_stalled`` or the proxy stops: a vault that hangs.
     stall: bool = False
+    #: Every DELETE is answered as Blob Storage answers a delete of a blob under a
+    #: time-based retention policy (WORM), and not forwarded.
+    refuse_deletes: bool = False
 
     def __post_init__(self) -> None:
         shares = (self.throttle_share, self.unavailable_share, self.reset_share)
@@ -267,17 +279,20 @@ class _State:
 
 
 class FaultProxy:
-    """One proxy on a loopback port in front of Lowkey's API port ``upstream_port``."""
+    """One proxy on a loopback port in front of Lowkey's API port ``upstream_port``, in
+    TLS with Lowkey's keystore; without one, in plain http in front of a plain-http
+    service (Azurite)."""
 
     def __init__(
         self,
         upstream_port: int,
-        certificate: Path,
-        keystore: bytes,
-        password: bytes,
+        certificate: Path | None,
+        keystore: bytes | None,
+        password: bytes | None,
         workdir: Path,
     ) -> None:
-        self.upstream = f"https://127.0.0.1:{upstream_port}"
+        self.scheme = "https" if keystore is not None else "http"
+        self.upstream = f"{self.scheme}://127.0.0.1:{upstream_port}"
         self.certificate = certificate
         self.port = 0
         self._keystore = keystore
@@ -295,7 +310,7 @@ class FaultProxy:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def faults(self) -> Faults:
@@ -341,7 +356,9 @@ class FaultProxy:
                 stalled=s.stalled,
             )
 
-    def _server_context(self) -> ssl.SSLContext:
+    def _server_context(self) -> ssl.SSLContext | None:
+        if self._keystore is None:
+            return None
         key, cert, chain = pkcs12.load_key_and_certificates(self._keystore, self._password)
         if key is None or cert is None:
             raise RuntimeError("Lowkey's keystore holds no key pair")
@@ -375,11 +392,17 @@ class FaultProxy:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         return future.result(timeout=_CONTROL_TIMEOUT_S)
 
-    async def _start(self, server_context: ssl.SSLContext) -> None:
+    async def _start(self, server_context: ssl.SSLContext | None) -> None:
         self._released = asyncio.Event()
-        client_context = ssl.create_default_context(cafile=str(self.certificate))
+        connector = (
+            aiohttp.TCPConnector(limit=64)
+            if self.certificate is None
+            else aiohttp.TCPConnector(
+                ssl=ssl.create_default_context(cafile=str(self.certificate)), limit=64
+            )
+        )
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=client_context, limit=64),
+            connector=connector,
             timeout=_UPSTREAM_TIMEOUT,
             auto_decompress=False,
             # Send what the client sent, not aiohttp's defaults.
@@ -432,7 +455,9 @@ class FaultProxy:
             if "Authorization" not in request.headers:
                 s.unauthenticated += 1
             outcome = "forward" if faults.redirect_to is None else "redirect"
-            if faultable and _key_of(request) in faults.forbidden_keys:
+            if faults.refuse_deletes and request.method == "DELETE":
+                outcome = "refuse delete"
+            elif faultable and _key_of(request) in faults.forbidden_keys:
                 outcome = "forbid"
             elif faultable and outcome == "forward":
                 n, s.faultable_seen = s.faultable_seen, s.faultable_seen + 1
@@ -497,6 +522,13 @@ class FaultProxy:
             return _error(503, _UNAVAILABLE)
         if outcome == "forbid":
             return _error(403, _FORBIDDEN)
+        if outcome == "refuse delete":
+            return web.Response(
+                status=409,
+                reason="This operation is not permitted as the blob is immutable due to a policy.",
+                body=_IMMUTABLE_BLOB.encode(),
+                headers={"Content-Type": "application/xml", "x-ms-error-code": IMMUTABLE_BLOB_CODE},
+            )
         if outcome == "reset":
             if request.transport is not None:
                 request.transport.abort()
@@ -527,6 +559,13 @@ class FaultProxy:
             return web.Response(status=504, text="fault proxy: Lowkey Vault did not answer")
         except aiohttp.ClientError as error:
             return web.Response(status=502, text=f"fault proxy: {error}")
+
+
+def blob_fault_proxy_for(azurite: Azurite, workdir: Path) -> FaultProxy:
+    """A started plain-http proxy in front of ``azurite``; the caller stops it."""
+    proxy = FaultProxy(azurite.port, None, None, None, workdir)
+    proxy.start()
+    return proxy
 
 
 def fault_proxy_for(lowkey: Lowkey, workdir: Path) -> FaultProxy:

@@ -376,6 +376,8 @@ REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
         _backup(retention={"keepDaily": 0}),
         "greater than or equal to 1",
     ),
+    ("KeyBackup", "retention.keepWeekly", _backup(retention={"keepWeekly": -1}), "equal to 1"),
+    ("KeyBackup", "retention.keepMonthly", _backup(retention={"keepMonthly": 1.5}), "integer"),
     ("KeyBackup", "retention.keepYearly", _backup(retention={"keepYearly": "2"}), "integer"),
     ("KeyBackup", "retention.maxAge", _backup(retention={"maxAge": "30 days"}), MATCH),
     ("KeyBackup", "retention.maxAge", _backup(retention={"maxAge": "d"}), "at least 2"),

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from kvbackup.api.keybackup import KeyBackupRef, Retention
+from kvbackup.errors import DeletionRefusedError
 from kvbackup.services.ports import StoredSnapshot
 from kvbackup.services.retention import collect_garbage, expired, kept_by_policy
 from kvbackup.services.snapshot import Manifest
@@ -333,3 +334,54 @@ async def test_collect_garbage_says_why_each_remaining_snapshot_is_kept() -> Non
         (night(12, 30), {"keepDaily"}),
         (night(12, 27), {"keepWeekly"}),
     ]
+
+
+# --- Storage that refuses deletion ---------------------------------------------------------
+
+
+class RefusingStore(InMemoryStore):
+    """Refuses to delete the snapshots in ``immutable``, as WORM storage does."""
+
+    def __init__(self, *immutable: str) -> None:
+        super().__init__()
+        self.immutable = set(immutable)
+
+    async def delete_snapshot(self, namespace: str, keybackup: str, snapshot_id: str) -> None:
+        if snapshot_id in self.immutable:
+            raise DeletionRefusedError(f"delete {snapshot_id}: the blob is immutable")
+        await super().delete_snapshot(namespace, keybackup, snapshot_id)
+
+
+async def test_a_snapshot_storage_refuses_to_delete_is_kept_and_said_to_be_and_others_go() -> None:
+    store = RefusingStore(DAY_10)
+    for snapshot_id in ALL:
+        store.add_snapshot(snapshot_id)
+
+    remaining = await collect_garbage(
+        store, NAMESPACE, REF.name, Retention(keep_last=2), NOW, GRACE
+    )
+
+    assert [(r.summary.snapshot_id, r.deletion_refused) for r in remaining] == [
+        (DAY_1, ""),
+        (DAY_2, ""),
+        (DAY_10, f"delete {DAY_10}: the blob is immutable"),
+    ]
+    assert [s.snapshot_id for s in await store.list_stored(NAMESPACE, REF.name)] == [
+        DAY_1,
+        DAY_2,
+        DAY_10,
+    ]
+
+
+async def test_a_refused_snapshot_is_deleted_by_the_first_retention_storage_allows() -> None:
+    store = RefusingStore(DAY_10)
+    for snapshot_id in ALL:
+        store.add_snapshot(snapshot_id)
+    await collect_garbage(store, NAMESPACE, REF.name, Retention(keep_last=2), NOW, GRACE)
+
+    store.immutable.clear()
+    remaining = await collect_garbage(
+        store, NAMESPACE, REF.name, Retention(keep_last=2), NOW, GRACE
+    )
+
+    assert [r.summary.snapshot_id for r in remaining] == [DAY_1, DAY_2]

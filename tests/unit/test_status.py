@@ -349,6 +349,27 @@ def test_a_failed_retention_is_told_in_an_event_and_the_backup_still_succeeds() 
     assert update.events[1].message == "storage down"
 
 
+def test_a_snapshot_storage_refused_to_delete_is_listed_as_such_and_the_backup_succeeds() -> None:
+    refusal = "delete blob x: the blob is immutable (BlobImmutableDueToPolicy)"
+    kept = (
+        KeptSnapshot(manifest_at(SNAPSHOT_ID).summary, "at/new", kept_for=(KeptFor.NEWEST,)),
+        KeptSnapshot(manifest_at(OLDEST_ID).summary, "at/old", deletion_refused=refusal),
+    )
+    report = replace(backup_report(STORED), kept=kept)
+
+    update = keybackup_status.backup_finished({}, report, BY_GENERATION, 100, None)
+
+    assert update.status["phase"] == "Succeeded"
+    new, old = update.status["snapshots"]
+    assert "deletionRefused" not in new
+    assert old["deletionRefused"] == refusal
+    assert [(e.type, e.reason) for e in update.events] == [
+        ("Normal", "BackupSucceeded"),
+        ("Normal", "DeletionRefused"),
+    ]
+    assert update.events[1].message.endswith(f"{OLDEST_ID}: {refusal}")
+
+
 def test_each_outcome_is_told_in_one_event_with_the_conditions_message() -> None:
     backup = keybackup_status.backup_finished(
         {}, backup_report(STORED, LOST), BY_GENERATION, 100, None

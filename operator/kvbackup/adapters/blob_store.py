@@ -54,6 +54,7 @@ from kvbackup.api.hosts import HostAllowList, endpoint
 from kvbackup.api.keybackup import KeyBackupRef
 from kvbackup.api.kinds import ITEM_KINDS, ItemKind, ItemRef
 from kvbackup.errors import (
+    DeletionRefusedError,
     IntegrityError,
     InvalidSpecError,
     MissingReferenceError,
@@ -585,9 +586,16 @@ class BlobSnapshotStore:
             return await downloader.readall()
 
     async def _delete(self, name: str) -> None:
+        what = f"delete blob {self._url}/{name}"
         try:
-            with self._errors(f"delete blob {self._url}/{name}"):
-                await self._container.delete_blob(safe_blob_name(name))
+            with self._errors(what):
+                try:
+                    await self._container.delete_blob(safe_blob_name(name))
+                except HttpResponseError as error:
+                    refusal = _deletion_refusal(error)
+                    if refusal:
+                        raise DeletionRefusedError(f"{what}: {refusal}") from error
+                    raise
         except NotFoundError:  # already gone: a redone deletion is not an error
             pass
 
@@ -606,6 +614,27 @@ class BlobSnapshotStore:
                         reason="ContainerNotFound",
                     ) from error
                 raise
+
+
+#: What Blob Storage answers (409) a delete of a blob under a time-based retention policy
+#: or a legal hold (its documented error codes; the SDK's StorageErrorCode has neither).
+IMMUTABLE_BLOB_CODES = ("BlobImmutableDueToPolicy", "BlobImmutableDueToLegalHold")
+#: What it answers (403) an identity, or a SAS, allowed to write blobs but not to delete them.
+PERMISSION_MISMATCH = "AuthorizationPermissionMismatch"
+
+
+def _deletion_refusal(error: HttpResponseError) -> str:
+    """Why storage refused a delete that retention may retry later, or "" for any other
+    error."""
+    code = getattr(error, "error_code", None)
+    if error.status_code == 409 and code in IMMUTABLE_BLOB_CODES:
+        return f"the blob is immutable ({code}): kept until its policy or hold allows it"
+    if error.status_code == 403 and code == PERMISSION_MISMATCH:
+        return (
+            f"the identity may not delete blobs ({code}): kept; with a role that writes but "
+            "does not delete, the account's lifecycle rules remove old backups"
+        )
+    return ""
 
 
 def _resumable_record(

@@ -117,6 +117,8 @@ class SnapshotSummaryDocument(TypedDict, total=False):
     heldBy: list[str]
     #: Why retention keeps it (``KeptFor``'s values); absent before retention ran.
     keptFor: list[str]
+    #: Why storage refused to delete it when retention removed it.
+    deletionRefused: str
 
 
 class LastSnapshot(TypedDict, total=False):

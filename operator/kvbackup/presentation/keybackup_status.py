@@ -117,7 +117,8 @@ def _snapshot_entry(kept: KeptSnapshot) -> SnapshotSummaryDocument:
     """Keys are always counted, as they always were; secrets and certificates when the
     snapshot's run stored or failed some (a list entry is replaced whole, never merged).
     ``newBytes`` when its summary tells, ``heldBy`` when only newer snapshots keep it,
-    ``keptFor`` when retention's policy does."""
+    ``keptFor`` when retention's policy does, ``deletionRefused`` when storage refused to
+    delete it."""
     summary = kept.summary
     entry: SnapshotSummaryDocument = {
         "id": summary.snapshot_id,
@@ -140,6 +141,8 @@ def _snapshot_entry(kept: KeptSnapshot) -> SnapshotSummaryDocument:
         entry["heldBy"] = list(kept.held_by)
     if kept.kept_for:
         entry["keptFor"] = [str(reason) for reason in kept.kept_for]
+    if kept.deletion_refused:
+        entry["deletionRefused"] = kept.deletion_refused
     return entry
 
 
@@ -265,6 +268,17 @@ def backup_finished(
     events = [finished_event("Backup", phase, message)]
     if report.retention_error is not None:
         events.append(Event("Warning", "RetentionFailed", report.retention_error.message))
+    refused = [k for k in report.kept or () if k.deletion_refused]
+    if refused:
+        events.append(
+            Event(
+                "Normal",
+                "DeletionRefused",
+                f"storage refused to delete {len(refused)} snapshot(s) retention removes, "
+                f"so they are kept and asked for again by the next run: "
+                f"{refused[0].summary.snapshot_id}: {refused[0].deletion_refused}",
+            )
+        )
     return Update(status, tuple(events))
 
 

@@ -45,6 +45,8 @@ class KeptSnapshot:
     held_by: tuple[str, ...] = ()
     #: Why retention's policy keeps it; empty when only ``held_by`` does.
     kept_for: tuple[KeptFor, ...] = ()
+    #: Why storage refused to delete it when retention removed it; retried next time.
+    deletion_refused: str = ""
 
 
 @dataclass(frozen=True)
@@ -466,6 +468,7 @@ async def _retained(
                 store.location(namespace, name, left.summary.snapshot_id),
                 left.held_by,
                 left.kept_for,
+                left.deletion_refused,
             )
             for left in kept
         ),

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from kvbackup.api.keybackup import Retention
+from kvbackup.errors import DeletionRefusedError
 from kvbackup.services.ports import SnapshotStore, StoredSnapshot
 from kvbackup.services.snapshot import SnapshotSummary, snapshot_time
 
@@ -134,6 +135,9 @@ class Remaining:
     held_by: tuple[str, ...] = ()
     #: Why the policy keeps it; empty for a snapshot kept only because others need it.
     kept_for: tuple[KeptFor, ...] = ()
+    #: Why storage refused to delete it when retention removed it (e.g. an immutable
+    #: blob); the next retention asks again. Empty when it was not refused.
+    deletion_refused: str = ""
 
 
 async def collect_garbage(
@@ -150,18 +154,25 @@ async def collect_garbage(
     kept = kept_by_policy(complete, retention, now)
     doomed = _expired(kept, complete, stored, now, incomplete_grace)
     needed = await _needed(store, namespace, keybackup, complete, set(doomed)) if doomed else {}
+    refused: dict[str, str] = {}
     for snapshot_id in doomed:
         if snapshot_id not in needed:
-            await store.delete_snapshot(namespace, keybackup, snapshot_id)
+            try:
+                await store.delete_snapshot(namespace, keybackup, snapshot_id)
+            except DeletionRefusedError as refusal:
+                # Storage that refuses deletion (WORM) keeps backups by design: the others
+                # are still removed, and this one is asked for again next time.
+                refused[snapshot_id] = refusal.message
     held = {snapshot_id: needed[snapshot_id] for snapshot_id in doomed if snapshot_id in needed}
     return [
         Remaining(
             s,
             tuple(sorted(held.get(s.snapshot_id, ()), reverse=True)),
             kept.get(s.snapshot_id, ()),
+            refused.get(s.snapshot_id, ""),
         )
         for s in complete
-        if s.snapshot_id not in doomed or s.snapshot_id in held
+        if s.snapshot_id not in doomed or s.snapshot_id in held or s.snapshot_id in refused
     ]
 
 
