@@ -42,31 +42,13 @@ from tests.integration.conftest import (
     store_snapshot,
 )
 from tests.integration.objects import keybackup
+from tests.integration.runs import kvbackup
 
 pytestmark = pytest.mark.integration
 
 COMPLETE, INCOMPLETE = "20261128-010203-aaaa", "20261128-020000-bbbb"
 #: Small packs: a key larger than one is written at once, with no manifest to wait for.
 PACK_SIZE = 1000
-
-
-def kvbackup(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``kvbackup ARGS`` as a process of its own, with the emulators' hosts allowed."""
-    return subprocess.run(
-        [sys.executable, "-m", "kvbackup.cli", *args],
-        env={
-            **os.environ,
-            "KVBACKUP_VAULT_HOSTS": "127.0.0.1:*",
-            "KVBACKUP_BLOB_HOSTS": "127.0.0.1:*",
-            **(env or {}),
-        },
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def lines_of(result: subprocess.CompletedProcess[str]) -> list[str]:

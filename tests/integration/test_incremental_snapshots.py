@@ -38,7 +38,7 @@ from kubernetes import watch
 
 from kvbackup.adapters.kubernetes import KubernetesApi
 from kvbackup.adapters.secret_store import SecretSnapshotStore
-from kvbackup.api import BACKUP_NOW_ANNOTATION, KEYBACKUP_LABEL
+from kvbackup.api import KEYBACKUP_LABEL
 from kvbackup.api.kinds import ITEM_KINDS, ItemKind, ItemRef
 from kvbackup.services.ports import SnapshotStore, read_whole_manifest
 from kvbackup.services.snapshot import Artifact, Manifest, sha256_hex, snapshot_time
@@ -71,7 +71,14 @@ from tests.integration.objects import (
     keyrestore,
     vault_backup,
 )
-from tests.integration.test_cli import kvbackup
+from tests.integration.runs import (
+    applied,
+    ask_backup_now,
+    handled,
+    kvbackup,
+    next_second,
+    run_now,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -88,49 +95,8 @@ FULL_BACKUP_EVERY = datetime.timedelta(seconds=5)
 MESSAGE = b"settlement batch 2026-12-07"
 
 
-def next_second() -> None:
-    """Waits into the next whole second: whatever was done before is in an earlier one."""
-    time.sleep(1.02 - time.time() % 1.0)
-
-
 def wait_past(moment: datetime.datetime) -> None:
     time.sleep(max(0.0, moment.timestamp() - time.time()))
-
-
-def succeeded(status: dict[str, Any]) -> dict[str, Any]:
-    assert status.get("phase") == "Succeeded", {k: status.get(k) for k in ("phase", "lastRun")}
-    return status
-
-
-def applied(cluster: Cluster, name: str, manifest: str) -> dict[str, Any]:
-    """The status once the run that applying ``manifest`` (a new generation) starts ended."""
-    next_second()
-    cluster.apply(manifest)
-    return succeeded(cluster.wait_for_phase("keybackup", name, "Succeeded", "PartiallyFailed"))
-
-
-def ask_backup_now(cluster: Cluster, name: str, value: str) -> None:
-    cluster.plane.kubectl(
-        "annotate", "--overwrite", "keybackup", name, "-n", cluster.namespace,
-        f"{BACKUP_NOW_ANNOTATION}={value}",
-    )  # fmt: skip
-
-
-def handled(cluster: Cluster, name: str, value: str) -> dict[str, Any]:
-    """The status once the run that backup-now ``value`` asked for ended."""
-    cluster.wait_until(
-        f"backup-now value {value} of {name} is handled",
-        lambda: cluster.status("keybackup", name).get("lastHandledTrigger") == value,
-    )
-    return succeeded(cluster.status("keybackup", name))
-
-
-def run_now(cluster: Cluster, name: str, value: str) -> dict[str, Any]:
-    """The status once a run asked for by backup-now ``value`` ended; a value that starts
-    with ``full`` asks for a full run."""
-    next_second()
-    ask_backup_now(cluster, name, value)
-    return handled(cluster, name, value)
 
 
 def kept(status: dict[str, Any]) -> list[tuple[str, list[str]]]:

@@ -18,7 +18,7 @@ from tests.harness.fault_proxy import IMMUTABLE_BLOB_CODE, FaultProxy, Faults, b
 from tests.harness.operator import OperatorProcess
 from tests.integration.conftest import Cluster, VaultUnderTest
 from tests.integration.objects import blob_destination, keybackup
-from tests.integration.test_incremental_snapshots import applied, run_now
+from tests.integration.runs import applied, run_now
 
 pytestmark = pytest.mark.integration
 
