@@ -22,7 +22,7 @@ from kvbackup.adapters.metrics import OperatorMetrics
 from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api import KEYBACKUP_PLURAL
 from kvbackup.api.fields import BlobContainer
-from kvbackup.api.keybackup import Destination, SecretDestination, parse_spec
+from kvbackup.api.keybackup import Destination, SecretDestination, parse_destinations
 from kvbackup.api.keyrestore import BlobSnapshotSource
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError, MissingReferenceError, NotFoundError
@@ -165,12 +165,14 @@ class Runtime:
                 require_manifest_namespace_allowed(rules, namespace, source.container, recorded)
             yield snapshot
 
-    async def destination_of(self, namespace: str, keybackup: str) -> Destination | None:
+    async def destinations_of(
+        self, namespace: str, keybackup: str
+    ) -> dict[str, Destination] | None:
         body = await self.kubernetes.read_custom_object(KEYBACKUP_PLURAL, namespace, keybackup)
         if body is None:
             return None
         try:
-            return parse_spec(body.get("spec") or {}).destination
+            return parse_destinations(body.get("spec") or {})
         except InvalidSpecError as error:
             raise InvalidSpecError(
                 f"KeyBackup {keybackup} is invalid, so its snapshots cannot be found: "

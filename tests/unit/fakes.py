@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -51,6 +51,19 @@ NAMESPACE = "team-a"
 REF = KeyBackupRef(NAMESPACE, "nightly", "0b0e2c7a-uid")
 SNAPSHOT_ID = "20240501-120000-abcd"
 MOMENT = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
+
+
+class Ticking:
+    """A clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = MOMENT
+
+    def __call__(self) -> datetime.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += datetime.timedelta(**delta)
 
 
 def clock() -> datetime.datetime:
@@ -359,7 +372,9 @@ class InMemoryStore:
         data = b"backup of app-key in " + snapshot_id.encode()
         self.artifacts[(ref.namespace, ref.name, snapshot_id, "app-key")] = data
         if complete:
-            self.manifests.append(manifest_at(snapshot_id, failed=failed, ref=ref))
+            manifest = manifest_at(snapshot_id, failed=failed, ref=ref)
+            stored = Artifact("app-key", ("v1",), sha256_hex(data), len(data))
+            self.manifests.append(replace(manifest, artifacts=(stored,)))
 
     def replace_artifact(self, name: str, data: bytes, kind: ItemKind = ItemKind.KEY) -> None:
         """Overwrite a stored backup behind the manifest's back, as a tamperer would."""

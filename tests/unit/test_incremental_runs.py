@@ -23,25 +23,13 @@ from tests.unit.fakes import (
     TARGET_URL,
     InMemoryStore,
     InMemoryVault,
+    Ticking,
     backup_spec,
     operation,
 )
 
 GRACE = datetime.timedelta(hours=1)
 KEYS = [f"key-{index:02d}" for index in range(12)]
-
-
-class Ticking:
-    """A clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = MOMENT
-
-    def __call__(self) -> datetime.datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += datetime.timedelta(**delta)
 
 
 def selected(**changes: object) -> KeyBackupSpec:

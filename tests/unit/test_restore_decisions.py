@@ -9,8 +9,9 @@ import pytest
 from kvbackup.api.keyrestore import OnConflict, Strategy
 from kvbackup.api.kinds import ItemKind, ItemRef
 from kvbackup.errors import MissingReferenceError
+from kvbackup.services.copy_reads import choose_snapshot
 from kvbackup.services.ports import ItemState
-from kvbackup.services.restore import Action, choose_snapshot, decide
+from kvbackup.services.restore import Action, decide
 from kvbackup.services.snapshot import SnapshotSummary
 from tests.unit.fakes import manifest_of, restore_spec
 

@@ -10,7 +10,7 @@ from functools import partial
 import pytest
 
 from kvbackup.api.fields import BlobContainer
-from kvbackup.api.keybackup import BlobDestination, Destination, SecretDestination
+from kvbackup.api.keybackup import PRIMARY, BlobDestination, Destination, SecretDestination
 from kvbackup.api.keyrestore import BlobSnapshotSource, SnapshotSource
 from kvbackup.api.kinds import ItemKind
 from kvbackup.errors import MissingReferenceError
@@ -39,6 +39,8 @@ class InMemoryStores:
     def __init__(self) -> None:
         self.stores: dict[Destination, InMemoryStore] = {}
         self.keybackups: dict[str, Destination] = {}
+        #: Further copies of a KeyBackup, by its name, then the copy's.
+        self.copies: dict[str, dict[str, Destination]] = {}
         self.paths_opened: list[str] = []
 
     def at(self, destination: Destination) -> InMemoryStore:
@@ -60,8 +62,12 @@ class InMemoryStores:
             partial(store.read_artifact, NAMESPACE, REF.name, manifest.snapshot_id),
         )
 
-    async def destination_of(self, namespace: str, keybackup: str) -> Destination | None:
-        return self.keybackups.get(keybackup)
+    async def destinations_of(
+        self, namespace: str, keybackup: str
+    ) -> dict[str, Destination] | None:
+        if keybackup not in self.keybackups:
+            return None
+        return {PRIMARY: self.keybackups[keybackup]} | self.copies.get(keybackup, {})
 
 
 async def chosen(stores: InMemoryStores, source: SnapshotSource | BlobSnapshotSource) -> str:

@@ -17,7 +17,7 @@ from kvbackup.api.kinds import ItemKind
 from kvbackup.api.schedule import Schedule
 from kvbackup.api.statuses import ConditionDocument, KeyBackupStatus, KeyRestoreStatus
 from kvbackup.errors import AccessDeniedError, InvalidSpecError, TransientError
-from kvbackup.presentation import keybackup_status, keyrestore_status, status
+from kvbackup.presentation import keybackup_status, keyrestore_status, snapshot_list, status
 from kvbackup.services.backup import BackupReport, KeptSnapshot, run_backup
 from kvbackup.services.journal import RestoreJournal
 from kvbackup.services.outcomes import Freshness, ItemOutcome, ItemResult
@@ -120,7 +120,12 @@ def test_a_finished_restore_is_ready_only_when_it_succeeded(
 
     assert document["phase"] == phase
     assert (ready(document)["status"], ready(document)["reason"]) == (is_ready, phase)
-    assert document["source"] == {"keyBackup": "nightly", "snapshotId": SNAPSHOT_ID}
+    assert document["source"] == {
+        "keyBackup": "nightly",
+        "snapshotId": SNAPSHOT_ID,
+        "copy": None,
+        "fellBack": None,
+    }
     assert document["counts"]["restored"] == 1
     assert document["counts"]["failed"] == len(outcomes) - 1
 
@@ -186,6 +191,19 @@ def test_a_backup_that_kept_nothing_reports_no_last_snapshot() -> None:
 
     assert "lastSnapshot" not in document
     assert "(not kept)" in ready(document)["message"]
+
+
+def test_a_backup_that_kept_nothing_leaves_what_the_status_says_of_its_copies() -> None:
+    copies = [{"name": "offsite", "phase": "Complete", "snapshotId": "20240501-110000-abcd"}]
+    copies_complete = {"type": "CopiesComplete", "status": "True", "reason": "Complete"}
+    existing = {"copies": copies, "conditions": [copies_complete]}
+
+    document = keybackup_status.backup_finished(
+        existing, backup_report(LOST), BY_GENERATION, 100, None
+    ).status
+
+    assert "copies" not in document
+    assert condition(document, "CopiesComplete")["status"] == "True"
 
 
 def test_the_per_key_list_is_bounded_and_lists_failures_first() -> None:
@@ -394,11 +412,11 @@ def test_snapshot_entries_describe_only_the_ten_newest_snapshots_the_store_lists
         manifest_at(f"202405{day:02d}-020000-abcd", failed=day % 2 == 0) for day in range(12, 0, -1)
     ]
 
-    entries = keybackup_status.snapshot_entries(
+    entries = snapshot_list.snapshot_entries(
         [KeptSnapshot(m.summary, f"at/{m.snapshot_id}") for m in manifests]
     )
 
-    assert len(entries) == keybackup_status.SNAPSHOTS_IN_STATUS == 10
+    assert len(entries) == snapshot_list.SNAPSHOTS_IN_STATUS == 10
     assert [entry["id"][:8] for entry in entries[:2]] == ["20240512", "20240511"]
     assert entries[0] == {
         "id": "20240512-020000-abcd",
@@ -897,7 +915,7 @@ def test_snapshot_entries_count_secrets_and_certificates_only_when_a_run_handled
     base = manifest_at(SNAPSHOT_ID).summary
     mixed = replace(base, secrets=2, failed_secrets=0, certificates=0, failed_certificates=1)
 
-    entries = keybackup_status.snapshot_entries(
+    entries = snapshot_list.snapshot_entries(
         [KeptSnapshot(mixed, "at/mixed"), KeptSnapshot(base, "at/keys")]
     )
 
@@ -1097,7 +1115,7 @@ def test_a_run_that_kept_no_item_leaves_the_last_snapshots_oldest_artifact_as_it
 def test_a_snapshot_kept_only_for_newer_ones_says_which_hold_it() -> None:
     summary = manifest_at(OLDEST_ID).summary
 
-    held, free = keybackup_status.snapshot_entries(
+    held, free = snapshot_list.snapshot_entries(
         [
             KeptSnapshot(summary, "at/held", held_by=(SNAPSHOT_ID, PREVIOUS_ID)),
             KeptSnapshot(summary, "at/free"),
@@ -1111,7 +1129,7 @@ def test_a_snapshot_kept_only_for_newer_ones_says_which_hold_it() -> None:
 def test_each_kept_snapshot_says_which_rules_of_retention_keep_it() -> None:
     summary = manifest_at(OLDEST_ID).summary
 
-    kept, held = keybackup_status.snapshot_entries(
+    kept, held = snapshot_list.snapshot_entries(
         [
             KeptSnapshot(summary, "at/kept", kept_for=(KeptFor.KEEP_DAILY, KeptFor.KEEP_MONTHLY)),
             KeptSnapshot(summary, "at/held", held_by=(SNAPSHOT_ID,)),
@@ -1125,7 +1143,7 @@ def test_each_kept_snapshot_says_which_rules_of_retention_keep_it() -> None:
 def test_a_snapshot_summary_from_before_incremental_runs_lists_no_new_bytes() -> None:
     summary = replace(manifest_at(OLDEST_ID).summary, new_bytes=None)
 
-    (entry,) = keybackup_status.snapshot_entries([KeptSnapshot(summary, "at/old")])
+    (entry,) = snapshot_list.snapshot_entries([KeptSnapshot(summary, "at/old")])
 
     assert "newBytes" not in entry
     assert entry["bytes"] == summary.total_bytes

@@ -242,6 +242,43 @@ class OperatorMetrics:
             labels,
             registry=registry,
         )
+        self.last_verification = Gauge(
+            "kvbackup_keybackup_last_verification_timestamp_seconds",
+            "When the KeyBackup's last verification (spec.verify, kvbackup.io/verify-now) "
+            "completed, whatever it found.",
+            labels,
+            registry=registry,
+        )
+        self.verification_failing = Gauge(
+            "kvbackup_keybackup_verification_failing",
+            "1 while the KeyBackup's last verification found a kept backup missing, altered "
+            "or unreadable in any copy, 0 once one finds none.",
+            labels,
+            registry=registry,
+        )
+        self.unprotected_items = Gauge(
+            "kvbackup_unprotected_items",
+            "Items of the KeyBackup's vault that its last verification found in no snapshot, "
+            "or with versions the latest snapshot lacks.",
+            labels,
+            registry=registry,
+        )
+        self.unprotected_since = Gauge(
+            "kvbackup_keybackup_unprotected_since_timestamp_seconds",
+            "Since when every verification of the KeyBackup has found unprotected items; "
+            "absent while the last found none.",
+            labels,
+            registry=registry,
+        )
+        self.copy_failing = Gauge(
+            "kvbackup_keybackup_copy_failing",
+            "1 while a copy of the KeyBackup (spec.copies, by name) lacks the latest run's "
+            "snapshot, 0 once it holds it.",
+            [*labels, "copy"],
+            registry=registry,
+        )
+        #: The copies each KeyBackup's series were set for, to remove those that went.
+        self._copies: dict[tuple[str, str], set[str]] = {}
         self._paces = _PaceCollector()
         registry.register(self._paces)
         # Every series a user graphs exists from the start, so rate() sees the first run.
@@ -293,6 +330,9 @@ class OperatorMetrics:
             (self.schedule_interval, readings.schedule_interval),
             (self.snapshot_bytes, readings.snapshot_bytes),
             (self.oldest_artifact, readings.oldest_artifact),
+            (self.last_verification, readings.verification_time),
+            (self.unprotected_items, readings.unprotected_items),
+            (self.unprotected_since, readings.unprotected_since),
         ):
             if value is None:
                 gauge.remove(namespace, name)
@@ -301,6 +341,17 @@ class OperatorMetrics:
         failing = self.failing.labels(namespace, name)
         if readings.failing is not None:
             failing.set(int(readings.failing))
+        if readings.verification_failing is not None:
+            self.verification_failing.labels(namespace, name).set(
+                int(readings.verification_failing)
+            )
+        shown = self._copies.setdefault((namespace, name), set())
+        for gone in shown - set(readings.copies_failing):
+            self.copy_failing.remove(namespace, name, gone)
+        for copy, copy_failing in readings.copies_failing.items():
+            self.copy_failing.labels(namespace, name, copy).set(int(copy_failing))
+        shown.clear()
+        shown.update(readings.copies_failing)
 
     def _keybackup_gauges(self) -> tuple[Gauge, ...]:
         return (
@@ -309,12 +360,18 @@ class OperatorMetrics:
             self.snapshot_bytes,
             self.oldest_artifact,
             self.failing,
+            self.last_verification,
+            self.verification_failing,
+            self.unprotected_items,
+            self.unprotected_since,
         )
 
     def forget_keybackup(self, namespace: str, name: str) -> None:
         """Removes a deleted KeyBackup's series."""
         for gauge in self._keybackup_gauges():
             gauge.remove(namespace, name)
+        for copy in self._copies.pop((namespace, name), set()):
+            self.copy_failing.remove(namespace, name, copy)
 
     def started_leading(self) -> None:
         self.leader.set(1)
@@ -324,5 +381,6 @@ class OperatorMetrics:
         new leader shows them, and two replicas' copies would fire alerts twice and break
         the alert rules' joins on (namespace, name)."""
         self.leader.set(0)
-        for gauge in self._keybackup_gauges():
+        for gauge in (*self._keybackup_gauges(), self.copy_failing):
             gauge.clear()
+        self._copies.clear()

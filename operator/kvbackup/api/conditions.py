@@ -36,6 +36,9 @@ READY = "Ready"
 RECONCILING = "Reconciling"
 #: True when the object makes no progress until someone changes something.
 STALLED = "Stalled"
+#: True when every copy of ``spec.copies`` holds the latest run's snapshot; absent
+#: without copies. Ready does not depend on it: a copy that fails fails no backup.
+COPIES_COMPLETE = "CopiesComplete"
 #: Reconciling's reason while a temporary failure waits for its retry.
 RETRY_SCHEDULED = "RetryScheduled"
 

@@ -4,7 +4,7 @@ and where to keep them."""
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import re2
 
-from kvbackup.api import BACKUP_NOW_ANNOTATION, fields
+from kvbackup.api import BACKUP_NOW_ANNOTATION, VERIFY_NOW_ANNOTATION, fields
 from kvbackup.api.kinds import ITEM_KINDS, ItemKind
 from kvbackup.api.schedule import Schedule, parse_duration, parse_time_zone
 from kvbackup.errors import InvalidSpecError, foreign_text
@@ -102,6 +102,11 @@ class BlobDestination:
 
 Destination = SecretDestination | BlobDestination
 
+#: The name of a KeyBackup's own destination (``spec.destination``) among its copies.
+PRIMARY = "primary"
+#: Most copies a KeyBackup may name beside its destination (the CRD's maxItems too).
+COPIES_MAX = 3
+
 
 class DeletionPolicy(StrEnum):
     #: Backups outlive the KeyBackup object.
@@ -140,6 +145,15 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class BlobCopy:
+    """A further destination that every snapshot is written to, with its own retention."""
+
+    name: str
+    destination: BlobDestination
+    retention: Retention
+
+
+@dataclass(frozen=True)
 class KeyBackupSpec:
     vault_url: str
     #: What to back up of each kind the spec selects (at least one), in ITEM_KINDS order.
@@ -153,6 +167,15 @@ class KeyBackupSpec:
     #: Every item is backed up afresh at least this often, changed or not: what an
     #: incremental run cannot see in the listing is caught within this long.
     full_backup_every: datetime.timedelta = DEFAULT_FULL_BACKUP_EVERY
+    #: Further destinations the same snapshots are written to, in the spec's order.
+    copies: tuple[BlobCopy, ...] = ()
+    #: When every kept snapshot of every copy is read back and checked, and the latest
+    #: compared with the vault.
+    verify: Schedule | None = None
+
+    def destinations(self) -> dict[str, Destination]:
+        """Every place the snapshots are kept, by copy name, the primary first."""
+        return destinations_of(self.destination, self.copies)
 
 
 @dataclass(frozen=True)
@@ -170,20 +193,24 @@ def parse_spec(
     """Validate a KeyBackup spec; every refusal names the field at fault. A schedule that
     may run more often than ``min_schedule_interval`` is refused."""
     spec = fields.mapping(spec, "spec")
+    retention = _parse_retention(
+        fields.mapping(spec.get("retention"), "spec.retention"), _time_zone(spec), "spec.retention"
+    )
+    destination = parse_destination(spec)
     return KeyBackupSpec(
         vault_url=fields.vault_url(spec.get("vaultUrl"), "spec.vaultUrl"),
         choices=_parse_choices(spec),
-        destination=parse_destination(spec),
+        destination=destination,
         credentials_secret=fields.secret_ref(spec.get("credentials"), "spec.credentials"),
         schedule=_parse_schedule(spec, min_schedule_interval),
         suspend=fields.boolean(spec.get("suspend"), "spec.suspend"),
-        retention=_parse_retention(
-            fields.mapping(spec.get("retention"), "spec.retention"), _time_zone(spec)
-        ),
+        retention=retention,
         deletion_policy=fields.enum(
             DeletionPolicy, spec.get("deletionPolicy"), DeletionPolicy.RETAIN, "spec.deletionPolicy"
         ),
         full_backup_every=_parse_full_backup_every(spec.get("fullBackupEvery")),
+        copies=_parse_copies(spec, destination, retention),
+        verify=_parse_schedule(spec, min_schedule_interval, "verify"),
     )
 
 
@@ -194,9 +221,25 @@ def parse_destination(spec: Mapping[str, Any]) -> Destination:
     return _parse_destination(fields.mapping(spec.get("destination"), "spec.destination"))
 
 
+def parse_destinations(spec: Mapping[str, Any]) -> dict[str, Destination]:
+    """Every place a KeyBackup keeps its snapshots, by copy name, the primary first."""
+    spec = fields.mapping(spec, "spec")
+    destination = parse_destination(spec)
+    return destinations_of(destination, _parse_copies(spec, destination, Retention()))
+
+
+def destinations_of(destination: Destination, copies: Sequence[BlobCopy]) -> dict[str, Destination]:
+    return {PRIMARY: destination} | {copy.name: copy.destination for copy in copies}
+
+
 def backup_now_token(annotations: Mapping[str, str]) -> str | None:
     """The on-demand trigger's current value; a value not yet handled asks for a run."""
     return annotations.get(BACKUP_NOW_ANNOTATION) or None
+
+
+def verify_now_token(annotations: Mapping[str, str]) -> str | None:
+    """The on-demand verification's current value; a value not yet handled asks for one."""
+    return annotations.get(VERIFY_NOW_ANNOTATION) or None
 
 
 def _parse_choices(spec: Mapping[str, Any]) -> dict[ItemKind, ItemChoice]:
@@ -233,31 +276,99 @@ def _time_zone(spec: Mapping[str, Any]) -> ZoneInfo:
     return parse_time_zone(str(spec.get("timeZone") or UTC.key), "spec.timeZone")
 
 
-def _parse_schedule(spec: Mapping[str, Any], min_interval: datetime.timedelta) -> Schedule | None:
-    expression = spec.get("schedule")
+def _parse_schedule(
+    spec: Mapping[str, Any], min_interval: datetime.timedelta, field_name: str = "schedule"
+) -> Schedule | None:
+    expression = spec.get(field_name)
     if not expression:
         return None
     return Schedule.parse(
-        str(expression), _time_zone(spec), "spec.schedule", min_interval=min_interval
+        str(expression), _time_zone(spec), f"spec.{field_name}", min_interval=min_interval
     )
 
 
-def _parse_retention(retention: Mapping[str, Any], zone: datetime.tzinfo) -> Retention:
+def _parse_retention(retention: Mapping[str, Any], zone: datetime.tzinfo, path: str) -> Retention:
     max_age = retention.get("maxAge")
     keep_last = retention.get("keepLast")
     return Retention(
-        keep_last=None if keep_last is None else _count(retention, "keepLast"),
-        max_age=parse_duration(str(max_age), "spec.retention.maxAge") if max_age else None,
-        tiers={tier: _count(retention, tier) for tier in TIERS if retention.get(tier) is not None},
+        keep_last=None if keep_last is None else _count(retention, "keepLast", path),
+        max_age=parse_duration(str(max_age), f"{path}.maxAge") if max_age else None,
+        tiers={
+            tier: _count(retention, tier, path) for tier in TIERS if retention.get(tier) is not None
+        },
         time_zone=zone,
     )
 
 
-def _count(retention: Mapping[str, Any], name: str) -> int:
+def _count(retention: Mapping[str, Any], name: str, path: str) -> int:
     value = retention.get(name)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidSpecError(f"spec.retention.{name} must be at least 1, not {value!r}")
+        raise InvalidSpecError(f"{path}.{name} must be at least 1, not {value!r}")
     return value
+
+
+def _parse_copies(
+    spec: Mapping[str, Any], destination: Destination, retention: Retention
+) -> tuple[BlobCopy, ...]:
+    """``spec.copies``: each a blob destination apart from every other, named uniquely
+    (``primary`` is the destination's own name), with the spec's retention unless its own."""
+    entries = spec.get("copies") or []
+    if not isinstance(entries, list):
+        raise InvalidSpecError("spec.copies must be a list")
+    if len(entries) > COPIES_MAX:
+        raise InvalidSpecError(f"spec.copies names {len(entries)} copies; at most {COPIES_MAX}")
+    copies: list[BlobCopy] = []
+    places = {_place(destination): PRIMARY}
+    for index, entry in enumerate(entries):
+        path = f"spec.copies[{index}]"
+        entry = fields.mapping(entry, path)
+        name = fields.object_name(entry.get("name"), f"{path}.name", pattern=fields.NAMESPACE_NAME)
+        if name == PRIMARY or any(copy.name == name for copy in copies):
+            raise InvalidSpecError(
+                f"{path}.name {name!r} is taken: each copy needs a name of its own, and "
+                f"{PRIMARY!r} is spec.destination's"
+            )
+        if "blob" not in entry:
+            raise InvalidSpecError(f"{path}.blob is required: copies are kept in Blob Storage")
+        blob = fields.mapping(entry["blob"], f"{path}.blob")
+        copy_destination = BlobDestination(
+            container=fields.blob_container(blob, f"{path}.blob"),
+            prefix=fields.blob_prefix(blob.get("prefix"), f"{path}.blob.prefix"),
+        )
+        place = _place(copy_destination)
+        if place in places:
+            raise InvalidSpecError(
+                f"{path}.blob is the same container and prefix as copy {places[place]!r}: a "
+                "copy must be kept apart from the others"
+            )
+        places[place] = name
+        own = entry.get("retention")
+        copies.append(
+            BlobCopy(
+                name,
+                copy_destination,
+                retention
+                if own is None
+                else _parse_retention(
+                    fields.mapping(own, f"{path}.retention"),
+                    retention.time_zone,
+                    f"{path}.retention",
+                ),
+            )
+        )
+    return tuple(copies)
+
+
+def _place(destination: Destination) -> tuple[str, ...]:
+    """Where a destination's snapshots go, to tell two destinations sharing it apart."""
+    if isinstance(destination, SecretDestination):
+        return ("secret",)
+    container = destination.container
+    return (
+        container.account_url.rstrip("/").lower(),
+        container.name,
+        destination.prefix.strip("/"),
+    )
 
 
 def _parse_full_backup_every(value: Any) -> datetime.timedelta:

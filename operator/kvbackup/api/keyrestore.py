@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from kvbackup.api import fields
+from kvbackup.api.keybackup import PRIMARY
 from kvbackup.api.kinds import ITEM_KINDS, ItemKind
 from kvbackup.errors import InvalidSpecError
 
@@ -33,6 +34,9 @@ class SnapshotSource:
 
     keybackup: str
     snapshot: str = LATEST
+    #: The copy to read first (``primary``: the KeyBackup's destination); the others are
+    #: read when it lacks the snapshot or one of its backups, or fails their checksums.
+    copy: str = PRIMARY
 
 
 @dataclass(frozen=True)
@@ -112,5 +116,10 @@ def _parse_source(source: Mapping[str, Any]) -> SnapshotSource | BlobSnapshotSou
         keybackup=fields.object_name(ref.get("name"), "spec.source.keyBackupRef.name"),
         snapshot=fields.snapshot_choice(
             ref.get("snapshot"), "spec.source.keyBackupRef.snapshot", latest=LATEST
+        ),
+        copy=fields.object_name(
+            ref.get("copy") or PRIMARY,
+            "spec.source.keyBackupRef.copy",
+            pattern=fields.NAMESPACE_NAME,
         ),
     )

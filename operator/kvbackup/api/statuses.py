@@ -137,6 +137,70 @@ class LastSnapshot(TypedDict, total=False):
     location: str
 
 
+class CopyDocument(TypedDict, total=False):
+    """One of ``spec.copies``: whether it holds the latest snapshot, and what it keeps."""
+
+    name: str
+    #: Complete or Failed, of the latest run's snapshot.
+    phase: str
+    snapshotId: str
+    location: str
+    reason: str | None
+    message: str | None
+    #: Backups the run wrote into the copy, and their bytes.
+    written: int
+    writtenBytes: int
+    #: Backups the copy held already and the snapshot refers to.
+    carried: int
+    #: When the copy last received a complete snapshot; None before it ever did.
+    lastCompleteTime: str | None
+    snapshots: list[SnapshotSummaryDocument] | None
+
+
+class CopyCheckDocument(TypedDict):
+    name: str
+    snapshots: int
+    artifacts: int
+    bytes: int
+
+
+class FindingDocument(TypedDict):
+    copy: str
+    snapshotId: str | None
+    kind: str | None
+    name: str | None
+    problem: str
+    message: str
+
+
+class UnprotectedDocument(TypedDict):
+    kind: str
+    name: str
+    reason: str
+
+
+class VerificationDocument(TypedDict, total=False):
+    """What the latest verification (``spec.verify`` or kvbackup.io/verify-now) found."""
+
+    slot: str
+    handledTrigger: str
+    startTime: str
+    completionTime: str
+    #: Passed, Failed (a kept backup is missing, altered or unreadable) or Error (the
+    #: verification could not finish).
+    result: str
+    reason: str | None
+    message: str | None
+    copies: list[CopyCheckDocument]
+    findingsTotal: int
+    findings: list[FindingDocument] | None
+    comparedWith: str | None
+    unprotectedItems: int
+    unprotected: list[UnprotectedDocument] | None
+    unprotectedSince: str | None
+    nextTime: str | None
+
+
 class KeyBackupStatus(TypedDict, total=False):
     phase: str
     observedGeneration: int
@@ -152,6 +216,9 @@ class KeyBackupStatus(TypedDict, total=False):
     secrets: list[ItemEntry] | None
     certificates: list[ItemEntry] | None
     snapshots: list[SnapshotSummaryDocument]
+    #: One per copy of ``spec.copies``; None without copies.
+    copies: list[CopyDocument] | None
+    verification: VerificationDocument
 
 
 class RestoreAttempt(TypedDict, total=False):
@@ -168,9 +235,13 @@ class RestoreAttempt(TypedDict, total=False):
     itemResults: str | None
 
 
-class RestoreSource(TypedDict):
+class RestoreSource(TypedDict, total=False):
     keyBackup: str
     snapshotId: str
+    #: The KeyBackup copy whose manifest was read; None for a snapshot found by path.
+    copy: str | None
+    #: What was read from another copy than the one named, and why; None when nothing was.
+    fellBack: list[str] | None
 
 
 class RestoreResultCounts(TypedDict, total=False):

@@ -16,7 +16,7 @@ from kvbackup.adapters.kubernetes import KubernetesApi, connect_to
 from kvbackup.adapters.secret_store import SecretSnapshotStore
 from kvbackup.api import fields
 from kvbackup.api.hosts import HostAllowList
-from kvbackup.api.keybackup import BlobDestination, Destination, SecretDestination
+from kvbackup.api.keybackup import PRIMARY, BlobDestination, Destination, SecretDestination
 from kvbackup.api.keyrestore import LATEST, BlobSnapshotSource, SnapshotSource
 from kvbackup.config import Settings
 from kvbackup.errors import InvalidSpecError
@@ -112,8 +112,8 @@ class Storage:
             self._blob_hosts.check(source.url, "snapshot path")
         yield await self._blob.open_at(source.path)
 
-    async def destination_of(self, namespace: str, keybackup: str) -> Destination | None:
-        return self._destination
+    async def destinations_of(self, namespace: str, keybackup: str) -> dict[str, Destination]:
+        return {PRIMARY: self._destination}
 
 
 @asynccontextmanager

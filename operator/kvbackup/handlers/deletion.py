@@ -10,7 +10,12 @@ from typing import Any
 import kopf
 
 from kvbackup.api import GROUP, KEYBACKUP_LABEL, KEYBACKUP_PLURAL, VERSION
-from kvbackup.api.keybackup import BlobDestination, DeletionPolicy, parse_destination
+from kvbackup.api.keybackup import (
+    BlobDestination,
+    DeletionPolicy,
+    Destination,
+    parse_destinations,
+)
 from kvbackup.config import Settings
 from kvbackup.errors import KvBackupError
 from kvbackup.handlers.reporting import as_kopf_error, post
@@ -65,17 +70,24 @@ async def _delete_snapshots(runtime: Runtime, body: kopf.Body) -> int | None:
     namespace, name = body.meta.namespace or "", body.meta.name or ""
     if await runtime.kubernetes.read_custom_object(KEYBACKUP_PLURAL, namespace, name) is None:
         return None
-    async with runtime.store(namespace, parse_destination(body.spec)) as store:
-        return await delete_all_snapshots(store, namespace, name)
+    deleted = 0
+    for destination in parse_destinations(body.spec).values():
+        async with runtime.store(namespace, destination) as store:
+            deleted += await delete_all_snapshots(store, namespace, name)
+    return deleted
 
 
 def _left_behind(body: kopf.Body) -> str:
     """Where the snapshots a deletion gave up on are, as far as the spec still says."""
     namespace, name = body.meta.namespace or "", body.meta.name or ""
     try:
-        destination = parse_destination(body.spec)
+        destinations = parse_destinations(body.spec)
     except KvBackupError:
         return f"the snapshots of KeyBackup {namespace}/{name}, wherever its spec kept them"
+    return "; ".join(_place(destination, namespace, name) for destination in destinations.values())
+
+
+def _place(destination: Destination, namespace: str, name: str) -> str:
     if isinstance(destination, BlobDestination):
         container = destination.container
         prefix = f"{destination.prefix}/" if destination.prefix else ""

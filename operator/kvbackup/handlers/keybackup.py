@@ -14,12 +14,20 @@ from kvbackup.api.keybackup import KeyBackupRef, parse_spec
 from kvbackup.errors import KvBackupError
 from kvbackup.handlers.loops import Loops, Watched
 from kvbackup.handlers.reporting import RunLog, progress_of, publish
+from kvbackup.handlers.verifying import attempt_verification
 from kvbackup.presentation import keybackup_status as status
 from kvbackup.presentation.gauges import keybackup_readings
 from kvbackup.runtime import Runtime
 from kvbackup.services.backup import run_backup
+from kvbackup.services.copies import write_copies
 from kvbackup.services.retry_policy import Judge, Retries
-from kvbackup.services.triggers import Plan, RunRequest, plan_run, snapshot_id_for
+from kvbackup.services.triggers import (
+    Plan,
+    RunRequest,
+    plan_run,
+    plan_verification,
+    snapshot_id_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +44,9 @@ async def keep_backed_up(runtime: Runtime, watched: Watched) -> None:
     """Runs a backup whenever one is due, for as long as the object exists."""
     namespace, name = watched.body.meta.namespace, watched.body.meta.name
     retries: Retries[RunRequest] = Retries(runtime.settings, f"{namespace}/{name}: run failed")
+    checks: Retries[RunRequest] = Retries(
+        runtime.settings, f"{namespace}/{name}: verification failed"
+    )
     while True:
         watched.wakeup.clear()
         body, moment = watched.body, runtime.clock()
@@ -52,9 +63,18 @@ async def keep_backed_up(runtime: Runtime, watched: Watched) -> None:
         )
         if await retries.attempt_if_due(plan.request, partial(_attempt, runtime, body, plan)):
             continue
+        verification = plan_verification(plan.spec, seen, body.meta, moment)
+        if await checks.attempt_if_due(
+            verification.request, partial(attempt_verification, runtime, body, verification)
+        ):
+            continue
         if plan.spec and plan.spec.schedule and not retries.backing_off_from(plan.request):
             await _acknowledge_schedule(runtime, body, plan)
-        await watched.changed(retries.wait_seconds(plan.request, plan.seconds_to_next_slot(moment)))
+        waits = (
+            retries.wait_seconds(plan.request, plan.seconds_to_next_slot(moment)),
+            checks.wait_seconds(verification.request, verification.seconds_to_next_slot(moment)),
+        )
+        await watched.changed(min((w for w in waits if w is not None), default=None))
 
 
 async def _acknowledge_schedule(runtime: Runtime, body: kopf.Body, plan: Plan) -> None:
@@ -104,6 +124,15 @@ async def _attempt(
                         runtime.kubernetes, KEYBACKUP_PLURAL, body, status.backup_progress
                     ),
                 )
+                copies = await write_copies(
+                    report,
+                    spec.copies,
+                    store,
+                    runtime,
+                    clock=runtime.clock,
+                    incomplete_grace=runtime.settings.incomplete_snapshot_grace,
+                    concurrency=runtime.settings.keys_per_run,
+                )
         except Exception as failure:
             run.failed()
             verdict = judge(failure)
@@ -112,7 +141,7 @@ async def _attempt(
             return verdict.retry_in
         run.finished(report.phase.value, report.outcomes)
         items_limit, next_slot = runtime.settings.status_keys_limit, plan.next_slot_after(request)
-        finished = status.backup_finished(existing, report, request, items_limit, next_slot)
+        finished = status.backup_finished(existing, report, request, items_limit, next_slot, copies)
         log.finished(finished)
         await write(finished)
     return None

@@ -36,7 +36,7 @@ def keybackup_readings(status: KeyBackupStatusView, plan: Plan) -> KeyBackupRead
     """The gauges of a KeyBackup with this status, planned as ``plan``."""
     last_success, oldest_artifact = status.last_successful_time, status.oldest_artifact_time
     schedule = plan.spec.schedule if plan.spec else None
-    phase = status.phase
+    phase, verification = status.phase, status.verification
     return KeyBackupReadings(
         last_success=last_success.timestamp() if last_success else None,
         schedule_interval=(
@@ -47,4 +47,13 @@ def keybackup_readings(status: KeyBackupStatusView, plan: Plan) -> KeyBackupRead
         snapshot_bytes=status.last_snapshot_bytes,
         oldest_artifact=oldest_artifact.timestamp() if oldest_artifact else None,
         failing=True if phase in _FAILING else False if phase == Phase.SUCCEEDED.value else None,
+        copies_failing=status.copies_failing,
+        verification_time=_seconds(verification.completion_time),
+        verification_failing=verification.failing,
+        unprotected_items=verification.unprotected_items,
+        unprotected_since=_seconds(verification.unprotected_since),
     )
+
+
+def _seconds(moment: datetime.datetime | None) -> float | None:
+    return moment.timestamp() if moment else None

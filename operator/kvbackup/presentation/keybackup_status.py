@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kvbackup.api.conditions import READY, Phase, Standing, all_of_generation, restamped, timestamp
-from kvbackup.api.fields import SNAPSHOT_ID
+from kvbackup.api.fields import NAMESPACE_NAME, SNAPSHOT_ID
+from kvbackup.api.keybackup import COPIES_MAX
 from kvbackup.api.kinds import ItemKind
 from kvbackup.api.statuses import (
     BackupRunRequest,
@@ -17,9 +18,15 @@ from kvbackup.api.statuses import (
     KeyBackupStatus,
     LastSnapshot,
     LeftOut,
-    SnapshotSummaryDocument,
 )
 from kvbackup.errors import InvalidSpecError
+from kvbackup.presentation.copies_status import (
+    COMPLETE,
+    FAILED,
+    copy_entries,
+    copy_events,
+    with_copies_condition,
+)
 from kvbackup.presentation.item_results import (
     count,
     entries_by_kind,
@@ -27,6 +34,7 @@ from kvbackup.presentation.item_results import (
     kinds_of,
     of_kind,
 )
+from kvbackup.presentation.snapshot_list import snapshot_entries
 from kvbackup.presentation.status import (
     PHASE_STANDING,
     Event,
@@ -37,7 +45,9 @@ from kvbackup.presentation.status import (
     finished_standing,
     merged_conditions,
 )
-from kvbackup.services.backup import BackupReport, KeptSnapshot
+from kvbackup.presentation.verification_status import read_verification
+from kvbackup.services.backup import BackupReport
+from kvbackup.services.copies import CopyReport
 from kvbackup.services.outcomes import Freshness, ItemOutcome, ItemResult
 from kvbackup.services.retry_policy import Verdict
 from kvbackup.services.triggers import (
@@ -46,9 +56,6 @@ from kvbackup.services.triggers import (
     RunRequest,
     parse_time,
 )
-
-#: How many snapshots a KeyBackup's status lists (storage may hold more).
-SNAPSHOTS_IN_STATUS = 10
 
 #: Ready's and Reconciling's reason while a run is under way.
 BACKUP_RUNNING = "BackupRunning"
@@ -69,7 +76,28 @@ def read_keybackup_status(status: Mapping[str, Any]) -> KeyBackupStatusView:
         last_snapshot_bytes=snapshot_bytes if isinstance(snapshot_bytes, int) else None,
         oldest_artifact_time=parse_time(snapshot.get("oldestArtifactTime")),
         interrupted=_interrupted(_mapping(status.get("activeRun"))),
+        copies_failing=_copies_failing(status.get("copies")),
+        verification=read_verification(status.get("verification")),
     )
+
+
+def _copies_failing(entries: Any) -> dict[str, bool]:
+    """Each copy's phase, for entries whose name is a copy's and phase one it can have; at
+    most as many as a spec may name, so an edited status cannot grow the metrics."""
+    failing: dict[str, bool] = {}
+    for entry in entries if isinstance(entries, list) else ():
+        if len(failing) == COPIES_MAX:
+            break
+        entry = _mapping(entry)
+        name, phase = entry.get("name"), entry.get("phase")
+        if (
+            isinstance(name, str)
+            and len(name) <= 63
+            and NAMESPACE_NAME.fullmatch(name)
+            and phase in (COMPLETE, FAILED)
+        ):
+            failing[name] = phase == FAILED
+    return failing
 
 
 def _interrupted(active: Mapping[str, Any]) -> InterruptedRun | None:
@@ -107,43 +135,6 @@ def _handled(request: RunRequest) -> KeyBackupStatus:
     if request.slot is not None:
         fields["lastScheduleTime"] = timestamp(request.slot)
     return fields
-
-
-def snapshot_entries(kept: Sequence[KeptSnapshot]) -> list[SnapshotSummaryDocument]:
-    return [_snapshot_entry(k) for k in kept[:SNAPSHOTS_IN_STATUS]]
-
-
-def _snapshot_entry(kept: KeptSnapshot) -> SnapshotSummaryDocument:
-    """Keys are always counted, as they always were; secrets and certificates when the
-    snapshot's run stored or failed some (a list entry is replaced whole, never merged).
-    ``newBytes`` when its summary tells, ``heldBy`` when only newer snapshots keep it,
-    ``keptFor`` when retention's policy does, ``deletionRefused`` when storage refused to
-    delete it."""
-    summary = kept.summary
-    entry: SnapshotSummaryDocument = {
-        "id": summary.snapshot_id,
-        "completionTime": timestamp(summary.completion_time),
-        "keys": summary.keys,
-        "failedKeys": summary.failed_keys,
-    }
-    if summary.secrets or summary.failed_secrets:
-        entry |= {"secrets": summary.secrets, "failedSecrets": summary.failed_secrets}
-    if summary.certificates or summary.failed_certificates:
-        entry |= {
-            "certificates": summary.certificates,
-            "failedCertificates": summary.failed_certificates,
-        }
-    entry["bytes"] = summary.total_bytes
-    if summary.new_bytes is not None:
-        entry["newBytes"] = summary.new_bytes
-    entry["location"] = kept.location
-    if kept.held_by:
-        entry["heldBy"] = list(kept.held_by)
-    if kept.kept_for:
-        entry["keptFor"] = [str(reason) for reason in kept.kept_for]
-    if kept.deletion_refused:
-        entry["deletionRefused"] = kept.deletion_refused
-    return entry
 
 
 def schedule_status(next_slot: datetime.datetime | None) -> KeyBackupStatus:
@@ -225,8 +216,10 @@ def backup_finished(
     request: RunRequest,
     items_limit: int,
     next_slot: datetime.datetime | None,
+    copies: Sequence[CopyReport] = (),
 ) -> Update[KeyBackupStatus]:
-    """The run's outcome; each kind's list holds at most ``items_limit`` entries."""
+    """The run's outcome, ``copies`` that of each copy (when the run kept a snapshot); each
+    kind's list holds at most ``items_limit`` entries."""
     moment = report.completion_time
     phase = report.phase
     reason, ready = PHASE_STANDING.get(phase, ("Failed", False))
@@ -251,14 +244,18 @@ def backup_finished(
         "newBytes": report.new_bytes,
         "leftOut": _left_out(report.left_out, left_out),
     }
+    conditions = merged_conditions(existing, standing, request.generation, moment)
     status: KeyBackupStatus = {
         **_handled(request),
         **schedule_status(next_slot),
         "phase": phase.value,
-        "conditions": merged_conditions(existing, standing, request.generation, moment),
+        "conditions": conditions,
         "lastRun": last_run,
         **entries_by_kind(outcomes, items_limit, with_version_ids=False),
     }
+    if report.manifest_written:  # a run that kept no snapshot copied nothing
+        status["copies"] = copy_entries(existing, copies, moment)
+        status["conditions"] = with_copies_condition(conditions, copies, request.generation, moment)
     if report.kept is not None:
         status["snapshots"] = snapshot_entries(report.kept)
     if report.manifest_written:
@@ -268,6 +265,7 @@ def backup_finished(
     events = [finished_event("Backup", phase, message)]
     if report.retention_error is not None:
         events.append(Event("Warning", "RetentionFailed", report.retention_error.message))
+    events.extend(copy_events(copies))
     refused = [k for k in report.kept or () if k.deletion_refused]
     if refused:
         events.append(

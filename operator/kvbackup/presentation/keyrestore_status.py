@@ -121,12 +121,30 @@ def restore_finished(
             "dryRun": report.dry_run,
             "startTime": timestamp(report.start_time),
             "completionTime": timestamp(moment),
-            "source": {"keyBackup": keybackup, "snapshotId": report.snapshot_id},
+            "source": {
+                "keyBackup": keybackup,
+                "snapshotId": report.snapshot_id,
+                "copy": report.copy or None,
+                "fellBack": list(report.fallbacks) or None,
+            },
             "counts": restore_counts(outcomes, dry_run=report.dry_run),
             **entries_by_kind(outcomes, items_limit, with_version_ids=True),
             "conditions": merged_conditions(existing, standing, generation, moment),
         },
-        (event,),
+        (event, *_fallback_events(report)),
+    )
+
+
+def _fallback_events(report: RestoreReport) -> tuple[Event, ...]:
+    if not report.fallbacks:
+        return ()
+    return (
+        Event(
+            "Warning",
+            "ReadFromOtherCopy",
+            f"fell back to another copy than the one named ({len(report.fallbacks)} "
+            f"time(s); the manifest came from copy {report.copy}): {report.fallbacks[0]}",
+        ),
     )
 
 

@@ -10,7 +10,7 @@ from functools import partial
 
 from kvbackup import __version__
 from kvbackup.api.conditions import Phase
-from kvbackup.api.keybackup import KeyBackupRef, KeyBackupSpec
+from kvbackup.api.keybackup import KeyBackupRef, KeyBackupSpec, Retention
 from kvbackup.api.kinds import ITEM_KINDS, ItemKind, ItemRef
 from kvbackup.errors import (
     IntegrityError,
@@ -20,7 +20,7 @@ from kvbackup.errors import (
     TooLargeError,
 )
 from kvbackup.services.outcomes import Freshness, ItemOutcome, ItemResult, phase_of
-from kvbackup.services.ports import Clock, SnapshotStore, VaultItems, VaultReads
+from kvbackup.services.ports import Clock, ItemInfo, SnapshotStore, VaultItems, VaultReads
 from kvbackup.services.progress import Progress
 from kvbackup.services.retention import KeptFor, collect_garbage
 from kvbackup.services.snapshot import (
@@ -73,6 +73,9 @@ class BackupReport:
     compared_with: str = ""
     #: The whole manifest the written one lists differences from; empty when it is whole.
     manifest_base: str = ""
+    #: The snapshot's whole manifest, as the copies are written from it; None when no
+    #: manifest was written.
+    manifest: Manifest | None = None
 
     @property
     def phase(self) -> Phase:
@@ -103,6 +106,24 @@ class BackupReport:
         return min(known, default=None)
 
 
+async def chosen_items(
+    spec: KeyBackupSpec, vault: VaultReads
+) -> AsyncIterator[tuple[ItemRef, ItemInfo | None]]:
+    """The items ``spec`` chooses, kind by kind: named items as named, with no listing
+    entry; a selector's matches with theirs, as the vault lists them page by page, the
+    keys and secrets a certificate manages included (``ItemInfo.managed``)."""
+    for kind, choice in spec.choices.items():
+        if choice.names is not None:
+            for name in choice.names:
+                yield ItemRef(kind, name), None
+            continue
+        selector = choice.selector
+        assert selector is not None, "parse_spec guarantees names or selector"
+        async for info in vault.list_items(kind):
+            if selector.matches(info.name, info.tags):
+                yield ItemRef(kind, info.name), info
+
+
 class _Listing:
     """The items a spec chooses, in ITEM_KINDS order, and the managed items its selectors
     matched (keys and secrets that back a certificate), which are not backed up alone."""
@@ -122,25 +143,18 @@ class _Listing:
     async def items(self, on_listed: Callable[[], None] | None = None) -> AsyncIterator[ItemRef]:
         """Named items first as named; a selector's matches as the vault lists them page
         by page (``on_listed`` is called for each: the total grows as the listing goes)."""
-        for kind, choice in self._spec.choices.items():
-            if choice.names is not None:
-                for name in choice.names:
-                    yield ItemRef(kind, name)
-                continue
-            selector = choice.selector
-            assert selector is not None, "parse_spec guarantees names or selector"
-            async for info in self._vault.list_items(kind):
-                if not selector.matches(info.name, info.tags):
-                    continue
-                if info.managed:
-                    self.managed.setdefault(kind, set()).add(info.name.lower())
-                    continue
-                if on_listed is not None:
-                    on_listed()
-                item = ItemRef(kind, info.name)
-                if info.change is not None:
-                    self._changes[item] = info.change
+        async for item, info in chosen_items(self._spec, self._vault):
+            if info is None:
                 yield item
+                continue
+            if info.managed:
+                self.managed.setdefault(item.kind, set()).add(info.name.lower())
+                continue
+            if on_listed is not None:
+                on_listed()
+            if info.change is not None:
+                self._changes[item] = info.change
+            yield item
 
     def left_out(self, outcomes: Sequence[ItemOutcome]) -> dict[ItemKind, int]:
         """Managed items whose certificate is not among this run's certificates."""
@@ -162,7 +176,7 @@ def nothing_matched(spec: KeyBackupSpec) -> InvalidSpecError:
 
 
 @dataclass(frozen=True)
-class _Previous:
+class Previous:
     """The latest complete snapshot, which a run compares each item with."""
 
     #: Its manifest, listing every item.
@@ -176,9 +190,9 @@ class _Previous:
         return snapshot_time(artifact.home(self.whole.snapshot_id))
 
 
-async def _previous(
-    spec: KeyBackupSpec, keybackup: KeyBackupRef, snapshot_id: str, store: SnapshotStore
-) -> tuple[_Previous | None, str]:
+async def previous_snapshot(
+    vault_url: str, keybackup: KeyBackupRef, snapshot_id: str, store: SnapshotStore
+) -> tuple[Previous | None, str]:
     """The snapshot to compare with, or None and why there is none. A previous snapshot
     that cannot be read, or is of another vault, makes the run a full one rather than
     fail it: a full run needs nothing from it."""
@@ -197,11 +211,11 @@ async def _previous(
         whole = stored.merged_onto(base)
     except (IntegrityError, NotFoundError, TooLargeError) as error:
         return None, f"snapshot {latest} cannot be compared with: {error.message}"
-    if whole.vault_url != spec.vault_url:
+    if whole.vault_url != vault_url:
         return None, f"snapshot {latest} is of vault {whole.vault_url}"
     if not any(artifact.change for artifact in whole.artifacts):
         return None, f"snapshot {latest} records no changes to compare with"
-    return _Previous(whole, base), ""
+    return Previous(whole, base), ""
 
 
 @dataclass(frozen=True)
@@ -217,7 +231,7 @@ class _Run:
     listing: _Listing
     #: Items a resumed run (same snapshot id) finds stored and checked already.
     stored_before: Mapping[tuple[ItemKind, str], Artifact]
-    previous: _Previous | None
+    previous: Previous | None
     #: Every item is backed up afresh (a full run was asked for).
     full: bool
 
@@ -260,7 +274,7 @@ async def run_backup(
     start = clock()
     # A wrong container or credential fails here, before any work is done in the vault.
     await store.list_stored(keybackup.namespace, keybackup.name)
-    previous, full_reason = await _previous(spec, keybackup, snapshot_id, store)
+    previous, full_reason = await previous_snapshot(spec.vault_url, keybackup, snapshot_id, store)
     if full_requested:
         full_reason = "asked for by backup-now"
     # A resumed run (same snapshot id) keeps what the interrupted one stored and checked.
@@ -285,10 +299,10 @@ async def run_backup(
     )
     stored = [o for o in outcomes if not o.failed]
     completion = clock()
-    manifest_base = ""
+    manifest_base, whole = "", None
     if stored:
         whole = _manifest(spec, keybackup, snapshot_id, start, completion, outcomes)
-        written = _as_written(whole, previous)
+        written = as_written(whole, previous)
         manifest_base = written.base
         await store.write_manifest(written, whole.summary)
     report = BackupReport(
@@ -302,6 +316,7 @@ async def run_backup(
         full_reason=full_reason,
         compared_with=previous.whole.snapshot_id if previous and not full_reason else "",
         manifest_base=manifest_base,
+        manifest=whole,
     )
     if incomplete_grace is None or not report.manifest_written:
         return report
@@ -313,7 +328,7 @@ async def run_backup(
 DIFFERENTIAL_SHARE_MAX = 0.25
 
 
-def _as_written(whole: Manifest, previous: _Previous | None) -> Manifest:
+def as_written(whole: Manifest, previous: Previous | None) -> Manifest:
     """The manifest to store: differential on the previous snapshot's base while the
     differences are few, else whole."""
     if previous is None:
@@ -368,19 +383,7 @@ async def _back_up_item(run: _Run, item: ItemRef) -> ItemOutcome:
 def _carried(run: _Run, known: Artifact) -> ItemOutcome:
     """The outcome of an unchanged item: the previous snapshot's artifact, where it is."""
     assert run.previous is not None, "only a previous snapshot's artifact is carried"
-    carried = known.carried_from(run.previous.whole.snapshot_id)
-    return ItemOutcome(
-        name=carried.name,
-        result=ItemResult.SUCCEEDED,
-        versions=carried.versions,
-        sha256=carried.sha256,
-        size=carried.size,
-        location=carried.location,
-        kind=carried.kind,
-        stored_in=carried.stored_in,
-        change=carried.change,
-        freshness=Freshness.UNCHANGED,
-    )
+    return outcome_of(known.carried_from(run.previous.whole.snapshot_id), Freshness.UNCHANGED)
 
 
 async def _each_chosen_item(
@@ -432,16 +435,55 @@ def _manifest(
         start_time=start,
         completion_time=completion,
         operator_version=__version__,
-        artifacts=tuple(
-            Artifact(
-                o.name, o.versions, o.sha256, o.size, o.location, o.kind, o.stored_in, o.change
-            )
-            for o in outcomes
-            if not o.failed
-        ),
+        artifacts=tuple(artifact_of(o) for o in outcomes if not o.failed),
         failures=tuple(
             ItemFailure(o.name, o.reason, o.message, o.kind) for o in outcomes if o.failed
         ),
+    )
+
+
+def outcome_of(artifact: Artifact, freshness: Freshness) -> ItemOutcome:
+    """A stored item's outcome, as its manifest entry says it."""
+    a = artifact
+    return ItemOutcome(
+        a.name,
+        ItemResult.SUCCEEDED,
+        a.versions,
+        a.sha256,
+        a.size,
+        location=a.location,
+        kind=a.kind,
+        stored_in=a.stored_in,
+        change=a.change,
+        freshness=freshness,
+    )
+
+
+def artifact_of(outcome: ItemOutcome) -> Artifact:
+    """The manifest's entry of an item stored by a run."""
+    o = outcome
+    return Artifact(o.name, o.versions, o.sha256, o.size, o.location, o.kind, o.stored_in, o.change)
+
+
+async def kept_snapshots(
+    store: SnapshotStore,
+    keybackup: KeyBackupRef,
+    retention: Retention,
+    now: datetime.datetime,
+    incomplete_grace: datetime.timedelta,
+) -> tuple[KeptSnapshot, ...]:
+    """Retention in ``store``: the complete snapshots it keeps, newest first."""
+    namespace, name = keybackup.namespace, keybackup.name
+    kept = await collect_garbage(store, namespace, name, retention, now, incomplete_grace)
+    return tuple(
+        KeptSnapshot(
+            left.summary,
+            store.location(namespace, name, left.summary.snapshot_id),
+            left.held_by,
+            left.kept_for,
+            left.deletion_refused,
+        )
+        for left in kept
     )
 
 
@@ -455,21 +497,8 @@ async def _retained(
 ) -> BackupReport:
     """``report`` once retention ran. A storage error during retention fails nothing that
     was stored: the report carries it."""
-    namespace, name = keybackup.namespace, keybackup.name
     try:
-        kept = await collect_garbage(store, namespace, name, spec.retention, now, incomplete_grace)
+        kept = await kept_snapshots(store, keybackup, spec.retention, now, incomplete_grace)
     except KvBackupError as error:
         return replace(report, retention_error=error)
-    return replace(
-        report,
-        kept=tuple(
-            KeptSnapshot(
-                left.summary,
-                store.location(namespace, name, left.summary.snapshot_id),
-                left.held_by,
-                left.kept_for,
-                left.deletion_refused,
-            )
-            for left in kept
-        ),
-    )
+    return replace(report, kept=kept)

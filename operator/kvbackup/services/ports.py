@@ -168,6 +168,10 @@ class OpenedSnapshot:
     manifest: Manifest
     read_artifact: Callable[[Artifact], Awaitable[bytes]]
     budget: ByteBudget = field(default_factory=lambda: ByteBudget(ARTIFACT_BYTES_IN_USE))
+    #: The KeyBackup copy the manifest was read from; empty for a snapshot found by path.
+    copy: str = ""
+    #: What was read from another copy than the one named, and why; grows as it is read.
+    fallbacks: list[str] = field(default_factory=list)
 
     @asynccontextmanager
     async def verified(self, artifact: Artifact) -> AsyncIterator[bytes]:
@@ -200,6 +204,9 @@ class SnapshotStores(Protocol):
         """A snapshot found by its blob path alone, with no KeyBackup object needed."""
         ...
 
-    async def destination_of(self, namespace: str, keybackup: str) -> Destination | None:
-        """Where a KeyBackup keeps its snapshots; None once the object is gone."""
+    async def destinations_of(
+        self, namespace: str, keybackup: str
+    ) -> dict[str, Destination] | None:
+        """Where a KeyBackup keeps its snapshots, by copy name, the primary first; None once
+        the object is gone."""
         ...

@@ -3,7 +3,8 @@ shown by the metrics adapter (adapters/metrics.py), neither of which imports the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -16,3 +17,13 @@ class KeyBackupReadings:
     oldest_artifact: float | None = None
     #: None: this status does not tell (a run is going on); the gauge keeps its value.
     failing: bool | None = None
+    #: Whether each copy lacks the latest run's snapshot, by copy name; a copy not listed
+    #: has no series.
+    copies_failing: Mapping[str, bool] = field(default_factory=dict)
+    #: When the last verification completed, whether it found damaged snapshots (None:
+    #: it could not finish, the gauge keeps its value), how many items no snapshot
+    #: covered, and since when verifications have found such items.
+    verification_time: float | None = None
+    verification_failing: bool | None = None
+    unprotected_items: int | None = None
+    unprotected_since: float | None = None

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import partial
 
 from kvbackup.api.conditions import Phase
-from kvbackup.api.keybackup import SecretDestination
+from kvbackup.api.keybackup import PRIMARY, SecretDestination
 from kvbackup.api.keyrestore import (
-    LATEST,
     BlobSnapshotSource,
     KeyRestoreSpec,
     OnConflict,
@@ -22,7 +21,8 @@ from kvbackup.api.keyrestore import (
     purge_field,
 )
 from kvbackup.api.kinds import ITEM_KINDS, ItemRef
-from kvbackup.errors import ConflictError, KvBackupError, MissingReferenceError
+from kvbackup.errors import ConflictError, KvBackupError
+from kvbackup.services.copy_reads import CopyFallback
 from kvbackup.services.journal import RestoreJournal
 from kvbackup.services.outcomes import ItemOutcome, ItemResult, phase_of
 from kvbackup.services.ports import (
@@ -32,10 +32,9 @@ from kvbackup.services.ports import (
     SnapshotStores,
     VaultItems,
     VaultReads,
-    read_whole_manifest,
 )
 from kvbackup.services.progress import Progress
-from kvbackup.services.snapshot import Artifact, SnapshotSummary
+from kvbackup.services.snapshot import Artifact
 from kvbackup.services.workers import DEFAULT_CONCURRENCY, for_each_item
 
 
@@ -97,49 +96,26 @@ def decide(
     return Decision(Action.RESTORE)
 
 
-def choose_snapshot(
-    snapshots: list[SnapshotSummary], wanted: str, keybackup: str
-) -> SnapshotSummary:
-    """``latest`` or a snapshot id among the complete snapshots (newest first)."""
-    if not snapshots:
-        raise MissingReferenceError(
-            f"no complete snapshot of KeyBackup {keybackup} exists", reason="SourceNotFound"
-        )
-    if wanted == LATEST:
-        return snapshots[0]
-    for summary in snapshots:
-        if summary.snapshot_id == wanted:
-            return summary
-    raise MissingReferenceError(
-        f"KeyBackup {keybackup} has no complete snapshot {wanted}", reason="SourceNotFound"
-    )
-
-
 @asynccontextmanager
 async def opened_snapshot(
     stores: SnapshotStores, namespace: str, source: SnapshotSource | BlobSnapshotSource
 ) -> AsyncIterator[OpenedSnapshot]:
     """The snapshot a KeyRestore names, ready to be read.
 
-    A KeyBackup reference looks in that KeyBackup's own destination, or in Secrets once
-    the object is gone; a blob path needs no object at all.
+    A KeyBackup reference looks in the copy it names (its destination unless it names
+    another), falling back to the other copies, or in Secrets once the object is gone; a
+    blob path needs no object at all.
     """
     if isinstance(source, BlobSnapshotSource):
         async with stores.snapshot_at_path(namespace, source) as snapshot:
             yield snapshot
         return
-    destination = await stores.destination_of(namespace, source.keybackup)
-    async with stores.store(namespace, destination or SecretDestination()) as store:
-        chosen = choose_snapshot(
-            await store.list_snapshots(namespace, source.keybackup),
-            source.snapshot,
-            source.keybackup,
+    destinations = await stores.destinations_of(namespace, source.keybackup)
+    async with AsyncExitStack() as stack:
+        copies = CopyFallback(
+            stack, stores, namespace, source, destinations or {PRIMARY: SecretDestination()}
         )
-        snapshot_id = chosen.snapshot_id
-        yield OpenedSnapshot(
-            await read_whole_manifest(store, namespace, source.keybackup, snapshot_id),
-            partial(store.read_artifact, namespace, source.keybackup, snapshot_id),
-        )
+        yield await copies.open(source.snapshot)
 
 
 @dataclass(frozen=True)
@@ -150,6 +126,10 @@ class RestoreReport:
     outcomes: list[ItemOutcome]
     #: Nothing was changed: ``outcomes`` tell what a real restore would do.
     dry_run: bool = False
+    #: The KeyBackup copy the manifest was read from; empty for a snapshot found by path.
+    copy: str = ""
+    #: What was read from another copy than the one named, and why.
+    fallbacks: tuple[str, ...] = ()
 
     @property
     def phase(self) -> Phase:
@@ -283,7 +263,15 @@ async def run_restore(
             replace(o, result=ItemResult.WOULD_FAIL) if o.result is ItemResult.FAILED else o
             for o in outcomes
         ]
-    return RestoreReport(manifest.snapshot_id, start, clock(), outcomes, dry_run=spec.dry_run)
+    return RestoreReport(
+        manifest.snapshot_id,
+        start,
+        clock(),
+        outcomes,
+        dry_run=spec.dry_run,
+        copy=snapshot.copy,
+        fallbacks=tuple(snapshot.fallbacks),
+    )
 
 
 def chosen_items(spec: KeyRestoreSpec, snapshot: OpenedSnapshot) -> list[ItemRef]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kvbackup.api.conditions import timestamp
-from kvbackup.api.keybackup import KeyBackupSpec, backup_now_token, parse_spec
+from kvbackup.api.keybackup import KeyBackupSpec, backup_now_token, parse_spec, verify_now_token
 from kvbackup.api.schedule import Schedule
 from kvbackup.errors import InvalidSpecError
 from kvbackup.services.snapshot import new_snapshot_id
@@ -68,6 +68,25 @@ class KeyBackupStatusView:
     oldest_artifact_time: datetime.datetime | None = None
     #: None unless ``activeRun`` reads back in full, its snapshot id included.
     interrupted: InterruptedRun | None = None
+    #: Whether each copy lacks the latest run's snapshot, by copy name.
+    copies_failing: Mapping[str, bool] = field(default_factory=dict)
+    verification: VerificationView = field(default_factory=lambda: VerificationView())
+
+
+@dataclass(frozen=True)
+class VerificationView:
+    """What the operator reads back of ``status.verification``, checked as the rest."""
+
+    #: The scheduled slot the last verification served.
+    slot: datetime.datetime | None = None
+    #: The last kvbackup.io/verify-now value handled.
+    handled_trigger: str | None = None
+    completion_time: datetime.datetime | None = None
+    #: Whether the last verification found damaged snapshots; None before the first.
+    failing: bool | None = None
+    unprotected_items: int | None = None
+    #: Since when verifications have found unprotected items, without a pause.
+    unprotected_since: datetime.datetime | None = None
 
 
 #: A Kubernetes timestamp as the API server and this operator write them.
@@ -95,7 +114,12 @@ def schedule_anchor(
     """Slots are counted from the last scheduled run, or from the object's creation. A
     last run recorded far in the future was not written by a replica of this operator
     (and year 9999 would overflow the next slot), so it is not believed."""
-    recorded = status.last_schedule_time
+    return _believed_slot(status.last_schedule_time, created, now)
+
+
+def _believed_slot(
+    recorded: datetime.datetime | None, created: datetime.datetime, now: datetime.datetime
+) -> datetime.datetime:
     if recorded is None or recorded > now + SLOT_CLOCK_TOLERANCE:
         return created
     return recorded
@@ -200,3 +224,39 @@ def plan_run(
     if schedule is not None and not suspended:
         next_slot = schedule.next_slot(schedule_anchor(status, created, now))
     return Plan(spec, request, next_slot)
+
+
+@dataclass(frozen=True)
+class VerificationPlan:
+    """When a KeyBackup's snapshots are to be verified."""
+
+    #: The verification to make now, if any.
+    request: RunRequest | None
+    #: The next scheduled slot; None without ``spec.verify``.
+    next_slot: datetime.datetime | None
+
+    def seconds_to_next_slot(self, now: datetime.datetime) -> float | None:
+        return (self.next_slot - now).total_seconds() if self.next_slot else None
+
+
+def plan_verification(
+    spec: KeyBackupSpec | None,
+    status: KeyBackupStatusView,
+    meta: Mapping[str, Any],
+    now: datetime.datetime,
+) -> VerificationPlan:
+    """A kvbackup.io/verify-now value not handled yet, or a slot of ``spec.verify`` since
+    the last one served (slots missed while the operator was down make one verification).
+    Suspending the schedule of backups does not stop verifications: they change nothing."""
+    generation = int(meta.get("generation") or 0)
+    seen = status.verification
+    trigger = verify_now_token(meta.get("annotations") or {})
+    schedule = spec.verify if spec else None
+    anchor = _believed_slot(seen.slot, parse_time(meta.get("creationTimestamp")) or now, now)
+    next_slot = schedule.next_slot(anchor) if schedule is not None else None
+    if trigger is not None and trigger != seen.handled_trigger:
+        return VerificationPlan(RunRequest(generation, trigger=trigger), next_slot)
+    if schedule is None:
+        return VerificationPlan(None, None)
+    slot = schedule.latest_slot(anchor, now)
+    return VerificationPlan(RunRequest(generation, slot=slot) if slot > anchor else None, next_slot)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from kvbackup.api.kinds import ItemRef
 from kvbackup.config import DEFAULT_KEYS_PER_RUN
 from kvbackup.errors import AccessDeniedError, ItemAccessDeniedError, KvBackupError
 from kvbackup.services.outcomes import ItemOutcome, ItemResult
+
+_Item = TypeVar("_Item")
 
 #: Keys in progress at once in one run, unless the caller says otherwise.
 DEFAULT_CONCURRENCY = DEFAULT_KEYS_PER_RUN
@@ -37,38 +40,53 @@ async def for_each_item(
     of the run is refused: a vault that serves none of them denies the identity as a
     whole, which is raised as ``AccessDeniedError``, as a vault-wide 403 is.
     """
-    pending = _numbered(items)
-    # One worker at a time advances the items: an async generator cannot be re-entered.
-    turn = asyncio.Lock()
     outcomes: dict[int, ItemOutcome] = {}
     refused: list[ItemAccessDeniedError] = []
 
-    async def guarded(item: ItemRef) -> ItemOutcome:
+    async def guarded(numbered: tuple[int, ItemRef]) -> None:
+        index, item = numbered
         try:
-            return await work(item)
+            outcomes[index] = await work(item)
         except KvBackupError as error:
             if error.temporary:
                 raise
             if isinstance(error, ItemAccessDeniedError):
                 refused.append(error)
-            return ItemOutcome(
+            outcomes[index] = ItemOutcome(
                 name=item.name,
                 result=ItemResult.FAILED,
                 reason=error.reason,
                 message=error.message,
                 kind=item.kind,
             )
+        if on_done is not None:
+            await on_done()
+
+    await in_turn(_numbered(items), guarded, concurrency)
+    if refused and len(refused) == len(outcomes):
+        raise AccessDeniedError(
+            f"the vault refused every item of the run ({len(refused)}), so it denies this "
+            f"identity as a whole; the first refusal: {refused[0].message}"
+        )
+    return [outcomes[index] for index in range(len(outcomes))]
+
+
+async def in_turn(
+    items: AsyncIterator[_Item], work: Callable[[_Item], Awaitable[None]], concurrency: int
+) -> None:
+    """``work`` for every item, at most ``concurrency`` at a time. Workers pull the next
+    item as they free up, so nothing is read for an item before its turn: what is held at
+    once follows the concurrency, not the number of items. The first error is raised."""
+    # One worker at a time advances the items: an async generator cannot be re-entered.
+    turn = asyncio.Lock()
 
     async def worker() -> None:
         while True:
             async with turn:  # shared: each item goes to exactly one worker
-                numbered = await anext(pending, None)
-            if numbered is None:
+                item = await anext(items, None)
+            if item is None:
                 return
-            index, item = numbered
-            outcomes[index] = await guarded(item)
-            if on_done is not None:
-                await on_done()
+            await work(item)
 
     try:
         async with asyncio.TaskGroup() as group:
@@ -77,12 +95,6 @@ async def for_each_item(
     except ExceptionGroup as group:
         # The first failure is the one to report; the others were cancellations' fallout.
         raise group.exceptions[0] from None
-    if refused and len(refused) == len(outcomes):
-        raise AccessDeniedError(
-            f"the vault refused every item of the run ({len(refused)}), so it denies this "
-            f"identity as a whole; the first refusal: {refused[0].message}"
-        )
-    return [outcomes[index] for index in range(len(outcomes))]
 
 
 async def _numbered(
