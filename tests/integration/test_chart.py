@@ -874,6 +874,9 @@ def test_the_service_monitor_and_the_alert_rules_are_accepted_by_the_api_server(
     assert set(alerts) == {
         "KeyBackupTooOld",
         "KeyBackupFailing",
+        "KeyBackupCopyFailing",
+        "KeyBackupVerificationFailed",
+        "KeyBackupUnprotectedItems",
         "KeyVaultThrottled",
         "KeyBackupOperatorDown",
     }
@@ -1010,6 +1013,137 @@ def _hand_over_case(old_leader_keeps_its_series: bool) -> dict[str, Any]:
             },
         ],
     }
+
+
+def _alert(anchor: str, summary: str, description: str, **labels: str) -> Any:
+    return {
+        "exp_labels": labels,
+        "exp_annotations": {
+            "runbook_url": f"{RUNBOOK}#{anchor}",
+            "summary": summary,
+            "description": description,
+        },
+    }
+
+
+#: KeyBackupCopyFailing, KeyBackupVerificationFailed and KeyBackupUnprotectedItems.
+COPY_AND_VERIFICATION_CASES: list[dict[str, Any]] = [
+    {
+        # Copy "offsite" of a/nightly fails from minute 2 on; copy "dr" never does.
+        "interval": "1m",
+        "input_series": [
+            series(
+                "kvbackup_keybackup_copy_failing",
+                "0 0 1x60",
+                namespace="a",
+                name="nightly",
+                copy="offsite",
+            ),
+            series(
+                "kvbackup_keybackup_copy_failing", "0x60", namespace="a", name="nightly", copy="dr"
+            ),
+        ],
+        "alert_rule_test": [
+            {"eval_time": "16m", "alertname": "KeyBackupCopyFailing", "exp_alerts": []},
+            {
+                "eval_time": "18m",
+                "alertname": "KeyBackupCopyFailing",
+                "exp_alerts": [
+                    _alert(
+                        "keybackupcopyfailing",
+                        "Copy offsite of KeyBackup a/nightly lacks the latest snapshot",
+                        "The latest snapshot of KeyBackup a/nightly could not be written to its "
+                        "copy offsite; its CopiesComplete condition and CopyFailed Events say why "
+                        "(kubectl describe keybackup -n a nightly).",
+                        severity="warning",
+                        namespace="a",
+                        name="nightly",
+                        copy="offsite",
+                    )
+                ],
+            },
+        ],
+    },
+    {
+        # "damaged"'s verification at minute 3 finds a problem; "sound"'s finds none.
+        "interval": "1m",
+        "input_series": [
+            series(
+                "kvbackup_keybackup_verification_failing",
+                "0 0 0 1x60",
+                namespace="a",
+                name="damaged",
+            ),
+            series("kvbackup_keybackup_verification_failing", "0x60", namespace="a", name="sound"),
+        ],
+        "alert_rule_test": [
+            {"eval_time": "2m", "alertname": "KeyBackupVerificationFailed", "exp_alerts": []},
+            {
+                "eval_time": "3m",
+                "alertname": "KeyBackupVerificationFailed",
+                "exp_alerts": [
+                    _alert(
+                        "keybackupverificationfailed",
+                        "Verification of KeyBackup a/damaged found damaged snapshots",
+                        "The latest verification of KeyBackup a/damaged found backups missing, "
+                        "tampered with or unreadable; status.verification.findings names each "
+                        "(kubectl get keybackup -n a damaged -o yaml).",
+                        severity="critical",
+                        namespace="a",
+                        name="damaged",
+                    )
+                ],
+            },
+        ],
+    },
+    {
+        # "lagging" has had 2 unprotected items since time 0; "caught-up" had some for an
+        # hour, then none; "fresh" has had some for an hour only.
+        "interval": "10m",
+        "input_series": [
+            series("kvbackup_unprotected_items", "2x200", namespace="a", name="lagging"),
+            series(
+                "kvbackup_keybackup_unprotected_since_timestamp_seconds",
+                "0x200",
+                namespace="a",
+                name="lagging",
+            ),
+            series("kvbackup_unprotected_items", "3x6 0x200", namespace="a", name="caught-up"),
+            series(
+                "kvbackup_keybackup_unprotected_since_timestamp_seconds",
+                "0x6 _x200",
+                namespace="a",
+                name="caught-up",
+            ),
+            series("kvbackup_unprotected_items", "_x150 1x50", namespace="a", name="fresh"),
+            series(
+                "kvbackup_keybackup_unprotected_since_timestamp_seconds",
+                "_x150 90000x50",
+                namespace="a",
+                name="fresh",
+            ),
+        ],
+        "alert_rule_test": [
+            {"eval_time": "23h", "alertname": "KeyBackupUnprotectedItems", "exp_alerts": []},
+            {
+                "eval_time": "25h",
+                "alertname": "KeyBackupUnprotectedItems",
+                "exp_alerts": [
+                    _alert(
+                        "keybackupunprotecteditems",
+                        "KeyBackup a/lagging leaves vault items unprotected",
+                        "2 item(s) of the vault of KeyBackup a/lagging are in no snapshot, or have "
+                        "versions none holds, and verifications have found such items for a while; "
+                        "status.verification.unprotected names them.",
+                        severity="warning",
+                        namespace="a",
+                        name="lagging",
+                    )
+                ],
+            },
+        ],
+    },
+]
 
 
 #: promtool's rule unit tests: series from minute 0 (time() counts from 0 too), and the
@@ -1149,6 +1283,7 @@ ALERT_CASES: dict[str, Any] = {
         },
         *LEADER_CASES,
         _hand_over_case(old_leader_keeps_its_series=False),
+        *COPY_AND_VERIFICATION_CASES,
     ],
 }
 
@@ -1184,7 +1319,7 @@ def test_the_alert_rules_pass_promtool_and_fire_when_and_only_when_they_should(
         [str(promtool), "check", "rules", str(rules)], capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 4 rules found" in checked.stdout
+    assert "SUCCESS: 7 rules found" in checked.stdout
 
     tested = _promtool_test(promtool, rules, tmp_path, ALERT_CASES)
     assert tested.returncode == 0, tested.stdout + tested.stderr
