@@ -77,6 +77,13 @@ class TooLargeError(KvBackupError):
     reason = "TooLarge"
 
 
+class TooManyVersionsError(KvBackupError):
+    """An item has more versions than Key Vault backs up: its backup call would be refused,
+    so it is not made."""
+
+    reason = "TooManyVersions"
+
+
 class AccessDeniedError(KvBackupError):
     """Authentication failed or the identity lacks a permission (401/403).
 

@@ -84,6 +84,32 @@ async def test_a_missing_key_fails_alone_and_the_run_is_partially_failed() -> No
     assert [(f.name, f.reason) for f in manifest.failures] == [("gone", "NotFound")]
 
 
+@pytest.mark.parametrize(("versions", "backed_up"), [(500, True), (501, False)])
+async def test_a_key_of_more_versions_than_key_vault_backs_up_fails_alone_before_its_backup_call(
+    versions: int, backed_up: bool
+) -> None:
+    vault, store = InMemoryVault(), InMemoryStore()
+    vault.add("rotated", versions=tuple(f"v{index}" for index in range(versions)))
+    vault.add("steady")
+
+    report = await run_backup(
+        backup_spec("rotated", "steady"), REF, SNAPSHOT_ID, vault, store, clock=clock
+    )
+
+    rotated, steady = report.outcomes
+    assert steady.result is ItemResult.SUCCEEDED
+    assert (("backup_key", "rotated") in vault.calls) is backed_up
+    if backed_up:
+        assert rotated.result is ItemResult.SUCCEEDED
+        return
+    assert (rotated.result, rotated.reason) == (ItemResult.FAILED, "TooManyVersions")
+    assert "501 versions" in rotated.message
+    assert "at most 500" in rotated.message
+    assert [(f.name, f.reason) for f in store.manifests[0].failures] == [
+        ("rotated", "TooManyVersions")
+    ]
+
+
 async def test_no_manifest_is_written_when_no_key_could_be_stored() -> None:
     vault, store = InMemoryVault(), InMemoryStore()
 

@@ -18,6 +18,7 @@ from kvbackup.errors import (
     KvBackupError,
     NotFoundError,
     TooLargeError,
+    TooManyVersionsError,
 )
 from kvbackup.services.outcomes import Freshness, ItemOutcome, ItemResult, phase_of
 from kvbackup.services.ports import Clock, ItemInfo, SnapshotStore, VaultItems, VaultReads
@@ -356,6 +357,7 @@ async def _back_up_item(run: _Run, item: ItemRef) -> ItemOutcome:
     if known is not None and change is not None and run.unchanged(known, change):
         return _carried(run, known)
     versions = await run.vault.list_versions(kind, name)
+    require_backup_allowed(item, versions.ids)
     if change is None:
         # A named item is not listed: its versions' record tells its changes instead.
         change = versions.change
@@ -378,6 +380,23 @@ async def _back_up_item(run: _Run, item: ItemRef) -> ItemOutcome:
         change=change if change is not None and change.settled_before(run.start) else None,
         freshness=Freshness.REFRESHED if same else Freshness.BACKED_UP,
     )
+
+
+#: Most versions of one item Key Vault backs up: "you can't back up an object with more
+#: than 500 past versions" (Azure Key Vault backup documentation); it refuses the call.
+BACKUP_VERSIONS_MAX = 500
+
+
+def require_backup_allowed(item: ItemRef, versions: Sequence[str]) -> None:
+    """Refuses, before its backup call, an item Key Vault would refuse to back up."""
+    if len(versions) > BACKUP_VERSIONS_MAX:
+        raise TooManyVersionsError(
+            f"{item} has {len(versions):,} versions; Key Vault backs up an item of at most "
+            f"{BACKUP_VERSIONS_MAX} versions, so it is not backed up. Versions cannot be "
+            f"deleted one by one: move its users to a new {item.kind} (a new name, whose "
+            "backups restart at one version), keep this one in a snapshot taken before it "
+            "grew past the limit, and stop rotating it this often"
+        )
 
 
 def _carried(run: _Run, known: Artifact) -> ItemOutcome:
