@@ -15,6 +15,8 @@ from kvbackup.services.outcomes import ItemResult
 from kvbackup.services.ports import ItemState
 from kvbackup.services.restore import run_restore
 from tests.unit.fakes import (
+    TARGET_URL,
+    VAULT_URL,
     InMemoryStore,
     InMemoryVault,
     clock,
@@ -107,6 +109,34 @@ async def test_a_dry_run_says_per_key_what_it_found_and_why_and_succeeds_as_a_ru
         ("payroll", ItemResult.WOULD_FAIL, "AccessDenied", "read key payroll: 403"),
     ]
     assert report.outcomes[0].versions == ("s1", "s2")
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+async def test_a_dry_run_into_another_vault_reminds_where_key_vault_restores_a_backup(
+    dry_run: bool,
+) -> None:
+    store = InMemoryStore()
+    manifest = await take_snapshot(store, SIGNING)
+
+    report = await run_restore(
+        restore_spec(dry_run=dry_run), opened(store, manifest), InMemoryVault(), clock=clock
+    )
+
+    if not dry_run:  # a real restore tells what Key Vault answered instead
+        assert report.reminder == ""
+        return
+    assert f"the snapshot is of {VAULT_URL}, not {TARGET_URL}" in report.reminder
+    assert "same Azure subscription and the same geography" in report.reminder
+
+
+async def test_a_dry_run_into_the_vault_the_snapshot_came_from_reminds_of_nothing() -> None:
+    store = InMemoryStore()
+    manifest = await take_snapshot(store, SIGNING)
+    into_its_own = replace(restore_spec(dry_run=True), vault_url=VAULT_URL.upper() + "/")
+
+    report = await run_restore(into_its_own, opened(store, manifest), InMemoryVault(), clock=clock)
+
+    assert report.reminder == ""
 
 
 async def test_a_dry_run_verifies_every_backup_and_fails_a_key_whose_backup_was_altered() -> None:

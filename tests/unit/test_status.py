@@ -543,6 +543,20 @@ def test_a_dry_run_is_ready_says_it_was_a_dry_run_and_counts_what_would_be_done(
     assert [(e.type, e.reason) for e in update.events] == [("Normal", "DryRunSucceeded")]
 
 
+def test_a_dry_run_into_another_vault_says_where_key_vault_restores_in_its_message_and_event() -> (
+    None
+):
+    reminder = "the snapshot is of https://a.vault.azure.net, not https://b.vault.azure.net: ..."
+    report = replace(restore_report(WOULD_RESTORE, dry_run=True), reminder=reminder)
+
+    update = keyrestore_status.restore_finished({}, report, "nightly", 3, 100)
+
+    assert ready(update.status)["message"].endswith(f"; {reminder}")
+    assert ("Warning", "OtherVault", reminder) in [
+        (e.type, e.reason, e.message) for e in update.events
+    ]
+
+
 def test_a_real_restore_after_a_dry_run_clears_the_dry_runs_counts_and_flag() -> None:
     report = restore_report(RESTORED)
 

@@ -108,6 +108,8 @@ def restore_finished(
     reason, ready = PHASE_STANDING.get(phase, ("Failed", False))
     outcomes = report.outcomes
     message = restore_summary(outcomes, dry_run=report.dry_run)
+    if report.reminder:
+        message = f"{message}; {report.reminder}"
     event = finished_event("Restore", phase, message)
     if report.dry_run:
         reason = "DryRunSucceeded"
@@ -131,8 +133,14 @@ def restore_finished(
             **entries_by_kind(outcomes, items_limit, with_version_ids=True),
             "conditions": merged_conditions(existing, standing, generation, moment),
         },
-        (event, *_fallback_events(report)),
+        (event, *_fallback_events(report), *_reminder_events(report)),
     )
+
+
+def _reminder_events(report: RestoreReport) -> tuple[Event, ...]:
+    if not report.reminder:
+        return ()
+    return (Event("Warning", "OtherVault", report.reminder),)
 
 
 def _fallback_events(report: RestoreReport) -> tuple[Event, ...]:

@@ -130,6 +130,9 @@ class RestoreReport:
     copy: str = ""
     #: What was read from another copy than the one named, and why.
     fallbacks: tuple[str, ...] = ()
+    #: What a dry run reminds the user of before a real restore: that Key Vault restores a
+    #: backup only where its rules allow it, when the target is another vault.
+    reminder: str = ""
 
     @property
     def phase(self) -> Phase:
@@ -271,6 +274,20 @@ async def run_restore(
         dry_run=spec.dry_run,
         copy=snapshot.copy,
         fallbacks=tuple(snapshot.fallbacks),
+        reminder=other_vault_reminder(manifest.vault_url, spec.vault_url) if spec.dry_run else "",
+    )
+
+
+def other_vault_reminder(source: str, target: str) -> str:
+    """Empty when ``target`` is the vault the snapshot came from; else what Key Vault
+    requires of a restore into another vault, for the user to check before a real one."""
+    if source.rstrip("/").lower() == target.rstrip("/").lower():
+        return ""
+    return (
+        f"the snapshot is of {source}, not {target}: Key Vault restores a backup only into a "
+        "vault of the same Azure subscription and the same geography (and a Managed HSM "
+        "backup only into a Managed HSM sharing its security domain); check that "
+        f"{target} is such a vault, or the real restore fails for every item"
     )
 
 
