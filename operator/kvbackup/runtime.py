@@ -9,12 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from azure.core.credentials_async import AsyncTokenCredential
 from azure.storage.blob.aio import ContainerClient
 
 from kvbackup.adapters import credentials
 from kvbackup.adapters.blob_store import BlobSnapshotStore, container_client
-from kvbackup.adapters.http import SharedSession
+from kvbackup.adapters.http import SharedSession, tls_context
 from kvbackup.adapters.keyvault import KeyVaultClients
 from kvbackup.adapters.kubernetes import KubernetesApi, connect
 from kvbackup.adapters.leases import KubernetesLeases
@@ -50,21 +49,28 @@ class Runtime:
     settings: Settings
     kubernetes: KubernetesApi
     vaults: KeyVaultClients
-    default_credential: AsyncTokenCredential
+    own_identity: credentials.OwnIdentity
     metrics: OperatorMetrics
     #: What every blob container client sends through.
     blob_http: SharedSession = field(default_factory=SharedSession)
+    #: What every token request sends through.
+    identity_http: SharedSession = field(default_factory=lambda: SharedSession(trust_env=True))
     clock: Clock = field(default=utc_now)
 
     @classmethod
     def create(cls, settings: Settings, metrics: OperatorMetrics) -> Runtime:
         api = KubernetesApi(connect())
+        # One TLS context for every Azure call: Key Vault, Blob Storage, token requests.
+        tls = tls_context(settings.ca_bundle)
+        identity_http = SharedSession(tls, trust_env=True)
         return cls(
             settings=settings,
             kubernetes=api,
             vaults=KeyVaultClients(settings, metrics),
-            default_credential=credentials.default_credential(),
+            own_identity=credentials.OwnIdentity(identity_http),
             metrics=metrics,
+            blob_http=SharedSession(tls),
+            identity_http=identity_http,
         )
 
     async def _secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
@@ -88,10 +94,12 @@ class Runtime:
         """The vault's items under the object's own credentials, or the operator's identity."""
         if credentials_secret is None:
             require_vault_allowed(self.settings.default_identity_rules, namespace, vault_url)
-            yield self.vaults.vault(vault_url, self.default_credential, namespace)
+            yield self.vaults.vault(vault_url, self.own_identity.for_service(vault_url), namespace)
             return
         data = await self._secret_data(namespace, credentials_secret)
-        credential = credentials.service_principal(credentials_secret, data)
+        credential = credentials.service_principal(
+            credentials_secret, data, vault_url, self.identity_http
+        )
         try:
             yield self.vaults.vault(vault_url, credential, namespace)
         finally:
@@ -113,7 +121,7 @@ class Runtime:
                 container.account_url,
                 container.name,
                 hosts=self.settings.blob_hosts,
-                credential=self.default_credential,
+                credential=self.own_identity.for_service(container.account_url),
                 http=self.blob_http,
             )
         else:
@@ -198,5 +206,6 @@ class Runtime:
     async def close(self) -> None:
         await self.vaults.close()
         await self.blob_http.close()
-        await self.default_credential.close()
+        await self.own_identity.close()
+        await self.identity_http.close()
         self.kubernetes.close()

@@ -14,9 +14,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from tests.harness.azurite import Azurite, storage_token
+from tests.harness.lowkey import Lowkey
 
 HEADER = "kvbackup-tests"
 
@@ -59,14 +61,16 @@ def token_endpoint() -> Iterator[str]:
         server.server_close()
 
 
-def operator_env(endpoint: str, azurite: Azurite) -> dict[str, str]:
-    """What an operator needs, besides the Key Vault emulator's settings, to use its own
-    identity against ``azurite``: the token endpoint, and Azurite's CA trusted for storage."""
+def operator_env(endpoint: str, azurite: Azurite, lowkey: Lowkey, workdir: Path) -> dict[str, str]:
+    """What an operator needs to use its own identity against ``azurite`` and ``lowkey``:
+    the token endpoint, and one CA bundle trusting both, as every Azure call trusts the one
+    bundle KVBACKUP_CA_BUNDLE names."""
     assert azurite.certificate is not None, "Azurite takes bearer tokens only with oauth"
+    bundle = workdir / "ca-bundle.pem"
+    bundle.write_bytes(lowkey.certificate.read_bytes() + azurite.certificate.read_bytes())
     return {
         "AZURE_TOKEN_CREDENTIALS": "ManagedIdentityCredential",
         "IDENTITY_ENDPOINT": endpoint,
         "IDENTITY_HEADER": HEADER,
-        # The storage clients trust the system's CAs, which OpenSSL reads from here.
-        "SSL_CERT_FILE": str(azurite.certificate),
+        "KVBACKUP_CA_BUNDLE": str(bundle),
     }

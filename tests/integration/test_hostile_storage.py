@@ -251,7 +251,10 @@ def _played(
     ]
     with Operators(plane, lowkey, workdir) as operators:
         operator = operators.start(
-            ns_a, ns_b, identity_rules=rules, settings=identity.operator_env(token_endpoint, server)
+            ns_a,
+            ns_b,
+            identity_rules=rules,
+            settings=identity.operator_env(token_endpoint, server, lowkey, workdir),
         )
         scene = Scene(
             plane,

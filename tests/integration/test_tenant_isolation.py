@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from tests.harness import azurite as azurite_harness
 from tests.harness import identity
 from tests.harness.azurite import Azurite
 from tests.harness.controlplane import ControlPlane
+from tests.harness.lowkey import Lowkey
 from tests.harness.operator import OperatorProcess
 from tests.integration.conftest import Cluster, Operators, VaultUnderTest, new_namespaces
 from tests.integration.objects import key_results, keybackup, keyrestore
@@ -213,6 +215,8 @@ async def test_a_tenant_restores_another_tenants_snapshot_from_a_shared_containe
     token_endpoint: str,
     shared_container: ContainerClient,
     operators: Operators,
+    lowkey: Lowkey,
+    tmp_path: Path,
 ) -> None:
     team_a, team_b = tenants
     blob = {
@@ -229,7 +233,7 @@ async def test_a_tenant_restores_another_tenants_snapshot_from_a_shared_containe
         }
     ]
     watched = (team_a.namespace, team_b.namespace)
-    own_identity = identity.operator_env(token_endpoint, identity_azurite)
+    own_identity = identity.operator_env(token_endpoint, identity_azurite, lowkey, tmp_path)
     vault.create_rsa_key("team-b-key", versions=2)
     team_b.apply(keybackup("keys", vault.url, keys=["team-b-key"], destination={"blob": blob}))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import ssl
 from typing import Any, ClassVar, cast
 
 import pytest
@@ -127,6 +128,36 @@ def test_a_missing_identity_says_on_one_line_what_to_configure() -> None:
     assert "DefaultAzureCredential" not in result.message
     assert "workload identity" in result.message
     assert "credentials Secret" in result.message
+
+
+def _refused_certificate() -> ServiceRequestError:
+    verify = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    verify.verify_message = "self-signed certificate in certificate chain"
+    try:
+        raise ServiceRequestError("Cannot connect to host") from verify
+    except ServiceRequestError as error:
+        return error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        _refused_certificate(),
+        # azure-identity tells of an unreachable token endpoint in words of its own.
+        ClientAuthenticationError(
+            "ManagedIdentityCredential: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+            "failed: unable to get local issuer certificate"
+        ),
+    ],
+    ids=["a vault or storage call", "a token request"],
+)
+def test_a_refused_tls_certificate_names_the_setting_that_trusts_its_ca(error: Exception) -> None:
+    result = map_azure_error(error, "back up key signing")
+
+    assert result.reason == "CertificateNotTrusted"
+    assert result.temporary
+    assert "KVBACKUP_CA_BUNDLE" in result.message
+    assert result.message.startswith("back up key signing: the service's TLS certificate")
 
 
 def test_a_throttled_azure_answer_keeps_the_retry_after_header() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import re
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,6 +23,7 @@ from azure.core.exceptions import (
 )
 
 from kvbackup import errors
+from kvbackup.adapters.http import CA_BUNDLE_SETTING
 from kvbackup.services.retry_policy import bounded_retry_after
 
 #: Retry-After's delay-seconds (RFC 9110 allows digits only; a fraction is tolerated).
@@ -84,6 +86,13 @@ def map_azure_error(
     """
     if isinstance(error, errors.KvBackupError):
         return error
+    untrusted = _untrusted_certificate(error)
+    if untrusted is not None:
+        return errors.TransientError(
+            f"{what}: the service's TLS certificate is not trusted ({untrusted}); behind a "
+            f"TLS-inspecting proxy or with a private CA, trust that CA in {CA_BUNDLE_SETTING}",
+            reason="CertificateNotTrusted",
+        )
     if isinstance(error, ResourceNotFoundError):
         return errors.NotFoundError(f"{what}: not found ({_service_message(error)})")
     if isinstance(error, ResourceExistsError):
@@ -128,6 +137,26 @@ def map_azure_error(
     if type(error).__module__.startswith("azure.identity"):
         return errors.CredentialUnavailableError(f"{what}: {NO_IDENTITY}")
     raise error
+
+
+#: How a failed certificate check reads once an SDK has turned it into text (azure-identity
+#: reports an unreachable token endpoint in a message of its own).
+_CERTIFICATE_CHECK_FAILED = "certificate verify failed"
+
+
+def _untrusted_certificate(error: BaseException) -> str | None:
+    """The certificate check that failed somewhere in ``error``'s chain, as OpenSSL said it;
+    None when no TLS certificate was refused."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, ssl.SSLCertVerificationError):
+            return errors.foreign_text(link.verify_message or str(link))
+        if _CERTIFICATE_CHECK_FAILED in str(link):
+            return _CERTIFICATE_CHECK_FAILED
+        link = link.__cause__ or link.__context__
+    return None
 
 
 def answered_status(error: errors.KvBackupError) -> int | None:

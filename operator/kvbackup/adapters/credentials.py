@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from azure.core.credentials import AccessToken
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.identity.aio import ClientSecretCredential, DefaultAzureCredential
 
 from kvbackup.adapters.azure_errors import azure_errors
+from kvbackup.adapters.http import SharedSession
+from kvbackup.api.azure_clouds import CLOUDS, cloud_named, cloud_of_authority, cloud_of_host
 from kvbackup.errors import InvalidSpecError, NotPermittedError
 
 #: The keys a credentials Secret must hold.
@@ -62,13 +66,70 @@ class FailingFast(AsyncTokenCredential):
         await self.close()
 
 
-def default_credential() -> AsyncTokenCredential:
-    """Workload identity on AKS, managed identity, or environment variables, in that spirit."""
-    return FailingFast(DefaultAzureCredential())
+def default_credential(service_url: str, http: SharedSession) -> AsyncTokenCredential:
+    """Workload identity on AKS, managed identity, or environment variables, in that
+    spirit, signing in where ``own_authority`` says for ``service_url``; its token requests
+    go through ``http`` (the process's one TLS context)."""
+    authority = own_authority(service_url, os.environ)
+    where = {"authority": authority} if authority else {}
+    return FailingFast(DefaultAzureCredential(transport=http.transport(), **where))
 
 
-def service_principal(secret_name: str, data: Mapping[str, bytes]) -> AsyncTokenCredential:
-    """A client-secret credential from Secret data; errors name keys, never values."""
+class OwnIdentity:
+    """The operator's own identity: one credential per authority it signs in at, made
+    when first needed (most operators need one), all closed together."""
+
+    def __init__(self, http: SharedSession) -> None:
+        self._http = http
+        self._by_authority: dict[str | None, AsyncTokenCredential] = {}
+
+    def for_service(self, service_url: str) -> AsyncTokenCredential:
+        authority = own_authority(service_url, os.environ)
+        credential = self._by_authority.get(authority)
+        if credential is None:
+            credential = default_credential(service_url, self._http)
+            self._by_authority[authority] = credential
+        return credential
+
+    async def close(self) -> None:
+        for credential in self._by_authority.values():
+            await credential.close()
+
+
+def own_authority(service_url: str, environment: Mapping[str, str]) -> str | None:
+    """Where the operator's own identity signs in to reach ``service_url``: the
+    environment's AZURE_AUTHORITY_HOST when set (the AKS workload identity webhook sets it),
+    else the authority of the cloud serving the URL's host; None: azure-identity's default."""
+    if environment.get("AZURE_AUTHORITY_HOST"):
+        return None
+    cloud = cloud_of_host(urlsplit(service_url).hostname or "")
+    return cloud.authority_host if cloud is not None else None
+
+
+def secret_authority(secret_name: str, data: Mapping[str, bytes], service_url: str) -> str | None:
+    """Where a credentials Secret's service principal signs in: the cloud its ``cloud`` or
+    ``authorityHost`` names, else the cloud serving ``service_url``'s host; None (the public
+    cloud's, or AZURE_AUTHORITY_HOST) for a host of no known cloud, such as an emulator."""
+    if data.get("cloud"):
+        named = cloud_named(_text(secret_name, data, "cloud"))
+        if named is None:
+            raise _invalid(secret_name, "cloud", f"one of {', '.join(c.name for c in CLOUDS)}")
+        return named.authority_host
+    if data.get("authorityHost"):
+        authority = cloud_of_authority(_text(secret_name, data, "authorityHost"))
+        if authority is None:
+            hosts = ", ".join(c.authority_host for c in CLOUDS)
+            raise _invalid(secret_name, "authorityHost", f"one of {hosts}")
+        return authority.authority_host
+    cloud = cloud_of_host(urlsplit(service_url).hostname or "")
+    return cloud.authority_host if cloud is not None else None
+
+
+def service_principal(
+    secret_name: str, data: Mapping[str, bytes], service_url: str, http: SharedSession
+) -> AsyncTokenCredential:
+    """A client-secret credential from Secret data, signing in at the authority of its
+    cloud (``secret_authority``) through ``http``; errors name keys, never values."""
     texts = {key: _text(secret_name, data, key) for key in SERVICE_PRINCIPAL_KEYS if key in data}
     missing = [key for key in SERVICE_PRINCIPAL_KEYS if not texts.get(key)]
     if missing:
@@ -77,11 +138,14 @@ def service_principal(secret_name: str, data: Mapping[str, bytes]) -> AsyncToken
             f"(it needs {', '.join(SERVICE_PRINCIPAL_KEYS)})",
             reason="InvalidCredentials",
         )
+    authority = secret_authority(secret_name, data, service_url)
     try:
         credential = ClientSecretCredential(
             tenant_id=texts["tenantId"],
             client_id=texts["clientId"],
             client_secret=texts["clientSecret"],
+            transport=http.transport(),
+            **({"authority": authority} if authority else {}),
         )
     except ValueError:  # azure-identity's word for a tenant id it would not send
         raise _invalid(secret_name, "tenantId", "a tenant's id or domain") from None

@@ -24,7 +24,6 @@ import binascii
 import datetime
 import json
 import re
-import ssl
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
@@ -49,7 +48,7 @@ from azure.keyvault.secrets.aio import SecretClient
 from kvbackup.adapters import request_checks
 from kvbackup.adapters.azure_errors import answered_status, azure_errors
 from kvbackup.adapters.fairshare import COMMAND_LINE, FairSlots
-from kvbackup.adapters.http import SharedSession, request_id
+from kvbackup.adapters.http import SharedSession, request_id, tls_context
 from kvbackup.adapters.metrics import (
     ANSWERED_OK,
     NO_ANSWER,
@@ -65,7 +64,6 @@ from kvbackup.api.kinds import ItemKind
 from kvbackup.config import Settings
 from kvbackup.errors import (
     IntegrityError,
-    InvalidSpecError,
     KvBackupError,
     NotFoundError,
     ThrottledError,
@@ -556,16 +554,6 @@ def vault_host(vault_url: str) -> str:
     parts = urlsplit(vault_url)
     host = (parts.hostname or "").lower()
     return f"{host}:{parts.port}" if parts.port else host
-
-
-def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
-    """The one TLS context for every vault: the system's CAs, or the configured bundle."""
-    try:
-        return ssl.create_default_context(cafile=ca_bundle)
-    except (OSError, ssl.SSLError) as error:
-        raise InvalidSpecError(
-            f"KVBACKUP_CA_BUNDLE={ca_bundle} is not a readable PEM bundle: {error}"
-        ) from None
 
 
 class KeyVaultClients:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from kvbackup.adapters import credentials
 from kvbackup.adapters.blob_store import BlobSnapshotStore, container_client
+from kvbackup.adapters.http import SharedSession, tls_context
 from kvbackup.adapters.keyvault import KeyVaultClients
 from kvbackup.adapters.kubernetes import KubernetesApi, connect_to
 from kvbackup.adapters.secret_store import SecretSnapshotStore
@@ -130,7 +131,13 @@ async def opened_storage(options: StorageOptions, settings: Settings) -> AsyncIt
         return
     container = where.container
     connection_string = os.environ.get(CONNECTION_STRING_VARIABLE) or None
-    identity = None if connection_string else credentials.default_credential()
+    tls = tls_context(settings.ca_bundle)
+    blob_http, identity_http = SharedSession(tls), SharedSession(tls, trust_env=True)
+    identity = (
+        None
+        if connection_string
+        else credentials.default_credential(container.account_url, identity_http)
+    )
     try:
         client = container_client(
             container.account_url,
@@ -138,6 +145,7 @@ async def opened_storage(options: StorageOptions, settings: Settings) -> AsyncIt
             hosts=settings.blob_hosts,
             connection_string=connection_string,
             credential=identity,
+            http=blob_http,
         )
         async with client:
             blob = BlobSnapshotStore(client, where.prefix)
@@ -145,6 +153,8 @@ async def opened_storage(options: StorageOptions, settings: Settings) -> AsyncIt
     finally:
         if identity is not None:
             await identity.close()
+        await blob_http.close()
+        await identity_http.close()
 
 
 @asynccontextmanager
@@ -166,9 +176,11 @@ async def opened_vault(vault_url: str, settings: Settings) -> AsyncIterator[Vaul
     """The vault under the Azure identity (DefaultAzureCredential: environment, workload
     or managed identity, the Azure CLI's login, ...)."""
     clients = KeyVaultClients(settings)
-    identity = credentials.default_credential()
+    identity_http = SharedSession(tls_context(settings.ca_bundle), trust_env=True)
+    identity = credentials.default_credential(vault_url, identity_http)
     try:
         yield clients.vault(vault_url, identity)
     finally:
         await clients.close()
         await identity.close()
+        await identity_http.close()
