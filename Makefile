@@ -50,11 +50,12 @@ argocd-health:
 shells:
 	bash hack/test-shells.sh
 
-# Lowkey Vault's jar and Azurite, found or installed before pytest starts, so that its
-# workers never build them at once.
+# Lowkey Vault's jar, Azurite and mitmproxy (the TLS-inspecting proxy of the proxy tests),
+# found or installed before pytest starts, so that its workers never build them at once.
 emulators: venv
 	bash hack/lowkey-vault.sh >/dev/null
 	$(BIN)/python -m tests.harness.azurite >/dev/null
+	$(BIN)/python -m tests.harness.mitm >/dev/null
 
 # The tests run in PYTEST_WORKERS processes, each with a control plane, emulators and
 # operator of its own; a test module stays in one process, as its fixtures are shared.
