@@ -542,6 +542,20 @@ def test_a_ca_bundle_configmap_is_mounted_read_only_and_named_in_the_settings(
     dry_run_server(control_plane, documents)
 
 
+def test_a_proxy_is_set_with_what_bypasses_it_and_none_by_default(helm: Path) -> None:
+    proxied = deployment_env(
+        render(helm, "ops", {"proxy": {"httpsProxy": "http://proxy.corp:3128"}})
+    )
+    plain = deployment_env(render(helm, "ops", {}))
+
+    assert proxied["HTTPS_PROXY"] == "http://proxy.corp:3128"
+    bypassed = proxied["NO_PROXY"].split(",")
+    assert bypassed[0] == "$(KUBERNETES_SERVICE_HOST)"  # the API server's address, in the pod
+    assert "169.254.169.254" in bypassed
+    assert "HTTP_PROXY" not in proxied
+    assert not {"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"} & set(plain)
+
+
 def test_the_operator_pod_meets_the_restricted_pod_security_standard(
     helm: Path, control_plane: ControlPlane, namespace: str
 ) -> None:
