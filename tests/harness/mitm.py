@@ -55,11 +55,13 @@ ADDON = '''\
 """Records each flow mitmproxy finishes, one JSON line each (written by tests/harness/mitm.py).
 
 {"kind": "http", "scheme", "host", "port", "method", "path" (no query), "status", "error",
-"client_tls"}: "scheme", "host" and "port" are the upstream's (in reverse mode, the plain
-http endpoint behind it), "client_tls" whether the client spoke TLS to the proxy; a
-request that got an answer from upstream ("status" its status, "error" null), or one
-that failed without one (e.g. the upstream's certificate did not verify): "status" null,
-"error" mitmproxy's message (the client got mitmproxy's own 502).
+"client_tls", "mode"}: "scheme", "host" and "port" are the upstream's (in reverse mode, the
+plain http endpoint behind it), "client_tls" whether the client spoke TLS to the proxy,
+"mode" how the client came ("regular": as to a proxy it was told of; "reverse": straight
+to the reverse port, as to the service itself). A request that got an answer from
+upstream has "status" its status and "error" null; one that failed without one (e.g. the
+upstream's certificate did not verify) has "status" null and "error" mitmproxy's message
+(the client got mitmproxy's own 502).
 
 {"kind": "tls-client", "host", "port", "error"}: a client that refused the proxy's
 certificate (it does not trust the CA) or broke off its TLS handshake with the proxy; no
@@ -101,6 +103,7 @@ class Record:
                 "status": flow.response.status_code if flow.response else None,
                 "error": flow.error.msg if flow.error else None,
                 "client_tls": flow.client_conn.tls_established,
+                "mode": flow.client_conn.proxy_mode.type_name,
             }
         )
 
@@ -145,6 +148,9 @@ class ProxiedRequest:
     #: Whether the client spoke TLS to the proxy (trusting the proxy's CA), whatever the
     #: upstream's scheme.
     client_tls: bool = False
+    #: "regular": the client sent the request to the proxy its settings name; "reverse":
+    #: it connected to the reverse port as to the service itself, not as to a proxy.
+    mode: str = "regular"
 
 
 @dataclass(frozen=True)
