@@ -27,6 +27,7 @@ from kvbackup.api.kinds import ITEM_KINDS, ItemKind, ItemRef
 from kvbackup.services.ports import SnapshotStore
 from kvbackup.services.snapshot import Artifact, Manifest, sha256_hex
 from tests.harness import azurite as azurite_harness
+from tests.harness import identity
 from tests.harness import lowkey as lowkey_harness
 from tests.harness.azurite import Azurite
 from tests.harness.controlplane import ControlPlane, install_crds, start
@@ -294,6 +295,37 @@ async def blob_client(
 def blob_store(blob_client: ContainerClient) -> BlobSnapshotStore:
     """The store as the operator builds it, under prefix "backups"."""
     return BlobSnapshotStore(blob_client, "backups")
+
+
+@pytest.fixture(scope="module")
+def oauth_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """Azurite on HTTPS taking bearer tokens, as Blob Storage takes the operator's own
+    identity (``identity.operator_env`` with ``token_endpoint``)."""
+    server = azurite_harness.start(tmp_path_factory.mktemp("azurite-oauth"), oauth=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def token_endpoint() -> Iterator[str]:
+    """A managed identity's token endpoint whose tokens ``oauth_azurite`` accepts."""
+    with identity.token_endpoint() as url:
+        yield url
+
+
+@pytest.fixture
+async def oauth_container(oauth_azurite: Azurite) -> AsyncIterator[ContainerClient]:
+    """A new container of ``oauth_azurite``, through the plain SDK with its key."""
+    client = ContainerClient.from_connection_string(
+        oauth_azurite.connection_string(),
+        f"c{uuid.uuid4().hex[:12]}",
+        connection_verify=str(oauth_azurite.certificate),
+    )
+    async with client:
+        await client.create_container()
+        yield client
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ direct. The proxy's own record says what passed through it."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from urllib.parse import urlsplit
 import pytest
 from azure.storage.blob.aio import ContainerClient
 
-from tests.harness import azurite as azurite_harness
 from tests.harness import identity
 from tests.harness.azurite import Azurite
 from tests.harness.controlplane import ControlPlane
@@ -30,52 +28,24 @@ from tests.integration.objects import key_results, keybackup, keyrestore
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    """Blob Storage on HTTPS, taking the operator's own identity's tokens."""
-    server = azurite_harness.start(tmp_path_factory.mktemp("azurite-proxied"), oauth=True)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def token_server() -> Iterator[str]:
-    with identity.token_endpoint() as url:
-        yield url
-
-
 @pytest.fixture
 def mitm(
-    lowkey: Lowkey, storage: Azurite, token_server: str, tmp_path: Path
+    lowkey: Lowkey, oauth_azurite: Azurite, token_endpoint: str, tmp_path: Path
 ) -> Iterator[Mitmproxy]:
     """The proxy, trusting the emulators' certificates upstream, and serving the token
     endpoint over TLS on its reverse port."""
-    assert storage.certificate is not None
-    upstream = token_server.rsplit("/", 1)[0]
+    assert oauth_azurite.certificate is not None
+    upstream = token_endpoint.rsplit("/", 1)[0]
     with Mitmproxy(
-        tmp_path / "mitm", [lowkey.certificate, storage.certificate], reverse_to=upstream
+        tmp_path / "mitm", [lowkey.certificate, oauth_azurite.certificate], reverse_to=upstream
     ) as proxy:
         yield proxy
-
-
-@pytest.fixture
-async def container(storage: Azurite) -> AsyncIterator[ContainerClient]:
-    client = ContainerClient.from_connection_string(
-        storage.connection_string(),
-        f"proxied-{uuid.uuid4().hex[:8]}",
-        connection_verify=str(storage.certificate),
-    )
-    async with client:
-        await client.create_container()
-        yield client
 
 
 def behind(
     mitm: Mitmproxy,
     plane: ControlPlane,
-    token_server: str,
+    token_endpoint: str,
     *,
     trusting: bool = True,
     tokens_over_tls: bool = True,
@@ -85,7 +55,7 @@ def behind(
     endpoint's name) in NO_PROXY. With ``tokens_over_tls``, tokens come over TLS from the
     proxy's reverse port; without, over plain http straight from the endpoint."""
     api_port = urlsplit(plane.server).port
-    token_port = urlsplit(token_server).port
+    token_port = urlsplit(token_endpoint).port
     endpoint = (
         f"https://localhost:{mitm.reverse_port}/token"
         if tokens_over_tls
@@ -109,27 +79,35 @@ def at(requests: list[ProxiedRequest], port: int | None) -> list[ProxiedRequest]
 
 
 def blob_destination(storage: Azurite, container: ContainerClient) -> dict[str, Any]:
-    return {"blob": {"accountUrl": storage.blob_endpoint, "container": container.container_name}}
+    return {
+        "blob": {
+            "accountUrl": storage.blob_endpoint,
+            "container": container.container_name,
+        }
+    }
 
 
 def test_backups_into_secrets_and_blob_and_a_restore_all_run_through_the_proxy(
     control_plane: ControlPlane,
     operators: Operators,
     vault: VaultUnderTest,
-    storage: Azurite,
-    token_server: str,
+    oauth_azurite: Azurite,
+    token_endpoint: str,
     mitm: Mitmproxy,
-    container: ContainerClient,
+    oauth_container: ContainerClient,
 ) -> None:
     [cluster] = new_namespaces(control_plane, "proxied")
-    settings = behind(mitm, control_plane, token_server)
+    settings = behind(mitm, control_plane, token_endpoint)
     cluster.operator = operators.start(cluster.namespace, settings=settings)
     versions = vault.create_rsa_key("signing", versions=2)
 
     cluster.apply(keybackup("in-secrets", vault.url, keys=["signing"]))
     cluster.apply(
         keybackup(
-            "in-blob", vault.url, keys=["signing"], destination=blob_destination(storage, container)
+            "in-blob",
+            vault.url,
+            keys=["signing"],
+            destination=blob_destination(oauth_azurite, oauth_container),
         )
     )
     cluster.wait_for_phase("keybackup", "in-secrets", "Succeeded")
@@ -142,15 +120,16 @@ def test_backups_into_secrets_and_blob_and_a_restore_all_run_through_the_proxy(
     assert vault.version_ids("signing") == versions
     seen = mitm.requests()
     vault_calls = at(seen, urlsplit(vault.url).port)
-    storage_calls = at(seen, storage.port)
-    token_calls = at(seen, urlsplit(token_server).port)
+    storage_calls = at(seen, oauth_azurite.port)
+    token_calls = at(seen, urlsplit(token_endpoint).port)
     assert {(r.scheme, r.method, r.path) for r in vault_calls} >= {
         ("https", "POST", "/keys/signing/backup"),
         ("https", "POST", "/keys/restore"),
     }
     assert {(r.scheme, r.method) for r in storage_calls} >= {("https", "PUT"), ("https", "GET")}
     assert any(
-        r.path.startswith(f"/devstoreaccount1/{container.container_name}/") for r in storage_calls
+        r.path.startswith(f"/devstoreaccount1/{oauth_container.container_name}/")
+        for r in storage_calls
     )
     assert token_calls
     # Straight to the endpoint (NO_PROXY), not through HTTPS_PROXY, over TLS that the one
@@ -168,20 +147,20 @@ def test_without_the_proxys_ca_each_kind_of_call_fails_naming_the_setting(
     control_plane: ControlPlane,
     operators: Operators,
     vault: VaultUnderTest,
-    storage: Azurite,
-    token_server: str,
+    oauth_azurite: Azurite,
+    token_endpoint: str,
     mitm: Mitmproxy,
-    container: ContainerClient,
+    oauth_container: ContainerClient,
 ) -> None:
     vault.create_rsa_key("signing")
     direct_tokens, proxied_tokens = new_namespaces(control_plane, "no-ca", "no-ca-tokens")
     direct_tokens.operator = operators.start(
         direct_tokens.namespace,
-        settings=behind(mitm, control_plane, token_server, trusting=False, tokens_over_tls=False),
+        settings=behind(mitm, control_plane, token_endpoint, trusting=False, tokens_over_tls=False),
     )
     proxied_tokens.operator = operators.start(
         proxied_tokens.namespace,
-        settings=behind(mitm, control_plane, token_server, trusting=False),
+        settings=behind(mitm, control_plane, token_endpoint, trusting=False),
     )
 
     direct_tokens.apply(keybackup("to-vault", vault.url, keys=["signing"]))
@@ -190,7 +169,7 @@ def test_without_the_proxys_ca_each_kind_of_call_fails_naming_the_setting(
             "to-storage",
             vault.url,
             keys=["signing"],
-            destination=blob_destination(storage, container),
+            destination=blob_destination(oauth_azurite, oauth_container),
         )
     )
     # Blob Storage asks for a token before its first request (Key Vault's first request
@@ -200,13 +179,13 @@ def test_without_the_proxys_ca_each_kind_of_call_fails_naming_the_setting(
             "for-a-token",
             vault.url,
             keys=["signing"],
-            destination=blob_destination(storage, container),
+            destination=blob_destination(oauth_azurite, oauth_container),
         )
     )
 
     for cluster, name, call in (
         (direct_tokens, "to-vault", "key signing"),
-        (direct_tokens, "to-storage", container.container_name),
+        (direct_tokens, "to-storage", oauth_container.container_name),
         (proxied_tokens, "for-a-token", "get an Azure token"),
     ):
         cluster.wait_until(
@@ -218,4 +197,4 @@ def test_without_the_proxys_ca_each_kind_of_call_fails_naming_the_setting(
         assert call in message, message
     # The operator broke off its handshakes with the proxy: it trusts the system's CAs.
     refused_at = {handshake.port for handshake in mitm.refused_handshakes()}
-    assert {urlsplit(vault.url).port, storage.port} <= refused_at
+    assert {urlsplit(vault.url).port, oauth_azurite.port} <= refused_at

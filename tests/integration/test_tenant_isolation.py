@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from azure.storage.blob.aio import ContainerClient
 
-from tests.harness import azurite as azurite_harness
 from tests.harness import identity
 from tests.harness.azurite import Azurite
 from tests.harness.controlplane import ControlPlane
@@ -172,58 +170,26 @@ def test_without_rules_the_identity_is_refused_with_the_rule_that_would_allow_it
 # --- a container shared by tenants, reached with the operator's own identity ---------------
 
 
-@pytest.fixture(scope="module")
-def identity_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    """Azurite on HTTPS taking bearer tokens, as Blob Storage takes the operator's identity:
-    a token is good for every container the identity may use, so only the operator's own
-    checks keep one tenant's folder from another."""
-    server = azurite_harness.start(tmp_path_factory.mktemp("azurite-identity"), oauth=True)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def token_endpoint() -> Iterator[str]:
-    with identity.token_endpoint() as url:
-        yield url
-
-
-@pytest.fixture
-async def shared_container(identity_azurite: Azurite) -> AsyncIterator[ContainerClient]:
-    client = ContainerClient.from_connection_string(
-        identity_azurite.connection_string(),
-        f"shared-{uuid.uuid4().hex[:8]}",
-        connection_verify=str(identity_azurite.certificate),
-    )
-    await client.create_container()
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 async def _blob_names(container: ContainerClient) -> list[str]:
     return sorted([blob.name async for blob in container.list_blobs()])
 
 
-async def test_a_tenant_restores_another_tenants_snapshot_from_a_shared_container_only_if_granted(
+async def test_a_tenant_restores_another_tenants_snapshot_from_a_oauth_container_only_if_granted(
     tenants: tuple[Cluster, Cluster],
     vault: VaultUnderTest,
-    identity_azurite: Azurite,
+    oauth_azurite: Azurite,
     token_endpoint: str,
-    shared_container: ContainerClient,
+    oauth_container: ContainerClient,
     operators: Operators,
     lowkey: Lowkey,
     tmp_path: Path,
 ) -> None:
     team_a, team_b = tenants
     blob = {
-        "accountUrl": identity_azurite.blob_endpoint,
-        "container": shared_container.container_name,
+        "accountUrl": oauth_azurite.blob_endpoint,
+        "container": oauth_container.container_name,
     }
-    container_url = f"{identity_azurite.blob_endpoint}/{shared_container.container_name}"
+    container_url = f"{oauth_azurite.blob_endpoint}/{oauth_container.container_name}"
     # Both teams may use the operator's identity for the vault and the shared container.
     rules: list[dict[str, Any]] = [
         {
@@ -233,7 +199,7 @@ async def test_a_tenant_restores_another_tenants_snapshot_from_a_shared_containe
         }
     ]
     watched = (team_a.namespace, team_b.namespace)
-    own_identity = identity.operator_env(token_endpoint, identity_azurite, lowkey, tmp_path)
+    own_identity = identity.operator_env(token_endpoint, oauth_azurite, lowkey, tmp_path)
     vault.create_rsa_key("team-b-key", versions=2)
     team_b.apply(keybackup("keys", vault.url, keys=["team-b-key"], destination={"blob": blob}))
 
@@ -242,7 +208,7 @@ async def test_a_tenant_restores_another_tenants_snapshot_from_a_shared_containe
         location = team_b.wait_for_phase("keybackup", "keys", "Succeeded")["lastSnapshot"][
             "location"
         ]
-        stored = await _blob_names(shared_container)
+        stored = await _blob_names(oauth_container)
         # As team-b's status shows it, and as team-a could guess it: the folder's URL.
         peek = {"blob": {**blob, "path": location}}
         team_a.apply(keyrestore("peek", vault.url, source=peek, dryRun=True))
@@ -269,7 +235,7 @@ async def test_a_tenant_restores_another_tenants_snapshot_from_a_shared_containe
     assert f"add the rule {json.dumps(grant)} to KVBACKUP_DEFAULT_IDENTITY_RULES" in message
     (event,) = [e for e in team_a.events_for("peek") if e["reason"] == "SourceNotPermitted"]
     assert event["type"] == "Warning"
-    assert await _blob_names(shared_container) == stored
+    assert await _blob_names(oauth_container) == stored
 
     # The admin adds exactly that rule: now team-a may read team-b's snapshot.
     granted = operators.start(*watched, identity_rules=[*rules, grant], settings=own_identity)
